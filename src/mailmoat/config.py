@@ -1,0 +1,217 @@
+"""The one settings model. Every setting has a safe default and one line of documentation here.
+
+`mailmoat config defaults` prints them all from this file; nothing else documents a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _check_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {value!r}")
+    return value
+
+
+class ServerSettings(_Section):
+    listen: list[str] = Field(
+        default=["127.0.0.1:2525"],
+        description="Addresses to listen on, HOST:PORT each ([::1]:PORT for IPv6); use port 25 in production.",
+    )
+    hostname: str = Field(
+        default_factory=socket.getfqdn,
+        description="Name used in the greeting, EHLO reply and Received: header (default: this host's FQDN).",
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate chain for STARTTLS; STARTTLS is offered only when set."
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key for STARTTLS.")
+    uvloop: bool = Field(default=True, description="Use uvloop as the event loop when it is installed.")
+    input_buffer: int = Field(
+        default=64 * KiB, ge=4 * KiB, description="Unparsed client input per session before reading pauses."
+    )
+    spool_memory: int = Field(
+        default=256 * KiB, ge=0, description="Message bytes a session keeps in memory before spooling to a temporary file."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one listen address is needed")
+        return [_check_endpoint(x) for x in v]
+
+
+class SmtpSettings(_Section):
+    max_command_line: int = Field(default=512, ge=512, le=4096, description="Longest command line in octets, CRLF included (RFC 5321: 512).")
+    max_path: int = Field(default=256, ge=256, le=1024, description="Longest reverse or forward path in octets (RFC 5321: 256).")
+    max_local_part: int = Field(default=64, ge=64, le=256, description="Longest local part of an address in octets (RFC 5321: 64).")
+    max_domain: int = Field(default=255, ge=255, le=255, description="Longest domain in octets (RFC 5321: 255).")
+    max_text_line: int = Field(default=1000, ge=1000, le=16 * KiB, description="Longest message line in octets, CRLF included (RFC 5321: 1000).")
+    max_recipients: int = Field(default=100, ge=1, le=10000, description="Recipients per transaction; more get 452 4.5.3.")
+    max_message_size: int = Field(default=25 * MiB, ge=1 * KiB, le=2 * 1024 * MiB, description="Largest message in octets, advertised with SIZE.")
+    max_unknown_commands: int = Field(default=10, ge=1, description="Unrecognised commands per session before it is closed.")
+    max_errors: int = Field(default=20, ge=1, description="Error replies per session before it is closed with 421.")
+    bare_line_endings: Literal["reject", "normalise"] = Field(
+        default="reject", description="Bare CR or LF in message data: reject the message, or rewrite it as CRLF."
+    )
+    pipelining: bool = Field(default=True, description="Advertise PIPELINING (RFC 2920).")
+    smtputf8: bool = Field(default=True, description="Advertise SMTPUTF8 (RFC 6531) and allow UTF-8 addresses with it.")
+    vrfy_reply: Literal["252", "502"] = Field(default="252", description="Answer to VRFY/EXPN: 252 (reveals nothing) or 502 (not implemented).")
+
+
+class TimeoutSettings(_Section):
+    greeting: float = Field(default=60.0, gt=0, description="Seconds from the greeting to the client's first command.")
+    command: float = Field(default=300.0, gt=0, description="Seconds a client may stay idle between commands (RFC 5321: 5 min).")
+    data: float = Field(default=180.0, gt=0, description="Seconds a client may stay silent while sending message data.")
+
+
+class DomainSettings(_Section):
+    local: list[str] = Field(default=[], description="Domains mailmoat accepts mail for; no others are accepted (no open relay).")
+    relay_networks: list[str] = Field(
+        default=[], description="Client networks (CIDR) allowed to send to any domain; empty means none."
+    )
+
+    @field_validator("local")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        out = []
+        for d in v:
+            d = d.strip().lower().rstrip(".")
+            if not d or " " in d or "@" in d:
+                raise ValueError(f"not a domain name: {d!r}")
+            out.append(d)
+        return out
+
+    @field_validator("relay_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for n in v:
+            ipaddress.ip_network(n, strict=False)
+        return v
+
+
+class RelaySettings(_Section):
+    downstream: str | None = Field(
+        default=None, description="Internal server as HOST:PORT; unset means deliver to the local Maildir."
+    )
+    protocol: Literal["smtp", "lmtp"] = Field(default="smtp", description="Protocol spoken to the downstream server.")
+    starttls: Literal["off", "opportunistic", "require"] = Field(default="off", description="STARTTLS towards the downstream server.")
+    tls_verify: bool = Field(default=True, description="Verify the downstream server's certificate when using STARTTLS.")
+    pool_size: int = Field(default=10, ge=1, le=1000, description="Most connections open to the downstream server at once.")
+    pool_wait: float = Field(default=15.0, ge=0, description="Seconds to wait for a free downstream connection before answering 451.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect and read the downstream greeting.")
+    command_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for a downstream reply to a command.")
+    data_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for the downstream reply after the end of data.")
+    idle_timeout: float = Field(default=30.0, gt=0, description="Seconds an unused pooled downstream connection stays open.")
+    max_messages_per_connection: int = Field(default=100, ge=1, description="Messages sent over one downstream connection before it is closed.")
+    helo_name: str | None = Field(default=None, description="Name mailmoat gives in EHLO/LHLO downstream (default: server.hostname).")
+
+    @field_validator("downstream")
+    @classmethod
+    def _downstream(cls, v: str | None) -> str | None:
+        return None if v in (None, "") else _check_endpoint(v)
+
+
+class MaildirSettings(_Section):
+    path: Path = Field(default=Path("Maildir"), description="Maildir that receives accepted mail when no downstream is set.")
+
+
+class LogSettings(_Section):
+    format: Literal["text", "json"] = Field(default="text", description="Log line format: plain text or one JSON object per line.")
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    domains: DomainSettings = Field(default_factory=DomainSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    maildir: MaildirSettings = Field(default_factory=MaildirSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` lists (dotted key, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {r}" for k, r in problems))
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    return [(".".join(str(p) for p in e["loc"]) or "(top)", e["msg"]) for e in err.errors()]
+
+
+def build(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_problems(err)) from None
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read a TOML file (optional) and apply dotted-key overrides such as {"relay.pool_size": 5}."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as err:
+            raise ConfigError([(str(path), err.strerror or str(err))]) from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError([(str(path), f"not valid TOML: {err}")]) from None
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError([(key, "cannot override inside a non-table value")])
+        node[leaf] = value
+    return build(data)
+
+
+def describe_defaults() -> list[tuple[str, str, str]]:
+    """(dotted key, default as TOML-ish text, one-line description) for every setting."""
+    rows = []
+    for section_name, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, f in model.model_fields.items():
+            if f.default_factory is not None:
+                default: Any = "(computed)" if name == "hostname" else f.default_factory()  # type: ignore[call-arg]
+            else:
+                default = f.default
+            rows.append((f"{section_name}.{name}", _show(default), f.description or ""))
+    return rows
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return f'"{value}"'
+    if isinstance(value, str):
+        return value if value.startswith("(") else f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)

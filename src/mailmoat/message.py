@@ -1,0 +1,72 @@
+"""What passes from the session to delivery: the envelope and the spooled message.
+
+The message is held exactly as the client meant it: dot-stuffing undone, every line ending in
+CRLF. It lives in memory up to `memory_limit` bytes and in an unlinked temporary file beyond,
+so a session's memory stays bounded whatever the message size.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class Envelope:
+    """The accepted envelope of one transaction."""
+
+    mail_from: str
+    """Reverse path without angle brackets; "" is the null sender."""
+    rcpt_to: list[str] = field(default_factory=list)
+    body: Literal["7BIT", "8BITMIME"] | None = None
+    smtputf8: bool = False
+    declared_size: int | None = None
+
+
+class Spool:
+    """Append-only message store: memory first, an anonymous temporary file past a limit."""
+
+    def __init__(self, memory_limit: int = 256 * 1024) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """Yield the content from the start; safe to call more than once."""
+        self._file.seek(0)
+        while block := self._file.read(size):
+            yield block
+        self._file.seek(0, 2)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(slots=True)
+class Message:
+    """A message ready for delivery: mailmoat's own header lines, then the client's content."""
+
+    envelope: Envelope
+    spool: Spool
+    queue_id: str
+    trace: bytes = b""
+    """Header lines mailmoat adds in front (Received:), each ending in CRLF."""
+
+    @property
+    def size(self) -> int:
+        return len(self.trace) + self.spool.size
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.trace:
+            yield self.trace
+        yield from self.spool.chunks()

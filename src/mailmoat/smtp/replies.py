@@ -1,0 +1,138 @@
+"""SMTP replies (RFC 5321 §4.2) with enhanced status codes (RFC 3463): one type, both directions.
+
+The server engine serialises `Reply` objects; the downstream client parses them back with
+`ReplyParser`. Text is restricted to printable ASCII so that nothing an attacker or a downstream
+server said can smuggle a line break into a reply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+MAX_REPLY_LINE = 512
+"""RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including CRLF."""
+
+
+def clean_text(text: str, limit: int = 400) -> str:
+    """Make `text` safe for a reply line: printable ASCII only, bounded length."""
+    return _UNPRINTABLE.sub("?", text)[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: a three-digit code, an optional enhanced code and one or more text lines."""
+
+    code: int
+    enhanced: str | None
+    lines: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"reply code out of range: {self.code}")
+        if self.enhanced is not None and (
+            not _ENHANCED.match(self.enhanced) or self.enhanced[0] != str(self.code)[0]
+        ):
+            raise ValueError(f"enhanced status {self.enhanced!r} does not fit code {self.code}")
+        if not self.lines:
+            raise ValueError("a reply needs at least one line")
+
+    @property
+    def positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+    def to_bytes(self) -> bytes:
+        """Serialise; the enhanced code prefixes every line (RFC 2034 §4)."""
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        last = len(self.lines) - 1
+        return "".join(
+            f"{self.code}{' ' if i == last else '-'}{prefix}{clean_text(line)}\r\n"
+            for i, line in enumerate(self.lines)
+        ).encode("ascii")
+
+    def __str__(self) -> str:
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        return f"{self.code} {prefix}{self.text}"
+
+
+def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
+    return Reply(code, enhanced, tuple(lines))
+
+
+class ReplyError(Exception):
+    """A peer sent something that is not a well-formed SMTP reply."""
+
+
+_REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -])(.*)$", re.S)
+
+
+class ReplyParser:
+    """Incremental parser for replies sent by a server (used by the downstream client).
+
+    Bounded: a line longer than `MAX_REPLY_LINE` or a reply of more than `max_lines` lines is
+    an error, so a broken downstream cannot make the client buffer without limit.
+    """
+
+    def __init__(self, max_lines: int = 100) -> None:
+        self._buf = bytearray()
+        self._lines: list[str] = []
+        self._code: int | None = None
+        self._max_lines = max_lines
+
+    def feed(self, data: bytes) -> list[Reply]:
+        self._buf += data
+        replies: list[Reply] = []
+        while True:
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if len(self._buf) > MAX_REPLY_LINE * 4:
+                    raise ReplyError("reply line too long")
+                return replies
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 2]
+            m = _REPLY_LINE.match(line) if len(line) else None
+            if m is None:
+                if line[:3].isdigit() and len(line) == 3:
+                    m = _REPLY_LINE.match(line + b" ")
+                if m is None:
+                    raise ReplyError(f"malformed reply line: {line[:80]!r}")
+            code = int(m.group(1))
+            if self._code is not None and code != self._code:
+                raise ReplyError("reply code changed inside a multi-line reply")
+            self._code = code
+            self._lines.append(m.group(3).decode("utf-8", "replace"))
+            if len(self._lines) > self._max_lines:
+                raise ReplyError("too many lines in one reply")
+            if m.group(2) == b" ":
+                replies.append(_build(code, self._lines))
+                self._lines = []
+                self._code = None
+
+
+def _build(code: int, lines: list[str]) -> Reply:
+    """Split an enhanced status code off the first line when it is there and fits the code."""
+    enhanced = None
+    first, _, rest = lines[0].partition(" ")
+    if _ENHANCED.match(first) and first[0] == str(code)[0]:
+        enhanced = first
+        stripped = [rest]
+        for line in lines[1:]:
+            head, _, tail = line.partition(" ")
+            stripped.append(tail if head == first else line)
+        lines = stripped
+    return Reply(code, enhanced, tuple(clean_text(x) for x in lines) or ("",))
