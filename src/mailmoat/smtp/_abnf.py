@@ -1,0 +1,53 @@
+"""RFC 5321 / RFC 6531 grammar as compiled patterns (the way h11 keeps HTTP's in `_abnf.py`).
+
+Patterns work on `str`; the engine decodes a command line as ASCII, or as UTF-8 when SMTPUTF8
+is in force, before matching. Lengths are checked by the caller, not here.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 5322 atext, and its RFC 6531 extension with any non-ASCII character.
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
+_UTF8_NONASCII = r"\u0080-\U0010ffff"
+
+ATOM = rf"[{_ATEXT}]+"
+ATOM_UTF8 = rf"[{_ATEXT}{_UTF8_NONASCII}]+"
+DOT_STRING = rf"{ATOM}(?:\.{ATOM})*"
+DOT_STRING_UTF8 = rf"{ATOM_UTF8}(?:\.{ATOM_UTF8})*"
+# Quoted-string: qtextSMTP is %d32-33 / %d35-91 / %d93-126; quoted-pairSMTP is "\" %d32-126.
+QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+QUOTED_STRING_UTF8 = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8_NONASCII}]|\\[\x20-\x7e])*"'
+
+LET_DIG = r"[A-Za-z0-9]"
+SUB_DOMAIN = rf"{LET_DIG}(?:[A-Za-z0-9-]*{LET_DIG})?"
+_LDU = rf"A-Za-z0-9{_UTF8_NONASCII}"
+SUB_DOMAIN_UTF8 = rf"[{_LDU}](?:[{_LDU}-]*[{_LDU}])?"
+DOMAIN = rf"{SUB_DOMAIN}(?:\.{SUB_DOMAIN})*"
+DOMAIN_UTF8 = rf"{SUB_DOMAIN_UTF8}(?:\.{SUB_DOMAIN_UTF8})*"
+# Address literals are checked for real (ipaddress) after this loose match.
+ADDRESS_LITERAL = r"\[[A-Za-z0-9.:\-]+\]"
+
+ESMTP_KEYWORD = r"[A-Za-z0-9][A-Za-z0-9-]*"
+ESMTP_VALUE = r"[\x21-\x3c\x3e-\x7e]+"
+
+esmtp_param = re.compile(rf"({ESMTP_KEYWORD})(?:=({ESMTP_VALUE}))?")
+
+
+def _mailbox(utf8: bool) -> re.Pattern[str]:
+    local = f"{DOT_STRING_UTF8}|{QUOTED_STRING_UTF8}" if utf8 else f"{DOT_STRING}|{QUOTED_STRING}"
+    domain = DOMAIN_UTF8 if utf8 else DOMAIN
+    # A-d-l (source route) is accepted for RFC compliance and then ignored (RFC 5321 §4.1.1.3).
+    adl = rf"@(?:{domain}|{ADDRESS_LITERAL})(?:,@(?:{domain}|{ADDRESS_LITERAL}))*:"
+    return re.compile(rf"<(?:{adl})?(?P<local>{local})@(?P<domain>{domain}|{ADDRESS_LITERAL})>")
+
+
+path = _mailbox(utf8=False)
+path_utf8 = _mailbox(utf8=True)
+
+# First line of a protocol that is not SMTP: HTTP request lines, header lines, proxies.
+non_smtp_verbs = frozenset(
+    {"GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "USER", "PASS"}
+)
+TLS_RECORD_PREFIXES = (b"\x16\x03", b"\x80")  # TLS handshake record, SSLv2 ClientHello
