@@ -1,0 +1,119 @@
+"""The `mailmoat` command."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailmoat import config, logs
+
+
+@click.group()
+@click.version_option(package_name="mailmoat")
+def main() -> None:
+    """mailmoat: a hardened SMTP filtering gateway."""
+
+
+def _load(path: Path | None, overrides: dict[str, Any]) -> config.Settings:
+    try:
+        return config.load(path, overrides)
+    except config.ConfigError as err:
+        for key, reason in err.problems:
+            click.echo(f"config error: {key}: {reason}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path), help="TOML file.")
+@click.option("--listen", multiple=True, help="HOST:PORT to listen on (repeatable).")
+@click.option("--downstream", help="Internal server HOST:PORT (default: deliver to --maildir).")
+@click.option("--lmtp", is_flag=True, default=None, help="Speak LMTP to the downstream server.")
+@click.option("--domain", multiple=True, help="Local domain to accept mail for (repeatable).")
+@click.option("--maildir", type=click.Path(path_type=Path), help="Maildir for local delivery.")
+@click.option("--hostname", help="Name in the greeting and the Received: header.")
+def serve(
+    config_file: Path | None,
+    listen: tuple[str, ...],
+    downstream: str | None,
+    lmtp: bool | None,
+    domain: tuple[str, ...],
+    maildir: Path | None,
+    hostname: str | None,
+) -> None:
+    """Run the gateway. Flags override the config file."""
+    overrides: dict[str, Any] = {}
+    if listen:
+        overrides["server.listen"] = list(listen)
+    if hostname:
+        overrides["server.hostname"] = hostname
+    if downstream:
+        overrides["relay.downstream"] = downstream
+    if lmtp:
+        overrides["relay.protocol"] = "lmtp"
+    if domain:
+        overrides["domains.local"] = list(domain)
+    if maildir:
+        overrides["maildir.path"] = str(maildir)
+    settings = _load(config_file, overrides)
+    logs.setup(settings.log)
+    if not settings.domains.local:
+        logs.event("warning", 30, message="no local domains configured: every recipient is refused")
+    if settings.server.uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: config.Settings) -> None:
+    from mailmoat.server.gateway import Gateway
+
+    gateway = Gateway(settings)
+    try:
+        await gateway.start()
+    except OSError as err:
+        click.echo(f"cannot listen: {err}", err=True)
+        await gateway.delivery.close()
+        sys.exit(1)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logs.event("stopping", sessions=len(gateway.sessions))
+    await gateway.stop()
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Check a configuration file or list every setting."""
+
+
+@config_group.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def check(file: Path) -> None:
+    """Validate FILE; print each problem as KEY: REASON."""
+    _load(file, {})
+    click.echo(f"{file}: ok")
+
+
+@config_group.command()
+def defaults() -> None:
+    """Print every setting with its default and what it does (like postconf -d)."""
+    section = ""
+    for key, default, doc in config.describe_defaults():
+        head = key.split(".", 1)[0]
+        if head != section:
+            if section:
+                click.echo()
+            click.echo(f"[{head}]")
+            section = head
+        click.echo(f"{key.split('.', 1)[1]} = {default}  # {doc}")

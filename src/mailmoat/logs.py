@@ -1,0 +1,56 @@
+"""Log lines: one per connection and one per transaction outcome, text or JSON.
+
+Callers give a short event name and flat key/value fields; this module alone decides the format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from mailmoat.config import LogSettings
+
+log = logging.getLogger("mailmoat")
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        if self.as_json:
+            doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
+            doc.update(fields)
+            return json.dumps(doc, default=str, ensure_ascii=False)
+        parts = [when, record.levelname.lower(), record.getMessage()]
+        parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None]
+        return " ".join(parts)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    text = str(value)
+    if not text or any(c in text for c in ' "=') or not text.isprintable():
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def setup(settings: LogSettings, stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter(settings.format == "json"))
+    log.handlers[:] = [handler]
+    log.setLevel(settings.level.upper())
+    log.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    if log.isEnabledFor(level):
+        log.log(level, name, extra={"fields": fields})

@@ -1,0 +1,99 @@
+"""Checks as hooks on the stages of a session, run in order by a pipeline (Haraka's cut).
+
+A check implements any of the hook methods. A hook answers `None` to let the session go on, or
+a `Reply` that refuses the command (and the first refusal wins). A hook may be a plain method
+or a coroutine function: the pipeline stays synchronous until a hook actually needs to wait, so
+the common path costs no task and no await.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from mailmoat.message import Message
+from mailmoat.smtp.events import Helo, MailFrom, RcptTo
+from mailmoat.smtp.replies import Reply
+
+Verdict = Reply | None
+HookResult = Verdict | Awaitable[Verdict]
+
+STAGES = ("connect", "helo", "mail", "rcpt", "data", "message")
+
+
+@dataclass(slots=True)
+class Client:
+    """What the checks may know about the client; never the socket."""
+
+    address: str
+    port: int
+    tls: bool = False
+    helo: str | None = None
+    ip: IPv4Address | IPv6Address = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ip = ip_address(self.address.split("%", 1)[0])
+
+
+class Check:
+    """Base class: override the hooks a defence needs. Every hook may also be `async def`."""
+
+    name = "check"
+
+    def connect(self, client: Client) -> HookResult:
+        return None
+
+    def helo(self, client: Client, event: Helo) -> HookResult:
+        return None
+
+    def mail(self, client: Client, event: MailFrom) -> HookResult:
+        return None
+
+    def rcpt(self, client: Client, event: RcptTo) -> HookResult:
+        return None
+
+    def data(self, client: Client) -> HookResult:
+        return None
+
+    def message(self, client: Client, message: Message) -> HookResult:
+        return None
+
+
+class Pipeline:
+    """Runs the checks that implement a stage, in order, until one refuses."""
+
+    def __init__(self, checks: list[Check]) -> None:
+        self.checks = checks
+        self._hooks: dict[str, list[Callable[..., HookResult]]] = {
+            stage: [
+                getattr(c, stage)
+                for c in checks
+                if getattr(type(c), stage) is not getattr(Check, stage)
+            ]
+            for stage in STAGES
+        }
+
+    def run(self, stage: str, *args: Any) -> HookResult:
+        hooks = self._hooks[stage]
+        for i, hook in enumerate(hooks):
+            verdict = hook(*args)
+            if inspect.isawaitable(verdict):
+                return self._finish(verdict, hooks[i + 1 :], args)
+            if verdict is not None:
+                return verdict
+        return None
+
+    @staticmethod
+    async def _finish(
+        pending: Awaitable[Verdict], rest: list[Callable[..., HookResult]], args: tuple[Any, ...]
+    ) -> Verdict:
+        verdict = await pending
+        for hook in rest:
+            if verdict is not None:
+                return verdict
+            result = hook(*args)
+            verdict = await result if inspect.isawaitable(result) else result
+        return verdict

@@ -1,0 +1,95 @@
+"""The running gateway: settings, checks, delivery, TLS and the listening sockets in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import TYPE_CHECKING
+
+from mailmoat import logs
+from mailmoat.config import Settings
+from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.relay_access import RelayAccess
+from mailmoat.relay import make_delivery
+from mailmoat.relay.base import Delivery
+
+if TYPE_CHECKING:
+    from mailmoat.server.session import SmtpSession
+
+
+def default_checks(settings: Settings) -> list[Check]:
+    """The checks every gateway runs, in order."""
+    return [RelayAccess(settings.domains)]
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    server = settings.server
+    if server.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(server.tls_cert, server.tls_key)
+    return ctx
+
+
+def split_endpoint(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        delivery: Delivery | None = None,
+        checks: list[Check] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.delivery = delivery if delivery is not None else make_delivery(settings)
+        self.pipeline = Pipeline(checks if checks is not None else default_checks(settings))
+        self.tls_context = tls_context(settings)
+        self.sessions: set[SmtpSession] = set()
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Open the listening sockets; returns the bound (host, port) pairs."""
+        from mailmoat.server.session import SmtpSession
+
+        loop = asyncio.get_running_loop()
+        bound = []
+        for endpoint in self.settings.server.listen:
+            host, port = split_endpoint(endpoint)
+            server = await loop.create_server(
+                lambda: SmtpSession(self), host, port, reuse_address=True, backlog=1024
+            )
+            self.servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                bound.append((addr[0], addr[1]))
+        logs.event(
+            "listening",
+            addresses=[f"{h}:{p}" for h, p in bound],
+            downstream=self.settings.relay.downstream or f"maildir:{self.settings.maildir.path}",
+            domains=self.settings.domains.local,
+        )
+        return bound
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
+        for server in self.servers:
+            server.close()
+        for session in list(self.sessions):
+            session.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.abort()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        await self.delivery.close()
