@@ -297,8 +297,12 @@ class ServerConnection:
             if lf < 0:
                 if len(buf) < limit:
                     return NEED_DATA
-                buf.clear()
-                self._skipping_line = True
+                lf = buf.find(b"\n")
+                if lf < 0:
+                    buf.clear()
+                    self._skipping_line = True
+                else:
+                    del buf[: lf + 1]
                 self._reject("line_too_long", R_SYNTAX_LINE)
                 return self._events.popleft()
             raw = bytes(buf[: lf + 1])
