@@ -1,0 +1,148 @@
+"""Local delivery into a Maildir (the default when no downstream server is configured).
+
+Invariant 1 for the local case: the 250 is given only after the file is complete, fsynced, renamed
+from tmp/ into new/ and the new/ directory entry is fsynced. A crash at any earlier moment leaves
+at most a partial file in tmp/, never one in new/ (Maildir readers look only in new/ and cur/).
+
+All file work runs in a worker thread (`asyncio.to_thread`), so the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from mailmoat.config import Settings
+from mailmoat.message import Message
+from mailmoat.relay.base import DeliveryResult
+from mailmoat.smtp.replies import reply
+
+log = logging.getLogger("mailmoat.relay.maildir")
+
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+def _safe_host(name: str) -> str:
+    """Host part of a Maildir file name: '/' and ':' encoded as the Maildir spec asks."""
+    return name.replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+def _header_address(address: str) -> bytes:
+    """An envelope address for a header line; refuses anything that could break the line."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+        raise ValueError("control character in envelope address")
+    return address.encode("utf-8")
+
+
+def delivery_headers(message: Message) -> bytes:
+    """`Return-Path:` and one `Delivered-To:` per recipient, CRLF line ends like the message."""
+    env = message.envelope
+    out = [b"Return-Path: <" + _header_address(env.mail_from) + b">\r\n"]
+    out += [b"Delivered-To: " + _header_address(r) + b"\r\n" for r in env.rcpt_to]
+    return b"".join(out)
+
+
+class MaildirDelivery:
+    """`Delivery` into `settings.maildir.path`: tmp/ -> fsync -> new/ -> fsync(new/)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = Path(settings.maildir.path)
+        self._host = _safe_host(settings.server.hostname)
+        self._pid = os.getpid()
+        self._counter = 0
+        self._ready = False
+
+    async def start(self) -> None:
+        """Create tmp/, new/ and cur/ (mode 0700) if they are missing."""
+        await asyncio.to_thread(self._make_dirs)
+        self._ready = True
+
+    def _make_dirs(self) -> None:
+        for sub in _SUBDIRS:
+            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _unique_name(self) -> str:
+        # time.pid_random.hostname (Maildir spec): seconds, then M<usec> P<pid> R<random> Q<count>
+        now = time.time()
+        self._counter += 1
+        sec, usec = int(now), int((now % 1) * 1_000_000)
+        rnd = secrets.token_hex(8)
+        return f"{sec}.M{usec}P{self._pid}R{rnd}Q{self._counter}.{self._host}"
+
+    async def deliver(self, message: Message) -> DeliveryResult:
+        try:
+            head = delivery_headers(message)
+        except ValueError as err:
+            log.error("queue %s: refusing to write maildir file: %s", message.queue_id, err)
+            return DeliveryResult(
+                reply(451, "4.3.0", "Local delivery failed, try again later"), False, str(err)
+            )
+        name = self._unique_name()
+        try:
+            if not self._ready:
+                await self.start()
+            await asyncio.to_thread(self._write, name, head, message)
+        except OSError as err:
+            detail = f"maildir {self.path}: {err.strerror or err}"
+            log.error("queue %s: %s", message.queue_id, detail)
+            return DeliveryResult(
+                reply(451, "4.3.0", "Local delivery failed, try again later"), False, detail
+            )
+        return DeliveryResult(
+            reply(250, "2.0.0", f"Ok: queued as {message.queue_id}"),
+            True,
+            f"maildir new/{name}",
+        )
+
+    def _write(self, name: str, head: bytes, message: Message) -> None:
+        """Runs in a worker thread. Raises OSError; never leaves a file in new/ unless complete."""
+        tmp = self.path / "tmp" / name
+        new = self.path / "new" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                _write_all(fd, head)
+                for chunk in message.chunks():
+                    _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if new.exists():  # name clash is practically impossible; never overwrite
+                raise FileExistsError(errno.EEXIST, "maildir name already in new/", str(new))
+            os.rename(tmp, new)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        try:
+            _fsync_dir(self.path / "new")
+        except OSError:
+            # The entry may not survive a crash and the client will be told 451 and retry:
+            # take the file back out so that the retry does not make a duplicate.
+            with contextlib.suppress(OSError):
+                os.unlink(new)
+            raise
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
