@@ -1,0 +1,3 @@
+from mailmoat.cli import main
+
+main()
