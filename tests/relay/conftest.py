@@ -57,7 +57,7 @@ def make_message() -> Iterator[MessageFactory]:
     spools: list[Spool] = []
 
     def make(
-        body: bytes = b"Subject: test\r\n\r\nHello.\r\n",
+        content: bytes = b"Subject: test\r\n\r\nHello.\r\n",
         mail_from: str = "alice@example.org",
         rcpts: tuple[str, ...] | list[str] = ("bob@example.net",),
         queue_id: str = "4Qtest1",
@@ -66,8 +66,8 @@ def make_message() -> Iterator[MessageFactory]:
         **envelope: Any,
     ) -> Message:
         spool = Spool(memory_limit)
-        for i in range(0, len(body), 10_000):  # written in pieces like a session would
-            spool.write(body[i : i + 10_000])
+        for i in range(0, len(content), 10_000):  # written in pieces like a session would
+            spool.write(content[i : i + 10_000])
         spools.append(spool)
         env = Envelope(mail_from, list(rcpts), **envelope)
         return Message(env, spool, queue_id, trace)

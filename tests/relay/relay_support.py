@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -122,6 +121,7 @@ class FakeDownstream:
     extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME", "SIZE 10000000")
     greeting: bytes | None = b"220 fake.test ESMTP\r\n"
     """None: never greet."""
+    mail: Callable[[], bytes] = lambda: b"250 2.1.0 Ok\r\n"
     rcpt: Callable[[str], bytes] = lambda addr: b"250 2.1.5 Ok\r\n"
     data: Callable[[], bytes] = lambda: b"354 go ahead\r\n"
     end: Callable[[list[str]], bytes] | None = None
@@ -146,32 +146,39 @@ class FakeDownstream:
     """Message content after undoing dot-stuffing, exactly as received."""
     events: list[str] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeDownstream:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0, limit=1 << 20)
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self
 
+    def drop_all(self) -> None:
+        """Abort every open connection from the server side."""
+        for w in list(self.writers):
+            w.transport.abort()
+
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-        for t in list(self.tasks):
-            t.cancel()
-        for t in list(self.tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        self.stopping.set()
+        self.drop_all()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=2)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
+        self.writers.add(writer)
         self.connections += 1
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         counted = True
         try:
             if self.greeting is None:
-                await asyncio.sleep(3600)
+                await self.stopping.wait()
                 return
             writer.write(self.greeting)
             accepted: list[str] = []
@@ -185,7 +192,7 @@ class FakeDownstream:
                     buf += chunk
                 line, _, buf = buf.partition(b"\r\n")
                 self.lines.append(line)
-                verb = line[:4].upper()
+                verb = line.split(b" ", 1)[0].upper()
                 if verb in (b"MAIL", b"RCPT", b"DATA") and self.command_delay:
                     self.events.append(f"wait {verb.decode()}")
                     await asyncio.sleep(self.command_delay)
@@ -200,7 +207,10 @@ class FakeDownstream:
                     writer.write(self.starttls or b"454 4.7.0 no\r\n")
                 elif verb == b"MAIL":
                     accepted = []
-                    writer.write(b"250 2.1.0 Ok\r\n")
+                    answer = self.mail()
+                    writer.write(answer)
+                    if answer.startswith(b"421"):
+                        return
                 elif verb == b"RCPT":
                     addr = line[9:].strip(b"<>").decode()
                     answer = self.rcpt(addr)
@@ -233,6 +243,7 @@ class FakeDownstream:
                 self.concurrent -= 1
             writer.close()
             self.tasks.discard(task)
+            self.writers.discard(writer)
 
     async def _data(
         self,
@@ -261,7 +272,8 @@ class FakeDownstream:
             b"".join((ln[1:] if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
         )
         if self.on_data == "silent":
-            await asyncio.sleep(3600)
+            await self.stopping.wait()
+            raise ConnectionError("stopping")
         if self.end is not None:
             writer.write(self.end(accepted))
         elif self.lmtp:

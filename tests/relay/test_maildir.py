@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,10 +82,10 @@ async def test_os_error_gives_451_and_leaves_nothing_behind(
 ) -> None:
     settings = make_settings()
     root = settings.maildir.path
-    (root / "tmp").mkdir(parents=True)
-    (root / "cur").mkdir()
-    (root / "new").write_bytes(b"not a directory")  # the rename into new/ must fail
     md = MaildirDelivery(settings)
+    assert (await md.deliver(make_message())).accepted  # directories made
+    shutil.rmtree(root / "new")
+    (root / "new").write_bytes(b"not a directory")  # the rename into new/ must fail
     result = await md.deliver(make_message())
     assert not result.accepted
     assert (result.reply.code, result.reply.enhanced) == (451, "4.3.0")
