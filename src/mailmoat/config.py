@@ -23,7 +23,7 @@ class _Section(BaseModel):
 
 def _check_endpoint(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
         raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {value!r}")
     return value
 
@@ -113,6 +113,10 @@ class RelaySettings(_Section):
     protocol: Literal["smtp", "lmtp"] = Field(default="smtp", description="Protocol spoken to the downstream server.")
     starttls: Literal["off", "opportunistic", "require"] = Field(default="off", description="STARTTLS towards the downstream server.")
     tls_verify: bool = Field(default=True, description="Verify the downstream server's certificate when using STARTTLS.")
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle to verify the downstream certificate (default: system store).",
+    )
     pool_size: int = Field(default=10, ge=1, le=1000, description="Most connections open to the downstream server at once.")
     pool_wait: float = Field(default=15.0, ge=0, description="Seconds to wait for a free downstream connection before answering 451.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect and read the downstream greeting.")

@@ -1,0 +1,615 @@
+"""A small asyncio client for the downstream SMTP or LMTP server.
+
+Why our own and not aiosmtplib (which DESIGN.md prefers for this job):
+
+* LMTP (RFC 2033): after the end of data an LMTP server gives one reply per accepted recipient;
+  aiosmtplib speaks SMTP only and reads a single reply.
+* PIPELINING (RFC 2920): MAIL, every RCPT and DATA go out in one write, and we decide exactly what
+  happens when a recipient is refused but the server already answered DATA with 354 (we drop the
+  connection rather than send an empty or partial message). aiosmtplib does not pipeline.
+* Exact control of the bytes written: every command is serialised here from the envelope, the
+  message is dot-stuffed here, nothing a client sent reaches the downstream unparsed, and every
+  reply, buffer and wait is bounded (`ReplyParser` limits, per-reply timeouts, write timeouts).
+* STARTTLS that refuses plaintext injected after the 220 (CVE-2011-0411 class).
+
+The client never reads anything from the Internet-facing session: it only writes what it
+serialises itself from a `Message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from mailmoat.config import RelaySettings, Settings
+from mailmoat.message import Message
+from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser, reply
+
+log = logging.getLogger("mailmoat.relay.smtp_client")
+
+READ_SLACK = 4
+"""Replies the server may send beyond those we are waiting for before it counts as a violation."""
+
+
+# --- errors: each carries the reply the SMTP client should get --------------------------------
+
+
+class DownstreamError(Exception):
+    """Delivery could not be completed; `reply` is what to tell the sending client."""
+
+    def __init__(self, answer: Reply, detail: str) -> None:
+        super().__init__(detail)
+        self.reply = answer
+        self.detail = detail
+
+
+class ConnectFailed(DownstreamError):
+    """TCP connection refused, unreachable or timed out (451 4.4.1)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            reply(451, "4.4.1", "Downstream server unreachable, try again later"), detail
+        )
+
+
+class DownstreamRefused(DownstreamError):
+    """The server refused the session itself: greeting or EHLO/LHLO not positive (451 4.3.2)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            reply(451, "4.3.2", "Downstream server not accepting mail, try later"), detail
+        )
+
+
+class DownstreamTimeout(DownstreamError):
+    """No reply within the configured time (451 4.4.2)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            reply(451, "4.4.2", "Downstream server timed out, try again later"), detail
+        )
+
+
+class ConnectionLost(DownstreamError):
+    """The server closed the connection or it broke during a command or the data (451 4.4.2)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            reply(451, "4.4.2", "Connection to downstream lost, try again later"), detail
+        )
+
+
+class StaleConnection(ConnectionLost):
+    """A reused connection was found dead before the server answered anything in a transaction.
+
+    Nothing of the message was accepted, so the transaction may be retried on a new connection.
+    """
+
+
+class ProtocolViolation(DownstreamError):
+    """The server sent something that is not SMTP, or more than was asked for (451 4.5.0)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(reply(451, "4.5.0", "Downstream protocol error, try again later"), detail)
+
+
+class TLSFailed(DownstreamError):
+    """STARTTLS was required but not offered, or the handshake failed (451 4.7.5)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(reply(451, "4.7.5", "Downstream TLS failure, try again later"), detail)
+
+
+class Unsupported(DownstreamError):
+    """The message needs a service extension the server lacks; nothing was sent."""
+
+
+class InternalError(DownstreamError):
+    """The envelope cannot be serialised safely (a bug upstream); nothing was sent (451 4.3.0)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(reply(451, "4.3.0", "Internal error, try again later"), detail)
+
+
+# --- the transport-facing half -----------------------------------------------------------------
+
+
+class _ReplyProtocol(asyncio.Protocol):
+    """Feeds every byte received into a bounded `ReplyParser`; queues the replies."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = ReplyParser()
+        self.replies: collections.deque[Reply] = collections.deque()
+        self.expected = 0
+        """Replies the client is currently waiting for; more than this + READ_SLACK is an error."""
+        self.error: DownstreamError | None = None
+        self.closed = False
+        self.partial = False
+        """True while bytes of an unfinished reply line are buffered in the parser."""
+        self._tail = b"\r\n"
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.replies.extend(self.parser.feed(data))
+        except ReplyError as err:
+            self._fail(ProtocolViolation(f"malformed reply: {err}"))
+            return
+        self._tail = (self._tail + data)[-2:]
+        self.partial = self._tail != b"\r\n"
+        if len(self.replies) > self.expected + READ_SLACK:
+            self._fail(ProtocolViolation("server sent more replies than commands"))
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _fail(self, error: DownstreamError) -> None:
+        self.error = error
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_reply(self) -> Reply:
+        """The next reply; the caller bounds the wait (asyncio.timeout)."""
+        while not self.replies:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise ConnectionLost("connection closed by downstream")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.replies.popleft()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        while self._paused and not self.closed:
+            self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+        if self.error is not None:
+            raise self.error
+        if self.closed:
+            raise ConnectionLost("connection closed by downstream while writing")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
+    """TLS context for STARTTLS downstream (reads the CA file: call it off the event loop)."""
+    ctx = ssl.create_default_context(cafile=str(relay.tls_ca_file) if relay.tls_ca_file else None)
+    if not relay.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _address(address: str, utf8: bool) -> bytes:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+        raise InternalError("control character in envelope address")
+    try:
+        return address.encode("utf-8" if utf8 else "ascii")
+    except UnicodeEncodeError:
+        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
+
+
+class DotStuffer:
+    """Transparency (RFC 5321 §4.5.2) for content whose lines all end in CRLF, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        out = chunk.replace(b"\n.", b"\n..")
+        if self._line_start and out[:1] == b".":
+            out = b"." + out
+        self._line_start = chunk.endswith(b"\n")
+        self._tail = (self._tail + chunk)[-2:]
+        return out
+
+    def end(self) -> bytes:
+        """The end-of-data indicator, preceded by a CRLF if the content did not end in one."""
+        if self._tail in (b"", b"\r\n"):
+            return b".\r\n"
+        return b"\r\n.\r\n"
+
+
+def stuff(chunks: Iterator[bytes]) -> bytes:
+    """Dot-stuff a whole message and terminate it (convenience for small messages and tests)."""
+    s = DotStuffer()
+    return b"".join(s.feed(c) for c in chunks) + s.end()
+
+
+def positive(r: Reply | None) -> bool:
+    return r is not None and 200 <= r.code < 300
+
+
+@dataclass(slots=True)
+class Transaction:
+    """What the server answered in one mail transaction."""
+
+    mail: Reply
+    rcpts: list[Reply | None] = field(default_factory=list)
+    """One per envelope recipient, in order; None where the RCPT was not sent."""
+    data: Reply | None = None
+    """Reply to DATA (354 expected); None if DATA was not sent."""
+    end: list[Reply] = field(default_factory=list)
+    """End-of-data replies: one for SMTP, one per recipient for LMTP; empty if no data sent."""
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class DownstreamClient:
+    """One connection to the downstream server. Use `connect()`, then `send()` per message."""
+
+    def __init__(
+        self, settings: Settings, transport: asyncio.Transport, protocol: _ReplyProtocol
+    ) -> None:
+        self._relay = settings.relay
+        helo = settings.relay.helo_name or settings.server.hostname
+        self._helo = helo.encode("ascii", "replace")
+        self._transport = transport
+        self._proto = protocol
+        self.lmtp = settings.relay.protocol == "lmtp"
+        self.extensions: dict[str, str] = {}
+        """EHLO/LHLO keywords (upper case) -> their parameters."""
+        self.tls = False
+        self.transactions = 0
+        """Transactions completed on this connection (a message sent and answered)."""
+        self._broken = False
+
+    # connection setup
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, tls_context: ssl.SSLContext | None = None
+    ) -> DownstreamClient:
+        relay = settings.relay
+        if relay.downstream is None:
+            raise ConnectFailed("no downstream server configured")
+        host, port = split_endpoint(relay.downstream)
+        loop = asyncio.get_running_loop()
+        where = f"{host}:{port}"
+        transport: asyncio.Transport | None = None
+        try:
+            try:
+                async with asyncio.timeout(relay.connect_timeout):
+                    raw, proto = await loop.create_connection(_ReplyProtocol, host, port)
+                    assert isinstance(raw, asyncio.Transport)
+                    transport = raw
+                    client = cls(settings, transport, proto)
+                    proto.expected = 1
+                    greeting = await proto.next_reply()
+                    proto.expected = 0
+            except TimeoutError:
+                if transport is None:
+                    raise ConnectFailed(f"{where}: connect timed out") from None
+                raise DownstreamTimeout(f"{where}: no greeting within connect_timeout") from None
+            except OSError as err:
+                raise ConnectFailed(f"{where}: {err.strerror or err}") from None
+            if greeting.code != 220:
+                raise DownstreamRefused(f"{where} greeting: {greeting}")
+            await client._hello()
+            await client._starttls(host, tls_context)
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            raise
+        return client
+
+    async def _hello(self) -> None:
+        if self.lmtp:
+            r = await self._command(b"LHLO " + self._helo + b"\r\n")
+        else:
+            r = await self._command(b"EHLO " + self._helo + b"\r\n")
+            if r.permanent:  # an old server without ESMTP: HELO, and no extensions
+                r = await self._command(b"HELO " + self._helo + b"\r\n")
+                if positive(r):
+                    self.extensions = {}
+                    return
+        if not positive(r):
+            raise DownstreamRefused(f"{'LHLO' if self.lmtp else 'EHLO'}: {r}")
+        ext = {}
+        for line in r.lines[1:]:
+            keyword, _, params = line.strip().partition(" ")
+            if keyword:
+                ext[keyword.upper()] = params.strip()
+        self.extensions = ext
+
+    async def _starttls(self, host: str, tls_context: ssl.SSLContext | None) -> None:
+        mode = self._relay.starttls
+        if mode == "off":
+            return
+        if "STARTTLS" not in self.extensions:
+            if mode == "require":
+                raise TLSFailed("STARTTLS required but not offered by downstream")
+            return
+        r = await self._command(b"STARTTLS\r\n")
+        if r.code != 220:
+            if mode == "require":
+                raise TLSFailed(f"STARTTLS refused: {r}")
+            return  # opportunistic: carry on in plaintext
+        if self._proto.replies or self._proto.partial:
+            raise ProtocolViolation("data after the STARTTLS reply (plaintext injection)")
+        if tls_context is None:
+            tls_context = await asyncio.to_thread(make_tls_context, self._relay)
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(
+                self._transport,
+                self._proto,
+                tls_context,
+                server_hostname=host,
+                ssl_handshake_timeout=self._relay.command_timeout,
+            )
+        except OSError as err:  # ssl.SSLError, ConnectionError and TimeoutError among them
+            raise TLSFailed(f"TLS handshake: {err}") from None
+        if new is None:
+            raise TLSFailed("TLS handshake: connection closed")
+        assert isinstance(new, asyncio.Transport)
+        self._transport = new
+        self._proto.transport = new
+        self._proto.parser = ReplyParser()
+        self.tls = True
+        await self._hello()
+
+    # low-level I/O
+
+    async def _write(self, data: bytes) -> None:
+        if self._proto.error is not None:
+            raise self._proto.error
+        if self._proto.closed or self._transport.is_closing():
+            raise ConnectionLost("connection closed by downstream")
+        self._transport.write(data)
+        try:
+            async with asyncio.timeout(self._relay.command_timeout):
+                await self._proto.drain()
+        except TimeoutError:
+            self._break()
+            raise DownstreamTimeout("downstream stopped reading") from None
+        except DownstreamError:
+            self._break()
+            raise
+
+    async def _read(self, timeout: float, what: str) -> Reply:
+        try:
+            async with asyncio.timeout(timeout):
+                r = await self._proto.next_reply()
+        except TimeoutError:
+            self._break()
+            raise DownstreamTimeout(f"no reply to {what} within {timeout:g}s") from None
+        except DownstreamError:
+            self._break()
+            raise
+        if r.code == 421:  # the server is closing the connection
+            self._broken = True
+        return r
+
+    async def _command(self, line: bytes) -> Reply:
+        self._proto.expected = 1
+        await self._write(line)
+        what = line.split(b" ", 1)[0].split(b":", 1)[0].strip().decode("ascii", "replace")
+        r = await self._read(self._relay.command_timeout, what)
+        self._proto.expected = 0
+        return r
+
+    def _break(self) -> None:
+        self._broken = True
+        self._transport.abort()
+
+    # state
+
+    @property
+    def usable(self) -> bool:
+        """Healthy and idle: no error, not closed, nothing unsolicited received."""
+        p = self._proto
+        return not (
+            self._broken
+            or p.closed
+            or p.error is not None
+            or p.replies
+            or p.partial
+            or self._transport.is_closing()
+        )
+
+    def abort(self) -> None:
+        """Drop the connection at once (the server discards any unfinished transaction)."""
+        self._broken = True
+        self._transport.abort()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
+        try:
+            if self.usable:
+                with contextlib.suppress(DownstreamError):
+                    self._proto.expected = 1
+                    self._transport.write(b"QUIT\r\n")
+                    await self._read(min(timeout, self._relay.command_timeout), "QUIT")
+            self._transport.close()
+            async with asyncio.timeout(timeout):
+                await self._proto.lost
+        except TimeoutError:
+            pass
+        finally:
+            self._broken = True
+            self._transport.abort()
+
+    # the transaction
+
+    def _mail_command(self, message: Message) -> bytes:
+        env = message.envelope
+        ext = self.extensions
+        params: list[bytes] = []
+        if env.smtputf8 and "SMTPUTF8" not in ext:
+            raise Unsupported(
+                reply(553, "5.6.7", "Downstream server does not support SMTPUTF8"),
+                "message needs SMTPUTF8, downstream does not offer it",
+            )
+        if env.body == "8BITMIME" and "8BITMIME" not in ext:
+            raise Unsupported(
+                reply(554, "5.6.3", "Downstream server does not support 8BITMIME"),
+                "message needs 8BITMIME, downstream does not offer it",
+            )
+        if "SIZE" in ext:
+            limit = ext["SIZE"]
+            if limit.isdigit() and int(limit) and message.size > int(limit):
+                raise Unsupported(
+                    reply(552, "5.3.4", "Message too big for the downstream server"),
+                    f"message of {message.size} octets, downstream SIZE {limit}",
+                )
+            params.append(b"SIZE=%d" % message.size)
+        if env.body == "8BITMIME":
+            params.append(b"BODY=8BITMIME")
+        if env.smtputf8:
+            params.append(b"SMTPUTF8")
+        path = _address(env.mail_from, env.smtputf8)
+        return b"MAIL FROM:<" + path + b">" + b"".join(b" " + p for p in params) + b"\r\n"
+
+    async def send(self, message: Message) -> Transaction:
+        """Run one transaction. Raises DownstreamError on connection-level failures only.
+
+        The message is sent only if MAIL and every RCPT were accepted and DATA got 354; otherwise
+        the transaction is reset (RSET), or, when the server is already waiting for data, the
+        connection is dropped so that the server discards the transaction.
+        """
+        env = message.envelope
+        if not env.rcpt_to:
+            raise InternalError("message without recipients")
+        mail = self._mail_command(message)
+        rcpts = [b"RCPT TO:<" + _address(r, env.smtputf8) + b">\r\n" for r in env.rcpt_to]
+        reused = self.transactions > 0
+        if "PIPELINING" in self.extensions:
+            tx = await self._pipelined(mail, rcpts, reused)
+        else:
+            tx = await self._lockstep(mail, rcpts, reused)
+        accepted = positive(tx.mail) and all(positive(r) for r in tx.rcpts)
+        if tx.data is not None and tx.data.code == 354 and not accepted:
+            # The server waits for the message, yet not every recipient is in. Sending ".\r\n"
+            # would deliver an empty message and RSET would become message text: drop instead.
+            log.info("recipient refused after DATA was pipelined; dropping the connection")
+            self.abort()
+            return tx
+        if not accepted or tx.data is None or tx.data.code != 354:
+            await self._reset()
+            return tx
+        await self._send_data(message)
+        count = len(env.rcpt_to) if self.lmtp else 1
+        self._proto.expected = count
+        for _ in range(count):
+            tx.end.append(await self._read(self._relay.data_timeout, "end of data"))
+        self._proto.expected = 0
+        self.transactions += 1
+        if not all(positive(r) for r in tx.end):
+            await self._reset()
+        return tx
+
+    async def _first(self, reused: bool) -> Reply:
+        """The first reply of a transaction; on a reused connection a dead one is 'stale'."""
+        try:
+            r = await self._read(self._relay.command_timeout, "MAIL")
+        except ConnectionLost as err:
+            if reused:
+                raise StaleConnection(f"reused connection: {err.detail}") from None
+            raise
+        if reused and r.code == 421:
+            self.abort()
+            raise StaleConnection(f"reused connection: {r}")
+        return r
+
+    async def _pipelined(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
+        self._proto.expected = len(rcpts) + 2
+        await self._write(b"".join([mail, *rcpts, b"DATA\r\n"]))
+        tx = Transaction(await self._first(reused))
+        for _ in rcpts:
+            tx.rcpts.append(await self._read(self._relay.command_timeout, "RCPT"))
+        tx.data = await self._read(self._relay.command_timeout, "DATA")
+        self._proto.expected = 0
+        return tx
+
+    async def _lockstep(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
+        self._proto.expected = 1
+        await self._write(mail)
+        tx = Transaction(await self._first(reused))
+        if not positive(tx.mail):
+            tx.rcpts = [None] * len(rcpts)
+            return tx
+        for line in rcpts:
+            tx.rcpts.append(await self._command(line))
+        if all(positive(r) for r in tx.rcpts):
+            tx.data = await self._command(b"DATA\r\n")
+        return tx
+
+    async def _send_data(self, message: Message) -> None:
+        stuffer = DotStuffer()
+        chunks = message.chunks()
+        while True:
+            # the spool may live in a file: read it in a worker thread
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            await self._write(stuffer.feed(chunk))
+        await self._write(stuffer.end())
+
+    async def _reset(self) -> None:
+        """RSET after a failed transaction; a connection that does not take it is not reused."""
+        if not self.usable:
+            return
+        try:
+            r = await self._command(b"RSET\r\n")
+        except DownstreamError:
+            self._break()
+            return
+        if not positive(r):
+            self._break()
