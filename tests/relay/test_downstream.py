@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -195,6 +196,9 @@ async def test_recipient_refused_means_no_message_sent(
     result = await d.deliver(make_message(rcpts=rcpts))
     assert code(result) == (False, *expected)
     assert rec.messages == []  # nothing delivered to the recipients that were accepted
+    if not pipelining:  # lockstep: RSET (not after 421: closing); pipelined: 354 came, dropped
+        closing = any(v.startswith("421") for v in replies.values())
+        assert rec.commands == ([] if closing else ["RSET"])
     # the connection is either reset or dropped; the next message goes through either way
     ok = await d.deliver(make_message(rcpts=["ok@example.net"]))
     await d.close()
@@ -356,6 +360,39 @@ async def test_envelope_with_line_break_is_never_sent(
     await d.close()
     assert code(result) == (False, 451, "4.3.0")
     assert not any(b"evil" in line for line in fake.lines)
+
+
+async def test_address_cannot_add_parameters(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream()
+    d = DownstreamDelivery(make_settings(fake.port))
+    bad = await d.deliver(make_message(mail_from="a@example.org> NOTIFY=NEVER"))
+    assert code(bad) == (False, 451, "4.3.0")
+    good = await d.deliver(make_message(rcpts=['"john <doe>"@example.net']))
+    await d.close()
+    assert good.accepted
+    assert b'RCPT TO:<"john <doe>"@example.net>' in fake.lines
+    assert not any(b"NOTIFY" in line for line in fake.lines)
+
+
+async def test_cancelled_delivery_drops_its_connection(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(on_data="silent")
+    d = DownstreamDelivery(make_settings(fake.port))
+    task = asyncio.create_task(d.deliver(make_message()))
+    while not fake.messages:  # the server has the data and is sitting on its answer
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if d.pool.open == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert d.pool.open == 0 and b"QUIT" not in fake.lines
+    await d.close()
 
 
 def test_make_delivery_chooses(make_settings: SettingsFactory) -> None:

@@ -112,6 +112,7 @@ class DownstreamDelivery:
                 log.info("queue %s: %s; retrying on a new connection", qid, err.detail)
                 self.pool.discard_idle()
                 tx = await self._attempt(message)
+            refusal, detail = outcome(tx, self._lmtp)
         except DownstreamError as err:
             log.warning("queue %s: downstream %s: %s", qid, self._where, err.detail)
             return DeliveryResult(err.reply, False, f"downstream {self._where}: {err.detail}")
@@ -122,7 +123,6 @@ class DownstreamDelivery:
                 False,
                 f"internal error: {type(err).__name__}: {err}",
             )
-        refusal, detail = outcome(tx, self._lmtp)
         detail = f"downstream {self._where}: {detail}"
         if refusal is not None:
             log.info("queue %s: refused: %s", qid, detail)

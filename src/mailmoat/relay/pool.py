@@ -123,8 +123,12 @@ class DownstreamPool:
                 raise
 
     def release(self, client: DownstreamClient, reuse: bool = True) -> None:
-        """Give a connection back; it is kept only if healthy, reusable and under its limits."""
+        """Give a connection back; it is kept only if healthy and under its limits.
+
+        `reuse=False` drops it at once (use it when the caller does not know its state)."""
         self._busy -= 1
+        if not reuse:
+            client.abort()  # state unknown (cancelled, or a bug): no QUIT, just drop it
         if (
             self._closed
             or not reuse

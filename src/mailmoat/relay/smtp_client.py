@@ -233,8 +233,23 @@ def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
 
 
 def _address(address: str, utf8: bool) -> bytes:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
-        raise InternalError("control character in envelope address")
+    """An envelope address for MAIL/RCPT. The session validated it already; this only makes
+    sure that it cannot break out of `<...>` (a line break, or a '>' or space outside quotes
+    that would add a parameter), whatever happened upstream."""
+    quoted = escaped = False
+    for c in address:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            raise InternalError("control character in envelope address")
+        if escaped:
+            escaped = False
+        elif quoted and c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif not quoted and c in "<> ":
+            raise InternalError(f"{c!r} outside quotes in envelope address")
+    if quoted:
+        raise InternalError("unterminated quoted string in envelope address")
     try:
         return address.encode("utf-8" if utf8 else "ascii")
     except UnicodeEncodeError:
@@ -306,6 +321,8 @@ class DownstreamClient:
         self.extensions: dict[str, str] = {}
         """EHLO/LHLO keywords (upper case) -> their parameters."""
         self.tls = False
+        self._in_tx = False
+        """A transaction is under way (or was left half done by an error): not reusable."""
         self.transactions = 0
         """Transactions completed on this connection (a message sent and answered)."""
         self._broken = False
@@ -443,6 +460,9 @@ class DownstreamClient:
         what = line.split(b" ", 1)[0].split(b":", 1)[0].strip().decode("ascii", "replace")
         r = await self._read(self._relay.command_timeout, what)
         self._proto.expected = 0
+        if self._proto.replies:
+            self._break()
+            raise ProtocolViolation(f"more than one reply to {what}")
         return r
 
     def _break(self) -> None:
@@ -457,6 +477,7 @@ class DownstreamClient:
         p = self._proto
         return not (
             self._broken
+            or self._in_tx
             or p.closed
             or p.error is not None
             or p.replies
@@ -530,6 +551,7 @@ class DownstreamClient:
         mail = self._mail_command(message)
         rcpts = [b"RCPT TO:<" + _address(r, env.smtputf8) + b">\r\n" for r in env.rcpt_to]
         reused = self.transactions > 0
+        self._in_tx = True
         if "PIPELINING" in self.extensions:
             tx = await self._pipelined(mail, rcpts, reused)
         else:
@@ -542,6 +564,7 @@ class DownstreamClient:
             self.abort()
             return tx
         if not accepted or tx.data is None or tx.data.code != 354:
+            self._in_tx = False
             await self._reset()
             return tx
         await self._send_data(message)
@@ -550,14 +573,17 @@ class DownstreamClient:
         for _ in range(count):
             tx.end.append(await self._read(self._relay.data_timeout, "end of data"))
         self._proto.expected = 0
+        self._in_tx = False
         self.transactions += 1
         if not all(positive(r) for r in tx.end):
             await self._reset()
         return tx
 
-    async def _first(self, reused: bool) -> Reply:
-        """The first reply of a transaction; on a reused connection a dead one is 'stale'."""
+    async def _first(self, commands: bytes, reused: bool) -> Reply:
+        """Send the first commands and read the first reply; a reused connection that turns out
+        dead here is 'stale' (the server has seen no message data: safe to retry)."""
         try:
+            await self._write(commands)
             r = await self._read(self._relay.command_timeout, "MAIL")
         except ConnectionLost as err:
             if reused:
@@ -570,8 +596,7 @@ class DownstreamClient:
 
     async def _pipelined(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
         self._proto.expected = len(rcpts) + 2
-        await self._write(b"".join([mail, *rcpts, b"DATA\r\n"]))
-        tx = Transaction(await self._first(reused))
+        tx = Transaction(await self._first(b"".join([mail, *rcpts, b"DATA\r\n"]), reused))
         for _ in rcpts:
             tx.rcpts.append(await self._read(self._relay.command_timeout, "RCPT"))
         tx.data = await self._read(self._relay.command_timeout, "DATA")
@@ -580,8 +605,7 @@ class DownstreamClient:
 
     async def _lockstep(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
         self._proto.expected = 1
-        await self._write(mail)
-        tx = Transaction(await self._first(reused))
+        tx = Transaction(await self._first(mail, reused))
         if not positive(tx.mail):
             tx.rcpts = [None] * len(rcpts)
             return tx
