@@ -21,10 +21,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def _check_endpoint(value: str) -> str:
+def split_endpoint(value: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); ValueError when it is neither."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host.strip("[]"):
         raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_endpoint(value: str) -> str:
+    split_endpoint(value)
     return value
 
 
@@ -38,15 +44,22 @@ class ServerSettings(_Section):
         description="Name used in the greeting, EHLO reply and Received: header (default: this host's FQDN).",
     )
     tls_cert: Path | None = Field(
-        default=None, description="PEM certificate chain for STARTTLS; STARTTLS is offered only when set."
+        default=None,
+        description="PEM certificate chain for STARTTLS; STARTTLS is offered only when set.",
     )
     tls_key: Path | None = Field(default=None, description="PEM private key for STARTTLS.")
-    uvloop: bool = Field(default=True, description="Use uvloop as the event loop when it is installed.")
+    uvloop: bool = Field(
+        default=True, description="Use uvloop as the event loop when it is installed."
+    )
     input_buffer: int = Field(
-        default=64 * KiB, ge=4 * KiB, description="Unparsed client input per session before reading pauses."
+        default=64 * KiB,
+        ge=4 * KiB,
+        description="Unparsed client input per session before reading pauses.",
     )
     spool_memory: int = Field(
-        default=256 * KiB, ge=0, description="Message bytes a session keeps in memory before spooling to a temporary file."
+        default=256 * KiB,
+        ge=0,
+        description="Message bytes a session keeps in memory before spooling to a temporary file.",
     )
 
     @field_validator("listen")
@@ -58,33 +71,86 @@ class ServerSettings(_Section):
 
 
 class SmtpSettings(_Section):
-    max_command_line: int = Field(default=512, ge=512, le=4096, description="Longest command line in octets, CRLF included (RFC 5321: 512).")
-    max_path: int = Field(default=256, ge=256, le=1024, description="Longest reverse or forward path in octets (RFC 5321: 256).")
-    max_local_part: int = Field(default=64, ge=64, le=256, description="Longest local part of an address in octets (RFC 5321: 64).")
-    max_domain: int = Field(default=255, ge=255, le=255, description="Longest domain in octets (RFC 5321: 255).")
-    max_text_line: int = Field(default=1000, ge=1000, le=16 * KiB, description="Longest message line in octets, CRLF included (RFC 5321: 1000).")
-    max_recipients: int = Field(default=100, ge=1, le=10000, description="Recipients per transaction; more get 452 4.5.3.")
-    max_message_size: int = Field(default=25 * MiB, ge=1 * KiB, le=2 * 1024 * MiB, description="Largest message in octets, advertised with SIZE.")
-    max_unknown_commands: int = Field(default=10, ge=1, description="Unrecognised commands per session before it is closed.")
-    max_errors: int = Field(default=20, ge=1, description="Error replies per session before it is closed with 421.")
+    max_command_line: int = Field(
+        default=512,
+        ge=512,
+        le=4096,
+        description="Longest command line in octets, CRLF included (RFC 5321: 512).",
+    )
+    max_path: int = Field(
+        default=256,
+        ge=256,
+        le=1024,
+        description="Longest reverse or forward path in octets (RFC 5321: 256).",
+    )
+    max_local_part: int = Field(
+        default=64,
+        ge=64,
+        le=256,
+        description="Longest local part of an address in octets (RFC 5321: 64).",
+    )
+    max_domain: int = Field(
+        default=255, ge=255, le=255, description="Longest domain in octets (RFC 5321: 255)."
+    )
+    max_text_line: int = Field(
+        default=1000,
+        ge=1000,
+        le=16 * KiB,
+        description="Longest message line in octets, CRLF included (RFC 5321: 1000).",
+    )
+    max_recipients: int = Field(
+        default=100, ge=1, le=10000, description="Recipients per transaction; more get 452 4.5.3."
+    )
+    max_message_size: int = Field(
+        default=25 * MiB,
+        ge=1 * KiB,
+        le=2 * 1024 * MiB,
+        description="Largest message in octets, advertised with SIZE.",
+    )
+    max_unknown_commands: int = Field(
+        default=10, ge=1, description="Unrecognised commands per session before it is closed."
+    )
+    max_errors: int = Field(
+        default=20, ge=1, description="Error replies per session before it is closed with 421."
+    )
     bare_line_endings: Literal["reject", "normalise"] = Field(
-        default="reject", description="Bare CR or LF in message data: reject the message, or rewrite it as CRLF."
+        default="reject",
+        description="Bare CR or LF in message data: reject the message, or rewrite it as CRLF.",
     )
     pipelining: bool = Field(default=True, description="Advertise PIPELINING (RFC 2920).")
-    smtputf8: bool = Field(default=True, description="Advertise SMTPUTF8 (RFC 6531) and allow UTF-8 addresses with it.")
-    vrfy_reply: Literal["252", "502"] = Field(default="252", description="Answer to VRFY/EXPN: 252 (reveals nothing) or 502 (not implemented).")
+    smtputf8: bool = Field(
+        default=True, description="Advertise SMTPUTF8 (RFC 6531) and allow UTF-8 addresses with it."
+    )
+    vrfy_reply: Literal["252", "502"] = Field(
+        default="252",
+        description="Answer to VRFY/EXPN: 252 (reveals nothing) or 502 (not implemented).",
+    )
 
 
 class TimeoutSettings(_Section):
-    greeting: float = Field(default=60.0, gt=0, description="Seconds from the greeting to the client's first command.")
-    command: float = Field(default=300.0, gt=0, description="Seconds a client may stay idle between commands (RFC 5321: 5 min).")
-    data: float = Field(default=180.0, gt=0, description="Seconds a client may stay silent while sending message data.")
+    greeting: float = Field(
+        default=60.0, gt=0, description="Seconds from the greeting to the client's first command."
+    )
+    command: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a client may stay idle between commands (RFC 5321: 5 min).",
+    )
+    data: float = Field(
+        default=180.0,
+        gt=0,
+        description="Seconds a client may stay silent while sending message data.",
+    )
 
 
 class DomainSettings(_Section):
-    local: list[str] = Field(default=[], description="Domains mailmoat accepts mail for; no others are accepted (no open relay).")
+    local: list[str] = Field(
+        default=[],
+        description="Domains mailmoat accepts mail for; no others are accepted (no open relay).",
+    )
     relay_networks: list[str] = Field(
-        default=[], description="Client networks (CIDR) allowed to send to any domain; empty means none."
+        default=[],
+        description="Client networks (CIDR) allowed to send to any domain; empty means none.",
     )
 
     @field_validator("local")
@@ -108,23 +174,56 @@ class DomainSettings(_Section):
 
 class RelaySettings(_Section):
     downstream: str | None = Field(
-        default=None, description="Internal server as HOST:PORT; unset means deliver to the local Maildir."
+        default=None,
+        description="Internal server as HOST:PORT; unset means deliver to the local Maildir.",
     )
-    protocol: Literal["smtp", "lmtp"] = Field(default="smtp", description="Protocol spoken to the downstream server.")
-    starttls: Literal["off", "opportunistic", "require"] = Field(default="off", description="STARTTLS towards the downstream server.")
-    tls_verify: bool = Field(default=True, description="Verify the downstream server's certificate when using STARTTLS.")
+    protocol: Literal["smtp", "lmtp"] = Field(
+        default="smtp", description="Protocol spoken to the downstream server."
+    )
+    starttls: Literal["off", "opportunistic", "require"] = Field(
+        default="off", description="STARTTLS towards the downstream server."
+    )
+    tls_verify: bool = Field(
+        default=True, description="Verify the downstream server's certificate when using STARTTLS."
+    )
     tls_ca_file: Path | None = Field(
         default=None,
         description="PEM CA bundle to verify the downstream certificate (default: system store).",
     )
-    pool_size: int = Field(default=10, ge=1, le=1000, description="Most connections open to the downstream server at once.")
-    pool_wait: float = Field(default=15.0, ge=0, description="Seconds to wait for a free downstream connection before answering 451.")
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect and read the downstream greeting.")
-    command_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for a downstream reply to a command.")
-    data_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for the downstream reply after the end of data.")
-    idle_timeout: float = Field(default=30.0, gt=0, description="Seconds an unused pooled downstream connection stays open.")
-    max_messages_per_connection: int = Field(default=100, ge=1, description="Messages sent over one downstream connection before it is closed.")
-    helo_name: str | None = Field(default=None, description="Name mailmoat gives in EHLO/LHLO downstream (default: server.hostname).")
+    pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Most connections open to the downstream server at once.",
+    )
+    pool_wait: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds to wait for a free downstream connection before answering 451.",
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to connect and read the downstream greeting."
+    )
+    command_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for a downstream reply to a command."
+    )
+    data_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds to wait for the downstream reply after the end of data.",
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an unused pooled downstream connection stays open."
+    )
+    max_messages_per_connection: int = Field(
+        default=100,
+        ge=1,
+        description="Messages sent over one downstream connection before it is closed.",
+    )
+    helo_name: str | None = Field(
+        default=None,
+        description="Name mailmoat gives in EHLO/LHLO downstream (default: server.hostname).",
+    )
 
     @field_validator("downstream")
     @classmethod
@@ -133,12 +232,19 @@ class RelaySettings(_Section):
 
 
 class MaildirSettings(_Section):
-    path: Path = Field(default=Path("Maildir"), description="Maildir that receives accepted mail when no downstream is set.")
+    path: Path = Field(
+        default=Path("Maildir"),
+        description="Maildir that receives accepted mail when no downstream is set.",
+    )
 
 
 class LogSettings(_Section):
-    format: Literal["text", "json"] = Field(default="text", description="Log line format: plain text or one JSON object per line.")
-    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
+    format: Literal["text", "json"] = Field(
+        default="text", description="Log line format: plain text or one JSON object per line."
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
 
 
 class Settings(_Section):

@@ -31,7 +31,8 @@ class Spool:
     """Append-only message store: memory first, an anonymous temporary file past a limit."""
 
     def __init__(self, memory_limit: int = 256 * 1024) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)
+        # held for the life of the transaction; close() releases it
+        self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:

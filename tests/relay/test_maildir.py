@@ -17,6 +17,12 @@ from relay_support import TRACE, MessageFactory, SettingsFactory
 
 from mailmoat.relay.maildir import MaildirDelivery
 
+
+def lf(data: bytes) -> bytes:
+    """Maildir files have LF line ends; the spooled message has CRLF."""
+    return data.replace(b"\r\n", b"\n")
+
+
 HEAD = b"Return-Path: <alice@example.org>\r\nDelivered-To: bob@example.net\r\n"
 
 
@@ -37,7 +43,7 @@ async def test_delivers_exact_content_into_new(
     root = settings.maildir.path
     assert {p.name for p in root.iterdir()} == {"tmp", "new", "cur"}
     [f] = files(root / "new")
-    assert f.read_bytes() == HEAD + TRACE + body
+    assert f.read_bytes() == lf(HEAD + TRACE + body)
     assert files(root / "tmp") == [] and files(root / "cur") == []
     assert f.stat().st_mode & 0o777 == 0o600
     # Maildir name: time.M<usec>P<pid>R<random>Q<n>.host
@@ -54,7 +60,7 @@ async def test_one_delivered_to_per_recipient_and_null_sender(
     msg = make_message(b"x\r\n", mail_from="", rcpts=["a@example.net", "b@example.net"])
     assert (await md.deliver(msg)).accepted
     [f] = files(settings.maildir.path / "new")
-    assert f.read_bytes() == (
+    assert f.read_bytes() == lf(
         b"Return-Path: <>\r\nDelivered-To: a@example.net\r\nDelivered-To: b@example.net\r\n"
         + TRACE
         + b"x\r\n"
@@ -74,7 +80,7 @@ async def test_large_spooled_message_and_many_concurrent_unique_names(
     assert all(r.accepted for r in results)
     new = files(settings.maildir.path / "new")
     assert len(new) == 31 and len({p.name for p in new}) == 31
-    assert sum(p.read_bytes() == HEAD + TRACE + big for p in new) == 1
+    assert sum(p.read_bytes() == lf(HEAD + TRACE + big) for p in new) == 1
 
 
 async def test_os_error_gives_451_and_leaves_nothing_behind(
@@ -164,7 +170,7 @@ def test_sigkill_while_writing_leaves_only_complete_files_in_new(tmp_path: Path)
         new = files(maildir / "new")
         assert new, "the first delivery was acknowledged, so its file must be in new/"
         for f in new:
-            assert f.read_bytes() == expected, f"partial file in new/: {f.name}"
-        partial_seen += sum(f.stat().st_size < len(expected) for f in files(maildir / "tmp"))
+            assert f.read_bytes() == lf(expected), f"partial file in new/: {f.name}"
+        partial_seen += sum(f.stat().st_size < len(lf(expected)) for f in files(maildir / "tmp"))
     # not asserted (timing dependent), but shows the test exercises the interesting case
     print(f"partial files left in tmp/: {partial_seen}")

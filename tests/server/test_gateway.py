@@ -61,13 +61,15 @@ def test_message_lands_in_maildir_intact_with_received_header(tmp_path: Path) ->
     files = _maildir_files(maildir)
     assert len(files) == 1
     data = files[0].read_bytes()
+    # Maildir files have LF line ends, as Maildir readers expect.
+    assert b"\r" not in data
     head, _, body = data.partition(b"Received: ")
-    assert head == b"Return-Path: <bob@sender.test>\r\nDelivered-To: alice@example.test\r\n"
-    received, _, rest = body.partition(b"\r\n\t")
+    assert head == b"Return-Path: <bob@sender.test>\nDelivered-To: alice@example.test\n"
+    received, _, rest = body.partition(b"\n\t")
     assert received.startswith(b"from client.sender.test ([127.0.0.1])")
     assert rest.startswith(b"by mx.mailmoat.test (mailmoat) with ESMTP id ")
-    # After the trace header the client's message follows byte for byte.
-    assert data.endswith(MESSAGE)
+    # After the trace header the client's message follows byte for byte (but for line ends).
+    assert data.endswith(MESSAGE.replace(b"\r\n", b"\n"))
     assert data.count(b"Received: ") == 1
     assert not list((maildir / "tmp").iterdir())
 

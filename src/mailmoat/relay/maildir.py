@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mailmoat.config import Settings
@@ -41,7 +43,7 @@ def _header_address(address: str) -> bytes:
 
 
 def delivery_headers(message: Message) -> bytes:
-    """`Return-Path:` and one `Delivered-To:` per recipient, CRLF line ends like the message."""
+    """`Return-Path:` and one `Delivered-To:` per recipient."""
     env = message.envelope
     out = [b"Return-Path: <" + _header_address(env.mail_from) + b">\r\n"]
     out += [b"Delivered-To: " + _header_address(r) + b"\r\n" for r in env.rcpt_to]
@@ -107,8 +109,7 @@ class MaildirDelivery:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                _write_all(fd, head)
-                for chunk in message.chunks():
+                for chunk in _lf_lines(head, message.chunks()):
                     _write_all(fd, chunk)
                 os.fsync(fd)
             finally:
@@ -131,6 +132,17 @@ class MaildirDelivery:
 
     async def close(self) -> None:
         return None
+
+
+def _lf_lines(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The file as Maildir readers expect it: LF line ends (the message has CRLF only, so a
+    CR held back at the end of one chunk is always followed by the LF of the next)."""
+    carry = b""
+    for chunk in itertools.chain((head,), chunks):
+        data = carry + chunk
+        carry = b"\r" if data.endswith(b"\r") else b""
+        yield data[: len(data) - len(carry)].replace(b"\r\n", b"\n")
+    yield carry
 
 
 def _write_all(fd: int, data: bytes) -> None:

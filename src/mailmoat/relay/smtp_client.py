@@ -25,8 +25,9 @@ import logging
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
-from mailmoat.config import RelaySettings, Settings
+from mailmoat.config import RelaySettings, Settings, split_endpoint
 from mailmoat.message import Message
 from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser, reply
 
@@ -139,8 +140,7 @@ class _ReplyProtocol(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         if self.error is not None:
@@ -215,12 +215,6 @@ class _ReplyProtocol(asyncio.Protocol):
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
@@ -344,8 +338,7 @@ class DownstreamClient:
             try:
                 async with asyncio.timeout(relay.connect_timeout):
                     raw, proto = await loop.create_connection(_ReplyProtocol, host, port)
-                    assert isinstance(raw, asyncio.Transport)
-                    transport = raw
+                    transport = cast(asyncio.Transport, raw)
                     client = cls(settings, transport, proto)
                     proto.expected = 1
                     greeting = await proto.next_reply()
@@ -415,8 +408,7 @@ class DownstreamClient:
             raise TLSFailed(f"TLS handshake: {err}") from None
         if new is None:
             raise TLSFailed("TLS handshake: connection closed")
-        assert isinstance(new, asyncio.Transport)
-        self._transport = new
+        self._transport = cast(asyncio.Transport, new)
         self._proto.transport = new
         self._proto.parser = ReplyParser()
         self.tls = True

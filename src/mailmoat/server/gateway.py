@@ -8,7 +8,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from mailmoat import logs
-from mailmoat.config import Settings
+from mailmoat.config import Settings, split_endpoint
 from mailmoat.policy.base import Check, Pipeline
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.relay import make_delivery
@@ -31,11 +31,6 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(server.tls_cert, server.tls_key)
     return ctx
-
-
-def split_endpoint(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class Gateway:
