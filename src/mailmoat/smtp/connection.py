@@ -190,12 +190,12 @@ class ServerConnection:
         ev = self._pending
         if ev is None:
             raise RuntimeError("no command is waiting for a reply")
-        self._pending = None
-        self._pending_verb = ""
         if isinstance(ev, DataStart) and answer.positive and answer.code != 354:
             raise ValueError("DATA can only be accepted with 354")
         if isinstance(ev, StartTls) and answer.positive and answer.code != 220:
             raise ValueError("STARTTLS can only be accepted with 220")
+        self._pending = None
+        self._pending_verb = ""
         self._write(answer)
         if answer.positive:
             self._apply(ev)
