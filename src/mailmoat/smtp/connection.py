@@ -154,11 +154,16 @@ class ServerConnection:
         if self.phase is Phase.TLS:
             self.discarded_after_starttls += len(data)
             return
-        if self._pending is not None and self._pending_verb in _LAST_IN_GROUP:
-            self._sent_ahead = True
-        if self._pending is not None and self._pending_verb == "STARTTLS":
-            self.discarded_after_starttls += len(data)
-            return
+        if self._pending is not None:
+            verb = self._pending_verb
+            if verb == "STARTTLS":
+                self.discarded_after_starttls += len(data)
+                return
+            # Sent before the reply: allowed only for a pipelinable command in a PIPELINING
+            # session (and after the end of data, as `_command` also allows).
+            pipelining = self.esmtp and self.limits.pipelining
+            if verb in _LAST_IN_GROUP or (verb != "." and not pipelining):
+                self._sent_ahead = True
         self._in += data
 
     # ----------------------------------------------------------------- output
