@@ -467,7 +467,9 @@ class ServerConnection:
             return self._error("bad_sequence", R_TLS_ACTIVE, "STARTTLS")
         if not self.tls_available or not self.esmtp:
             return self._error("not_implemented", R_TLS_UNAVAILABLE, "STARTTLS")
-        self._in.clear()  # RFC 3207 §4.2 / CVE-2011-0411: nothing sent after STARTTLS counts
+        # RFC 3207 §4.2 / CVE-2011-0411: nothing sent after STARTTLS counts
+        self.discarded_after_starttls += len(self._in)
+        self._in.clear()
         return StartTls()
 
     @staticmethod
