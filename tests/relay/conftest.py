@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
-from relay_support import (
+
+from mailmoat.config import Settings, build
+from mailmoat.message import Envelope, Message, Spool
+from tests.relay.relay_support import (
     TRACE,
     AiosmtpdFactory,
     FakeDownstream,
@@ -23,9 +26,6 @@ from relay_support import (
     SettingsFactory,
     TLSFiles,
 )
-
-from mailmoat.config import Settings, build
-from mailmoat.message import Envelope, Message, Spool
 
 
 @pytest.fixture

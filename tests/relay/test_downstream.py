@@ -6,7 +6,10 @@ import asyncio
 import time
 
 import pytest
-from relay_support import (
+
+from mailmoat.relay import DownstreamDelivery, MaildirDelivery, make_delivery
+from mailmoat.relay.base import DeliveryResult
+from tests.relay.relay_support import (
     TRACE,
     AiosmtpdFactory,
     FakeFactory,
@@ -14,9 +17,6 @@ from relay_support import (
     SettingsFactory,
     free_port,
 )
-
-from mailmoat.relay import DownstreamDelivery, MaildirDelivery, make_delivery
-from mailmoat.relay.base import DeliveryResult
 
 TRICKY = (
     b"Subject: dots\r\n\r\n"

@@ -13,9 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from relay_support import TRACE, MessageFactory, SettingsFactory
-
 from mailmoat.relay.maildir import MaildirDelivery
+from tests.relay.relay_support import TRACE, MessageFactory, SettingsFactory
 
 
 def lf(data: bytes) -> bytes:

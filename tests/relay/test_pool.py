@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from relay_support import FakeFactory, MessageFactory, SettingsFactory
-
 from mailmoat.relay import DownstreamDelivery
+from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
 
 
 async def test_never_more_than_pool_size_connections(

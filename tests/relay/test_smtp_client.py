@@ -7,14 +7,6 @@ import ssl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from relay_support import (
-    TRACE,
-    AiosmtpdFactory,
-    FakeFactory,
-    MessageFactory,
-    SettingsFactory,
-    TLSFiles,
-)
 
 from mailmoat.relay.smtp_client import (
     DotStuffer,
@@ -22,6 +14,14 @@ from mailmoat.relay.smtp_client import (
     ProtocolViolation,
     TLSFailed,
     stuff,
+)
+from tests.relay.relay_support import (
+    TRACE,
+    AiosmtpdFactory,
+    FakeFactory,
+    MessageFactory,
+    SettingsFactory,
+    TLSFiles,
 )
 
 

@@ -95,6 +95,8 @@ def test_sigkill_never_leaves_partial_or_loses_acknowledged_mail(tmp_path: Path)
             assert len(added) == 1, "a 250 was given but the message is not in new/"
         assert len(added) <= 1
         for name in added:
-            assert (maildir / "new" / name).read_bytes().endswith(BODY.replace(b"\r\n", b"\n")), "partial file in new/"
+            assert (maildir / "new" / name).read_bytes().endswith(BODY.replace(b"\r\n", b"\n")), (
+                "partial file in new/"
+            )
     # The random kill times must have hit both sides of the 250, or the test proves little.
     assert 0 < acknowledged < len(delays)
