@@ -535,7 +535,7 @@ class ServerConnection:
         buf = self._in
         last = buf.rfind(b"\n")
         if last < 0:
-            if len(buf) >= self.limits.max_text_line:
+            if len(buf) >= self._wire_line_limit(self._line_start, buf):
                 self._data_problem = ("line_too_long", self._line_too_long())
                 return self._discard_data()
             return NEED_DATA
@@ -563,10 +563,18 @@ class ServerConnection:
             )
         )
 
+    def _wire_line_limit(self, real_start: bool, line: bytes | bytearray) -> int:
+        """Longest line on the wire, CRLF included: RFC 5321 §4.5.3.1.6 does not count the
+        dot that stuffing added, so a line that starts with one may be one octet longer."""
+        return self.limits.max_text_line + (1 if real_start and line[:1] == b"." else 0)
+
     def _data_lines(self, block: bytes) -> Event | _Sentinel:
+        # Problems are found line by line and the first one wins: everything after it is
+        # only searched for the end of data, never inspected. `_next_data_event` works the
+        # same way when a long line arrives in pieces, so the verdict does not depend on
+        # how the client's bytes were cut into reads.
         out: list[bytes] = []
         size = 0
-        limit = self.limits.max_text_line
         normalise = self.limits.bare_line_endings == "normalise"
         start = 0
         end = len(block)
@@ -575,11 +583,13 @@ class ServerConnection:
             crlf = lf > start and block[lf - 1] == 0x0D
             line = block[start : lf - 1 if crlf else lf]
             real_start = self._line_start
+            if len(line) + 2 > self._wire_line_limit(real_start, line):
+                self._data_problem = ("line_too_long", self._line_too_long())
+                self._in[0:0] = block[start:]  # discard from the start of the long line
+                return self._discard_data()
             self._line_start = crlf
             start = lf + 1
-            if len(line) + 2 > limit:
-                self._data_problem = ("line_too_long", self._line_too_long())
-            elif real_start and crlf and line == b".":
+            if real_start and crlf and line == b".":
                 self._in[0:0] = block[start:]  # what follows is the next command(s)
                 return self._end_of_data(out, size)
             if b"\x00" in line:
@@ -600,6 +610,10 @@ class ServerConnection:
             for piece in pieces:
                 out.append(piece + b"\r\n")
                 size += len(piece) + 2
+            if self._data_size + size > self.limits.max_message_size:
+                self._data_problem = ("message_too_big", self._too_big())
+                self._in[0:0] = block[start:]
+                return self._discard_data()
         return self._emit(b"".join(out), size)
 
     def _emit(self, content: bytes, size: int) -> Event | _Sentinel:
