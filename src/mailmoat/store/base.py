@@ -1,0 +1,36 @@
+"""The store interface that defences use for state that outlives a session."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Store(Protocol):
+    """Atomic, expiring state. Keys are short strings such as "rate:ip:192.0.2.1"."""
+
+    async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        """Add `amount` to a counter and return the new value. A counter that did not exist
+        starts at 0 and expires `ttl` seconds after that first increment (a fixed window)."""
+        ...
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        """Record one event now in a sliding window of `window` seconds and return how many
+        events the window holds, this one included. At most `cap` events are kept per key,
+        so the answer saturates at `cap`: callers compare it with limits no larger than that."""
+        ...
+
+    async def count(self, key: str, window: float) -> int:
+        """Events in the sliding window of `key`, without recording one."""
+        ...
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, ttl: float) -> None: ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until `key` expires, or None when it does not exist."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
