@@ -84,9 +84,13 @@ _REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -])(.*)$", re.S)
 class ReplyParser:
     """Incremental parser for replies sent by a server (used by the downstream client).
 
-    Bounded: a line longer than `MAX_REPLY_LINE` or a reply of more than `max_lines` lines is
-    an error, so a broken downstream cannot make the client buffer without limit.
+    Bounded: a line longer than `MAX_LINE` (4 x `MAX_REPLY_LINE`, tolerance for servers that
+    overrun RFC 5321's 512 octets) or a reply of more than `max_lines` lines is an error, so a
+    broken downstream cannot make the client buffer without limit.
     """
+
+    MAX_LINE = MAX_REPLY_LINE * 4
+    """Longest reply line accepted, CRLF included."""
 
     def __init__(self, max_lines: int = 100) -> None:
         self._buf = bytearray()
@@ -100,9 +104,11 @@ class ReplyParser:
         while True:
             end = self._buf.find(b"\r\n")
             if end < 0:
-                if len(self._buf) > MAX_REPLY_LINE * 4:
+                if len(self._buf) > self.MAX_LINE:
                     raise ReplyError("reply line too long")
                 return replies
+            if end + 2 > self.MAX_LINE:  # the same bound when the line came in one read
+                raise ReplyError("reply line too long")
             line = bytes(self._buf[:end])
             del self._buf[: end + 2]
             m = _REPLY_LINE.match(line) if len(line) else None
