@@ -1,9 +1,10 @@
 """Checks as hooks on the stages of a session, run in order by a pipeline (Haraka's cut).
 
-A check implements any of the hook methods. A hook answers `None` to let the session go on, or
-a `Reply` that refuses the command (and the first refusal wins). A hook may be a plain method
-or a coroutine function: the pipeline stays synchronous until a hook actually needs to wait, so
-the common path costs no task and no await.
+A check implements any of the hook methods. A hook answers `None` to let the session go on, a
+`Reply` that refuses the command (the first refusal wins), or a `Decision` that can also slow
+the answer down (tarpit) or close the session after it. A hook may be a plain method or a
+coroutine function: the pipeline stays synchronous until a hook actually needs to wait, so the
+common path costs no task and no await.
 """
 
 from __future__ import annotations
@@ -18,7 +19,23 @@ from mailmoat.message import Message
 from mailmoat.smtp.events import Helo, MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply
 
-Verdict = Reply | None
+MAX_DELAY = 30.0
+"""Upper bound on the sum of the delays the checks ask for on one command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict with more to it than a reply."""
+
+    reply: Reply | None = None
+    """None: the command goes on (a plain delay, the other checks still run)."""
+    delay: float = 0.0
+    """Seconds to wait before answering (a tarpit)."""
+    close: bool = False
+    """Close the session after the reply."""
+
+
+Verdict = Reply | Decision | None
 HookResult = Verdict | Awaitable[Verdict]
 
 STAGES = ("connect", "helo", "mail", "rcpt", "data", "message")
@@ -61,6 +78,10 @@ class Check:
     def message(self, client: Client, message: Message) -> HookResult:
         return None
 
+    def disconnect(self, client: Client) -> None:
+        """The session ended (whatever the reason); release what `connect` took."""
+        return None
+
 
 class Pipeline:
     """Runs the checks that implement a stage, in order, until one refuses."""
@@ -76,24 +97,60 @@ class Pipeline:
             for stage in STAGES
         }
 
+        self._disconnect = [
+            c.disconnect for c in checks if type(c).disconnect is not Check.disconnect
+        ]
+
     def run(self, stage: str, *args: Any) -> HookResult:
         hooks = self._hooks[stage]
+        delay = 0.0
         for i, hook in enumerate(hooks):
             verdict = hook(*args)
             if inspect.isawaitable(verdict):
-                return self._finish(verdict, hooks[i + 1 :], args)
-            if verdict is not None:
-                return verdict
-        return None
+                return self._finish(verdict, hooks[i + 1 :], args, delay)
+            if verdict is None:
+                continue
+            final, delay = _fold(verdict, delay)
+            if final:
+                return _with_delay(verdict, delay)
+        return Decision(delay=delay) if delay else None
 
     @staticmethod
     async def _finish(
-        pending: Awaitable[Verdict], rest: list[Callable[..., HookResult]], args: tuple[Any, ...]
+        pending: Awaitable[Verdict],
+        rest: list[Callable[..., HookResult]],
+        args: tuple[Any, ...],
+        delay: float,
     ) -> Verdict:
         verdict = await pending
         for hook in rest:
             if verdict is not None:
-                return verdict
+                final, delay = _fold(verdict, delay)
+                if final:
+                    return _with_delay(verdict, delay)
             result = hook(*args)
             verdict = await result if inspect.isawaitable(result) else result
+        if verdict is not None:
+            final, delay = _fold(verdict, delay)
+            if final:
+                return _with_delay(verdict, delay)
+        return Decision(delay=delay) if delay else None
+
+    def disconnect(self, client: Client) -> None:
+        for hook in self._disconnect:
+            hook(client)
+
+
+def _fold(verdict: Reply | Decision, delay: float) -> tuple[bool, float]:
+    """(does this verdict end the stage?, the delay so far including its own)."""
+    if isinstance(verdict, Reply):
+        return True, delay
+    return verdict.reply is not None or verdict.close, min(delay + verdict.delay, MAX_DELAY)
+
+
+def _with_delay(verdict: Reply | Decision, delay: float) -> Reply | Decision:
+    if not delay:
         return verdict
+    if isinstance(verdict, Reply):
+        return Decision(reply=verdict, delay=delay)
+    return Decision(reply=verdict.reply, delay=delay, close=verdict.close)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from mailmoat import logs
 from mailmoat.message import Envelope, Message, Spool
-from mailmoat.policy.base import Client, Verdict
+from mailmoat.policy.base import Client, Decision, Verdict
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 R_TIMEOUT = reply(421, "4.4.2", "Error: timeout exceeded, closing connection")
 R_SHUTDOWN = reply(421, "4.3.2", "Service shutting down, try again later")
 R_VRFY_NOT_IMPLEMENTED = reply(502, "5.5.1", "VRFY and EXPN are not offered")
+R_CLOSING = reply(421, "4.7.0", "Closing connection")
 R_TEMP_ERROR = reply(451, "4.3.0", "Error: local error in processing, try again later")
 
 
@@ -89,18 +90,22 @@ class SmtpSession(asyncio.Protocol):
         self._last_input = self.loop.time()
         self._arm_timer()
         verdict = self.gw.pipeline.run("connect", self.client)
-        if inspect.isawaitable(verdict):
+        if inspect.isawaitable(verdict) or (isinstance(verdict, Decision) and verdict.delay):
             self._start(self._after_connect(verdict))
         else:
             self._greet(verdict)
             self._pump()
 
-    async def _after_connect(self, pending: Awaitable[Verdict]) -> None:
-        self._greet(await pending)
+    async def _after_connect(self, pending: Verdict | Awaitable[Verdict]) -> None:
+        verdict = await pending if inspect.isawaitable(pending) else pending
+        if isinstance(verdict, Decision) and verdict.delay:
+            await asyncio.sleep(verdict.delay)  # a held greeting: talkers are caught by the engine
+        self._greet(verdict)
 
     def _greet(self, verdict: Verdict) -> None:
-        if verdict is not None:
-            self._write(verdict.to_bytes())
+        answer = verdict.reply if isinstance(verdict, Decision) else verdict
+        if answer is not None:
+            self._write(answer.to_bytes())
             self._close("refused")
         else:
             self.conn.greeting("ESMTP")
@@ -126,6 +131,7 @@ class SmtpSession(asyncio.Protocol):
             self._task.cancel()
         self._drop_spool()
         self.gw.sessions.discard(self)
+        self.gw.pipeline.disconnect(self.client)
         if self.transport is not None:
             self.transport = None
             logs.event(
@@ -238,16 +244,26 @@ class SmtpSession(asyncio.Protocol):
         return None
 
     def _verdict(self, result: Verdict | Awaitable[Verdict], ev: Command) -> Awaitable[None] | None:
-        if inspect.isawaitable(result):
+        if inspect.isawaitable(result) or (isinstance(result, Decision) and result.delay):
             return self._verdict_later(result, ev)
         self._answer(result, ev)
         return None
 
-    async def _verdict_later(self, pending: Awaitable[Verdict], ev: Command) -> None:
-        self._answer(await pending, ev)
+    async def _verdict_later(self, pending: Verdict | Awaitable[Verdict], ev: Command) -> None:
+        verdict = await pending if inspect.isawaitable(pending) else pending
+        if isinstance(verdict, Decision) and verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        self._answer(verdict, ev)
 
     def _answer(self, verdict: Verdict, ev: Command) -> None:
-        if verdict is not None:
+        if isinstance(verdict, Decision):
+            if verdict.reply is not None:
+                self.conn.send(verdict.reply, close=verdict.close)
+                return
+            if verdict.close:
+                self.conn.send(R_CLOSING, close=True)
+                return
+        elif verdict is not None:
             self.conn.send(verdict)
             return
         self.conn.accept()
@@ -266,9 +282,13 @@ class SmtpSession(asyncio.Protocol):
             verdict = self.gw.pipeline.run("message", self.client, message)
             if inspect.isawaitable(verdict):
                 verdict = await verdict
-            if verdict is not None:
-                self.conn.send(verdict)
-                self._log_transaction(str(verdict), None, message)
+            if isinstance(verdict, Decision) and verdict.delay:
+                await asyncio.sleep(verdict.delay)
+            refusal = verdict.reply if isinstance(verdict, Decision) else verdict
+            if refusal is not None:
+                close = isinstance(verdict, Decision) and verdict.close
+                self.conn.send(refusal, close=close)
+                self._log_transaction(str(refusal), None, message)
                 return
             result = await self.gw.delivery.deliver(message)
         finally:

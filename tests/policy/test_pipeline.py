@@ -1,0 +1,86 @@
+"""The policy pipeline: order, first refusal wins, sync and async hooks mixed, delays add up
+(bounded), and disconnect reaches every check that asked for it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+from mailmoat.policy.base import MAX_DELAY, Check, Client, Decision, Pipeline
+from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.replies import reply
+
+NO = reply(550, "5.1.1", "no")
+LATER = reply(451, "4.3.0", "later")
+EV = RcptTo(address="a@example.test", domain="example.test")
+
+
+class Sync(Check):
+    def __init__(self, verdict: object, seen: list[str], name: str) -> None:
+        self.verdict, self.seen, self.name = verdict, seen, name
+
+    def rcpt(self, client: Client, event: RcptTo) -> object:
+        self.seen.append(self.name)
+        return self.verdict
+
+
+class Async(Sync):
+    async def rcpt(self, client: Client, event: RcptTo) -> object:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.seen.append(self.name)
+        return self.verdict
+
+
+class Leaves(Check):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def disconnect(self, client: Client) -> None:
+        self.seen.append("bye")
+
+
+CLIENT = Client("192.0.2.1", 25)
+
+
+def test_sync_pipeline_stops_at_first_refusal() -> None:
+    seen: list[str] = []
+    p = Pipeline([Sync(None, seen, "a"), Sync(NO, seen, "b"), Sync(LATER, seen, "c")])
+    assert p.run("rcpt", CLIENT, EV) is NO
+    assert seen == ["a", "b"]
+
+
+def test_stage_without_hooks_is_free() -> None:
+    assert Pipeline([Sync(NO, [], "a")]).run("mail", CLIENT, EV) is None
+
+
+async def test_async_hook_switches_to_awaiting_and_keeps_order() -> None:
+    seen: list[str] = []
+    p = Pipeline([Sync(None, seen, "a"), Async(None, seen, "b"), Sync(LATER, seen, "c")])
+    result = p.run("rcpt", CLIENT, EV)
+    assert inspect.isawaitable(result)
+    assert await result is LATER
+    assert seen == ["a", "b", "c"]
+
+
+async def test_delays_add_up_and_ride_on_the_refusal() -> None:
+    seen: list[str] = []
+    p = Pipeline(
+        [
+            Sync(Decision(delay=1.5), seen, "tarpit"),
+            Async(Decision(delay=2.0), seen, "slow"),
+            Sync(Decision(reply=NO, close=True), seen, "ban"),
+        ]
+    )
+    result = await p.run("rcpt", CLIENT, EV)  # type: ignore[misc]
+    assert result == Decision(reply=NO, delay=3.5, close=True)
+
+
+def test_delay_alone_lets_the_command_go_on_and_is_capped() -> None:
+    p = Pipeline([Sync(Decision(delay=MAX_DELAY), [], "a"), Sync(Decision(delay=5), [], "b")])
+    assert p.run("rcpt", CLIENT, EV) == Decision(delay=MAX_DELAY)
+
+
+def test_disconnect_reaches_checks_that_implement_it() -> None:
+    seen: list[str] = []
+    Pipeline([Sync(None, seen, "a"), Leaves(seen)]).disconnect(CLIENT)
+    assert seen == ["bye"]
