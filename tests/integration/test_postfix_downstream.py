@@ -8,6 +8,8 @@ Delivered-To, its Received).
 
 from __future__ import annotations
 
+import os
+import re
 import smtplib
 import time
 from pathlib import Path
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import running_gateway
-from tests.integration.support import RawClient, split_mailmoat_received
-from tests.peers import smtp_source, swaks
+from tests.integration.support import RawClient, self_signed_cert, split_mailmoat_received
+from tests.peers import smtp_source, swaks, wait_until
+from tests.peers.common import run_with_tty
 
 pytestmark = pytest.mark.peers
 
@@ -309,6 +312,78 @@ def test_downstream_capability_mismatch_is_refused_in_session(
         c.mail("s@sender.test", options)
         assert c.rcpt("alice@example.test")[0] == 250
         assert c.data(content) == expected
+    time.sleep(0.2)
+    assert pf.messages("alice") == []
+    assert " client=localhost" not in pf.log_text()
+
+
+def test_postfix_closing_an_idle_pooled_connection_is_harmless(
+    tmp_path: Path, postfix_instance
+) -> None:
+    """Postfix drops a pooled connection that idles past its smtpd_timeout (with a 421); the
+    next message goes over a new connection and gets its 250."""
+    pf = postfix_instance.downstream(main_cf={"smtpd_timeout": "1s"})
+    with _gateway(tmp_path, pf.port) as gw:
+        assert swaks(gw.port, "--to", "alice@example.test")[0] == 0
+        pf.wait_for_log(r"timeout after END-OF-MESSAGE from localhost", timeout=5)
+        rc, transcript = swaks(gw.port, "--to", "alice@example.test")
+        assert rc == 0, transcript
+        pf.wait_for_messages("alice", 2)
+    assert pf.log_text().count("]: connect from localhost") == 2
+
+
+def _add_tlsmgr(pf) -> None:
+    """smtpd needs the tlsmgr service for TLS (entropy, session cache); the fixture's
+    master.cf has none, so add it and reload (a reload re-reads master.cf)."""
+    master_cf = pf.config_dir / "master.cf"
+    master_cf.write_text(
+        master_cf.read_text() + "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+    )
+    past = time.time() - 10  # see PostfixInstance._write_config: avoid the "being edited" wait
+    os.utime(master_cf, (past, past))
+    rc, out = run_with_tty(["postfix", "-c", str(pf.config_dir), "reload"], 10)
+    assert rc == 0, out
+    wait_until(lambda: (pf.queue_dir / "private" / "tlsmgr").exists(), 5, "tlsmgr socket")
+
+
+def test_starttls_to_postfix_verified(tmp_path: Path, postfix_instance) -> None:
+    """relay.starttls = "require": an untrusted certificate gives the client a 4xx; with the
+    downstream's certificate as the CA the message travels encrypted (Postfix records ESMTPS)."""
+    cert, key = self_signed_cert(tmp_path)
+    pf = postfix_instance.downstream(
+        main_cf={
+            "smtpd_tls_security_level": "may",
+            "smtpd_tls_cert_file": str(cert),
+            "smtpd_tls_key_file": str(key),
+            "smtpd_tls_loglevel": "1",
+        }
+    )
+    _add_tlsmgr(pf)
+    # Verified against the system store, the self-signed certificate fails: 4xx, not plaintext.
+    with _gateway(tmp_path, pf.port, **{"relay.starttls": "require"}) as gw:
+        rc, transcript = swaks(gw.port, "--to", "alice@example.test")
+        assert rc == 26, transcript
+        assert "<** 451 4.7.5 Downstream TLS failure, try again later" in transcript
+    assert " client=localhost" not in pf.log_text()
+
+    tls = {"relay.starttls": "require", "relay.tls_ca_file": str(cert)}
+    with _gateway(tmp_path, pf.port, **tls) as gw:
+        rc, transcript = swaks(gw.port, "--to", "alice@example.test", data=TRICKY)
+        assert rc == 0, transcript + pf.log_tail()
+    (msg,) = pf.wait_for_messages("alice")
+    _only_mailmoat_added_received(msg.content_crlf, TRICKY)
+    assert b"(Postfix) with ESMTPS id " in msg.raw
+    assert re.search(
+        r"TLS connection established from localhost\[127\.0\.0\.1\]: TLSv1\.[23] ", pf.log_text()
+    )
+
+
+def test_starttls_required_but_not_offered_gives_4xx(tmp_path: Path, postfix_downstream) -> None:
+    pf = postfix_downstream
+    with _gateway(tmp_path, pf.port, **{"relay.starttls": "require"}) as gw:
+        rc, transcript = swaks(gw.port, "--to", "alice@example.test")
+    assert rc == 26, transcript
+    assert "<** 451 4.7.5 Downstream TLS failure, try again later" in transcript
     time.sleep(0.2)
     assert pf.messages("alice") == []
     assert " client=localhost" not in pf.log_text()
