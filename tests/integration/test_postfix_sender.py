@@ -133,3 +133,35 @@ def test_smtputf8_through_the_whole_chain(tmp_path: Path, postfix_instance) -> N
     received, rest = split_mailmoat_received(msg.content_crlf)
     assert b"(mailmoat) with UTF8SMTP id " in received
     assert rest.endswith(b"\r\n\r\nHallo J\xc3\xb6rg.\r\n")
+
+
+def test_refused_recipient_is_bounced_by_the_sender_not_by_mailmoat(
+    tmp_path: Path, postfix_instance
+) -> None:
+    """mailmoat refuses the foreign recipient inside the session (554 5.7.1 at RCPT, even
+    though Postfix pipelined DATA behind it); the sending Postfix owns the message and writes
+    the non-delivery report itself. That report (null sender) comes back through mailmoat to
+    bob, while alice gets the message once. mailmoat generated nothing (invariant 2)."""
+    downstream = postfix_instance.downstream()
+    with running_gateway(
+        tmp_path / "md", **{"relay.downstream": f"127.0.0.1:{downstream.port}"}
+    ) as gw:
+        sender = postfix_instance.sender(relay_to=("127.0.0.1", gw.port))
+        sender.sendmail(
+            MESSAGE, ["alice@example.test", "x@elsewhere.test"], sender="bob@example.test"
+        )
+        sender.wait_queue_empty()
+        (delivered,) = downstream.wait_for_messages("alice")
+        (report,) = downstream.wait_for_messages("bob")
+    log = sender.log_text()
+    assert re.search(
+        r"to=<x@elsewhere\.test>, .*status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: "
+        r"554 5\.7\.1 Relay access denied \(in reply to RCPT TO command\)\)",
+        log,
+    ), log
+    assert re.search(r"sender non-delivery notification", log)
+    assert delivered.envelope_recipient == "alice@example.test"
+    assert report.envelope_sender == ""  # the bounce, written by the sending Postfix
+    assert report.header("From") == "Mail Delivery System <MAILER-DAEMON@sender.test>"
+    assert b"by client.sender.test (Postfix)" in report.raw
+    assert "elsewhere.test" not in downstream.log_text()
