@@ -99,6 +99,10 @@ SCENARIOS = [
     # smtp-sink's default hard reply is "500 5.3.0": a 500 says the downstream did not
     # understand mailmoat, nothing about the message, so the client gets a 4xx and retries.
     ("dot-500", {"hard_reject": ["."]}, {}, r"451 4\.5\.0 ", False),
+    # a downstream that refuses the session itself: greeting or EHLO not positive
+    ("greeting-500", {"hard_reject": ["CONNECT"]}, {}, r"451 4\.3\.2 ", True),
+    ("greeting-450", {"soft_reject": ["CONNECT"]}, {}, r"451 4\.3\.2 ", True),
+    ("ehlo-450", {"soft_reject": ["EHLO"]}, {}, r"451 4\.3\.2 ", True),
     ("mail-421", {"reply_421": ["MAIL"]}, {}, r"451 4\.", True),
     ("rcpt-421", {"reply_421": ["RCPT"]}, {}, r"451 4\.", True),
     ("drop-at-ehlo", {"disconnect": ["EHLO"]}, {}, r"451 4\.", True),
@@ -153,6 +157,18 @@ def test_each_failure_leaves_the_gateway_able_to_deliver(tmp_path: Path, smtp_si
         rc, transcript, final = _send(gw.port)
         assert rc == 0 and final.startswith("250 2.0.0 Ok: queued as "), transcript
     (msg,) = good.wait_for_messages(1)
+    assert split_mailmoat_received(msg.data)[1] == MESSAGE.replace(b"\r\n", b"\n")
+
+
+def test_downstream_without_ehlo_gets_helo(tmp_path: Path, smtp_sink) -> None:
+    """An old server that refuses EHLO (5xx) is spoken to with HELO and no extensions."""
+    sink = smtp_sink(hard_reject=["EHLO"])
+    with _gateway(tmp_path, sink.port) as gw:
+        rc, transcript, final = _send(gw.port)
+        assert rc == 0 and final.startswith("250 2.0.0 Ok: queued as "), transcript
+        (msg,) = sink.wait_for_messages(1)
+    assert msg.proto == "SMTP"
+    assert msg.mail_args == "<s@sender.test>"  # no SIZE= or BODY= without ESMTP
     assert split_mailmoat_received(msg.data)[1] == MESSAGE.replace(b"\r\n", b"\n")
 
 
