@@ -156,3 +156,46 @@ def test_pipelining_after_ehlo_is_refused_and_nothing_is_relayed(tmp_path: Path,
     assert 354 not in codes
     assert sink.messages() == []
     assert "connect (" not in sink.log_text()  # mailmoat never opened a downstream session
+
+
+def test_swaks_pipelining_with_a_refused_recipient(tmp_path: Path, smtp_sink) -> None:
+    """A refused RCPT inside a pipelined group: the other recipient and DATA still go ahead,
+    and only the accepted recipient reaches the downstream. With no recipient left, DATA gets
+    503 and no 354, so the pipelining client sends no message text."""
+    sink = smtp_sink()
+    with _gateway(tmp_path, sink.port) as gw:
+        rc, transcript = swaks(
+            gw.port, "--pipeline", "--to", "x@elsewhere.test,alice@example.test", data=MESSAGE
+        )
+        assert rc == 0, transcript
+        assert "<** 554 5.7.1 Relay access denied" in transcript
+        (msg,) = sink.wait_for_messages(1)
+        assert msg.rcpt_to == ["alice@example.test"]
+
+        rc, transcript = swaks(gw.port, "--pipeline", "--to", "x@elsewhere.test")
+        assert rc == 24, transcript
+        assert "<** 503 5.5.1 Error: need RCPT command" in transcript
+        assert "<-  354" not in transcript
+    assert len(sink.messages()) == 1
+
+
+def test_message_text_pipelined_behind_data_is_refused(tmp_path: Path, smtp_sink) -> None:
+    """Message text sent before the 354 arrived (the client did not wait for DATA's reply):
+    a synchronization error, the connection closes, nothing is relayed."""
+    sink = smtp_sink(extra_args=["-v"])
+    with _gateway(tmp_path, sink.port) as gw:
+        with RawClient(gw.port) as c:
+            c.expect(220)
+            c.command(b"EHLO client.sender.test\r\n")
+            c.send(
+                b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+                + MESSAGE
+                + b".\r\nQUIT\r\n"
+            )
+            replies = c.replies_until_closed()
+    codes = [r.code for r in replies]
+    assert codes[:2] == [250, 250], replies
+    assert replies[-1].code == 554 and replies[-1].text.startswith("5.5.0 "), replies
+    assert 354 not in codes
+    assert sink.messages() == []
+    assert "connect (" not in sink.log_text()
