@@ -15,7 +15,8 @@ The rule during an outage (the last attempt to read the directory failed):
   seconds after the last successful read; after that it gets 451 4.4.3 too;
 * an address it does not know gets 451 4.4.3, never 550: it may have been added since.
 
-While the directory answers, an address missing from a current snapshot gets 550 5.1.1. A new
+While the directory answers, an address missing from a current snapshot gets 550 5.1.1. A
+search that finds no address at all counts as a failure, not as an empty directory. A new
 address is therefore refused for at most `refresh` seconds after it is added in snapshot mode.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import ssl
 import threading
@@ -111,7 +113,7 @@ class LdapDirectory(Directory):
                 return f.readline().rstrip("\r\n")
         return s.bind_password
 
-    def _server_pool(self) -> Any:
+    def _servers(self) -> list[Any]:
         s = self.settings
         tls = None
         urls = (s.url or "").split()
@@ -121,32 +123,36 @@ class LdapDirectory(Directory):
                 ca_certs_file=str(s.tls_ca_file) if s.tls_ca_file else None,
                 version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        servers = [
+        return [
             ldap3.Server(u, get_info=ldap3.NONE, connect_timeout=s.timeout, tls=tls) for u in urls
         ]
-        # active=1: try each server once, then give up (the default would retry forever)
-        return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=False)
 
     def _connect(self) -> Any:
+        """A bound connection to the first server that answers (ldap3's ServerPool is not used:
+        it sleeps 10 s between rounds, even when told to make only one)."""
         s = self.settings
-        try:
-            conn = ldap3.Connection(
-                self._server_pool(),
-                user=s.bind_dn or None,
-                password=self._password if s.bind_dn else None,
-                auto_bind=(
-                    ldap3.AUTO_BIND_TLS_BEFORE_BIND if s.starttls else ldap3.AUTO_BIND_NO_TLS
-                ),
-                receive_timeout=s.timeout,
-                raise_exceptions=True,
-                read_only=True,
-                check_names=False,
-            )
-        except LDAPException as err:
-            raise LdapError(f"connect/bind: {err}") from None
-        with self._lock:
-            self._connections.append(conn)
-        return conn
+        problems = []
+        for server in self._servers():
+            try:
+                conn = ldap3.Connection(
+                    server,
+                    user=s.bind_dn or None,
+                    password=self._password if s.bind_dn else None,
+                    auto_bind=(
+                        ldap3.AUTO_BIND_TLS_BEFORE_BIND if s.starttls else ldap3.AUTO_BIND_NO_TLS
+                    ),
+                    receive_timeout=max(1, math.ceil(s.timeout)),  # ldap3 wants whole seconds
+                    raise_exceptions=True,
+                    read_only=True,
+                    check_names=False,
+                )
+            except LDAPException as err:
+                problems.append(f"{server.host}:{server.port}: {err}")
+                continue
+            with self._lock:
+                self._connections.append(conn)
+            return conn
+        raise LdapError("connect/bind: " + "; ".join(problems or ["no server configured"]))
 
     def _drop(self, conn: Any) -> None:
         with self._lock:
@@ -186,7 +192,12 @@ class LdapDirectory(Directory):
             raise LdapError(f"search: {err}") from None
         finally:
             self._drop(conn)
-        return builder.build()
+        snap = builder.build()
+        if not len(snap):
+            # A directory that names no recipient at all is a wrong base, filter or bind, not
+            # an organisation without mail: refusing everything would be the worse mistake.
+            raise LdapError("the snapshot search found no address (check base, filter, bind)")
+        return snap
 
     def _query(self, local: str, domain: str) -> bool:
         """One search for one address on this thread's connection (runs in a worker thread)."""

@@ -11,7 +11,8 @@ One entry per line; `#` starts a comment (at the start of a line or after a spac
 A file that cannot be read or has a bad line is refused whole: at start-up the gateway does not
 start, later the last good version stays in force (and the problem is logged). A change is
 loaded once the file has looked the same on two checks in a row, so a file caught half-written
-is not loaded; replacing it atomically (write a new file, rename it over) is still best.
+is not loaded; replacing it atomically (write a new file, rename it over) is still best. A file
+without a single address is refused too: it would refuse every recipient.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def parse(path: Path, max_entries: int) -> AddressSet:
         raise StaticFileError(f"{path}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise StaticFileError(f"{path}: not UTF-8 ({err.reason})") from None
-    return builder.build()
+    snap = builder.build()
+    if not len(snap):
+        raise StaticFileError(f"{path}: no address in the file")
+    return snap
 
 
 class StaticDirectory(Directory):

@@ -1,0 +1,42 @@
+"""Fixtures for the directory tests: a private slapd with a small directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.directory.slapd import BASE_LDIF, Slapd, person
+
+DIRECTORY = BASE_LDIF + "\n".join(
+    [
+        "",
+        person("alice", "alice@example.test", "sales@example.test", "info@example.test"),
+        person("bob", "bob@example.test"),
+        person("carol", "Carol.Jones@Example.test"),
+        person("star", "st*r@example.test"),
+    ]
+)
+
+SlapdFactory = Callable[..., Slapd]
+
+
+@pytest.fixture
+def slapd_factory(tmp_path: Path) -> Iterator[SlapdFactory]:
+    servers: list[Slapd] = []
+
+    def make(ldif: str = DIRECTORY, tls: bool = False) -> Slapd:
+        server = Slapd(tmp_path / f"slapd{len(servers)}", tls=tls)
+        servers.append(server)
+        server.load(ldif)
+        return server.start()
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def slapd(slapd_factory: SlapdFactory) -> Slapd:
+    return slapd_factory()
