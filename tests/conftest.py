@@ -1,0 +1,3 @@
+"""Shared pytest configuration: registers the real-peer fixtures (tests/peers/fixtures.py)."""
+
+pytest_plugins = ["tests.peers.fixtures"]
