@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.directory.slapd import BASE_LDIF, Slapd, person
+from tests.relay.relay_support import FakeDownstream, FakeFactory
 
 DIRECTORY = BASE_LDIF + "\n".join(
     [
@@ -40,3 +42,25 @@ def slapd_factory(tmp_path: Path) -> Iterator[SlapdFactory]:
 @pytest.fixture
 def slapd(slapd_factory: SlapdFactory) -> Slapd:
     return slapd_factory()
+
+
+@pytest.fixture
+async def fake_downstream() -> AsyncIterator[FakeFactory]:
+    """Scripted SMTP servers (tests/relay/relay_support.FakeDownstream), stopped afterwards."""
+    fakes: list[FakeDownstream] = []
+
+    async def start(**kw: Any) -> FakeDownstream:
+        fake = await FakeDownstream(**kw).start()
+        fakes.append(fake)
+        return fake
+
+    yield start
+    for f in fakes:
+        await f.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests with a real slapd are peer tests too (`-m "not peers"` leaves them out)."""
+    for item in items:
+        if {"slapd", "slapd_factory"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.peers)
