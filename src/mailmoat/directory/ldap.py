@@ -93,7 +93,7 @@ class LdapDirectory(Directory):
             if store is not None
             else None
         )
-        self._password = self._read_password()
+        self._password = settings.bind_password
         self._pool = ThreadPoolExecutor(
             max_workers=settings.connections if settings.mode == "lookup" else 1,
             thread_name_prefix="ldap",
@@ -311,6 +311,7 @@ class LdapDirectory(Directory):
         return self._live_lookup(local, domain)
 
     async def start(self) -> None:
+        self._password = await asyncio.to_thread(self._read_password)  # OSError: no start
         if self.settings.mode == "lookup":
             if self.cache is None:
                 raise ValueError("LDAP lookup mode needs a store for its cache")

@@ -33,6 +33,9 @@ from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
 from mailmoat.store.base import Store
 
+KEY_CACHE = 65536
+"""Client addresses whose store keys are kept ready (the cache is emptied when full)."""
+
 R_UNIFORM = reply(450, "4.7.1", "Requested action not taken, try again later")
 R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again later")
 R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
@@ -50,6 +53,7 @@ class HarvestDetector:
             ip_network(n, strict=False) for n in [*settings.exempt_networks, *trusted_networks]
         )
         self._session_unknown: dict[int, int] = {}
+        self._keys: dict[IPv4Address | IPv6Address, tuple[str, str]] = {}
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -61,7 +65,15 @@ class HarvestDetector:
         return str(ip_network(f"{ip}/{prefix}", strict=False))
 
     def keys(self, client: Client) -> tuple[str, str]:
-        return f"dha:ip:{client.ip}", f"dha:net:{self.network(client.ip)}"
+        keys = self._keys.get(client.ip)
+        if keys is None:
+            if len(self._keys) >= KEY_CACHE:
+                self._keys.clear()
+            keys = self._keys[client.ip] = (
+                f"dha:ip:{client.ip}",
+                f"dha:net:{self.network(client.ip)}",
+            )
+        return keys
 
     # -- the state of a source ------------------------------------------------------------------
 
