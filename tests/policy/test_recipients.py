@@ -141,3 +141,33 @@ def test_settings_accept_explicit_choices() -> None:
         },
     )
     assert s.directory_for("a.test") == "callahead"
+
+
+def test_session_is_closed_after_session_max_unknown(tmp_path: Path) -> None:
+    more = static_overrides(tmp_path, **{"harvest.session_max_unknown": 3})
+    with running_gateway(tmp_path / "md", **more) as gw:
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+            c.ehlo("client.test")
+            c.mail("s@sender.test")
+            assert c.rcpt("alice@example.test")[0] == 250
+            assert c.rcpt("n1@example.test")[0] == 550
+            assert c.rcpt("n2@example.test")[0] == 550
+            assert c.rcpt("n3@example.test")[0] == 550  # the third: answered, then closed
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                c.rcpt("bob@example.test")
+
+
+def test_serve_stops_with_a_clear_message_when_the_static_file_is_missing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mailmoat.cli import main
+
+    cfg = tmp_path / "mailmoat.toml"
+    cfg.write_text(
+        '[server]\nlisten = ["127.0.0.1:0"]\nuvloop = false\n'
+        '[domains]\nlocal = ["example.test"]\n'
+        f'[directory]\ndefault = "static"\nstatic_file = "{tmp_path / "missing"}"\n'
+    )
+    result = CliRunner().invoke(main, ["serve", "-c", str(cfg)])
+    assert result.exit_code == 1
+    assert "cannot start" in result.output and "missing" in result.output
