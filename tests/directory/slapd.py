@@ -69,9 +69,12 @@ def _free_port() -> int:
 
 class Slapd:
     def __init__(self, root: Path, tls: bool = False) -> None:
+        self.bin: dict[str, str] = {}
         for binary in ("slapd", "slapadd", "ldapadd"):
-            if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+            found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+            if found is None:
                 pytest.skip(f"{binary} not installed (Debian: slapd, ldap-utils)")
+            self.bin[binary] = found
         self.root = root
         self.db = root / "db"
         self.db.mkdir(parents=True)
@@ -118,7 +121,7 @@ class Slapd:
     def load(self, ldif: str) -> None:
         """Add entries offline with slapadd (before the first start only)."""
         subprocess.run(
-            ["slapadd", "-f", str(self.conf), "-q"],
+            [self.bin["slapadd"], "-f", str(self.conf), "-q"],
             input=ldif.encode(),
             check=True,
             capture_output=True,
@@ -128,7 +131,7 @@ class Slapd:
     def add(self, ldif: str) -> None:
         """Add entries to the running server with ldapadd."""
         subprocess.run(
-            ["ldapadd", "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PW],
+            [self.bin["ldapadd"], "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PW],
             input=ldif.encode(),
             check=True,
             capture_output=True,
@@ -136,7 +139,7 @@ class Slapd:
         )
 
     def start(self) -> Slapd:
-        cmd = ["slapd", "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"]
+        cmd = [self.bin["slapd"], "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
