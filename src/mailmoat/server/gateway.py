@@ -9,18 +9,31 @@ from typing import TYPE_CHECKING
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.directory import build_directories
 from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
+from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
+from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
     from mailmoat.server.session import SmtpSession
 
 
-def default_checks(settings: Settings) -> list[Check]:
+def default_checks(settings: Settings, store: Store | None = None) -> list[Check]:
     """The checks every gateway runs, in order."""
-    return [RelayAccess(settings.domains)]
+    store = store if store is not None else MemoryStore()
+    checks: list[Check] = [RelayAccess(settings.domains)]
+    directories = build_directories(settings, store)
+    if directories is not None:
+        detector = None
+        if settings.harvest.enabled:
+            detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
+            checks.append(HarvestCheck(detector))
+        checks.append(RecipientCheck(directories, detector))
+    return checks
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -40,10 +53,14 @@ class Gateway:
         *,
         delivery: Delivery | None = None,
         checks: list[Check] | None = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
+        self.store: Store = store if store is not None else MemoryStore()
         self.delivery = delivery if delivery is not None else make_delivery(settings)
-        self.pipeline = Pipeline(checks if checks is not None else default_checks(settings))
+        self.pipeline = Pipeline(
+            checks if checks is not None else default_checks(settings, self.store)
+        )
         self.tls_context = tls_context(settings)
         self.sessions: set[SmtpSession] = set()
         self.servers: list[asyncio.Server] = []
@@ -53,6 +70,7 @@ class Gateway:
         from mailmoat.server.session import SmtpSession
 
         loop = asyncio.get_running_loop()
+        await self.pipeline.start()
         bound = []
         for endpoint in self.settings.server.listen:
             host, port = split_endpoint(endpoint)
@@ -87,4 +105,5 @@ class Gateway:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        await self.pipeline.close()
         await self.delivery.close()
