@@ -35,6 +35,11 @@ class Spool:
         self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
         self.size = 0
 
+    @property
+    def in_memory(self) -> bool:
+        """True while the content has not rolled over into the temporary file."""
+        return not getattr(self._file, "_rolled", True)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
         self.size += len(data)

@@ -632,9 +632,10 @@ class DownstreamClient:
     async def _send_data(self, message: Message) -> None:
         stuffer = DotStuffer()
         chunks = message.chunks()
+        on_disk = not message.spool.in_memory
         while True:
-            # the spool may live in a file: read it in a worker thread
-            chunk = await asyncio.to_thread(next, chunks, None)
+            # a spool that rolled over into a file is read in a worker thread
+            chunk = await asyncio.to_thread(next, chunks, None) if on_disk else next(chunks, None)
             if chunk is None:
                 break
             await self._write(stuffer.feed(chunk))
