@@ -22,6 +22,7 @@ def test_full_matrix_and_overrides() -> None:
     assert args.rcpt_counts == [1, 5]
     assert args.systems == ["direct", "mailmoat"]
     assert args.repeats == 5
+    assert relay.parse_args([]).repeats == 3
     with pytest.raises(SystemExit):
         relay.parse_args(["--systems", "sendmail"])
 
@@ -35,6 +36,7 @@ def test_messages_per_run() -> None:
     assert relay.messages_for(102400, 20, 1000) == 333
     assert relay.messages_for(10240, 1, 1000) == 250
     assert relay.messages_for(1024, 100, 100) == 500
+    assert relay.messages_for(10240, 20, 1000, "direct") == 1000 * relay.DIRECT_FACTOR
 
 
 def test_tables_and_targets_from_runs() -> None:
