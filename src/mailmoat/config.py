@@ -603,6 +603,12 @@ class SpfSettings(_Section):
         default=True,
         description="Also check the HELO identity (RFC 7208 section 2.3) and report it; it decides for the null sender.",
     )
+    timeout: float = Field(
+        default=20.0,
+        gt=0,
+        le=120,
+        description="Seconds one SPF evaluation may take with all its lookups; then it is a temporary error.",
+    )
 
 
 class DkimSettings(_Section):

@@ -11,6 +11,7 @@ from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.directory import build_directories
 from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.dns_checks import build_dns_checks
 from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
 from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
@@ -33,6 +34,7 @@ def default_checks(settings: Settings, store: Store | None = None) -> list[Check
             detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
             checks.append(HarvestCheck(detector))
         checks.append(RecipientCheck(directories, detector))
+    checks += build_dns_checks(settings, store)
     return checks
 
 
