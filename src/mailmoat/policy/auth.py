@@ -108,12 +108,9 @@ def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
         if not dkim:
             entries.append("dkim=none")
         for r in dkim:
-            b = r.b if _B64.match(r.b or "-") else ""
+            b = f" header.b={r.b}" if r.b and _B64.match(r.b) else ""
             entries.append(
-                f"dkim={r.result}"
-                + _prop("header.d", r.domain)
-                + _prop("header.s", r.selector)
-                + _prop("header.b", b)
+                f"dkim={r.result}" + _prop("header.d", r.domain) + _prop("header.s", r.selector) + b
             )
     dmarc: DmarcResult | None = st.results.get("dmarc")
     if dmarc is not None:
