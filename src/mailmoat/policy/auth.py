@@ -39,7 +39,7 @@ WANTED = ("from", AR)
 
 R_TOO_MANY = reply(550, "5.7.1", "Message refused: too many Authentication-Results header fields")
 
-_TOKEN = re.compile(r"^[A-Za-z0-9._@+\-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9._\-]+$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
@@ -108,7 +108,10 @@ def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
         if not dkim:
             entries.append("dkim=none")
         for r in dkim:
-            b = f" header.b={r.b}" if r.b and _B64.match(r.b) else ""
+            # "/", "+" and "=" are not token characters (RFC 2045): quote such a value
+            b = "" if not r.b or not _B64.match(r.b) else _prop("header.b", r.b)
+            if r.b and not b and _B64.match(r.b):
+                b = f' header.b="{r.b}"'
             entries.append(
                 f"dkim={r.result}" + _prop("header.d", r.domain) + _prop("header.s", r.selector) + b
             )
