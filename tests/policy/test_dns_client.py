@@ -9,7 +9,7 @@ import pytest
 from mailmoat.policy.helo import is_fqdn, literal_address
 from tests.dns import zone
 from tests.dns.server import Dnsmasq, SilentServer
-from tests.policy.dns_support import captured_logs, dns_gateway
+from tests.policy.dns_support import RCPT, captured_logs, dns_gateway
 
 # Only the check under test acts; the others log (DMARC too: these are client tests).
 QUIET = {
@@ -234,3 +234,36 @@ async def test_relay_networks_skip_the_dns_checks(dns_server: Dnsmasq) -> None:
         out = await gw.send(source=zone.NOPTR_IP, helo="localhost", sender="a@example.org")
         assert out.code("message") == 250
         assert b"Authentication-Results" not in gw.downstream.messages[0]
+
+
+async def test_ipv6_client(dns_server: Dnsmasq) -> None:
+    """An IPv6 client: ip6.arpa PTR lookup (none in the test zone) and nibble-reversed list
+    queries."""
+    import asyncio
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    settings = only(**{"fcrdns.action": "reject", "dnsbl.lists": ["bl.test"]})
+    with captured_logs() as logs:
+        async with dns_gateway(
+            dns_server.address, **settings, **{"server.listen": ["[::1]:0"]}
+        ) as gw:
+            reader, writer = await asyncio.open_connection("::1", gw.port)
+            try:
+                await reader.readline()
+                for line in ("EHLO [IPv6:::1]", "MAIL FROM:<>", f"RCPT TO:<{RCPT}>"):
+                    writer.write(line.encode() + b"\r\n")
+                    for _ in range(20):  # one reply, possibly multi-line
+                        answer = await asyncio.wait_for(reader.readline(), 10)
+                        if answer[3:4] != b"-":
+                            break
+            finally:
+                writer.close()
+    assert answer.startswith(b"550 5.7.25")
+    results = {f["check"]: f["result"] for f in logs.of("check")}
+    assert results["dnsbl"] == "pass" and results["fcrdns"] == "fail"
+    nibbles = "1." + "0." * 31 + "bl.test"
+    assert dns_server.queries(nibbles) >= 1
