@@ -353,3 +353,18 @@ async def test_every_decision_is_logged_with_its_reasons(dns_server: Dnsmasq) ->
     [score] = logs.of("score")
     assert score["score"] == 6 and score["threshold"] == 5
     assert any("spf fail" in r for r in score["reasons"])
+
+
+async def test_one_summary_line_per_message(dns_server: Dnsmasq) -> None:
+    with captured_logs() as logs:
+        async with dns_gateway(dns_server.address) as gw:
+            assert (await gw.send(msg=sign(message()))).code("message") == 250
+    [line] = logs.of("checks")
+    assert line["results"] == [
+        "fcrdns=pass",
+        "helo=pass",
+        "spf=pass",
+        "dkim=pass",
+        "dmarc=pass",
+    ]
+    assert line["score"] == 0 and line["refused"] is None

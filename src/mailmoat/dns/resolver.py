@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 import dns.asyncresolver
@@ -154,11 +155,14 @@ class Resolver:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._lookup(*key))
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+            task.add_done_callback(partial(self._done, key))
         else:
             self.stats.joined += 1
         # one caller giving up (its session closed) must not cancel the others' query
         return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], _task: asyncio.Task[Answer]) -> None:
+        self._inflight.pop(key, None)
 
     async def addresses(self, name: str) -> Answer:
         """A and AAAA together: OK with every address if either has some."""

@@ -249,4 +249,22 @@ class ScoreGate(Check):
         return self._judge(client, "rcpt")
 
     def message(self, client: Client, message: Any) -> Verdict:
-        return self._judge(client, "message")
+        verdict = self._judge(client, "message")
+        st = self.karma.state(client)
+        if not st.exempt:
+            # one line per message with every check's result, whatever the verdict
+            logs.event(
+                "checks",
+                queue_id=getattr(message, "queue_id", None),
+                client=client.address,
+                results=[
+                    f"{o.check}={o.result.replace(' ', ':')}"
+                    + (f"+{o.points}" if o.points else "")
+                    + (f"?{o.pending}" if o.pending else "")
+                    for o in st.outcomes()
+                ],
+                score=st.points,
+                allowlisted=st.allowlisted or None,
+                refused=str(verdict) if verdict is not None else None,
+            )
+        return verdict
