@@ -368,3 +368,20 @@ async def test_one_summary_line_per_message(dns_server: Dnsmasq) -> None:
         "dmarc=pass",
     ]
     assert line["score"] == 0 and line["refused"] is None
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        b"garbage line\r\n\r\nbody\r\n",
+        b"DKIM-Signature: v=1; garbage\r\nFrom: a@sender.test\r\n\r\nbody\r\n",
+        b"DKIM-Signature: v=1\r\nnot a header\r\n\r\nbody\r\n",
+        b"body without a header\r\n",
+    ],
+)
+async def test_malformed_messages_get_an_answer_not_an_error(
+    dns_server: Dnsmasq, msg: bytes
+) -> None:
+    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "score"})) as gw:
+        out = await gw.send(msg=msg)
+        assert out.code("message") == 250, out.replies

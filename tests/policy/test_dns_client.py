@@ -162,16 +162,21 @@ async def test_dnsbl_result_is_cached_per_client(dns_server: Dnsmasq) -> None:
 
 
 async def test_dnsbl_score_mode_feeds_the_session_score(dns_server: Dnsmasq) -> None:
-    settings = only(**{"dnsbl.lists": ["bl.test*3"], "dnsbl.action": "score", "score.threshold": 4})
+    settings = only(
+        **{
+            "dnsbl.lists": ["bl.test*3"],
+            "dnsbl.action": "score",
+            "helo.action": "score",
+            "score.threshold": 4,
+        }
+    )
     async with dns_gateway(dns_server.address, **settings) as gw:
-        # 3 points: under the threshold
-        assert (await gw.send(source=zone.LISTED_IP, helo="listed.sender.test")).code(
-            "message"
-        ) == 250
-    settings.update({"fcrdns.action": "score", "fcrdns.points": 2})
-    async with dns_gateway(dns_server.address, **settings) as gw:
-        # bl 3 + FCrDNS ok 0 < 4, but from an address without PTR the score is 3 + 2
-        assert (await gw.send(source=zone.LISTED_IP)).code("message") == 250
+        # listed (3 points) with a good HELO: under the threshold
+        good_helo = await gw.send(source=zone.LISTED_IP, helo="listed.sender.test")
+        assert good_helo.code("message") == 250
+        # listed (3) and a HELO that is not a FQDN (1): the score reaches 4
+        bad_helo = await gw.send(source=zone.LISTED_IP, helo="localhost")
+        assert bad_helo.replies["rcpt"].startswith(b"550 5.7.1 Message refused")
 
 
 # --- DNS failures ------------------------------------------------------------------------------

@@ -66,7 +66,13 @@ def _text(value: Any) -> str:
 def _prepare(message: Message, max_signatures: int) -> tuple[Any, list[_Sig]]:
     """Worker thread: parse the message and its signatures."""
     data = message.spool.getvalue()
-    d = dkim.DKIM(data, logger=_quiet)
+    try:
+        d = dkim.DKIM(data, logger=_quiet)
+    except Exception as err:  # a header block dkimpy cannot parse (MessageFormatError)
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        if b"dkim-signature" not in head:
+            return None, []
+        return None, [_Sig(0, error=f"message not parseable: {err}")]
     count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
     sigs = []
     for i in range(min(count, max_signatures)):
@@ -146,7 +152,10 @@ class DkimVerifier:
                 )
                 answer = Answer(name, "TXT", Status.OK if usable else Status.NODATA, usable)
             keys[name] = answer
-        return await loop.run_in_executor(self._executor(), _verify, d, sigs, keys)
+        try:
+            return await loop.run_in_executor(self._executor(), _verify, d, sigs, keys)
+        except Exception as err:  # dkimpy on input it did not expect: no pass, no crash
+            return [DkimResult("permerror", s.domain, s.selector, s.b, repr(err)) for s in sigs]
 
     def close(self) -> None:
         if self._pool is not None:

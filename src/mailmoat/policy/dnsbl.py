@@ -117,7 +117,7 @@ class DnsblCheck(Check):
         if result.score <= s.allowlist_threshold < 0:
             st.allowlisted = True
             verdict = "allowed"
-        elif listed:
+        elif listed or (s.action == "score" and result.score > 0):
             verdict = "listed"
         elif result.unknown and result.score + result.unknown_weight >= s.threshold:
             verdict = "temperror"
