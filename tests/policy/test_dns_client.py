@@ -4,6 +4,8 @@ session score, and DNS failures that never turn into an accept where a refusal w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mailmoat.policy.helo import is_fqdn, literal_address
@@ -272,3 +274,25 @@ async def test_ipv6_client(dns_server: Dnsmasq) -> None:
     assert results["dnsbl"] == "pass" and results["fcrdns"] == "fail"
     nibbles = "1." + "0." * 31 + "bl.test"
     assert dns_server.queries(nibbles) >= 1
+
+
+async def test_refused_client_learns_nothing_about_recipients(
+    dns_server: Dnsmasq, tmp_path: Path
+) -> None:
+    """The DNS checks answer before the directory: a listed client gets the same refusal for
+    a valid and an unknown recipient."""
+    users = tmp_path / "recipients"
+    users.write_text("alice@example.test\n")
+    settings = only(
+        **{
+            "dnsbl.lists": ["bl.test"],
+            "directory.default": "static",
+            "directory.static_file": str(users),
+        }
+    )
+    async with dns_gateway(dns_server.address, **settings) as gw:
+        valid = await gw.send(source=zone.LISTED_IP, rcpt="alice@example.test")
+        unknown = await gw.send(source=zone.LISTED_IP, rcpt="nobody@example.test")
+        assert valid.replies["rcpt"] == unknown.replies["rcpt"]
+        assert valid.code("rcpt") == 554
+        assert (await gw.send(rcpt="nobody@example.test")).code("rcpt") == 550
