@@ -556,7 +556,10 @@ BAD_SYNTAX = [
         ["250", UNKNOWN],
         ["Helo", "Rejected:unknown_command"],
     ),
-    case("empty line", EHLO + b"\r\n", ["250", UNKNOWN], ["Helo", "Rejected:unknown_command"]),
+    case("empty line", EHLO + b"\r\n", ["250", "500 5.5.2"], ["Helo", "Rejected:syntax"]),
+    case(
+        "empty line before HELO", b"\r\n" + EHLO, ["500 5.5.2", "250"], ["Rejected:syntax", "Helo"]
+    ),
     case(
         "bdat",
         EHLO + MAIL + RCPT + b"BDAT 10 LAST\r\n",
@@ -1832,3 +1835,13 @@ def test_eof_before_greeting_is_not_pregreet():
     conn.greeting()
     assert conn.data_to_send().startswith(b"220 ")
     assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_recipients_over_the_limit_get_452_without_counting_as_errors() -> None:
+    """RFC 5321 §4.5.3.1.10: the client is expected to send the rest in another transaction,
+    so the 452s must not push it into the error limit and a 421 (it could never deliver)."""
+    rcpts = b"".join(b"RCPT TO:<u%d@example.net>\r\n" % i for i in range(130))
+    run = session([EHLO, MAIL + rcpts + DATA, MSG], max_recipients=100, max_errors=20)
+    assert run.codes.count("250 2.1.5") == 100
+    assert run.codes.count("452 4.5.3") == 30
+    assert "421 4.7.0" not in run.codes and run.codes[-1] == "250 2.0.0"

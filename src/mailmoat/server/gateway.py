@@ -11,6 +11,7 @@ from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.directory import build_directories
 from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.dns_checks import build_dns_checks
 from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
 from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
@@ -23,15 +24,20 @@ if TYPE_CHECKING:
 
 
 def default_checks(settings: Settings, store: Store | None = None) -> list[Check]:
-    """The checks every gateway runs, in order."""
+    """The checks every gateway runs, in order.
+
+    The DNS checks answer RCPT before the recipient directory is asked: a client they refuse
+    learns nothing about which recipients exist, and costs the directory nothing.
+    """
     store = store if store is not None else MemoryStore()
     checks: list[Check] = [RelayAccess(settings.domains)]
     directories = build_directories(settings, store)
+    detector = None
+    if directories is not None and settings.harvest.enabled:
+        detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
+        checks.append(HarvestCheck(detector))
+    checks += build_dns_checks(settings, store)
     if directories is not None:
-        detector = None
-        if settings.harvest.enabled:
-            detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
-            checks.append(HarvestCheck(detector))
         checks.append(RecipientCheck(directories, detector))
     return checks
 
