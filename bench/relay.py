@@ -5,20 +5,27 @@
     python -m bench.relay --systems direct,mailmoat --repeats 5 --messages 2000
 
 What it does, in one run:
-- installs what is missing: Postfix (smtp-source, smtp-sink, postfix) with apt-get, Haraka from
-  npm into ~/.cache/mailmoat-bench/haraka (reused), matplotlib with pip;
+- installs what is missing: Postfix (smtp-source, smtp-sink, postfix) and dnsmasq with apt-get,
+  Haraka from npm into ~/.cache/mailmoat-bench/haraka-VERSION (reused), matplotlib with pip;
 - starts one smtp-sink on loopback (the downstream of every system) and each system on its own
   loopback port, all accepting mail for example.test and forwarding it to that sink:
-    direct    smtp-source straight into the sink (the ceiling);
-    mailmoat  `python -m mailmoat serve` from this worktree, default settings (log.level warning);
-    haraka    Haraka, plugins rcpt_to.in_host_list + queue/smtp_forward, log level WARN, nodes=1;
-    postfix   a private Postfix instance relaying example.test to the sink (after-queue);
+    direct          smtp-source straight into the sink (the ceiling);
+    mailmoat        `python -m mailmoat serve` from this worktree, default settings (log.level
+                    warning); its DNS checks (on by default) ask a private dnsmasq on loopback
+                    in which the sending client passes FCrDNS, HELO, SPF and DMARC;
+    mailmoat-nodns  the same with dns.checks = false: what the DNS checks cost;
+    haraka          Haraka, plugins rcpt_to.in_host_list + queue/smtp_forward, log level WARN,
+                    nodes=1;
+    postfix         a private Postfix instance relaying example.test to the sink (after-queue);
 - drives each with smtp-source over the matrix (message size x sessions x recipients), the
   systems alternating within each point and their order rotating from point to point, every
   point repeated;
 - checks that the sink received exactly the messages sent (a run where it did not is invalid and
   reported as such), and times each transaction with a small Python client at one session;
 - prints the tables and writes bench/results/relay.md, relay.json and relay.png.
+
+`--profile SECONDS` instead profiles mailmoat with py-spy under 10 KiB x 20 sessions x 1 rcpt and
+writes bench/results/relay-profile.md (top functions) and relay-profile.txt (raw stacks).
 
 Worker policy: mailmoat has one process (one event loop); Haraka runs with nodes=1 (its default:
 a cluster master and one worker); Postfix runs its own process-per-session model with default
@@ -55,8 +62,16 @@ DOMAIN = "example.test"
 SENDER = "bench@sender.test"
 RECIPIENT = f"rcpt@{DOMAIN}"
 HELO = "client.sender.test"
-SYSTEMS = ("direct", "mailmoat", "haraka", "postfix")
-LABELS = {"direct": "direct", "mailmoat": "mailmoat", "haraka": "Haraka", "postfix": "Postfix"}
+SYSTEMS = ("direct", "mailmoat", "mailmoat-nodns", "haraka", "postfix")
+# mailmoat-nodns: mailmoat with its DNS checks off (dns.checks = false), to show what they cost
+EXTRA_SYSTEMS: tuple[str, ...] = ()
+LABELS = {
+    "direct": "direct",
+    "mailmoat": "mailmoat",
+    "mailmoat-nodns": "mailmoat, DNS checks off",
+    "haraka": "Haraka",
+    "postfix": "Postfix",
+}
 SIZES = (1024, 10240, 102400)
 SESSIONS = (1, 20, 100)
 RCPTS = (1, 5)
@@ -348,6 +363,98 @@ class Sink:
             stop_process(self.proc)
 
 
+# --- DNS for mailmoat's checks -----------------------------------------------------------------
+
+
+def ensure_dnsmasq() -> str:
+    exe = tool("dnsmasq")
+    if exe:
+        return exe
+    if os.geteuid() != 0:
+        raise BenchError("dnsmasq is missing: apt-get install dnsmasq-base (needs root)")
+    print("installing dnsmasq-base with apt-get ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "install", "-y", "-q", "dnsmasq-base"], 900, env=env)
+    exe = tool("dnsmasq")
+    if not exe:
+        raise BenchError("apt-get install dnsmasq-base failed")
+    return exe
+
+
+def dns_answers(port: int) -> bool:
+    """True if a DNS server on HOST:port answers a query (any answer)."""
+    query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05probe\x04test\x00\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        try:
+            s.sendto(query, (HOST, port))
+            return s.recv(512)[:2] == b"\x12\x34"
+        except OSError:
+            return False
+
+
+class SenderDns:
+    """A private dnsmasq on loopback serving the sending side's DNS: the client 127.0.0.1 is
+    client.sender.test both ways (FCrDNS and HELO pass), sender.test publishes SPF for it and
+    DMARC p=none. Everything else under .test and in-addr.arpa is NXDOMAIN; no upstream."""
+
+    RECORDS = (
+        f"host-record={HELO},{HOST}",
+        f'txt-record={SENDER.split("@")[1]},"v=spf1 ip4:{HOST} -all"',
+        f'txt-record=_dmarc.{SENDER.split("@")[1]},"v=DMARC1; p=none"',
+    )
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "dns"
+        self.dir.mkdir()
+        self.log = self.dir / "dnsmasq.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        binary = ensure_dnsmasq()
+        for _ in range(5):
+            self.port = free_port()
+            conf = self.dir / "dnsmasq.conf"
+            lines = [
+                f"port={self.port}",
+                f"listen-address={HOST}",
+                "bind-interfaces",
+                "no-resolv",
+                "no-hosts",
+                "no-poll",
+                "log-queries",
+                "log-facility=-",
+                "local-ttl=3600",
+                "local=/test/",
+                "local=/in-addr.arpa/",
+                *self.RECORDS,
+            ]
+            conf.write_text("\n".join(lines) + "\n")
+            argv = [binary, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file="]
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if dns_answers(self.port):
+                    return
+                time.sleep(0.05)
+            stop_process(self.proc)
+        raise BenchError(f"dnsmasq did not start:\n{_log_tail(self.log)}")
+
+    def queries(self) -> int:
+        try:
+            return self.log.read_text(errors="replace").count("query[")
+        except OSError:
+            return 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
 # --- the systems under test -------------------------------------------------------------------
 
 
@@ -415,13 +522,21 @@ def _toml_value(v: object) -> str:
 
 
 class Mailmoat(System):
-    def __init__(self, workdir: Path, sink: Sink) -> None:
-        super().__init__("mailmoat", free_port())
-        self.dir = workdir / "mailmoat"
+    def __init__(
+        self,
+        workdir: Path,
+        sink: Sink,
+        name: str = "mailmoat",
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(name, free_port())
+        self.dir = workdir / name
         self.dir.mkdir()
         self.sink = sink
+        self.extra = dict(extra or {})
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "mailmoat.log"
+        self.dns: SenderDns | None = None
 
     def settings(self) -> dict[str, object]:
         out = subprocess.run(
@@ -444,12 +559,26 @@ class Mailmoat(System):
             "relay.downstream": f"{HOST}:{self.sink.port}",
             "log.level": "warning",
         }
+        unknown = sorted(set(self.extra) - known)
+        if unknown:
+            raise BenchError(f"mailmoat has no setting {', '.join(unknown)}")
+        if self.extra:
+            self.notes.append(", ".join(f"{k} = {_toml_value(v)}" for k, v in self.extra.items()))
+        if "dns.nameservers" in known and self.extra.get("dns.checks") is not False:
+            self.dns = SenderDns(self.dir)
+            self.dns.start()
+            values["dns.nameservers"] = [f"{HOST}:{self.dns.port}"]
+            self.notes.append(
+                "DNS checks (on by default) ask a private dnsmasq on loopback in which the client"
+                f" passes: {HELO} <-> {HOST} (FCrDNS, HELO), SPF pass and DMARC p=none for"
+                " sender.test (mailmoat's own DNS cache at its default)"
+            )
         raised = {k: v for k, v in MAILMOAT_ONE_CLIENT.items() if k in known}
         if raised:
             self.notes.append(
                 "one client address: " + ", ".join(f"{k} = {v}" for k, v in raised.items())
             )
-        return values | raised
+        return values | raised | self.extra
 
     def start(self) -> None:
         sections: dict[str, list[str]] = {}
@@ -480,6 +609,10 @@ class Mailmoat(System):
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+        if self.dns is not None:
+            queries = self.dns.queries()
+            self.notes.append(f"{queries:,} DNS queries reached dnsmasq during the whole run")
+            self.dns.stop()
 
     def root_pid(self) -> int:
         assert self.proc is not None
@@ -1042,6 +1175,7 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
     colours = {
         "direct": "#999999",
         "mailmoat": "#1f77b4",
+        "mailmoat-nodns": "#aec7e8",
         "haraka": "#d62728",
         "postfix": "#2ca02c",
     }
@@ -1106,7 +1240,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="messages per run for 1 and 10 KiB (100 KiB: a third) (default 1000)",
     )
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
+    ap.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated subset of {', '.join(SYSTEMS + EXTRA_SYSTEMS)} (default: all)",
+    )
+    ap.add_argument(
+        "--mailmoat-set",
+        dest="set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a mailmoat setting for the 'mailmoat' system, e.g. dkim.workers=1 (JSON value or"
+        " a plain string; repeatable; listed in the results)",
+    )
     ap.add_argument("--sizes", default=None, help="message sizes in bytes, comma-separated")
     ap.add_argument("--sessions", default=None, help="concurrent sessions, comma-separated")
     ap.add_argument("--rcpts", default=None, help="recipients per message, comma-separated")
@@ -1130,8 +1277,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.systems = [x.strip() for x in args.systems.split(",") if x.strip()]
     for x in args.systems:
-        if x not in SYSTEMS:
-            ap.error(f"unknown system {x!r}; choose from {', '.join(SYSTEMS)}")
+        if x not in SYSTEMS + EXTRA_SYSTEMS:
+            ap.error(f"unknown system {x!r}; choose from {', '.join(SYSTEMS + EXTRA_SYSTEMS)}")
+    args.mailmoat_set = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            ap.error(f"--mailmoat-set wants SECTION.KEY=VALUE, not {item!r}")
+        try:
+            args.mailmoat_set[key.strip()] = json.loads(value)
+        except ValueError:
+            args.mailmoat_set[key.strip()] = value
 
     def ints(text: str | None, default: Sequence[int], quick: Sequence[int]) -> list[int]:
         if text:
@@ -1194,10 +1350,15 @@ def ensure_pyspy() -> str:
     return exe
 
 
+# Innermost frames of a thread that waits for work: py-spy does not always see a lock wait as
+# idle, so these samples are dropped rather than charged as CPU time.
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py:", "wait (threading.py:")
+
+
 def top_frames(
     raw: str, limit: int = 20
 ) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """From py-spy's raw (collapsed) output: total samples, and the functions with the most
+    """From py-spy's raw (collapsed) output: busy samples, and the functions with the most
     samples as the innermost frame (own time) and anywhere on the stack (inclusive)."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
@@ -1207,10 +1368,10 @@ def top_frames(
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = [f.strip() for f in stack.split(";")[1:] if f.strip()]  # [0] is the process
-        if not frames:
+        if not frames or frames[-1].startswith(IDLE_LEAVES):
             continue
+        total += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for f in set(frames):
             incl[f] = incl.get(f, 0) + n
@@ -1222,6 +1383,17 @@ def top_frames(
     return total, by, inc
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """Each thread of ``pid``: its name and CPU seconds (utime + stime)."""
+    out = {}
+    for entry in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            name = Path(f"/proc/{pid}/task/{entry}/comm").read_text().strip()
+            st = Path(f"/proc/{pid}/task/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(entry)] = (name, (int(st[11]) + int(st[12])) / CLK_TCK)
+    return out
+
+
 def profile(args: argparse.Namespace) -> int:
     """Profile mailmoat with py-spy while smtp-source drives 10 KiB x 20 x 1 into it."""
     pyspy = ensure_pyspy()
@@ -1230,7 +1402,7 @@ def profile(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         tmp.chmod(0o711)
         sink = Sink(tmp)
-        mm = Mailmoat(tmp, sink)
+        mm = Mailmoat(tmp, sink, extra=args.mailmoat_set)
         sent, seconds, spy = 0, 0.0, None
         try:
             sink.start()
@@ -1242,6 +1414,7 @@ def profile(args: argparse.Namespace) -> int:
             spy_argv = [pyspy, "record", "-p", str(mm.root_pid())]
             spy_argv += ["-d", str(max(1, round(args.profile))), "-r", "200"]
             spy_argv += ["-f", "raw", "--function", "-o", str(out)]
+            threads0 = thread_cpu(mm.root_pid())
             spy = subprocess.Popen(
                 spy_argv,
                 stdout=subprocess.PIPE,
@@ -1258,6 +1431,7 @@ def profile(args: argparse.Namespace) -> int:
             if spy.returncode != 0 or not out.exists():
                 raise BenchError(f"py-spy failed ({spy.returncode}): {spy_out[-1000:]}")
             raw = out.read_text()
+            threads1 = thread_cpu(mm.root_pid())
         finally:
             if spy is not None and spy.poll() is None:
                 spy.kill()
@@ -1266,6 +1440,18 @@ def profile(args: argparse.Namespace) -> int:
             sink.stop()
     total, own, incl = top_frames(raw)
     rate = sent / seconds if seconds else 0
+    main_tid = mm.root_pid()
+    used = {t: threads1[t][1] - threads0.get(t, ("", 0.0))[1] for t in threads1}
+    main_cpu = used.pop(main_tid, 0.0)
+    by_name: dict[str, float] = {}
+    for t, v in used.items():
+        by_name[threads1[t][0]] = by_name.get(threads1[t][0], 0.0) + v
+    others = ", ".join(f"{n} threads {v:.1f} s" for n, v in sorted(by_name.items()) if v >= 0.05)
+    cpu_line = (
+        f"CPU during the profile (from /proc, per thread): event-loop thread {main_cpu:.1f} s"
+        + (f", {others}" if others else "")
+        + f"; {sent:,} messages.\n\n"
+    )
 
     def rows(items: list[tuple[str, int]]) -> str:
         lines = ["| function (file) | samples | share |", "|---|---:|---:|"]
@@ -1280,7 +1466,9 @@ def profile(args: argparse.Namespace) -> int:
         f" mailmoat process for {args.profile:g} s while smtp-source sent 10 KiB messages over"
         f" 20 sessions, one recipient each, to smtp-sink through it ({sent:,} messages at"
         f" {rate:,.0f} msg/s; py-spy pauses the process to sample, so the rate is lower than"
-        f" unprofiled). {total:,} samples.\n\n"
+        f" unprofiled). {total:,} busy samples ({total / (args.profile * 200):.0%} of one"
+        f" core); samples of worker threads waiting for work are left out.\n\n"
+        f"{cpu_line}"
         f"Own time (the innermost Python frame; time in C code such as uvloop's or the socket"
         f" calls is charged to the Python function that called it, and `Runner.run` stands"
         f" for uvloop's own loop: polling, accepting, reading and dispatching callbacks):\n\n"
@@ -1332,7 +1520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if name == "direct":
                     systems[name] = Direct(sink)
                 elif name == "mailmoat":
-                    systems[name] = Mailmoat(tmp, sink)
+                    systems[name] = Mailmoat(tmp, sink, extra=args.mailmoat_set)
+                elif name == "mailmoat-nodns":
+                    systems[name] = Mailmoat(tmp, sink, name, {"dns.checks": False})
                 elif name == "haraka":
                     assert script is not None
                     systems[name] = Haraka(tmp, sink, script)
@@ -1402,7 +1592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes += [f"{LABELS[sys_.name]}: {n}" for n in sys_.notes]
     minutes = (time.monotonic() - started) / 60
     summary = summarise(runs, lats)
-    order = [x for x in SYSTEMS if x in args.systems]
+    order = [x for x in SYSTEMS + EXTRA_SYSTEMS if x in args.systems]
     text = tables(summary, points, order, args.sizes)
     checks = targets(summary)
     check_text = "\n".join(
