@@ -59,7 +59,7 @@ def test_tables_and_targets_from_runs() -> None:
     assert results == {
         "10 KiB x 20: mailmoat >= 3x Haraka": True,
         "10 KiB x 20: mailmoat >= 30% of direct": False,
-        "10 KiB x 1 session: added p50 < 1 ms": True,
+        "10 KiB x 1 session: mailmoat, added p50 < 1 ms": True,
     }
 
 
