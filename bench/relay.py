@@ -1,6 +1,6 @@
 """Relay throughput: mailmoat against Haraka and Postfix, with smtp-sink as the ceiling.
 
-    python -m bench relay                 # the full matrix (about 15 minutes on 2 cores)
+    python -m bench relay                 # the full matrix (about 11 minutes on 2 cores)
     python -m bench relay --quick         # 10 KiB x 20 sessions x 1 recipient, one repeat
     python -m bench.relay --systems direct,mailmoat --repeats 5 --messages 2000
 
