@@ -63,6 +63,8 @@ CLOSED = _Sentinel.CLOSED
 # RFC 2920 §3.1: these may only be the last command in a pipelined group. STARTTLS is handled
 # apart: what follows it is discarded, as RFC 3207 §4.2 asks, instead of being an error.
 _LAST_IN_GROUP = frozenset({"EHLO", "HELO", "DATA", "VRFY", "EXPN", "NOOP", "QUIT", "HELP"})
+# Commands that move no mail (Postfix's "junk commands"); a session may send only so many.
+_JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
 _NOT_IMPLEMENTED = frozenset(
     {"AUTH", "BDAT", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "VERB", "XCLIENT", "XFORWARD"}
 )
@@ -88,6 +90,7 @@ R_PREGREET = reply(554, "5.5.0", "Error: client sent data before the greeting")
 R_NON_SMTP = reply(554, "5.7.0", "Error: non-SMTP input, closing connection")
 R_TOO_MANY_ERRORS = reply(421, "4.7.0", "Error: too many errors, closing connection")
 R_TOO_MANY_UNKNOWN = reply(421, "4.7.0", "Error: too many unknown commands, closing connection")
+R_TOO_MANY_JUNK = reply(421, "4.7.0", "Error: too many commands, closing connection")
 R_DATA_BARE_EOL = reply(
     554, "5.6.0", "Message rejected: bare CR or LF in message data, lines must end with CRLF"
 )
@@ -120,6 +123,7 @@ class ServerConnection:
         self.closing = False
         self.errors = 0
         self.unknown_commands = 0
+        self.junk_commands = 0
         self.discarded_after_starttls = 0
         self._in = bytearray()
         self._out = bytearray()
@@ -351,6 +355,11 @@ class ServerConnection:
             return self._events.popleft()
         ev = handler(self, arg, eight_bit)
         if isinstance(ev, Command):
+            if verb in _JUNK:
+                self.junk_commands += 1
+                if self.junk_commands > self.limits.max_junk_commands:
+                    self._reject("too_many_junk", R_TOO_MANY_JUNK, verb, close=True)
+                    return self._events.popleft()
             return self._await(verb, ev)
         return ev
 
