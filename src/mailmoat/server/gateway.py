@@ -4,23 +4,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import resource
 import ssl
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.policy.admission import Admission
+from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.relay_access import RelayAccess
+from mailmoat.policy.stress import Stress
+from mailmoat.policy.tarpit import Tarpit
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
+from mailmoat.stats import Stats
+from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
+    from mailmoat.server.admin import AdminServer
     from mailmoat.server.session import SmtpSession
 
+FD_RESERVE = 64
+"""File descriptors kept free for listeners, the downstream pool, spool files and logs."""
 
-def default_checks(settings: Settings) -> list[Check]:
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Defences:
+    """The connection-level defences and the state they share, built once per gateway."""
+
+    def __init__(
+        self, settings: Settings, stats: Stats, store: Store, clock: Callable[[], float]
+    ) -> None:
+        self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
+        self.bans = BanList(settings.bans, store, stats, clock)
+        self.admission = Admission(settings, store, self.bans, self.stress, stats, clock)
+        self.pregreet = Pregreet(settings, store, stats)
+        self.tarpit = Tarpit(settings, self.bans, self.stress, stats)
+
+    def checks(self) -> list[Check]:
+        # Admission first: nothing else runs for a refused client. Observers of the `rejected`
+        # stage (bans, pregreet) come before the tarpit, whose closing verdict ends the stage.
+        return [self.admission, self.bans, self.pregreet, self.tarpit]
+
+
+def default_checks(settings: Settings, defences: Defences | None = None) -> list[Check]:
     """The checks every gateway runs, in order."""
-    return [RelayAccess(settings.domains)]
+    front = defences.checks() if defences is not None else []
+    return [*front, RelayAccess(settings.domains)]
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -40,39 +84,99 @@ class Gateway:
         *,
         delivery: Delivery | None = None,
         checks: list[Check] | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.stats = Stats()
+        self.store: Store = (
+            store if store is not None else MemoryStore(settings.store.max_keys, clock=clock)
+        )
+        self.defences = Defences(settings, self.stats, self.store, clock)
+        self.stress = self.defences.stress
+        self.stress.listeners.append(self._stress_changed)
         self.delivery = delivery if delivery is not None else make_delivery(settings)
-        self.pipeline = Pipeline(checks if checks is not None else default_checks(settings))
+        self.pipeline = Pipeline(
+            checks if checks is not None else default_checks(settings, self.defences)
+        )
         self.tls_context = tls_context(settings)
         self.sessions: set[SmtpSession] = set()
         self.servers: list[asyncio.Server] = []
+        self.admin: AdminServer | None = None
+        self.loop: asyncio.AbstractEventLoop
+        self._ticker: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        self.stats.gauge("sessions", lambda: len(self.sessions))
 
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets; returns the bound (host, port) pairs."""
         from mailmoat.server.session import SmtpSession
 
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
+        self._fit_connection_cap(raise_fd_limit())
         bound = []
         for endpoint in self.settings.server.listen:
             host, port = split_endpoint(endpoint)
             server = await loop.create_server(
-                lambda: SmtpSession(self), host, port, reuse_address=True, backlog=1024
+                lambda: SmtpSession(self), host, port, reuse_address=True, backlog=4096
             )
             self.servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()
                 bound.append((addr[0], addr[1]))
+        if self.settings.admin.listen:
+            from mailmoat.server.admin import AdminServer
+
+            self.admin = AdminServer(self.settings.admin.listen, self.stats)
+            await self.admin.start()
+        self._ticker = loop.call_later(1.0, self._tick)
         logs.event(
             "listening",
             addresses=[f"{h}:{p}" for h, p in bound],
             downstream=self.settings.relay.downstream or f"maildir:{self.settings.maildir.path}",
             domains=self.settings.domains.local,
+            max_connections=self.defences.admission.max_connections,
+            admin=self.settings.admin.listen or None,
         )
         return bound
 
+    def _fit_connection_cap(self, fd_limit: int) -> None:
+        """Keep admission.max_connections under the file-descriptor limit, so accept() never
+        fails with EMFILE (asyncio would then stop accepting for everyone)."""
+        wanted = self.settings.admission.max_connections
+        room = fd_limit - FD_RESERVE - self.settings.relay.pool_size
+        if wanted > room:
+            logs.event(
+                "warning",
+                logging.WARNING,
+                message="admission.max_connections lowered to fit the file-descriptor limit",
+                configured=wanted,
+                used=max(room, 1),
+                fd_limit=fd_limit,
+            )
+            self.defences.admission.max_connections = max(room, 1)
+            self.stress.set_capacity(max(room, 1))
+
+    def _tick(self) -> None:
+        """Once a second: let stress mode end when the load is gone."""
+        self.stress.tick()
+        self._ticker = self.loop.call_later(1.0, self._tick)
+
+    def _stress_changed(self, on: bool) -> None:
+        # New deadlines apply to every open session at once: idle ones past them close now.
+        for session in list(self.sessions):
+            session.rearm()
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Run `work` in the background, keeping a reference until it is done."""
+        fut = asyncio.ensure_future(work)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
+        if self._ticker is not None:
+            self._ticker.cancel()
         for server in self.servers:
             server.close()
         for session in list(self.sessions):
@@ -87,4 +191,10 @@ class Gateway:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.defences.bans.close()
+        for fut in list(self._background):
+            fut.cancel()
         await self.delivery.close()
+        await self.store.close()
