@@ -77,6 +77,7 @@ class Admission(Check):
             "banned": r("Error: your address is temporarily blocked, try again later"),
         }
         stats.gauge("connections.active", lambda: self.connections)
+        stats.gauge("connections.max", lambda: self.max_connections)
         stats.gauge("connections.peak", lambda: self.peak)
         stats.gauge("connections.addresses", lambda: len(self.per_ip))
 

@@ -60,8 +60,9 @@ class Client:
     """Error replies the client got in this session so far."""
     ip: IPv4Address | IPv6Address = field(init=False)
     """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
-    tags: set[str] | None = field(default=None, init=False, repr=False)
-    """Per-session marks that checks leave for their own later hooks (made on first use)."""
+    tags: tuple[str, ...] = field(default=(), init=False, repr=False)
+    """Per-session marks that checks leave for their own later hooks (a tuple: a few at most,
+    and one per session costs less than a set, and nothing for the garbage collector)."""
 
     def __post_init__(self) -> None:
         ip = ip_address(self.address.split("%", 1)[0])
@@ -70,18 +71,17 @@ class Client:
         self.ip = ip
 
     def tag(self, name: str) -> None:
-        if self.tags is None:
-            self.tags = set()
-        self.tags.add(name)
+        if name not in self.tags:
+            self.tags = (*self.tags, name)
 
     def has(self, name: str) -> bool:
-        return self.tags is not None and name in self.tags
+        return name in self.tags
 
     def untag(self, name: str) -> bool:
         """Remove a mark; True if it was there."""
-        if self.tags is None or name not in self.tags:
+        if name not in self.tags:
             return False
-        self.tags.discard(name)
+        self.tags = tuple(t for t in self.tags if t != name)
         return True
 
 

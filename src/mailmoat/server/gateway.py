@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 FD_RESERVE = 64
 """File descriptors kept free for listeners, the downstream pool, spool files and logs."""
 
+TICK = 0.25
+"""Seconds between the gateway's housekeeping runs (stress mode's end, loop-lag gauge)."""
+
+CLOSE_RATE = 4000.0
+CLOSE_BURST = 40
+"""Deadline closes per second, and how many may happen at once: a crowd of idle clients that
+connected together and so time out together is closed at this pace (each at its own place in
+the queue), so that it cannot stall everyone else."""
+
+STRESS_SPREAD = 1.0
+"""Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
+that thousands of idle clients are not all closed in one turn of the event loop."""
+
 
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
@@ -105,8 +118,13 @@ class Gateway:
         self.admin: AdminServer | None = None
         self.loop: asyncio.AbstractEventLoop
         self._ticker: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self.loop_lag = self.loop_lag_max = 0.0
+        self._close_cursor = 0.0  # the next free place in the deadline-close queue
         self._background: set[asyncio.Future[Any]] = set()
         self.stats.gauge("sessions", lambda: len(self.sessions))
+        self.stats.gauge("loop.lag_ms", lambda: round(self.loop_lag * 1000, 1))
+        self.stats.gauge("loop.lag_max_ms", lambda: round(self.loop_lag_max * 1000, 1))
 
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets; returns the bound (host, port) pairs."""
@@ -129,7 +147,8 @@ class Gateway:
 
             self.admin = AdminServer(self.settings.admin.listen, self.stats)
             await self.admin.start()
-        self._ticker = loop.call_later(1.0, self._tick)
+        self._next_tick = loop.time() + TICK
+        self._ticker = loop.call_at(self._next_tick, self._tick)
         logs.event(
             "listening",
             addresses=[f"{h}:{p}" for h, p in bound],
@@ -158,14 +177,33 @@ class Gateway:
             self.stress.set_capacity(max(room, 1))
 
     def _tick(self) -> None:
-        """Once a second: let stress mode end when the load is gone."""
+        """Every TICK: let stress mode end when the load is gone; measure the event loop's
+        lag (how late this timer ran: a busy or stalled loop answers every client late)."""
+        now = self.loop.time()
+        lag = max(0.0, now - self._next_tick)
+        self.loop_lag = lag
+        self.loop_lag_max = max(self.loop_lag_max, lag)
         self.stress.tick()
-        self._ticker = self.loop.call_later(1.0, self._tick)
+        self._next_tick = now + TICK
+        self._ticker = self.loop.call_at(self._next_tick, self._tick)
 
     def _stress_changed(self, on: bool) -> None:
-        # New deadlines apply to every open session at once: idle ones past them close now.
-        for session in list(self.sessions):
-            session.rearm()
+        """Tighter deadlines apply to the open sessions at once: the ones already past them
+        are closed within STRESS_SPREAD seconds. (Relaxing needs nothing: a timer that fires
+        before the relaxed deadline re-arms itself.)"""
+        if not on or not self.sessions:
+            return
+        now = self.loop.time()
+        step = STRESS_SPREAD / len(self.sessions)
+        for i, session in enumerate(list(self.sessions)):
+            session.rearm(not_before=now + i * step)
+
+    def close_slot(self, now: float) -> float:
+        """When a session that missed its deadline at `now` may be closed: now, unless more
+        than CLOSE_BURST are ahead of it, then at its place in a queue served at CLOSE_RATE."""
+        slot = max(self._close_cursor, now - CLOSE_BURST / CLOSE_RATE)
+        self._close_cursor = slot + 1.0 / CLOSE_RATE
+        return max(slot, now)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run `work` in the background, keeping a reference until it is done."""

@@ -79,6 +79,7 @@ def _wire(answer: Reply) -> bytes:
 
 class SmtpSession(asyncio.Protocol):
     __slots__ = (
+        "_close_due",
         "_close_reason",
         "_data_bytes",
         "_hold",
@@ -116,6 +117,7 @@ class SmtpSession(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._close_reason = "quit"
+        self._close_due = False  # waited for its place in the close queue already
         self._started = 0.0
         self._waiting_since = 0.0  # when the current wait for the client began
         self._last_byte = 0.0
@@ -574,11 +576,16 @@ class SmtpSession(asyncio.Protocol):
         self._timer_at = when = self._deadline()[0]
         self._timer = self.gw.loop.call_at(when, self._on_timer)
 
-    def rearm(self) -> None:
-        """The deadlines changed (stress mode): look again now."""
-        if self._timer is not None and self.transport is not None:
+    def rearm(self, not_before: float) -> None:
+        """The deadlines got shorter (stress mode): look again at the new deadline, but not
+        before `not_before` (the gateway spreads the closes)."""
+        if self._timer is None or self.transport is None:
+            return
+        when = max(self._deadline()[0], not_before)
+        if when < self._timer_at:
             self._timer.cancel()
-            self._on_timer()
+            self._timer_at = when
+            self._timer = self.gw.loop.call_at(when, self._on_timer)
 
     def _rearm_timer(self) -> None:
         """We finished working: the client's clock runs again from now."""
@@ -601,11 +608,22 @@ class SmtpSession(asyncio.Protocol):
             self._timer_at = max(session_end, loop.time() + 1.0)
             self._timer = loop.call_at(self._timer_at, self._on_timer)
             return
+        now = loop.time()
         end, why = self._deadline()
-        if loop.time() < end:
+        if now < end:
+            self._close_due = False
             self._timer_at = end
             self._timer = loop.call_at(end, self._on_timer)
             return
+        if not self._close_due:
+            slot = self.gw.close_slot(now)
+            if slot > now:
+                # Thousands of clients that connected together miss their deadlines together:
+                # each waits for its place in the gateway's close queue.
+                self._close_due = True
+                self._timer_at = slot
+                self._timer = loop.call_at(slot, self._on_timer)
+                return
         answer = {"timeout": R_TIMEOUT, "min_data_rate": R_SLOW_DATA}.get(why, R_SESSION_TIME)
         self._write(answer.to_bytes())
         self._close(why)

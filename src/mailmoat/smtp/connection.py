@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections import deque
 from typing import Literal
 
 from mailmoat.config import SmtpSettings
@@ -127,7 +126,7 @@ class ServerConnection:
         self.discarded_after_starttls = 0
         self._in = bytearray()
         self._out = bytearray()
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []  # rarely more than two; a deque costs 600 bytes
         self._pending: Command | None = None
         self._pending_verb = ""
         self._sent_ahead = False  # the client sent more while a last-in-group command waited
@@ -228,7 +227,7 @@ class ServerConnection:
     # ----------------------------------------------------------------- events
     def next_event(self) -> Event | _Sentinel:
         if self._events:
-            return self._events.popleft()
+            return self._events.pop(0)
         if self.phase is Phase.CLOSED:
             return CLOSED
         if self.closing:
@@ -239,7 +238,7 @@ class ServerConnection:
         if self._sent_ahead:
             self._sent_ahead = False
             self._reject("pipelining", R_SYNC, close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         if self.phase is Phase.DATA:
             ev = self._next_data_event()
         elif self.phase is Phase.COMMAND:
@@ -251,7 +250,7 @@ class ServerConnection:
                 self._events.append(MessageAborted("client disconnected"))
             self._events.append(ConnectionClosed())
             self.phase = Phase.CLOSED
-            return self._events.popleft()
+            return self._events.pop(0)
         return ev
 
     # ------------------------------------------------------------ internals
@@ -301,7 +300,7 @@ class ServerConnection:
             if buf.startswith(_abnf.TLS_RECORD_PREFIXES):
                 buf.clear()
                 self._reject("non_smtp", R_NON_SMTP, "TLS handshake", close=True)
-                return self._events.popleft()
+                return self._events.pop(0)
             lf = buf.find(b"\n", 0, limit)
             if lf < 0:
                 if len(buf) < limit:
@@ -313,7 +312,7 @@ class ServerConnection:
                 else:
                     del buf[: lf + 1]
                 self._reject("line_too_long", R_SYNTAX_LINE)
-                return self._events.popleft()
+                return self._events.pop(0)
             raw = bytes(buf[: lf + 1])
             del buf[: lf + 1]
             return self._command(raw, ahead=bool(buf))
@@ -322,51 +321,51 @@ class ServerConnection:
         line = raw[:-2]
         if not raw.endswith(b"\r\n") or b"\r" in line:
             self._reject("bare_eol", R_BARE_EOL)
-            return self._events.popleft()
+            return self._events.pop(0)
         if b"\x00" in line:
             self._reject("nul", R_NUL)
-            return self._events.popleft()
+            return self._events.pop(0)
         eight_bit = not line.isascii()
         try:
             text = line.decode("utf-8" if eight_bit else "ascii")
         except UnicodeDecodeError:
             self._reject("bad_utf8", R_BAD_UTF8)
-            return self._events.popleft()
+            return self._events.pop(0)
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         # HTTP and friends anywhere; before HELO also header lines and binary junk.
         if verb in _abnf.non_smtp_verbs or (self.helo is None and not verb.isalpha()):
             self._reject("non_smtp", R_NON_SMTP, verb[:16], close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         pipelining = self.esmtp and self.limits.pipelining
         if ahead and (verb in _LAST_IN_GROUP or not pipelining):
             self._in.clear()
             self._reject("pipelining", R_SYNC, verb[:16], close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         if eight_bit and verb not in ("MAIL", "RCPT"):
             self._reject("8bit", R_BAD_UTF8, verb[:16])
-            return self._events.popleft()
+            return self._events.pop(0)
         handler = _HANDLERS.get(verb)
         if handler is None:
             if verb in _NOT_IMPLEMENTED:
                 self._reject("not_implemented", R_NOT_IMPLEMENTED, verb)
             else:
                 self._reject("unknown_command", R_UNKNOWN, verb[:16])
-            return self._events.popleft()
+            return self._events.pop(0)
         ev = handler(self, arg, eight_bit)
         if isinstance(ev, Command):
             if verb in _JUNK:
                 self.junk_commands += 1
                 if self.junk_commands > self.limits.max_junk_commands:
                     self._reject("too_many_junk", R_TOO_MANY_JUNK, verb, close=True)
-                    return self._events.popleft()
+                    return self._events.pop(0)
             return self._await(verb, ev)
         return ev
 
     # One handler per verb. Each returns a Command, or a Rejected event it queued.
     def _error(self, reason: str, answer: Reply, verb: str) -> Event:
         self._reject(reason, answer, verb)
-        return self._events.popleft()
+        return self._events.pop(0)
 
     def _helo(self, arg: str, extended: bool) -> Event:
         verb = "EHLO" if extended else "HELO"
@@ -607,7 +606,7 @@ class ServerConnection:
                 if not normalise:
                     self._in.clear()
                     self._abort_data("bare_eol", R_DATA_BARE_EOL)
-                    return self._events.popleft()
+                    return self._events.pop(0)
                 pieces = line.split(b"\r")
             else:
                 pieces = [line]
@@ -638,7 +637,7 @@ class ServerConnection:
         self._data_size += size
         if self._data_size > self.limits.max_message_size:
             self._abort_data("message_too_big", self._too_big(), close=False)
-            return self._events.popleft()
+            return self._events.pop(0)
         self.phase = Phase.COMMAND
         end = self._await(".", MessageEnd(self._data_size))
         if out:
@@ -660,7 +659,7 @@ class ServerConnection:
         assert self._data_problem is not None
         reason, answer = self._data_problem
         self._abort_data(reason, answer, close=False)
-        return self._events.popleft()
+        return self._events.pop(0)
 
     def _abort_data(self, reason: str, answer: Reply, *, close: bool = True) -> None:
         self._events.append(MessageAborted(reason))
