@@ -58,9 +58,9 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------- scenarios
-def flood(rate: int, second: int = 3) -> dict[str, Any]:
-    # 100 /24s x 4 addresses: a botnet opening `rate` new connections per second in total
-    return {"kind": "flood", "rate": rate, "sources": [second, 100, 4]}
+def flood(rate: int, second: int = 3, networks: int = 100, per_network: int = 4) -> dict[str, Any]:
+    # `networks` /24s x `per_network` addresses opening `rate` new connections/s in total
+    return {"kind": "flood", "rate": rate, "sources": [second, networks, per_network]}
 
 
 def slowloris(connections: int, second: int = 2, interval: float = 3.0) -> dict[str, Any]:
@@ -89,7 +89,11 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("baseline", "no attack", [], ramp=0.0),
-    Scenario("flood", "connection flood, 1000 new connections/s", [flood(1000)]),
+    Scenario(
+        "flood",
+        "connection flood, 2000 new connections/s from 100 addresses",
+        [flood(2000, networks=25)],
+    ),
     Scenario(
         "slowloris", "slowloris, 5000 connections, 1 byte every ~3 s", [slowloris(5000)], ramp=8
     ),
@@ -105,7 +109,7 @@ SCENARIOS = [
     ),
     Scenario(
         "combined",
-        "slowloris 5000 connections + flood 1000 connections/s",
+        "slowloris 5000 connections + flood 1000 new connections/s from 400 addresses",
         [slowloris(5000, second=7), flood(1000, second=8)],
         ramp=8,
     ),

@@ -250,6 +250,8 @@ async def probe_connections(
             try:
                 await asyncio.wait_for(_expect(reader, 220, "greeting"), timeout)
                 latencies.append(time.perf_counter() - started)
+                writer.write(b"EHLO probe.legit.test\r\n")  # as any MTA would
+                await asyncio.wait_for(_expect(reader, 250, "EHLO"), timeout)
                 writer.write(b"QUIT\r\n")
             finally:
                 writer.close()

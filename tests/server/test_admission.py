@@ -47,7 +47,10 @@ def test_deny_list_refuses_with_421_and_closes(tmp_path: Path) -> None:
         with _greeted(gw.port, "127.0.8.7"):
             pass
         assert _counter(gw, "refused.denied") == 1
-        assert gw.gateway is not None and not gw.gateway.sessions  # a refusal is no session
+        assert gw.gateway is not None
+        sessions = gw.gateway.sessions
+        assert _wait_for(lambda: not sessions)  # the greeted one has gone; no refused one came
+        assert _counter(gw, "connections.accepted") == 2
 
 
 def test_the_most_specific_network_decides(tmp_path: Path) -> None:

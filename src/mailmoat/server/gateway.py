@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import resource
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -15,19 +17,23 @@ from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.bans import BanList
-from mailmoat.policy.base import Check, Pipeline
+from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
 from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
+from mailmoat.server.listener import Listener, open_sockets
+from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
     from mailmoat.server.admin import AdminServer
     from mailmoat.server.session import SmtpSession
+
+R_CONNECT_ERROR = reply(421, "4.3.0", "Error: local error, try again later")
 
 FD_RESERVE = 64
 """File descriptors kept free for listeners, the downstream pool, spool files and logs."""
@@ -114,7 +120,7 @@ class Gateway:
         )
         self.tls_context = tls_context(settings)
         self.sessions: set[SmtpSession] = set()
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[Listener] = []
         self.admin: AdminServer | None = None
         self.loop: asyncio.AbstractEventLoop
         self._ticker: asyncio.TimerHandle | None = None
@@ -128,20 +134,23 @@ class Gateway:
 
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets; returns the bound (host, port) pairs."""
-        from mailmoat.server.session import SmtpSession
-
         self.loop = loop = asyncio.get_running_loop()
         self._fit_connection_cap(raise_fd_limit())
         bound = []
-        for endpoint in self.settings.server.listen:
-            host, port = split_endpoint(endpoint)
-            server = await loop.create_server(
-                lambda: SmtpSession(self), host, port, reuse_address=True, backlog=4096
-            )
-            self.servers.append(server)
-            for sock in server.sockets:
-                addr = sock.getsockname()
-                bound.append((addr[0], addr[1]))
+        try:
+            for endpoint in self.settings.server.listen:
+                host, port = split_endpoint(endpoint)
+                listener = Listener(await open_sockets(host, port), self._accept)
+                self.servers.append(listener)
+                for sock in listener.sockets:
+                    addr = sock.getsockname()
+                    bound.append((addr[0], addr[1]))
+        except OSError:
+            for listener in self.servers:
+                listener.close()
+            raise
+        for listener in self.servers:
+            listener.start()
         if self.settings.admin.listen:
             from mailmoat.server.admin import AdminServer
 
@@ -158,6 +167,70 @@ class Gateway:
             admin=self.settings.admin.listen or None,
         )
         return bound
+
+    # ------------------------------------------------------------- admission
+    def _accept(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """A new connection, before any transport exists: run the connect stage; a refusal
+        is one line and a close, anything else gets a transport and a session."""
+        self.stats.incr("connections.accepted")
+        try:
+            client = Client(address[0], address[1])
+            verdict = self.pipeline.run("connect", client)
+        except Exception:
+            logs.log.exception("connect checks failed for %s", address[0])
+            self._refuse(sock, None, R_CONNECT_ERROR)
+            return
+        if inspect.isawaitable(verdict) or not self._refused(sock, client, verdict):
+            self.spawn(self._admit(sock, client, verdict))
+
+    async def _admit(
+        self, sock: socket.socket, client: Client, pending: Verdict | Awaitable[Verdict]
+    ) -> None:
+        """Finish the connect stage if it needs the store (rates, bans; the socket waits in
+        the kernel meanwhile), then give the client a transport and a session. One task."""
+        from mailmoat.server.session import SmtpSession
+
+        started = False
+        try:
+            if inspect.isawaitable(pending):
+                verdict = await pending
+                if self._refused(sock, client, verdict):
+                    return
+            else:
+                verdict = pending
+            started = True  # from here the session's connection_lost releases the client
+            await self.loop.connect_accepted_socket(
+                lambda: SmtpSession(self, client, verdict), sock
+            )
+        except asyncio.CancelledError:
+            if not started:
+                self._refuse(sock, client, None)
+            raise
+        except Exception:
+            if started:
+                sock.close()
+                self.pipeline.disconnect(client)
+                return
+            logs.log.exception("connect checks failed for %s", client.address)
+            self._refuse(sock, client, R_CONNECT_ERROR)
+
+    def _refused(self, sock: socket.socket, client: Client, verdict: Verdict) -> bool:
+        answer = verdict.reply if isinstance(verdict, Decision) else verdict
+        if answer is None or (isinstance(verdict, Decision) and verdict.delay):
+            return False  # admitted (a delayed refusal is a tarpit: the session holds it)
+        self._refuse(sock, client, answer)
+        return True
+
+    def _refuse(self, sock: socket.socket, client: Client | None, answer: Reply | None) -> None:
+        """One prebuilt line and a close: no transport, no buffer, no timer."""
+        if answer is not None:
+            with contextlib.suppress(OSError):
+                sock.send(_wire(answer), socket.MSG_DONTWAIT)
+        sock.close()
+        self.stats.incr("closed.refused")
+        if client is not None:
+            self.pipeline.disconnect(client)
+            logs.event("refused", logging.DEBUG, client=client.address)
 
     def _fit_connection_cap(self, fd_limit: int) -> None:
         """Keep admission.max_connections under the file-descriptor limit, so accept() never
@@ -215,8 +288,8 @@ class Gateway:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
         if self._ticker is not None:
             self._ticker.cancel()
-        for server in self.servers:
-            server.close()
+        for listener in self.servers:
+            listener.close()
         for session in list(self.sessions):
             session.shutdown()
         loop = asyncio.get_running_loop()
@@ -226,13 +299,25 @@ class Gateway:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.abort()
-        for server in self.servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
         if self.admin is not None:
             await self.admin.stop()
         await self.defences.bans.close()
-        for fut in list(self._background):
+        pending = list(self._background)
+        for fut in pending:
             fut.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.delivery.close()
         await self.store.close()
+
+
+_WIRE: dict[Reply, bytes] = {}
+
+
+def _wire(answer: Reply) -> bytes:
+    """A reply's bytes, made once: refusals at accept time send the same few lines."""
+    data = _WIRE.get(answer)
+    if data is None:
+        data = _WIRE[answer] = answer.to_bytes()
+        if len(_WIRE) > 256:
+            _WIRE.clear()
+    return data

@@ -23,7 +23,6 @@ watches the earliest deadline and re-arms itself only when it fires.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import secrets
@@ -71,20 +70,14 @@ def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
 
 
-@functools.lru_cache(maxsize=64)
-def _wire(answer: Reply) -> bytes:
-    """A reply's bytes, made once: refusals at accept time send the same few lines."""
-    return answer.to_bytes()
-
-
 class SmtpSession(asyncio.Protocol):
     __slots__ = (
         "_close_due",
         "_close_reason",
         "_data_bytes",
+        "_greeting",
         "_hold",
         "_last_byte",
-        "_open",
         "_reading_paused",
         "_started",
         "_task",
@@ -103,17 +96,19 @@ class SmtpSession(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, client: Client, verdict: Verdict = None) -> None:
+        """`client` passed admission (the gateway ran the connect stage on the bare socket);
+        `verdict` is what that stage said: go on, or hold the greeting (a Decision's delay)."""
         self.gw = gateway
+        self.client = client
         self.transport: asyncio.Transport | None = None
-        self.conn: ServerConnection  # made once admission lets the client in
-        self._open = False  # True from then on: refused connections never get an engine
-        self.client: Client
+        self.conn: ServerConnection  # made in connection_made
         self.spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when _timer fires
         self._hold: asyncio.TimerHandle | None = None  # a delay: greeting or reply held back
+        self._greeting: Verdict = verdict  # the connect stage's, until the greeting
         self._reading_paused = False
         self._writing_paused = False
         self._close_reason = "quit"
@@ -129,44 +124,23 @@ class SmtpSession(asyncio.Protocol):
 
     # ------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = t = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         gw = self.gw
-        gw.stats.incr("connections.accepted")
-        peer = t.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client = Client(address=peer[0], port=peer[1])
-        verdict = gw.pipeline.run("connect", self.client)
-        if not inspect.isawaitable(verdict):
-            answer = verdict.reply if isinstance(verdict, Decision) else verdict
-            if answer is not None and not (isinstance(verdict, Decision) and verdict.delay):
-                # Refused at admission: one line and close. No engine, no timer, no task.
-                t.write(_wire(answer))
-                self._close_reason = "refused"
-                t.close()
-                return
         settings = gw.settings
         self.conn = ServerConnection(
             settings.smtp, settings.server.hostname, tls_available=gw.tls_context is not None
         )
-        self._open = True
         gw.sessions.add(self)
         self._started = self._waiting_since = self._last_byte = gw.loop.time()
         self._arm_timer()
-        if inspect.isawaitable(verdict):
-            self._start(self._after_connect(verdict))
-        elif isinstance(verdict, Decision) and verdict.delay:
+        verdict, self._greeting = self._greeting, None
+        if isinstance(verdict, Decision) and verdict.delay:
+            # A held greeting (pregreet test, tarpit): a timer, and talkers are caught by the
+            # engine meanwhile.
             self._hold = gw.loop.call_later(verdict.delay, self._greet_held, verdict)
         else:
             self._greet(verdict)
             self._pump()
-
-    async def _after_connect(self, pending: Awaitable[Verdict]) -> None:
-        verdict = await pending
-        if isinstance(verdict, Decision) and verdict.delay:
-            # A held greeting (pregreet test, tarpit): a timer, and talkers are caught by the
-            # engine meanwhile.
-            self._hold = self.gw.loop.call_later(verdict.delay, self._greet_held, verdict)
-            return
-        self._greet(verdict)
 
     def _greet_held(self, verdict: Verdict) -> None:
         self._hold = None
@@ -186,8 +160,6 @@ class SmtpSession(asyncio.Protocol):
             self.conn.greeting("ESMTP")
 
     def data_received(self, data: bytes) -> None:
-        if not self._open:
-            return
         conn = self.conn
         self._last_byte = self.gw.loop.time()
         self._data_bytes += len(data)
@@ -198,8 +170,6 @@ class SmtpSession(asyncio.Protocol):
             self._flow_control()
 
     def eof_received(self) -> bool:
-        if not self._open:
-            return False
         self.conn.receive_data(b"")
         if self._task is None and self._hold is None:
             self._pump()
@@ -221,9 +191,6 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport = None
-        if not self._open:
-            logs.event("refused", logging.DEBUG, client=self.client.address)
-            return
         conn = self.conn
         logs.event(
             "disconnect",
@@ -537,7 +504,7 @@ class SmtpSession(asyncio.Protocol):
             self.spool = None
 
     def _flow_control(self) -> None:
-        if self.transport is None or self.transport.is_closing() or not self._open:
+        if self.transport is None or self.transport.is_closing():
             return
         want_pause = (
             self._writing_paused or self.conn.buffered > self.gw.settings.server.input_buffer
