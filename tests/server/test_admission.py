@@ -84,6 +84,9 @@ def test_global_connection_cap(tmp_path: Path) -> None:
             expected = _refusal(b"too many connections, try again later")
             assert refused_at_connect(gw.port, "127.0.3.1") == expected
         # the slots come back when those clients leave
+        assert gw.gateway is not None
+        admission = gw.gateway.defences.admission
+        assert _wait_for(lambda: admission.connections == 0)
         with _greeted(gw.port, "127.0.3.1"):
             pass
 
@@ -101,6 +104,9 @@ def test_per_address_limit_and_release(tmp_path: Path) -> None:
         a.sendall(b"QUIT\r\n")
         assert read_line(a).startswith(b"221") and closed(a)
         a.close()
+        assert gw.gateway is not None
+        admission = gw.gateway.defences.admission
+        assert _wait_for(lambda: admission.connections == 1)
         with _greeted(gw.port, "127.0.5.5"):
             pass
         b.close()
@@ -159,6 +165,8 @@ def test_strikes_lead_to_a_ban_that_expires_and_escalates(tmp_path: Path) -> Non
             assert refused_at_connect(gw.port, "127.0.10.1") == too_many
             clock.now += 2  # past the strike cooldown
         held.close()
+        admission = gw.gateway.defences.admission
+        assert _wait_for(lambda: admission.connections == 0)
         banned = _refusal(b"your address is temporarily blocked, try again later")
         assert _wait_for(lambda: gw.call(bans.banned_now, "127.0.10.1"))
         assert refused_at_connect(gw.port, "127.0.10.1") == banned
