@@ -467,6 +467,8 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
     out = []
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     out.append(f"# mailmoat attack harness, {now}\n")
+    load = ", ".join(f"{x:.2f}" for x in args.load_before)
+    load_after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(
         f"`{' '.join(['python -m bench.attack', *sys.argv[1:]])}` on {platform.node()}: "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -475,7 +477,8 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
         f"({LEGIT_SOURCE}, {LEGIT_RATE:.0f} messages/s, {LEGIT_PER_CONNECTION} per connection) "
         "going the whole time. mailmoat ran "
         "with uvloop and default settings except where a scenario says otherwise; its "
-        "downstream is an in-process counting sink; relay.pool_size = 10.\n"
+        "downstream is an in-process counting sink; relay.pool_size = 10. The attack "
+        f"workers run at nice {NICE}. Load average before the run {load}, after {load_after}.\n"
     )
     if rows:
         out.append(
@@ -575,6 +578,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds = min(args.seconds, 8.0)
+    args.load_before = os.getloadavg()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -3,10 +3,14 @@ cached verdicts, and the tarpit's held greeting for suspects; end to end on loop
 
 from __future__ import annotations
 
+import io
+import json
 import socket
 import time
 from pathlib import Path
 
+from mailmoat import logs
+from mailmoat.config import LogSettings
 from tests.gateway import RunningGateway, running_gateway
 from tests.server.dos_support import closed, connect, read_all, read_line, read_reply
 
@@ -32,6 +36,8 @@ def _wait_for(predicate: object, timeout: float = 3.0) -> bool:
 
 
 def test_stress_mode_starts_cuts_idle_clients_and_ends(tmp_path: Path) -> None:
+    out = io.StringIO()
+    logs.setup(LogSettings(format="json"), out)
     settings = {
         "admission.max_connections": 10,
         "stress.start_at": 0.3,  # on above 3 connections
@@ -61,6 +67,10 @@ def test_stress_mode_starts_cuts_idle_clients_and_ends(tmp_path: Path) -> None:
             assert not closed(s, 0.6)
         for s in [*idle, fourth]:
             s.close()
+    switches = [json.loads(line) for line in out.getvalue().splitlines()]
+    switches = [d for d in switches if d["event"].startswith("stress_")]
+    assert [d["event"] for d in switches] == ["stress_on", "stress_off"]
+    assert switches[0]["level"] == "warning" and switches[0]["connections"] == 4
 
 
 def test_stress_mode_tightens_the_per_address_limit_and_errors(tmp_path: Path) -> None:
