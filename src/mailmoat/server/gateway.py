@@ -199,6 +199,8 @@ class Gateway:
             else:
                 verdict = pending
             started = True  # from here the session's connection_lost releases the client
+            # replies are whole lines written at once: no Nagle delay (uvloop sets it too)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await self.loop.connect_accepted_socket(
                 lambda: SmtpSession(self, client, verdict), sock
             )
