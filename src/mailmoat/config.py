@@ -141,7 +141,9 @@ class SmtpSettings(_Section):
 
 class TimeoutSettings(_Section):
     greeting: float = Field(
-        default=60.0, gt=0, description="Seconds from the greeting to the client's first command."
+        default=60.0,
+        gt=0,
+        description="Seconds from the greeting to the client's first complete command line.",
     )
     command: float = Field(
         default=300.0,
