@@ -108,6 +108,11 @@ SCENARIOS = [
         config={"pregreet": {"wait": 2.0}},
     ),
     Scenario(
+        "mailflood",
+        "valid-mail flood, 100 connections sending messages back to back",
+        [sessions("mailflood", 100, 9)],
+    ),
+    Scenario(
         "combined",
         "slowloris 5000 connections + flood 1000 new connections/s from 400 addresses",
         [slowloris(5000, second=7), flood(1000, second=8)],
@@ -463,6 +468,12 @@ def describe_attack(reports: list[dict[str, Any]]) -> str:
             parts.append(
                 f"flood {attempts / max(r['seconds'], 0.1):.0f}/s, "
                 f"{100 * refused / max(attempts, 1):.0f}% refused at once"
+            )
+        elif r["kind"] == "mailflood":
+            parts.append(
+                f"mailflood: {c.get('messages', 0)} messages accepted "
+                f"({c.get('messages', 0) / max(r['seconds'], 0.1):.0f}/s), "
+                f"{sum(v for k, v in c.items() if k.startswith('reply.4'))} temporary failures"
             )
         else:
             parts.append(

@@ -11,6 +11,7 @@ Kinds:
   replies; reconnect when closed.
 - pregreet: N bots that send EHLO before the greeting; reconnect when closed.
 - idle: opens N connections (greeting, EHLO) and holds them silently until the end.
+- mailflood: N connections sending valid messages back to back (pressure on the downstream).
 """
 
 from __future__ import annotations
@@ -232,6 +233,41 @@ class Worker:
             await asyncio.wait_for(reader.read(1024), 15)
 
         await self._session(i, body, delay_after=self.spec.get("reconnect", 0.5))
+
+    async def mailflood(self, i: int) -> None:
+        body = b"Subject: bulk\r\n\r\n" + b"bulk mail line, perfectly valid\r\n" * 30 + b".\r\n"
+
+        async def reply(reader: asyncio.StreamReader) -> bytes:
+            while (line := await asyncio.wait_for(reader.readline(), 30))[3:4] == b"-":
+                pass
+            return line
+
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.classify(await self.first_line(reader, 15)) != "220":
+                return
+            writer.write(b"EHLO bulk.example\r\n")
+            await reply(reader)
+            while self.left() > 0:
+                for line, code in (
+                    (b"MAIL FROM:<bulk@bulk.example>\r\n", b"250"),
+                    (b"RCPT TO:<alice@example.test>\r\n", b"250"),
+                    (b"DATA\r\n", b"354"),
+                    (body, b"250"),
+                ):
+                    writer.write(line)
+                    got = await reply(reader)
+                    if not got.startswith(code):
+                        self.counts[f"reply.{got[:3].decode('ascii', 'replace')}"] += 1
+                        if not got or got.startswith(b"421"):
+                            self.counts["closed_by_server"] += 1
+                            return
+                        writer.write(b"RSET\r\n")
+                        await reply(reader)
+                        break
+                else:
+                    self.counts["messages"] += 1
+
+        await self._session(i, run, delay_after=self.spec.get("reconnect", 0.5))
 
     async def idle(self, i: int) -> None:
         conn = await self.connect(i, timeout=30)
