@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from mailmoat.server.gateway import Gateway
 
 
 class RunningGateway:
-    def __init__(self, settings: config.Settings) -> None:
+    def __init__(
+        self, settings: config.Settings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.loop = asyncio.new_event_loop()
         self.gateway: Gateway | None = None
         self.port = 0
@@ -27,7 +31,7 @@ class RunningGateway:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.gateway = Gateway(self.settings)
+            self.gateway = Gateway(self.settings, clock=self.clock)
             bound = self.loop.run_until_complete(self.gateway.start())
             self.port = bound[0][1]
         except BaseException as err:  # reported to the test thread
@@ -57,6 +61,10 @@ class RunningGateway:
         done.wait(5)
         return box[0]
 
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the gateway's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
+
     def stop(self) -> None:
         if self.gateway is not None:
             fut = asyncio.run_coroutine_threadsafe(self.gateway.stop(grace=2), self.loop)
@@ -84,6 +92,19 @@ def gateway_settings(maildir: Path, **overrides: Any) -> config.Settings:
 @contextmanager
 def running_gateway(maildir: Path, **overrides: Any) -> Iterator[RunningGateway]:
     gw = RunningGateway(gateway_settings(maildir, **overrides)).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@contextmanager
+def clocked_gateway(
+    maildir: Path, clock: Callable[[], float], **overrides: Any
+) -> Iterator[RunningGateway]:
+    """Like `running_gateway`, with `clock` driving the store, bans and rate windows (the
+    session deadlines keep the event loop's clock)."""
+    gw = RunningGateway(gateway_settings(maildir, **overrides), clock).start()
     try:
         yield gw
     finally:

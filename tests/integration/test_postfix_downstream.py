@@ -267,7 +267,13 @@ def test_many_clients_share_a_bounded_pool_to_postfix(tmp_path: Path, postfix_do
     connections (invariant 4): every message lands once, Postfix never sees a 5th connection."""
     pf = postfix_downstream
     # no connection is retired mid-run, so Postfix's log order cannot blur the count
-    limits = {"relay.pool_size": 4, "relay.max_messages_per_connection": 1000}
+    limits = {
+        "relay.pool_size": 4,
+        "relay.max_messages_per_connection": 1000,
+        # 200 connections from one address in seconds: the admission limits are tested elsewhere
+        "admission.max_rate": 0,
+        "admission.max_per_ip": 100,
+    }
     with _gateway(tmp_path, pf.port, **limits) as gw:
         rc, output = smtp_source(gw.port, messages=200, sessions=20, size=2000)
         assert rc == 0, output

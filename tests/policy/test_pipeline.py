@@ -7,7 +7,7 @@ import asyncio
 import inspect
 
 from mailmoat.policy.base import MAX_DELAY, Check, Client, Decision, Pipeline
-from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.events import RcptTo, Rejected
 from mailmoat.smtp.replies import reply
 
 NO = reply(550, "5.1.1", "no")
@@ -84,3 +84,35 @@ def test_disconnect_reaches_checks_that_implement_it() -> None:
     seen: list[str] = []
     Pipeline([Sync(None, seen, "a"), Leaves(seen)]).disconnect(CLIENT)
     assert seen == ["bye"]
+
+
+class Watches(Check):
+    def __init__(self, verdict: object, seen: list[str]) -> None:
+        self.verdict, self.seen = verdict, seen
+
+    def rejected(self, client: Client, event: Rejected) -> object:  # type: ignore[override]
+        self.seen.append(f"{event.reason}:{client.errors}")
+        return self.verdict
+
+
+def test_rejected_stage_sees_errors_and_a_closing_verdict_ends_it() -> None:
+    seen: list[str] = []
+    client = Client("192.0.2.1", 25, errors=3)
+    event = Rejected("syntax", NO, "MAIL")
+    p = Pipeline(
+        [
+            Watches(None, seen),
+            Watches(Decision(delay=1.0), seen),
+            Watches(Decision(close=True), seen),
+            Watches(None, seen),
+        ]
+    )
+    assert p.run("rejected", client, event) == Decision(delay=1.0, close=True)
+    assert seen == ["syntax:3"] * 3
+
+
+def test_client_tags() -> None:
+    client = Client("192.0.2.1", 25)
+    assert client.tags == () and not client.has("x") and not client.untag("x")
+    client.tag("x")
+    assert client.has("x") and client.untag("x") and not client.has("x")

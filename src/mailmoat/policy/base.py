@@ -5,6 +5,11 @@ A check implements any of the hook methods. A hook answers `None` to let the ses
 the answer down (tarpit) or close the session after it. A hook may be a plain method or a
 coroutine function: the pipeline stays synchronous until a hook actually needs to wait, so the
 common path costs no task and no await.
+
+The `rejected` stage is different: it runs after the client got an error reply (from the engine,
+a check, or the session's own deadlines), so its hooks cannot change that reply. They observe
+it (strikes, counters) and may delay what follows (tarpit) or close the session; a `reply` in
+such a verdict is the closing line (default `421 4.7.0`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from mailmoat.message import Message
-from mailmoat.smtp.events import Helo, MailFrom, RcptTo
+from mailmoat.smtp.events import Helo, MailFrom, RcptTo, Rejected
 from mailmoat.smtp.replies import Reply
 
 MAX_DELAY = 30.0
@@ -38,7 +43,7 @@ class Decision:
 Verdict = Reply | Decision | None
 HookResult = Verdict | Awaitable[Verdict]
 
-STAGES = ("connect", "helo", "mail", "rcpt", "data", "message")
+STAGES = ("connect", "helo", "mail", "rcpt", "data", "message", "rejected")
 
 
 @dataclass(slots=True)
@@ -49,10 +54,35 @@ class Client:
     port: int
     tls: bool = False
     helo: str | None = None
+    trusted: bool = False
+    """In `admission.allow_networks`: exempt from limits, rates, bans, pregreet and tarpit."""
+    errors: int = 0
+    """Error replies the client got in this session so far."""
     ip: IPv4Address | IPv6Address = field(init=False)
+    """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
+    tags: tuple[str, ...] = field(default=(), init=False, repr=False)
+    """Per-session marks that checks leave for their own later hooks (a tuple: a few at most,
+    and one per session costs less than a set, and nothing for the garbage collector)."""
 
     def __post_init__(self) -> None:
-        self.ip = ip_address(self.address.split("%", 1)[0])
+        ip = ip_address(self.address.split("%", 1)[0])
+        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
+            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        self.ip = ip
+
+    def tag(self, name: str) -> None:
+        if name not in self.tags:
+            self.tags = (*self.tags, name)
+
+    def has(self, name: str) -> bool:
+        return name in self.tags
+
+    def untag(self, name: str) -> bool:
+        """Remove a mark; True if it was there."""
+        if name not in self.tags:
+            return False
+        self.tags = tuple(t for t in self.tags if t != name)
+        return True
 
 
 class Check:
@@ -76,6 +106,10 @@ class Check:
         return None
 
     def message(self, client: Client, message: Message) -> HookResult:
+        return None
+
+    def rejected(self, client: Client, event: Rejected) -> HookResult:
+        """The client just got the error reply in `event` (already sent or queued)."""
         return None
 
     def disconnect(self, client: Client) -> None:

@@ -6,7 +6,18 @@ backpressure: reading pauses while unparsed input piles up (a reply is pending, 
 while the downstream server is slow) or while the client does not read our replies.
 
 Idle sessions hold no task: work runs synchronously inside `data_received` and a task exists
-only while a hook or a delivery really waits.
+only while a hook or a delivery really waits. A delay (a held greeting, a tarpitted reply) is a
+timer, not a task. A connection refused at admission gets one prebuilt line and is closed from
+`connection_made`, before any engine, buffer or timer exists.
+
+Deadlines (slow-client defence). Each wait for the client has a deadline that trickled bytes do
+not move: from the greeting to the first complete command line (`timeouts.greeting`), from each
+reply to the next complete line (`timeouts.command`), and in DATA both a silence limit
+(`timeouts.data`) and a minimum average rate (`timeouts.min_data_rate` once `timeouts.data`
+has passed). `timeouts.session` caps the whole session. In stress mode the `stress.*` values
+replace the first three for clients that are not trusted. While mailmoat itself works (a hook
+or a delivery runs, a tarpit delay holds the reply), the clock waits. One timer per session
+watches the earliest deadline and re-arms itself only when it fires.
 """
 
 from __future__ import annotations
@@ -41,12 +52,14 @@ from mailmoat.smtp.events import (
     StartTls,
     Vrfy,
 )
-from mailmoat.smtp.replies import reply
+from mailmoat.smtp.replies import Reply, reply
 
 if TYPE_CHECKING:
     from mailmoat.server.gateway import Gateway
 
 R_TIMEOUT = reply(421, "4.4.2", "Error: timeout exceeded, closing connection")
+R_SESSION_TIME = reply(421, "4.4.2", "Error: session time limit exceeded, closing connection")
+R_SLOW_DATA = reply(421, "4.4.2", "Error: message data too slow, closing connection")
 R_SHUTDOWN = reply(421, "4.3.2", "Service shutting down, try again later")
 R_VRFY_NOT_IMPLEMENTED = reply(502, "5.5.1", "VRFY and EXPN are not offered")
 R_CLOSING = reply(421, "4.7.0", "Closing connection")
@@ -58,20 +71,52 @@ def new_queue_id() -> str:
 
 
 class SmtpSession(asyncio.Protocol):
-    def __init__(self, gateway: Gateway) -> None:
+    __slots__ = (
+        "_close_due",
+        "_close_reason",
+        "_data_bytes",
+        "_greeting",
+        "_hold",
+        "_last_byte",
+        "_reading_paused",
+        "_started",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_tx_started",
+        "_waiting_since",
+        "_writing_paused",
+        "client",
+        "conn",
+        "envelope",
+        "gw",
+        "queue_id",
+        "spool",
+        "transactions",
+        "transport",
+    )
+
+    def __init__(self, gateway: Gateway, client: Client, verdict: Verdict = None) -> None:
+        """`client` passed admission (the gateway ran the connect stage on the bare socket);
+        `verdict` is what that stage said: go on, or hold the greeting (a Decision's delay)."""
         self.gw = gateway
-        self.loop = asyncio.get_running_loop()
+        self.client = client
         self.transport: asyncio.Transport | None = None
-        self.conn: ServerConnection
-        self.client: Client
+        self.conn: ServerConnection  # made in connection_made
         self.spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last_input = 0.0
+        self._timer_at = 0.0  # when _timer fires
+        self._hold: asyncio.TimerHandle | None = None  # a delay: greeting or reply held back
+        self._greeting: Verdict = verdict  # the connect stage's, until the greeting
         self._reading_paused = False
         self._writing_paused = False
         self._close_reason = "quit"
-        self._started = time.monotonic()
+        self._close_due = False  # waited for its place in the close queue already
+        self._started = 0.0
+        self._waiting_since = 0.0  # when the current wait for the client began
+        self._last_byte = 0.0
+        self._data_bytes = 0  # bytes received since DATA was accepted
         self._tx_started = 0.0
         self.transactions = 0
         self.queue_id = ""
@@ -80,27 +125,31 @@ class SmtpSession(asyncio.Protocol):
     # ------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client = Client(address=peer[0], port=peer[1])
-        settings = self.gw.settings
+        gw = self.gw
+        settings = gw.settings
         self.conn = ServerConnection(
-            settings.smtp, settings.server.hostname, tls_available=self.gw.tls_context is not None
+            settings.smtp, settings.server.hostname, tls_available=gw.tls_context is not None
         )
-        self.gw.sessions.add(self)
-        self._last_input = self.loop.time()
+        gw.sessions.add(self)
+        self._started = self._waiting_since = self._last_byte = gw.loop.time()
         self._arm_timer()
-        verdict = self.gw.pipeline.run("connect", self.client)
-        if inspect.isawaitable(verdict) or (isinstance(verdict, Decision) and verdict.delay):
-            self._start(self._after_connect(verdict))
+        verdict, self._greeting = self._greeting, None
+        if isinstance(verdict, Decision) and verdict.delay:
+            # A held greeting (pregreet test, tarpit): a timer, and talkers are caught by the
+            # engine meanwhile.
+            self._hold = gw.loop.call_later(verdict.delay, self._greet_held, verdict)
         else:
             self._greet(verdict)
             self._pump()
 
-    async def _after_connect(self, pending: Verdict | Awaitable[Verdict]) -> None:
-        verdict = await pending if inspect.isawaitable(pending) else pending
-        if isinstance(verdict, Decision) and verdict.delay:
-            await asyncio.sleep(verdict.delay)  # a held greeting: talkers are caught by the engine
+    def _greet_held(self, verdict: Verdict) -> None:
+        self._hold = None
+        if self.transport is None:
+            return
         self._greet(verdict)
+        if self._task is None:
+            self._pump()
+        self._rearm_timer()
 
     def _greet(self, verdict: Verdict) -> None:
         answer = verdict.reply if isinstance(verdict, Decision) else verdict
@@ -111,39 +160,48 @@ class SmtpSession(asyncio.Protocol):
             self.conn.greeting("ESMTP")
 
     def data_received(self, data: bytes) -> None:
-        self._last_input = self.loop.time()
-        self.conn.receive_data(data)
-        if self._task is None:
+        conn = self.conn
+        self._last_byte = self.gw.loop.time()
+        self._data_bytes += len(data)
+        conn.receive_data(data)
+        if self._task is None and self._hold is None:
             self._pump()
         else:
             self._flow_control()
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
-        if self._task is None:
+        if self._task is None and self._hold is None:
             self._pump()
         return True  # we close once the replies are flushed
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        gw = self.gw
+        for handle in (self._timer, self._hold):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._hold = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._drop_spool()
-        self.gw.sessions.discard(self)
-        self.gw.pipeline.disconnect(self.client)
-        if self.transport is not None:
-            self.transport = None
-            logs.event(
-                "disconnect",
-                client=self.client.address,
-                helo=self.conn.helo,
-                tls=self.conn.tls_active,
-                transactions=self.transactions,
-                errors=self.conn.errors,
-                reason=self._close_reason if exc is None else f"error: {exc}",
-                duration=time.monotonic() - self._started,
-            )
+        gw.sessions.discard(self)
+        gw.pipeline.disconnect(self.client)
+        reason = self._close_reason if exc is None else "error"
+        gw.stats.incr(f"closed.{reason}")
+        if self.transport is None:
+            return
+        self.transport = None
+        conn = self.conn
+        logs.event(
+            "disconnect",
+            client=self.client.address,
+            helo=conn.helo,
+            tls=conn.tls_active,
+            transactions=self.transactions,
+            errors=conn.errors,
+            reason=reason if exc is None else f"error: {exc}",
+            duration=gw.loop.time() - self._started,
+        )
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -157,7 +215,8 @@ class SmtpSession(asyncio.Protocol):
     def _pump(self) -> None:
         """Handle every event the engine has ready; stop at the first one that must wait."""
         conn = self.conn
-        while self.transport is not None:
+        transport = self.transport
+        while transport is not None and self._hold is None and not transport.is_closing():
             ev = conn.next_event()
             if ev is NEED_DATA or ev is PAUSED:
                 break
@@ -170,7 +229,8 @@ class SmtpSession(asyncio.Protocol):
             if pending is not None:
                 self._start(pending)
                 break
-        self._flush()
+        if self._hold is None:
+            self._flush()
         self._flow_control()
 
     def _start(self, work: Awaitable[None]) -> None:
@@ -183,14 +243,17 @@ class SmtpSession(asyncio.Protocol):
                 logs.log.exception("session error client=%s", self.client.address)
                 if self.transport is not None:
                     self._write(R_TEMP_ERROR.to_bytes())
-                    self._close("internal error")
+                    self._close("internal_error")
                 return
             finally:
                 self._task = None
-            self._last_input = self.loop.time()
-            self._pump()
+            self._waiting_since = self.gw.loop.time()
+            if self.transport is not None:
+                self._rearm_timer()
+                if self._hold is None:
+                    self._pump()
 
-        self._task = self.loop.create_task(run())
+        self._task = self.gw.loop.create_task(run())
 
     def _handle(self, ev: Event) -> Awaitable[None] | None:
         """React to one event. Returns an awaitable only when the answer must wait."""
@@ -211,12 +274,48 @@ class SmtpSession(asyncio.Protocol):
                 command=ev.command,
                 reply=str(ev.reply),
             )
-        elif isinstance(ev, MessageAborted):
+            return self._rejected(ev)
+        if isinstance(ev, MessageAborted):
             self._drop_spool()
             self._log_transaction(ev.reason, None)
         elif isinstance(ev, ConnectionClosed):
-            self._close_reason = "client closed" if self.conn.helo or self.transactions else "eof"
+            self._close_reason = "client_closed" if self.conn.helo or self.transactions else "eof"
         return None
+
+    def _rejected(self, ev: Rejected) -> Awaitable[None] | None:
+        """The client got an error reply: count it and let the checks react (tarpit, strikes)."""
+        self.client.errors = self.conn.errors
+        self.gw.stats.incr(f"rejected.{ev.reason}")
+        verdict = self.gw.pipeline.run("rejected", self.client, ev)
+        if inspect.isawaitable(verdict):
+            return self._rejected_later(verdict)
+        self._after_rejected(verdict)
+        return None
+
+    async def _rejected_later(self, pending: Awaitable[Verdict]) -> None:
+        self._after_rejected(await pending)
+
+    def _after_rejected(self, verdict: Verdict) -> None:
+        if not isinstance(verdict, Decision) or self.transport is None:
+            return
+        conn = self.conn
+        if verdict.close or verdict.reply is not None:
+            self._flush()
+            self._write((verdict.reply or R_CLOSING).to_bytes())
+            self._close("policy")
+        elif verdict.delay and not conn.closing:
+            self.gw.stats.incr("tarpit.delayed")
+            self._hold = self.gw.loop.call_later(verdict.delay, self._release)
+
+    def _release(self) -> None:
+        """A tarpit delay is over: send what was held and go on."""
+        self._hold = None
+        if self.transport is None:
+            return
+        self._flush()
+        if self._task is None:
+            self._pump()
+        self._rearm_timer()
 
     def _command(self, ev: Command) -> Awaitable[None] | None:
         client = self.client
@@ -232,46 +331,61 @@ class SmtpSession(asyncio.Protocol):
             return self._verdict(self.gw.pipeline.run("data", client), ev)
         if isinstance(ev, MessageEnd):
             return self._deliver()
+        conn = self.conn
         if isinstance(ev, Vrfy | Expn):
             if self.gw.settings.smtp.vrfy_reply == "502":
-                self.conn.send(R_VRFY_NOT_IMPLEMENTED)
-            else:
-                self.conn.accept()
+                conn.send(R_VRFY_NOT_IMPLEMENTED)
+                return self._refused(R_VRFY_NOT_IMPLEMENTED, ev)
+            conn.accept()
             return None
         if isinstance(ev, StartTls):
             return self._starttls()
-        self.conn.accept()  # RSET, NOOP, HELP, QUIT
+        conn.accept()  # RSET, NOOP, HELP, QUIT
         return None
 
     def _verdict(self, result: Verdict | Awaitable[Verdict], ev: Command) -> Awaitable[None] | None:
         if inspect.isawaitable(result) or (isinstance(result, Decision) and result.delay):
             return self._verdict_later(result, ev)
-        self._answer(result, ev)
-        return None
+        return self._answer(result, ev)
 
     async def _verdict_later(self, pending: Verdict | Awaitable[Verdict], ev: Command) -> None:
         verdict = await pending if inspect.isawaitable(pending) else pending
         if isinstance(verdict, Decision) and verdict.delay:
             await asyncio.sleep(verdict.delay)
-        self._answer(verdict, ev)
+        more = self._answer(verdict, ev)
+        if more is not None:
+            await more
 
-    def _answer(self, verdict: Verdict, ev: Command) -> None:
+    def _answer(self, verdict: Verdict, ev: Command) -> Awaitable[None] | None:
+        conn = self.conn
         if isinstance(verdict, Decision):
             if verdict.reply is not None:
-                self.conn.send(verdict.reply, close=verdict.close)
-                return
+                conn.send(verdict.reply, close=verdict.close)
+                return self._refused(verdict.reply, ev)
             if verdict.close:
-                self.conn.send(R_CLOSING, close=True)
-                return
+                conn.send(R_CLOSING, close=True)
+                self._close_reason = "policy"
+                return None
         elif verdict is not None:
-            self.conn.send(verdict)
-            return
-        self.conn.accept()
+            conn.send(verdict)
+            return self._refused(verdict, ev)
+        conn.accept()
         if isinstance(ev, Helo):
             self.client.helo = ev.name
         elif isinstance(ev, DataStart):
             self.spool = Spool(self.gw.settings.server.spool_memory)
-            self.envelope = self.conn.envelope
+            self.envelope = conn.envelope
+            self._data_bytes = 0
+        return None
+
+    def _refused(self, answer: Reply, ev: Command) -> Awaitable[None] | None:
+        """A check (or the session) refused a command: the `rejected` stage sees it too."""
+        if answer.positive:
+            return None
+        if self.conn.closing:
+            self._close_reason = "policy"
+        verb = type(ev).__name__.upper()
+        return self._rejected(Rejected("policy", answer, verb))
 
     # -------------------------------------------------------------- delivery
     async def _deliver(self) -> None:
@@ -289,6 +403,9 @@ class SmtpSession(asyncio.Protocol):
                 close = isinstance(verdict, Decision) and verdict.close
                 self.conn.send(refusal, close=close)
                 self._log_transaction(str(refusal), None, message)
+                more = self._refused(refusal, MessageEnd(message.size))
+                if more is not None:
+                    await more
                 return
             result = await self.gw.delivery.deliver(message)
         finally:
@@ -335,11 +452,12 @@ class SmtpSession(asyncio.Protocol):
 
     # ------------------------------------------------------------------- TLS
     async def _starttls(self) -> None:
+        conn = self.conn
         assert self.transport is not None and self.gw.tls_context is not None
-        self.conn.accept()
+        conn.accept()
         self._flush()
         try:
-            new = await self.loop.start_tls(
+            new = await self.gw.loop.start_tls(
                 self.transport,
                 self,
                 self.gw.tls_context,
@@ -347,14 +465,15 @@ class SmtpSession(asyncio.Protocol):
                 ssl_handshake_timeout=self.gw.settings.timeouts.command,
             )
         except (TimeoutError, OSError, ConnectionError) as err:
-            self._close_reason = f"tls handshake failed: {err}"
+            self._close_reason = "tls_failed"
+            logs.event("tls_failed", logging.INFO, client=self.client.address, error=str(err))
             if self.transport is not None:
                 self.transport.abort()
             return
         if new is None:
             return
         self.transport = new
-        self.conn.tls_started()
+        conn.tls_started()
         self.client.tls = True
         self.client.helo = None
 
@@ -364,7 +483,15 @@ class SmtpSession(asyncio.Protocol):
             self.transport.write(data)
 
     def _flush(self) -> None:
-        self._write(self.conn.data_to_send())
+        """Write the queued replies; a new wait for the client starts with them."""
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+            self._waiting_since = self.gw.loop.time()
+            # A new wait may end sooner than the timer would fire (greeting -> command, DATA).
+            if self._timer is not None and self._deadline()[0] < self._timer_at:
+                self._timer.cancel()
+                self._arm_timer()
 
     def _close(self, reason: str) -> None:
         self._close_reason = reason
@@ -389,32 +516,93 @@ class SmtpSession(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def _timeout_for_phase(self) -> float:
-        t = self.gw.settings.timeouts
-        if self.conn.phase is Phase.DATA:
-            return t.data
-        if self.conn.helo is None and self.transactions == 0:
-            return t.greeting
-        return t.command
+    def _deadline(self) -> tuple[float, str]:
+        """When the current wait for the client ends, and what closes it then."""
+        gw = self.gw
+        conn = self.conn
+        t = gw.settings.timeouts
+        stressed = gw.stress.active and not self.client.trusted
+        st = gw.stress.settings
+        session_end = self._started + t.session
+        if conn.phase is Phase.DATA:
+            silence = st.data if stressed else t.data
+            end, why = self._last_byte + silence, "timeout"
+            if t.min_data_rate:
+                slow = self._waiting_since + silence + self._data_bytes / t.min_data_rate
+                if slow < end:
+                    end, why = slow, "min_data_rate"
+        elif conn.helo is None and self.transactions == 0:
+            end, why = self._waiting_since + (st.greeting if stressed else t.greeting), "timeout"
+        else:
+            end, why = self._waiting_since + (st.command if stressed else t.command), "timeout"
+        if session_end <= end:
+            return session_end, "session_time"
+        return end, why
 
     def _arm_timer(self) -> None:
-        self._timer = self.loop.call_later(self._timeout_for_phase(), self._on_timer)
+        self._timer_at = when = self._deadline()[0]
+        self._timer = self.gw.loop.call_at(when, self._on_timer)
+
+    def rearm(self, not_before: float) -> None:
+        """The deadlines got shorter (stress mode): look again at the new deadline, but not
+        before `not_before` (the gateway spreads the closes)."""
+        if self._timer is None or self.transport is None:
+            return
+        when = max(self._deadline()[0], not_before)
+        if when < self._timer_at:
+            self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.gw.loop.call_at(when, self._on_timer)
+
+    def _rearm_timer(self) -> None:
+        """We finished working: the client's clock runs again from now."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._arm_timer()
 
     def _on_timer(self) -> None:
-        """Close an idle client. While we are the ones working (a task runs), the clock waits."""
+        """Close a client that missed its deadline. While we are the ones working (a hook or a
+        delivery runs, or a delay holds the reply), the clock waits."""
+        self._timer = None
         if self.transport is None:
             return
-        now = self.loop.time()
-        timeout = self._timeout_for_phase()
-        if self._task is None and now - self._last_input >= timeout:
-            self._write(R_TIMEOUT.to_bytes())
-            self._close("timeout")
+        loop = self.gw.loop
+        if self._task is not None or self._hold is not None:
+            # Busy: the end of the work re-arms; meanwhile only the session cap is watched.
+            session_end = self._started + self.gw.settings.timeouts.session
+            self._timer_at = max(session_end, loop.time() + 1.0)
+            self._timer = loop.call_at(self._timer_at, self._on_timer)
             return
-        remaining = timeout if self._task is not None else timeout - (now - self._last_input)
-        self._timer = self.loop.call_later(max(remaining, 0.05), self._on_timer)
+        now = loop.time()
+        end, why = self._deadline()
+        if now < end:
+            self._close_due = False
+            self._timer_at = end
+            self._timer = loop.call_at(end, self._on_timer)
+            return
+        if not self._close_due:
+            slot = self.gw.close_slot(now)
+            if slot > now:
+                # Thousands of clients that connected together miss their deadlines together:
+                # each waits for its place in the gateway's close queue.
+                self._close_due = True
+                self._timer_at = slot
+                self._timer = loop.call_at(slot, self._on_timer)
+                return
+        answer = {"timeout": R_TIMEOUT, "min_data_rate": R_SLOW_DATA}.get(why, R_SESSION_TIME)
+        self._write(answer.to_bytes())
+        self._close(why)
+        verdict = self.gw.pipeline.run("rejected", self.client, Rejected(why, answer))
+        if inspect.isawaitable(verdict):
+            self.gw.spawn(verdict)
 
     def shutdown(self) -> None:
         """Server is stopping: refuse politely unless a delivery is in flight."""
         if self._task is None and self.transport is not None:
+            if self._hold is not None:
+                self._hold.cancel()
+                self._hold = None
             self._write(R_SHUTDOWN.to_bytes())
             self._close("shutdown")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections import deque
 from typing import Literal
 
 from mailmoat.config import SmtpSettings
@@ -63,6 +62,8 @@ CLOSED = _Sentinel.CLOSED
 # RFC 2920 §3.1: these may only be the last command in a pipelined group. STARTTLS is handled
 # apart: what follows it is discarded, as RFC 3207 §4.2 asks, instead of being an error.
 _LAST_IN_GROUP = frozenset({"EHLO", "HELO", "DATA", "VRFY", "EXPN", "NOOP", "QUIT", "HELP"})
+# Commands that move no mail (Postfix's "junk commands"); a session may send only so many.
+_JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
 _NOT_IMPLEMENTED = frozenset(
     {"AUTH", "BDAT", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "VERB", "XCLIENT", "XFORWARD"}
 )
@@ -90,6 +91,7 @@ R_PREGREET = reply(554, "5.5.0", "Error: client sent data before the greeting")
 R_NON_SMTP = reply(554, "5.7.0", "Error: non-SMTP input, closing connection")
 R_TOO_MANY_ERRORS = reply(421, "4.7.0", "Error: too many errors, closing connection")
 R_TOO_MANY_UNKNOWN = reply(421, "4.7.0", "Error: too many unknown commands, closing connection")
+R_TOO_MANY_JUNK = reply(421, "4.7.0", "Error: too many commands, closing connection")
 R_DATA_BARE_EOL = reply(
     554, "5.6.0", "Message rejected: bare CR or LF in message data, lines must end with CRLF"
 )
@@ -122,10 +124,11 @@ class ServerConnection:
         self.closing = False
         self.errors = 0
         self.unknown_commands = 0
+        self.junk_commands = 0
         self.discarded_after_starttls = 0
         self._in = bytearray()
         self._out = bytearray()
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []  # rarely more than two; a deque costs 600 bytes
         self._pending: Command | None = None
         self._pending_verb = ""
         self._sent_ahead = False  # the client sent more while a last-in-group command waited
@@ -226,7 +229,7 @@ class ServerConnection:
     # ----------------------------------------------------------------- events
     def next_event(self) -> Event | _Sentinel:
         if self._events:
-            return self._events.popleft()
+            return self._events.pop(0)
         if self.phase is Phase.CLOSED:
             return CLOSED
         if self.closing:
@@ -237,7 +240,7 @@ class ServerConnection:
         if self._sent_ahead:
             self._sent_ahead = False
             self._reject("pipelining", R_SYNC, close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         if self.phase is Phase.DATA:
             ev = self._next_data_event()
         elif self.phase is Phase.COMMAND:
@@ -249,7 +252,7 @@ class ServerConnection:
                 self._events.append(MessageAborted("client disconnected"))
             self._events.append(ConnectionClosed())
             self.phase = Phase.CLOSED
-            return self._events.popleft()
+            return self._events.pop(0)
         return ev
 
     # ------------------------------------------------------------ internals
@@ -301,7 +304,7 @@ class ServerConnection:
             if buf.startswith(_abnf.TLS_RECORD_PREFIXES):
                 buf.clear()
                 self._reject("non_smtp", R_NON_SMTP, "TLS handshake", close=True)
-                return self._events.popleft()
+                return self._events.pop(0)
             lf = buf.find(b"\n", 0, limit)
             if lf < 0:
                 if len(buf) < limit:
@@ -313,7 +316,7 @@ class ServerConnection:
                 else:
                     del buf[: lf + 1]
                 self._reject("line_too_long", R_SYNTAX_LINE)
-                return self._events.popleft()
+                return self._events.pop(0)
             raw = bytes(buf[: lf + 1])
             del buf[: lf + 1]
             return self._command(raw, ahead=bool(buf))
@@ -322,49 +325,54 @@ class ServerConnection:
         line = raw[:-2]
         if not raw.endswith(b"\r\n") or b"\r" in line:
             self._reject("bare_eol", R_BARE_EOL)
-            return self._events.popleft()
+            return self._events.pop(0)
         if b"\x00" in line:
             self._reject("nul", R_NUL)
-            return self._events.popleft()
+            return self._events.pop(0)
         eight_bit = not line.isascii()
         try:
             text = line.decode("utf-8" if eight_bit else "ascii")
         except UnicodeDecodeError:
             self._reject("bad_utf8", R_BAD_UTF8)
-            return self._events.popleft()
+            return self._events.pop(0)
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         # HTTP and friends anywhere; before HELO also header lines and binary junk.
         if not verb:
             self._reject("syntax", R_EMPTY)
-            return self._events.popleft()
+            return self._events.pop(0)
         if verb in _abnf.non_smtp_verbs or (self.helo is None and not verb.isalpha()):
             self._reject("non_smtp", R_NON_SMTP, verb[:16], close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         pipelining = self.esmtp and self.limits.pipelining
         if ahead and (verb in _LAST_IN_GROUP or not pipelining):
             self._in.clear()
             self._reject("pipelining", R_SYNC, verb[:16], close=True)
-            return self._events.popleft()
+            return self._events.pop(0)
         if eight_bit and verb not in ("MAIL", "RCPT"):
             self._reject("8bit", R_8BIT_COMMAND, verb[:16])
-            return self._events.popleft()
+            return self._events.pop(0)
         handler = _HANDLERS.get(verb)
         if handler is None:
             if verb in _NOT_IMPLEMENTED:
                 self._reject("not_implemented", R_NOT_IMPLEMENTED, verb)
             else:
                 self._reject("unknown_command", R_UNKNOWN, verb[:16])
-            return self._events.popleft()
+            return self._events.pop(0)
         ev = handler(self, arg, eight_bit)
         if isinstance(ev, Command):
+            if verb in _JUNK:
+                self.junk_commands += 1
+                if self.junk_commands > self.limits.max_junk_commands:
+                    self._reject("too_many_junk", R_TOO_MANY_JUNK, verb, close=True)
+                    return self._events.pop(0)
             return self._await(verb, ev)
         return ev
 
     # One handler per verb. Each returns a Command, or a Rejected event it queued.
     def _error(self, reason: str, answer: Reply, verb: str) -> Event:
         self._reject(reason, answer, verb)
-        return self._events.popleft()
+        return self._events.pop(0)
 
     def _helo(self, arg: str, extended: bool) -> Event:
         verb = "EHLO" if extended else "HELO"
@@ -605,7 +613,7 @@ class ServerConnection:
                 if not normalise:
                     self._in.clear()
                     self._abort_data("bare_eol", R_DATA_BARE_EOL)
-                    return self._events.popleft()
+                    return self._events.pop(0)
                 pieces = line.split(b"\r")
             else:
                 pieces = [line]
@@ -636,7 +644,7 @@ class ServerConnection:
         self._data_size += size
         if self._data_size > self.limits.max_message_size:
             self._abort_data("message_too_big", self._too_big(), close=False)
-            return self._events.popleft()
+            return self._events.pop(0)
         self.phase = Phase.COMMAND
         end = self._await(".", MessageEnd(self._data_size))
         if out:
@@ -658,7 +666,7 @@ class ServerConnection:
         assert self._data_problem is not None
         reason, answer = self._data_problem
         self._abort_data(reason, answer, close=False)
-        return self._events.popleft()
+        return self._events.pop(0)
 
     def _abort_data(self, reason: str, answer: Reply, *, close: bool = True) -> None:
         self._events.append(MessageAborted(reason))

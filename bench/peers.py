@@ -1,0 +1,267 @@
+"""The two well-behaved parties of the attack harness: a counting downstream sink (the
+"internal server" behind mailmoat) and the legitimate sender whose mail must get through.
+
+Both are small asyncio programs written for measuring, not general SMTP software: the sink
+counts messages and its highest number of simultaneous connections; the sender paces its
+messages, reuses a connection for a few of them (as an MTA does) and times each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+
+class Sink:
+    """An SMTP server on 127.0.0.1 that accepts everything and counts it."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+        self.messages = 0
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _SinkSession(self), "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    def reset_peak(self) -> None:
+        self.peak = self.current
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class _SinkSession(asyncio.Protocol):
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.buf = b""
+        self.in_data = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        s = self.sink
+        s.current += 1
+        s.connections += 1
+        s.peak = max(s.peak, s.current)
+        transport.write(b"220 sink.test ESMTP\r\n")  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink.current -= 1
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buf += data
+        out = []
+        while True:
+            if self.in_data:
+                end = self.buf.find(b"\r\n.\r\n")
+                if end < 0:
+                    break
+                self.buf = self.buf[end + 5 :]
+                self.in_data = False
+                self.sink.messages += 1
+                out.append(b"250 2.0.0 Ok: queued\r\n")
+                continue
+            lf = self.buf.find(b"\r\n")
+            if lf < 0:
+                break
+            line, self.buf = self.buf[:lf], self.buf[lf + 2 :]
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"LHLO"):
+                out.append(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                self.buf = b"\r\n" + self.buf  # so an empty message's "." line is found too
+                out.append(b"354 go ahead\r\n")
+            elif verb == b"QUIT":
+                out.append(b"221 2.0.0 Bye\r\n")
+                self.transport.write(b"".join(out))
+                self.transport.close()
+                return
+            else:
+                out.append(b"250 2.0.0 Ok\r\n")
+        if out:
+            self.transport.write(b"".join(out))
+
+
+@dataclass
+class LegitResult:
+    attempted: int = 0
+    delivered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+    """When each timed message began, in seconds from the start of the run."""
+    errors: list[str] = field(default_factory=list)
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+MESSAGE = (
+    b"From: Legit Sender <sender@legit.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: a legitimate message\r\n"
+    b"\r\n" + b"This is a line of an ordinary message body, nothing to see here.\r\n" * 15
+)
+
+
+async def _reply(reader: asyncio.StreamReader) -> int:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return int(line[:3])
+
+
+async def _expect(reader: asyncio.StreamReader, code: int, what: str) -> None:
+    got = await _reply(reader)
+    if got != code:
+        raise RuntimeError(f"{what}: {got}")
+
+
+class Legit:
+    """Sends `rate` messages per second to mailmoat from `source`, `per_connection` messages
+    over each connection; every message is timed from its first command (from the connect for
+    the first one on a connection) to the 250 after its data."""
+
+    def __init__(
+        self, port: int, source: str, rate: float = 10.0, per_connection: int = 20
+    ) -> None:
+        self.port = port
+        self.source = source
+        self.interval = 1.0 / rate
+        self.per_connection = per_connection
+
+    async def run(self, duration: float, step_timeout: float = 30.0) -> LegitResult:
+        result = LegitResult()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        end = t0 + duration
+        next_at = loop.time()
+        writer: asyncio.StreamWriter | None = None
+        reader: asyncio.StreamReader | None = None
+        sent_here = 0
+        while loop.time() < end:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            next_at += self.interval
+            result.attempted += 1
+            started = time.perf_counter()
+            try:
+                if writer is None or sent_here >= self.per_connection:
+                    if writer is not None:
+                        await _quit(reader, writer)
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(
+                            "127.0.0.1", self.port, local_addr=(self.source, 0)
+                        ),
+                        step_timeout,
+                    )
+                    sent_here = 0
+                    assert reader is not None and writer is not None
+                    await asyncio.wait_for(_expect(reader, 220, "greeting"), step_timeout)
+                    writer.write(b"EHLO legit.test\r\n")
+                    await asyncio.wait_for(_expect(reader, 250, "EHLO"), step_timeout)
+                assert reader is not None and writer is not None
+                await asyncio.wait_for(_send_one(reader, writer), step_timeout)
+                sent_here += 1
+                result.delivered += 1
+                result.latencies.append(time.perf_counter() - started)
+                result.started.append(round(next_at - self.interval - t0, 2))
+            except (OSError, RuntimeError, TimeoutError, ConnectionError) as err:
+                result.errors.append(f"{type(err).__name__}: {err}")
+                if writer is not None:
+                    writer.close()
+                writer = None
+        if writer is not None:
+            await _quit(reader, writer)
+        return result
+
+    async def connect_latency(self, samples: int, timeout: float = 10.0) -> list[float]:
+        """Seconds from connect() to the 220 greeting, `samples` times in a row."""
+        out = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.port, local_addr=(self.source, 0)),
+                timeout,
+            )
+            await asyncio.wait_for(_expect(reader, 220, "greeting"), timeout)
+            out.append(time.perf_counter() - started)
+            writer.write(b"QUIT\r\n")
+            writer.close()
+            await asyncio.sleep(0.05)
+        return out
+
+
+async def _send_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"MAIL FROM:<sender@legit.test>\r\n")
+    await _expect(reader, 250, "MAIL")
+    writer.write(b"RCPT TO:<alice@example.test>\r\n")
+    await _expect(reader, 250, "RCPT")
+    writer.write(b"DATA\r\n")
+    await _expect(reader, 354, "DATA")
+    writer.write(MESSAGE + b".\r\n")
+    await _expect(reader, 250, "end of data")
+
+
+async def _quit(reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.write(b"QUIT\r\n")
+        if reader is not None:
+            await asyncio.wait_for(reader.read(100), 2)
+    except (OSError, TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def probe_connections(
+    port: int, sources: list[str], rate: float, duration: float, timeout: float = 10.0
+) -> tuple[list[float], int]:
+    """New connections at `rate` per second (rotating over `sources`): seconds from connect()
+    to the 220 greeting for each, and how many got no greeting."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration
+    latencies: list[float] = []
+    failed = 0
+    i = 0
+
+    async def one(source: str) -> None:
+        nonlocal failed
+        started = time.perf_counter()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), timeout
+            )
+            try:
+                await asyncio.wait_for(_expect(reader, 220, "greeting"), timeout)
+                latencies.append(time.perf_counter() - started)
+                writer.write(b"EHLO probe.legit.test\r\n")  # as any MTA would
+                await asyncio.wait_for(_expect(reader, 250, "EHLO"), timeout)
+                writer.write(b"QUIT\r\n")
+            finally:
+                writer.close()
+        except (OSError, RuntimeError, TimeoutError, ConnectionError):
+            failed += 1
+
+    tasks = []
+    while loop.time() < end:
+        tasks.append(asyncio.ensure_future(one(sources[i % len(sources)])))
+        i += 1
+        await asyncio.sleep(1 / rate)
+    await asyncio.gather(*tasks)
+    return latencies, failed

@@ -1,0 +1,104 @@
+"""mailmoat's own accept loop: failures at the connect stage give a clear 4xx, deadline closes
+are paced, and a burst of refused connections does not keep a session waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat import config
+from mailmoat.policy.base import Check, Client, HookResult
+from mailmoat.server.gateway import CLOSE_BURST, CLOSE_RATE, Gateway
+from mailmoat.store import MemoryStore
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> config.Settings:
+    return config.load(
+        None,
+        {
+            "server.listen": ["127.0.0.1:0"],
+            "server.hostname": "mx.mailmoat.test",
+            "domains.local": ["example.test"],
+            "maildir.path": str(tmp_path / "md"),
+            **overrides,
+        },
+    )
+
+
+async def _first_reply(port: int, src: str = "127.0.0.1") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+    try:
+        return await asyncio.wait_for(reader.read(1024), 5)
+    finally:
+        writer.close()
+
+
+class Broken(Check):
+    def connect(self, client: Client) -> HookResult:
+        raise RuntimeError("directory unreachable")
+
+
+class BrokenStore(MemoryStore):
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        raise ConnectionError("store unreachable")
+
+
+async def test_a_failing_connect_check_gives_421_not_a_silent_drop(tmp_path: Path) -> None:
+    gw = Gateway(_settings(tmp_path), checks=[Broken()])
+    port = (await gw.start())[0][1]
+    try:
+        assert await _first_reply(port) == b"421 4.3.0 Error: local error, try again later\r\n"
+    finally:
+        await gw.stop(grace=1)
+
+
+async def test_a_failing_store_gives_421_and_releases_the_slot(tmp_path: Path) -> None:
+    gw = Gateway(_settings(tmp_path), store=BrokenStore())
+    port = (await gw.start())[0][1]
+    try:
+        assert await _first_reply(port) == b"421 4.3.0 Error: local error, try again later\r\n"
+        await asyncio.sleep(0.05)
+        assert gw.defences.admission.connections == 0 and not gw.sessions
+    finally:
+        await gw.stop(grace=1)
+
+
+async def test_deadline_closes_are_paced(tmp_path: Path) -> None:
+    gw = Gateway(_settings(tmp_path))
+    now = 100.0
+    slots = [gw.close_slot(now) for _ in range(CLOSE_BURST + 100)]
+    assert slots[:CLOSE_BURST] == [now] * CLOSE_BURST  # a burst may go at once
+    assert slots[-1] == pytest.approx(now + 99 / CLOSE_RATE)  # the rest at CLOSE_RATE
+    assert slots == sorted(slots)
+    assert gw.close_slot(now + 10) == now + 10  # an idle queue starts afresh
+    await gw.store.close()
+
+
+async def test_a_burst_of_refusals_does_not_hold_up_a_session(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, **{"admission.deny_networks": ["127.0.60.0/24"]})
+    gw = Gateway(settings)
+    port = (await gw.start())[0][1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reader.readline()).startswith(b"220 ")
+        loop = asyncio.get_running_loop()
+
+        async def refused(i: int) -> bytes:
+            return await _first_reply(port, f"127.0.60.{i % 200 + 1}")
+
+        burst = [asyncio.ensure_future(refused(i)) for i in range(400)]
+        started = loop.time()
+        writer.write(b"NOOP\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"250 ")
+        answered = loop.time() - started
+        replies = await asyncio.gather(*burst)
+        refusal = b"421 4.7.0 mx.mailmoat.test Error: access denied\r\n"
+        assert all(r == refusal for r in replies)
+        assert answered < 1.0
+        assert gw.stats.get("refused.denied") == 400 and gw.stats.get("closed.refused") == 400
+        writer.close()
+    finally:
+        await gw.stop(grace=1)

@@ -1,0 +1,176 @@
+"""Slow-client defence end to end: deadlines that trickled bytes do not move, the minimum data
+rate, the session cap, the junk-command limit, and error replies that slow down and then close.
+Small timeouts keep every test short; each test bounds its own waits."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from tests.gateway import RunningGateway, running_gateway
+from tests.server.dos_support import connect, read_all, read_line, read_reply
+
+
+def _trickle(s: socket.socket, data: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """Send `data` one byte every `every` seconds until the server closes or `limit` passes;
+    returns (what the server said after the greeting, seconds until it closed)."""
+    s.setblocking(False)
+    started = time.monotonic()
+    got = b""
+    i = 0
+    while time.monotonic() - started < limit:
+        try:
+            s.send(data[i % len(data) : i % len(data) + 1])
+        except OSError:
+            break
+        i += 1
+        time.sleep(every)
+        try:
+            chunk = s.recv(4096)
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got, time.monotonic() - started
+
+
+def _counter(gw: RunningGateway, name: str) -> int:
+    assert gw.gateway is not None
+    return gw.gateway.stats.get(name)  # a dict read; fine from this thread, also after stop
+
+
+def test_trickling_does_not_move_the_greeting_deadline(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md", **{"timeouts.greeting": 0.6}) as gw:
+        with connect(gw.port, "127.0.20.1") as s:
+            assert read_line(s).startswith(b"220 ")
+            got, took = _trickle(s, b"EHLO slowloris.test", every=0.1, limit=5)
+    assert got == b"421 4.4.2 Error: timeout exceeded, closing connection\r\n"
+    assert 0.5 < took < 1.5
+    assert _counter(gw, "closed.timeout") == 1
+
+
+def test_command_deadline_runs_from_the_last_reply(tmp_path: Path) -> None:
+    settings = {"timeouts.greeting": 5.0, "timeouts.command": 0.6}
+    with running_gateway(tmp_path / "md", **settings) as gw, connect(gw.port) as s:
+        assert read_line(s).startswith(b"220 ")
+        s.sendall(b"HELO c.test\r\n")
+        assert read_line(s).startswith(b"250 ")
+        got, took = _trickle(s, b"NOOP", every=0.1, limit=5)
+    assert got.endswith(b"421 4.4.2 Error: timeout exceeded, closing connection\r\n")
+    assert 0.5 < took < 1.5
+
+
+def _into_data(port: int) -> socket.socket:
+    s = connect(port, "127.0.21.1")
+    assert read_line(s).startswith(b"220 ")
+    for line, code in (
+        (b"HELO c.test\r\n", b"250"),
+        (b"MAIL FROM:<a@b.test>\r\n", b"250"),
+        (b"RCPT TO:<alice@example.test>\r\n", b"250"),
+        (b"DATA\r\n", b"354"),
+    ):
+        s.sendall(line)
+        assert read_reply(s).startswith(code)
+    return s
+
+
+def test_data_below_the_minimum_rate_is_closed(tmp_path: Path) -> None:
+    # 0.4 s of grace, then 2000 bytes/s: a client sending ~100 bytes/s is cut at about 0.45 s,
+    # although it never stays silent for as long as timeouts.data.
+    settings = {"timeouts.data": 0.4, "timeouts.min_data_rate": 2000}
+    with running_gateway(tmp_path / "md", **settings) as gw, _into_data(gw.port) as s:
+        got, took = _trickle(s, b"Subject: slow\r\n", every=0.01, limit=5)
+    assert got == b"421 4.4.2 Error: message data too slow, closing connection\r\n"
+    assert 0.35 < took < 1.5
+    assert _counter(gw, "closed.min_data_rate") == 1
+    assert not list((tmp_path / "md").glob("new/*"))
+
+
+def test_silence_in_data_is_a_timeout(tmp_path: Path) -> None:
+    settings = {"timeouts.data": 0.4, "timeouts.min_data_rate": 0}
+    with running_gateway(tmp_path / "md", **settings) as gw, _into_data(gw.port) as s:
+        s.sendall(b"Subject: x\r\n")
+        started = time.monotonic()
+        got = read_all(s, 5)
+        took = time.monotonic() - started
+    assert got == b"421 4.4.2 Error: timeout exceeded, closing connection\r\n"
+    assert 0.3 < took < 1.5
+
+
+def test_total_session_time_is_capped(tmp_path: Path) -> None:
+    settings = {"timeouts.session": 0.8, "timeouts.command": 5.0}
+    with running_gateway(tmp_path / "md", **settings) as gw, connect(gw.port) as s:
+        assert read_line(s).startswith(b"220 ")
+        started = time.monotonic()
+        s.sendall(b"HELO c.test\r\n")
+        got = read_line(s)
+        while time.monotonic() - started < 5 and b"421" not in got:
+            time.sleep(0.1)  # a well-formed command every 0.1 s, each answered at once
+            try:
+                s.sendall(b"NOOP\r\n")
+            except OSError:
+                break
+            got += read_line(s)
+        took = time.monotonic() - started
+    assert got.endswith(b"421 4.4.2 Error: session time limit exceeded, closing connection\r\n")
+    assert 0.6 < took < 2.0
+    assert _counter(gw, "closed.session_time") == 1
+
+
+def test_junk_commands_are_limited(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md", **{"smtp.max_junk_commands": 3}) as gw:
+        with connect(gw.port) as s:
+            assert read_line(s).startswith(b"220 ")
+            s.sendall(b"HELO c.test\r\n")
+            read_line(s)
+            for _ in range(3):
+                s.sendall(b"NOOP\r\n")
+                assert read_line(s).startswith(b"250 ")
+            s.sendall(b"RSET\r\n")
+            assert read_all(s) == b"421 4.7.0 Error: too many commands, closing connection\r\n"
+        assert _counter(gw, "closed.too_many_junk") == 1
+
+
+def test_errors_past_the_threshold_are_delayed_then_the_session_closes(tmp_path: Path) -> None:
+    settings = {
+        "tarpit.error_threshold": 1,
+        "tarpit.error_delay": 0.3,
+        "smtp.max_errors": 3,
+    }
+    with running_gateway(tmp_path / "md", **settings) as gw, connect(gw.port) as s:
+        assert read_line(s).startswith(b"220 ")
+        timings = []
+        for _ in range(2):
+            started = time.monotonic()
+            s.sendall(b"MAIL FROM:<a@b.test>\r\n")  # 503: no HELO yet
+            assert read_line(s).startswith(b"503 5.5.1")
+            timings.append(time.monotonic() - started)
+        s.sendall(b"RCPT TO:<a@example.test>\r\n")
+        got = read_all(s)
+    assert timings[0] < 0.2  # the first error is answered at once
+    assert 0.25 < timings[1] < 1.0  # the second, past the threshold, waits 0.3 s
+    assert got.startswith(b"503 5.5.1") and got.endswith(
+        b"421 4.7.0 Error: too many errors, closing connection\r\n"
+    )
+    assert _counter(gw, "tarpit.delayed") == 1  # the closing error is not delayed
+    assert _counter(gw, "rejected.bad_sequence") == 3
+
+
+def test_policy_refusals_count_as_errors_for_the_tarpit(tmp_path: Path) -> None:
+    settings = {"tarpit.error_threshold": 1, "tarpit.error_delay": 0.3}
+    with running_gateway(tmp_path / "md", **settings) as gw, connect(gw.port) as s:
+        assert read_line(s).startswith(b"220 ")
+        for line in (b"HELO c.test\r\n", b"MAIL FROM:<a@b.test>\r\n"):
+            s.sendall(line)
+            assert read_line(s).startswith(b"250 ")
+        for n in range(2):
+            started = time.monotonic()
+            s.sendall(b"RCPT TO:<victim@elsewhere.test>\r\n")
+            assert read_line(s) == b"554 5.7.1 Relay access denied\r\n"
+            took = time.monotonic() - started
+            assert (took < 0.2) if n == 0 else (0.25 < took < 1.0)
+        assert _counter(gw, "rejected.policy") == 2
