@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.directory.slapd import BASE_LDIF, Slapd, person
-from tests.relay.relay_support import FakeDownstream, FakeFactory
+from tests.relay.conftest import fake_downstream  # noqa: F401  (the relay tests' scripted servers)
 
 DIRECTORY = BASE_LDIF + "\n".join(
     [
@@ -42,21 +41,6 @@ def slapd_factory(tmp_path: Path) -> Iterator[SlapdFactory]:
 @pytest.fixture
 def slapd(slapd_factory: SlapdFactory) -> Slapd:
     return slapd_factory()
-
-
-@pytest.fixture
-async def fake_downstream() -> AsyncIterator[FakeFactory]:
-    """Scripted SMTP servers (tests/relay/relay_support.FakeDownstream), stopped afterwards."""
-    fakes: list[FakeDownstream] = []
-
-    async def start(**kw: Any) -> FakeDownstream:
-        fake = await FakeDownstream(**kw).start()
-        fakes.append(fake)
-        return fake
-
-    yield start
-    for f in fakes:
-        await f.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway import running_gateway
+from tests.integration.support import self_signed_cert
 
 
 def _maildir_files(maildir: Path) -> list[Path]:
@@ -187,39 +188,6 @@ def test_pipelined_transaction_and_improper_pipelining(tmp_path: Path) -> None:
     assert len(_maildir_files(md)) == 1
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.mailmoat.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def _client_tls() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -229,7 +197,7 @@ def _client_tls() -> ssl.SSLContext:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    return _self_signed(tmp_path)
+    return self_signed_cert(tmp_path, ("mx.mailmoat.test",))
 
 
 def test_starttls_then_mail(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
