@@ -1,0 +1,1 @@
+"""Benchmarks and attack simulations (run by hand, not in CI; see README)."""

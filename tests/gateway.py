@@ -82,6 +82,8 @@ def gateway_settings(maildir: Path, **overrides: Any) -> config.Settings:
         "server.uvloop": False,
         "domains.local": ["example.test"],
         "maildir.path": str(maildir),
+        # the DNS checks have their own tests (tests/policy/test_dns_*.py) with a DNS server
+        "dns.checks": False,
     }
     base.update(overrides)
     return config.load(None, base)

@@ -76,13 +76,15 @@ def serve(
 
 
 async def _serve(settings: config.Settings) -> None:
+    from mailmoat.directory.static import StaticFileError
     from mailmoat.server.gateway import Gateway
 
     gateway = Gateway(settings)
     try:
         await gateway.start()
-    except OSError as err:
-        click.echo(f"cannot listen: {err}", err=True)
+    except (OSError, StaticFileError) as err:
+        click.echo(f"cannot start: {err}", err=True)
+        await gateway.pipeline.close()
         await gateway.delivery.close()
         sys.exit(1)
     # Everything made at start-up lives as long as the process: keep it out of every garbage

@@ -448,6 +448,451 @@ class RelaySettings(_Section):
         return None if v in (None, "") else _check_endpoint(v)
 
 
+DirectorySource = Literal["none", "static", "ldap", "callahead"]
+
+
+def _check_networks(v: list[str]) -> list[str]:
+    for n in v:
+        ipaddress.ip_network(n, strict=False)
+    return v
+
+
+class DirectorySettings(_Section):
+    domains: dict[str, DirectorySource] = Field(
+        default={},
+        description='Recipient directory per local domain: "static", "ldap", "callahead" or "none" (any address).',
+    )
+    default: DirectorySource = Field(
+        default="none",
+        description="Directory for local domains not in directory.domains; with none, each one must be listed there.",
+    )
+    static_file: Path | None = Field(
+        default=None,
+        description='File of valid addresses: "user@dom", "alias@dom target...", "@dom" (catch-all), # comments.',
+    )
+    static_check_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between checks of the static file for changes."
+    )
+    max_entries: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most addresses a static file or LDAP snapshot may hold; a larger one is refused.",
+    )
+    recipient_delimiter: str = Field(
+        default="",
+        max_length=1,
+        description='Sub-address separator such as "+": user+tag@dom is valid when user@dom is.',
+    )
+    always_valid: list[str] = Field(
+        default=["postmaster"],
+        description="Local parts valid in every domain that has a directory (RFC 5321 wants postmaster).",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: dict[str, str]) -> dict[str, str]:
+        return {d.strip().lower().rstrip("."): s for d, s in v.items()}
+
+    @field_validator("always_valid")
+    @classmethod
+    def _locals(cls, v: list[str]) -> list[str]:
+        return [x.lower() for x in v]
+
+
+class LdapSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="LDAP server as ldap://HOST:PORT or ldaps://HOST:PORT (several: space-separated).",
+    )
+    bind_dn: str = Field(default="", description="DN to bind as; empty means an anonymous bind.")
+    bind_password: str = Field(
+        default="", description="Password for bind_dn (prefer bind_password_file)."
+    )
+    bind_password_file: Path | None = Field(
+        default=None, description="File whose first line is the password for bind_dn."
+    )
+    base: str = Field(default="", description="Search base DN for recipients.")
+    filter: str = Field(
+        default="(|(mail=%s)(mailLocalAddress=%s))",
+        description="Filter for one address: %s address, %u local part, %d domain (all escaped, RFC 4515).",
+    )
+    snapshot_filter: str = Field(
+        default="(|(mail=*)(mailLocalAddress=*))",
+        description="Filter that lists every recipient entry, for the snapshot.",
+    )
+    address_attributes: list[str] = Field(
+        default=["mail"], description="Attributes holding an entry's own addresses."
+    )
+    alias_attributes: list[str] = Field(
+        default=["mailLocalAddress"],
+        description="Attributes holding further addresses (aliases) of an entry.",
+    )
+    mode: Literal["snapshot", "lookup"] = Field(
+        default="snapshot",
+        description="snapshot: keep every address in memory, refreshed; lookup: query per address, cached.",
+    )
+    refresh: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between snapshot refreshes (new addresses wait this long).",
+    )
+    retry: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between attempts while the directory cannot be read.",
+    )
+    max_stale: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds a snapshot (or cached positive answer) still vouches for known addresses in an outage.",
+    )
+    cache_positive: float = Field(
+        default=600.0, ge=0, description="lookup mode: seconds an existing address is cached."
+    )
+    cache_negative: float = Field(
+        default=60.0, ge=0, description="lookup mode: seconds an unknown address is cached."
+    )
+    connections: int = Field(
+        default=2, ge=1, le=64, description="lookup mode: most LDAP queries in flight at once."
+    )
+    timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to connect, bind, or get a search result."
+    )
+    starttls: bool = Field(default=False, description="Use StartTLS on an ldap:// connection.")
+    tls_verify: bool = Field(default=True, description="Verify the LDAP server's certificate.")
+    tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle for the LDAP server (default: system store)."
+    )
+
+
+class CallAheadSettings(_Section):
+    server: str | None = Field(
+        default=None, description="Server to probe as HOST:PORT (default: relay.downstream)."
+    )
+    sender: str = Field(
+        default="", description='MAIL FROM address of a probe; "" is the null sender <>.'
+    )
+    positive_ttl: float = Field(
+        default=86400.0,
+        ge=0,
+        description="Seconds an address the server accepted is cached as valid.",
+    )
+    negative_ttl: float = Field(
+        default=1800.0,
+        ge=0,
+        description="Seconds an address the server refused (5xx) is cached as unknown.",
+    )
+    probes_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Most probes sent to the server per minute, all clients together.",
+    )
+    source_probes_per_minute: int = Field(
+        default=20, ge=1, description="Most probes per minute caused by one client IP address."
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=100, description="Most probe connections open to the server at once."
+    )
+    timeout: float = Field(default=15.0, gt=0, description="Seconds one probe may take in all.")
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str | None) -> str | None:
+        return None if v in (None, "") else _check_endpoint(v)
+
+
+class HarvestSettings(_Section):
+    enabled: bool = Field(
+        default=True,
+        description="Detect directory harvesting (only where a directory is configured).",
+    )
+    window: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Sliding window in seconds for counting unknown recipients.",
+    )
+    tarpit_after: int = Field(
+        default=5,
+        ge=1,
+        description="Unknown recipients per client IP in the window before its RCPTs are slowed.",
+    )
+    tarpit_delay: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds added to each RCPT reply per unknown recipient past tarpit_after.",
+    )
+    tarpit_max: float = Field(
+        default=10.0,
+        ge=0,
+        le=30,
+        description="Longest RCPT delay; also the delay of the uniform answer.",
+    )
+    threshold: int = Field(
+        default=25,
+        ge=1,
+        description="Unknown recipients per client IP in the window before every RCPT gets the same 450.",
+    )
+    ban_after: int = Field(
+        default=50,
+        ge=1,
+        description="Unknown plus uniformly answered RCPTs per client IP in the window before a ban.",
+    )
+    network_tarpit_after: int = Field(
+        default=20, ge=1, description="As tarpit_after, for all clients in one network together."
+    )
+    network_threshold: int = Field(
+        default=100, ge=1, description="As threshold, for all clients in one network together."
+    )
+    network_ban_after: int = Field(
+        default=200, ge=1, description="As ban_after, for all clients in one network together."
+    )
+    ipv4_prefix: int = Field(
+        default=24, ge=8, le=32, description="Prefix length of an IPv4 network."
+    )
+    ipv6_prefix: int = Field(
+        default=48, ge=16, le=128, description="Prefix length of an IPv6 network."
+    )
+    ban_time: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a harvesting IP or network is refused at connect.",
+    )
+    session_max_unknown: int = Field(
+        default=10, ge=1, description="Unknown recipients in one session before it is closed."
+    )
+    exempt_networks: list[str] = Field(
+        default=[],
+        description="Client networks (CIDR) never counted or blocked; domains.relay_networks are exempt too.",
+    )
+
+    @field_validator("exempt_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return _check_networks(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> HarvestSettings:
+        if not self.tarpit_after <= self.threshold <= self.ban_after:
+            raise ValueError("need tarpit_after <= threshold <= ban_after")
+        if not self.network_tarpit_after <= self.network_threshold <= self.network_ban_after:
+            raise ValueError("need network_tarpit_after <= network_threshold <= network_ban_after")
+        return self
+
+
+Action = Literal["off", "log", "score", "tempfail", "reject"]
+"""What a failed check does: nothing, a log line, points on the session score, 4xx, or 5xx."""
+
+
+class DnsSettings(_Section):
+    checks: bool = Field(
+        default=True,
+        description="Run the DNS checks (FCrDNS, HELO, DNS lists, SPF, DKIM, DMARC); false turns all of them off.",
+    )
+    nameservers: list[str] = Field(
+        default=[],
+        description="Name servers as HOST or HOST:PORT ([v6]:PORT); empty means those in /etc/resolv.conf.",
+    )
+    timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds one lookup may take in all (every server, every retry); then it is a temporary error.",
+    )
+    cache_size: int = Field(
+        default=20_000,
+        ge=0,
+        description="Answers kept in the DNS cache; the least recently used go first (0: no cache).",
+    )
+    max_ttl: float = Field(
+        default=3600.0, ge=0, description="Longest time an answer is cached, whatever its TTL says."
+    )
+    negative_ttl: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest time a 'no such name / no such record' answer is cached (the zone's SOA minimum when lower).",
+    )
+
+    @field_validator("nameservers")
+    @classmethod
+    def _servers(cls, v: list[str]) -> list[str]:
+        for server in v:
+            dns_server(server)
+        return v
+
+
+def dns_server(value: str) -> tuple[str, int]:
+    """'HOST', 'HOST:PORT' or '[v6]:PORT' -> (address, port); ValueError otherwise."""
+    try:
+        ipaddress.ip_address(value)
+        return value, 53
+    except ValueError:
+        pass
+    host, port = split_endpoint(value)
+    ipaddress.ip_address(host)
+    return host, port
+
+
+class DnsblSettings(_Section):
+    lists: list[str] = Field(
+        default=[],
+        description='DNS block/allow lists as postscreen writes them: "zone[=filter]*weight", e.g. "bl.example=127.0.0.[2..11]*3"; a negative weight allows.',
+    )
+    threshold: int = Field(
+        default=1, ge=1, description="Combined weight at which a client counts as listed."
+    )
+    allowlist_threshold: int = Field(
+        default=-1,
+        le=0,
+        description="Combined weight at or below which a client is allow-listed: it skips the FCrDNS and HELO checks and the session score (0: never).",
+    )
+    action: Action = Field(
+        default="reject",
+        description="What a listed client gets at RCPT; with score, its combined weight is added to the session score.",
+    )
+    cache_ttl: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest time a client's combined result is kept in the store (the answers' TTL when lower).",
+    )
+
+    @field_validator("lists")
+    @classmethod
+    def _lists(cls, v: list[str]) -> list[str]:
+        from mailmoat.dns.lists import parse_list
+
+        for item in v:
+            parse_list(item)
+        return v
+
+
+class FcrdnsSettings(_Section):
+    action: Action = Field(
+        default="score",
+        description="What a client gets whose address has no PTR name resolving back to it (forward-confirmed reverse DNS).",
+    )
+    points: int = Field(
+        default=2,
+        ge=0,
+        description="Session points for a client without forward-confirmed reverse DNS.",
+    )
+
+
+class HeloSettings(_Section):
+    action: Action = Field(
+        default="score", description="What a client gets whose HELO/EHLO name fails a check."
+    )
+    invalid_points: int = Field(
+        default=1,
+        ge=0,
+        description="Points when the HELO name is neither a fully qualified domain name nor a valid address literal.",
+    )
+    mismatch_points: int = Field(
+        default=2,
+        ge=0,
+        description="Points when a HELO address literal is not the client's address.",
+    )
+    unresolvable_points: int = Field(
+        default=1, ge=0, description="Points when the HELO name has no A or AAAA record."
+    )
+    forged_points: int = Field(
+        default=5,
+        ge=0,
+        description="Points when the HELO claims to be us: server.hostname, a local domain, or our own address.",
+    )
+
+
+class SpfSettings(_Section):
+    action: Action = Field(
+        default="score", description="What a sender gets whose SPF result (RFC 7208) is fail."
+    )
+    fail_points: int = Field(default=3, ge=0, description="Points for SPF fail.")
+    softfail_points: int = Field(
+        default=1, ge=0, description="Points for SPF softfail (never refused by itself)."
+    )
+    helo: bool = Field(
+        default=True,
+        description="Also check the HELO identity (RFC 7208 section 2.3) and report it; it decides for the null sender.",
+    )
+    timeout: float = Field(
+        default=20.0,
+        gt=0,
+        le=120,
+        description="Seconds one SPF evaluation may take with all its lookups; then it is a temporary error.",
+    )
+
+
+class DkimSettings(_Section):
+    action: Action = Field(
+        default="log",
+        description="What a message gets whose DKIM signatures all fail (RFC 6376 6.3: treat it as unsigned, so log).",
+    )
+    points: int = Field(
+        default=1, ge=0, description="Points for a message whose signatures all fail."
+    )
+    max_signatures: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Signatures verified per message; later ones are ignored.",
+    )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Threads verifying signatures (each holds one message in memory while it works).",
+    )
+
+
+class DmarcSettings(_Section):
+    action: Action = Field(
+        default="reject",
+        description="What a message gets that fails DMARC (RFC 7489) where the author domain publishes p=reject.",
+    )
+    quarantine_action: Action = Field(
+        default="score",
+        description="What a message gets that fails DMARC where the domain publishes p=quarantine (there is no quarantine here).",
+    )
+    reject_points: int = Field(
+        default=5,
+        ge=0,
+        description="Points for a DMARC failure under p=reject, when action is score.",
+    )
+    quarantine_points: int = Field(
+        default=3, ge=0, description="Points for a DMARC failure under p=quarantine."
+    )
+
+
+class ScoreSettings(_Section):
+    threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Session points (Haraka's karma, but counting against) at which the client's mail is refused.",
+    )
+    action: Literal["tempfail", "reject"] = Field(
+        default="reject", description="Refusal at the threshold: tempfail (4xx) or reject (5xx)."
+    )
+    exempt_networks: list[str] = Field(
+        default=[],
+        description="Client networks (CIDR) that skip every DNS check; domains.relay_networks skip them too.",
+    )
+
+    @field_validator("exempt_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return _check_networks(v)
+
+
+class AuthSettings(_Section):
+    authserv_id: str = Field(
+        default="",
+        description="authserv-id of our Authentication-Results header (RFC 8601); forged ones with it are removed (default: server.hostname).",
+    )
+    results_header: bool = Field(
+        default=True,
+        description="Add an Authentication-Results header with the SPF, DKIM, DMARC and iprev results.",
+    )
+
+
 class MaildirSettings(_Section):
     path: Path = Field(
         default=Path("Maildir"),
@@ -479,6 +924,46 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
+    callahead: CallAheadSettings = Field(default_factory=CallAheadSettings)
+    harvest: HarvestSettings = Field(default_factory=HarvestSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    dnsbl: DnsblSettings = Field(default_factory=DnsblSettings)
+    fcrdns: FcrdnsSettings = Field(default_factory=FcrdnsSettings)
+    helo: HeloSettings = Field(default_factory=HeloSettings)
+    spf: SpfSettings = Field(default_factory=SpfSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    def directory_for(self, domain: str) -> DirectorySource:
+        """The directory that vouches for recipients in `domain` (a local domain)."""
+        return self.directory.domains.get(domain, self.directory.default)
+
+    @model_validator(mode="after")
+    def _directories(self) -> Settings:
+        d = self.directory
+        local = set(self.domains.local)
+        for domain in d.domains:
+            if domain not in local:
+                raise ValueError(f"directory.domains: {domain!r} is not in domains.local")
+        if d.default == "none" and any(s != "none" for s in d.domains.values()):
+            missing = sorted(local - set(d.domains))
+            if missing:
+                raise ValueError(
+                    f"directory.domains: local domain(s) {', '.join(missing)} have no directory;"
+                    ' list them ("none" accepts any address there) or set directory.default'
+                )
+        used = {self.directory_for(x) for x in local} if local else set()
+        if "static" in used and d.static_file is None:
+            raise ValueError("directory.static_file is needed for a static directory")
+        if "ldap" in used and (not self.ldap.url or not self.ldap.base):
+            raise ValueError("ldap.url and ldap.base are needed for an LDAP directory")
+        if "callahead" in used and not (self.callahead.server or self.relay.downstream):
+            raise ValueError("callahead.server or relay.downstream is needed for call-ahead")
+        return self
 
 
 class ConfigError(Exception):
@@ -545,7 +1030,9 @@ def _show(value: Any) -> str:
     if isinstance(value, Path):
         return f'"{value}"'
     if isinstance(value, str):
-        return value if value.startswith("(") else f'"{value}"'
+        return value if value == "(computed)" else f'"{value}"'
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_show(k)} = {_show(v)}" for k, v in value.items()) + "}"
     return str(value)

@@ -35,6 +35,11 @@ class Spool:
         self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
         self.size = 0
 
+    @property
+    def in_memory(self) -> bool:
+        """True while the content has not rolled over into the temporary file."""
+        return not getattr(self._file, "_rolled", True)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
         self.size += len(data)
@@ -55,19 +60,41 @@ class Spool:
 
 @dataclass(slots=True)
 class Message:
-    """A message ready for delivery: mailmoat's own header lines, then the client's content."""
+    """A message ready for delivery: mailmoat's own header lines, then the client's content,
+    less the byte ranges in `omit` (header fields a check removed, such as forged
+    Authentication-Results). Everything else goes out byte for byte."""
 
     envelope: Envelope
     spool: Spool
     queue_id: str
     trace: bytes = b""
     """Header lines mailmoat adds in front (Received:), each ending in CRLF."""
+    omit: list[tuple[int, int]] = field(default_factory=list)
+    """[start, end) byte ranges of the spooled content left out, sorted, not overlapping."""
 
     @property
     def size(self) -> int:
-        return len(self.trace) + self.spool.size
+        return len(self.trace) + self.spool.size - sum(end - start for start, end in self.omit)
 
     def chunks(self) -> Iterator[bytes]:
         if self.trace:
             yield self.trace
-        yield from self.spool.chunks()
+        if not self.omit:
+            yield from self.spool.chunks()
+            return
+        ranges = iter(self.omit)
+        cut = next(ranges, None)
+        offset = 0
+        for chunk in self.spool.chunks():
+            end = offset + len(chunk)
+            pos = offset
+            while cut is not None and cut[0] < end:
+                if cut[0] > pos:
+                    yield chunk[pos - offset : cut[0] - offset]
+                pos = max(pos, min(cut[1], end))
+                if cut[1] > end:
+                    break
+                cut = next(ranges, None)
+            if pos < end:
+                yield chunk[pos - offset :]
+            offset = end

@@ -31,6 +31,7 @@ async def _gateway(downstream_port: int, **overrides: Any) -> tuple[Gateway, int
             "relay.command_timeout": 1.0,
             "relay.data_timeout": 1.0,
             "relay.pool_wait": 0.5,
+            "dns.checks": False,
             **overrides,
         },
     )

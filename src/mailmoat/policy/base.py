@@ -116,6 +116,14 @@ class Check:
         """The session ended (whatever the reason); release what `connect` took."""
         return None
 
+    async def start(self) -> None:
+        """The gateway is starting: load what the check needs (before any connection)."""
+        return None
+
+    async def close(self) -> None:
+        """The gateway has stopped: end background work, release connections."""
+        return None
+
 
 class Pipeline:
     """Runs the checks that implement a stage, in order, until one refuses."""
@@ -173,6 +181,14 @@ class Pipeline:
     def disconnect(self, client: Client) -> None:
         for hook in self._disconnect:
             hook(client)
+
+    async def start(self) -> None:
+        for check in self.checks:
+            await check.start()
+
+    async def close(self) -> None:
+        for check in reversed(self.checks):
+            await check.close()
 
 
 def _fold(verdict: Reply | Decision, delay: float) -> tuple[bool, float]:

@@ -571,6 +571,28 @@ class DownstreamClient:
             await self._reset()
         return tx
 
+    async def probe(self, sender: str, recipient: str) -> tuple[Reply, Reply | None]:
+        """A call-ahead: MAIL FROM and RCPT TO, then RSET. Never DATA, so no message can result.
+
+        Returns the MAIL reply and the RCPT reply (None when MAIL was refused and RCPT not sent).
+        """
+        utf8 = not (sender + recipient).isascii()
+        if utf8 and "SMTPUTF8" not in self.extensions:
+            raise Unsupported(
+                reply(451, "4.6.7", "Downstream server does not support SMTPUTF8"),
+                "probe needs SMTPUTF8, downstream does not offer it",
+            )
+        mail_line = b"MAIL FROM:<" + _address(sender, utf8) + b">"
+        if utf8:
+            mail_line += b" SMTPUTF8"
+        rcpt_line = b"RCPT TO:<" + _address(recipient, utf8) + b">\r\n"
+        self._in_tx = True
+        mail = await self._command(mail_line + b"\r\n")
+        rcpt = await self._command(rcpt_line) if positive(mail) else None
+        self._in_tx = False
+        await self._reset()
+        return mail, rcpt
+
     async def _first(self, commands: bytes, reused: bool) -> Reply:
         """Send the first commands and read the first reply; a reused connection that turns out
         dead here is 'stale' (the server has seen no message data: safe to retry)."""
@@ -610,9 +632,10 @@ class DownstreamClient:
     async def _send_data(self, message: Message) -> None:
         stuffer = DotStuffer()
         chunks = message.chunks()
+        on_disk = not message.spool.in_memory
         while True:
-            # the spool may live in a file: read it in a worker thread
-            chunk = await asyncio.to_thread(next, chunks, None)
+            # a spool that rolled over into a file is read in a worker thread
+            chunk = await asyncio.to_thread(next, chunks, None) if on_disk else next(chunks, None)
             if chunk is None:
                 break
             await self._write(stuffer.feed(chunk))

@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.directory import build_directories
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
+from mailmoat.policy.dns_checks import build_dns_checks
+from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
 from mailmoat.policy.pregreet import Pregreet
+from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
@@ -80,10 +84,27 @@ class Defences:
         return [self.admission, self.bans, self.pregreet, self.tarpit]
 
 
-def default_checks(settings: Settings, defences: Defences | None = None) -> list[Check]:
-    """The checks every gateway runs, in order."""
+def default_checks(
+    settings: Settings, store: Store | None = None, defences: Defences | None = None
+) -> list[Check]:
+    """The checks every gateway runs, in order.
+
+    The connection-level defences come first: nothing else runs for a refused client. The DNS
+    checks answer RCPT before the recipient directory is asked: a client they refuse learns
+    nothing about which recipients exist, and costs the directory nothing.
+    """
+    store = store if store is not None else MemoryStore()
     front = defences.checks() if defences is not None else []
-    return [*front, RelayAccess(settings.domains)]
+    checks: list[Check] = [*front, RelayAccess(settings.domains)]
+    directories = build_directories(settings, store)
+    detector = None
+    if directories is not None and settings.harvest.enabled:
+        detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
+        checks.append(HarvestCheck(detector))
+    checks += build_dns_checks(settings, store)
+    if directories is not None:
+        checks.append(RecipientCheck(directories, detector))
+    return checks
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -116,7 +137,7 @@ class Gateway:
         self.stress.listeners.append(self._stress_changed)
         self.delivery = delivery if delivery is not None else make_delivery(settings)
         self.pipeline = Pipeline(
-            checks if checks is not None else default_checks(settings, self.defences)
+            checks if checks is not None else default_checks(settings, self.store, self.defences)
         )
         self.tls_context = tls_context(settings)
         self.sessions: set[SmtpSession] = set()
@@ -136,6 +157,7 @@ class Gateway:
         """Open the listening sockets; returns the bound (host, port) pairs."""
         self.loop = loop = asyncio.get_running_loop()
         self._fit_connection_cap(raise_fd_limit())
+        await self.pipeline.start()
         bound = []
         try:
             for endpoint in self.settings.server.listen:
@@ -301,6 +323,7 @@ class Gateway:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.abort()
+        await self.pipeline.close()
         if self.admin is not None:
             await self.admin.stop()
         await self.defences.bans.close()

@@ -73,6 +73,8 @@ R_SYNTAX_LINE = reply(500, "5.5.2", "Syntax error: command line too long")
 R_BARE_EOL = reply(500, "5.5.2", "Syntax error: bare CR or LF, lines must end with CRLF")
 R_NUL = reply(500, "5.5.2", "Syntax error: NUL character in command")
 R_BAD_UTF8 = reply(500, "5.5.2", "Syntax error: invalid UTF-8 in command")
+R_8BIT_COMMAND = reply(500, "5.5.2", "Syntax error: non-ASCII characters in this command")
+R_EMPTY = reply(500, "5.5.2", "Syntax error: empty command")
 R_8BIT = reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter")
 R_UNKNOWN = reply(500, "5.5.1", "Command unrecognized")
 R_NOT_IMPLEMENTED = reply(502, "5.5.1", "Command not implemented")
@@ -266,6 +268,8 @@ class ServerConnection:
         if close:
             self.closing = True
             return
+        if reason == "too_many_recipients":
+            return  # RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction
         if reason == "unknown_command":
             self.unknown_commands += 1
             if self.unknown_commands >= self.limits.max_unknown_commands:
@@ -334,6 +338,9 @@ class ServerConnection:
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         # HTTP and friends anywhere; before HELO also header lines and binary junk.
+        if not verb:
+            self._reject("syntax", R_EMPTY)
+            return self._events.pop(0)
         if verb in _abnf.non_smtp_verbs or (self.helo is None and not verb.isalpha()):
             self._reject("non_smtp", R_NON_SMTP, verb[:16], close=True)
             return self._events.pop(0)
@@ -343,7 +350,7 @@ class ServerConnection:
             self._reject("pipelining", R_SYNC, verb[:16], close=True)
             return self._events.pop(0)
         if eight_bit and verb not in ("MAIL", "RCPT"):
-            self._reject("8bit", R_BAD_UTF8, verb[:16])
+            self._reject("8bit", R_8BIT_COMMAND, verb[:16])
             return self._events.pop(0)
         handler = _HANDLERS.get(verb)
         if handler is None:

@@ -1,0 +1,252 @@
+"""The one DNS layer: every lookup mailmoat makes goes through a `Resolver`.
+
+It wraps dnspython's asyncio stub resolver (UDP, TCP when an answer is truncated, CNAME chains
+followed by the server) pointed at the configured name servers (each with its own port), and adds:
+
+* a cache that honours TTLs: an answer is kept for the smallest TTL in it (CNAMEs included),
+  at most `dns.max_ttl`; "no such name" and "no such record" for the zone's SOA minimum, at
+  most `dns.negative_ttl`. A TTL of 0 is not cached. The cache holds at most `dns.cache_size`
+  answers and drops the least recently used first (invariant 3).
+* de-duplication: identical lookups in flight share one query.
+* a deadline: one lookup takes at most `dns.timeout` seconds in all; a timeout, SERVFAIL,
+  REFUSED or an unreachable server is `TEMPERROR`, never an empty answer. Temporary errors are
+  not cached.
+
+Callers get an `Answer` and never an exception for DNS outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from mailmoat.config import DnsSettings, dns_server
+
+RESOLV_CONF = "/etc/resolv.conf"
+"""Where the system's name servers are read from when `dns.nameservers` is empty."""
+
+TYPES = frozenset({"A", "AAAA", "PTR", "MX", "TXT", "CNAME", "NS"})
+
+
+class Status(Enum):
+    OK = "ok"
+    NXDOMAIN = "nxdomain"
+    """The name does not exist."""
+    NODATA = "nodata"
+    """The name exists but has no record of this type."""
+    TEMPERROR = "temperror"
+    """No answer could be had: timeout, SERVFAIL, REFUSED, no server reachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The outcome of one lookup. `records` by type: A/AAAA the address as text, PTR/CNAME/NS
+    the name (lower case, no final dot), MX (preference, name), TXT the bytes of one record
+    (its strings joined)."""
+
+    name: str
+    rdtype: str
+    status: Status
+    records: tuple[Any, ...] = ()
+    ttl: float = 0.0
+    error: str = ""
+
+    @property
+    def temporary(self) -> bool:
+        return self.status is Status.TEMPERROR
+
+
+@dataclass(slots=True)
+class Stats:
+    queries: int = 0
+    """Queries sent to a server (cache misses that were not joined to one in flight)."""
+    hits: int = 0
+    joined: int = 0
+    """Lookups that waited for an identical one already in flight."""
+    temperrors: int = 0
+
+
+@dataclass(slots=True)
+class _Entry:
+    answer: Answer
+    expires: float
+
+
+def normalise(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def reverse_name(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The in-addr.arpa / ip6.arpa name of an address, without the final dot."""
+    return dns.reversename.from_address(str(ip)).to_text(omit_final_dot=True)
+
+
+class Resolver:
+    def __init__(
+        self,
+        settings: DnsSettings,
+        clock: Callable[[], float] = time.monotonic,
+        resolv_conf: str | None = None,
+    ) -> None:
+        self.s = settings
+        self.clock = clock
+        self.resolv_conf = resolv_conf or RESOLV_CONF
+        self.stats = Stats()
+        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+        self._resolver: dns.asyncresolver.Resolver | None = None
+        self._config_error = ""
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _dnspython(self) -> dns.asyncresolver.Resolver | None:
+        if self._resolver is not None or self._config_error:
+            return self._resolver
+        try:
+            if self.s.nameservers:
+                r = dns.asyncresolver.Resolver(configure=False)
+                r.nameservers = [
+                    dns.nameserver.Do53Nameserver(*dns_server(ns)) for ns in self.s.nameservers
+                ]
+            else:
+                r = dns.asyncresolver.Resolver(filename=self.resolv_conf)
+        except (OSError, dns.exception.DNSException) as err:
+            self._config_error = f"no name servers: {err}"
+            return None
+        r.lifetime = self.s.timeout
+        r.timeout = max(self.s.timeout / 2, 0.05)  # a silent server is asked twice
+        r.cache = None
+        r.use_edns(0, 0, 1232)
+        self._resolver = r
+        return r
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        """One lookup; never raises for a DNS outcome."""
+        rdtype = rdtype.upper()
+        if rdtype not in TYPES:
+            raise ValueError(f"unsupported record type {rdtype}")
+        key = (normalise(name), rdtype)
+        entry = self._cache.get(key)
+        if entry is not None:
+            if entry.expires > self.clock():
+                self._cache.move_to_end(key)
+                self.stats.hits += 1
+                return entry.answer
+            del self._cache[key]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._lookup(*key))
+            self._inflight[key] = task
+            task.add_done_callback(partial(self._done, key))
+        else:
+            self.stats.joined += 1
+        # one caller giving up (its session closed) must not cancel the others' query
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], _task: asyncio.Task[Answer]) -> None:
+        self._inflight.pop(key, None)
+
+    async def addresses(self, name: str) -> Answer:
+        """A and AAAA together: OK with every address if either has some."""
+        a, aaaa = await asyncio.gather(self.query(name, "A"), self.query(name, "AAAA"))
+        records = a.records + aaaa.records
+        if records:
+            ttl = min(x.ttl for x in (a, aaaa) if x.records)
+            return Answer(normalise(name), "A+AAAA", Status.OK, records, ttl)
+        for status in (Status.TEMPERROR, Status.NXDOMAIN):
+            if status in (a.status, aaaa.status):
+                error = a.error or aaaa.error
+                return Answer(normalise(name), "A+AAAA", status, (), 0.0, error)
+        return Answer(normalise(name), "A+AAAA", Status.NODATA)
+
+    async def ptr(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> Answer:
+        return await self.query(reverse_name(ip), "PTR")
+
+    def clear(self) -> None:
+        """Empty the cache (benchmarks: a cold start)."""
+        self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # -- the query itself -----------------------------------------------------------------------
+
+    async def _lookup(self, name: str, rdtype: str) -> Answer:
+        answer = await self._ask(name, rdtype)
+        if answer.temporary:
+            self.stats.temperrors += 1
+        elif answer.ttl > 0 and self.s.cache_size > 0:
+            self._cache[(name, rdtype)] = _Entry(answer, self.clock() + answer.ttl)
+            self._cache.move_to_end((name, rdtype))
+            while len(self._cache) > self.s.cache_size:
+                self._cache.popitem(last=False)
+        return answer
+
+    async def _ask(self, name: str, rdtype: str) -> Answer:
+        resolver = self._dnspython()
+        if resolver is None:
+            return Answer(name, rdtype, Status.TEMPERROR, error=self._config_error)
+        try:
+            qname = dns.name.from_text(name) if name.isascii() else dns.name.from_unicode(name)
+        except (dns.exception.DNSException, UnicodeError) as err:
+            # not a name that can exist (empty or over-long label, bad IDNA)
+            return Answer(name, rdtype, Status.NXDOMAIN, error=f"invalid name: {err}")
+        self.stats.queries += 1
+        try:
+            result = await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN as err:
+            ttl = self._negative_ttl(err.responses().values())
+            return Answer(name, rdtype, Status.NXDOMAIN, ttl=ttl)
+        except dns.resolver.YXDOMAIN as err:
+            return Answer(name, rdtype, Status.NXDOMAIN, error=str(err))
+        except dns.exception.Timeout:
+            return Answer(name, rdtype, Status.TEMPERROR, error="timeout")
+        except dns.exception.DNSException as err:
+            # NoNameservers (SERVFAIL, REFUSED, unreachable), malformed answers, ...
+            return Answer(name, rdtype, Status.TEMPERROR, error=str(err) or type(err).__name__)
+        except OSError as err:
+            return Answer(name, rdtype, Status.TEMPERROR, error=str(err))
+        rrset = result.rrset
+        if rrset is None or len(rrset) == 0:
+            ttl = self._negative_ttl([result.response])
+            return Answer(name, rdtype, Status.NODATA, ttl=ttl)
+        records = tuple(_record(rdtype, rd) for rd in rrset)
+        ttl = min(float(result.chaining_result.minimum_ttl), self.s.max_ttl)
+        return Answer(name, rdtype, Status.OK, records, ttl)
+
+    def _negative_ttl(self, responses: Any) -> float:
+        """RFC 2308: the SOA's own TTL or its MINIMUM, whichever is lower; capped."""
+        ttl = self.s.negative_ttl
+        for response in responses:
+            for rrset in getattr(response, "authority", ()):
+                if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+                    ttl = min(ttl, rrset.ttl, rrset[0].minimum)
+        return float(min(ttl, self.s.max_ttl))
+
+
+def _record(rdtype: str, rd: Any) -> Any:
+    if rdtype in ("A", "AAAA"):
+        return str(ipaddress.ip_address(rd.address))
+    if rdtype == "MX":
+        return (int(rd.preference), rd.exchange.to_text(omit_final_dot=True).lower())
+    if rdtype == "TXT":
+        return b"".join(rd.strings)
+    return rd.target.to_text(omit_final_dot=True).lower()

@@ -1,0 +1,92 @@
+"""Find header fields in a spooled message without parsing (or copying) the whole message.
+
+The scan reads the header block line by line (lines end in CRLF: the engine guarantees it) and
+keeps only the fields asked for, each with its byte range in the spooled content, so a check can
+read them (From for DMARC) or leave them out on delivery (forged Authentication-Results).
+Bounded: at most `MAX_KEPT` fields of each name are kept (all are counted), each at most
+`MAX_FIELD` octets of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MAX_KEPT = 100
+MAX_FIELD = 64 * 1024
+
+_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    name: str
+    """Lower case."""
+    raw: bytes
+    """The field as sent, name to final CRLF (at most MAX_FIELD octets of it)."""
+    start: int
+    end: int
+
+    @property
+    def value(self) -> str:
+        """The unfolded text after the colon."""
+        text = self.raw.split(b":", 1)[1] if b":" in self.raw else b""
+        return re.sub(r"\r\n([ \t])", r"\1", text.decode("utf-8", "replace")).strip()
+
+
+@dataclass(slots=True)
+class Headers:
+    fields: dict[str, list[HeaderField]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """How many fields of each wanted name the message has (kept or not)."""
+    size: int = 0
+    """Octets of the header block, the empty line included when there is one."""
+
+    def get(self, name: str) -> list[HeaderField]:
+        return self.fields.get(name, [])
+
+
+def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
+    """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
+    are bounded by smtp.max_text_line, so one line at a time is held)."""
+    want = frozenset(w.lower() for w in wanted)
+    out = Headers()
+    offset = 0  # where `buf` starts in the content
+    buf = b""
+    in_field = False
+    current: tuple[str, int, bytearray] | None = None  # a wanted field: (name, start, raw)
+
+    def finish(end: int) -> None:
+        nonlocal current
+        if current is None:
+            return
+        name, start, raw = current
+        current = None
+        out.counts[name] = out.counts.get(name, 0) + 1
+        kept = out.fields.setdefault(name, [])
+        if len(kept) < MAX_KEPT:
+            kept.append(HeaderField(name, bytes(raw), start, end))
+
+    for chunk in chunks:
+        buf += chunk
+        while (eol := buf.find(b"\r\n")) >= 0:
+            line, start = buf[: eol + 2], offset
+            buf = buf[eol + 2 :]
+            offset += len(line)
+            if in_field and line[:1] in (b" ", b"\t"):
+                if current is not None and len(current[2]) < MAX_FIELD:
+                    current[2].extend(line[: MAX_FIELD - len(current[2])])
+                continue
+            finish(start)
+            m = _NAME.match(line)
+            if m is None:  # the empty line, or body text without one: the header ends
+                out.size = offset if line == b"\r\n" else start
+                return out
+            in_field = True
+            name = m.group(1).decode("ascii").lower()
+            if name in want:
+                current = (name, start, bytearray(line[:MAX_FIELD]))
+    finish(offset)
+    out.size = offset
+    return out

@@ -1,0 +1,209 @@
+"""DKIM verification (RFC 6376) of the message at the end of DATA, with dkimpy.
+
+Three steps, so that neither the DNS nor the hashing blocks the event loop:
+
+1. in a worker thread, dkimpy parses the message and each DKIM-Signature (at most
+   `dkim.max_signatures`), giving the key names (selector._domainkey.domain);
+2. the keys are fetched through our DNS layer, concurrently and cached;
+3. in a worker thread, dkimpy verifies each signature, its DNS function answering from the
+   keys fetched in step 2.
+
+The worker pool has `dkim.workers` threads; each holds one message in memory while it works, so
+memory stays bounded whatever the number of sessions. Results per signature (RFC 8601 2.7.1):
+pass, fail (bad signature or body hash), neutral (a signature that cannot be parsed),
+permerror (no usable key), temperror (the key lookup failed). RFC 6376 6.3 asks that a message
+whose signatures all fail be treated like an unsigned one, hence the default action "log".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dkim
+
+from mailmoat.config import DkimSettings
+from mailmoat.dns import Answer, Resolver, Status
+from mailmoat.dns.resolver import normalise
+from mailmoat.message import Message
+from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.score import Karma, Outcome, apply
+from mailmoat.smtp.replies import reply
+
+R_DKIM = reply(550, "5.7.20", "No passing DKIM signature found")
+
+_quiet = logging.getLogger("mailmoat.dkimpy")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+@dataclass(frozen=True, slots=True)
+class DkimResult:
+    result: str
+    domain: str = ""
+    selector: str = ""
+    b: str = ""
+    """The start of the signature (b=), to tell signatures apart (RFC 6008)."""
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Sig:
+    index: int
+    domain: str = ""
+    selector: str = ""
+    b: str = ""
+    error: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _prepare(message: Message, max_signatures: int) -> tuple[Any, list[_Sig]]:
+    """Worker thread: parse the message and its signatures."""
+    data = message.spool.getvalue()
+    try:
+        d = dkim.DKIM(data, logger=_quiet)
+    except Exception as err:  # a header block dkimpy cannot parse (MessageFormatError)
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        if b"dkim-signature" not in head:
+            return None, []
+        return None, [_Sig(0, error=f"message not parseable: {err}")]
+    count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
+    sigs = []
+    for i in range(min(count, max_signatures)):
+        sig = _Sig(i)
+        try:
+            prep = d.verify_headerprep(i)
+            fields = prep[0] if prep else {}
+            sig.domain = _text(fields.get(b"d")).lower()
+            sig.selector = _text(fields.get(b"s"))
+            sig.b = "".join(_text(fields.get(b"b")).split())[:8]
+        except dkim.DKIMException as err:
+            sig.error = str(err) or type(err).__name__
+        sigs.append(sig)
+    return d, sigs
+
+
+def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResult]:
+    """Worker thread: verify each signature with the keys already fetched."""
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
+        answer = keys.get(normalise(_text(name)))
+        return answer.records[0] if answer is not None and answer.records else None
+
+    results = []
+    for sig in sigs:
+        base = {"domain": sig.domain, "selector": sig.selector, "b": sig.b}
+        if sig.error:
+            results.append(DkimResult("neutral", reason=sig.error, **base))
+            continue
+        key = keys.get(f"{sig.selector}._domainkey.{sig.domain}".lower())
+        if key is None or key.temporary:
+            why = key.error if key is not None else "no key lookup"
+            results.append(DkimResult("temperror", reason=f"key lookup: {why}", **base))
+            continue
+        if not key.records:
+            results.append(DkimResult("permerror", reason="no key published", **base))
+            continue
+        try:
+            ok = d.verify(idx=sig.index, dnsfunc=dnsfunc)
+        except dkim.DKIMException as err:
+            results.append(DkimResult("fail", reason=str(err) or type(err).__name__, **base))
+            continue
+        except Exception as err:  # dkimpy on input it did not expect: not a pass
+            results.append(DkimResult("permerror", reason=f"{type(err).__name__}: {err}", **base))
+            continue
+        results.append(DkimResult("pass" if ok else "fail", **base))
+    return results
+
+
+class DkimVerifier:
+    def __init__(self, resolver: Resolver, workers: int = 2, max_signatures: int = 5) -> None:
+        self.resolver = resolver
+        self.workers = workers
+        self.max_signatures = max_signatures
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mailmoat-dkim")
+        return self._pool
+
+    async def verify(self, message: Message) -> list[DkimResult]:
+        loop = asyncio.get_running_loop()
+        d, sigs = await loop.run_in_executor(
+            self._executor(), _prepare, message, self.max_signatures
+        )
+        if not sigs:
+            return []
+        names = sorted({f"{s.selector}._domainkey.{s.domain}".lower() for s in sigs if not s.error})
+        answers = await asyncio.gather(*(self.resolver.query(n, "TXT") for n in names))
+        keys = {}
+        for name, answer in zip(names, answers, strict=True):
+            if answer.status is Status.OK:
+                # a key record starts with v=DKIM1, or has no v= at all (RFC 6376 3.6.1)
+                usable = tuple(
+                    r for r in answer.records if r.startswith(b"v=DKIM1") or b"v=" not in r
+                )
+                answer = Answer(name, "TXT", Status.OK if usable else Status.NODATA, usable)
+            keys[name] = answer
+        try:
+            return await loop.run_in_executor(self._executor(), _verify, d, sigs, keys)
+        except Exception as err:  # dkimpy on input it did not expect: no pass, no crash
+            return [DkimResult("permerror", s.domain, s.selector, s.b, repr(err)) for s in sigs]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def summary(results: list[DkimResult]) -> str:
+    """One result for the message: pass if any signature passes."""
+    if not results:
+        return "none"
+    kinds = {r.result for r in results}
+    for kind in ("pass", "temperror", "fail", "permerror", "neutral"):
+        if kind in kinds:
+            return kind
+    return "none"
+
+
+class DkimCheck(Check):
+    name = "dkim"
+
+    def __init__(self, settings: DkimSettings, resolver: Resolver, karma: Karma) -> None:
+        self.s = settings
+        self.verifier = DkimVerifier(resolver, settings.workers, settings.max_signatures)
+        self.karma = karma
+
+    async def message(self, client: Client, message: Message) -> Verdict:
+        st = self.karma.state(client)
+        if st.exempt:
+            return None
+        results = await self.verifier.verify(message)
+        st.results["dkim"] = results
+        if self.s.action == "off":
+            return None
+        result = summary(results)
+        reason = "; ".join(
+            f"{r.domain}/{r.selector} {r.result}" + (f" ({r.reason})" if r.reason else "")
+            for r in results
+        )
+        return apply(
+            st,
+            Outcome(self.name, result, reason),
+            self.s.action,
+            R_DKIM,
+            failed=result in ("fail", "permerror", "neutral"),
+            points=self.s.points,
+            per_transaction=True,
+        )
+
+    async def close(self) -> None:
+        self.verifier.close()

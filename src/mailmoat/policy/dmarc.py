@@ -1,0 +1,261 @@
+"""DMARC (RFC 7489): does the author's domain (RFC5322.From) publish a policy, and does the
+message pass SPF or DKIM in alignment with that domain?
+
+Evaluated here rather than with a library: the only Python DMARC evaluator on PyPI (`dmarc`)
+is a small one-person package with little use, while the evaluation is short and we need it to
+use our DNS layer and to keep temporary errors apart from failures. The organizational domain
+comes from the Public Suffix List as shipped in the `publicsuffixlist` package (no download at
+run time; updated with the package).
+
+* Policy discovery (6.6.3): a TXT record starting "v=DMARC1" at _dmarc.<author domain>, else at
+  _dmarc.<organizational domain>; none, or more than one, is no policy. p, sp, adkim, aspf and
+  pct are used (rua/ruf: we send no reports).
+* Pass: SPF passed for an aligned domain (MAIL FROM, or HELO for the null sender), or a DKIM
+  signature passed for an aligned d=. Relaxed alignment: same organizational domain; strict:
+  the same domain.
+* Disposition: p (sp for a subdomain whose policy came from the organizational domain),
+  sampled by pct (6.6.4: outside the sample, reject becomes quarantine, quarantine none).
+* temperror: the policy lookup failed, or the message would fail but SPF or DKIM could not be
+  checked (they might have passed). It is never taken as a pass.
+
+Several From fields or addresses: each author domain is evaluated (at most `MAX_DOMAINS`) and
+the strictest outcome wins, so a second From cannot hide a spoofed first one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from email.utils import getaddresses
+from functools import cache
+
+from publicsuffixlist import PublicSuffixList
+
+from mailmoat.config import DmarcSettings
+from mailmoat.dns import Resolver, Status
+from mailmoat.headers import Headers
+from mailmoat.message import Message
+from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.dkim import DkimResult
+from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.policy.spf import SpfResults
+from mailmoat.smtp.replies import reply
+
+MAX_DOMAINS = 5
+POLICIES = ("none", "quarantine", "reject")
+
+
+@cache
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def organizational_domain(domain: str) -> str:
+    domain = domain.lower().rstrip(".")
+    return _psl().privatesuffix(domain) or domain
+
+
+def aligned(domain: str, author: str, strict: bool) -> bool:
+    domain, author = domain.lower().rstrip("."), author.lower().rstrip(".")
+    if strict:
+        return domain == author
+    return organizational_domain(domain) == organizational_domain(author)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    p: str
+    sp: str
+    adkim: str = "r"
+    aspf: str = "r"
+    pct: int = 100
+
+
+def parse_record(text: bytes) -> Record | None:
+    """A DMARC record, or None when it is not a valid one (RFC 7489 6.3, 6.6.3)."""
+    try:
+        s = text.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    tags: dict[str, str] = {}
+    for part in s.split(";"):
+        name, eq, value = part.partition("=")
+        if eq:
+            tags.setdefault(name.strip().lower(), value.strip())
+    if not s.startswith("v=DMARC1") or tags.get("v") != "DMARC1":
+        return None
+    p = tags.get("p", "").lower()
+    if p not in POLICIES:
+        if "rua" not in tags:
+            return None
+        p = "none"  # 6.6.3: an invalid p with a rua is p=none
+    sp = tags.get("sp", p).lower()
+    adkim = tags.get("adkim", "r").lower()
+    aspf = tags.get("aspf", "r").lower()
+    try:
+        pct = min(max(int(tags.get("pct", "100")), 0), 100)
+    except ValueError:
+        pct = 100
+    return Record(
+        p=p,
+        sp=sp if sp in POLICIES else p,
+        adkim=adkim if adkim in ("r", "s") else "r",
+        aspf=aspf if aspf in ("r", "s") else "r",
+        pct=pct,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcResult:
+    result: str
+    """pass, fail, none, temperror"""
+    domain: str = ""
+    """The author domain (header.from)."""
+    policy: str = "none"
+    """The policy that applies (p or sp) as published; "unknown" when it could not be read."""
+    disposition: str = "none"
+    """What the policy asks for this message after pct sampling."""
+    reason: str = ""
+
+
+async def find_policy(resolver: Resolver, domain: str) -> tuple[Status, Record | None, bool]:
+    """(status, record, found at the organizational domain instead of `domain`)."""
+    org = organizational_domain(domain)
+    for name, at_org in ((domain, False), (org, True)):
+        if at_org and org == domain:
+            break
+        answer = await resolver.query(f"_dmarc.{name}", "TXT")
+        if answer.temporary:
+            return Status.TEMPERROR, None, at_org
+        records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
+        if len(records) == 1:
+            record = parse_record(records[0])
+            if record is not None:
+                return Status.OK, record, at_org
+        if len(records) > 1:
+            return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
+    return Status.NXDOMAIN, None, False
+
+
+async def evaluate(
+    resolver: Resolver,
+    author: str,
+    spf: SpfResults | None,
+    dkim: list[DkimResult],
+    rng: random.Random | None = None,
+) -> DmarcResult:
+    status, record, at_org = await find_policy(resolver, author)
+    if status is Status.TEMPERROR:
+        return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
+    if record is None:
+        return DmarcResult("none", author, reason="no policy")
+    policy = record.sp if at_org and organizational_domain(author) != author else record.p
+    spf_ok = (
+        spf is not None
+        and spf.mailfrom.result == "pass"
+        and aligned(spf.mailfrom.domain, author, record.aspf == "s")
+    )
+    dkim_ok = [r.domain for r in dkim if r.result == "pass"]
+    dkim_ok = [d for d in dkim_ok if aligned(d, author, record.adkim == "s")]
+    if spf_ok or dkim_ok:
+        how = "spf" if spf_ok else f"dkim {dkim_ok[0]}"
+        return DmarcResult("pass", author, policy, "none", reason=f"aligned {how}")
+    spf_temp = spf is None or spf.mailfrom.result == "temperror"
+    if spf_temp or any(r.result == "temperror" for r in dkim):
+        return DmarcResult("temperror", author, policy, reason="SPF or DKIM could not be checked")
+    disposition = policy
+    if record.pct < 100 and (rng or random).random() * 100 >= record.pct:
+        disposition = POLICIES[max(POLICIES.index(policy) - 1, 0)]
+    return DmarcResult(
+        "fail", author, policy, disposition, reason="neither SPF nor DKIM aligned and passing"
+    )
+
+
+def author_domains(headers: Headers) -> list[str]:
+    domains: list[str] = []
+    for f in headers.get("from"):
+        for _name, address in getaddresses([f.value]):
+            domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
+            if address and "@" in address and domain and domain not in domains:
+                domains.append(domain)
+    return domains
+
+
+_SEVERITY = {
+    ("fail", "reject"): 6,
+    ("temperror", "reject"): 5,
+    ("temperror", "unknown"): 5,
+    ("fail", "quarantine"): 4,
+    ("temperror", "quarantine"): 3,
+    ("fail", "none"): 2,
+    ("temperror", "none"): 1,
+}
+
+
+def strictest(results: list[DmarcResult]) -> DmarcResult:
+    """The outcome that asks for the most: a failure under reject, then a temporary error
+    where the policy is (or may be) reject, and so on; pass and none last."""
+
+    def severity(r: DmarcResult) -> int:
+        return _SEVERITY.get((r.result, r.disposition if r.result == "fail" else r.policy), 0)
+
+    return max(results, key=severity)
+
+
+class DmarcCheck(Check):
+    name = "dmarc"
+
+    def __init__(self, settings: DmarcSettings, resolver: Resolver, karma: Karma) -> None:
+        self.s = settings
+        self.resolver = resolver
+        self.karma = karma
+
+    async def message(self, client: Client, message: Message) -> Verdict:
+        from mailmoat.policy.auth import message_headers
+
+        st = self.karma.state(client)
+        if st.exempt:
+            return None
+        headers = await message_headers(st, message)
+        domains = author_domains(headers)
+        if not domains:
+            result = DmarcResult("none", reason="no author domain in From")
+        elif len(domains) > MAX_DOMAINS:
+            result = DmarcResult("none", reason=f"{len(domains)} author domains")
+        else:
+            spf: SpfResults | None = await st.result("tx:spf")
+            dkim: list[DkimResult] = st.results.get("dkim", [])
+            found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
+            result = strictest(list(found))
+        st.results["dmarc"] = result
+        return self._apply(st, result)
+
+    def _apply(self, st: SessionState, r: DmarcResult) -> Verdict:
+        s = self.s
+        # the policy that decides: the disposition for a failure, the published one for a
+        # temperror (it might have failed)
+        policy = r.disposition if r.result == "fail" else r.policy
+        if policy in ("reject", "unknown"):  # a policy we could not read may be reject
+            action, points = s.action, s.reject_points
+        elif policy == "quarantine":
+            action, points = s.quarantine_action, s.quarantine_points
+        else:
+            action, points = "log", 0
+        if action == "off":
+            action = "log"
+        text = (
+            f"Message rejected: {r.domain} publishes a DMARC policy of {policy}"
+            " and the message does not pass it"
+        )
+        reason = f"{r.domain} p={r.policy} dis={r.disposition}: {r.reason}"
+        return apply(
+            st,
+            Outcome(self.name, r.result, reason),
+            action,
+            reply(550, "5.7.1", text),
+            failed=r.result == "fail",
+            points=points,
+            pending=points if r.result == "temperror" else 0,
+            per_transaction=True,
+        )

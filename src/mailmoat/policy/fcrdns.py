@@ -1,0 +1,93 @@
+"""Forward-confirmed reverse DNS (iprev, RFC 8601 section 3): the client's address has a PTR
+name that resolves back to that address.
+
+The lookups start when the client connects and run while it talks; the verdict is applied at
+the first RCPT. At most `MAX_NAMES` PTR names are tried (as RFC 7208 does for its "ptr").
+Results: pass (with the confirmed name), fail (no PTR, or no PTR name resolves back), temperror.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from mailmoat.config import FcrdnsSettings
+from mailmoat.dns import Resolver
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.replies import reply
+
+MAX_NAMES = 10
+
+R_FCRDNS = reply(550, "5.7.25", "Client host rejected: cannot find your hostname")
+
+
+@dataclass(frozen=True, slots=True)
+class Iprev:
+    result: str
+    """pass, fail or temperror."""
+    name: str = ""
+    reason: str = ""
+
+
+def plain_ip(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+async def iprev(resolver: Resolver, ip: IPv4Address | IPv6Address) -> Iprev:
+    ip = plain_ip(ip)
+    ptr = await resolver.ptr(ip)
+    if ptr.temporary:
+        return Iprev("temperror", reason=f"PTR lookup: {ptr.error}")
+    if not ptr.records:
+        return Iprev("fail", reason="no PTR record")
+    names = [str(n) for n in ptr.records[:MAX_NAMES]]
+    answers = await asyncio.gather(*(resolver.addresses(n) for n in names))
+    for name, answer in zip(names, answers, strict=True):
+        if str(ip) in answer.records:
+            return Iprev("pass", name=name)
+    if any(a.temporary for a in answers):
+        return Iprev("temperror", names[0], reason="address lookup of the PTR name failed")
+    return Iprev("fail", names[0], reason=f"{', '.join(names)} does not resolve to {ip}")
+
+
+class FcrdnsCheck(Check):
+    name = "fcrdns"
+
+    def __init__(self, settings: FcrdnsSettings, resolver: Resolver, karma: Karma) -> None:
+        self.s = settings
+        self.resolver = resolver
+        self.karma = karma
+
+    def connect(self, client: Client) -> Verdict:
+        st = self.karma.state(client)
+        if not st.exempt:
+            st.start("fcrdns", iprev(self.resolver, client.ip))
+        return None
+
+    def rcpt(self, client: Client, event: RcptTo) -> HookResult:
+        st = self.karma.state(client)
+        if st.exempt or st.allowlisted:
+            return None
+        done = st.client_outcomes.get(self.name)
+        return done.verdict if done is not None else self._decide(st)
+
+    async def _decide(self, st: SessionState) -> Verdict:
+        result: Iprev | None = await st.result("fcrdns")
+        if result is None:
+            return None
+        st.client_results["iprev"] = result
+        detail = result.reason or result.name
+        return apply(
+            st,
+            Outcome(self.name, result.result, detail),
+            self.s.action,
+            R_FCRDNS,
+            failed=result.result == "fail",
+            points=self.s.points,
+        )

@@ -1,0 +1,183 @@
+"""Directory harvest detection: count unknown recipients per client IP and per network over a
+sliding window, and escalate.
+
+Scores live in the Store (so several nodes can share them later): `dha:ip:<ip>` and
+`dha:net:<network>`, each a sliding window of `harvest.window` seconds holding one event per
+unknown recipient and per RCPT answered uniformly. For a source (IP, or its /24 or /48
+network with the `network_*` thresholds):
+
+1. score >= tarpit_after: every RCPT from it waits tarpit_delay x (score - tarpit_after + 1)
+   seconds, at most tarpit_max, before its answer. Valid or not, the same wait: it is applied
+   before the directory is asked.
+2. score >= threshold: every RCPT gets the same `450 4.7.1`, after tarpit_max seconds, and the
+   directory is not asked at all: valid and invalid addresses are answered byte for byte and
+   wait for wait the same, so the attacker learns nothing more. Legitimate mail from that
+   source is deferred, not lost: its server retries.
+3. score >= ban_after: the source is refused at connect (421) for ban_time seconds.
+
+Apart from that, a session is closed after `session_max_unknown` unknown recipients.
+Clients in `harvest.exempt_networks` or `domains.relay_networks` are never counted or slowed
+(their unknown recipients still get 550).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_network
+
+from mailmoat import logs
+from mailmoat.config import HarvestSettings
+from mailmoat.policy.base import Check, Client, Decision, Verdict
+from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.replies import reply
+from mailmoat.store.base import Store
+
+KEY_CACHE = 65536
+"""Client addresses whose store keys are kept ready (the cache is emptied when full)."""
+
+R_UNIFORM = reply(450, "4.7.1", "Requested action not taken, try again later")
+R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again later")
+R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
+
+
+class HarvestDetector:
+    """Scores and bans per source; the harvest check and the recipient check share one."""
+
+    def __init__(
+        self, settings: HarvestSettings, store: Store, trusted_networks: Sequence[str] = ()
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.exempt_nets = tuple(
+            ip_network(n, strict=False) for n in [*settings.exempt_networks, *trusted_networks]
+        )
+        self._session_unknown: dict[int, int] = {}
+        self._keys: dict[IPv4Address | IPv6Address, tuple[str, str]] = {}
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def exempt(self, ip: IPv4Address | IPv6Address) -> bool:
+        return any(ip in net for net in self.exempt_nets)
+
+    def network(self, ip: IPv4Address | IPv6Address) -> str:
+        prefix = self.s.ipv4_prefix if ip.version == 4 else self.s.ipv6_prefix
+        return str(ip_network(f"{ip}/{prefix}", strict=False))
+
+    def keys(self, client: Client) -> tuple[str, str]:
+        keys = self._keys.get(client.ip)
+        if keys is None:
+            if len(self._keys) >= KEY_CACHE:
+                self._keys.clear()
+            keys = self._keys[client.ip] = (
+                f"dha:ip:{client.ip}",
+                f"dha:net:{self.network(client.ip)}",
+            )
+        return keys
+
+    # -- the state of a source ------------------------------------------------------------------
+
+    async def banned(self, client: Client) -> bool:
+        ip_key, net_key = self.keys(client)
+        get = self.store.get
+        return await get("ban:" + ip_key) is not None or await get("ban:" + net_key) is not None
+
+    async def scores(self, client: Client) -> tuple[int, int]:
+        ip_key, net_key = self.keys(client)
+        w = self.s.window
+        return await self.store.count(ip_key, w), await self.store.count(net_key, w)
+
+    async def _score(self, client: Client) -> tuple[int, int]:
+        """Record one event for the client's IP and network; ban those past their limit."""
+        s, store = self.s, self.store
+        ip_key, net_key = self.keys(client)
+        ip_score = await store.hit(ip_key, s.window, s.ban_after)
+        net_score = await store.hit(net_key, s.window, s.network_ban_after)
+        for key, score, limit in (
+            (ip_key, ip_score, s.ban_after),
+            (net_key, net_score, s.network_ban_after),
+        ):
+            if score >= limit and await store.get("ban:" + key) is None:
+                await store.set("ban:" + key, "1", s.ban_time)
+                logs.event(
+                    "harvest",
+                    logging.WARNING,
+                    action="ban",
+                    source=key[4:],
+                    score=score,
+                    client=client.address,
+                    seconds=s.ban_time,
+                )
+        for key, score, limit in (
+            (ip_key, ip_score, s.threshold),
+            (net_key, net_score, s.network_threshold),
+        ):
+            if score == limit:
+                logs.event(
+                    "harvest",
+                    logging.WARNING,
+                    action="uniform",
+                    source=key[4:],
+                    score=score,
+                    client=client.address,
+                )
+        return ip_score, net_score
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    async def connect(self, client: Client) -> Verdict:
+        if self.exempt(client.ip) or not await self.banned(client):
+            return None
+        return Decision(R_BANNED, close=True)
+
+    async def rcpt(self, client: Client) -> Verdict:
+        """Before the directory is asked: uniform answer, ban, or tarpit for a known harvester."""
+        if self.exempt(client.ip):
+            return None
+        s = self.s
+        if await self.banned(client):
+            return Decision(R_UNIFORM, delay=s.tarpit_max, close=True)
+        ip_score, net_score = await self.scores(client)
+        if ip_score >= s.threshold or net_score >= s.network_threshold:
+            ip_score, net_score = await self._score(client)
+            banned = ip_score >= s.ban_after or net_score >= s.network_ban_after
+            return Decision(R_UNIFORM, delay=s.tarpit_max, close=banned)
+        delay = max(
+            s.tarpit_delay * (ip_score - s.tarpit_after + 1) if ip_score >= s.tarpit_after else 0,
+            s.tarpit_delay * (net_score - s.network_tarpit_after + 1)
+            if net_score >= s.network_tarpit_after
+            else 0,
+        )
+        return Decision(delay=min(delay, s.tarpit_max)) if delay > 0 else None
+
+    async def unknown(self, client: Client) -> Decision:
+        """The directory said the recipient does not exist: count it; 550, maybe closing."""
+        count = self._session_unknown.get(id(client), 0) + 1
+        self._session_unknown[id(client)] = count
+        close = count >= self.s.session_max_unknown
+        if not self.exempt(client.ip):
+            ip_score, net_score = await self._score(client)
+            close = close or ip_score >= self.s.ban_after or net_score >= self.s.network_ban_after
+        return Decision(R_UNKNOWN, close=close)
+
+    def forget(self, client: Client) -> None:
+        self._session_unknown.pop(id(client), None)
+
+
+class HarvestCheck(Check):
+    """Refuses banned sources at connect and answers known harvesters before the directory is
+    asked. Runs before `RecipientCheck`, which reports unknown recipients to the detector."""
+
+    name = "harvest"
+
+    def __init__(self, detector: HarvestDetector) -> None:
+        self.detector = detector
+
+    async def connect(self, client: Client) -> Verdict:
+        return await self.detector.connect(client)
+
+    async def rcpt(self, client: Client, event: RcptTo) -> Verdict:
+        return await self.detector.rcpt(client)
+
+    def disconnect(self, client: Client) -> None:
+        self.detector.forget(client)

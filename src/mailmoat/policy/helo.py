@@ -1,0 +1,152 @@
+"""HELO/EHLO name checks. A sending server names itself with its fully qualified domain name
+or, without one, with an address literal of its own address (RFC 5321 section 4.1.4). Checked:
+
+* invalid: neither a fully qualified domain name (two or more LDH labels, a top label that is
+  not all digits) nor a valid address literal;
+* mismatch: an address literal that is not the client's address;
+* forged: the name claims to be us (server.hostname, a local domain, an address we listen on);
+* unresolvable: the name has no A or AAAA record (NXDOMAIN or no data).
+
+The lookup starts when the HELO arrives; the verdict is applied at the first RCPT. Points add
+up over the sub-checks that failed; a lookup that failed temporarily holds its points pending.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from mailmoat.config import HeloSettings
+from mailmoat.dns import Resolver
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.fcrdns import plain_ip
+from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.smtp.events import Helo, RcptTo
+from mailmoat.smtp.replies import reply
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+R_HELO = reply(550, "5.7.1", "Helo command rejected: bad or forged host name")
+
+
+@dataclass(slots=True)
+class HeloResult:
+    failures: list[str] = field(default_factory=list)
+    """Sub-checks that failed: invalid, mismatch, forged, unresolvable."""
+    temporary: bool = False
+    reason: str = ""
+
+
+def literal_address(name: str) -> IPv4Address | IPv6Address | None:
+    """The address of "[192.0.2.1]" or "[IPv6:2001:db8::1]"; None when invalid."""
+    inner = name[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        try:
+            ip = ip_address(inner[5:])
+        except ValueError:
+            return None
+        return ip if ip.version == 6 else None
+    try:
+        ip = ip_address(inner)
+    except ValueError:
+        return None
+    return ip if ip.version == 4 else None
+
+
+def is_fqdn(name: str) -> bool:
+    labels = name.lower().rstrip(".").split(".")
+    if len(labels) < 2 or len(name) > 253:
+        return False
+    if labels[-1].isdigit():
+        return False  # a bare IPv4 address, or a numeric top label
+    return all(_LABEL.match(label) for label in labels)
+
+
+class HeloCheck(Check):
+    name = "helo"
+
+    def __init__(
+        self,
+        settings: HeloSettings,
+        resolver: Resolver,
+        karma: Karma,
+        our_names: Iterable[str],
+        our_addresses: Iterable[str] = (),
+    ) -> None:
+        self.s = settings
+        self.resolver = resolver
+        self.karma = karma
+        self.our_names = frozenset(n.lower().rstrip(".") for n in our_names)
+        self.our_addresses = frozenset(ip_address(a) for a in our_addresses)
+
+    async def evaluate(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult:
+        result = HeloResult()
+        client_ip = plain_ip(client_ip)
+        if name.startswith("[") and name.endswith("]"):
+            ip = literal_address(name)
+            if ip is None:
+                result.failures.append("invalid")
+                result.reason = f"{name} is not a valid address literal"
+            elif ip != client_ip:
+                failure = "forged" if ip in self.our_addresses else "mismatch"
+                result.failures.append(failure)
+                result.reason = f"{name} is not the client's address {client_ip}"
+            return result
+        lower = name.lower().rstrip(".")
+        if lower in self.our_names:
+            result.failures.append("forged")
+            result.reason = f"{name} is our own name"
+            return result
+        if not is_fqdn(name):
+            result.failures.append("invalid")
+            result.reason = f"{name} is not a fully qualified domain name"
+            return result
+        answer = await self.resolver.addresses(lower)
+        if answer.temporary:
+            result.temporary = True
+            result.reason = f"{name}: {answer.error}"
+        elif not answer.records:
+            result.failures.append("unresolvable")
+            result.reason = f"{name} has no address"
+        return result
+
+    def helo(self, client: Client, event: Helo) -> Verdict:
+        st = self.karma.state(client)
+        if not st.exempt:
+            st.client_outcomes.pop(self.name, None)
+            st.start("helo", self.evaluate(event.name, client.ip))
+        return None
+
+    def rcpt(self, client: Client, event: RcptTo) -> HookResult:
+        st = self.karma.state(client)
+        if st.exempt or st.allowlisted:
+            return None
+        done = st.client_outcomes.get(self.name)
+        return done.verdict if done is not None else self._decide(st)
+
+    async def _decide(self, st: SessionState) -> Verdict:
+        result: HeloResult | None = await st.result("helo")
+        if result is None:
+            return None
+        points_of = {
+            "invalid": self.s.invalid_points,
+            "mismatch": self.s.mismatch_points,
+            "forged": self.s.forged_points,
+            "unresolvable": self.s.unresolvable_points,
+        }
+        points = sum(points_of[f] for f in result.failures)
+        if result.failures:
+            verdict = "fail " + "+".join(result.failures)
+        else:
+            verdict = "temperror" if result.temporary else "pass"
+        return apply(
+            st,
+            Outcome(self.name, verdict, result.reason),
+            self.s.action,
+            R_HELO,
+            failed=bool(result.failures),
+            points=points,
+            pending=self.s.unresolvable_points if result.temporary else 0,
+        )

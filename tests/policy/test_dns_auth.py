@@ -1,0 +1,387 @@
+"""Sender checks through a real gateway and a real DNS server: SPF (MAIL FROM and HELO), DKIM
+(a signed message still verifies byte for byte after relaying; a tampered one fails), DMARC
+(alignment, p/sp, organizational domain, pct), the Authentication-Results header and the
+removal of forged ones."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import spf
+
+from mailmoat import config
+from mailmoat.dns import Resolver
+from mailmoat.policy.auth import authserv_id
+from mailmoat.policy.dkim import DkimResult
+from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
+from tests.dns import zone
+from tests.dns.server import Dnsmasq, SilentServer
+from tests.policy.dns_support import (
+    captured_logs,
+    dns_gateway,
+    message,
+    sign,
+    verify_with_zone,
+)
+
+LOG_ONLY = {
+    "fcrdns.action": "log",
+    "helo.action": "log",
+    "spf.action": "log",
+    "dkim.action": "log",
+    "dmarc.action": "log",
+    "dmarc.quarantine_action": "log",
+}
+
+
+CLIENT_LOG_ONLY = {"fcrdns.action": "log", "helo.action": "log", "spf.action": "log"}
+
+
+def only(**overrides: object) -> dict[str, object]:
+    return {**LOG_ONLY, **overrides}
+
+
+def resolver(address: str, timeout: float = 1.0) -> Resolver:
+    return Resolver(config.build({"dns": {"nameservers": [address], "timeout": timeout}}).dns)
+
+
+def header_of(delivered: bytes) -> str:
+    head = delivered.split(b"\r\n\r\n", 1)[0].decode()
+    start = head.index("Authentication-Results:")
+    end = head.index("\r\nReceived:", start)
+    return head[start:end]
+
+
+# --- SPF ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "sender", "result"),
+    [
+        (zone.GOOD_IP, "a@sender.test", "pass"),  # mx
+        ("127.0.0.9", "a@sender.test", "pass"),  # include:_spf.sender.test
+        (zone.NOPTR_IP, "a@sender.test", "fail"),
+        (zone.NOPTR_IP, "a@soft.test", "softfail"),
+        (zone.NOPTR_IP, "a@none.test", "none"),
+        (zone.NOPTR_IP, "a@permerror.test", "permerror"),
+        (zone.NOPTR_IP, "a@example.org", "temperror"),  # REFUSED by the test server
+        (zone.GOOD_IP, '"odd@local"@strict.test', "pass"),
+    ],
+)
+async def test_spf_results(dns_server: Dnsmasq, ip: str, sender: str, result: str) -> None:
+    evaluator = SpfEvaluator(resolver(dns_server.address))
+    got = await evaluator.check(ip, sender, "client.sender.test")
+    assert (got.identity, got.result) == ("mailfrom", result)
+
+
+async def test_spf_helo_identity(dns_server: Dnsmasq) -> None:
+    evaluator = SpfEvaluator(resolver(dns_server.address))
+    good = await evaluator.check(zone.GOOD_IP, "", zone.GOOD_HELO)  # "v=spf1 a -all"
+    bad = await evaluator.check(zone.NOPTR_IP, "", zone.GOOD_HELO)
+    literal = await evaluator.check(zone.GOOD_IP, "", "[127.0.0.2]")
+    assert (good.identity, good.result, bad.result, literal.result) == (
+        "helo",
+        "pass",
+        "fail",
+        "none",
+    )
+
+
+async def test_spf_timeout_is_temperror(silent_dns: SilentServer) -> None:
+    got = await SpfEvaluator(resolver(silent_dns.address, 0.3)).check(
+        zone.GOOD_IP, "a@sender.test", "x.test"
+    )
+    assert got.result == "temperror"
+
+
+async def test_spf_overall_deadline(silent_dns: SilentServer) -> None:
+    got = await SpfEvaluator(resolver(silent_dns.address, 5), timeout=0.3).check(
+        zone.GOOD_IP, "a@sender.test", "x.test"
+    )
+    assert got.result == "temperror" and "too long" in got.explanation
+
+
+def test_pyspf_cannot_reach_the_network_by_itself() -> None:
+    """Outside our evaluation pyspf's DNS function refuses: no blocking lookup, ever."""
+    assert spf.query(i="127.0.0.2", s="a@sender.test", h="x.test").check()[0] == "temperror"
+
+
+async def test_spf_lookups_go_through_the_cache(dns_server: Dnsmasq) -> None:
+    r = resolver(dns_server.address)
+    evaluator = SpfEvaluator(r)
+    await evaluator.check("127.0.0.9", "a@sender.test", "x.test")
+    sent = r.stats.queries
+    assert sent >= 4  # TXT, MX, A of the MX, TXT of the include
+    await evaluator.check("127.0.0.9", "b@sender.test", "x.test")
+    assert r.stats.queries == sent
+
+
+@pytest.mark.parametrize(
+    ("source", "sender", "code"),
+    [
+        (zone.GOOD_IP, "a@sender.test", 250),
+        (zone.NOPTR_IP, "a@sender.test", 550),
+        (zone.NOPTR_IP, "a@soft.test", 250),  # softfail is never refused by itself
+        (zone.NOPTR_IP, "a@permerror.test", 250),
+        (zone.NOPTR_IP, "a@example.org", 451),
+        (zone.NOPTR_IP, "", 550),  # null sender: the HELO identity decides
+    ],
+)
+async def test_spf_reject(dns_server: Dnsmasq, source: str, sender: str, code: int) -> None:
+    async with dns_gateway(dns_server.address, **only(**{"spf.action": "reject"})) as gw:
+        out = await gw.send(source=source, sender=sender, msg=message())
+        assert out.code("rcpt") == code, out.replies
+        if code == 550:
+            assert b"5.7.23" in out.replies["rcpt"]
+
+
+async def test_spf_scores(dns_server: Dnsmasq) -> None:
+    settings = only(**{"spf.action": "score", "score.threshold": 3})
+    async with dns_gateway(dns_server.address, **settings) as gw:
+        assert (await gw.send(source=zone.NOPTR_IP, sender="a@soft.test")).code("rcpt") == 250
+        out = await gw.send(source=zone.NOPTR_IP, sender="a@sender.test")
+        assert out.replies["rcpt"].startswith(b"550 5.7.1 Message refused")
+
+
+# --- DKIM --------------------------------------------------------------------------------------
+
+
+async def test_signed_message_verifies_byte_for_byte_after_relaying(dns_server: Dnsmasq) -> None:
+    signed = sign(message())
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        out = await gw.send(msg=signed)
+        assert out.code("message") == 250
+        [delivered] = gw.downstream.messages
+    ours, _, theirs = delivered.partition(b"\r\nReceived: ")
+    assert delivered.endswith(signed)
+    trace = delivered[: len(delivered) - len(signed)]
+    assert trace.startswith(b"Authentication-Results: mx.mailmoat.test;")
+    assert trace.count(b"\r\nReceived: from ") == 1 and ours and theirs
+    assert verify_with_zone(delivered)
+    ar = header_of(delivered)
+    assert "dkim=pass header.d=sender.test header.s=sel header.b=" in ar
+    assert "dmarc=pass (p=reject dis=none) header.from=sender.test" in ar
+    assert "spf=pass smtp.mailfrom=sender.test" in ar
+
+
+async def test_tampered_message_fails(dns_server: Dnsmasq) -> None:
+    tampered = sign(message()).replace(b"Hello.", b"Hello!")
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        assert (await gw.send(msg=tampered)).code("message") == 250
+        [delivered] = gw.downstream.messages
+    assert not verify_with_zone(delivered)
+    assert "dkim=fail header.d=sender.test" in header_of(delivered)
+    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "reject"})) as gw:
+        out = await gw.send(msg=tampered)
+        assert out.replies["message"].startswith(b"550 5.7.20")
+        assert gw.downstream.messages == []
+
+
+async def test_dkim_key_missing_and_key_lookup_timeout(
+    dns_server: Dnsmasq, silent_dns: SilentServer
+) -> None:
+    nokey = sign(message(), selector="nokey")
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        await gw.send(msg=nokey)
+        assert "dkim=permerror header.d=sender.test header.s=nokey" in header_of(
+            gw.downstream.messages[0]
+        )
+    async with dns_gateway(
+        silent_dns.address, **only(**{"dkim.action": "reject", "dns.timeout": 0.3})
+    ) as gw:
+        out = await gw.send(msg=sign(message()))
+        assert out.replies["message"].startswith(b"451 4.4.3")
+
+
+async def test_unsigned_message_is_dkim_none(dns_server: Dnsmasq) -> None:
+    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "reject"})) as gw:
+        assert (await gw.send()).code("message") == 250
+        assert "dkim=none" in header_of(gw.downstream.messages[0])
+
+
+# --- DMARC -------------------------------------------------------------------------------------
+
+
+def test_dmarc_records_and_alignment() -> None:
+    r = parse_record(b"v=DMARC1; p=reject; sp=none; adkim=s; pct=50; rua=mailto:x@y")
+    assert r is not None and (r.p, r.sp, r.adkim, r.aspf, r.pct) == ("reject", "none", "s", "r", 50)
+    assert parse_record(b"v=DMARC1; p=bogus") is None
+    bogus = parse_record(b"v=DMARC1; p=bogus; rua=mailto:a@b.test")
+    assert bogus is not None and bogus.p == "none"
+    assert parse_record(b"v=spf1 -all") is None
+    assert parse_record(b"p=reject; v=DMARC1") is None  # v must come first
+    assert organizational_domain("a.b.sender.test") == "sender.test"
+    assert organizational_domain("x.foo.co.uk") == "foo.co.uk"
+    assert aligned("mail.sender.test", "sender.test", strict=False)
+    assert not aligned("mail.sender.test", "sender.test", strict=True)
+    assert not aligned("a.co.uk", "b.co.uk", strict=False)
+
+
+def spf_result(result: str, domain: str) -> SpfResults:
+    return SpfResults(SpfResult("mailfrom", domain, result), None)
+
+
+async def test_dmarc_evaluation(dns_server: Dnsmasq) -> None:
+    r = resolver(dns_server.address)
+    fail, none = spf_result("fail", "sender.test"), []
+    got = await evaluate(r, "sender.test", fail, none)
+    assert (got.result, got.policy, got.disposition) == ("fail", "reject", "reject")
+    dkim_ok = [DkimResult("pass", "sender.test", "sel")]
+    assert (await evaluate(r, "sender.test", fail, dkim_ok)).result == "pass"
+    other = [DkimResult("pass", "other.test", "sel")]
+    assert (await evaluate(r, "sender.test", fail, other)).result == "fail"
+    # a subdomain without a record of its own: the organizational domain's sp
+    sub = await evaluate(r, "sub.sender.test", fail, none)
+    assert (sub.result, sub.policy) == ("fail", "quarantine")
+    # relaxed SPF alignment: MAIL FROM at a subdomain aligns with the From domain
+    relaxed = await evaluate(r, "sender.test", spf_result("pass", "bounce.sender.test"), none)
+    assert relaxed.result == "pass"
+    # strict.test wants strict alignment
+    strict = await evaluate(r, "strict.test", spf_result("pass", "mail.strict.test"), none)
+    assert strict.result == "fail"
+    assert (await evaluate(r, "nodmarc.test", fail, none)).result == "none"
+    # SPF could not be checked: not a pass, not a fail either
+    temp = await evaluate(r, "sender.test", spf_result("temperror", "sender.test"), none)
+    assert (temp.result, temp.policy) == ("temperror", "reject")
+
+
+async def test_dmarc_pct_samples_the_policy(dnsmasq_factory) -> None:  # type: ignore[no-untyped-def]
+    server = dnsmasq_factory(records=['txt-record=_dmarc.half.test,"v=DMARC1; p=reject; pct=50"'])
+    r, fail = resolver(server.address), spf_result("fail", "half.test")
+    rng = random.Random(1)
+    dispositions = [(await evaluate(r, "half.test", fail, [], rng)).disposition for _ in range(200)]
+    assert set(dispositions) == {"reject", "quarantine"}
+    assert 60 < dispositions.count("reject") < 140
+
+
+@pytest.mark.parametrize(
+    ("source", "sender", "author", "signer", "code"),
+    [
+        (zone.GOOD_IP, "a@sender.test", "a@sender.test", None, 250),  # SPF aligned
+        (zone.NOPTR_IP, "a@sender.test", "a@sender.test", None, 550),  # p=reject
+        (zone.NOPTR_IP, "a@sender.test", "a@sender.test", "sender.test", 250),  # DKIM aligned
+        (zone.NOPTR_IP, "a@sender.test", "a@sender.test", "other.test", 550),  # not aligned
+        (zone.NOPTR_IP, "a@nodmarc.test", "a@sender.test", None, 550),  # From decides
+        (zone.NOPTR_IP, "a@soft.test", "a@soft.test", None, 250),  # quarantine: scored
+        (zone.NOPTR_IP, "a@none.test", "a@none.test", None, 250),  # p=none
+        (zone.NOPTR_IP, "a@nodmarc.test", "a@nodmarc.test", None, 250),  # no policy
+    ],
+)
+async def test_dmarc_defaults(
+    dns_server: Dnsmasq, source: str, sender: str, author: str, signer: str | None, code: int
+) -> None:
+    msg = message(author)
+    if signer is not None:
+        msg = sign(msg, domain=signer)
+    with captured_logs() as logs:
+        async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:  # DMARC defaults
+            out = await gw.send(source=source, helo="client.sender.test", sender=sender, msg=msg)
+    assert out.code("message") == code, (out.replies, logs.of("check"), logs.of("score"))
+    if code == 550:
+        assert b"5.7.1 Message rejected" in out.replies["message"]
+
+
+async def test_two_from_fields_cannot_hide_a_spoofed_one(dns_server: Dnsmasq) -> None:
+    msg = message("a@sender.test", extra="From: b@none.test\r\n")
+    async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:
+        out = await gw.send(source=zone.NOPTR_IP, sender="a@none.test", msg=msg)
+        assert out.replies["message"].startswith(b"550 5.7.1")
+
+
+async def test_dmarc_policy_lookup_timeout_defers(silent_dns: SilentServer) -> None:
+    async with dns_gateway(
+        silent_dns.address, **only(**{"dmarc.action": "reject", "dns.timeout": 0.3})
+    ) as gw:
+        out = await gw.send()
+        assert out.replies["message"].startswith(b"451 4.4.3")
+
+
+# --- Authentication-Results --------------------------------------------------------------------
+
+
+def test_authserv_id_parsing() -> None:
+    assert authserv_id(" mx.mailmoat.test; spf=pass") == "mx.mailmoat.test"
+    assert authserv_id("(comment (nested)) MX.Mailmoat.Test 1; none") == "mx.mailmoat.test"
+    assert authserv_id('"mx.mailmoat.test"; none') == "mx.mailmoat.test"
+    assert authserv_id("other.example;\r\n\tspf=pass") == "other.example"
+
+
+async def test_forged_results_are_removed_and_the_rest_kept_byte_for_byte(
+    dns_server: Dnsmasq,
+) -> None:
+    forged = (
+        "Authentication-Results: mx.mailmoat.test;\r\n\tdkim=pass header.d=bank.test\r\n"
+        "authentication-results: (x) MX.MAILMOAT.TEST; spf=pass\r\n"
+    )
+    kept = "Authentication-Results: other.example; spf=pass smtp.mailfrom=sender.test\r\n"
+    msg = sign(message(extra=forged + kept))
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        out = await gw.send(msg=msg)
+        assert out.code("message") == 250
+        [delivered] = gw.downstream.messages
+    assert forged.encode() not in delivered
+    assert b"bank.test" not in delivered and b"MX.MAILMOAT.TEST" not in delivered
+    assert delivered.endswith(msg.replace(forged.encode(), b""))
+    assert kept.encode() in delivered
+    assert delivered.count(b"Authentication-Results: mx.mailmoat.test;") == 1
+    assert verify_with_zone(delivered)
+
+
+async def test_custom_authserv_id(dns_server: Dnsmasq) -> None:
+    async with dns_gateway(
+        dns_server.address, **only(**{"auth.authserv_id": "filter.example.test"})
+    ) as gw:
+        msg = message(extra="Authentication-Results: filter.example.test; none\r\n")
+        await gw.send(msg=msg)
+        delivered = gw.downstream.messages[0]
+    assert delivered.startswith(b"Authentication-Results: filter.example.test;\r\n\t")
+    assert delivered.count(b"filter.example.test") == 1
+
+
+async def test_every_decision_is_logged_with_its_reasons(dns_server: Dnsmasq) -> None:
+    with captured_logs() as logs:
+        async with dns_gateway(dns_server.address) as gw:
+            await gw.send(source=zone.NOPTR_IP, helo="localhost")
+            await asyncio.sleep(0)
+    checks = {f["check"]: f for f in logs.of("check")}
+    assert checks["fcrdns"]["reason"] == "no PTR record" and checks["fcrdns"]["points"] == 2
+    assert checks["helo"]["result"] == "fail invalid" and checks["helo"]["points"] == 1
+    assert checks["spf"]["result"] == "fail" and checks["spf"]["points"] == 3
+    [score] = logs.of("score")
+    assert score["score"] == 6 and score["threshold"] == 5
+    assert any("spf fail" in r for r in score["reasons"])
+
+
+async def test_one_summary_line_per_message(dns_server: Dnsmasq) -> None:
+    with captured_logs() as logs:
+        async with dns_gateway(dns_server.address) as gw:
+            assert (await gw.send(msg=sign(message()))).code("message") == 250
+    [line] = logs.of("checks")
+    assert line["results"] == [
+        "fcrdns=pass",
+        "helo=pass",
+        "spf=pass",
+        "dkim=pass",
+        "dmarc=pass",
+    ]
+    assert line["score"] == 0 and line["refused"] is None
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        b"garbage line\r\n\r\nbody\r\n",
+        b"DKIM-Signature: v=1; garbage\r\nFrom: a@sender.test\r\n\r\nbody\r\n",
+        b"DKIM-Signature: v=1\r\nnot a header\r\n\r\nbody\r\n",
+        b"body without a header\r\n",
+    ],
+)
+async def test_malformed_messages_get_an_answer_not_an_error(
+    dns_server: Dnsmasq, msg: bytes
+) -> None:
+    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "score"})) as gw:
+        out = await gw.send(msg=msg)
+        assert out.code("message") == 250, out.replies

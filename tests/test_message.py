@@ -1,0 +1,44 @@
+"""Message.omit: byte ranges of the spooled content left out on delivery (forged header fields),
+whatever the chunk boundaries; everything else byte for byte, and the size to match."""
+
+from __future__ import annotations
+
+import random
+
+from mailmoat.message import Envelope, Message, Spool
+
+
+class SmallChunks(Spool):
+    def __init__(self, size: int) -> None:
+        super().__init__(16)
+        self.chunk_size = size
+
+    def chunks(self, size: int = 0):  # type: ignore[override]
+        return super().chunks(self.chunk_size)
+
+
+def test_omitted_ranges_are_cut_across_any_chunk_boundaries() -> None:
+    rng = random.Random(5)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 60)))
+        spool = SmallChunks(rng.randrange(1, 9))
+        spool.write(data)
+        points = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randrange(7))))
+        ranges = [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
+        message = Message(Envelope(""), spool, "Q", b"Trace: x\r\n", ranges)
+        expected, last = bytearray(b"Trace: x\r\n"), 0
+        for start, end in ranges:
+            expected += data[last:start]
+            last = end
+        expected += data[last:]
+        got = b"".join(message.chunks())
+        assert got == bytes(expected), (data, ranges)
+        assert message.size == len(got)
+
+
+def test_no_ranges_is_the_spool_as_it_is() -> None:
+    spool = Spool()
+    spool.write(b"Subject: x\r\n\r\nbody\r\n")
+    message = Message(Envelope(""), spool, "Q")
+    assert b"".join(message.chunks()) == b"Subject: x\r\n\r\nbody\r\n"
+    assert message.size == spool.size
