@@ -7,8 +7,8 @@ while the downstream server is slow) or while the client does not read our repli
 
 Idle sessions hold no task: work runs synchronously inside `data_received` and a task exists
 only while a hook or a delivery really waits. A delay (a held greeting, a tarpitted reply) is a
-timer, not a task. A connection refused at admission gets one prebuilt line and is closed from
-`connection_made`, before any engine, buffer or timer exists.
+timer, not a task. A session exists only for a client that admission let in: the gateway's
+listener runs the connect stage on the bare socket and refuses without making one.
 
 Deadlines (slow-client defence). Each wait for the client has a deadline that trickled bytes do
 not move: from the greeting to the first complete command line (`timeouts.greeting`), from each
@@ -17,7 +17,9 @@ reply to the next complete line (`timeouts.command`), and in DATA both a silence
 has passed). `timeouts.session` caps the whole session. In stress mode the `stress.*` values
 replace the first three for clients that are not trusted. While mailmoat itself works (a hook
 or a delivery runs, a tarpit delay holds the reply), the clock waits. One timer per session
-watches the earliest deadline and re-arms itself only when it fires.
+watches the earliest deadline and re-arms itself only when it fires (or when a new wait ends
+sooner). Closes for missed deadlines go through the gateway's close queue, so thousands of idle
+clients that time out together are closed at a bounded pace.
 """
 
 from __future__ import annotations
