@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.peers import Legit, LegitResult, Sink, probe_connections
+from bench.peers import Legit, LegitDns, LegitResult, Sink, probe_connections
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGIT_SOURCE = "127.0.0.2"
@@ -297,9 +297,18 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def base_config(port: int, sink_port: int, admin: str) -> dict[str, dict[str, Any]]:
+LEGIT_NAMES = {
+    LEGIT_SOURCE: "legit.test",
+    **{ip: f"probe{ip.rsplit('.', 1)[1]}.legit.test" for ip in PROBE_SOURCES},
+}
+
+
+def base_config(port: int, sink: Sink, admin: str, dns_port: int) -> dict[str, dict[str, Any]]:
+    """Defaults but for the addresses (mailmoat's DNS checks ask the harness's dnsmasq)."""
+    sink_port = sink.port
     return {
         "server": {"listen": [f"127.0.0.1:{port}"], "hostname": "mx.bench.test"},
+        "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
         "domains": {"local": ["example.test"]},
         "relay": {"downstream": f"127.0.0.1:{sink_port}"},
         "admin": {"listen": admin},
@@ -307,12 +316,14 @@ def base_config(port: int, sink_port: int, admin: str) -> dict[str, dict[str, An
     }
 
 
-async def run_scenario(sc: Scenario, sink: Sink, workdir: Path, measure: float, quick: bool) -> Row:
+async def run_scenario(
+    sc: Scenario, sink: Sink, dns_port: int, workdir: Path, measure: float, quick: bool
+) -> Row:
     port = free_port()
     wd = workdir / sc.key
     wd.mkdir(parents=True)
     mm = Mailmoat(wd, {}, port)
-    mm.config = merge(base_config(port, sink.port, mm.admin), sc.config)
+    mm.config = merge(base_config(port, sink, mm.admin, dns_port), sc.config)
     legit = Legit(port, LEGIT_SOURCE, rate=LEGIT_RATE, per_connection=LEGIT_PER_CONNECTION)
     attacks: list[Attack] = []
     watcher: asyncio.Task[None] | None = None
@@ -378,7 +389,7 @@ class Capacity:
         return (self.rss_after - self.rss_before) / max(self.held, 1)
 
 
-async def run_capacity(sink: Sink, workdir: Path, requested: int) -> Capacity:
+async def run_capacity(sink: Sink, dns_port: int, workdir: Path, requested: int) -> Capacity:
     target = requested
     port = free_port()
     wd = workdir / "capacity"
@@ -387,7 +398,7 @@ async def run_capacity(sink: Sink, workdir: Path, requested: int) -> Capacity:
     # Idle clients are the point here: no stress mode (it would close them after 10 s) and
     # long deadlines; every other setting keeps its default.
     mm.config = merge(
-        base_config(port, sink.port, mm.admin),
+        base_config(port, sink, mm.admin, dns_port),
         {
             "admission": {"max_connections": target},
             "stress": {"start_at": 1.0},
@@ -521,8 +532,10 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
         f"{args.seconds:.0f} s of measurement after its build-up, with the legitimate sender "
         f"({LEGIT_SOURCE}, {LEGIT_RATE:.0f} messages/s, {LEGIT_PER_CONNECTION} per connection) "
         "going the whole time. mailmoat ran "
-        "with uvloop and default settings except where a scenario says otherwise; its "
-        "downstream is an in-process counting sink; relay.pool_size = 10. The attack "
+        "with uvloop and default settings except where a scenario says otherwise (DNS checks "
+        "on, answered by a private dnsmasq: the legitimate addresses pass FCrDNS, HELO and SPF, "
+        "the attackers' addresses have no names); its downstream is an in-process counting "
+        "sink; relay.pool_size = 10. The attack "
         f"workers run at nice {NICE}. Load average before the run {load}, after {load_after}.\n"
     )
     if rows:
@@ -583,37 +596,53 @@ async def main_async(args: argparse.Namespace) -> str:
     selected = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(prefix="mailmoat-bench-") as tmp:
         workdir = Path(tmp)
-        runs = [
-            (sc, n)
-            for sc in SCENARIOS
-            if selected is None or sc.key in selected or sc.key == "baseline"
-            for n in range(args.repeat)
-        ]
-        for sc, n in runs:
-            print(f"== {sc.key}: {sc.title} (run {n + 1})", file=sys.stderr, flush=True)
-            rows.append(await run_scenario(sc, sink, workdir / str(n), args.seconds, args.quick))
-            r = rows[-1]
-            worst = sorted(zip(r.legit.latencies, r.legit.started, strict=True))[-5:]
-            print(
-                "   slowest legit messages (ms @ s): "
-                + ", ".join(f"{lat * 1000:.0f} @ {t:.1f}" for lat, t in reversed(worst))
-                + f"; mailmoat loop lag max {r.counters.get('loop.lag_max_ms')} ms"
-                + f"; new connections greeted p50 {ms(pct(r.probes, 0.5))} p99 "
-                f"{ms(pct(r.probes, 0.99))} max {ms(pct(r.probes, 1))} ms",
-                file=sys.stderr,
-            )
-            print(
-                f"   legit {r.legit.delivered}/{r.legit.attempted} p50 "
-                f"{ms(r.legit.percentile(50))} ms p99 {ms(r.legit.percentile(99))} ms; "
-                f"downstream peak {r.downstream_peak}",
-                file=sys.stderr,
-                flush=True,
-            )
-        if selected is None or "capacity" in selected:
-            print(f"== capacity: {args.capacity} idle connections", file=sys.stderr, flush=True)
-            capacity = await run_capacity(sink, workdir, args.capacity)
+        dns = LegitDns(workdir, LEGIT_NAMES)
+        dns_port = await asyncio.to_thread(dns.start)
+        try:
+            rows, capacity = await run_all(args, sink, dns_port, workdir, selected)
+        finally:
+            dns.stop()
     await sink.stop()
     return render(rows, capacity, args)
+
+
+async def run_all(
+    args: argparse.Namespace, sink: Sink, dns_port: int, workdir: Path, selected: set[str] | None
+) -> tuple[list[Row], Capacity | None]:
+    rows: list[Row] = []
+    capacity = None
+    runs = [
+        (sc, n)
+        for sc in SCENARIOS
+        if selected is None or sc.key in selected or sc.key == "baseline"
+        for n in range(args.repeat)
+    ]
+    for sc, n in runs:
+        print(f"== {sc.key}: {sc.title} (run {n + 1})", file=sys.stderr, flush=True)
+        rows.append(
+            await run_scenario(sc, sink, dns_port, workdir / str(n), args.seconds, args.quick)
+        )
+        r = rows[-1]
+        worst = sorted(zip(r.legit.latencies, r.legit.started, strict=True))[-5:]
+        print(
+            "   slowest legit messages (ms @ s): "
+            + ", ".join(f"{lat * 1000:.0f} @ {t:.1f}" for lat, t in reversed(worst))
+            + f"; mailmoat loop lag max {r.counters.get('loop.lag_max_ms')} ms"
+            + f"; new connections greeted p50 {ms(pct(r.probes, 0.5))} p99 "
+            f"{ms(pct(r.probes, 0.99))} max {ms(pct(r.probes, 1))} ms",
+            file=sys.stderr,
+        )
+        print(
+            f"   legit {r.legit.delivered}/{r.legit.attempted} p50 "
+            f"{ms(r.legit.percentile(50))} ms p99 {ms(r.legit.percentile(99))} ms; "
+            f"downstream peak {r.downstream_peak}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if selected is None or "capacity" in selected:
+        print(f"== capacity: {args.capacity} idle connections", file=sys.stderr, flush=True)
+        capacity = await run_capacity(sink, dns_port, workdir, args.capacity)
+    return rows, capacity
 
 
 def main() -> None:

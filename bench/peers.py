@@ -9,8 +9,67 @@ messages, reuses a connection for a few of them (as an MTA does) and times each 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LegitDns:
+    """A private dnsmasq on 127.0.0.1 for mailmoat's DNS checks: each legitimate address has
+    a name that resolves both ways (FCrDNS and HELO pass), legit.test publishes SPF for them
+    and DMARC p=none; every other name and address is NXDOMAIN, as for most bots. No upstream."""
+
+    def __init__(self, workdir: Path, names: dict[str, str]) -> None:
+        self.dir = workdir / "dns"
+        self.names = names  # address -> name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        from bench.relay import BenchError, dns_answers, ensure_dnsmasq, free_port, stop_process
+
+        binary = ensure_dnsmasq()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = self.dir / "dnsmasq.log"
+        for _ in range(5):
+            self.port = free_port()
+            conf = self.dir / "dnsmasq.conf"
+            lines = [
+                f"port={self.port}",
+                "listen-address=127.0.0.1",
+                "bind-interfaces",
+                "no-resolv",
+                "no-hosts",
+                "no-poll",
+                "log-facility=-",
+                "local-ttl=3600",
+                "local=/test/",
+                "local=/in-addr.arpa/",
+                "local=/example/",
+                *(f"host-record={name},{ip}" for ip, name in self.names.items()),
+                'txt-record=legit.test,"v=spf1 ip4:127.0.0.0/29 -all"',
+                'txt-record=_dmarc.legit.test,"v=DMARC1; p=none"',
+            ]
+            conf.write_text("\n".join(lines) + "\n")
+            argv = [binary, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file="]
+            with open(log, "ab") as out:
+                self.proc = subprocess.Popen(
+                    argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if dns_answers(self.port):
+                    return self.port
+                time.sleep(0.05)
+            stop_process(self.proc)
+        raise BenchError(f"dnsmasq did not start, see {log}")
+
+    def stop(self) -> None:
+        from bench.relay import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 class Sink:
@@ -250,7 +309,8 @@ async def probe_connections(
             try:
                 await asyncio.wait_for(_expect(reader, 220, "greeting"), timeout)
                 latencies.append(time.perf_counter() - started)
-                writer.write(b"EHLO probe.legit.test\r\n")  # as any MTA would
+                name = f"probe{source.rsplit('.', 1)[1]}.legit.test"
+                writer.write(b"EHLO %s\r\n" % name.encode())  # as any MTA would
                 await asyncio.wait_for(_expect(reader, 250, "EHLO"), timeout)
                 writer.write(b"QUIT\r\n")
             finally:

@@ -451,12 +451,6 @@ class RelaySettings(_Section):
 DirectorySource = Literal["none", "static", "ldap", "callahead"]
 
 
-def _check_networks(v: list[str]) -> list[str]:
-    for n in v:
-        ipaddress.ip_network(n, strict=False)
-    return v
-
-
 class DirectorySettings(_Section):
     domains: dict[str, DirectorySource] = Field(
         default={},

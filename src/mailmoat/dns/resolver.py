@@ -93,8 +93,14 @@ def normalise(name: str) -> str:
 
 
 def reverse_name(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """The in-addr.arpa / ip6.arpa name of an address, without the final dot."""
-    return dns.reversename.from_address(str(ip)).to_text(omit_final_dot=True)
+    """The in-addr.arpa / ip6.arpa name of an address, without the final dot (an IPv4-mapped
+    IPv6 address gets the IPv4 name, as dnspython gives it). Made with the standard library:
+    it runs for every connection the DNS checks see, and dnspython's objects cost ten times
+    as much."""
+    address = ip if not isinstance(ip, str) else ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.reverse_pointer
 
 
 class Resolver:
