@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ def _load(path: Path | None, overrides: dict[str, Any]) -> config.Settings:
 @click.option("--domain", multiple=True, help="Local domain to accept mail for (repeatable).")
 @click.option("--maildir", type=click.Path(path_type=Path), help="Maildir for local delivery.")
 @click.option("--hostname", help="Name in the greeting and the Received: header.")
+@click.option(
+    "--workers", type=int, help="Worker processes (0 = one per CPU core, 1 = one process)."
+)
 def serve(
     config_file: Path | None,
     listen: tuple[str, ...],
@@ -46,9 +50,12 @@ def serve(
     domain: tuple[str, ...],
     maildir: Path | None,
     hostname: str | None,
+    workers: int | None,
 ) -> None:
     """Run the gateway. Flags override the config file."""
     overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["server.workers"] = workers
     if listen:
         overrides["server.listen"] = list(listen)
     if hostname:
@@ -72,20 +79,36 @@ def serve(
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             pass
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, worker_count(settings)))
 
 
-async def _serve(settings: config.Settings) -> None:
+def worker_count(settings: config.Settings) -> int:
+    """server.workers, where 0 means one per CPU core this process may run on."""
+    if settings.server.workers:
+        return settings.server.workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+async def _serve(settings: config.Settings, workers: int) -> None:
     from mailmoat.directory.static import StaticFileError
     from mailmoat.server.gateway import Gateway
+    from mailmoat.server.supervisor import Supervisor
 
-    gateway = Gateway(settings)
+    gateway: Gateway | Supervisor
+    if workers > 1:
+        gateway = Supervisor(settings, workers)
+        # a worker that cannot start (a missing directory file, say) says why in the log
+        failures: tuple[type[Exception], ...] = (OSError,)
+    else:
+        gateway = Gateway(settings)
+        failures = (OSError, StaticFileError)
     try:
         await gateway.start()
-    except (OSError, StaticFileError) as err:
+    except failures as err:
         click.echo(f"cannot start: {err}", err=True)
         await gateway.pipeline.close()
-        await gateway.delivery.close()
+        if isinstance(gateway, Gateway):
+            await gateway.delivery.close()
         sys.exit(1)
     # Everything made at start-up lives as long as the process: keep it out of every garbage
     # collection, so a full collection only walks the sessions (shorter pauses under load).
@@ -96,7 +119,7 @@ async def _serve(settings: config.Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    logs.event("stopping", sessions=len(gateway.sessions))
+    logs.event("stopping")
     await gateway.stop()
 
 

@@ -58,6 +58,12 @@ class ServerSettings(_Section):
     uvloop: bool = Field(
         default=True, description="Use uvloop as the event loop when it is installed."
     )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Worker processes that run the sessions; a supervisor accepts, admits and hands each connection to one, so limits and bans hold across them (0 = one per CPU core; 1 = one process, no supervisor).",
+    )
     input_buffer: int = Field(
         default=64 * KiB,
         ge=4 * KiB,

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.peers.common import free_port
 
 BODY = b"Subject: big\r\n\r\n" + b"".join(
@@ -19,7 +21,7 @@ BODY = b"Subject: big\r\n\r\n" + b"".join(
 )
 
 
-def _start(maildir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(maildir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -34,7 +36,10 @@ def _start(maildir: Path, port: int) -> subprocess.Popen[bytes]:
             str(maildir),
             "--hostname",
             "mx.test",
+            "--workers",
+            str(workers),
         ],
+        start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -50,7 +55,8 @@ def _start(maildir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def _send(port: int, kill_at: float, proc: subprocess.Popen[bytes]) -> bytes:
-    """Run one transaction; SIGKILL the server `kill_at` seconds after the final dot."""
+    """Run one transaction; SIGKILL the server `kill_at` seconds after the final dot (with
+    worker processes, all of them at once: the process group, as a crash would)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     f = s.makefile("rb")
     f.readline()
@@ -62,7 +68,7 @@ def _send(port: int, kill_at: float, proc: subprocess.Popen[bytes]) -> bytes:
         f.readline()
     s.sendall(BODY + b".\r\n")
     time.sleep(kill_at)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(5)
     try:
         return f.readline()
@@ -77,7 +83,10 @@ def _listing(maildir: Path) -> set[str]:
     return set(os.listdir(new)) if new.exists() else set()
 
 
-def test_sigkill_never_leaves_partial_or_loses_acknowledged_mail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_never_leaves_partial_or_loses_acknowledged_mail(
+    tmp_path: Path, workers: int
+) -> None:
     maildir = tmp_path / "Maildir"
     rng = random.Random(1234)
     acknowledged = 0
@@ -86,7 +95,7 @@ def test_sigkill_never_leaves_partial_or_loses_acknowledged_mail(tmp_path: Path)
     delays = [rng.uniform(0.0, 0.03) if i % 2 else rng.uniform(0.03, 0.2) for i in range(14)]
     for delay in delays:
         port = free_port()
-        proc = _start(maildir, port)
+        proc = _start(maildir, port, workers)
         before = _listing(maildir)
         reply = _send(port, delay, proc)
         added = _listing(maildir) - before

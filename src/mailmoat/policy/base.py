@@ -15,7 +15,7 @@ such a verdict is the closing line (default `421 4.7.0`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
@@ -58,6 +58,8 @@ class Client:
     """In `admission.allow_networks`: exempt from limits, rates, bans, pregreet and tarpit."""
     errors: int = 0
     """Error replies the client got in this session so far."""
+    conn_id: int = 0
+    """The supervisor's number for this connection (worker processes only; 0 otherwise)."""
     ip: IPv4Address | IPv6Address = field(init=False)
     """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
     tags: tuple[str, ...] = field(default=(), init=False, repr=False)
@@ -128,13 +130,17 @@ class Check:
 class Pipeline:
     """Runs the checks that implement a stage, in order, until one refuses."""
 
-    def __init__(self, checks: list[Check]) -> None:
+    def __init__(self, checks: list[Check], *, skip_connect: Iterable[Check] = ()) -> None:
+        """`skip_connect`: checks whose connect hook runs in another process (a worker's
+        defences: the supervisor admitted the client); their other hooks run here."""
         self.checks = checks
+        elsewhere = {id(c) for c in skip_connect}
         self._hooks: dict[str, list[Callable[..., HookResult]]] = {
             stage: [
                 getattr(c, stage)
                 for c in checks
                 if getattr(type(c), stage) is not getattr(Check, stage)
+                and not (stage == "connect" and id(c) in elsewhere)
             ]
             for stage in STAGES
         }

@@ -62,6 +62,13 @@ class Stress:
         ):
             self._switch(False)
 
+    def follow(self, on: bool) -> None:
+        """Take the mode the supervisor decided (a worker counts no connections itself)."""
+        if on != self.active:
+            self.active = on
+            for listener in self.listeners:
+                listener(on)
+
     def _switch(self, on: bool) -> None:
         self.active = on
         self.stats.incr("stress.started" if on else "stress.stopped")

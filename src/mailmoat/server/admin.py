@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from mailmoat.config import split_endpoint
-from mailmoat.stats import Stats
 
 MAX_CLIENTS = 8
 """Admin connections served at once; more are closed at once (invariant 3)."""
 
 
 class AdminServer:
-    def __init__(self, listen: str, stats: Stats) -> None:
+    def __init__(
+        self, listen: str, snapshot: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+    ) -> None:
+        """`snapshot` makes the document (a supervisor asks its workers for theirs)."""
         self.listen = listen
-        self.stats = stats
+        self.snapshot = snapshot
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | str | None = None
         self._busy = 0
@@ -51,7 +56,10 @@ class AdminServer:
             return
         self._busy += 1
         try:
-            writer.write(json.dumps(self.stats.snapshot()).encode() + b"\n")
+            doc = self.snapshot()
+            if inspect.isawaitable(doc):
+                doc = await asyncio.wait_for(doc, 5)
+            writer.write(json.dumps(doc).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), 5)
         except (OSError, TimeoutError):
             pass

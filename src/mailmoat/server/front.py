@@ -1,0 +1,242 @@
+"""Accepting and admitting connections: what the one-process gateway and the supervisor of
+worker processes have in common.
+
+A `Front` owns the listening sockets, the connection-level defences (allow/deny lists, bans,
+the caps, rates, pregreet, tarpit, stress mode), their store and the counters. A new connection
+runs the connect stage on the bare socket; a refusal is one prebuilt line and a close, and an
+admitted client goes to `admitted()`: a session in this process (`Gateway`) or a worker
+(`Supervisor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import resource
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mailmoat import logs
+from mailmoat.config import Settings, split_endpoint
+from mailmoat.policy.admission import Admission
+from mailmoat.policy.bans import BanList
+from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
+from mailmoat.policy.pregreet import Pregreet
+from mailmoat.policy.stress import Stress
+from mailmoat.policy.tarpit import Tarpit
+from mailmoat.server.listener import Listener, open_sockets
+from mailmoat.smtp.replies import Reply, reply
+from mailmoat.stats import Stats
+from mailmoat.store import Store
+
+R_CONNECT_ERROR = reply(421, "4.3.0", "Error: local error, try again later")
+
+FD_RESERVE = 64
+"""File descriptors kept free for listeners, the downstream pool, spool files and logs."""
+
+TICK = 0.25
+"""Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Defences:
+    """The connection-level defences and the state they share, built once per node."""
+
+    def __init__(
+        self, settings: Settings, stats: Stats, store: Store, clock: Callable[[], float]
+    ) -> None:
+        self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
+        self.bans = BanList(settings.bans, store, stats, clock)
+        self.admission = Admission(settings, store, self.bans, self.stress, stats, clock)
+        self.pregreet = Pregreet(settings, store, stats)
+        self.tarpit = Tarpit(settings, self.bans, self.stress, stats)
+
+    def checks(self) -> list[Check]:
+        # Admission first: nothing else runs for a refused client. Observers of the `rejected`
+        # stage (bans, pregreet) come before the tarpit, whose closing verdict ends the stage.
+        return [self.admission, self.bans, self.pregreet, self.tarpit]
+
+
+DefencesFactory = Callable[[Settings, Stats, Store, Callable[[], float]], Defences]
+
+
+class Front:
+    """Listeners and admission; subclasses decide what an admitted connection becomes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Callable[[], float],
+        defences: DefencesFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.store = store
+        self.defences = (defences or Defences)(settings, self.stats, store, clock)
+        self.stress = self.defences.stress
+        self.stress.listeners.append(self._stress_changed)
+        self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
+        self.servers: list[Listener] = []
+        self.loop: asyncio.AbstractEventLoop
+        self._ticker: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+        self.loop_lag = self.loop_lag_max = 0.0
+        self._background: set[asyncio.Future[Any]] = set()
+        self.stats.gauge("loop.lag_ms", lambda: round(self.loop_lag * 1000, 1))
+        self.stats.gauge("loop.lag_max_ms", lambda: round(self.loop_lag_max * 1000, 1))
+
+    # ---------------------------------------------------------------- start
+    async def listen(self) -> list[tuple[str, int]]:
+        """Open the listening sockets and start accepting; returns the bound (host, port)."""
+        bound = []
+        try:
+            for endpoint in self.settings.server.listen:
+                host, port = split_endpoint(endpoint)
+                listener = Listener(await open_sockets(host, port), self._accept)
+                self.servers.append(listener)
+                for sock in listener.sockets:
+                    addr = sock.getsockname()
+                    bound.append((addr[0], addr[1]))
+        except OSError:
+            for listener in self.servers:
+                listener.close()
+            raise
+        for listener in self.servers:
+            listener.start()
+        return bound
+
+    def start_ticker(self) -> None:
+        self._next_tick = self.loop.time() + TICK
+        self._ticker = self.loop.call_at(self._next_tick, self._tick)
+
+    def fit_connection_cap(self, fd_limit: int, reserved: int) -> None:
+        """Keep admission.max_connections under the file-descriptor limit, so accept() never
+        fails with EMFILE (asyncio would then stop accepting for everyone)."""
+        wanted = self.settings.admission.max_connections
+        room = fd_limit - FD_RESERVE - reserved
+        if wanted > room:
+            logs.event(
+                "warning",
+                logging.WARNING,
+                message="admission.max_connections lowered to fit the file-descriptor limit",
+                configured=wanted,
+                used=max(room, 1),
+                fd_limit=fd_limit,
+            )
+            self.defences.admission.max_connections = max(room, 1)
+            self.stress.set_capacity(max(room, 1))
+
+    # ------------------------------------------------------------- admission
+    def _accept(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """A new connection, before any transport exists: run the connect stage; a refusal
+        is one line and a close, anything else goes on to `admitted`."""
+        self.stats.incr("connections.accepted")
+        try:
+            client = Client(address[0], address[1])
+            verdict = self.pipeline.run("connect", client)
+        except Exception:
+            logs.log.exception("connect checks failed for %s", address[0])
+            self._refuse(sock, None, R_CONNECT_ERROR)
+            return
+        if inspect.isawaitable(verdict):
+            self.spawn(self._settle(sock, client, verdict))
+        elif not self._refused(sock, client, verdict):
+            self.admitted(sock, client, verdict)
+
+    async def _settle(
+        self, sock: socket.socket, client: Client, pending: Awaitable[Verdict]
+    ) -> None:
+        """Finish a connect stage that needs the store (rates, bans; the socket waits in the
+        kernel meanwhile)."""
+        try:
+            verdict = await pending
+        except asyncio.CancelledError:
+            self._refuse(sock, client, None)
+            raise
+        except Exception:
+            logs.log.exception("connect checks failed for %s", client.address)
+            self._refuse(sock, client, R_CONNECT_ERROR)
+            return
+        if not self._refused(sock, client, verdict):
+            self.admitted(sock, client, verdict)
+
+    def admitted(self, sock: socket.socket, client: Client, verdict: Verdict) -> None:
+        """`client` passed the connect stage; `verdict` is None or a held greeting."""
+        raise NotImplementedError
+
+    def _refused(self, sock: socket.socket, client: Client, verdict: Verdict) -> bool:
+        answer = verdict.reply if isinstance(verdict, Decision) else verdict
+        if answer is None or (isinstance(verdict, Decision) and verdict.delay):
+            return False  # admitted (a delayed refusal is a tarpit: the session holds it)
+        self._refuse(sock, client, answer)
+        return True
+
+    def _refuse(self, sock: socket.socket, client: Client | None, answer: Reply | None) -> None:
+        """One prebuilt line and a close: no transport, no buffer, no timer."""
+        if answer is not None:
+            with contextlib.suppress(OSError):
+                sock.send(wire(answer), socket.MSG_DONTWAIT)
+        sock.close()
+        self.stats.incr("closed.refused")
+        if client is not None:
+            self.pipeline.disconnect(client)
+            logs.event("refused", logging.DEBUG, client=client.address)
+
+    # ---------------------------------------------------------- housekeeping
+    def _tick(self) -> None:
+        """Every TICK: let stress mode end when the load is gone; measure the event loop's
+        lag (how late this timer ran: a busy or stalled loop answers every client late)."""
+        now = self.loop.time()
+        lag = max(0.0, now - self._next_tick)
+        self.loop_lag = lag
+        self.loop_lag_max = max(self.loop_lag_max, lag)
+        self.stress.tick()
+        self._next_tick = now + TICK
+        self._ticker = self.loop.call_at(self._next_tick, self._tick)
+
+    def _stress_changed(self, on: bool) -> None:
+        """Stress mode switched on or off."""
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Run `work` in the background, keeping a reference until it is done."""
+        fut = asyncio.ensure_future(work)
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    def stop_listening(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for listener in self.servers:
+            listener.close()
+
+    async def cancel_background(self) -> None:
+        pending = list(self._background)
+        for fut in pending:
+            fut.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+_WIRE: dict[Reply, bytes] = {}
+
+
+def wire(answer: Reply) -> bytes:
+    """A reply's bytes, made once: refusals at accept time send the same few lines."""
+    data = _WIRE.get(answer)
+    if data is None:
+        data = _WIRE[answer] = answer.to_bytes()
+        if len(_WIRE) > 256:
+            _WIRE.clear()
+    return data

@@ -1,0 +1,272 @@
+"""The supervisor of worker processes (`server.workers` > 1): one node, several cores.
+
+The supervisor owns the listening sockets and admission, exactly as the one-process gateway
+does (`Front`): lists, bans, the global and per-network caps, connection rates, pregreet and
+tarpit verdicts, stress mode, and the store behind them. An admitted connection is handed to
+the worker with the fewest sessions, descriptor and all, over that worker's link; the
+supervisor keeps no transport and reads no byte of it. So every limit is counted in one
+place and holds across the workers: a worker gives a connection's slots back when it ends,
+sends its strikes here, and uses this store for everything the defences share.
+
+A worker that dies loses its open sessions (their clients retry: nothing was acknowledged
+that was not delivered) and gives their slots back; the supervisor starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+import sys
+import time
+from functools import partial
+from typing import Any
+
+from mailmoat import logs
+from mailmoat.config import Settings
+from mailmoat.policy.bans import STRIKE_REASONS
+from mailmoat.policy.base import Client, Pipeline, Verdict
+from mailmoat.server.front import Front, raise_fd_limit
+from mailmoat.server.link import Link, socket_pair
+from mailmoat.server.worker import encode_verdict
+from mailmoat.smtp.replies import reply
+from mailmoat.store import MemoryStore
+from mailmoat.store.remote import OPERATIONS
+
+R_NO_WORKER = reply(421, "4.3.2", "Error: service not available, try again later")
+
+START_TIMEOUT = 60.0
+"""Seconds the workers have to start."""
+
+RESPAWN_DELAY = 1.0
+"""Seconds before a worker that died is replaced (a worker that cannot start is not retried
+in a tight loop)."""
+
+SNAPSHOT_TIMEOUT = 2.0
+"""Seconds a worker has to send its counters for `mailmoat stats`."""
+
+
+class WorkerProcess:
+    __slots__ = ("failure", "index", "link", "pid", "proc", "ready", "sessions")
+
+    def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+        self.index = index
+        self.proc = proc
+        self.pid = proc.pid
+        self.link: Link
+        self.ready = False
+        self.sessions = 0
+        self.failure = ""  # why it could not start, as it said
+
+
+class Supervisor(Front):
+    def __init__(self, settings: Settings, workers: int) -> None:
+        super().__init__(settings, MemoryStore(settings.store.max_keys), time.monotonic)
+        self.pipeline = Pipeline(self.defences.checks())
+        self.size = workers
+        self.workers: list[WorkerProcess | None] = [None] * workers
+        self.connections: dict[int, tuple[Client, WorkerProcess]] = {}
+        self.stopping = False
+        self.admin: Any = None
+        self._next_id = 0
+        self._turn = 0
+        self._settings_json = settings.model_dump_json().encode()
+        self.stats.gauge("workers.ready", lambda: len(self._live()))
+        self.stats.gauge("sessions.handed", lambda: len(self.connections))
+
+    # ---------------------------------------------------------------- start
+    async def start(self) -> list[tuple[str, int]]:
+        self.loop = asyncio.get_running_loop()
+        self.fit_connection_cap(raise_fd_limit(), self.settings.relay.pool_size)
+        await self.pipeline.start()
+        for index in range(self.size):
+            self._spawn(index)
+        deadline = self.loop.time() + START_TIMEOUT
+        while len(self._live()) < self.size:
+            failed = [w.failure for w in self.workers if w is not None and w.failure]
+            if failed or self.loop.time() > deadline:
+                await self.stop(0)
+                raise OSError(failed[0] if failed else f"workers not up in {START_TIMEOUT:g} s")
+            await asyncio.sleep(0.02)
+        bound = await self.listen()
+        if self.settings.admin.listen:
+            from mailmoat.server.admin import AdminServer
+
+            self.admin = AdminServer(self.settings.admin.listen, self.snapshot)
+            await self.admin.start()
+        self.start_ticker()
+        logs.event(
+            "listening",
+            addresses=[f"{h}:{p}" for h, p in bound],
+            downstream=self.settings.relay.downstream or f"maildir:{self.settings.maildir.path}",
+            domains=self.settings.domains.local,
+            max_connections=self.defences.admission.max_connections,
+            workers=self.size,
+            admin=self.settings.admin.listen or None,
+        )
+        return bound
+
+    def _spawn(self, index: int) -> None:
+        ours, theirs = socket_pair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mailmoat.server.worker", str(theirs.fileno())],
+                stdin=subprocess.PIPE,
+                pass_fds=[theirs.fileno()],
+            )
+        finally:
+            theirs.close()
+        assert proc.stdin is not None
+        with proc.stdin:
+            proc.stdin.write(self._settings_json)
+        worker = WorkerProcess(index, proc)
+        worker.link = Link(
+            ours,
+            partial(self._message, worker),
+            partial(self._serve, worker),
+            partial(self._lost, worker),
+        )
+        self.workers[index] = worker
+
+    def _live(self) -> list[WorkerProcess]:
+        return [w for w in self.workers if w is not None and w.ready and not w.link.closed]
+
+    # ------------------------------------------------------------- hand-over
+    def admitted(self, sock: Any, client: Client, verdict: Verdict) -> None:
+        """Hand the connection to the worker with the fewest sessions."""
+        self._next_id += 1
+        client.conn_id = cid = self._next_id
+        message = (
+            "conn",
+            cid,
+            client.address,
+            client.port,
+            client.trusted,
+            list(client.tags),
+            encode_verdict(verdict),
+        )
+        live = self._live()
+        if live:  # the fewest sessions first; ties take turns
+            self._turn = (self._turn + 1) % len(live)
+            live = sorted(live[self._turn :] + live[: self._turn], key=lambda w: w.sessions)
+        for worker in live:
+            if worker.link.send_fd(sock.fileno(), *message):
+                sock.close()  # the worker has its own descriptor now
+                self.connections[cid] = (client, worker)
+                worker.sessions += 1
+                return
+        self._refuse(sock, client, R_NO_WORKER)
+
+    def _message(self, worker: WorkerProcess, message: list[Any], sock: Any) -> None:
+        if sock is not None:
+            sock.close()  # workers send no descriptors
+        kind = message[0]
+        if kind == "closed":
+            self._release(int(message[1]))
+        elif kind == "strike":
+            addr, reason = str(message[1]), str(message[2])
+            if reason in STRIKE_REASONS:
+                self.defences.bans.strike(addr, reason)
+        elif kind == "failed":
+            worker.failure = str(message[1])[:500]
+            logs.event("worker_failed", logging.ERROR, pid=worker.pid, error=worker.failure)
+        elif kind == "ready":
+            worker.ready = True
+            if self.stress.active:
+                worker.link.send("stress", True)
+
+    def _serve(self, worker: WorkerProcess, name: str, args: list[Any]) -> Any:
+        if name == "store" and args and args[0] in OPERATIONS:
+            return getattr(self.store, args[0])(*args[1:])
+        raise ValueError(f"unknown request {name!r}")
+
+    def _release(self, cid: int) -> None:
+        entry = self.connections.pop(cid, None)
+        if entry is not None:
+            client, worker = entry
+            worker.sessions -= 1
+            self.pipeline.disconnect(client)
+
+    def _lost(self, worker: WorkerProcess) -> None:
+        """A worker's link closed: it stopped or died. Its sessions are gone with it."""
+        worker.ready = False
+        for cid in [c for c, (_, w) in self.connections.items() if w is worker]:
+            self._release(cid)
+        if self.stopping:
+            return
+        logs.event(
+            "worker_lost",
+            logging.WARNING,
+            pid=worker.pid,
+            exit_code=worker.proc.poll(),
+            restart_in=RESPAWN_DELAY,
+        )
+        self.stats.incr("workers.restarted")
+        self.loop.call_later(RESPAWN_DELAY, self._replace, worker)
+
+    def _replace(self, worker: WorkerProcess) -> None:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.proc.wait(1.0)
+        if not self.stopping and self.workers[worker.index] is worker:
+            self._spawn(worker.index)
+
+    def _stress_changed(self, on: bool) -> None:
+        for worker in self._live():
+            worker.link.send("stress", on)
+
+    # ----------------------------------------------------------------- stats
+    async def snapshot(self) -> dict[str, Any]:
+        """The supervisor's counters with every worker's added in."""
+        doc = self.stats.snapshot()
+        live = self._live()
+        answers = await asyncio.gather(
+            *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
+            return_exceptions=True,
+        )
+        counters: dict[str, int] = doc["counters"]
+        gauges: dict[str, float] = doc["gauges"]
+        doc["workers"] = []
+        for worker, part in zip(live, answers, strict=True):
+            if isinstance(part, BaseException):
+                doc["workers"].append({"pid": worker.pid, "error": str(part)})
+                continue
+            doc["workers"].append({k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")})
+            doc["rss_kib"] += part["rss_kib"]
+            doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
+            for name, value in part["counters"].items():
+                counters[name] = counters.get(name, 0) + value
+            for name, value in part["gauges"].items():
+                if name in gauges and name.startswith("loop."):
+                    gauges[name] = max(gauges[name], value)
+                elif name not in ("stress.active",):
+                    gauges[name] = gauges.get(name, 0) + value
+        doc["counters"] = dict(sorted(counters.items()))
+        doc["gauges"] = dict(sorted(gauges.items()))
+        return doc
+
+    # ------------------------------------------------------------------ stop
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
+        self.stopping = True
+        self.stop_listening()
+        workers = [w for w in self.workers if w is not None]
+        for worker in workers:
+            worker.link.send("stop", grace)
+        deadline = time.monotonic() + grace + 5.0
+        while any(w.proc.poll() is None for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.proc.wait(1.0)
+            worker.link.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.pipeline.close()
+        await self.defences.bans.close()
+        await self.cancel_background()
+        await self.store.close()

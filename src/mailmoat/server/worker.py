@@ -1,0 +1,205 @@
+"""A worker process: sessions, checks and delivery for the connections a supervisor hands over.
+
+Started by the supervisor as `python -m mailmoat.server.worker FD` with the settings as JSON
+on standard input and its end of the link as descriptor FD. It listens on nothing. Each
+handed-over connection arrives with what admission decided (the client's trust, its marks, a
+held greeting); the worker runs the rest of the connect stage and the session. What the
+defences share lives with the supervisor: the worker's store is the supervisor's
+(`RemoteStore`), its strikes go there, an ended connection gives its admission slots back
+there, and stress mode is switched from there. Ctrl-C reaches the whole process group, so a
+worker ignores SIGINT and waits for the supervisor's "stop"; SIGTERM or a lost supervisor
+stop it too, after the deliveries in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mailmoat import config, logs
+from mailmoat.policy.bans import BanList
+from mailmoat.policy.base import Check, Client, Decision, Verdict
+from mailmoat.policy.pregreet import Pregreet
+from mailmoat.policy.stress import Stress
+from mailmoat.policy.tarpit import Tarpit
+from mailmoat.server.front import Defences
+from mailmoat.server.gateway import Gateway
+from mailmoat.server.link import Link
+from mailmoat.smtp.replies import Reply
+from mailmoat.stats import Stats
+from mailmoat.store import Store
+from mailmoat.store.remote import RemoteStore
+
+STOP_GRACE = 10.0
+"""Seconds a stopping worker lets deliveries in flight finish (unless the supervisor says)."""
+
+
+# ------------------------------------------------------------- what travels
+def encode_verdict(verdict: Verdict) -> Any:
+    """Admission's verdict for a handed-over client: None or a held greeting."""
+    if verdict is None:
+        return None
+    if isinstance(verdict, Reply):
+        return {"reply": _reply(verdict)}
+    return {
+        "reply": _reply(verdict.reply) if verdict.reply is not None else None,
+        "delay": verdict.delay,
+        "close": verdict.close,
+    }
+
+
+def decode_verdict(data: Any) -> Verdict:
+    if data is None:
+        return None
+    answer = (
+        Reply(data["reply"][0], data["reply"][1], tuple(data["reply"][2]))
+        if data["reply"]
+        else None
+    )
+    if "delay" not in data:
+        return answer
+    return Decision(reply=answer, delay=float(data["delay"]), close=bool(data["close"]))
+
+
+def _reply(answer: Reply) -> list[Any]:
+    return [answer.code, answer.enhanced, list(answer.lines)]
+
+
+# -------------------------------------------------------- worker defences
+class Release(Check):
+    """Gives the supervisor back the admission slots of a connection that ended."""
+
+    name = "admission"
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def disconnect(self, client: Client) -> None:
+        if client.conn_id:
+            self.link.send("closed", client.conn_id)
+            client.conn_id = 0
+
+
+class RemoteBans(BanList):
+    """A worker's strikes go to the supervisor, which keeps the bans that admission reads."""
+
+    def __init__(
+        self,
+        settings: config.BanSettings,
+        store: Store,
+        stats: Stats,
+        clock: Callable[[], float],
+        link: Link,
+    ) -> None:
+        super().__init__(settings, store, stats, clock)
+        self.link = link
+
+    def strike(self, addr: str, reason: str) -> None:
+        if not self.enabled:
+            return
+        self._suspects.set(addr, self.clock() + self.settings.strike_window)
+        self.link.send("strike", addr, reason)
+
+
+class WorkerDefences(Defences):
+    """The defences' hooks that run in a session (their connect hooks ran in the supervisor)."""
+
+    def __init__(
+        self,
+        settings: config.Settings,
+        stats: Stats,
+        store: Store,
+        clock: Callable[[], float],
+        link: Link,
+    ) -> None:
+        self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
+        self.bans = RemoteBans(settings.bans, store, stats, clock, link)
+        self.release = Release(link)
+        self.pregreet = Pregreet(settings, store, stats)
+        self.tarpit = Tarpit(settings, self.bans, self.stress, stats)
+
+    def checks(self) -> list[Check]:
+        return [self.release, self.bans, self.pregreet, self.tarpit]
+
+
+# ------------------------------------------------------------------ worker
+class Worker:
+    def __init__(self, settings: config.Settings, sock: socket.socket) -> None:
+        self.stopping = asyncio.Event()
+        self.grace = STOP_GRACE
+        self.link = Link(sock, self._message, self._serve, self.stopping.set)
+        self.gateway = Gateway(settings, store=RemoteStore(self.link), defences=self._defences)
+
+    def _defences(
+        self, settings: config.Settings, stats: Stats, store: Store, clock: Callable[[], float]
+    ) -> Defences:
+        return WorkerDefences(settings, stats, store, clock, self.link)
+
+    async def run(self) -> None:
+        try:
+            await self.gateway.start()
+        except Exception as err:
+            # the supervisor says why it cannot start (a missing directory file, say)
+            self.link.send("failed", f"{err}")
+            await asyncio.sleep(0.1)  # let the message leave before the link closes
+            raise SystemExit(1) from None
+        gc.collect()
+        gc.freeze()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        self.link.send("ready", os.getpid())
+        await self.stopping.wait()
+        await self.gateway.stop(self.grace)
+        self.link.close()
+
+    def _message(self, message: list[Any], sock: socket.socket | None) -> None:
+        kind = message[0]
+        if kind == "conn":
+            if sock is None:
+                return
+            _, conn_id, address, port, trusted, tags, verdict = message
+            client = Client(address, port, trusted=bool(trusted), conn_id=int(conn_id))
+            client.tags = tuple(str(t) for t in tags)
+            self.gateway.adopt(sock, client, decode_verdict(verdict))
+            return
+        if sock is not None:
+            sock.close()
+        if kind == "stress":
+            self.gateway.stress.follow(bool(message[1]))
+        elif kind == "stop":
+            self.grace = float(message[1]) if len(message) > 1 else STOP_GRACE
+            self.stopping.set()
+
+    def _serve(self, name: str, args: list[Any]) -> Any:
+        if name == "snapshot":
+            return self.gateway.stats.snapshot()
+        raise ValueError(f"unknown request {name!r}")
+
+
+async def _main(settings: config.Settings, fd: int) -> None:
+    await Worker(settings, socket.socket(fileno=fd)).run()
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd = int(argv[1])
+    settings = config.Settings.model_validate_json(sys.stdin.buffer.read())
+    logs.setup(settings.log)
+    if settings.server.uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    asyncio.run(_main(settings, fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
