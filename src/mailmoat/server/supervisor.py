@@ -233,7 +233,8 @@ class Supervisor(Front):
             if isinstance(part, BaseException):
                 doc["workers"].append({"pid": worker.pid, "error": str(part)})
                 continue
-            doc["workers"].append({k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")})
+            mine = {k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")}
+            doc["workers"].append(mine | {"sessions": part["gauges"].get("sessions", 0)})
             doc["rss_kib"] += part["rss_kib"]
             doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
             for name, value in part["counters"].items():

@@ -1,0 +1,239 @@
+"""Worker processes (`server.workers`): a real `mailmoat serve` with a supervisor and two
+workers on loopback. Mail flows through both workers; the per-address cap, bans, pregreet
+verdicts and counters hold across them, because admission and the store live with the
+supervisor; a killed worker gives its slots back and is replaced; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat.server.admin import fetch
+from tests.peers.common import free_port
+from tests.server.dos_support import closed, connect, read_all, read_reply, refused_at_connect
+
+BODY = b"Subject: workers\r\n\r\nhello\r\n"
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, admin: Path, maildir: Path):
+        self.proc = proc
+        self.port = port
+        self.admin = admin
+        self.maildir = maildir
+
+    def stats(self) -> dict[str, Any]:
+        return fetch(str(self.admin))
+
+    def worker_pids(self) -> list[int]:
+        return [int(w["pid"]) for w in self.stats()["workers"]]
+
+    def send(self, rcpt: str = "alice@example.test") -> None:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
+            s.sendmail("bob@sender.test", [rcpt], BODY)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, workers: int = 2, **settings: object) -> Iterator[Served]:
+    """`mailmoat serve` with `workers` worker processes (they are all up when it yields)."""
+    port = free_port()
+    admin = tmp_path / "admin.sock"
+    maildir = tmp_path / "Maildir"
+    values: dict[str, object] = {
+        "server.listen": [f"127.0.0.1:{port}"],
+        "server.hostname": "mx.test",
+        "server.workers": workers,
+        "domains.local": ["example.test"],
+        "maildir.path": str(maildir),
+        "admin.listen": str(admin),
+        "dns.checks": False,
+        "log.level": "warning",
+    } | settings
+    sections: dict[str, list[str]] = {}
+    for key, value in values.items():
+        head, name = key.split(".", 1)
+        sections.setdefault(head, []).append(f"{name} = {_toml(value)}")
+    conf = tmp_path / "mailmoat.toml"
+    conf.write_text("".join(f"[{h}]\n" + "\n".join(v) + "\n\n" for h, v in sections.items()))
+    log = open(tmp_path / "mailmoat.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "mailmoat.log").read_text()
+            with contextlib.suppress(OSError, ValueError):
+                want = workers or len(os.sched_getaffinity(0))
+                if len(fetch(str(admin))["workers"]) == want:
+                    break
+            assert time.monotonic() < deadline, "mailmoat with workers did not start"
+            time.sleep(0.05)
+        yield Served(proc, port, admin, maildir)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _greeted(port: int, src: str = "127.0.0.1") -> Any:
+    s = connect(port, src)
+    assert read_reply(s).startswith(b"220 "), "no greeting"
+    return s
+
+
+def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> None:
+    with served(tmp_path) as srv:
+        # two sessions open at once go to two different workers (the least busy first)
+        a, b = _greeted(srv.port), _greeted(srv.port)
+        gauges = srv.stats()["gauges"]
+        assert gauges["sessions"] == 2 and gauges["connections.active"] == 2
+        assert [w["sessions"] for w in srv.stats()["workers"]] == [1, 1]
+        a.close()
+        b.close()
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
+        for _ in range(6):
+            srv.send()
+        names = os.listdir(srv.maildir / "new")
+        assert len(names) == 6
+        pids = {n.split("P", 1)[1].split("R", 1)[0] for n in names}
+        assert pids == {str(p) for p in srv.worker_pids()}, "both workers delivered"
+        doc = srv.stats()
+        assert doc["counters"]["connections.accepted"] == 8  # counted by the supervisor
+        assert doc["counters"]["closed.quit"] == 6  # counted by the workers
+        assert len(doc["workers"]) == 2 and doc["gauges"]["workers.ready"] == 2
+
+
+def test_per_address_cap_holds_across_workers(tmp_path: Path) -> None:
+    with served(tmp_path, **{"admission.max_per_ip": 3, "tarpit.suspect_delay": 0}) as srv:
+        held = [_greeted(srv.port, "127.0.0.7") for _ in range(3)]  # spread over both workers
+        refusal = refused_at_connect(srv.port, "127.0.0.7")
+        assert refusal.startswith(b"421 4.7.0") and b"too many connections from your address" in (
+            refusal
+        )
+        other = _greeted(srv.port, "127.0.0.8")  # another address is not affected
+        other.close()
+        held.pop().close()  # a slot given back by a worker is free again at the supervisor
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2)
+        again = _greeted(srv.port, "127.0.0.7")
+        for s in [*held, again]:
+            s.close()
+        assert srv.stats()["counters"]["refused.max_per_ip"] == 1
+
+
+def test_strikes_in_the_workers_ban_at_the_supervisor(tmp_path: Path) -> None:
+    settings = {"bans.strikes": 2, "bans.duration": 60, "tarpit.suspect_delay": 0}
+    with served(tmp_path, **settings) as srv:
+        for _ in range(2):
+            s = _greeted(srv.port, "127.0.0.9")
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # non-SMTP input: closed, one strike
+            assert read_all(s).startswith(b"554 5.7.0")
+            s.close()
+            time.sleep(1.1)  # strikes closer together than a second count once
+        _wait(lambda: srv.stats()["counters"].get("bans", 0) == 1)
+        refusal = refused_at_connect(srv.port, "127.0.0.9")
+        assert refusal.startswith(b"421 4.7.0") and b"temporarily blocked" in refusal
+        counters = srv.stats()["counters"]
+        assert counters["strikes"] == 2 and counters["refused.banned"] == 1
+        srv.send()  # everyone else still gets through
+
+
+def test_pregreet_verdicts_are_shared_through_the_supervisors_store(tmp_path: Path) -> None:
+    with served(tmp_path, **{"pregreet.wait": 0.4}) as srv:
+        t0 = time.monotonic()
+        srv.send()  # an address not seen before waits for its greeting
+        assert time.monotonic() - t0 >= 0.4
+        # the worker stored "pass" through the supervisor; any worker now greets at once
+        for _ in range(2):
+            t0 = time.monotonic()
+            s = _greeted(srv.port)
+            assert time.monotonic() - t0 < 0.3
+            s.close()
+        # one that talks first is refused at connect from then on, whichever worker saw it
+        s = connect(srv.port, "127.0.0.11")
+        s.sendall(b"EHLO early.test\r\n")
+        assert read_all(s).startswith(b"554 5.5.0")
+        s.close()
+        _wait(lambda: srv.stats()["counters"].get("pregreet.failed", 0) == 1)
+        assert refused_at_connect(srv.port, "127.0.0.11").startswith(b"421 4.7.0")
+
+
+def test_a_killed_worker_gives_its_slots_back_and_is_replaced(tmp_path: Path) -> None:
+    with served(tmp_path, **{"admission.max_per_ip": 2, "tarpit.suspect_delay": 0}) as srv:
+        held = [_greeted(srv.port, "127.0.0.12") for _ in range(2)]
+        assert refused_at_connect(srv.port, "127.0.0.12").startswith(b"421 4.7.0")
+        victim = srv.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert any(closed(s, 5.0) for s in held), "the killed worker's session is gone"
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 1)
+        again = _greeted(srv.port, "127.0.0.12")  # its slot is free again
+        again.close()
+        for s in held:
+            s.close()
+        _wait(lambda: len(srv.worker_pids()) == 2 and victim not in srv.worker_pids())
+        assert srv.stats()["counters"]["workers.restarted"] == 1
+        for _ in range(4):
+            srv.send()
+        assert len(os.listdir(srv.maildir / "new")) == 4
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
+    with served(tmp_path) as srv:
+        pids = srv.worker_pids()
+        srv.send()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0
+        for pid in pids:
+            _wait(lambda pid=pid: not _alive(pid), 10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_zero_means_one_per_core(tmp_path: Path) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: workers = 0 runs one process")
+    with served(tmp_path, workers=0) as srv:
+        assert len(srv.worker_pids()) == len(os.sched_getaffinity(0))
+        srv.send()
