@@ -113,7 +113,7 @@ class Admission(Check):
             self.bans.strike(addr, "rate")
             return self._refuse("rate")
         self._count(client, ip_key, net_key)
-        if a.max_rate or self.bans.enabled:
+        if a.max_rate or (self.bans.enabled and not self.bans.clear_now(addr)):
             return self._shared(addr, ip_key)
         return None
 

@@ -81,6 +81,10 @@ class BanList(Check):
         """Synchronous: a ban this node knows about (no store access)."""
         return self._banned.live(addr, self.clock())
 
+    def clear_now(self, addr: str) -> bool:
+        """Synchronous: the store said "not banned" recently enough to trust it still."""
+        return self._clear.live(addr, self.clock())
+
     async def banned(self, addr: str) -> bool:
         """Ask the store unless a recent "not banned" answer is still trusted."""
         if not self.enabled:

@@ -114,6 +114,8 @@ class Gateway(Front):
 
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets (none as a worker); returns the bound (host, port)."""
+        from mailmoat.server import session  # noqa: F401 (imported now, not at the first client)
+
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         if not self.worker:

@@ -158,12 +158,13 @@ class Supervisor(Front):
                 return
         self._refuse(sock, client, R_NO_WORKER)
 
-    def _message(self, worker: WorkerProcess, message: list[Any], sock: Any) -> None:
+    def _message(self, worker: WorkerProcess, message: tuple[Any, ...], sock: Any) -> None:
         if sock is not None:
             sock.close()  # workers send no descriptors
         kind = message[0]
         if kind == "closed":
-            self._release(int(message[1]))
+            for cid in message[1:]:
+                self._release(cid)
         elif kind == "strike":
             addr, reason = str(message[1]), str(message[2])
             if reason in STRIKE_REASONS:
@@ -176,7 +177,7 @@ class Supervisor(Front):
             if self.stress.active:
                 worker.link.send("stress", True)
 
-    def _serve(self, worker: WorkerProcess, name: str, args: list[Any]) -> Any:
+    def _serve(self, worker: WorkerProcess, name: str, args: tuple[Any, ...]) -> Any:
         if name == "store" and args and args[0] in OPERATIONS:
             return getattr(self.store, args[0])(*args[1:])
         raise ValueError(f"unknown request {name!r}")

@@ -73,17 +73,26 @@ def _reply(answer: Reply) -> list[Any]:
 
 # -------------------------------------------------------- worker defences
 class Release(Check):
-    """Gives the supervisor back the admission slots of a connection that ended."""
+    """Gives the supervisor back the admission slots of the connections that ended: one
+    message per turn of the event loop, however many ended in it."""
 
     name = "admission"
 
     def __init__(self, link: Link) -> None:
         self.link = link
+        self._ended: list[int] = []
 
     def disconnect(self, client: Client) -> None:
         if client.conn_id:
-            self.link.send("closed", client.conn_id)
+            if not self._ended:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._ended.append(client.conn_id)
             client.conn_id = 0
+
+    def _flush(self) -> None:
+        ended, self._ended = self._ended, []
+        for i in range(0, len(ended), 1000):
+            self.link.send("closed", *ended[i : i + 1000])
 
 
 class RemoteBans(BanList):
@@ -158,7 +167,7 @@ class Worker:
         await self.gateway.stop(self.grace)
         self.link.close()
 
-    def _message(self, message: list[Any], sock: socket.socket | None) -> None:
+    def _message(self, message: tuple[Any, ...], sock: socket.socket | None) -> None:
         kind = message[0]
         if kind == "conn":
             if sock is None:
@@ -176,7 +185,7 @@ class Worker:
             self.grace = float(message[1]) if len(message) > 1 else STOP_GRACE
             self.stopping.set()
 
-    def _serve(self, name: str, args: list[Any]) -> Any:
+    def _serve(self, name: str, args: tuple[Any, ...]) -> Any:
         if name == "snapshot":
             return self.gateway.stats.snapshot()
         raise ValueError(f"unknown request {name!r}")
