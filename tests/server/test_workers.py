@@ -237,3 +237,30 @@ def test_workers_zero_means_one_per_core(tmp_path: Path) -> None:
     with served(tmp_path, workers=0) as srv:
         assert len(srv.worker_pids()) == len(os.sched_getaffinity(0))
         srv.send()
+
+
+def test_stress_mode_decided_by_the_supervisor_tightens_the_workers_deadlines(
+    tmp_path: Path,
+) -> None:
+    settings = {
+        "admission.max_connections": 8,
+        "admission.max_per_ip": 8,
+        "stress.start_at": 0.5,
+        "stress.stop_at": 0.125,  # off once every idle session is closed
+        "stress.greeting": 1.0,
+        "stress.hold": 0,
+        "bans.strikes": 0,
+    }
+    with served(tmp_path, **settings) as srv:
+        idle = [_greeted(srv.port, "127.0.0.13") for _ in range(5)]  # 5 > 8 * 0.5: stress on
+        _wait(lambda: srv.stats()["gauges"]["stress.active"] == 1, 5)
+        assert sorted(w["sessions"] for w in srv.stats()["workers"]) == [2, 3]
+        t0 = time.monotonic()
+        # idle sessions on both workers are now closed after stress.greeting, not 60 s
+        for s in idle:
+            assert read_all(s, 5.0).startswith(b"421 4.4.2"), "closed for its deadline"
+            s.close()
+        assert time.monotonic() - t0 < 4.0
+        counters = srv.stats()["counters"]
+        assert counters["closed.timeout"] == 5 and counters["stress.started"] == 1
+        _wait(lambda: srv.stats()["gauges"]["stress.active"] == 0, 5)

@@ -35,6 +35,7 @@ class Stress:
         self.listeners: list[Callable[[bool], None]] = []
         self._last_high = 0.0
         self._count = 0
+        self.following = False  # a worker's: the supervisor decides
         self.set_capacity(capacity)
         stats.gauge("stress.active", lambda: int(self.active))
 
@@ -57,13 +58,16 @@ class Stress:
         """Re-evaluate without a new count (the gateway calls this every second)."""
         if (
             self.active
+            and not self.following
             and self._count < self.stop_below
             and self.clock() - self._last_high >= self.settings.hold
         ):
             self._switch(False)
 
     def follow(self, on: bool) -> None:
-        """Take the mode the supervisor decided (a worker counts no connections itself)."""
+        """Take the mode the supervisor decided (a worker counts no connections itself, and
+        from now on neither `observe` nor `tick` change the mode here)."""
+        self.following = True
         if on != self.active:
             self.active = on
             for listener in self.listeners:

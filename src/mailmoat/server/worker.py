@@ -128,6 +128,7 @@ class WorkerDefences(Defences):
         link: Link,
     ) -> None:
         self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
+        self.stress.following = True  # switched by the supervisor, which counts connections
         self.bans = RemoteBans(settings.bans, store, stats, clock, link)
         self.release = Release(link)
         self.pregreet = Pregreet(settings, store, stats)
