@@ -264,3 +264,26 @@ def test_stress_mode_decided_by_the_supervisor_tightens_the_workers_deadlines(
         counters = srv.stats()["counters"]
         assert counters["closed.timeout"] == 5 and counters["stress.started"] == 1
         _wait(lambda: srv.stats()["gauges"]["stress.active"] == 0, 5)
+
+
+def test_a_port_in_use_stops_the_workers_too(tmp_path: Path) -> None:
+    with served(tmp_path) as srv:
+        pids = srv.worker_pids()
+        conf = tmp_path / "second.toml"
+        conf.write_text(
+            (tmp_path / "mailmoat.toml")
+            .read_text()
+            .replace(str(srv.admin), str(tmp_path / "admin2.sock"))
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)],
+            capture_output=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert b"cannot start" in second.stderr and b"in use" in second.stderr
+        assert srv.worker_pids() == pids  # the first one is unharmed
+        srv.send()
+    # nothing of the second instance is left running
+    leftover = subprocess.run(["pgrep", "-f", f"mailmoat serve -c {conf}"], capture_output=True)
+    assert leftover.stdout == b""

@@ -89,12 +89,16 @@ class Supervisor(Front):
                 await self.stop(0)
                 raise OSError(failed[0] if failed else f"workers not up in {START_TIMEOUT:g} s")
             await asyncio.sleep(0.02)
-        bound = await self.listen()
-        if self.settings.admin.listen:
-            from mailmoat.server.admin import AdminServer
+        try:
+            bound = await self.listen()
+            if self.settings.admin.listen:
+                from mailmoat.server.admin import AdminServer
 
-            self.admin = AdminServer(self.settings.admin.listen, self.snapshot)
-            await self.admin.start()
+                self.admin = AdminServer(self.settings.admin.listen, self.snapshot)
+                await self.admin.start()
+        except OSError:
+            await self.stop(0)  # no worker outlives a supervisor that could not start
+            raise
         self.start_ticker()
         logs.event(
             "listening",
