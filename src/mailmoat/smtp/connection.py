@@ -556,44 +556,64 @@ class ServerConnection:
             return NEED_DATA
         block = bytes(buf[: last + 1])
         del buf[: last + 1]
-        if self._is_plain(block):
-            self._line_start = True
-            return self._emit(block, len(block))
-        return self._data_lines(block)
+        return self._data_block(block)
 
-    def _is_plain(self, block: bytes) -> bool:
-        """True when `block` (ending in LF) needs no per-line work: CRLF lines only, no
-        dot at a line start, no NUL, no over-long line. The common case, checked in C."""
-        n = block.count(b"\n")
-        return (
-            self._line_start
-            and block.count(b"\r\n") == n
-            and block.count(b"\r") == n
-            and not block.startswith(b".")
-            and b"\n." not in block
-            and b"\x00" not in block
-            and (
-                len(block) <= self.limits.max_text_line
-                or max(map(len, block.split(b"\n"))) < self.limits.max_text_line
-            )
+    def _plain_run(self, block: bytes, start: int) -> tuple[int, bytes | None]:
+        """Where the run of lines from `start` to the next line that starts with a dot ends,
+        and the run itself if every line in it is plain: CRLF endings only, no NUL, none
+        too long. Checked in C (split and memchr are the fastest primitives)."""
+        # In a run of CRLF lines a dot line follows a CRLF. memchr first: in most blocks
+        # the first dot is the end of data, or there is none (base64).
+        dot = block.find(b".", start)
+        if dot >= 0 and not (dot >= start + 2 and block[dot - 2 : dot] == b"\r\n"):
+            dot = block.find(b"\r\n.", dot)
+            dot = dot if dot < 0 else dot + 2
+        stop = len(block) if dot < 0 else dot
+        run = block if start == 0 and stop == len(block) else block[start:stop]
+        lines = run.split(b"\r\n")  # the last is b"": the run ends in LF
+        rest = b"".join(lines)
+        plain = (
+            b"\r" not in rest
+            and b"\n" not in rest
+            and b"\x00" not in rest
+            and max(map(len, lines)) + 2 <= self.limits.max_text_line
         )
+        return stop, run if plain else None
 
     def _wire_line_limit(self, real_start: bool, line: bytes | bytearray) -> int:
         """Longest line on the wire, CRLF included: RFC 5321 §4.5.3.1.6 does not count the
         dot that stuffing added, so a line that starts with one may be one octet longer."""
         return self.limits.max_text_line + (1 if real_start and line[:1] == b"." else 0)
 
-    def _data_lines(self, block: bytes) -> Event | _Sentinel:
+    def _data_block(self, block: bytes) -> Event | _Sentinel:
+        """Complete content lines (`block` ends in LF). A run of plain lines up to the next
+        line that starts with a dot is checked and copied whole (`_plain_run`); that dot
+        line, and every line of a run that is not plain, goes through the loop below."""
         # Problems are found line by line and the first one wins: everything after it is
         # only searched for the end of data, never inspected. `_next_data_event` works the
         # same way when a long line arrives in pieces, so the verdict does not depend on
-        # how the client's bytes were cut into reads.
+        # how the client's bytes were cut into reads. A plain run has no problem but size.
         out: list[bytes] = []
         size = 0
+        max_size = self.limits.max_message_size
         normalise = self.limits.bare_line_endings == "normalise"
         start = 0
         end = len(block)
+        slow_until = 0  # the lines before this offset are looked at one by one
         while start < end:
+            if start >= slow_until and block[start] != 0x2E:  # not a line that starts with "."
+                stop, run = self._plain_run(block, start)
+                if run is not None:
+                    out.append(run)
+                    size += len(run)
+                    start = stop
+                    self._line_start = True
+                    if self._data_size + size > max_size:
+                        self._data_problem = ("message_too_big", self._too_big())
+                        self._in[0:0] = block[start:]
+                        return self._discard_data()
+                    continue
+                slow_until = stop
             lf = block.index(b"\n", start)
             crlf = lf > start and block[lf - 1] == 0x0D
             line = block[start : lf - 1 if crlf else lf]
@@ -625,7 +645,7 @@ class ServerConnection:
             for piece in pieces:
                 out.append(piece + b"\r\n")
                 size += len(piece) + 2
-            if self._data_size + size > self.limits.max_message_size:
+            if self._data_size + size > max_size:
                 self._data_problem = ("message_too_big", self._too_big())
                 self._in[0:0] = block[start:]
                 return self._discard_data()
