@@ -12,6 +12,7 @@ stays in the input buffer; the transport watches `buffered` and pauses reading.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from typing import Literal
 
@@ -96,10 +97,26 @@ R_DATA_BARE_EOL = reply(
     554, "5.6.0", "Message rejected: bare CR or LF in message data, lines must end with CRLF"
 )
 R_DATA_NUL = reply(554, "5.6.0", "Message rejected: NUL character in message data")
+# The standard positive replies (`accept()`).
+R_OK = reply(250, "2.0.0", "Ok")
+R_MAIL_OK = reply(250, "2.1.0", "Ok")
+R_RCPT_OK = reply(250, "2.1.5", "Ok")
+R_GO_AHEAD = reply(354, None, "End data with <CR><LF>.<CR><LF>")
+R_BYE = reply(221, "2.0.0", "Bye")
+R_CANNOT_VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and try delivery")
+R_HELP = reply(214, "2.0.0", "See RFC 5321: EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY")
+R_TLS_GO_AHEAD = reply(220, "2.0.0", "Ready to start TLS")
 
 
 def _syntax(usage: str) -> Reply:
     return reply(501, "5.5.4", f"Syntax: {usage}")
+
+
+@functools.lru_cache(maxsize=64)
+def _host_reply(code: int, *lines: str) -> Reply:
+    """Greeting and HELO/EHLO replies: made of the host name and the settings, so the same
+    few in every session, made (and serialised) once."""
+    return reply(code, None, *lines)
 
 
 class ServerConnection:
@@ -185,7 +202,7 @@ class ServerConnection:
         if self._pregreet:
             self._reject("pregreet", R_PREGREET, close=True)
         else:
-            self._write(reply(220, None, f"{self.hostname} {text}"))
+            self._write(_host_reply(220, f"{self.hostname} {text}"))
 
     def accept(self) -> None:
         """Answer the pending command with its standard positive reply."""
@@ -725,23 +742,23 @@ class ServerConnection:
     def _standard_reply(self, ev: Command) -> Reply:
         if isinstance(ev, Helo):
             if not ev.extended:
-                return reply(250, None, self.hostname)
-            return reply(250, None, self.hostname, *self.extensions())
+                return _host_reply(250, self.hostname)
+            return _host_reply(250, self.hostname, *self.extensions())
         if isinstance(ev, MailFrom):
-            return reply(250, "2.1.0", "Ok")
+            return R_MAIL_OK
         if isinstance(ev, RcptTo):
-            return reply(250, "2.1.5", "Ok")
+            return R_RCPT_OK
         if isinstance(ev, DataStart):
-            return reply(354, None, "End data with <CR><LF>.<CR><LF>")
+            return R_GO_AHEAD
         if isinstance(ev, Quit):
-            return reply(221, "2.0.0", "Bye")
+            return R_BYE
         if isinstance(ev, Vrfy | Expn):
-            return reply(252, "2.5.0", "Cannot VRFY user, but will accept message and try delivery")
+            return R_CANNOT_VRFY
         if isinstance(ev, Help):
-            return reply(214, "2.0.0", "See RFC 5321: EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY")
+            return R_HELP
         if isinstance(ev, StartTls):
-            return reply(220, "2.0.0", "Ready to start TLS")
-        return reply(250, "2.0.0", "Ok")
+            return R_TLS_GO_AHEAD
+        return R_OK
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers."""

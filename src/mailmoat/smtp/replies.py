@@ -8,7 +8,7 @@ server said can smuggle a line break into a reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -19,6 +19,8 @@ MAX_REPLY_LINE = 512
 
 def clean_text(text: str, limit: int = 400) -> str:
     """Make `text` safe for a reply line: printable ASCII only, bounded length."""
+    if text.isascii() and text.isprintable():  # the usual case, without the regex
+        return text[:limit]
     return _UNPRINTABLE.sub("?", text)[:limit]
 
 
@@ -29,6 +31,8 @@ class Reply:
     code: int
     enhanced: str | None
     lines: tuple[str, ...]
+    _wire: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """`to_bytes()`, made on first use: constant replies are serialised once."""
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -58,12 +62,16 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """Serialise; the enhanced code prefixes every line (RFC 2034 §4)."""
+        if self._wire:
+            return self._wire
         prefix = f"{self.enhanced} " if self.enhanced else ""
         last = len(self.lines) - 1
-        return "".join(
+        wire = "".join(
             f"{self.code}{' ' if i == last else '-'}{prefix}{clean_text(line)}\r\n"
             for i, line in enumerate(self.lines)
         ).encode("ascii")
+        object.__setattr__(self, "_wire", wire)  # a cache, not state: frozen all the same
+        return wire
 
     def __str__(self) -> str:
         prefix = f"{self.enhanced} " if self.enhanced else ""
