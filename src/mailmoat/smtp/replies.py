@@ -86,9 +86,6 @@ class ReplyError(Exception):
     """A peer sent something that is not a well-formed SMTP reply."""
 
 
-_REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -])(.*)$", re.S)
-
-
 class ReplyParser:
     """Incremental parser for replies sent by a server (used by the downstream client).
 
@@ -107,35 +104,35 @@ class ReplyParser:
         self._max_lines = max_lines
 
     def feed(self, data: bytes) -> list[Reply]:
-        self._buf += data
+        buf = self._buf
+        buf += data
         replies: list[Reply] = []
-        while True:
-            end = self._buf.find(b"\r\n")
-            if end < 0:
-                if len(self._buf) > self.MAX_LINE:
-                    raise ReplyError("reply line too long")
-                return replies
-            if end + 2 > self.MAX_LINE:  # the same bound when the line came in one read
+        start = 0  # what is before was parsed: removed once, at the end
+        while (end := buf.find(b"\r\n", start)) >= 0:
+            if end + 2 - start > self.MAX_LINE:  # the same bound when the line came in one read
                 raise ReplyError("reply line too long")
-            line = bytes(self._buf[:end])
-            del self._buf[: end + 2]
-            m = _REPLY_LINE.match(line) if len(line) else None
-            if m is None:
-                if line[:3].isdigit() and len(line) == 3:
-                    m = _REPLY_LINE.match(line + b" ")
-                if m is None:
-                    raise ReplyError(f"malformed reply line: {line[:80]!r}")
-            code = int(m.group(1))
+            line = bytes(buf[start:end])
+            start = end + 2
+            head, sep = line[:3], line[3:4]  # sep is b"" for a bare code: a last line
+            if not (len(head) == 3 and head.isdigit() and b"2" <= head[:1] <= b"5"):
+                raise ReplyError(f"malformed reply line: {line[:80]!r}")
+            if sep not in (b" ", b"-", b""):
+                raise ReplyError(f"malformed reply line: {line[:80]!r}")
+            code = int(head)
             if self._code is not None and code != self._code:
                 raise ReplyError("reply code changed inside a multi-line reply")
             self._code = code
-            self._lines.append(m.group(3).decode("utf-8", "replace"))
+            self._lines.append(line[4:].decode("utf-8", "replace"))
             if len(self._lines) > self._max_lines:
                 raise ReplyError("too many lines in one reply")
-            if m.group(2) == b" ":
+            if sep != b"-":
                 replies.append(_build(code, self._lines))
                 self._lines = []
                 self._code = None
+        del buf[:start]
+        if len(buf) > self.MAX_LINE:
+            raise ReplyError("reply line too long")
+        return replies
 
 
 def _build(code: int, lines: list[str]) -> Reply:
