@@ -17,8 +17,11 @@ from mailmoat.relay.smtp_client import (
     DotStuffer,
     DownstreamClient,
     DownstreamTimeout,
+    InternalError,
     ProtocolViolation,
     TLSFailed,
+    _address,
+    _check_quoting,
     stuff,
 )
 from tests.relay.relay_support import (
@@ -262,3 +265,19 @@ def test_tls_context_honours_settings(make_settings: SettingsFactory, tls_files:
     assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
     lax = make_tls_context(make_settings(tls_verify=False).relay)
     assert lax.verify_mode == ssl.CERT_NONE and not lax.check_hostname
+
+
+@given(st.text(alphabet=st.sampled_from('ab@.<> "\\\r\n\x00\x7f\t\u00e9'), max_size=12))
+def test_envelope_address_check_skips_only_what_needs_no_look(address: str) -> None:
+    def full(a: str) -> bytes | None:  # the quoting check run on every address
+        try:
+            _check_quoting(a)
+            return a.encode("utf-8")
+        except InternalError:
+            return None
+
+    try:
+        got: bytes | None = _address(address, utf8=True)
+    except InternalError:
+        got = None
+    assert got == full(address)

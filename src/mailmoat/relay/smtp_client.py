@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,10 +249,23 @@ def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
     return ctx
 
 
+_NEEDS_A_LOOK = re.compile(r'[\x00-\x1f\x7f<> "\\]')
+"""What `_check_quoting` looks at; the usual address has none of it."""
+
+
 def _address(address: str, utf8: bool) -> bytes:
     """An envelope address for MAIL/RCPT. The session validated it already; this only makes
     sure that it cannot break out of `<...>` (a line break, or a '>' or space outside quotes
     that would add a parameter), whatever happened upstream."""
+    if _NEEDS_A_LOOK.search(address) is not None:
+        _check_quoting(address)
+    try:
+        return address.encode("utf-8" if utf8 else "ascii")
+    except UnicodeEncodeError:
+        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
+
+
+def _check_quoting(address: str) -> None:
     quoted = escaped = False
     for c in address:
         if ord(c) < 0x20 or ord(c) == 0x7F:
@@ -266,10 +280,6 @@ def _address(address: str, utf8: bool) -> bytes:
             raise InternalError(f"{c!r} outside quotes in envelope address")
     if quoted:
         raise InternalError("unterminated quoted string in envelope address")
-    try:
-        return address.encode("utf-8" if utf8 else "ascii")
-    except UnicodeEncodeError:
-        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
 
 
 class DotStuffer:
