@@ -214,6 +214,8 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport = None
+        if not logs.enabled():
+            return
         conn = self.conn
         logs.event(
             "disconnect",
