@@ -292,7 +292,7 @@ class DotStuffer:
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
-        # memchr first: most content has no dot at a line start, much has none at all
+        # memchr first: a chunk with no dot at all (base64, say) needs no search
         out = chunk.replace(b"\n.", b"\n..") if b"." in chunk else chunk
         if self._line_start and out[:1] == b".":
             out = b"." + out

@@ -252,8 +252,12 @@ class SmtpSession(asyncio.Protocol):
             assert isinstance(ev, Event)
             pending = self._handle(ev)
             if pending is not None:
+                # The replies queued so far answer commands of the same flight: they go out
+                # with the one that waits for this work, in one write (RFC 2920 §3.2 asks
+                # servers to send a group's replies as a unit).
                 self._start(pending)
-                break
+                self._flow_control()
+                return
         if self._hold is None:
             self._flush()
         self._flow_control()
