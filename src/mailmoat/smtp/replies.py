@@ -98,20 +98,19 @@ class ReplyParser:
     """Longest reply line accepted, CRLF included."""
 
     def __init__(self, max_lines: int = 100) -> None:
-        self._buf = bytearray()
+        self._buf = b""  # an unfinished line (at most MAX_LINE octets)
         self._lines: list[str] = []
         self._code: int | None = None
         self._max_lines = max_lines
 
     def feed(self, data: bytes) -> list[Reply]:
-        buf = self._buf
-        buf += data
+        buf = self._buf + data if self._buf else data
         replies: list[Reply] = []
-        start = 0  # what is before was parsed: removed once, at the end
+        start = 0  # what is before was parsed
         while (end := buf.find(b"\r\n", start)) >= 0:
             if end + 2 - start > self.MAX_LINE:  # the same bound when the line came in one read
                 raise ReplyError("reply line too long")
-            line = bytes(buf[start:end])
+            line = buf[start:end]
             start = end + 2
             head, sep = line[:3], line[3:4]  # sep is b"" for a bare code: a last line
             if not (len(head) == 3 and head.isdigit() and b"2" <= head[:1] <= b"5"):
@@ -129,8 +128,8 @@ class ReplyParser:
                 replies.append(_build(code, self._lines))
                 self._lines = []
                 self._code = None
-        del buf[:start]
-        if len(buf) > self.MAX_LINE:
+        self._buf = buf[start:]
+        if len(self._buf) > self.MAX_LINE:
             raise ReplyError("reply line too long")
         return replies
 
@@ -146,4 +145,4 @@ def _build(code: int, lines: list[str]) -> Reply:
             head, _, tail = line.partition(" ")
             stripped.append(tail if head == first else line)
         lines = stripped
-    return Reply(code, enhanced, tuple(clean_text(x) for x in lines) or ("",))
+    return Reply(code, enhanced, tuple(map(clean_text, lines)) or ("",))
