@@ -9,12 +9,12 @@ from email.utils import format_datetime, parsedate_to_datetime
 from ipaddress import ip_address
 from pathlib import Path
 
-from mailmoat import config
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.server import session
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.session import _address_literal, trace_date
 from mailmoat.smtp.events import RcptTo
+from tests.gateway import gateway_settings
 
 
 def test_trace_date_is_the_local_time_to_the_second() -> None:
@@ -50,15 +50,7 @@ class SlowRcpt(Check):
 
 
 async def test_a_pipelined_group_is_answered_in_one_write(tmp_path: Path) -> None:
-    settings = config.load(
-        None,
-        {
-            "server.listen": ["127.0.0.1:0"],
-            "server.hostname": "mx.mailmoat.test",
-            "domains.local": ["example.test"],
-            "maildir.path": str(tmp_path / "md"),
-        },
-    )
+    settings = gateway_settings(tmp_path / "md")
     gw = Gateway(settings, checks=[SlowRcpt()])
     port = (await gw.start())[0][1]
     try:
@@ -77,6 +69,33 @@ async def test_a_pipelined_group_is_answered_in_one_write(tmp_path: Path) -> Non
         writer.write(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
         rest = await asyncio.wait_for(reader.read(4096), 5)
         assert rest.startswith(b"250 2.0.0 Ok")
+        writer.close()
+    finally:
+        await gw.stop(grace=1)
+
+
+class BrokenRcpt(Check):
+    async def rcpt(self, client: Client, event: RcptTo) -> HookResult:
+        await asyncio.sleep(0)
+        raise RuntimeError("a bug")
+
+
+async def test_a_failing_hook_gives_451_after_the_replies_before_it(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "md")
+    gw = Gateway(settings, checks=[BrokenRcpt()])
+    port = (await gw.start())[0][1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readuntil(b"\r\n")
+        writer.write(b"EHLO client.test\r\n")
+        while not (await reader.readline()).startswith(b"250 "):
+            pass
+        writer.write(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@example.test>\r\n")
+        got = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        assert (
+            got
+            == b"250 2.1.0 Ok\r\n451 4.3.0 Error: local error in processing, try again later\r\n"
+        )
         writer.close()
     finally:
         await gw.stop(grace=1)

@@ -271,6 +271,7 @@ class SmtpSession(asyncio.Protocol):
             except Exception:
                 logs.log.exception("session error client=%s", self.client.address)
                 if self.transport is not None:
+                    self._flush()  # the replies to the commands of the group before this one
                     self._write(R_TEMP_ERROR.to_bytes())
                     self._close("internal_error")
                 return
