@@ -1256,8 +1256,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a mailmoat setting for the 'mailmoat' system, e.g. dkim.workers=1 (JSON value or"
-        " a plain string; repeatable; listed in the results)",
+        help="a mailmoat setting for the 'mailmoat' system and for --profile, e.g."
+        " dkim.workers=1 (JSON value or a plain string; repeatable; listed in the results)",
     )
     ap.add_argument("--sizes", default=None, help="message sizes in bytes, comma-separated")
     ap.add_argument("--sessions", default=None, help="concurrent sessions, comma-separated")
@@ -1458,6 +1458,8 @@ def profile(args: argparse.Namespace) -> int:
         + f"; {sent:,} messages.\n\n"
     )
 
+    settings = "".join(f" --mailmoat-set {item}" for item in args.set)
+
     def rows(items: list[tuple[str, int]]) -> str:
         lines = ["| function (file) | samples | share |", "|---|---:|---:|"]
         lines += [f"| `{f}` | {n:,} | {n / total:.1%} |" for f, n in items]
@@ -1465,7 +1467,8 @@ def profile(args: argparse.Namespace) -> int:
 
     text = (
         "# Where mailmoat spends its time under relay load\n\n"
-        f"Command: `python -m bench relay --profile {args.profile:g}` (mailmoat {git_commit()})."
+        f"Command: `python -m bench relay --profile {args.profile:g}{settings}`"
+        f" (mailmoat {git_commit()})."
         f" Machine: {machine()}.\n\n"
         f"py-spy record (200 samples/s, idle frames excluded, aggregated by function) on the"
         f" mailmoat process for {args.profile:g} s while smtp-source sent 10 KiB messages over"

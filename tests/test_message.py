@@ -42,3 +42,21 @@ def test_no_ranges_is_the_spool_as_it_is() -> None:
     message = Message(Envelope(""), spool, "Q")
     assert b"".join(message.chunks()) == b"Subject: x\r\n\r\nbody\r\n"
     assert message.size == spool.size
+
+
+def test_spool_rolls_over_into_a_file_past_its_memory_limit() -> None:
+    rng = random.Random(7)
+    for limit in (1, 100, 1000):
+        spool = Spool(limit)
+        data = b""
+        while len(data) < 3000:
+            piece = rng.randbytes(rng.randrange(0, 300))
+            spool.write(piece)
+            data += piece
+            assert spool.size == len(data)
+            assert spool.in_memory == (len(data) <= limit)
+            for size in (7, 4096):
+                parts = list(spool.chunks(size))
+                assert b"".join(parts) == data and all(0 < len(p) <= size for p in parts)
+        assert spool.getvalue() == data
+        spool.close()

@@ -51,6 +51,12 @@ def setup(settings: LogSettings, stream: Any = None) -> None:
     log.propagate = False
 
 
+def enabled(level: int = logging.INFO) -> bool:
+    """Whether `event()` at `level` writes anything: check it first when the fields cost
+    something to make (an event the level filters out should cost nearly nothing)."""
+    return log.isEnabledFor(level)
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     if log.isEnabledFor(level):
         log.log(level, name, extra={"fields": fields})

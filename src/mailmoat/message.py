@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import BinaryIO, Literal
 
 CHUNK = 64 * 1024
 
@@ -28,24 +28,41 @@ class Envelope:
 
 
 class Spool:
-    """Append-only message store: memory first, an anonymous temporary file past a limit."""
+    """Append-only message store: memory first, an anonymous temporary file past a limit.
+
+    (Not `tempfile.SpooledTemporaryFile`: its Python-level file wrapper cost more than the
+    rest of the spooling of a small message.)"""
 
     def __init__(self, memory_limit: int = 256 * 1024) -> None:
-        # held for the life of the transaction; close() releases it
-        self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115
+        self._limit = memory_limit
+        self._memory = bytearray()
+        self._file: BinaryIO | None = None  # once rolled over; closed by close()
         self.size = 0
 
     @property
     def in_memory(self) -> bool:
         """True while the content has not rolled over into the temporary file."""
-        return not getattr(self._file, "_rolled", True)
+        return self._file is None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._file.write(data)
         self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+        elif self.size <= self._limit:
+            self._memory += data
+        else:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (unlinked; close() ends it)
+            self._file.write(self._memory)
+            self._file.write(data)
+            self._memory = bytearray()
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         """Yield the content from the start; safe to call more than once."""
+        if self._file is None:
+            memory = self._memory
+            for start in range(0, len(memory), size):
+                yield bytes(memory[start : start + size])
+            return
         self._file.seek(0)
         while block := self._file.read(size):
             yield block
@@ -55,7 +72,9 @@ class Spool:
         return b"".join(self.chunks())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        self._memory = bytearray()
 
 
 @dataclass(slots=True)

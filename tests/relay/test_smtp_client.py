@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailmoat.relay.smtp_client import (
+    WRITE_BATCH,
     DotStuffer,
     DownstreamClient,
+    DownstreamTimeout,
+    InternalError,
     ProtocolViolation,
     TLSFailed,
+    _address,
+    _check_quoting,
     stuff,
 )
 from tests.relay.relay_support import (
@@ -109,6 +118,67 @@ async def test_pipelined_envelope_goes_out_in_one_write(
     assert fake.messages == [TRACE + b"hi\r\n"]
 
 
+class WriteSpy:
+    """A transport that records each write (writelines counts as one: one send)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.inner.write(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        parts = list(data)
+        self.writes.append(b"".join(parts))
+        self.inner.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("size", [10 * 1024, 3 * WRITE_BATCH])
+async def test_message_goes_out_in_as_few_writes_as_possible(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    size: int,
+) -> None:
+    fake = await fake_downstream()
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    spy = WriteSpy(client._transport)
+    client._transport = spy  # type: ignore[assignment]
+    content = (b".dot line\r\n" + b"x" * 86 + b"\r\n") * (size // 100)
+    tx = await client.send(make_message(content))
+    envelope, *data = spy.writes
+    await client.close()
+    assert [r.code for r in tx.end] == [250]
+    assert fake.messages == [TRACE + content]
+    assert envelope.endswith(b"DATA\r\n")
+    assert b"".join(data) == stuff(iter([TRACE, content]))
+    # trace, content and the final dot together, in batches of about WRITE_BATCH octets
+    assert len(data) == 1 + size // (WRITE_BATCH + 1)
+
+
+async def test_a_downstream_that_stops_reading_times_out(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    fake = await fake_downstream()
+    client = await DownstreamClient.connect(make_settings(fake.port, command_timeout=0.2))
+    proto = client._proto
+    proto.pause_writing()  # as the transport does when its buffer passes the high-water mark
+    asyncio.get_running_loop().call_later(0.05, proto.resume_writing)
+    await client._write(b"NOOP\r\n")  # waits until the buffer drained
+    proto.pause_writing()
+    started = time.monotonic()
+    with pytest.raises(DownstreamTimeout):
+        await client._write(b"NOOP\r\n")
+    assert 0.2 <= time.monotonic() - started < 1.5
+    assert not client.usable  # a connection in doubt is never reused
+    await client.close()
+
+
 async def test_without_pipelining_each_command_waits_for_its_reply(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
@@ -195,3 +265,19 @@ def test_tls_context_honours_settings(make_settings: SettingsFactory, tls_files:
     assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
     lax = make_tls_context(make_settings(tls_verify=False).relay)
     assert lax.verify_mode == ssl.CERT_NONE and not lax.check_hostname
+
+
+@given(st.text(alphabet=st.sampled_from('ab@.<> "\\\r\n\x00\x7f\t\u00e9'), max_size=12))
+def test_envelope_address_check_skips_only_what_needs_no_look(address: str) -> None:
+    def full(a: str) -> bytes | None:  # the quoting check run on every address
+        try:
+            _check_quoting(a)
+            return a.encode("utf-8")
+        except InternalError:
+            return None
+
+    try:
+        got: bytes | None = _address(address, utf8=True)
+    except InternalError:
+        got = None
+    assert got == full(address)

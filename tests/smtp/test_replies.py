@@ -98,6 +98,23 @@ def test_clean_text():
     assert clean_text("ok text") == "ok text"
     assert clean_text("\r\n\x00\u00e9") == "????"
     assert clean_text("x" * 10, limit=3) == "xxx"
+    assert clean_text("tab\there\x7f") == "tab?here?"
+
+
+@given(st.text(max_size=50))
+def test_clean_text_is_printable_ascii(text):
+    out = clean_text(text)
+    assert len(out) == min(len(text), 400) and all(0x20 <= ord(c) <= 0x7E for c in out)
+    assert all(a == b or b == "?" for a, b in zip(text, out, strict=False))
+
+
+def test_wire_form_is_made_once_and_is_not_part_of_the_value():
+    answer = reply(250, "2.0.0", "Ok")
+    wire = answer.to_bytes()
+    assert answer.to_bytes() is wire
+    fresh = reply(250, "2.0.0", "Ok")
+    assert fresh == answer and hash(fresh) == hash(answer)
+    assert "wire" not in repr(answer)
 
 
 _text = st.text(max_size=600)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -554,3 +555,75 @@ def test_dot_stuffing_oracle(lines, cuts, mode):
     ends = [ev for ev in out.events if isinstance(ev, MessageEnd)]
     assert ends == [MessageEnd(size=len(original))]
     assert out.output.endswith(b"250 2.0.0 Ok\r\n")
+
+
+# -------------------------------------------------------- (d) per-line reference
+#
+# The engine checks runs of plain lines in C and only the others one by one. A plain
+# per-line reading of RFC 5321 and of our limits must give the same verdict and the same
+# content, whether the body comes in one read (long runs) or one octet at a time (no runs).
+_plain_text = st.binary(max_size=120).map(
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"").lstrip(b".")
+)
+mixed_lines = st.one_of(_plain_text.map(lambda b: b + b"\r\n"), message_lines())
+
+
+def reference(wire: bytes, s: SmtpSettings) -> tuple[str, bytes]:
+    """("end", content) or (reason, b"") for the first problem, line by line."""
+    content = b""
+    real_start = True
+    for line in re.findall(rb"[^\n]*\n", wire):
+        crlf = line.endswith(b"\r\n")
+        text = line[:-2] if crlf else line[:-1]
+        stuffed = real_start and text.startswith(b".")
+        if len(text) + 2 > s.max_text_line + stuffed:
+            return "line_too_long", b""
+        if real_start and crlf and text == b".":
+            return "end", content
+        bare = not crlf or b"\r" in text
+        if bare and s.bare_line_endings == "reject":
+            return "bare_eol", b""
+        if b"\x00" in text:
+            return "nul", b""
+        pieces = text.split(b"\r") if bare else [text]
+        if stuffed:
+            pieces[0] = pieces[0][1:]
+        content += b"".join(p + b"\r\n" for p in pieces)
+        if len(content) > s.max_message_size:
+            return "message_too_big", b""
+        real_start = crlf
+    raise AssertionError("the body has no end")
+
+
+def verdict(events: list[Event]) -> tuple[str, bytes]:
+    content = b""
+    for ev in events:
+        if isinstance(ev, DataChunk):
+            content += ev.data
+        elif isinstance(ev, MessageEnd):
+            assert ev.size == len(content)
+            return "end", content
+        elif isinstance(ev, Rejected) and ev.reason not in ("too_many_errors",):
+            return ev.reason, b""
+    raise AssertionError(f"no verdict in {events}")
+
+
+@settings(max_examples=3 * settings().max_examples)
+@given(
+    lines=st.lists(mixed_lines, max_size=40),
+    cuts=st.lists(st.integers(0, 30000), max_size=4),
+    mode=st.sampled_from(["reject", "normalise"]),
+    small=st.booleans(),
+)
+def test_per_line_reference(lines, cuts, mode, small):
+    s = SmtpSettings(bare_line_endings=mode, max_message_size=1024 if small else 64 * 1024)
+    wire = b"".join(lines) + b"\r\n.\r\nQUIT\r\n"
+    expected = reference(wire, s)
+    head = [b"EHLO c\r\n", b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n"]
+    head += [b"RCPT TO:<c@d.example>\r\n", b"DATA\r\n"]
+    whole = drive(s, [*head, wire], None)
+    assert verdict(whole.events[4:]) == expected
+    octets = drive(s, [*head, wire], [[], [], [], [], list(range(len(wire)))])
+    assert verdict(octets.events[4:]) == expected
+    cut = drive(s, [*head, wire], [[], [], [], [], cuts])
+    assert verdict(cut.events[4:]) == expected

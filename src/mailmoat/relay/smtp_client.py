@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ log = logging.getLogger("mailmoat.relay.smtp_client")
 
 READ_SLACK = 4
 """Replies the server may send beyond those we are waiting for before it counts as a violation."""
+
+WRITE_BATCH = 64 * 1024
+"""Message octets gathered into one write (the spool's chunk size)."""
 
 
 # --- errors: each carries the reply the SMTP client should get --------------------------------
@@ -135,8 +139,10 @@ class _ReplyProtocol(asyncio.Protocol):
         """True while bytes of an unfinished reply line are buffered in the parser."""
         self._tail = b"\r\n"
         self._waiter: asyncio.Future[None] | None = None
+        self._timed_out = False
         self._drain: asyncio.Future[None] | None = None
-        self._paused = False
+        self.paused = False
+        """The transport's write buffer is above its high-water mark."""
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,10 +175,10 @@ class _ReplyProtocol(asyncio.Protocol):
         self._wake()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -186,23 +192,40 @@ class _ReplyProtocol(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def next_reply(self) -> Reply:
-        """The next reply; the caller bounds the wait (asyncio.timeout)."""
-        while not self.replies:
-            if self.error is not None:
-                raise self.error
-            if self.closed:
-                raise ConnectionLost("connection closed by downstream")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._wake()
+
+    async def next_reply(self, timeout: float) -> Reply:
+        """The next reply; TimeoutError if none is complete within `timeout` seconds.
+
+        One timer per wait, and none when the reply is already here (the rest of a pipelined
+        group's replies usually is): cheaper than an `asyncio.timeout` scope per reply."""
+        if self.replies:
+            return self.replies.popleft()
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, self._time_out)
+        try:
+            while not self.replies:
+                if self.error is not None:
+                    raise self.error
+                if self.closed:
+                    raise ConnectionLost("connection closed by downstream")
+                if self._timed_out:
+                    raise TimeoutError
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            timer.cancel()
+            self._timed_out = False
         return self.replies.popleft()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
-        while self._paused and not self.closed:
+        while self.paused and not self.closed:
             self._drain = asyncio.get_running_loop().create_future()
             try:
                 await self._drain
@@ -226,10 +249,23 @@ def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
     return ctx
 
 
+_NEEDS_A_LOOK = re.compile(r'[\x00-\x1f\x7f<> "\\]')
+"""What `_check_quoting` looks at; the usual address has none of it."""
+
+
 def _address(address: str, utf8: bool) -> bytes:
     """An envelope address for MAIL/RCPT. The session validated it already; this only makes
     sure that it cannot break out of `<...>` (a line break, or a '>' or space outside quotes
     that would add a parameter), whatever happened upstream."""
+    if _NEEDS_A_LOOK.search(address) is not None:
+        _check_quoting(address)
+    try:
+        return address.encode("utf-8" if utf8 else "ascii")
+    except UnicodeEncodeError:
+        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
+
+
+def _check_quoting(address: str) -> None:
     quoted = escaped = False
     for c in address:
         if ord(c) < 0x20 or ord(c) == 0x7F:
@@ -244,10 +280,6 @@ def _address(address: str, utf8: bool) -> bytes:
             raise InternalError(f"{c!r} outside quotes in envelope address")
     if quoted:
         raise InternalError("unterminated quoted string in envelope address")
-    try:
-        return address.encode("utf-8" if utf8 else "ascii")
-    except UnicodeEncodeError:
-        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
 
 
 class DotStuffer:
@@ -260,11 +292,12 @@ class DotStuffer:
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
-        out = chunk.replace(b"\n.", b"\n..")
+        # memchr first: a chunk with no dot at all (base64, say) needs no search
+        out = chunk.replace(b"\n.", b"\n..") if b"." in chunk else chunk
         if self._line_start and out[:1] == b".":
             out = b"." + out
         self._line_start = chunk.endswith(b"\n")
-        self._tail = (self._tail + chunk)[-2:]
+        self._tail = chunk[-2:] if len(chunk) >= 2 else (self._tail + chunk)[-2:]
         return out
 
     def end(self) -> bytes:
@@ -341,7 +374,7 @@ class DownstreamClient:
                     transport = cast(asyncio.Transport, raw)
                     client = cls(settings, transport, proto)
                     proto.expected = 1
-                    greeting = await proto.next_reply()
+                    greeting = await proto.next_reply(relay.connect_timeout)
                     proto.expected = 0
             except TimeoutError:
                 if transport is None:
@@ -416,15 +449,23 @@ class DownstreamClient:
 
     # low-level I/O
 
-    async def _write(self, data: bytes) -> None:
-        if self._proto.error is not None:
-            raise self._proto.error
-        if self._proto.closed or self._transport.is_closing():
+    async def _write(self, *data: bytes) -> None:
+        """Write `data` in one go (one send for the transport), then wait while the write
+        buffer is over its high-water mark (bounded by command_timeout)."""
+        proto = self._proto
+        if proto.error is not None:
+            raise proto.error
+        if proto.closed or self._transport.is_closing():
             raise ConnectionLost("connection closed by downstream")
-        self._transport.write(data)
+        if len(data) == 1:
+            self._transport.write(data[0])
+        else:
+            self._transport.writelines(data)
+        if not proto.paused and proto.error is None and not proto.closed:
+            return
         try:
             async with asyncio.timeout(self._relay.command_timeout):
-                await self._proto.drain()
+                await proto.drain()
         except TimeoutError:
             self._break()
             raise DownstreamTimeout("downstream stopped reading") from None
@@ -434,8 +475,7 @@ class DownstreamClient:
 
     async def _read(self, timeout: float, what: str) -> Reply:
         try:
-            async with asyncio.timeout(timeout):
-                r = await self._proto.next_reply()
+            r = await self._proto.next_reply(timeout)
         except TimeoutError:
             self._break()
             raise DownstreamTimeout(f"no reply to {what} within {timeout:g}s") from None
@@ -630,16 +670,25 @@ class DownstreamClient:
         return tx
 
     async def _send_data(self, message: Message) -> None:
+        """The content, dot-stuffed, and the end of data: one write per WRITE_BATCH octets
+        or so (a single one for most messages, trace header and final dot included)."""
         stuffer = DotStuffer()
         chunks = message.chunks()
         on_disk = not message.spool.in_memory
+        batch: list[bytes] = []
+        held = 0
         while True:
             # a spool that rolled over into a file is read in a worker thread
             chunk = await asyncio.to_thread(next, chunks, None) if on_disk else next(chunks, None)
             if chunk is None:
                 break
-            await self._write(stuffer.feed(chunk))
-        await self._write(stuffer.end())
+            batch.append(stuffer.feed(chunk))
+            held += len(chunk)
+            if held >= WRITE_BATCH:
+                await self._write(*batch)
+                batch, held = [], 0
+        batch.append(stuffer.end())
+        await self._write(*batch)
 
     async def _reset(self) -> None:
         """RSET after a failed transaction; a connection that does not take it is not reused."""

@@ -25,6 +25,7 @@ clients that time out together are closed at a bounded pace.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
@@ -32,6 +33,7 @@ import time
 from collections.abc import Awaitable
 from datetime import datetime
 from email.utils import format_datetime
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, cast
 
 from mailmoat import logs
@@ -70,6 +72,25 @@ R_TEMP_ERROR = reply(451, "4.3.0", "Error: local error in processing, try again 
 
 def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
+
+
+_date: tuple[int, str] = (-1, "")
+
+
+def trace_date() -> str:
+    """The local time for a trace header (RFC 5322 date-time, to the second), formatted once
+    a second: `format_datetime` costs more than the rest of the Received header."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, format_datetime(datetime.fromtimestamp(second).astimezone()))
+    return _date[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_literal(ip: IPv4Address | IPv6Address) -> str:
+    """RFC 5321 §4.1.3 address literal, without the brackets (`str` of an address is slow)."""
+    return f"IPv6:{ip}" if ip.version == 6 else str(ip)
 
 
 class SmtpSession(asyncio.Protocol):
@@ -193,6 +214,8 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport = None
+        if not logs.enabled():
+            return
         conn = self.conn
         logs.event(
             "disconnect",
@@ -229,8 +252,12 @@ class SmtpSession(asyncio.Protocol):
             assert isinstance(ev, Event)
             pending = self._handle(ev)
             if pending is not None:
+                # The replies queued so far answer commands of the same flight: they go out
+                # with the one that waits for this work, in one write (RFC 2920 §3.2 asks
+                # servers to send a group's replies as a unit).
                 self._start(pending)
-                break
+                self._flow_control()
+                return
         if self._hold is None:
             self._flush()
         self._flow_control()
@@ -244,6 +271,7 @@ class SmtpSession(asyncio.Protocol):
             except Exception:
                 logs.log.exception("session error client=%s", self.client.address)
                 if self.transport is not None:
+                    self._flush()  # the replies to the commands of the group before this one
                     self._write(R_TEMP_ERROR.to_bytes())
                     self._close("internal_error")
                 return
@@ -425,19 +453,20 @@ class SmtpSession(asyncio.Protocol):
         proto = ("UTF8SMTP" if envelope.smtputf8 else "ESMTP") if conn.esmtp else "SMTP"
         if conn.tls_active:
             proto += "S"
-        literal = f"IPv6:{client.ip}" if client.ip.version == 6 else str(client.ip)
+        literal = _address_literal(client.ip)
         rcpt = f"\r\n\tfor <{envelope.rcpt_to[0]}>" if len(envelope.rcpt_to) == 1 else ""
-        now = format_datetime(datetime.now().astimezone())
         text = (
             f"Received: from {conn.helo} ([{literal}])\r\n"
             f"\tby {conn.hostname} (mailmoat) with {proto} id {self.queue_id}{rcpt};\r\n"
-            f"\t{now}\r\n"
+            f"\t{trace_date()}\r\n"
         )
         return text.encode("utf-8")
 
     def _log_transaction(
         self, outcome: str, downstream: str | None, message: Message | None = None
     ) -> None:
+        if not logs.enabled():
+            return
         envelope = self.envelope
         logs.event(
             "transaction",

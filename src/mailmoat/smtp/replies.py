@@ -8,7 +8,7 @@ server said can smuggle a line break into a reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -19,6 +19,8 @@ MAX_REPLY_LINE = 512
 
 def clean_text(text: str, limit: int = 400) -> str:
     """Make `text` safe for a reply line: printable ASCII only, bounded length."""
+    if text.isascii() and text.isprintable():  # the usual case, without the regex
+        return text[:limit]
     return _UNPRINTABLE.sub("?", text)[:limit]
 
 
@@ -29,6 +31,8 @@ class Reply:
     code: int
     enhanced: str | None
     lines: tuple[str, ...]
+    _wire: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """`to_bytes()`, made on first use: constant replies are serialised once."""
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -58,12 +62,16 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """Serialise; the enhanced code prefixes every line (RFC 2034 §4)."""
+        if self._wire:
+            return self._wire
         prefix = f"{self.enhanced} " if self.enhanced else ""
         last = len(self.lines) - 1
-        return "".join(
+        wire = "".join(
             f"{self.code}{' ' if i == last else '-'}{prefix}{clean_text(line)}\r\n"
             for i, line in enumerate(self.lines)
         ).encode("ascii")
+        object.__setattr__(self, "_wire", wire)  # a cache, not state: frozen all the same
+        return wire
 
     def __str__(self) -> str:
         prefix = f"{self.enhanced} " if self.enhanced else ""
@@ -78,9 +86,6 @@ class ReplyError(Exception):
     """A peer sent something that is not a well-formed SMTP reply."""
 
 
-_REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -])(.*)$", re.S)
-
-
 class ReplyParser:
     """Incremental parser for replies sent by a server (used by the downstream client).
 
@@ -93,41 +98,40 @@ class ReplyParser:
     """Longest reply line accepted, CRLF included."""
 
     def __init__(self, max_lines: int = 100) -> None:
-        self._buf = bytearray()
+        self._buf = b""  # an unfinished line (at most MAX_LINE octets)
         self._lines: list[str] = []
         self._code: int | None = None
         self._max_lines = max_lines
 
     def feed(self, data: bytes) -> list[Reply]:
-        self._buf += data
+        buf = self._buf + data if self._buf else data
         replies: list[Reply] = []
-        while True:
-            end = self._buf.find(b"\r\n")
-            if end < 0:
-                if len(self._buf) > self.MAX_LINE:
-                    raise ReplyError("reply line too long")
-                return replies
-            if end + 2 > self.MAX_LINE:  # the same bound when the line came in one read
+        start = 0  # what is before was parsed
+        while (end := buf.find(b"\r\n", start)) >= 0:
+            if end + 2 - start > self.MAX_LINE:  # the same bound when the line came in one read
                 raise ReplyError("reply line too long")
-            line = bytes(self._buf[:end])
-            del self._buf[: end + 2]
-            m = _REPLY_LINE.match(line) if len(line) else None
-            if m is None:
-                if line[:3].isdigit() and len(line) == 3:
-                    m = _REPLY_LINE.match(line + b" ")
-                if m is None:
-                    raise ReplyError(f"malformed reply line: {line[:80]!r}")
-            code = int(m.group(1))
+            line = buf[start:end]
+            start = end + 2
+            head, sep = line[:3], line[3:4]  # sep is b"" for a bare code: a last line
+            if not (len(head) == 3 and head.isdigit() and b"2" <= head[:1] <= b"5"):
+                raise ReplyError(f"malformed reply line: {line[:80]!r}")
+            if sep not in (b" ", b"-", b""):
+                raise ReplyError(f"malformed reply line: {line[:80]!r}")
+            code = int(head)
             if self._code is not None and code != self._code:
                 raise ReplyError("reply code changed inside a multi-line reply")
             self._code = code
-            self._lines.append(m.group(3).decode("utf-8", "replace"))
+            self._lines.append(line[4:].decode("utf-8", "replace"))
             if len(self._lines) > self._max_lines:
                 raise ReplyError("too many lines in one reply")
-            if m.group(2) == b" ":
+            if sep != b"-":
                 replies.append(_build(code, self._lines))
                 self._lines = []
                 self._code = None
+        self._buf = buf[start:]
+        if len(self._buf) > self.MAX_LINE:
+            raise ReplyError("reply line too long")
+        return replies
 
 
 def _build(code: int, lines: list[str]) -> Reply:
@@ -141,4 +145,4 @@ def _build(code: int, lines: list[str]) -> Reply:
             head, _, tail = line.partition(" ")
             stripped.append(tail if head == first else line)
         lines = stripped
-    return Reply(code, enhanced, tuple(clean_text(x) for x in lines) or ("",))
+    return Reply(code, enhanced, tuple(map(clean_text, lines)) or ("",))
