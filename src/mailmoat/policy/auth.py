@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import AuthSettings
@@ -29,8 +30,8 @@ from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.dmarc import DmarcResult
-from mailmoat.policy.fcrdns import Iprev, plain_ip
-from mailmoat.policy.score import Karma, SessionState
+from mailmoat.policy.fcrdns import Iprev
+from mailmoat.policy.score import PENDING, Karma, SessionState
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
 
@@ -80,21 +81,21 @@ def _prop(name: str, value: str) -> str:
     return f" {name}={value}" if value and _TOKEN.match(value) else ""
 
 
+def _ready(st: SessionState, key: str) -> Any:
+    """A finished result (None while it runs, or when it failed)."""
+    value = st.ready(key)
+    return None if value is PENDING else value
+
+
 def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
     entries: list[str] = []
-    ip = plain_ip(st.client.ip)
     iprev: Iprev | None = st.client_results.get("iprev")
     if iprev is None:
-        task = st.tasks.get("fcrdns")
-        if task is not None and task.done() and not task.cancelled() and not task.exception():
-            iprev = task.result()
+        iprev = _ready(st, "fcrdns")
     if iprev is not None:
         comment = f" ({iprev.name})" if iprev.name and _TOKEN.match(iprev.name) else ""
-        entries.append(f"iprev={iprev.result} policy.iprev={ip}{comment}")
-    spf_task = st.tasks.get("tx:spf")
-    spf: SpfResults | None = None
-    if spf_task is not None and spf_task.done() and not spf_task.cancelled():
-        spf = spf_task.result() if not spf_task.exception() else None
+        entries.append(f"iprev={iprev.result} policy.iprev={st.ip_text}{comment}")
+    spf: SpfResults | None = _ready(st, "tx:spf")
     if spf is not None:
         if message.envelope.mail_from:
             entries.append(

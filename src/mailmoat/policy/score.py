@@ -37,6 +37,9 @@ T = TypeVar("T")
 
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
 
+PENDING: Any = object()
+"""`SessionState.ready` for work that has not finished yet."""
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -72,18 +75,48 @@ class SessionState:
     client_results: dict[str, Any] = field(default_factory=dict)
     """Detailed per-session results (iprev for the Authentication-Results header)."""
     sender: str = ""
+    done: dict[str, Any] = field(default_factory=dict)
+    """Results that were ready at once (every answer cached): no task was needed."""
+    ip_text: str = ""
+    """The client's address as text (made once per session)."""
+
+    def __post_init__(self) -> None:
+        self.ip_text = str(self.client.ip)
 
     def start(self, key: str, work: Awaitable[T]) -> None:
         """Run `work` in the background (DNS lookups overlap the SMTP dialogue)."""
-        old = self.tasks.pop(key, None)
-        if old is not None:
-            old.cancel()
+        self._drop(key)
         task = asyncio.ensure_future(work)
         # a failure is reported where the result is awaited; never "never retrieved"
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self.tasks[key] = task
 
+    def set(self, key: str, value: Any) -> None:
+        """A result computed at once (from cached answers), in place of `start`."""
+        self._drop(key)
+        self.done[key] = value
+
+    def _drop(self, key: str) -> None:
+        self.done.pop(key, None)
+        old = self.tasks.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+    def ready(self, key: str) -> Any:
+        """The result of `key` if it is there already, else `PENDING` (then await `result`).
+        None when nothing was started for `key`, as `result` gives."""
+        if key in self.done:
+            return self.done[key]
+        task = self.tasks.get(key)
+        if task is None:
+            return None
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return task.result()
+        return PENDING
+
     async def result(self, key: str) -> Any:
+        if key in self.done:
+            return self.done[key]
         task = self.tasks.get(key)
         return None if task is None else await asyncio.shield(task)
 
@@ -101,6 +134,8 @@ class SessionState:
     def new_transaction(self) -> None:
         for key in [k for k in self.tasks if k.startswith("tx:")]:
             self.tasks.pop(key).cancel()
+        for key in [k for k in self.done if k.startswith("tx:")]:
+            del self.done[key]
         self.tx_outcomes.clear()
         self.results.clear()
 
@@ -108,6 +143,7 @@ class SessionState:
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
+        self.done.clear()
 
 
 class Karma:
