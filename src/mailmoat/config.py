@@ -813,6 +813,11 @@ class SpfSettings(_Section):
         le=120,
         description="Seconds one SPF evaluation may take with all its lookups; then it is a temporary error.",
     )
+    cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="SPF results kept, each no longer than the shortest TTL of its DNS answers; the least recently used go first (0: none).",
+    )
 
 
 class DkimSettings(_Section):

@@ -18,6 +18,7 @@ from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
 from tests.dns import zone
+from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import (
     captured_logs,
@@ -117,6 +118,60 @@ async def test_spf_lookups_go_through_the_cache(dns_server: Dnsmasq) -> None:
     assert sent >= 4  # TXT, MX, A of the MX, TXT of the include
     await evaluator.check("127.0.0.9", "b@sender.test", "x.test")
     assert r.stats.queries == sent
+
+
+def clocked(address: str, now: list[float]) -> Resolver:
+    settings = config.build({"dns": {"nameservers": [address], "timeout": 1.0}}).dns
+    return Resolver(settings, clock=lambda: now[0])
+
+
+async def test_spf_result_is_reused_within_the_ttl_and_evaluated_again_after(
+    dnsmasq_factory: DnsmasqFactory,
+) -> None:
+    server = dnsmasq_factory(ttl=60)
+    now = [1000.0]
+    evaluator = SpfEvaluator(clocked(server.address, now))
+    first = await evaluator.check("127.0.0.9", "a@sender.test", "x.test")
+    runs, asked = evaluator.evaluations, server.queries("sender.test")
+    # no macro in sender.test's records: another local part and HELO get the same result
+    again = evaluator.check_now("127.0.0.9", "b@sender.test", "y.test")
+    assert again is not None and (first.result, again.result) == ("pass", "pass")
+    assert evaluator.evaluations == runs and len(evaluator) == 1
+    assert evaluator.check_now("127.0.0.4", "a@sender.test", "x.test") is not None  # cached DNS
+    assert evaluator.evaluations == runs + 1
+    now[0] += 61  # past the TTL of the answers: evaluated again, and asked again
+    assert evaluator.check_now("127.0.0.9", "a@sender.test", "x.test") is None
+    assert (await evaluator.check("127.0.0.9", "a@sender.test", "x.test")).result == "pass"
+    assert evaluator.evaluations > runs + 1 and server.queries("sender.test") > asked
+
+
+async def test_spf_temporary_errors_are_never_cached(dnsmasq_factory: DnsmasqFactory) -> None:
+    server = dnsmasq_factory()
+    evaluator = SpfEvaluator(resolver(server.address))
+    refused = await evaluator.check(zone.NOPTR_IP, "a@example.org", "x.test")
+    assert refused.result == "temperror" and len(evaluator) == 0
+    server.stop()
+    down = await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")
+    assert down.result == "temperror" and len(evaluator) == 0
+    server.start()
+    assert (await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")).result == "pass"
+    assert len(evaluator) == 1
+
+
+async def test_spf_record_with_macros_is_cached_per_identity(
+    dnsmasq_factory: DnsmasqFactory,
+) -> None:
+    server = dnsmasq_factory(
+        records=[
+            'txt-record=macro.test,"v=spf1 exists:%{l}.ok.macro.test -all"',
+            "host-record=good.ok.macro.test,127.0.0.2",
+        ]
+    )
+    evaluator = SpfEvaluator(resolver(server.address))
+    assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
+    assert (await evaluator.check(zone.GOOD_IP, "bad@macro.test", "x.test")).result == "fail"
+    assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
+    assert len(evaluator) == 2
 
 
 @pytest.mark.parametrize(

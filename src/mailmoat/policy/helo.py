@@ -88,9 +88,7 @@ class HeloCheck(Check):
             "unresolvable": settings.unresolvable_points,
         }
 
-    def _without_dns(
-        self, name: str, client_ip: IPv4Address | IPv6Address
-    ) -> HeloResult | None:
+    def _without_dns(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult | None:
         """The result of the checks that need no lookup when they decide, else None."""
         result = HeloResult()
         client_ip = plain_ip(client_ip)
