@@ -42,6 +42,10 @@ class Headers:
     """How many fields of each wanted name the message has (kept or not)."""
     size: int = 0
     """Octets of the header block, the empty line included when there is one."""
+    strict: bool = True
+    """Every line of the block is a field ("name:" with no space before the colon) or the
+    continuation of one, up to the empty line or the end: a parser such as dkimpy's sees
+    exactly these fields, and no others."""
 
     def get(self, name: str) -> list[HeaderField]:
         return self.fields.get(name, [])
@@ -81,8 +85,13 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
             finish(start)
             m = _NAME.match(line)
             if m is None:  # the empty line, or body text without one: the header ends
-                out.size = offset if line == b"\r\n" else start
+                if line == b"\r\n":
+                    out.size = offset
+                else:
+                    out.size, out.strict = start, False
                 return out
+            if m.end() != m.end(1) + 1:
+                out.strict = False
             in_field = True
             name = m.group(1).decode("ascii").lower()
             if name in want:

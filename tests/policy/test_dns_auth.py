@@ -13,14 +13,19 @@ import spf
 
 from mailmoat import config
 from mailmoat.dns import Resolver
+from mailmoat.headers import scan
+from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.auth import authserv_id
-from mailmoat.policy.dkim import DkimResult
+from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
+from mailmoat.policy.dkim import _prepare as dkim_prepare
 from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.score import HEADERS_WANTED
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
 from tests.dns import zone
 from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import (
+    DnsGateway,
     captured_logs,
     dns_gateway,
     message,
@@ -255,6 +260,46 @@ async def test_unsigned_message_is_dkim_none(dns_server: Dnsmasq) -> None:
     async with dns_gateway(dns_server.address, **only(**{"dkim.action": "reject"})) as gw:
         assert (await gw.send()).code("message") == 250
         assert "dkim=none" in header_of(gw.downstream.messages[0])
+
+
+def dkim_check(gw: DnsGateway) -> DkimCheck:
+    [check] = [c for c in gw.gateway.pipeline.checks if isinstance(c, DkimCheck)]
+    return check
+
+
+async def test_unsigned_message_takes_no_dkim_work_and_a_signed_one_still_verifies(
+    dns_server: Dnsmasq,
+) -> None:
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        assert (await gw.send()).code("message") == 250
+        assert dkim_check(gw).verifier._pool is None  # no copy, no thread for it
+        assert "dkim=none" in header_of(gw.downstream.messages[0])
+        assert (await gw.send(msg=sign(message()))).code("message") == 250
+        assert dkim_check(gw).verifier._pool is not None
+        assert "dkim=pass header.d=sender.test" in header_of(gw.downstream.messages[1])
+
+
+@pytest.mark.parametrize(
+    ("head", "shortcut"),
+    [
+        (b"From: a@sender.test\r\nSubject: x\r\n", True),
+        (b"From: a@sender.test\r\n\tcontinued\r\nSubject: dkim-signature\r\n", True),
+        (b"X-Odd : value\r\nSubject: about dkim-signature\r\n", False),  # dkimpy cannot parse it
+        (b"From x Mon Jan 1\r\nDKIM-Signature: v=1; d=x\r\n", False),  # dkimpy skips From_
+        (b"garbage line\r\nDKIM-Signature: v=1; d=x\r\n", False),
+        (b" leading continuation\r\nSubject: dkim-signature\r\n", False),
+        (b"DKIM-Signature : v=1; d=x\r\n", False),
+        (b"dkim-signature: v=1; d=x\r\n", False),
+    ],
+)
+def test_the_unsigned_shortcut_agrees_with_dkimpy(head: bytes, shortcut: bool) -> None:
+    """Whenever the header scan says "unsigned", dkimpy finds no signature to verify."""
+    spool = Spool()
+    spool.write(head + b"\r\nbody\r\n")
+    msg = Message(Envelope("a@sender.test", ["alice@example.test"]), spool, "Q1")
+    assert unsigned(scan(spool.chunks(), HEADERS_WANTED)) is shortcut
+    if shortcut:
+        assert dkim_prepare(msg, 5)[1] == []
 
 
 # --- DMARC -------------------------------------------------------------------------------------

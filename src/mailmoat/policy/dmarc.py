@@ -38,7 +38,7 @@ from mailmoat.headers import Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.policy.score import Karma, Outcome, SessionState, apply, message_headers
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
 
@@ -212,8 +212,6 @@ class DmarcCheck(Check):
         self.karma = karma
 
     async def message(self, client: Client, message: Message) -> Verdict:
-        from mailmoat.policy.auth import message_headers
-
         st = self.karma.state(client)
         if st.exempt:
             return None

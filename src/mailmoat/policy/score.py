@@ -29,11 +29,17 @@ from typing import Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
+from mailmoat.headers import Headers, scan
+from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
 
 T = TypeVar("T")
+
+HEADERS_WANTED = ("from", "authentication-results", "dkim-signature")
+"""The header fields the message checks read: From (DMARC), Authentication-Results (forged
+ones removed), DKIM-Signature (none: no DKIM work at all)."""
 
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
 
@@ -144,6 +150,23 @@ class SessionState:
             task.cancel()
         self.tasks.clear()
         self.done.clear()
+
+
+def headers_now(st: SessionState, message: Message) -> Headers | None:
+    """The message's wanted header fields, scanned once per message; None when the spool is
+    on disk and not scanned yet (then await `message_headers`)."""
+    headers: Headers | None = st.results.get("headers")
+    if headers is None and message.spool.in_memory:
+        headers = st.results["headers"] = scan(message.spool.chunks(), HEADERS_WANTED)
+    return headers
+
+
+async def message_headers(st: SessionState, message: Message) -> Headers:
+    headers = headers_now(st, message)
+    if headers is None:  # a spool on disk is read in a worker thread, as the relay does
+        headers = await asyncio.to_thread(scan, message.spool.chunks(), HEADERS_WANTED)
+        st.results["headers"] = headers
+    return headers
 
 
 class Karma:
