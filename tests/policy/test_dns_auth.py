@@ -19,6 +19,7 @@ from mailmoat.policy.auth import authserv_id
 from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
 from mailmoat.policy.dkim import _prepare as dkim_prepare
 from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.score import HEADERS_WANTED
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
 from tests.dns import zone
@@ -382,6 +383,41 @@ async def test_dmarc_defaults(
     assert out.code("message") == code, (out.replies, logs.of("check"), logs.of("score"))
     if code == 550:
         assert b"5.7.1 Message rejected" in out.replies["message"]
+
+
+@pytest.mark.parametrize(
+    ("source", "helo", "sender", "author", "signer"),
+    [
+        (zone.GOOD_IP, zone.GOOD_HELO, "a@sender.test", "a@sender.test", None),
+        (zone.NOPTR_IP, "localhost", "a@sender.test", "a@sender.test", None),
+        (zone.LIAR_IP, "ghost.sender.test", "a@sender.test", "a@sender.test", "sender.test"),
+        (zone.MISMATCH_IP, "[127.0.0.1]", "a@nodmarc.test", "a@sender.test", "other.test"),
+        (zone.NOPTR_IP, zone.GOOD_HELO, "a@soft.test", "a@soft.test", None),
+        (zone.GOOD_IP, zone.GOOD_HELO, "", "a@none.test", None),
+    ],
+)
+async def test_cached_answers_give_the_same_verdicts_without_asking(
+    dns_server: Dnsmasq, source: str, helo: str, sender: str, author: str, signer: str | None
+) -> None:
+    """The second identical transaction is decided from cached answers (no query but those
+    that failed: the synchronous paths) and gets exactly what the first got."""
+    msg = message(author) if signer is None else sign(message(author), domain=signer)
+    async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:
+        [fcrdns] = [c for c in gw.gateway.pipeline.checks if isinstance(c, FcrdnsCheck)]
+        with captured_logs() as logs:
+            first = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
+        stats = fcrdns.resolver.stats
+        answered = stats.queries - stats.temperrors
+        with captured_logs() as again:
+            second = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
+        assert stats.queries - stats.temperrors == answered  # only failures are asked again
+        delivered = [header_of(m) for m in gw.downstream.messages]
+    assert {k: v.split(b" queued as ")[0] for k, v in first.replies.items()} == {
+        k: v.split(b" queued as ")[0] for k, v in second.replies.items()
+    }
+    assert [f["results"] for f in logs.of("checks")] == [f["results"] for f in again.of("checks")]
+    assert logs.of("check") == again.of("check")
+    assert len(delivered) in (0, 2) and len(set(delivered)) <= 1
 
 
 async def test_two_from_fields_cannot_hide_a_spoofed_one(dns_server: Dnsmasq) -> None:

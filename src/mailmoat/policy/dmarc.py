@@ -28,22 +28,37 @@ import asyncio
 import random
 from dataclasses import dataclass
 from email.utils import getaddresses
-from functools import cache
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
 from mailmoat.config import DmarcSettings
-from mailmoat.dns import Resolver, Status
+from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.headers import Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.score import Karma, Outcome, SessionState, apply, message_headers
+from mailmoat.policy.score import (
+    PENDING,
+    Karma,
+    Outcome,
+    SessionState,
+    apply,
+    headers_now,
+    message_headers,
+)
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
 
 MAX_DOMAINS = 5
 POLICIES = ("none", "quarantine", "reject")
+
+
+ORG_CACHE = 4096
+"""Organizational domains and parsed DMARC records remembered (each, least recently used
+dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`) is not kept,
+so the caches stay small whatever a From field holds."""
+CACHED_LENGTH = 512
 
 
 @cache
@@ -53,6 +68,11 @@ def _psl() -> PublicSuffixList:
 
 def organizational_domain(domain: str) -> str:
     domain = domain.lower().rstrip(".")
+    return _org(domain) if len(domain) <= CACHED_LENGTH else _org.__wrapped__(domain)
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _org(domain: str) -> str:
     return _psl().privatesuffix(domain) or domain
 
 
@@ -74,6 +94,11 @@ class Record:
 
 def parse_record(text: bytes) -> Record | None:
     """A DMARC record, or None when it is not a valid one (RFC 7489 6.3, 6.6.3)."""
+    return _parse(text) if len(text) <= CACHED_LENGTH else _parse.__wrapped__(text)
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _parse(text: bytes) -> Record | None:
     try:
         s = text.decode("ascii")
     except UnicodeDecodeError:
@@ -119,22 +144,47 @@ class DmarcResult:
     reason: str = ""
 
 
-async def find_policy(resolver: Resolver, domain: str) -> tuple[Status, Record | None, bool]:
-    """(status, record, found at the organizational domain instead of `domain`)."""
+_Policy = tuple[Status, Record | None, bool]
+"""(status, record, found at the organizational domain instead of the author domain)."""
+
+
+def _policy_names(domain: str) -> list[tuple[str, bool]]:
     org = organizational_domain(domain)
-    for name, at_org in ((domain, False), (org, True)):
-        if at_org and org == domain:
-            break
-        answer = await resolver.query(f"_dmarc.{name}", "TXT")
-        if answer.temporary:
-            return Status.TEMPERROR, None, at_org
-        records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
-        if len(records) == 1:
-            record = parse_record(records[0])
-            if record is not None:
-                return Status.OK, record, at_org
-        if len(records) > 1:
-            return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
+    names = [(f"_dmarc.{domain}", False)]
+    return names if org == domain else [*names, (f"_dmarc.{org}", True)]
+
+
+def _policy_in(answer: Answer, at_org: bool) -> _Policy | None:
+    """What one policy lookup decides; None: look at the next name."""
+    if answer.temporary:
+        return Status.TEMPERROR, None, at_org
+    records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
+    if len(records) == 1:
+        record = parse_record(records[0])
+        if record is not None:
+            return Status.OK, record, at_org
+    if len(records) > 1:
+        return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
+    return None
+
+
+async def find_policy(resolver: Resolver, domain: str) -> _Policy:
+    for name, at_org in _policy_names(domain):
+        found = _policy_in(await resolver.query(name, "TXT"), at_org)
+        if found is not None:
+            return found
+    return Status.NXDOMAIN, None, False
+
+
+def find_policy_now(resolver: Resolver, domain: str) -> _Policy | None:
+    """`find_policy` from the resolver's cache alone; None when an answer is missing."""
+    for name, at_org in _policy_names(domain):
+        answer = resolver.cached(name, "TXT")
+        if answer is None:
+            return None
+        found = _policy_in(answer, at_org)
+        if found is not None:
+            return found
     return Status.NXDOMAIN, None, False
 
 
@@ -145,7 +195,18 @@ async def evaluate(
     dkim: list[DkimResult],
     rng: random.Random | None = None,
 ) -> DmarcResult:
-    status, record, at_org = await find_policy(resolver, author)
+    return judge(author, await find_policy(resolver, author), spf, dkim, rng)
+
+
+def judge(
+    author: str,
+    found: _Policy,
+    spf: SpfResults | None,
+    dkim: list[DkimResult],
+    rng: random.Random | None = None,
+) -> DmarcResult:
+    """The DMARC result for `author` under the policy `found`."""
+    status, record, at_org = found
     if status is Status.TEMPERROR:
         return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
     if record is None:
@@ -203,6 +264,15 @@ def strictest(results: list[DmarcResult]) -> DmarcResult:
     return max(results, key=severity)
 
 
+def _without_policy(domains: list[str]) -> DmarcResult | None:
+    """The result when there is no author domain to evaluate (or too many), else None."""
+    if not domains:
+        return DmarcResult("none", reason="no author domain in From")
+    if len(domains) > MAX_DOMAINS:
+        return DmarcResult("none", reason=f"{len(domains)} author domains")
+    return None
+
+
 class DmarcCheck(Check):
     name = "dmarc"
 
@@ -211,17 +281,33 @@ class DmarcCheck(Check):
         self.resolver = resolver
         self.karma = karma
 
-    async def message(self, client: Client, message: Message) -> Verdict:
+    def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
         if st.exempt:
             return None
+        headers = headers_now(st, message)
+        spf = st.ready("tx:spf")
+        if headers is None or spf is PENDING:
+            return self._later(st, message)
+        domains = author_domains(headers)
+        result = _without_policy(domains)
+        if result is None:
+            dkim: list[DkimResult] = st.results.get("dkim", [])
+            found = []
+            for domain in domains:
+                policy = find_policy_now(self.resolver, domain)
+                if policy is None:
+                    return self._later(st, message)
+                found.append(judge(domain, policy, spf, dkim))
+            result = strictest(found)
+        st.results["dmarc"] = result
+        return self._apply(st, result)
+
+    async def _later(self, st: SessionState, message: Message) -> Verdict:
         headers = await message_headers(st, message)
         domains = author_domains(headers)
-        if not domains:
-            result = DmarcResult("none", reason="no author domain in From")
-        elif len(domains) > MAX_DOMAINS:
-            result = DmarcResult("none", reason=f"{len(domains)} author domains")
-        else:
+        result = _without_policy(domains)
+        if result is None:
             spf: SpfResults | None = await st.result("tx:spf")
             dkim: list[DkimResult] = st.results.get("dkim", [])
             found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
