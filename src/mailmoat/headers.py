@@ -56,7 +56,7 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     are bounded by smtp.max_text_line, so one line at a time is held)."""
     want = frozenset(w.lower() for w in wanted)
     out = Headers()
-    offset = 0  # where `buf` starts in the content
+    offset = 0  # where the line at `pos` starts in the content
     buf = b""
     in_field = False
     current: tuple[str, int, bytearray] | None = None  # a wanted field: (name, start, raw)
@@ -72,11 +72,13 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
         if len(kept) < MAX_KEPT:
             kept.append(HeaderField(name, bytes(raw), start, end))
 
+    pos = 0  # where the next line starts in `buf`
     for chunk in chunks:
-        buf += chunk
-        while (eol := buf.find(b"\r\n")) >= 0:
-            line, start = buf[: eol + 2], offset
-            buf = buf[eol + 2 :]
+        buf = buf[pos:] + chunk if buf else chunk
+        pos = 0
+        while (eol := buf.find(b"\r\n", pos)) >= 0:
+            line, start = buf[pos : eol + 2], offset
+            pos = eol + 2
             offset += len(line)
             if in_field and line[:1] in (b" ", b"\t"):
                 if current is not None and len(current[2]) < MAX_FIELD:

@@ -34,12 +34,13 @@ from publicsuffixlist import PublicSuffixList
 
 from mailmoat.config import DmarcSettings
 from mailmoat.dns import Answer, Resolver, Status
-from mailmoat.headers import Headers
+from mailmoat.headers import HeaderField, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.score import (
     PENDING,
+    R_DNS_TEMP,
     Karma,
     Outcome,
     SessionState,
@@ -48,16 +49,17 @@ from mailmoat.policy.score import (
     message_headers,
 )
 from mailmoat.policy.spf import SpfResults
-from mailmoat.smtp.replies import reply
+from mailmoat.smtp.replies import Reply, reply
 
 MAX_DOMAINS = 5
 POLICIES = ("none", "quarantine", "reject")
 
 
 ORG_CACHE = 4096
-"""Organizational domains and parsed DMARC records remembered (each, least recently used
-dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`) is not kept,
-so the caches stay small whatever a From field holds."""
+"""Organizational domains, parsed DMARC records and the author domains of From fields
+remembered (each, least recently used dropped first): pure functions of short strings.
+Longer input (`CACHED_LENGTH`) is not kept, so the caches stay small whatever a message or
+a record holds."""
 CACHED_LENGTH = 512
 
 
@@ -236,11 +238,22 @@ def judge(
 def author_domains(headers: Headers) -> list[str]:
     domains: list[str] = []
     for f in headers.get("from"):
-        for _name, address in getaddresses([f.value]):
-            domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
-            if address and "@" in address and domain and domain not in domains:
-                domains.append(domain)
+        raw = f.raw
+        found = _domains(raw) if len(raw) <= CACHED_LENGTH else _domains.__wrapped__(raw)
+        domains.extend(d for d in found if d not in domains)
     return domains
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _domains(raw: bytes) -> tuple[str, ...]:
+    """The domains of the addresses in one From field (`raw`: the field as sent)."""
+    value = HeaderField("from", raw, 0, len(raw)).value
+    domains: list[str] = []
+    for _name, address in getaddresses([value]):
+        domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
+        if address and "@" in address and domain and domain not in domains:
+            domains.append(domain)
+    return tuple(domains)
 
 
 _SEVERITY = {
@@ -262,6 +275,14 @@ def strictest(results: list[DmarcResult]) -> DmarcResult:
         return _SEVERITY.get((r.result, r.disposition if r.result == "fail" else r.policy), 0)
 
     return max(results, key=severity)
+
+
+def _refusal(domain: str, policy: str) -> Reply:
+    text = (
+        f"Message rejected: {domain} publishes a DMARC policy of {policy}"
+        " and the message does not pass it"
+    )
+    return reply(550, "5.7.1", text)
 
 
 def _without_policy(domains: list[str]) -> DmarcResult | None:
@@ -328,16 +349,12 @@ class DmarcCheck(Check):
             action, points = "log", 0
         if action == "off":
             action = "log"
-        text = (
-            f"Message rejected: {r.domain} publishes a DMARC policy of {policy}"
-            " and the message does not pass it"
-        )
         reason = f"{r.domain} p={r.policy} dis={r.disposition}: {r.reason}"
         return apply(
             st,
             Outcome(self.name, r.result, reason),
             action,
-            reply(550, "5.7.1", text),
+            _refusal(r.domain, policy) if r.result == "fail" else R_DNS_TEMP,  # (unused)
             failed=r.result == "fail",
             points=points,
             pending=points if r.result == "temperror" else 0,

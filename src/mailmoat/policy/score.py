@@ -40,6 +40,8 @@ T = TypeVar("T")
 HEADERS_WANTED = ("from", "authentication-results", "dkim-signature")
 """The header fields the message checks read: From (DMARC), Authentication-Results (forged
 ones removed), DKIM-Signature (none: no DKIM work at all)."""
+SCAN_CHUNK = 8192
+"""Read at a time for the scan: most header blocks fit, and the body is not read."""
 
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
 
@@ -157,14 +159,15 @@ def headers_now(st: SessionState, message: Message) -> Headers | None:
     on disk and not scanned yet (then await `message_headers`)."""
     headers: Headers | None = st.results.get("headers")
     if headers is None and message.spool.in_memory:
-        headers = st.results["headers"] = scan(message.spool.chunks(), HEADERS_WANTED)
+        headers = st.results["headers"] = scan(message.spool.chunks(SCAN_CHUNK), HEADERS_WANTED)
     return headers
 
 
 async def message_headers(st: SessionState, message: Message) -> Headers:
     headers = headers_now(st, message)
     if headers is None:  # a spool on disk is read in a worker thread, as the relay does
-        headers = await asyncio.to_thread(scan, message.spool.chunks(), HEADERS_WANTED)
+        chunks = message.spool.chunks(SCAN_CHUNK)
+        headers = await asyncio.to_thread(scan, chunks, HEADERS_WANTED)
         st.results["headers"] = headers
     return headers
 
@@ -224,6 +227,8 @@ def apply(
             outcome.verdict = R_DNS_TEMP
     (st.tx_outcomes if per_transaction else st.client_outcomes)[outcome.check] = outcome
     level = logging.INFO if failed or temporary else logging.DEBUG
+    if not logs.log.isEnabledFor(level):
+        return outcome.verdict
     logs.event(
         "check",
         level,
@@ -283,7 +288,9 @@ class ScoreGate(Check):
         st = self.karma.state(client)
         if st.exempt or st.allowlisted:
             return None
-        score, pending, threshold = st.points, st.pending, self.karma.s.threshold
+        outcomes = st.outcomes()
+        score, pending = sum(o.points for o in outcomes), sum(o.pending for o in outcomes)
+        threshold = self.karma.s.threshold
         if score >= threshold:
             verdict: Reply = self.refusal
         elif score + pending >= threshold:
@@ -310,7 +317,7 @@ class ScoreGate(Check):
     def message(self, client: Client, message: Any) -> Verdict:
         verdict = self._judge(client, "message")
         st = self.karma.state(client)
-        if not st.exempt:
+        if not st.exempt and logs.log.isEnabledFor(logging.INFO):
             # one line per message with every check's result, whatever the verdict
             logs.event(
                 "checks",
