@@ -54,25 +54,23 @@ class Headers:
 def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
     are bounded by smtp.max_text_line, so one line at a time is held)."""
-    want = frozenset(w.lower() for w in wanted)
+    want = frozenset(w.lower().encode("ascii") for w in wanted)
     out = Headers()
+    fields, counts = out.fields, out.counts
     offset = 0  # where the line at `pos` starts in the content
     buf = b""
+    pos = 0  # where the next line starts in `buf`
     in_field = False
     current: tuple[str, int, bytearray] | None = None  # a wanted field: (name, start, raw)
 
     def finish(end: int) -> None:
-        nonlocal current
-        if current is None:
-            return
+        assert current is not None
         name, start, raw = current
-        current = None
-        out.counts[name] = out.counts.get(name, 0) + 1
-        kept = out.fields.setdefault(name, [])
+        counts[name] = counts.get(name, 0) + 1
+        kept = fields.setdefault(name, [])
         if len(kept) < MAX_KEPT:
             kept.append(HeaderField(name, bytes(raw), start, end))
 
-    pos = 0  # where the next line starts in `buf`
     for chunk in chunks:
         buf = buf[pos:] + chunk if buf else chunk
         pos = 0
@@ -80,11 +78,14 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
             line, start = buf[pos : eol + 2], offset
             pos = eol + 2
             offset += len(line)
-            if in_field and line[:1] in (b" ", b"\t"):
+            first = line[0]
+            if in_field and (first == 0x20 or first == 0x09):  # a continuation line
                 if current is not None and len(current[2]) < MAX_FIELD:
                     current[2].extend(line[: MAX_FIELD - len(current[2])])
                 continue
-            finish(start)
+            if current is not None:
+                finish(start)
+                current = None
             m = _NAME.match(line)
             if m is None:  # the empty line, or body text without one: the header ends
                 if line == b"\r\n":
@@ -92,12 +93,14 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
                 else:
                     out.size, out.strict = start, False
                 return out
-            if m.end() != m.end(1) + 1:
-                out.strict = False
             in_field = True
-            name = m.group(1).decode("ascii").lower()
+            name = m.group(1)
+            if line[len(name)] != 0x3A:  # white space before the colon
+                out.strict = False
+            name = name.lower()
             if name in want:
-                current = (name, start, bytearray(line[:MAX_FIELD]))
-    finish(offset)
+                current = (name.decode("ascii"), start, bytearray(line[:MAX_FIELD]))
+    if current is not None:
+        finish(offset)
     out.size = offset
     return out
