@@ -695,7 +695,7 @@ class DnsSettings(_Section):
     cache_size: int = Field(
         default=20_000,
         ge=0,
-        description="Answers kept in the DNS cache; the least recently used go first (0: no cache).",
+        description="Answers kept in the DNS cache, and FCrDNS and HELO results made from them; the least recently used go first (0: no cache).",
     )
     max_ttl: float = Field(
         default=3600.0, ge=0, description="Longest time an answer is cached, whatever its TTL says."

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -39,6 +38,7 @@ import dns.resolver
 import dns.reversename
 
 from mailmoat.config import DnsSettings, dns_server
+from mailmoat.dns.cache import TtlCache
 
 RESOLV_CONF = "/etc/resolv.conf"
 """Where the system's name servers are read from when `dns.nameservers` is empty."""
@@ -87,12 +87,6 @@ class Stats:
     temperrors: int = 0
 
 
-@dataclass(slots=True)
-class _Entry:
-    answer: Answer
-    expires: float
-
-
 def normalise(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
@@ -119,7 +113,7 @@ class Resolver:
         self.clock = clock
         self.resolv_conf = resolv_conf or RESOLV_CONF
         self.stats = Stats()
-        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(settings.cache_size, clock)
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._config_error = ""
@@ -151,16 +145,10 @@ class Resolver:
 
     def cached(self, name: str, rdtype: str) -> Answer | None:
         """The cached answer, or None when there is none (never asks the network)."""
-        key = (normalise(name), rdtype)
-        entry = self._cache.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self.clock():
-            del self._cache[key]
-            return None
-        self._cache.move_to_end(key)
-        self.stats.hits += 1
-        return entry.answer
+        answer = self._cache.get((normalise(name), rdtype))
+        if answer is not None:
+            self.stats.hits += 1
+        return answer
 
     async def query(self, name: str, rdtype: str) -> Answer:
         """One lookup; never raises for a DNS outcome."""
@@ -213,10 +201,7 @@ class Resolver:
             self.stats.temperrors += 1
         elif answer.ttl > 0 and self.s.cache_size > 0:
             answer = replace(answer, expires=self.clock() + answer.ttl)
-            self._cache[(name, rdtype)] = _Entry(answer, answer.expires)
-            self._cache.move_to_end((name, rdtype))
-            while len(self._cache) > self.s.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put((name, rdtype), answer, answer.expires)
         return answer
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
@@ -263,15 +248,15 @@ class Resolver:
 
 def _both(name: str, a: Answer, aaaa: Answer) -> Answer:
     records = a.records + aaaa.records
+    expires = min(a.expires, aaaa.expires)  # the combined answer depends on both
     if records:
         ttl = min(x.ttl for x in (a, aaaa) if x.records)
-        expires = min(x.expires for x in (a, aaaa) if x.records)
         return Answer(normalise(name), "A+AAAA", Status.OK, records, ttl, expires=expires)
     for status in (Status.TEMPERROR, Status.NXDOMAIN):
         if status in (a.status, aaaa.status):
             error = a.error or aaaa.error
-            return Answer(normalise(name), "A+AAAA", status, (), 0.0, error)
-    return Answer(normalise(name), "A+AAAA", Status.NODATA, expires=min(a.expires, aaaa.expires))
+            return Answer(normalise(name), "A+AAAA", status, (), 0.0, error, expires=expires)
+    return Answer(normalise(name), "A+AAAA", Status.NODATA, expires=expires)
 
 
 def _record(rdtype: str, rd: Any) -> Any:

@@ -2,8 +2,10 @@
 name that resolves back to that address.
 
 The lookups start when the client connects and run while it talks (when every answer is in
-the resolver's cache, the result is computed at once, without a task); the verdict is applied
-at the first RCPT. At most `MAX_NAMES` PTR names are tried (as RFC 7208 does for its "ptr").
+the resolver's cache, the result is computed at once, without a task, and kept per client
+address until the first of its answers expires, at most `dns.cache_size` results); the
+verdict is applied at the first RCPT. At most `MAX_NAMES` PTR names are tried (as RFC 7208
+does for its "ptr").
 Results: pass (with the confirmed name), fail (no PTR, or no PTR name resolves back), temperror.
 """
 
@@ -15,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from mailmoat.config import FcrdnsSettings
 from mailmoat.dns import Answer, Resolver, reverse_name
+from mailmoat.dns.cache import TtlCache
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import RcptTo
@@ -69,14 +72,15 @@ async def iprev(resolver: Resolver, ip: IPv4Address | IPv6Address) -> Iprev:
     return _confirm(str(ip), names, list(answers))
 
 
-def cached_iprev(resolver: Resolver, reverse: str, ip_text: str) -> Iprev | None:
-    """`iprev` from cached answers alone (`reverse`: the PTR name); None when one is missing."""
+def cached_iprev(resolver: Resolver, reverse: str, ip_text: str) -> tuple[Iprev, float] | None:
+    """`iprev` from cached answers alone (`reverse`: the PTR name), with the time the first of
+    them expires; None when one is missing."""
     ptr = resolver.cached(reverse, "PTR")
     if ptr is None:
         return None
     decided = _from_ptr(ptr)
     if decided is not None:
-        return decided
+        return decided, ptr.expires
     names = [str(n) for n in ptr.records[:MAX_NAMES]]
     answers = []
     for name in names:
@@ -84,7 +88,8 @@ def cached_iprev(resolver: Resolver, reverse: str, ip_text: str) -> Iprev | None
         if answer is None:
             return None
         answers.append(answer)
-    return _confirm(ip_text, names, answers)
+    expires = min(ptr.expires, *(a.expires for a in answers))
+    return _confirm(ip_text, names, answers), expires
 
 
 class FcrdnsCheck(Check):
@@ -94,15 +99,22 @@ class FcrdnsCheck(Check):
         self.s = settings
         self.resolver = resolver
         self.karma = karma
+        self.results: TtlCache[str, Iprev] = TtlCache(resolver.s.cache_size, resolver.clock)
+        """Results computed from cached answers, by client address, until the first expires."""
 
     def connect(self, client: Client) -> Verdict:
         st = self.karma.state(client)
-        if not st.exempt:
-            now = cached_iprev(self.resolver, reverse_name(client.ip), st.ip_text)
-            if now is not None:
-                st.set("fcrdns", now)
-            else:
+        if st.exempt:
+            return None
+        now = self.results.get(st.ip_text)
+        if now is None:
+            found = cached_iprev(self.resolver, reverse_name(client.ip), st.ip_text)
+            if found is None:
                 st.start("fcrdns", iprev(self.resolver, client.ip))
+                return None
+            now = found[0]
+            self.results.put(st.ip_text, now, found[1])
+        st.set("fcrdns", now)
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:

@@ -7,8 +7,9 @@ or, without one, with an address literal of its own address (RFC 5321 section 4.
 * forged: the name claims to be us (server.hostname, a local domain, an address we listen on);
 * unresolvable: the name has no A or AAAA record (NXDOMAIN or no data).
 
-The lookup starts when the HELO arrives (a cached answer gives the result at once); the verdict
-is applied at the first RCPT. Points add
+The lookup starts when the HELO arrives (a cached answer gives the result at once, kept per
+name until the answer expires, at most `dns.cache_size` names); the verdict is applied at the
+first RCPT. Points add
 up over the sub-checks that failed; a lookup that failed temporarily holds its points pending.
 """
 
@@ -21,6 +22,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from mailmoat.config import HeloSettings
 from mailmoat.dns import Answer, Resolver
+from mailmoat.dns.cache import TtlCache
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.fcrdns import plain_ip
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
@@ -81,6 +83,9 @@ class HeloCheck(Check):
         self.karma = karma
         self.our_names = frozenset(n.lower().rstrip(".") for n in our_names)
         self.our_addresses = frozenset(ip_address(a) for a in our_addresses)
+        self.results: TtlCache[str, HeloResult] = TtlCache(resolver.s.cache_size, resolver.clock)
+        """Results of names that needed a lookup (they depend on the name alone), computed from
+        cached answers, until the answer expires; read, never changed."""
         self.points_of = {
             "invalid": settings.invalid_points,
             "mismatch": settings.mismatch_points,
@@ -131,11 +136,18 @@ class HeloCheck(Check):
 
     def evaluate_now(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult | None:
         """`evaluate` without waiting: None when the lookup it needs is not cached."""
+        result = self.results.get(name)
+        if result is not None:
+            return result
         result = self._without_dns(name, client_ip)
         if result is not None:
             return result
         answer = self.resolver.cached_addresses(name.lower().rstrip("."))
-        return None if answer is None else self._resolved(name, answer)
+        if answer is None:
+            return None
+        result = self._resolved(name, answer)
+        self.results.put(name, result, answer.expires)
+        return result
 
     def helo(self, client: Client, event: Helo) -> Verdict:
         st = self.karma.state(client)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import spf
 
 from mailmoat.config import SpfSettings
 from mailmoat.dns import Answer, Resolver
+from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
@@ -114,10 +114,9 @@ class SpfEvaluator:
     def __init__(self, resolver: Resolver, timeout: float = 20.0, cache_size: int = 10_000) -> None:
         self.resolver = resolver
         self.timeout = timeout
-        self.cache_size = cache_size
         self.evaluations = 0
         """pyspf runs so far (each round of each identity counts)."""
-        self._results: OrderedDict[_Key, tuple[_Outcome, float]] = OrderedDict()
+        self._results: TtlCache[_Key, _Outcome] = TtlCache(cache_size, resolver.clock)
 
     def __len__(self) -> int:
         return len(self._results)
@@ -179,15 +178,8 @@ class SpfEvaluator:
         return "temperror", 451, "too many DNS lookups"
 
     def _cached(self, ip: str, local: str, domain: str, helo: str) -> _Outcome | None:
-        results = self._results
-        for key in ((ip, domain, None, None), (ip, domain, helo, local)):
-            hit = results.get(key)
-            if hit is not None:
-                if hit[1] > self.resolver.clock():
-                    results.move_to_end(key)
-                    return hit[0]
-                del results[key]
-        return None
+        hit = self._results.get((ip, domain, None, None))
+        return hit if hit is not None else self._results.get((ip, domain, helo, local))
 
     def _remember(
         self,
@@ -198,21 +190,16 @@ class SpfEvaluator:
         table: dict[tuple[str, str], Answer],
         outcome: _Outcome,
     ) -> None:
-        if self.cache_size <= 0 or not table or outcome[0] == "temperror":
+        if not table or outcome[0] == "temperror":
             return
         answers = table.values()
-        if any(a.temporary or not a.expires for a in answers):
-            return
-        expires = min(a.expires for a in answers)
-        if expires <= self.resolver.clock():
+        if any(a.temporary for a in answers):
             return
         # a macro (%{l}, %{h}, ...) in any record makes the result depend on the whole identity
         macros = any(b"%" in r for a in answers if a.rdtype == "TXT" for r in a.records)
         key = (ip, domain, helo, local) if macros else (ip, domain, None, None)
-        self._results[key] = (outcome, expires)
-        self._results.move_to_end(key)
-        while len(self._results) > self.cache_size:
-            self._results.popitem(last=False)
+        # an answer that was not cached (expires 0.0) keeps the result out
+        self._results.put(key, outcome, min(a.expires for a in answers))
 
 
 def _identity(sender: str, helo: str) -> tuple[str, str, str]:
