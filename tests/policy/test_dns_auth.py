@@ -408,16 +408,20 @@ async def test_cached_answers_give_the_same_verdicts_without_asking(
             first = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
         stats = fcrdns.resolver.stats
         answered = stats.queries - stats.temperrors
-        with captured_logs() as again:
-            second = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
-        assert stats.queries - stats.temperrors == answered  # only failures are asked again
+        # the second from cached answers, the third from the results kept from those
+        for _ in range(2):
+            with captured_logs() as again:
+                second = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
+            assert stats.queries - stats.temperrors == answered  # only failures asked again
+            assert {k: v.split(b" queued as ")[0] for k, v in first.replies.items()} == {
+                k: v.split(b" queued as ")[0] for k, v in second.replies.items()
+            }
+            assert [f["results"] for f in logs.of("checks")] == [
+                f["results"] for f in again.of("checks")
+            ]
+            assert logs.of("check") == again.of("check")
         delivered = [header_of(m) for m in gw.downstream.messages]
-    assert {k: v.split(b" queued as ")[0] for k, v in first.replies.items()} == {
-        k: v.split(b" queued as ")[0] for k, v in second.replies.items()
-    }
-    assert [f["results"] for f in logs.of("checks")] == [f["results"] for f in again.of("checks")]
-    assert logs.of("check") == again.of("check")
-    assert len(delivered) in (0, 2) and len(set(delivered)) <= 1
+    assert len(delivered) in (0, 3) and len(set(delivered)) <= 1
 
 
 async def test_two_from_fields_cannot_hide_a_spoofed_one(dns_server: Dnsmasq) -> None:

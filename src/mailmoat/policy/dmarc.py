@@ -34,6 +34,7 @@ from publicsuffixlist import PublicSuffixList
 
 from mailmoat.config import DmarcSettings
 from mailmoat.dns import Answer, Resolver, Status
+from mailmoat.dns.cache import TtlCache
 from mailmoat.headers import HeaderField, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
@@ -178,16 +179,19 @@ async def find_policy(resolver: Resolver, domain: str) -> _Policy:
     return Status.NXDOMAIN, None, False
 
 
-def find_policy_now(resolver: Resolver, domain: str) -> _Policy | None:
-    """`find_policy` from the resolver's cache alone; None when an answer is missing."""
+def find_policy_now(resolver: Resolver, domain: str) -> tuple[_Policy, float] | None:
+    """`find_policy` from the resolver's cache alone, with the time the first answer it used
+    expires; None when an answer is missing."""
+    expires = float("inf")
     for name, at_org in _policy_names(domain):
         answer = resolver.cached(name, "TXT")
         if answer is None:
             return None
+        expires = min(expires, answer.expires)
         found = _policy_in(answer, at_org)
         if found is not None:
-            return found
-    return Status.NXDOMAIN, None, False
+            return found, expires
+    return (Status.NXDOMAIN, None, False), expires
 
 
 async def evaluate(
@@ -301,6 +305,8 @@ class DmarcCheck(Check):
         self.s = settings
         self.resolver = resolver
         self.karma = karma
+        self.policies: TtlCache[str, _Policy] = TtlCache(resolver.s.cache_size, resolver.clock)
+        """Policies found from cached answers, by author domain, until the first expires."""
 
     def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
@@ -316,9 +322,13 @@ class DmarcCheck(Check):
             dkim: list[DkimResult] = st.results.get("dkim", [])
             found = []
             for domain in domains:
-                policy = find_policy_now(self.resolver, domain)
+                policy = self.policies.get(domain)
                 if policy is None:
-                    return self._later(st, message)
+                    now = find_policy_now(self.resolver, domain)
+                    if now is None:
+                        return self._later(st, message)
+                    policy = now[0]
+                    self.policies.put(domain, policy, now[1])
                 found.append(judge(domain, policy, spf, dkim))
             result = strictest(found)
         st.results["dmarc"] = result
