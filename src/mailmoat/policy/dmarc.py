@@ -364,7 +364,8 @@ class DmarcCheck(Check):
             st,
             Outcome(self.name, r.result, reason),
             action,
-            _refusal(r.domain, policy) if r.result == "fail" else R_DNS_TEMP,  # (unused)
+            # apply() uses the refusal for a failure only: build it for one only
+            _refusal(r.domain, policy) if r.result == "fail" else R_DNS_TEMP,
             failed=r.result == "fail",
             points=points,
             pending=points if r.result == "temperror" else 0,
