@@ -701,7 +701,7 @@ class DnsSettings(_Section):
     cache_size: int = Field(
         default=20_000,
         ge=0,
-        description="Answers kept in the DNS cache; the least recently used go first (0: no cache).",
+        description="Answers kept in the DNS cache, and FCrDNS and HELO results made from them; the least recently used go first (0: no cache).",
     )
     max_ttl: float = Field(
         default=3600.0, ge=0, description="Longest time an answer is cached, whatever its TTL says."
@@ -818,6 +818,11 @@ class SpfSettings(_Section):
         gt=0,
         le=120,
         description="Seconds one SPF evaluation may take with all its lookups; then it is a temporary error.",
+    )
+    cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="SPF results kept, each no longer than the shortest TTL of its DNS answers; the least recently used go first (0: none).",
     )
 
 

@@ -42,6 +42,10 @@ class Headers:
     """How many fields of each wanted name the message has (kept or not)."""
     size: int = 0
     """Octets of the header block, the empty line included when there is one."""
+    strict: bool = True
+    """Every line of the block is a field ("name:" with no space before the colon) or the
+    continuation of one, up to the empty line or the end: a parser such as dkimpy's sees
+    exactly these fields, and no others."""
 
     def get(self, name: str) -> list[HeaderField]:
         return self.fields.get(name, [])
@@ -50,43 +54,53 @@ class Headers:
 def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
     are bounded by smtp.max_text_line, so one line at a time is held)."""
-    want = frozenset(w.lower() for w in wanted)
+    want = frozenset(w.lower().encode("ascii") for w in wanted)
     out = Headers()
-    offset = 0  # where `buf` starts in the content
+    fields, counts = out.fields, out.counts
+    offset = 0  # where the line at `pos` starts in the content
     buf = b""
+    pos = 0  # where the next line starts in `buf`
     in_field = False
     current: tuple[str, int, bytearray] | None = None  # a wanted field: (name, start, raw)
 
     def finish(end: int) -> None:
-        nonlocal current
-        if current is None:
-            return
+        assert current is not None
         name, start, raw = current
-        current = None
-        out.counts[name] = out.counts.get(name, 0) + 1
-        kept = out.fields.setdefault(name, [])
+        counts[name] = counts.get(name, 0) + 1
+        kept = fields.setdefault(name, [])
         if len(kept) < MAX_KEPT:
             kept.append(HeaderField(name, bytes(raw), start, end))
 
     for chunk in chunks:
-        buf += chunk
-        while (eol := buf.find(b"\r\n")) >= 0:
-            line, start = buf[: eol + 2], offset
-            buf = buf[eol + 2 :]
+        buf = buf[pos:] + chunk if buf else chunk
+        pos = 0
+        while (eol := buf.find(b"\r\n", pos)) >= 0:
+            line, start = buf[pos : eol + 2], offset
+            pos = eol + 2
             offset += len(line)
-            if in_field and line[:1] in (b" ", b"\t"):
+            first = line[0]
+            if in_field and (first == 0x20 or first == 0x09):  # a continuation line
                 if current is not None and len(current[2]) < MAX_FIELD:
                     current[2].extend(line[: MAX_FIELD - len(current[2])])
                 continue
-            finish(start)
+            if current is not None:
+                finish(start)
+                current = None
             m = _NAME.match(line)
             if m is None:  # the empty line, or body text without one: the header ends
-                out.size = offset if line == b"\r\n" else start
+                if line == b"\r\n":
+                    out.size = offset
+                else:
+                    out.size, out.strict = start, False
                 return out
             in_field = True
-            name = m.group(1).decode("ascii").lower()
+            name = m.group(1)
+            if line[len(name)] != 0x3A:  # white space before the colon
+                out.strict = False
+            name = name.lower()
             if name in want:
-                current = (name, start, bytearray(line[:MAX_FIELD]))
-    finish(offset)
+                current = (name.decode("ascii"), start, bytearray(line[:MAX_FIELD]))
+    if current is not None:
+        finish(offset)
     out.size = offset
     return out

@@ -13,13 +13,20 @@ import spf
 
 from mailmoat import config
 from mailmoat.dns import Resolver
+from mailmoat.headers import scan
+from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.auth import authserv_id
-from mailmoat.policy.dkim import DkimResult
+from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
+from mailmoat.policy.dkim import _prepare as dkim_prepare
 from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.fcrdns import FcrdnsCheck
+from mailmoat.policy.score import HEADERS_WANTED
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
 from tests.dns import zone
+from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import (
+    DnsGateway,
     captured_logs,
     dns_gateway,
     message,
@@ -119,6 +126,60 @@ async def test_spf_lookups_go_through_the_cache(dns_server: Dnsmasq) -> None:
     assert r.stats.queries == sent
 
 
+def clocked(address: str, now: list[float]) -> Resolver:
+    settings = config.build({"dns": {"nameservers": [address], "timeout": 1.0}}).dns
+    return Resolver(settings, clock=lambda: now[0])
+
+
+async def test_spf_result_is_reused_within_the_ttl_and_evaluated_again_after(
+    dnsmasq_factory: DnsmasqFactory,
+) -> None:
+    server = dnsmasq_factory(ttl=60)
+    now = [1000.0]
+    evaluator = SpfEvaluator(clocked(server.address, now))
+    first = await evaluator.check("127.0.0.9", "a@sender.test", "x.test")
+    runs, asked = evaluator.evaluations, server.queries("sender.test")
+    # no macro in sender.test's records: another local part and HELO get the same result
+    again = evaluator.check_now("127.0.0.9", "b@sender.test", "y.test")
+    assert again is not None and (first.result, again.result) == ("pass", "pass")
+    assert evaluator.evaluations == runs and len(evaluator) == 1
+    assert evaluator.check_now("127.0.0.4", "a@sender.test", "x.test") is not None  # cached DNS
+    assert evaluator.evaluations == runs + 1
+    now[0] += 61  # past the TTL of the answers: evaluated again, and asked again
+    assert evaluator.check_now("127.0.0.9", "a@sender.test", "x.test") is None
+    assert (await evaluator.check("127.0.0.9", "a@sender.test", "x.test")).result == "pass"
+    assert evaluator.evaluations > runs + 1 and server.queries("sender.test") > asked
+
+
+async def test_spf_temporary_errors_are_never_cached(dnsmasq_factory: DnsmasqFactory) -> None:
+    server = dnsmasq_factory()
+    evaluator = SpfEvaluator(resolver(server.address))
+    refused = await evaluator.check(zone.NOPTR_IP, "a@example.org", "x.test")
+    assert refused.result == "temperror" and len(evaluator) == 0
+    server.stop()
+    down = await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")
+    assert down.result == "temperror" and len(evaluator) == 0
+    server.start()
+    assert (await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")).result == "pass"
+    assert len(evaluator) == 1
+
+
+async def test_spf_record_with_macros_is_cached_per_identity(
+    dnsmasq_factory: DnsmasqFactory,
+) -> None:
+    server = dnsmasq_factory(
+        records=[
+            'txt-record=macro.test,"v=spf1 exists:%{l}.ok.macro.test -all"',
+            "host-record=good.ok.macro.test,127.0.0.2",
+        ]
+    )
+    evaluator = SpfEvaluator(resolver(server.address))
+    assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
+    assert (await evaluator.check(zone.GOOD_IP, "bad@macro.test", "x.test")).result == "fail"
+    assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
+    assert len(evaluator) == 2
+
+
 @pytest.mark.parametrize(
     ("source", "sender", "code"),
     [
@@ -202,6 +263,46 @@ async def test_unsigned_message_is_dkim_none(dns_server: Dnsmasq) -> None:
         assert "dkim=none" in header_of(gw.downstream.messages[0])
 
 
+def dkim_check(gw: DnsGateway) -> DkimCheck:
+    [check] = [c for c in gw.gateway.pipeline.checks if isinstance(c, DkimCheck)]
+    return check
+
+
+async def test_unsigned_message_takes_no_dkim_work_and_a_signed_one_still_verifies(
+    dns_server: Dnsmasq,
+) -> None:
+    async with dns_gateway(dns_server.address, **only()) as gw:
+        assert (await gw.send()).code("message") == 250
+        assert dkim_check(gw).verifier._pool is None  # no copy, no thread for it
+        assert "dkim=none" in header_of(gw.downstream.messages[0])
+        assert (await gw.send(msg=sign(message()))).code("message") == 250
+        assert dkim_check(gw).verifier._pool is not None
+        assert "dkim=pass header.d=sender.test" in header_of(gw.downstream.messages[1])
+
+
+@pytest.mark.parametrize(
+    ("head", "shortcut"),
+    [
+        (b"From: a@sender.test\r\nSubject: x\r\n", True),
+        (b"From: a@sender.test\r\n\tcontinued\r\nSubject: dkim-signature\r\n", True),
+        (b"X-Odd : value\r\nSubject: about dkim-signature\r\n", False),  # dkimpy cannot parse it
+        (b"From x Mon Jan 1\r\nDKIM-Signature: v=1; d=x\r\n", False),  # dkimpy skips From_
+        (b"garbage line\r\nDKIM-Signature: v=1; d=x\r\n", False),
+        (b" leading continuation\r\nSubject: dkim-signature\r\n", False),
+        (b"DKIM-Signature : v=1; d=x\r\n", False),
+        (b"dkim-signature: v=1; d=x\r\n", False),
+    ],
+)
+def test_the_unsigned_shortcut_agrees_with_dkimpy(head: bytes, shortcut: bool) -> None:
+    """Whenever the header scan says "unsigned", dkimpy finds no signature to verify."""
+    spool = Spool()
+    spool.write(head + b"\r\nbody\r\n")
+    msg = Message(Envelope("a@sender.test", ["alice@example.test"]), spool, "Q1")
+    assert unsigned(scan(spool.chunks(), HEADERS_WANTED)) is shortcut
+    if shortcut:
+        assert dkim_prepare(msg, 5)[1] == []
+
+
 # --- DMARC -------------------------------------------------------------------------------------
 
 
@@ -282,6 +383,45 @@ async def test_dmarc_defaults(
     assert out.code("message") == code, (out.replies, logs.of("check"), logs.of("score"))
     if code == 550:
         assert b"5.7.1 Message rejected" in out.replies["message"]
+
+
+@pytest.mark.parametrize(
+    ("source", "helo", "sender", "author", "signer"),
+    [
+        (zone.GOOD_IP, zone.GOOD_HELO, "a@sender.test", "a@sender.test", None),
+        (zone.NOPTR_IP, "localhost", "a@sender.test", "a@sender.test", None),
+        (zone.LIAR_IP, "ghost.sender.test", "a@sender.test", "a@sender.test", "sender.test"),
+        (zone.MISMATCH_IP, "[127.0.0.1]", "a@nodmarc.test", "a@sender.test", "other.test"),
+        (zone.NOPTR_IP, zone.GOOD_HELO, "a@soft.test", "a@soft.test", None),
+        (zone.GOOD_IP, zone.GOOD_HELO, "", "a@none.test", None),
+    ],
+)
+async def test_cached_answers_give_the_same_verdicts_without_asking(
+    dns_server: Dnsmasq, source: str, helo: str, sender: str, author: str, signer: str | None
+) -> None:
+    """The second identical transaction is decided from cached answers (no query but those
+    that failed: the synchronous paths) and gets exactly what the first got."""
+    msg = message(author) if signer is None else sign(message(author), domain=signer)
+    async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:
+        [fcrdns] = [c for c in gw.gateway.pipeline.checks if isinstance(c, FcrdnsCheck)]
+        with captured_logs() as logs:
+            first = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
+        stats = fcrdns.resolver.stats
+        answered = stats.queries - stats.temperrors
+        # the second from cached answers, the third from the results kept from those
+        for _ in range(2):
+            with captured_logs() as again:
+                second = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
+            assert stats.queries - stats.temperrors == answered  # only failures asked again
+            assert {k: v.split(b" queued as ")[0] for k, v in first.replies.items()} == {
+                k: v.split(b" queued as ")[0] for k, v in second.replies.items()
+            }
+            assert [f["results"] for f in logs.of("checks")] == [
+                f["results"] for f in again.of("checks")
+            ]
+            assert logs.of("check") == again.of("check")
+        delivered = [header_of(m) for m in gw.downstream.messages]
+    assert len(delivered) in (0, 3) and len(set(delivered)) <= 1
 
 
 async def test_two_from_fields_cannot_hide_a_spoofed_one(dns_server: Dnsmasq) -> None:

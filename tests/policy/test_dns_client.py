@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.policy.helo import is_fqdn, literal_address
+from mailmoat import config
+from mailmoat.dns import Resolver
+from mailmoat.policy.base import Client
+from mailmoat.policy.fcrdns import FcrdnsCheck
+from mailmoat.policy.helo import HeloCheck, is_fqdn, literal_address
+from mailmoat.policy.score import Karma, SessionState
+from mailmoat.smtp.events import Helo
 from tests.dns import zone
+from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import RCPT, captured_logs, dns_gateway
 
@@ -296,3 +303,43 @@ async def test_refused_client_learns_nothing_about_recipients(
         assert valid.replies["rcpt"] == unknown.replies["rcpt"]
         assert valid.code("rcpt") == 554
         assert (await gw.send(rcpt="nobody@example.test")).code("rcpt") == 550
+
+
+# --- results from the cache --------------------------------------------------------------------
+
+
+async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
+    dnsmasq_factory: DnsmasqFactory,
+) -> None:
+    server = dnsmasq_factory(ttl=60)
+    now = [1000.0]
+    settings = config.build({"dns": {"nameservers": [server.address], "timeout": 1.0}})
+    resolver = Resolver(settings.dns, clock=lambda: now[0])
+    karma = Karma(settings.score)
+    fcrdns = FcrdnsCheck(settings.fcrdns, resolver, karma)
+    helo = HeloCheck(settings.helo, resolver, karma, ["mx.mailmoat.test"])
+
+    def session() -> SessionState:
+        client = Client(zone.GOOD_IP, 25000)
+        fcrdns.connect(client)
+        helo.helo(client, Helo(zone.GOOD_HELO, True))
+        return karma.state(client)
+
+    first = session()  # nothing cached yet: lookups in tasks
+    assert "fcrdns" in first.tasks and "helo" in first.tasks
+    assert (await first.result("fcrdns")).result == "pass"
+    assert (await first.result("helo")).failures == []
+    asked = server.queries()
+    second = session()  # every answer cached: the results at once, and kept
+    assert not second.tasks and second.ready("fcrdns").name == zone.GOOD_HELO
+    assert (len(fcrdns.results), len(helo.results)) == (1, 1)
+    now[0] += 59
+    third = session()
+    assert not third.tasks and third.ready("fcrdns") is second.ready("fcrdns")
+    now[0] += 2  # past the TTL: asked again
+    fourth = session()
+    assert "fcrdns" in fourth.tasks and "helo" in fourth.tasks
+    assert (await fourth.result("fcrdns")).result == "pass"
+    assert server.queries() > asked
+    for st in (first, second, third, fourth):
+        karma.end(st.client)

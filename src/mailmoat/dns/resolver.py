@@ -8,6 +8,8 @@ followed by the server) pointed at the configured name servers (each with its ow
   most `dns.negative_ttl`. A TTL of 0 is not cached. The cache holds at most `dns.cache_size`
   answers and drops the least recently used first (invariant 3).
 * de-duplication: identical lookups in flight share one query.
+* a synchronous look into the cache (`cached`, `cached_addresses`), so that a check whose
+  answers are all cached computes its result at once, without a task, a future or a timeout.
 * a deadline: one lookup takes at most `dns.timeout` seconds in all; a timeout, SERVFAIL,
   REFUSED or an unreachable server is `TEMPERROR`, never an empty answer. Temporary errors are
   not cached.
@@ -20,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -37,6 +38,7 @@ import dns.resolver
 import dns.reversename
 
 from mailmoat.config import DnsSettings, dns_server
+from mailmoat.dns.cache import TtlCache
 
 RESOLV_CONF = "/etc/resolv.conf"
 """Where the system's name servers are read from when `dns.nameservers` is empty."""
@@ -66,6 +68,9 @@ class Answer:
     records: tuple[Any, ...] = ()
     ttl: float = 0.0
     error: str = ""
+    expires: float = field(default=0.0, compare=False)
+    """When the cache drops this answer (the resolver's clock); 0.0 when it was not cached.
+    Results computed from cached answers live no longer than the earliest of them."""
 
     @property
     def temporary(self) -> bool:
@@ -80,12 +85,6 @@ class Stats:
     joined: int = 0
     """Lookups that waited for an identical one already in flight."""
     temperrors: int = 0
-
-
-@dataclass(slots=True)
-class _Entry:
-    answer: Answer
-    expires: float
 
 
 def normalise(name: str) -> str:
@@ -114,7 +113,7 @@ class Resolver:
         self.clock = clock
         self.resolv_conf = resolv_conf or RESOLV_CONF
         self.stats = Stats()
-        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(settings.cache_size, clock)
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._config_error = ""
@@ -144,19 +143,22 @@ class Resolver:
 
     # -- lookups --------------------------------------------------------------------------------
 
+    def cached(self, name: str, rdtype: str) -> Answer | None:
+        """The cached answer, or None when there is none (never asks the network)."""
+        answer = self._cache.get((normalise(name), rdtype))
+        if answer is not None:
+            self.stats.hits += 1
+        return answer
+
     async def query(self, name: str, rdtype: str) -> Answer:
         """One lookup; never raises for a DNS outcome."""
         rdtype = rdtype.upper()
         if rdtype not in TYPES:
             raise ValueError(f"unsupported record type {rdtype}")
+        answer = self.cached(name, rdtype)
+        if answer is not None:
+            return answer
         key = (normalise(name), rdtype)
-        entry = self._cache.get(key)
-        if entry is not None:
-            if entry.expires > self.clock():
-                self._cache.move_to_end(key)
-                self.stats.hits += 1
-                return entry.answer
-            del self._cache[key]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._lookup(*key))
@@ -173,15 +175,13 @@ class Resolver:
     async def addresses(self, name: str) -> Answer:
         """A and AAAA together: OK with every address if either has some."""
         a, aaaa = await asyncio.gather(self.query(name, "A"), self.query(name, "AAAA"))
-        records = a.records + aaaa.records
-        if records:
-            ttl = min(x.ttl for x in (a, aaaa) if x.records)
-            return Answer(normalise(name), "A+AAAA", Status.OK, records, ttl)
-        for status in (Status.TEMPERROR, Status.NXDOMAIN):
-            if status in (a.status, aaaa.status):
-                error = a.error or aaaa.error
-                return Answer(normalise(name), "A+AAAA", status, (), 0.0, error)
-        return Answer(normalise(name), "A+AAAA", Status.NODATA)
+        return _both(name, a, aaaa)
+
+    def cached_addresses(self, name: str) -> Answer | None:
+        """`addresses` from the cache alone; None unless both A and AAAA are cached."""
+        a = self.cached(name, "A")
+        aaaa = self.cached(name, "AAAA") if a is not None else None
+        return None if aaaa is None or a is None else _both(name, a, aaaa)
 
     async def ptr(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> Answer:
         return await self.query(reverse_name(ip), "PTR")
@@ -200,10 +200,8 @@ class Resolver:
         if answer.temporary:
             self.stats.temperrors += 1
         elif answer.ttl > 0 and self.s.cache_size > 0:
-            self._cache[(name, rdtype)] = _Entry(answer, self.clock() + answer.ttl)
-            self._cache.move_to_end((name, rdtype))
-            while len(self._cache) > self.s.cache_size:
-                self._cache.popitem(last=False)
+            answer = replace(answer, expires=self.clock() + answer.ttl)
+            self._cache.put((name, rdtype), answer, answer.expires)
         return answer
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
@@ -246,6 +244,19 @@ class Resolver:
                 if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
                     ttl = min(ttl, rrset.ttl, rrset[0].minimum)
         return float(min(ttl, self.s.max_ttl))
+
+
+def _both(name: str, a: Answer, aaaa: Answer) -> Answer:
+    records = a.records + aaaa.records
+    expires = min(a.expires, aaaa.expires)  # the combined answer depends on both
+    if records:
+        ttl = min(x.ttl for x in (a, aaaa) if x.records)
+        return Answer(normalise(name), "A+AAAA", Status.OK, records, ttl, expires=expires)
+    for status in (Status.TEMPERROR, Status.NXDOMAIN):
+        if status in (a.status, aaaa.status):
+            error = a.error or aaaa.error
+            return Answer(normalise(name), "A+AAAA", status, (), 0.0, error, expires=expires)
+    return Answer(normalise(name), "A+AAAA", Status.NODATA, expires=expires)
 
 
 def _record(rdtype: str, rd: Any) -> Any:

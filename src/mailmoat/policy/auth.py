@@ -19,40 +19,27 @@ than can be tracked (`headers.MAX_KEPT`) is refused rather than passed with some
 
 from __future__ import annotations
 
-import asyncio
 import re
+from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import AuthSettings
-from mailmoat.headers import MAX_KEPT, Headers, scan
+from mailmoat.headers import MAX_KEPT, Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.dmarc import DmarcResult
-from mailmoat.policy.fcrdns import Iprev, plain_ip
-from mailmoat.policy.score import Karma, SessionState
+from mailmoat.policy.fcrdns import Iprev
+from mailmoat.policy.score import PENDING, Karma, SessionState, headers_now, message_headers
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
 
 AR = "authentication-results"
-WANTED = ("from", AR)
 
 R_TOO_MANY = reply(550, "5.7.1", "Message refused: too many Authentication-Results header fields")
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._\-]+$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
-
-
-async def message_headers(st: SessionState, message: Message) -> Headers:
-    """The From and Authentication-Results fields of the message, scanned once per message."""
-    headers: Headers | None = st.results.get("headers")
-    if headers is None:
-        if message.spool.in_memory:
-            headers = scan(message.spool.chunks(), WANTED)
-        else:  # a spool on disk is read in a worker thread, as the relay does
-            headers = await asyncio.to_thread(scan, message.spool.chunks(), WANTED)
-        st.results["headers"] = headers
-    return headers
 
 
 def authserv_id(value: str) -> str:
@@ -80,21 +67,21 @@ def _prop(name: str, value: str) -> str:
     return f" {name}={value}" if value and _TOKEN.match(value) else ""
 
 
+def _ready(st: SessionState, key: str) -> Any:
+    """A finished result (None while it runs, or when it failed)."""
+    value = st.ready(key)
+    return None if value is PENDING else value
+
+
 def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
     entries: list[str] = []
-    ip = plain_ip(st.client.ip)
     iprev: Iprev | None = st.client_results.get("iprev")
     if iprev is None:
-        task = st.tasks.get("fcrdns")
-        if task is not None and task.done() and not task.cancelled() and not task.exception():
-            iprev = task.result()
+        iprev = _ready(st, "fcrdns")
     if iprev is not None:
         comment = f" ({iprev.name})" if iprev.name and _TOKEN.match(iprev.name) else ""
-        entries.append(f"iprev={iprev.result} policy.iprev={ip}{comment}")
-    spf_task = st.tasks.get("tx:spf")
-    spf: SpfResults | None = None
-    if spf_task is not None and spf_task.done() and not spf_task.cancelled():
-        spf = spf_task.result() if not spf_task.exception() else None
+        entries.append(f"iprev={iprev.result} policy.iprev={st.ip_text}{comment}")
+    spf: SpfResults | None = _ready(st, "tx:spf")
     if spf is not None:
         if message.envelope.mail_from:
             entries.append(
@@ -131,9 +118,15 @@ class AuthResultsCheck(Check):
         self.server_id = (settings.authserv_id or hostname).strip()
         self.karma = karma
 
-    async def message(self, client: Client, message: Message) -> Verdict:
+    def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
-        headers = await message_headers(st, message)
+        headers = headers_now(st, message)
+        return self._later(st, message) if headers is None else self._edit(st, message, headers)
+
+    async def _later(self, st: SessionState, message: Message) -> Verdict:
+        return self._edit(st, message, await message_headers(st, message))
+
+    def _edit(self, st: SessionState, message: Message, headers: Headers) -> Verdict:
         ours = self.server_id.lower()
         fields = headers.get(AR)
         if headers.counts.get(AR, 0) > MAX_KEPT:
@@ -149,7 +142,7 @@ class AuthResultsCheck(Check):
             message.omit = sorted([*message.omit, *ranges])
             logs.event(
                 "auth",
-                client=client.address,
+                client=st.client.address,
                 queue_id=message.queue_id,
                 removed=f"{len(forged)} forged Authentication-Results",
             )

@@ -154,10 +154,10 @@ class Pipeline:
         delay = 0.0
         for i, hook in enumerate(hooks):
             verdict = hook(*args)
+            if verdict is None:  # the common answer: no isawaitable (an ABC check) for it
+                continue
             if inspect.isawaitable(verdict):
                 return self._finish(verdict, hooks[i + 1 :], args, delay)
-            if verdict is None:
-                continue
             final, delay = _fold(verdict, delay)
             if final:
                 return _with_delay(verdict, delay)
@@ -177,7 +177,7 @@ class Pipeline:
                 if final:
                     return _with_delay(verdict, delay)
             result = hook(*args)
-            verdict = await result if inspect.isawaitable(result) else result
+            verdict = await result if result is not None and inspect.isawaitable(result) else result
         if verdict is not None:
             final, delay = _fold(verdict, delay)
             if final:

@@ -8,7 +8,9 @@ Three steps, so that neither the DNS nor the hashing blocks the event loop:
 3. in a worker thread, dkimpy verifies each signature, its DNS function answering from the
    keys fetched in step 2.
 
-The worker pool has `dkim.workers` threads; each holds one message in memory while it works, so
+A message without a DKIM-Signature header field (found by the header scan the other message
+checks share) takes none of these steps: its result is "none" at once. The worker pool has
+`dkim.workers` threads; each holds one message in memory while it works, so
 memory stays bounded whatever the number of sessions. Results per signature (RFC 8601 2.7.1):
 pass, fail (bad signature or body hash), neutral (a signature that cannot be parsed),
 permerror (no usable key), temperror (the key lookup failed). RFC 6376 6.3 asks that a message
@@ -28,9 +30,17 @@ import dkim
 from mailmoat.config import DkimSettings
 from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.resolver import normalise
+from mailmoat.headers import Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, Verdict
-from mailmoat.policy.score import Karma, Outcome, apply
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.score import (
+    Karma,
+    Outcome,
+    SessionState,
+    apply,
+    headers_now,
+    message_headers,
+)
 from mailmoat.smtp.replies import reply
 
 R_DKIM = reply(550, "5.7.20", "No passing DKIM signature found")
@@ -163,6 +173,12 @@ class DkimVerifier:
             self._pool = None
 
 
+def unsigned(headers: Headers) -> bool:
+    """No DKIM-Signature field, in a header block dkimpy reads as we do: it would find none
+    either, so there is nothing to verify (the result is "none")."""
+    return headers.strict and not headers.counts.get("dkim-signature")
+
+
 def summary(results: list[DkimResult]) -> str:
     """One result for the message: pass if any signature passes."""
     if not results:
@@ -182,11 +198,21 @@ class DkimCheck(Check):
         self.verifier = DkimVerifier(resolver, settings.workers, settings.max_signatures)
         self.karma = karma
 
-    async def message(self, client: Client, message: Message) -> Verdict:
+    def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
         if st.exempt:
             return None
-        results = await self.verifier.verify(message)
+        headers = headers_now(st, message)
+        if headers is not None and unsigned(headers):
+            return self._apply(st, [])  # nothing to verify: no copy, no thread
+        return self._verify(st, message)
+
+    async def _verify(self, st: SessionState, message: Message) -> Verdict:
+        if unsigned(await message_headers(st, message)):
+            return self._apply(st, [])
+        return self._apply(st, await self.verifier.verify(message))
+
+    def _apply(self, st: SessionState, results: list[DkimResult]) -> Verdict:
         st.results["dkim"] = results
         if self.s.action == "off":
             return None

@@ -28,22 +28,40 @@ import asyncio
 import random
 from dataclasses import dataclass
 from email.utils import getaddresses
-from functools import cache
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
 from mailmoat.config import DmarcSettings
-from mailmoat.dns import Resolver, Status
-from mailmoat.headers import Headers
+from mailmoat.dns import Answer, Resolver, Status
+from mailmoat.dns.cache import TtlCache
+from mailmoat.headers import HeaderField, Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.policy.score import (
+    PENDING,
+    R_DNS_TEMP,
+    Karma,
+    Outcome,
+    SessionState,
+    apply,
+    headers_now,
+    message_headers,
+)
 from mailmoat.policy.spf import SpfResults
-from mailmoat.smtp.replies import reply
+from mailmoat.smtp.replies import Reply, reply
 
 MAX_DOMAINS = 5
 POLICIES = ("none", "quarantine", "reject")
+
+
+ORG_CACHE = 4096
+"""Organizational domains, parsed DMARC records and the author domains of From fields
+remembered (each, least recently used dropped first): pure functions of short strings.
+Longer input (`CACHED_LENGTH`) is not kept, so the caches stay small whatever a message or
+a record holds."""
+CACHED_LENGTH = 512
 
 
 @cache
@@ -53,6 +71,11 @@ def _psl() -> PublicSuffixList:
 
 def organizational_domain(domain: str) -> str:
     domain = domain.lower().rstrip(".")
+    return _org(domain) if len(domain) <= CACHED_LENGTH else _org.__wrapped__(domain)
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _org(domain: str) -> str:
     return _psl().privatesuffix(domain) or domain
 
 
@@ -74,6 +97,11 @@ class Record:
 
 def parse_record(text: bytes) -> Record | None:
     """A DMARC record, or None when it is not a valid one (RFC 7489 6.3, 6.6.3)."""
+    return _parse(text) if len(text) <= CACHED_LENGTH else _parse.__wrapped__(text)
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _parse(text: bytes) -> Record | None:
     try:
         s = text.decode("ascii")
     except UnicodeDecodeError:
@@ -119,23 +147,51 @@ class DmarcResult:
     reason: str = ""
 
 
-async def find_policy(resolver: Resolver, domain: str) -> tuple[Status, Record | None, bool]:
-    """(status, record, found at the organizational domain instead of `domain`)."""
+_Policy = tuple[Status, Record | None, bool]
+"""(status, record, found at the organizational domain instead of the author domain)."""
+
+
+def _policy_names(domain: str) -> list[tuple[str, bool]]:
     org = organizational_domain(domain)
-    for name, at_org in ((domain, False), (org, True)):
-        if at_org and org == domain:
-            break
-        answer = await resolver.query(f"_dmarc.{name}", "TXT")
-        if answer.temporary:
-            return Status.TEMPERROR, None, at_org
-        records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
-        if len(records) == 1:
-            record = parse_record(records[0])
-            if record is not None:
-                return Status.OK, record, at_org
-        if len(records) > 1:
-            return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
+    names = [(f"_dmarc.{domain}", False)]
+    return names if org == domain else [*names, (f"_dmarc.{org}", True)]
+
+
+def _policy_in(answer: Answer, at_org: bool) -> _Policy | None:
+    """What one policy lookup decides; None: look at the next name."""
+    if answer.temporary:
+        return Status.TEMPERROR, None, at_org
+    records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
+    if len(records) == 1:
+        record = parse_record(records[0])
+        if record is not None:
+            return Status.OK, record, at_org
+    if len(records) > 1:
+        return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
+    return None
+
+
+async def find_policy(resolver: Resolver, domain: str) -> _Policy:
+    for name, at_org in _policy_names(domain):
+        found = _policy_in(await resolver.query(name, "TXT"), at_org)
+        if found is not None:
+            return found
     return Status.NXDOMAIN, None, False
+
+
+def find_policy_now(resolver: Resolver, domain: str) -> tuple[_Policy, float] | None:
+    """`find_policy` from the resolver's cache alone, with the time the first answer it used
+    expires; None when an answer is missing."""
+    expires = float("inf")
+    for name, at_org in _policy_names(domain):
+        answer = resolver.cached(name, "TXT")
+        if answer is None:
+            return None
+        expires = min(expires, answer.expires)
+        found = _policy_in(answer, at_org)
+        if found is not None:
+            return found, expires
+    return (Status.NXDOMAIN, None, False), expires
 
 
 async def evaluate(
@@ -145,7 +201,18 @@ async def evaluate(
     dkim: list[DkimResult],
     rng: random.Random | None = None,
 ) -> DmarcResult:
-    status, record, at_org = await find_policy(resolver, author)
+    return judge(author, await find_policy(resolver, author), spf, dkim, rng)
+
+
+def judge(
+    author: str,
+    found: _Policy,
+    spf: SpfResults | None,
+    dkim: list[DkimResult],
+    rng: random.Random | None = None,
+) -> DmarcResult:
+    """The DMARC result for `author` under the policy `found`."""
+    status, record, at_org = found
     if status is Status.TEMPERROR:
         return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
     if record is None:
@@ -175,11 +242,22 @@ async def evaluate(
 def author_domains(headers: Headers) -> list[str]:
     domains: list[str] = []
     for f in headers.get("from"):
-        for _name, address in getaddresses([f.value]):
-            domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
-            if address and "@" in address and domain and domain not in domains:
-                domains.append(domain)
+        raw = f.raw
+        found = _domains(raw) if len(raw) <= CACHED_LENGTH else _domains.__wrapped__(raw)
+        domains.extend(d for d in found if d not in domains)
     return domains
+
+
+@lru_cache(maxsize=ORG_CACHE)
+def _domains(raw: bytes) -> tuple[str, ...]:
+    """The domains of the addresses in one From field (`raw`: the field as sent)."""
+    value = HeaderField("from", raw, 0, len(raw)).value
+    domains: list[str] = []
+    for _name, address in getaddresses([value]):
+        domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
+        if address and "@" in address and domain and domain not in domains:
+            domains.append(domain)
+    return tuple(domains)
 
 
 _SEVERITY = {
@@ -203,6 +281,23 @@ def strictest(results: list[DmarcResult]) -> DmarcResult:
     return max(results, key=severity)
 
 
+def _refusal(domain: str, policy: str) -> Reply:
+    text = (
+        f"Message rejected: {domain} publishes a DMARC policy of {policy}"
+        " and the message does not pass it"
+    )
+    return reply(550, "5.7.1", text)
+
+
+def _without_policy(domains: list[str]) -> DmarcResult | None:
+    """The result when there is no author domain to evaluate (or too many), else None."""
+    if not domains:
+        return DmarcResult("none", reason="no author domain in From")
+    if len(domains) > MAX_DOMAINS:
+        return DmarcResult("none", reason=f"{len(domains)} author domains")
+    return None
+
+
 class DmarcCheck(Check):
     name = "dmarc"
 
@@ -210,20 +305,40 @@ class DmarcCheck(Check):
         self.s = settings
         self.resolver = resolver
         self.karma = karma
+        self.policies: TtlCache[str, _Policy] = TtlCache(resolver.s.cache_size, resolver.clock)
+        """Policies found from cached answers, by author domain, until the first expires."""
 
-    async def message(self, client: Client, message: Message) -> Verdict:
-        from mailmoat.policy.auth import message_headers
-
+    def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
         if st.exempt:
             return None
+        headers = headers_now(st, message)
+        spf = st.ready("tx:spf")
+        if headers is None or spf is PENDING:
+            return self._later(st, message)
+        domains = author_domains(headers)
+        result = _without_policy(domains)
+        if result is None:
+            dkim: list[DkimResult] = st.results.get("dkim", [])
+            found = []
+            for domain in domains:
+                policy = self.policies.get(domain)
+                if policy is None:
+                    now = find_policy_now(self.resolver, domain)
+                    if now is None:
+                        return self._later(st, message)
+                    policy = now[0]
+                    self.policies.put(domain, policy, now[1])
+                found.append(judge(domain, policy, spf, dkim))
+            result = strictest(found)
+        st.results["dmarc"] = result
+        return self._apply(st, result)
+
+    async def _later(self, st: SessionState, message: Message) -> Verdict:
         headers = await message_headers(st, message)
         domains = author_domains(headers)
-        if not domains:
-            result = DmarcResult("none", reason="no author domain in From")
-        elif len(domains) > MAX_DOMAINS:
-            result = DmarcResult("none", reason=f"{len(domains)} author domains")
-        else:
+        result = _without_policy(domains)
+        if result is None:
             spf: SpfResults | None = await st.result("tx:spf")
             dkim: list[DkimResult] = st.results.get("dkim", [])
             found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
@@ -244,16 +359,13 @@ class DmarcCheck(Check):
             action, points = "log", 0
         if action == "off":
             action = "log"
-        text = (
-            f"Message rejected: {r.domain} publishes a DMARC policy of {policy}"
-            " and the message does not pass it"
-        )
         reason = f"{r.domain} p={r.policy} dis={r.disposition}: {r.reason}"
         return apply(
             st,
             Outcome(self.name, r.result, reason),
             action,
-            reply(550, "5.7.1", text),
+            # apply() uses the refusal for a failure only: build it for one only
+            _refusal(r.domain, policy) if r.result == "fail" else R_DNS_TEMP,
             failed=r.result == "fail",
             points=points,
             pending=points if r.result == "temperror" else 0,

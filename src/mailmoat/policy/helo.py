@@ -7,7 +7,9 @@ or, without one, with an address literal of its own address (RFC 5321 section 4.
 * forged: the name claims to be us (server.hostname, a local domain, an address we listen on);
 * unresolvable: the name has no A or AAAA record (NXDOMAIN or no data).
 
-The lookup starts when the HELO arrives; the verdict is applied at the first RCPT. Points add
+The lookup starts when the HELO arrives (a cached answer gives the result at once, kept per
+name until the answer expires, at most `dns.cache_size` names); the verdict is applied at the
+first RCPT. Points add
 up over the sub-checks that failed; a lookup that failed temporarily holds its points pending.
 """
 
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from mailmoat.config import HeloSettings
-from mailmoat.dns import Resolver
+from mailmoat.dns import Answer, Resolver
+from mailmoat.dns.cache import TtlCache
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.fcrdns import plain_ip
-from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import Helo, RcptTo
 from mailmoat.smtp.replies import reply
 
@@ -80,8 +83,18 @@ class HeloCheck(Check):
         self.karma = karma
         self.our_names = frozenset(n.lower().rstrip(".") for n in our_names)
         self.our_addresses = frozenset(ip_address(a) for a in our_addresses)
+        self.results: TtlCache[str, HeloResult] = TtlCache(resolver.s.cache_size, resolver.clock)
+        """Results of names that needed a lookup (they depend on the name alone), computed from
+        cached answers, until the answer expires; read, never changed."""
+        self.points_of = {
+            "invalid": settings.invalid_points,
+            "mismatch": settings.mismatch_points,
+            "forged": settings.forged_points,
+            "unresolvable": settings.unresolvable_points,
+        }
 
-    async def evaluate(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult:
+    def _without_dns(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult | None:
+        """The result of the checks that need no lookup when they decide, else None."""
         result = HeloResult()
         client_ip = plain_ip(client_ip)
         if name.startswith("[") and name.endswith("]"):
@@ -94,8 +107,7 @@ class HeloCheck(Check):
                 result.failures.append(failure)
                 result.reason = f"{name} is not the client's address {client_ip}"
             return result
-        lower = name.lower().rstrip(".")
-        if lower in self.our_names:
+        if name.lower().rstrip(".") in self.our_names:
             result.failures.append("forged")
             result.reason = f"{name} is our own name"
             return result
@@ -103,7 +115,11 @@ class HeloCheck(Check):
             result.failures.append("invalid")
             result.reason = f"{name} is not a fully qualified domain name"
             return result
-        answer = await self.resolver.addresses(lower)
+        return None
+
+    @staticmethod
+    def _resolved(name: str, answer: Answer) -> HeloResult:
+        result = HeloResult()
         if answer.temporary:
             result.temporary = True
             result.reason = f"{name}: {answer.error}"
@@ -112,11 +128,36 @@ class HeloCheck(Check):
             result.reason = f"{name} has no address"
         return result
 
+    async def evaluate(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult:
+        result = self._without_dns(name, client_ip)
+        if result is not None:
+            return result
+        return self._resolved(name, await self.resolver.addresses(name.lower().rstrip(".")))
+
+    def evaluate_now(self, name: str, client_ip: IPv4Address | IPv6Address) -> HeloResult | None:
+        """`evaluate` without waiting: None when the lookup it needs is not cached."""
+        result = self.results.get(name)
+        if result is not None:
+            return result
+        result = self._without_dns(name, client_ip)
+        if result is not None:
+            return result
+        answer = self.resolver.cached_addresses(name.lower().rstrip("."))
+        if answer is None:
+            return None
+        result = self._resolved(name, answer)
+        self.results.put(name, result, answer.expires)
+        return result
+
     def helo(self, client: Client, event: Helo) -> Verdict:
         st = self.karma.state(client)
         if not st.exempt:
             st.client_outcomes.pop(self.name, None)
-            st.start("helo", self.evaluate(event.name, client.ip))
+            now = self.evaluate_now(event.name, client.ip)
+            if now is not None:
+                st.set("helo", now)
+            else:
+                st.start("helo", self.evaluate(event.name, client.ip))
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
@@ -124,19 +165,18 @@ class HeloCheck(Check):
         if st.exempt or st.allowlisted:
             return None
         done = st.client_outcomes.get(self.name)
-        return done.verdict if done is not None else self._decide(st)
+        if done is not None:
+            return done.verdict
+        result = st.ready("helo")
+        return self._decide(st) if result is PENDING else self._apply(st, result)
 
     async def _decide(self, st: SessionState) -> Verdict:
-        result: HeloResult | None = await st.result("helo")
+        return self._apply(st, await st.result("helo"))
+
+    def _apply(self, st: SessionState, result: HeloResult | None) -> Verdict:
         if result is None:
             return None
-        points_of = {
-            "invalid": self.s.invalid_points,
-            "mismatch": self.s.mismatch_points,
-            "forged": self.s.forged_points,
-            "unresolvable": self.s.unresolvable_points,
-        }
-        points = sum(points_of[f] for f in result.failures)
+        points = sum(self.points_of[f] for f in result.failures)
         if result.failures:
             verdict = "fail " + "+".join(result.failures)
         else:

@@ -29,13 +29,24 @@ from typing import Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
+from mailmoat.headers import Headers, scan
+from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
 
 T = TypeVar("T")
 
+HEADERS_WANTED = ("from", "authentication-results", "dkim-signature")
+"""The header fields the message checks read: From (DMARC), Authentication-Results (forged
+ones removed), DKIM-Signature (none: no DKIM work at all)."""
+SCAN_CHUNK = 8192
+"""Read at a time for the scan: most header blocks fit, and the body is not read."""
+
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
+
+PENDING: Any = object()
+"""`SessionState.ready` for work that has not finished yet."""
 
 
 @dataclass(slots=True)
@@ -72,18 +83,48 @@ class SessionState:
     client_results: dict[str, Any] = field(default_factory=dict)
     """Detailed per-session results (iprev for the Authentication-Results header)."""
     sender: str = ""
+    done: dict[str, Any] = field(default_factory=dict)
+    """Results that were ready at once (every answer cached): no task was needed."""
+    ip_text: str = ""
+    """The client's address as text (made once per session)."""
+
+    def __post_init__(self) -> None:
+        self.ip_text = str(self.client.ip)
 
     def start(self, key: str, work: Awaitable[T]) -> None:
         """Run `work` in the background (DNS lookups overlap the SMTP dialogue)."""
-        old = self.tasks.pop(key, None)
-        if old is not None:
-            old.cancel()
+        self._drop(key)
         task = asyncio.ensure_future(work)
         # a failure is reported where the result is awaited; never "never retrieved"
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self.tasks[key] = task
 
+    def set(self, key: str, value: Any) -> None:
+        """A result computed at once (from cached answers), in place of `start`."""
+        self._drop(key)
+        self.done[key] = value
+
+    def _drop(self, key: str) -> None:
+        self.done.pop(key, None)
+        old = self.tasks.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+    def ready(self, key: str) -> Any:
+        """The result of `key` if it is there already, else `PENDING` (then await `result`).
+        None when nothing was started for `key`, as `result` gives."""
+        if key in self.done:
+            return self.done[key]
+        task = self.tasks.get(key)
+        if task is None:
+            return None
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return task.result()
+        return PENDING
+
     async def result(self, key: str) -> Any:
+        if key in self.done:
+            return self.done[key]
         task = self.tasks.get(key)
         return None if task is None else await asyncio.shield(task)
 
@@ -101,6 +142,8 @@ class SessionState:
     def new_transaction(self) -> None:
         for key in [k for k in self.tasks if k.startswith("tx:")]:
             self.tasks.pop(key).cancel()
+        for key in [k for k in self.done if k.startswith("tx:")]:
+            del self.done[key]
         self.tx_outcomes.clear()
         self.results.clear()
 
@@ -108,6 +151,25 @@ class SessionState:
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
+        self.done.clear()
+
+
+def headers_now(st: SessionState, message: Message) -> Headers | None:
+    """The message's wanted header fields, scanned once per message; None when the spool is
+    on disk and not scanned yet (then await `message_headers`)."""
+    headers: Headers | None = st.results.get("headers")
+    if headers is None and message.spool.in_memory:
+        headers = st.results["headers"] = scan(message.spool.chunks(SCAN_CHUNK), HEADERS_WANTED)
+    return headers
+
+
+async def message_headers(st: SessionState, message: Message) -> Headers:
+    headers = headers_now(st, message)
+    if headers is None:  # a spool on disk is read in a worker thread, as the relay does
+        chunks = message.spool.chunks(SCAN_CHUNK)
+        headers = await asyncio.to_thread(scan, chunks, HEADERS_WANTED)
+        st.results["headers"] = headers
+    return headers
 
 
 class Karma:
@@ -165,6 +227,8 @@ def apply(
             outcome.verdict = R_DNS_TEMP
     (st.tx_outcomes if per_transaction else st.client_outcomes)[outcome.check] = outcome
     level = logging.INFO if failed or temporary else logging.DEBUG
+    if not logs.log.isEnabledFor(level):
+        return outcome.verdict
     logs.event(
         "check",
         level,
@@ -224,7 +288,9 @@ class ScoreGate(Check):
         st = self.karma.state(client)
         if st.exempt or st.allowlisted:
             return None
-        score, pending, threshold = st.points, st.pending, self.karma.s.threshold
+        outcomes = st.outcomes()
+        score, pending = sum(o.points for o in outcomes), sum(o.pending for o in outcomes)
+        threshold = self.karma.s.threshold
         if score >= threshold:
             verdict: Reply = self.refusal
         elif score + pending >= threshold:
@@ -251,7 +317,7 @@ class ScoreGate(Check):
     def message(self, client: Client, message: Any) -> Verdict:
         verdict = self._judge(client, "message")
         st = self.karma.state(client)
-        if not st.exempt:
+        if not st.exempt and logs.log.isEnabledFor(logging.INFO):
             # one line per message with every check's result, whatever the verdict
             logs.event(
                 "checks",

@@ -2,15 +2,17 @@
 
 pyspf evaluates records synchronously and asks its module-level `DNSLookup` for every record.
 We never let it block the event loop or reach the network itself: `DNSLookup` is replaced by a
-function that answers only from a table of answers our asynchronous resolver already fetched.
-When pyspf asks for something not yet in the table, the function raises `_Missing`; the
+function that answers only from a table of answers our asynchronous resolver already fetched
+(or holds in its cache). When pyspf asks for something not there, it raises `_Missing`; the
 evaluation is abandoned, the missing record is fetched asynchronously (through the cache), and
 the evaluation starts again from the top with a fuller table. Each round is pure computation on
 a few records; the rounds are bounded (`MAX_ROUNDS`, above what pyspf's own lookup limits allow)
 and the whole check is bounded by `spf.timeout` (RFC 7208 4.6.4 suggests at least 20 s).
 
 The checks start at MAIL FROM (while the client sends its recipients) and the verdict is
-applied at the first RCPT. For the null sender the HELO identity decides (RFC 7208 2.4).
+applied at the first RCPT. When every answer is in the resolver's cache (or the result is in
+the evaluator's own cache, `spf.cache_size`), the result is there at once, without a task.
+For the null sender the HELO identity decides (RFC 7208 2.4).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import spf
 
 from mailmoat.config import SpfSettings
 from mailmoat.dns import Answer, Resolver
+from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.fcrdns import plain_ip
-from mailmoat.policy.score import Karma, Outcome, SessionState, apply
+from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import reply
 
@@ -36,7 +38,15 @@ MAX_ROUNDS = 200
 
 R_SPF_FAIL = reply(550, "5.7.23", "SPF validation failed")
 
-_TABLE: contextvars.ContextVar[dict[tuple[str, str], Answer] | None] = contextvars.ContextVar(
+
+@dataclass(slots=True)
+class _Lookups:
+    table: dict[tuple[str, str], Answer]
+    """The answers this evaluation used (fetched, or found in the resolver's cache)."""
+    resolver: Resolver
+
+
+_TABLE: contextvars.ContextVar[_Lookups | None] = contextvars.ContextVar(
     "mailmoat_spf_answers", default=None
 )
 
@@ -48,16 +58,19 @@ class _Missing(Exception):
 
 
 def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list[Any]:
-    """pyspf's DNSLookup: answers from the table of the evaluation running on this thread."""
-    table = _TABLE.get()
-    if table is None:
+    """pyspf's DNSLookup: answers from the evaluation's table or the resolver's cache."""
+    lookups = _TABLE.get()
+    if lookups is None:
         raise spf.TempError("DNS lookups for SPF go through mailmoat's resolver")
     if qtype == "SPF":
         return []  # the SPF RR type (99) is obsolete (RFC 7208 3.1)
     key = (normalise(str(name)), qtype)
-    answer = table.get(key)
+    answer = lookups.table.get(key)
     if answer is None:
-        raise _Missing(key)
+        answer = lookups.resolver.cached(*key)
+        if answer is None:
+            raise _Missing(key)
+        lookups.table[key] = answer
     if answer.temporary:
         raise spf.TempError(f"DNS {answer.error or 'temporary error'} for {name} {qtype}")
     if qtype == "TXT":
@@ -85,18 +98,35 @@ class SpfResults:
     helo: SpfResult | None
 
 
+_Outcome = tuple[str, int, str]
+"""pyspf's (result, code, explanation)."""
+_Key = tuple[str, str, str | None, str | None]
+"""(client address, domain, HELO name, local part); the last two None for records without
+macros, whose result depends on neither."""
+
+
 class SpfEvaluator:
-    def __init__(self, resolver: Resolver, timeout: float = 20.0) -> None:
+    """Evaluates one identity; keeps the results in a bounded cache (`cache_size` entries,
+    least recently used dropped first), each no longer than the earliest expiry of the DNS
+    answers it came from. Only results from cached answers are kept: a temporary error, or
+    a result that used an answer with a TTL of 0, is evaluated again next time."""
+
+    def __init__(self, resolver: Resolver, timeout: float = 20.0, cache_size: int = 10_000) -> None:
         self.resolver = resolver
         self.timeout = timeout
+        self.evaluations = 0
+        """pyspf runs so far (each round of each identity counts)."""
+        self._results: TtlCache[_Key, _Outcome] = TtlCache(cache_size, resolver.clock)
+
+    def __len__(self) -> int:
+        return len(self._results)
 
     async def check(self, ip: str, sender: str, helo: str) -> SpfResult:
         """One identity: `sender` "" means the HELO identity (postmaster@helo)."""
-        local, _, domain = sender.rpartition("@") if sender else ("postmaster", "@", helo)
-        identity = "mailfrom" if sender else "helo"
-        domain = domain.lower()
-        if not domain or domain.startswith("["):
-            return SpfResult(identity, domain, "none", "no domain to check")
+        now = self.check_now(ip, sender, helo)
+        if now is not None:
+            return now
+        identity, local, domain = _identity(sender, helo)
         try:
             async with asyncio.timeout(self.timeout):
                 result, _code, explanation = await self._evaluate(ip, local, domain, helo)
@@ -104,22 +134,80 @@ class SpfEvaluator:
             return SpfResult(identity, domain, "temperror", "SPF evaluation took too long")
         return SpfResult(identity, domain, result, explanation)
 
-    async def _evaluate(self, ip: str, local: str, domain: str, helo: str) -> tuple[str, int, str]:
+    def check_now(self, ip: str, sender: str, helo: str) -> SpfResult | None:
+        """`check` without waiting: from the result cache, or evaluated at once when every
+        answer it needs is cached; None when a lookup is missing."""
+        identity, local, domain = _identity(sender, helo)
+        if not domain or domain.startswith("["):
+            return SpfResult(identity, domain, "none", "no domain to check")
+        outcome = self._cached(ip, local, domain, helo)
+        if outcome is None:
+            table: dict[tuple[str, str], Answer] = {}
+            try:
+                outcome = self._round(ip, local, domain, helo, table)
+            except _Missing:
+                return None
+            self._remember(ip, local, domain, helo, table, outcome)
+        return SpfResult(identity, domain, outcome[0], outcome[2])
+
+    def _round(
+        self, ip: str, local: str, domain: str, helo: str, table: dict[tuple[str, str], Answer]
+    ) -> _Outcome:
+        """One run of pyspf on the answers at hand; _Missing when it needs another."""
+        self.evaluations += 1
+        token = _TABLE.set(_Lookups(table, self.resolver))
+        try:
+            q = spf.query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
+            q.l, q.o, q.d = local, domain, domain  # pyspf splits at the first "@"
+            return q.check()  # type: ignore[no-any-return]
+        except (spf.PermError, spf.TempError) as err:  # raised by the constructor only
+            return "permerror", 550, str(err)
+        finally:
+            _TABLE.reset(token)
+
+    async def _evaluate(self, ip: str, local: str, domain: str, helo: str) -> _Outcome:
         table: dict[tuple[str, str], Answer] = {}
         for _ in range(MAX_ROUNDS):
-            token = _TABLE.set(table)
             try:
-                q = spf.query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
-                q.l, q.o, q.d = local, domain, domain  # pyspf splits at the first "@"
-                return q.check()  # type: ignore[no-any-return]
+                outcome = self._round(ip, local, domain, helo, table)
             except _Missing as missing:
-                key = missing.key
-            except (spf.PermError, spf.TempError) as err:  # raised by the constructor only
-                return "permerror", 550, str(err)
-            finally:
-                _TABLE.reset(token)
-            table[key] = await self.resolver.query(*key)
+                table[missing.key] = await self.resolver.query(*missing.key)
+                continue
+            self._remember(ip, local, domain, helo, table, outcome)
+            return outcome
         return "temperror", 451, "too many DNS lookups"
+
+    def _cached(self, ip: str, local: str, domain: str, helo: str) -> _Outcome | None:
+        hit = self._results.get((ip, domain, None, None))
+        return hit if hit is not None else self._results.get((ip, domain, helo, local))
+
+    def _remember(
+        self,
+        ip: str,
+        local: str,
+        domain: str,
+        helo: str,
+        table: dict[tuple[str, str], Answer],
+        outcome: _Outcome,
+    ) -> None:
+        if not table or outcome[0] == "temperror":
+            return
+        answers = table.values()
+        if any(a.temporary for a in answers):
+            return
+        # a macro (%{l}, %{h}, ...) in any record makes the result depend on the whole identity
+        macros = any(b"%" in r for a in answers if a.rdtype == "TXT" for r in a.records)
+        key = (ip, domain, helo, local) if macros else (ip, domain, None, None)
+        # an answer that was not cached (expires 0.0) keeps the result out
+        self._results.put(key, outcome, min(a.expires for a in answers))
+
+
+def _identity(sender: str, helo: str) -> tuple[str, str, str]:
+    """(identity, local part, domain) of `sender`; "" for the HELO identity."""
+    if not sender:
+        return "helo", "postmaster", helo.lower()
+    local, _, domain = sender.rpartition("@")
+    return "mailfrom", local, domain.lower()
 
 
 class SpfCheck(Check):
@@ -133,11 +221,10 @@ class SpfCheck(Check):
         timeout: float = 20.0,
     ) -> None:
         self.s = settings
-        self.evaluator = SpfEvaluator(resolver, timeout)
+        self.evaluator = SpfEvaluator(resolver, timeout, settings.cache_size)
         self.karma = karma
 
-    async def evaluate(self, client: Client, sender: str) -> SpfResults:
-        ip = str(plain_ip(client.ip))
+    async def evaluate(self, client: Client, sender: str, ip: str) -> SpfResults:
         helo_name = client.helo or ""
         helo_task = None
         if self.s.helo or not sender:
@@ -153,10 +240,27 @@ class SpfCheck(Check):
             mailfrom = helo
         return SpfResults(mailfrom, helo if self.s.helo else None)
 
+    def evaluate_now(self, client: Client, sender: str, ip: str) -> SpfResults | None:
+        """`evaluate` without waiting; None when a lookup is missing."""
+        helo_name = client.helo or ""
+        helo = None
+        if self.s.helo or not sender:
+            helo = self.evaluator.check_now(ip, "", helo_name)
+            if helo is None:
+                return None
+        mailfrom = self.evaluator.check_now(ip, sender, helo_name) if sender else helo
+        if mailfrom is None:
+            return None
+        return SpfResults(mailfrom, helo if self.s.helo else None)
+
     def mail(self, client: Client, event: MailFrom) -> Verdict:
         st = self.karma.state(client)
         if not st.exempt:
-            st.start("tx:spf", self.evaluate(client, event.address))
+            now = self.evaluate_now(client, event.address, st.ip_text)
+            if now is not None:
+                st.set("tx:spf", now)
+            else:
+                st.start("tx:spf", self.evaluate(client, event.address, st.ip_text))
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
@@ -164,10 +268,15 @@ class SpfCheck(Check):
         if st.exempt or self.s.action == "off":
             return None
         done = st.tx_outcomes.get(self.name)
-        return done.verdict if done is not None else self._decide(st)
+        if done is not None:
+            return done.verdict
+        results = st.ready("tx:spf")
+        return self._decide(st) if results is PENDING else self._apply(st, results)
 
     async def _decide(self, st: SessionState) -> Verdict:
-        results: SpfResults | None = await st.result("tx:spf")
+        return self._apply(st, await st.result("tx:spf"))
+
+    def _apply(self, st: SessionState, results: SpfResults | None) -> Verdict:
         if results is None:
             return None
         r = results.mailfrom
