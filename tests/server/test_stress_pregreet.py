@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -154,3 +155,30 @@ def test_suspect_gets_a_slow_greeting(tmp_path: Path) -> None:
                 took = time.monotonic() - started
             assert (took > 0.35) if slow else (took < 0.2)
         assert _counter(gw, "tarpit.suspect") == 1
+
+
+def test_greeting_at_accept_time_is_sent_once_and_left_to_the_session_for_an_early_talker(
+    tmp_path: Path,
+) -> None:
+    """Without pregreet.wait the listener writes the 220 on the bare socket (so the client
+    reads it while the session is set up). A client whose bytes already wait when its
+    connection is accepted is left to the session, which greets it as before: one 220, then
+    the answer to what it sent (only a held greeting, pregreet.wait, refuses early talkers)."""
+    with running_gateway(tmp_path / "md") as gw:
+        with connect(gw.port) as s:
+            assert read_line(s) == b"220 mx.mailmoat.test ESMTP\r\n"
+            s.sendall(b"NOOP\r\n")
+            assert read_line(s).startswith(b"250 ")  # the first reply after the 220: no second 220
+        held = threading.Event()
+
+        def stall() -> None:  # the loop sleeps: the next connection waits in the kernel
+            held.set()
+            time.sleep(0.5)
+
+        gw.loop.call_soon_threadsafe(stall)
+        assert held.wait(5)
+        with connect(gw.port) as s:
+            s.sendall(b"EHLO early.test\r\n")
+            got = read_all(s, 3.0)
+        assert got.startswith(b"220 mx.mailmoat.test ESMTP\r\n250-mx.mailmoat.test\r\n")
+        assert got.count(b"220 ") == 1

@@ -122,8 +122,9 @@ def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> 
     with served(tmp_path) as srv:
         # two sessions open at once go to two different workers (the least busy first)
         a, b = _greeted(srv.port), _greeted(srv.port)
-        gauges = srv.stats()["gauges"]
-        assert gauges["sessions"] == 2 and gauges["connections.active"] == 2
+        # the supervisor greets at admission: the workers' sessions may start a moment later
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 2)
+        assert srv.stats()["gauges"]["connections.active"] == 2
         assert [w["sessions"] for w in srv.stats()["workers"]] == [1, 1]
         a.close()
         b.close()
@@ -254,6 +255,7 @@ def test_stress_mode_decided_by_the_supervisor_tightens_the_workers_deadlines(
     with served(tmp_path, **settings) as srv:
         idle = [_greeted(srv.port, "127.0.0.13") for _ in range(5)]  # 5 > 8 * 0.5: stress on
         _wait(lambda: srv.stats()["gauges"]["stress.active"] == 1, 5)
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 5, 5)
         assert sorted(w["sessions"] for w in srv.stats()["workers"]) == [2, 3]
         t0 = time.monotonic()
         # idle sessions on both workers are now closed after stress.greeting, not 60 s

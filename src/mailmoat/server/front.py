@@ -28,6 +28,7 @@ from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
 from mailmoat.server.listener import Listener, open_sockets
+from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 from mailmoat.store import Store
@@ -97,6 +98,7 @@ class Front:
         self._background: set[asyncio.Future[Any]] = set()
         self.stats.gauge("loop.lag_ms", lambda: round(self.loop_lag * 1000, 1))
         self.stats.gauge("loop.lag_max_ms", lambda: round(self.loop_lag_max * 1000, 1))
+        self._greeting = greeting_bytes(settings.server.hostname)
 
     # ---------------------------------------------------------------- start
     async def listen(self) -> list[tuple[str, int]]:
@@ -154,13 +156,37 @@ class Front:
         if inspect.isawaitable(verdict):
             self.spawn(self._settle(sock, client, verdict))
         elif not self._refused(sock, client, verdict):
-            self.admitted(sock, client, verdict)
+            self.admitted(sock, client, verdict, verdict is None and self._greet(sock))
+
+    def _greet(self, sock: socket.socket) -> bool:
+        """Write the 220 on the bare socket now, so the client reads it while its session is
+        set up (in a worker, that is a hand-over away). Not for a client that already talked:
+        its session refuses it for talking first."""
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                return False
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        try:
+            sent = sock.send(self._greeting, socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        if sent != len(self._greeting):  # a fresh socket takes the line whole; if not, half a
+            sock.shutdown(socket.SHUT_RDWR)  # greeting must not be followed by a whole one
+        return True
 
     async def _settle(
-        self, sock: socket.socket, client: Client, pending: Awaitable[Verdict]
+        self,
+        sock: socket.socket,
+        client: Client,
+        pending: Awaitable[Verdict],
+        greeted: bool | None = None,
     ) -> None:
         """Finish a connect stage that needs the store (rates, bans; the socket waits in the
-        kernel meanwhile)."""
+        kernel meanwhile). `greeted`: whether the 220 went out already (None: greet now when
+        the client may go on)."""
         try:
             verdict = await pending
         except asyncio.CancelledError:
@@ -171,10 +197,15 @@ class Front:
             self._refuse(sock, client, R_CONNECT_ERROR)
             return
         if not self._refused(sock, client, verdict):
-            self.admitted(sock, client, verdict)
+            if greeted is None:
+                greeted = verdict is None and self._greet(sock)
+            self.admitted(sock, client, verdict, greeted)
 
-    def admitted(self, sock: socket.socket, client: Client, verdict: Verdict) -> None:
-        """`client` passed the connect stage; `verdict` is None or a held greeting."""
+    def admitted(
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+    ) -> None:
+        """`client` passed the connect stage; `verdict` is None or a held greeting; `greeted`:
+        the 220 went out already."""
         raise NotImplementedError
 
     def _refused(self, sock: socket.socket, client: Client, verdict: Verdict) -> bool:

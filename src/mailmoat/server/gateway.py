@@ -141,9 +141,9 @@ class Gateway(Front):
         return bound
 
     # ------------------------------------------------------------- sessions
-    def adopt(self, sock: socket.socket, client: Client, verdict: Verdict) -> None:
-        """A connection the supervisor admitted: the rest of the connect stage (the checks
-        that run in this process), then a session."""
+    def adopt(self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool) -> None:
+        """A connection the supervisor admitted (and `greeted` perhaps): the rest of the
+        connect stage (the checks that run in this process), then a session."""
         try:
             mine = self.pipeline.run("connect", client)
         except Exception:
@@ -151,14 +151,18 @@ class Gateway(Front):
             self._refuse(sock, client, R_CONNECT_ERROR)
             return
         if inspect.isawaitable(mine):
-            self.spawn(self._settle(sock, client, _after(mine, verdict)))
+            self.spawn(self._settle(sock, client, _after(mine, verdict), greeted))
         elif not self._refused(sock, client, mine):
-            self.admitted(sock, client, verdict if mine is None else mine)
+            self.admitted(sock, client, verdict if mine is None else mine, greeted)
 
-    def admitted(self, sock: socket.socket, client: Client, verdict: Verdict) -> None:
-        self.spawn(self._open_session(sock, client, verdict))
+    def admitted(
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+    ) -> None:
+        self.spawn(self._open_session(sock, client, verdict, greeted))
 
-    async def _open_session(self, sock: socket.socket, client: Client, verdict: Verdict) -> None:
+    async def _open_session(
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+    ) -> None:
         """Give an admitted client a transport and a session (from here the session's
         connection_lost releases the client)."""
         from mailmoat.server.session import SmtpSession
@@ -167,7 +171,7 @@ class Gateway(Front):
             # replies are whole lines written at once: no Nagle delay (uvloop sets it too)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await self.loop.connect_accepted_socket(
-                lambda: SmtpSession(self, client, verdict), sock
+                lambda: SmtpSession(self, client, verdict, greeted), sock
             )
         except asyncio.CancelledError:
             self._refuse(sock, client, None)

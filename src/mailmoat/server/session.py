@@ -101,6 +101,7 @@ class SmtpSession(asyncio.Protocol):
         "_greeting",
         "_hold",
         "_last_byte",
+        "_pre_greeted",
         "_reading_paused",
         "_started",
         "_task",
@@ -119,10 +120,14 @@ class SmtpSession(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, gateway: Gateway, client: Client, verdict: Verdict = None) -> None:
+    def __init__(
+        self, gateway: Gateway, client: Client, verdict: Verdict = None, greeted: bool = False
+    ) -> None:
         """`client` passed admission (the gateway ran the connect stage on the bare socket);
-        `verdict` is what that stage said: go on, or hold the greeting (a Decision's delay)."""
+        `verdict` is what that stage said: go on, or hold the greeting (a Decision's delay);
+        `greeted`: the listener wrote the 220 on the bare socket already."""
         self.gw = gateway
+        self._pre_greeted = greeted
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection  # made in connection_made
@@ -180,7 +185,7 @@ class SmtpSession(asyncio.Protocol):
             self._write(answer.to_bytes())
             self._close("refused")
         else:
-            self.conn.greeting("ESMTP")
+            self.conn.greeting("ESMTP", sent=self._pre_greeted)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn

@@ -137,7 +137,7 @@ class Supervisor(Front):
         return [w for w in self.workers if w is not None and w.ready and not w.link.closed]
 
     # ------------------------------------------------------------- hand-over
-    def admitted(self, sock: Any, client: Client, verdict: Verdict) -> None:
+    def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         """Hand the connection to the worker with the fewest sessions."""
         self._next_id += 1
         client.conn_id = cid = self._next_id
@@ -149,6 +149,7 @@ class Supervisor(Front):
             client.trusted,
             list(client.tags),
             encode_verdict(verdict),
+            greeted,
         )
         live = self._live()
         if live:  # the fewest sessions first; ties take turns

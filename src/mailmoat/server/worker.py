@@ -173,10 +173,10 @@ class Worker:
         if kind == "conn":
             if sock is None:
                 return
-            _, conn_id, address, port, trusted, tags, verdict = message
+            _, conn_id, address, port, trusted, tags, verdict, greeted = message
             client = Client(address, port, trusted=bool(trusted), conn_id=int(conn_id))
             client.tags = tuple(str(t) for t in tags)
-            self.gateway.adopt(sock, client, decode_verdict(verdict))
+            self.gateway.adopt(sock, client, decode_verdict(verdict), bool(greeted))
             return
         if sock is not None:
             sock.close()

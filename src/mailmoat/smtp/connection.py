@@ -118,6 +118,11 @@ def _syntax(usage: str) -> Reply:
 
 
 @functools.lru_cache(maxsize=64)
+def greeting_bytes(hostname: str, text: str = "ESMTP") -> bytes:
+    """The 220 greeting as `ServerConnection.greeting` writes it."""
+    return _host_reply(220, f"{hostname} {text}").to_bytes()
+
+
 def _host_reply(code: int, *lines: str) -> Reply:
     """Greeting and HELO/EHLO replies: made of the host name and the settings, so the same
     few in every session, made (and serialised) once."""
@@ -199,14 +204,15 @@ class ServerConnection:
         self._out.clear()
         return out
 
-    def greeting(self, text: str = "ESMTP") -> None:
-        """Queue the 220 greeting (or the refusal of a client that spoke first)."""
+    def greeting(self, text: str = "ESMTP", *, sent: bool = False) -> None:
+        """Queue the 220 greeting (or the refusal of a client that spoke first). `sent`: the
+        listener already wrote `greeting_bytes(hostname, text)` on the bare socket."""
         if self.phase is not _IN_GREETING:
             raise RuntimeError("greeting already sent")
         self.phase = _IN_COMMAND
         if self._pregreet:
             self._reject("pregreet", R_PREGREET, close=True)
-        else:
+        elif not sent:
             self._write(_host_reply(220, f"{self.hostname} {text}"))
 
     def accept(self) -> None:
