@@ -27,10 +27,12 @@ What it does, in one run:
 `--profile SECONDS` instead profiles mailmoat with py-spy under 10 KiB x 20 sessions x 1 rcpt and
 writes bench/results/relay-profile.md (top functions) and relay-profile.txt (raw stacks).
 
-Worker policy: mailmoat has one process (one event loop); Haraka runs with nodes=1 (its default:
-a cluster master and one worker); Postfix runs its own process-per-session model with default
-process limits (it cannot run single-process). CPU and memory are counted over each system's
-whole process tree.
+Worker policy: each system runs as it comes. mailmoat's default is one worker process per core
+under a supervisor (`server.workers = 0`: 2 workers on 2 cores); Haraka's is nodes=1 (a cluster
+master and one worker); Postfix runs its own process-per-session model with default process
+limits. Two more columns show each on the other footing: mailmoat as one process
+(`server.workers = 1`, "mailmoat-1p") and Haraka with one worker per core ("haraka-2n",
+nodes=2). CPU and memory are counted over each system's whole process tree.
 """
 
 from __future__ import annotations
@@ -62,14 +64,17 @@ DOMAIN = "example.test"
 SENDER = "bench@sender.test"
 RECIPIENT = f"rcpt@{DOMAIN}"
 HELO = "client.sender.test"
-SYSTEMS = ("direct", "mailmoat", "mailmoat-nodns", "haraka", "postfix")
-# mailmoat-nodns: mailmoat with its DNS checks off (dns.checks = false), to show what they cost
+SYSTEMS = ("direct", "mailmoat", "mailmoat-1p", "mailmoat-nodns", "haraka", "haraka-2n", "postfix")
+# mailmoat-1p: one process (server.workers = 1); mailmoat-nodns: DNS checks off (dns.checks =
+# false), to show what they cost; haraka-2n: Haraka with nodes=2 (a worker per core)
 EXTRA_SYSTEMS: tuple[str, ...] = ()
 LABELS = {
     "direct": "direct",
     "mailmoat": "mailmoat",
+    "mailmoat-1p": "mailmoat, one process",
     "mailmoat-nodns": "mailmoat, DNS checks off",
     "haraka": "Haraka",
+    "haraka-2n": "Haraka, nodes=2",
     "postfix": "Postfix",
 }
 SIZES = (1024, 10240, 102400)
@@ -623,15 +628,18 @@ class Mailmoat(System):
 
 
 class Haraka(System):
-    def __init__(self, workdir: Path, sink: Sink, script: Path) -> None:
-        super().__init__("haraka", free_port())
-        self.dir = workdir / "haraka"
+    def __init__(
+        self, workdir: Path, sink: Sink, script: Path, name: str = "haraka", nodes: int = 1
+    ) -> None:
+        super().__init__(name, free_port())
+        self.dir = workdir / name
         self.sink = sink
         self.script = script
+        self.nodes = nodes
         self.proc: subprocess.Popen | None = None
-        self.log = workdir / "haraka.log"
+        self.log = workdir / f"{name}.log"
         self.notes.append(
-            "plugins rcpt_to.in_host_list + queue/smtp_forward; nodes=1; log level WARN"
+            f"plugins rcpt_to.in_host_list + queue/smtp_forward; nodes={nodes}; log level WARN"
         )
 
     def start(self) -> None:
@@ -640,7 +648,7 @@ class Haraka(System):
         if done.returncode != 0:
             raise BenchError(f"haraka -i failed: {done.stderr.decode(errors='replace')}")
         cfg = self.dir / "config"
-        (cfg / "smtp.ini").write_text(f"listen={HOST}:{self.port}\nnodes=1\n")
+        (cfg / "smtp.ini").write_text(f"listen={HOST}:{self.port}\nnodes={self.nodes}\n")
         (cfg / "log.ini").write_text("[main]\nlevel=warn\ntimestamps=false\nformat=default\n")
         (cfg / "plugins").write_text("rcpt_to.in_host_list\nqueue/smtp_forward\n")
         (cfg / "host_list").write_text(f"{DOMAIN}\n")
@@ -1161,6 +1169,10 @@ def targets(s: Summary, system: str = "mailmoat") -> list[tuple[str, bool | None
     out: list[tuple[str, bool | None, str]] = []
     if mm and hk:
         out.append((f"10 KiB x 20: {name} >= 3x Haraka", mm >= 3 * hk, f"{mm / hk:.2f}x"))
+    hk2 = s.rate.get((p, "haraka-2n"))
+    if mm and hk2:
+        ratio = f"{mm / hk2:.2f}x"
+        out.append((f"10 KiB x 20: {name} >= 3x Haraka with nodes=2", mm >= 3 * hk2, ratio))
     if mm and d:
         out.append((f"10 KiB x 20: {name} >= 30% of direct", mm >= 0.3 * d, f"{mm / d:.0%}"))
     if lat_mm and lat_d:
@@ -1180,8 +1192,10 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
     colours = {
         "direct": "#999999",
         "mailmoat": "#1f77b4",
+        "mailmoat-1p": "#17becf",
         "mailmoat-nodns": "#aec7e8",
         "haraka": "#d62728",
+        "haraka-2n": "#ff9896",
         "postfix": "#2ca02c",
     }
     fig = plt.figure(figsize=(15, 9), constrained_layout=True)
@@ -1504,7 +1518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     ensure_postfix()
-    script = ensure_haraka(args.haraka_version) if "haraka" in args.systems else None
+    wants_haraka = any(x.startswith("haraka") for x in args.systems)
+    script = ensure_haraka(args.haraka_version) if wants_haraka else None
     has_plot = ensure_matplotlib()
     info = machine()
     points = [
@@ -1529,11 +1544,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     systems[name] = Direct(sink)
                 elif name == "mailmoat":
                     systems[name] = Mailmoat(tmp, sink, extra=args.mailmoat_set)
+                elif name == "mailmoat-1p":
+                    systems[name] = Mailmoat(tmp, sink, name, {"server.workers": 1})
                 elif name == "mailmoat-nodns":
                     systems[name] = Mailmoat(tmp, sink, name, {"dns.checks": False})
-                elif name == "haraka":
+                elif name in ("haraka", "haraka-2n"):
                     assert script is not None
-                    systems[name] = Haraka(tmp, sink, script)
+                    systems[name] = Haraka(tmp, sink, script, name, 2 if name == "haraka-2n" else 1)
                 else:
                     systems[name] = Postfix(sink)
                 print(f"starting {name} ...", flush=True)
