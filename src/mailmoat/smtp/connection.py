@@ -561,12 +561,13 @@ class ServerConnection:
         m = (_abnf.path_utf8 if utf8 else _abnf.path).match(rest)
         if m is None:
             return self._error("syntax", reply(501, enhanced, f"Bad {what} address syntax"), verb)
-        local, domain = m.group("local"), m.group("domain")
+        path, local, domain = m.group(0, "local", "domain")
         limits = self.limits
+        octets = len if path.isascii() else _octets  # the limits count octets
         if (
-            len(m.group().encode()) > limits.max_path
-            or len(local.encode()) > limits.max_local_part
-            or len(domain.encode()) > limits.max_domain
+            octets(path) > limits.max_path
+            or octets(local) > limits.max_local_part
+            or octets(domain) > limits.max_domain
         ):
             too_long = reply(501, enhanced, f"{what.capitalize()} address too long")
             return self._error("syntax", too_long, verb)
@@ -782,6 +783,10 @@ class ServerConnection:
         if self.limits.smtputf8:
             ext.append("SMTPUTF8")
         return ext
+
+
+def _octets(text: str) -> int:
+    return len(text.encode())
 
 
 def _valid_address_literal(literal: str) -> bool:
