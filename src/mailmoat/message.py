@@ -60,6 +60,10 @@ class Spool:
         """Yield the content from the start; safe to call more than once."""
         if self._file is None:
             memory = self._memory
+            if len(memory) <= size:  # the usual message: one copy, no slice
+                if memory:
+                    yield bytes(memory)
+                return
             for start in range(0, len(memory), size):
                 yield bytes(memory[start : start + size])
             return
@@ -93,7 +97,8 @@ class Message:
 
     @property
     def size(self) -> int:
-        return len(self.trace) + self.spool.size - sum(end - start for start, end in self.omit)
+        size = len(self.trace) + self.spool.size
+        return size - sum(end - start for start, end in self.omit) if self.omit else size
 
     def chunks(self) -> Iterator[bytes]:
         if self.trace:

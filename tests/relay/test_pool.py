@@ -67,6 +67,30 @@ async def test_connection_closed_after_idle_timeout(
     await d.close()
 
 
+async def test_each_idle_connection_closes_after_its_own_idle_timeout(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """One timer for the pool: the connection that came back first closes first, the other
+    stays until its own idle time is over, and one taken again in between is not closed."""
+    fake = await fake_downstream(command_delay=0.01)
+    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=0.3))
+    assert all(
+        r.accepted for r in await asyncio.gather(*(d.deliver(make_message()) for _ in range(2)))
+    )
+    assert d.pool.idle == 2
+    await asyncio.sleep(0.15)
+    assert (await d.deliver(make_message())).accepted  # the newest: back at t=0.15
+    await asyncio.sleep(0.2)  # t=0.35: the older one is gone, the reused one is not
+    assert (d.pool.idle, fake.connections) == (1, 2)
+    await asyncio.sleep(0.2)  # t=0.55: gone too
+    for _ in range(50):
+        if d.pool.open == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert d.pool.open == 0 and d.pool.idle == 0
+    await d.close()
+
+
 async def test_pool_exhausted_gives_451_4_3_2_after_pool_wait(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:

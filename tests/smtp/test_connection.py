@@ -917,6 +917,18 @@ LIMITS = [
         ["Helo", "Rejected:syntax"],
     ),
     case(
+        "UTF-8 local part of 32 characters, 64 octets",
+        EHLO + ("MAIL FROM:<" + "\u00e9" * 32 + "@example.org> SMTPUTF8\r\n").encode(),
+        ["250", OK_MAIL],
+        ["Helo", "MailFrom"],
+    ),
+    case(
+        "UTF-8 local part of 33 characters, 66 octets: the limit counts octets",
+        EHLO + ("MAIL FROM:<" + "\u00e9" * 33 + "@example.org> SMTPUTF8\r\n").encode(),
+        ["250", BAD_FROM],
+        ["Helo", "Rejected:syntax"],
+    ),
+    case(
         "local part 64",
         EHLO + b"MAIL FROM:<" + b"l" * 64 + b"@example.org>\r\n",
         ["250", OK_MAIL],

@@ -192,6 +192,20 @@ def test_split_at_every_position():
     assert [r for i in range(len(wire)) for r in parser.feed(wire[i : i + 1])] == whole
 
 
+def test_one_line_replies_are_kept_and_shared():
+    wire = b"250 2.1.0 Ok\r\n"
+    first, again = ReplyParser().feed(wire), ReplyParser().feed(wire)
+    assert first == again == [reply(250, "2.1.0", "Ok")] and first[0] is again[0]
+    long = b"250 2.0.0 " + b"x" * 200 + b"\r\n"  # too long to keep: parsed the same way
+    assert ReplyParser().feed(long) == [reply(250, "2.0.0", "x" * 200)]
+
+
+def test_malformed_one_line_raises_every_time():
+    for _ in range(2):
+        with pytest.raises(ReplyError):
+            ReplyParser().feed(b"600 out of range\r\n")
+
+
 def test_unprintable_text_is_cleaned():
     assert ReplyParser().feed(b"550 5.7.1 a\rb\x00c\xffd\r\n") == [reply(550, "5.7.1", "a?b?c?d")]
 

@@ -54,7 +54,11 @@ class DownstreamPool:
         self._max_messages = relay.max_messages_per_connection
         self._connect = connect or self._default_connect
         self._tls: ssl.SSLContext | None = None
-        self._idle: list[tuple[DownstreamClient, asyncio.TimerHandle]] = []
+        self._idle: list[tuple[DownstreamClient, float]] = []
+        """(connection, when it came back), oldest first: taken from the end, expired from
+        the front by one timer for the pool (a timer per release cost more than the rest of
+        the release)."""
+        self._sweeper: asyncio.TimerHandle | None = None
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closing: set[asyncio.Task[None]] = set()
         self._open = 0
@@ -137,33 +141,43 @@ class DownstreamPool:
         ):
             self._retire(client)
             return
-        handle = asyncio.get_running_loop().call_later(self._idle_timeout, self._expire, client)
-        self._idle.append((client, handle))
+        loop = asyncio.get_running_loop()
+        self._idle.append((client, loop.time()))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._idle_timeout, self._sweep)
         self._wake_one()
 
     def discard_idle(self) -> None:
         """Close every idle connection (e.g. after one was found dead)."""
         while self._idle:
-            client, handle = self._idle.pop()
-            handle.cancel()
+            client, _ = self._idle.pop()
             self._retire(client)
 
     def _take_idle(self) -> DownstreamClient | None:
         while self._idle:
-            client, handle = self._idle.pop()  # newest first; the oldest idle out
-            handle.cancel()
+            client, _ = self._idle.pop()  # newest first; the oldest idle out
             if client.usable:
                 return client
             self._retire(client)
         return None
 
-    def _expire(self, client: DownstreamClient) -> None:
-        for i, (c, _) in enumerate(self._idle):
-            if c is client:
-                del self._idle[i]
-                log.debug("closing downstream connection idle for %gs", self._idle_timeout)
-                self._retire(client)
-                return
+    def _sweep(self) -> None:
+        """Close the connections idle for `idle_timeout`; wait for the next one to be."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        idle = self._idle
+        # a timer may fire a little early (uvloop counts milliseconds): a connection within a
+        # millisecond of its time goes now, rather than the timer spinning for it
+        cutoff = loop.time() - self._idle_timeout + 0.001
+        expired = 0
+        while expired < len(idle) and idle[expired][1] <= cutoff:
+            expired += 1
+        for client, _ in idle[:expired]:
+            log.debug("closing downstream connection idle for %gs", self._idle_timeout)
+            self._retire(client)
+        del idle[:expired]
+        if idle:
+            self._sweeper = loop.call_at(idle[0][1] + self._idle_timeout, self._sweep)
 
     def _retire(self, client: DownstreamClient) -> None:
         """Close in the background; the slot is freed only once the connection is closed."""
@@ -192,6 +206,9 @@ class DownstreamPool:
         """Close idle connections, refuse new acquires, wait for closing ones (bounded)."""
         self._closed = True
         self.discard_idle()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         while self._waiters:
             self._wake_one()
         if self._closing:

@@ -322,7 +322,7 @@ class SmtpSession(asyncio.Protocol):
         self.client.errors = self.conn.errors
         self.gw.stats.incr(f"rejected.{ev.reason}")
         verdict = self.gw.pipeline.run("rejected", self.client, ev)
-        if inspect.isawaitable(verdict):
+        if verdict is not None and inspect.isawaitable(verdict):
             return self._rejected_later(verdict)
         self._after_rejected(verdict)
         return None
@@ -354,32 +354,36 @@ class SmtpSession(asyncio.Protocol):
 
     def _command(self, ev: Command) -> Awaitable[None] | None:
         client = self.client
-        if isinstance(ev, Helo):
+        kind = type(ev)  # the events are final classes: cheaper than a chain of isinstance
+        if kind is Helo:
             return self._verdict(self.gw.pipeline.run("helo", client, ev), ev)
-        if isinstance(ev, MailFrom):
+        if kind is MailFrom:
             self._tx_started = time.monotonic()
             self.queue_id = new_queue_id()
             return self._verdict(self.gw.pipeline.run("mail", client, ev), ev)
-        if isinstance(ev, RcptTo):
+        if kind is RcptTo:
             return self._verdict(self.gw.pipeline.run("rcpt", client, ev), ev)
-        if isinstance(ev, DataStart):
+        if kind is DataStart:
             return self._verdict(self.gw.pipeline.run("data", client), ev)
-        if isinstance(ev, MessageEnd):
+        if kind is MessageEnd:
             return self._deliver()
         conn = self.conn
-        if isinstance(ev, Vrfy | Expn):
+        if kind is Vrfy or kind is Expn:
             if self.gw.settings.smtp.vrfy_reply == "502":
                 conn.send(R_VRFY_NOT_IMPLEMENTED)
                 return self._refused(R_VRFY_NOT_IMPLEMENTED, ev)
             conn.accept()
             return None
-        if isinstance(ev, StartTls):
+        if kind is StartTls:
             return self._starttls()
         conn.accept()  # RSET, NOOP, HELP, QUIT
         return None
 
     def _verdict(self, result: Verdict | Awaitable[Verdict], ev: Command) -> Awaitable[None] | None:
-        if inspect.isawaitable(result) or (isinstance(result, Decision) and result.delay):
+        # None, the usual answer, without inspect.isawaitable (an ABC check)
+        if result is not None and (
+            inspect.isawaitable(result) or (isinstance(result, Decision) and result.delay)
+        ):
             return self._verdict_later(result, ev)
         return self._answer(result, ev)
 
@@ -429,7 +433,7 @@ class SmtpSession(asyncio.Protocol):
         message = Message(envelope, self.spool, self.queue_id, self._received_header())
         try:
             verdict = self.gw.pipeline.run("message", self.client, message)
-            if inspect.isawaitable(verdict):
+            if verdict is not None and inspect.isawaitable(verdict):
                 verdict = await verdict
             if isinstance(verdict, Decision) and verdict.delay:
                 await asyncio.sleep(verdict.delay)
@@ -437,7 +441,7 @@ class SmtpSession(asyncio.Protocol):
             if refusal is not None:
                 close = isinstance(verdict, Decision) and verdict.close
                 self.conn.send(refusal, close=close)
-                self._log_transaction(str(refusal), None, message)
+                self._log_transaction(refusal, None, message)
                 more = self._refused(refusal, MessageEnd(message.size))
                 if more is not None:
                     await more
@@ -448,7 +452,7 @@ class SmtpSession(asyncio.Protocol):
         self.conn.send(result.reply)
         if result.accepted:
             self.transactions += 1
-        self._log_transaction(str(result.reply), result.detail, message)
+        self._log_transaction(result.reply, result.detail, message)
 
     def _received_header(self) -> bytes:
         """RFC 5321 §4.4 trace line, with the protocol keyword of RFC 3848 / RFC 6531."""
@@ -468,8 +472,9 @@ class SmtpSession(asyncio.Protocol):
         return text.encode("utf-8")
 
     def _log_transaction(
-        self, outcome: str, downstream: str | None, message: Message | None = None
+        self, outcome: str | Reply, downstream: str | None, message: Message | None = None
     ) -> None:
+        """`outcome`: the reply the client got, or why the message was dropped."""
         if not logs.enabled():
             return
         envelope = self.envelope
@@ -481,7 +486,7 @@ class SmtpSession(asyncio.Protocol):
             sender=f"<{envelope.mail_from}>" if envelope else None,
             recipients=[f"<{r}>" for r in envelope.rcpt_to] if envelope else None,
             size=message.size if message else None,
-            result=outcome,
+            result=str(outcome),
             downstream=downstream,
             duration=time.monotonic() - self._tx_started,
         )
@@ -540,15 +545,17 @@ class SmtpSession(asyncio.Protocol):
             self.spool = None
 
     def _flow_control(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
         want_pause = (
             self._writing_paused or self.conn.buffered > self.gw.settings.server.input_buffer
         )
-        if want_pause and not self._reading_paused:
+        if want_pause == self._reading_paused:  # the usual case: nothing to change
+            return
+        if self.transport is None or self.transport.is_closing():
+            return
+        if want_pause:
             self._reading_paused = True
             self.transport.pause_reading()
-        elif not want_pause and self._reading_paused:
+        else:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -591,10 +598,13 @@ class SmtpSession(asyncio.Protocol):
             self._timer = self.gw.loop.call_at(when, self._on_timer)
 
     def _rearm_timer(self) -> None:
-        """We finished working: the client's clock runs again from now."""
+        """We finished working: the client's clock runs again from now. A timer that fires
+        no later than the new deadline stays (it re-arms itself when it fires early)."""
         if self.transport is None or self.transport.is_closing():
             return
         if self._timer is not None:
+            if self._timer_at <= self._deadline()[0]:
+                return
             self._timer.cancel()
         self._arm_timer()
 

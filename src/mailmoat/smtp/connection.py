@@ -113,6 +113,19 @@ R_HELP = reply(214, "2.0.0", "See RFC 5321: EHLO MAIL RCPT DATA RSET NOOP QUIT V
 R_TLS_GO_AHEAD = reply(220, "2.0.0", "Ready to start TLS")
 
 
+_STANDARD: dict[type[Command], Reply] = {
+    MailFrom: R_MAIL_OK,
+    RcptTo: R_RCPT_OK,
+    DataStart: R_GO_AHEAD,
+    Quit: R_BYE,
+    Vrfy: R_CANNOT_VRFY,
+    Expn: R_CANNOT_VRFY,
+    Help: R_HELP,
+    StartTls: R_TLS_GO_AHEAD,
+}
+"""`accept()`'s reply for each command but HELO/EHLO (R_OK for the rest)."""
+
+
 def _syntax(usage: str) -> Reply:
     return reply(501, "5.5.4", f"Syntax: {usage}")
 
@@ -228,20 +241,24 @@ class ServerConnection:
         ev = self._pending
         if ev is None:
             raise RuntimeError("no command is waiting for a reply")
-        if isinstance(ev, DataStart) and answer.positive and answer.code != 354:
+        # The events are final classes: `type(ev) is` is the cheap isinstance here.
+        kind = type(ev)
+        code = answer.code
+        positive = code < 400
+        if positive and kind is DataStart and code != 354:
             raise ValueError("DATA can only be accepted with 354")
-        if isinstance(ev, StartTls) and answer.positive and answer.code != 220:
+        if positive and kind is StartTls and code != 220:
             raise ValueError("STARTTLS can only be accepted with 220")
         self._pending = None
         self._pending_verb = ""
-        self._write(answer)
-        if answer.positive:
+        self._out += answer.to_bytes()
+        if positive:
             self._apply(ev)
-        elif not isinstance(ev, Quit):
+        elif kind is not Quit:
             self._count_error()
-        if isinstance(ev, MessageEnd):
+        if kind is MessageEnd:
             self.envelope = None
-        if close or answer.code == 421 or isinstance(ev, Quit):
+        if close or code == 421 or kind is Quit:
             self.closing = True
 
     def tls_started(self) -> None:
@@ -550,12 +567,13 @@ class ServerConnection:
         m = (_abnf.path_utf8 if utf8 else _abnf.path).match(rest)
         if m is None:
             return self._error("syntax", reply(501, enhanced, f"Bad {what} address syntax"), verb)
-        local, domain = m.group("local"), m.group("domain")
+        path, local, domain = m.group(0, "local", "domain")
         limits = self.limits
+        octets = len if path.isascii() else _octets  # the limits count octets
         if (
-            len(m.group().encode()) > limits.max_path
-            or len(local.encode()) > limits.max_local_part
-            or len(domain.encode()) > limits.max_domain
+            octets(path) > limits.max_path
+            or octets(local) > limits.max_local_part
+            or octets(domain) > limits.max_domain
         ):
             too_long = reply(501, enhanced, f"{what.capitalize()} address too long")
             return self._error("syntax", too_long, verb)
@@ -725,25 +743,27 @@ class ServerConnection:
 
     # ---------------------------------------------------------- transitions
     def _apply(self, ev: Command) -> None:
-        if isinstance(ev, Helo):
-            self.helo = ev.name
-            self.esmtp = ev.extended
-            self.envelope = None
-        elif isinstance(ev, MailFrom):
+        if isinstance(ev, MailFrom):
             self.envelope = Envelope(
                 mail_from=ev.address, body=ev.body, smtputf8=ev.smtputf8, declared_size=ev.size
             )
         elif isinstance(ev, RcptTo):
             assert self.envelope is not None
             self.envelope.rcpt_to.append(ev.address)
-        elif isinstance(ev, DataStart):
-            self._reset_data()
-            self.phase = _IN_DATA
-        elif isinstance(ev, Rset):
+        elif isinstance(ev, Helo):
+            self.helo = ev.name
+            self.esmtp = ev.extended
             self.envelope = None
-        elif isinstance(ev, StartTls):
-            self._in.clear()
-            self.phase = _IN_TLS
+        else:
+            kind = type(ev)
+            if kind is DataStart:
+                self._reset_data()
+                self.phase = _IN_DATA
+            elif kind is Rset:
+                self.envelope = None
+            elif kind is StartTls:
+                self._in.clear()
+                self.phase = _IN_TLS
 
     def _reset_data(self) -> None:
         self._data_problem = None
@@ -755,21 +775,7 @@ class ServerConnection:
             if not ev.extended:
                 return _host_reply(250, self.hostname)
             return _host_reply(250, self.hostname, *self.extensions())
-        if isinstance(ev, MailFrom):
-            return R_MAIL_OK
-        if isinstance(ev, RcptTo):
-            return R_RCPT_OK
-        if isinstance(ev, DataStart):
-            return R_GO_AHEAD
-        if isinstance(ev, Quit):
-            return R_BYE
-        if isinstance(ev, Vrfy | Expn):
-            return R_CANNOT_VRFY
-        if isinstance(ev, Help):
-            return R_HELP
-        if isinstance(ev, StartTls):
-            return R_TLS_GO_AHEAD
-        return R_OK
+        return _STANDARD.get(type(ev), R_OK)
 
     def extensions(self) -> list[str]:
         """The EHLO keywords this session offers."""
@@ -783,6 +789,10 @@ class ServerConnection:
         if self.limits.smtputf8:
             ext.append("SMTPUTF8")
         return ext
+
+
+def _octets(text: str) -> int:
+    return len(text.encode())
 
 
 def _valid_address_literal(literal: str) -> bool:

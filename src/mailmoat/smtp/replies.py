@@ -7,6 +7,7 @@ server said can smuggle a line break into a reply.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -35,11 +36,9 @@ class Reply:
     """`to_bytes()`, made on first use: constant replies are serialised once."""
 
     def __post_init__(self) -> None:
-        if not 200 <= self.code <= 599:
-            raise ValueError(f"reply code out of range: {self.code}")
-        if self.enhanced is not None and (
-            not _ENHANCED.match(self.enhanced) or self.enhanced[0] != str(self.code)[0]
-        ):
+        if not _status_fits(self.code, self.enhanced):
+            if not 200 <= self.code <= 599:
+                raise ValueError(f"reply code out of range: {self.code}")
             raise ValueError(f"enhanced status {self.enhanced!r} does not fit code {self.code}")
         if not self.lines:
             raise ValueError("a reply needs at least one line")
@@ -66,16 +65,30 @@ class Reply:
             return self._wire
         prefix = f"{self.enhanced} " if self.enhanced else ""
         last = len(self.lines) - 1
-        wire = "".join(
-            f"{self.code}{' ' if i == last else '-'}{prefix}{clean_text(line)}\r\n"
-            for i, line in enumerate(self.lines)
-        ).encode("ascii")
+        if not last:  # the usual reply: one line
+            wire = f"{self.code} {prefix}{clean_text(self.lines[0])}\r\n".encode("ascii")
+        else:
+            wire = "".join(
+                f"{self.code}{' ' if i == last else '-'}{prefix}{clean_text(line)}\r\n"
+                for i, line in enumerate(self.lines)
+            ).encode("ascii")
         object.__setattr__(self, "_wire", wire)  # a cache, not state: frozen all the same
         return wire
 
     def __str__(self) -> str:
         prefix = f"{self.enhanced} " if self.enhanced else ""
         return f"{self.code} {prefix}{self.text}"
+
+
+@functools.lru_cache(maxsize=256)
+def _status_fits(code: int, enhanced: str | None) -> bool:
+    """Whether a code and an enhanced code make a valid pair: the same few pairs in nearly
+    every reply, so checked (regex and all) once each."""
+    if not 200 <= code <= 599:
+        return False
+    return enhanced is None or (
+        _ENHANCED.match(enhanced) is not None and enhanced[0] == str(code)[0]
+    )
 
 
 def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
@@ -112,12 +125,10 @@ class ReplyParser:
                 raise ReplyError("reply line too long")
             line = buf[start:end]
             start = end + 2
-            head, sep = line[:3], line[3:4]  # sep is b"" for a bare code: a last line
-            if not (len(head) == 3 and head.isdigit() and b"2" <= head[:1] <= b"5"):
-                raise ReplyError(f"malformed reply line: {line[:80]!r}")
-            if sep not in (b" ", b"-", b""):
-                raise ReplyError(f"malformed reply line: {line[:80]!r}")
-            code = int(head)
+            if self._code is None and line[3:4] != b"-" and len(line) <= _SHORT_LINE:
+                replies.append(_one_line(line))  # the usual reply: one short line
+                continue
+            code, sep = _head(line)
             if self._code is not None and code != self._code:
                 raise ReplyError("reply code changed inside a multi-line reply")
             self._code = code
@@ -132,6 +143,29 @@ class ReplyParser:
         if len(self._buf) > self.MAX_LINE:
             raise ReplyError("reply line too long")
         return replies
+
+
+def _head(line: bytes) -> tuple[int, bytes]:
+    """The code of a reply line and what follows it: b" ", b"-", or b"" for a bare code."""
+    head, sep = line[:3], line[3:4]
+    if not (len(head) == 3 and head.isdigit() and b"2" <= head[:1] <= b"5"):
+        raise ReplyError(f"malformed reply line: {line[:80]!r}")
+    if sep not in (b" ", b"-", b""):
+        raise ReplyError(f"malformed reply line: {line[:80]!r}")
+    return int(head), sep
+
+
+_SHORT_LINE = 128
+"""Longest reply line (CRLF not counted) that `_one_line` keeps (256 of them at most)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _one_line(line: bytes) -> Reply:
+    """A complete one-line reply. A downstream server says the same few every transaction
+    (`250 2.1.0 Ok`, `354 ...`): each is parsed, checked and serialised once. A malformed
+    line raises, and is not kept."""
+    code, _ = _head(line)
+    return _build(code, [line[4:].decode("utf-8", "replace")])
 
 
 def _build(code: int, lines: list[str]) -> Reply:
