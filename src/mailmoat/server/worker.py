@@ -72,13 +72,10 @@ def _reply(answer: Reply) -> list[Any]:
 
 
 # -------------------------------------------------------- worker defences
-RELEASE_DELAY = 0.005
-"""Seconds a worker gathers ended connections before it gives their slots back in one message
-(so a busy supervisor is not woken for every close, and a slot is late by 5 ms at most)."""
-
-
 class Release(Check):
-    """Gives the supervisor back the admission slots of the connections that ended."""
+    """Gives the supervisor back the admission slots of the connections that ended: one
+    message per turn of the event loop, however many ended in it (a slot is never late by
+    more than that: a client that reconnects at once must find its slot free again)."""
 
     name = "admission"
 
@@ -89,7 +86,7 @@ class Release(Check):
     def disconnect(self, client: Client) -> None:
         if client.conn_id:
             if not self._ended:
-                asyncio.get_running_loop().call_later(RELEASE_DELAY, self._flush)
+                asyncio.get_running_loop().call_soon(self._flush)
             self._ended.append(client.conn_id)
             client.conn_id = 0
 
