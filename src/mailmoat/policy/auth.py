@@ -27,8 +27,6 @@ from mailmoat.config import AuthSettings
 from mailmoat.headers import MAX_KEPT, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.dmarc import DmarcResult
 from mailmoat.policy.fcrdns import Iprev
 from mailmoat.policy.score import PENDING, Karma, SessionState, headers_now, message_headers
 from mailmoat.policy.spf import SpfResults
@@ -75,7 +73,7 @@ def _ready(st: SessionState, key: str) -> Any:
 
 def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
     entries: list[str] = []
-    iprev: Iprev | None = st.client_results.get("iprev")
+    iprev: Iprev | None = st.iprev
     if iprev is None:
         iprev = _ready(st, "fcrdns")
     if iprev is not None:
@@ -90,7 +88,7 @@ def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
         helo = spf.helo or (spf.mailfrom if spf.mailfrom.identity == "helo" else None)
         if helo is not None:
             entries.append(f"spf={helo.result}" + _prop("smtp.helo", helo.domain))
-    dkim: list[DkimResult] | None = st.results.get("dkim")
+    dkim = st.dkim
     if dkim is not None:
         if not dkim:
             entries.append("dkim=none")
@@ -102,7 +100,7 @@ def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
             entries.append(
                 f"dkim={r.result}" + _prop("header.d", r.domain) + _prop("header.s", r.selector) + b
             )
-    dmarc: DmarcResult | None = st.results.get("dmarc")
+    dmarc = st.dmarc
     if dmarc is not None:
         comment = f" (p={dmarc.policy} dis={dmarc.disposition})" if dmarc.result != "none" else ""
         entries.append(f"dmarc={dmarc.result}{comment}" + _prop("header.from", dmarc.domain))

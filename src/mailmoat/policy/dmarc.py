@@ -319,7 +319,7 @@ class DmarcCheck(Check):
         domains = author_domains(headers)
         result = _without_policy(domains)
         if result is None:
-            dkim: list[DkimResult] = st.results.get("dkim", [])
+            dkim = st.dkim or []
             found = []
             for domain in domains:
                 policy = self.policies.get(domain)
@@ -331,7 +331,7 @@ class DmarcCheck(Check):
                     self.policies.put(domain, policy, now[1])
                 found.append(judge(domain, policy, spf, dkim))
             result = strictest(found)
-        st.results["dmarc"] = result
+        st.dmarc = result
         return self._apply(st, result)
 
     async def _later(self, st: SessionState, message: Message) -> Verdict:
@@ -340,10 +340,10 @@ class DmarcCheck(Check):
         result = _without_policy(domains)
         if result is None:
             spf: SpfResults | None = await st.result("tx:spf")
-            dkim: list[DkimResult] = st.results.get("dkim", [])
+            dkim = st.dkim or []
             found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
             result = strictest(list(found))
-        st.results["dmarc"] = result
+        st.dmarc = result
         return self._apply(st, result)
 
     def _apply(self, st: SessionState, r: DmarcResult) -> Verdict:
