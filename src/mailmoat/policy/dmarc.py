@@ -274,6 +274,8 @@ _SEVERITY = {
 def strictest(results: list[DmarcResult]) -> DmarcResult:
     """The outcome that asks for the most: a failure under reject, then a temporary error
     where the policy is (or may be) reject, and so on; pass and none last."""
+    if len(results) == 1:  # one author domain, as nearly always
+        return results[0]
 
     def severity(r: DmarcResult) -> int:
         return _SEVERITY.get((r.result, r.disposition if r.result == "fail" else r.policy), 0)

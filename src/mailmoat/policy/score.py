@@ -153,13 +153,14 @@ class SessionState:
     def outcomes(self) -> list[Outcome]:
         return [*self.client_outcomes.values(), *self.tx_outcomes.values()]
 
-    @property
-    def points(self) -> int:
-        return sum(o.points for o in self.outcomes())
-
-    @property
-    def pending(self) -> int:
-        return sum(o.pending for o in self.outcomes())
+    def totals(self) -> tuple[int, int]:
+        """(score, pending points) of the session so far."""
+        points = pending = 0
+        for outcomes in (self.client_outcomes, self.tx_outcomes):
+            for o in outcomes.values():
+                points += o.points
+                pending += o.pending
+        return points, pending
 
     def new_transaction(self) -> None:
         for key in [k for k in self.tasks if k.startswith("tx:")]:
@@ -315,8 +316,7 @@ class ScoreGate(Check):
         st = self.karma.state(client)
         if st.exempt or st.allowlisted:
             return None
-        outcomes = st.outcomes()
-        score, pending = sum(o.points for o in outcomes), sum(o.pending for o in outcomes)
+        score, pending = st.totals()
         threshold = self.karma.s.threshold
         if score >= threshold:
             verdict: Reply = self.refusal
@@ -356,7 +356,7 @@ class ScoreGate(Check):
                     + (f"?{o.pending}" if o.pending else "")
                     for o in st.outcomes()
                 ],
-                score=st.points,
+                score=st.totals()[0],
                 allowlisted=st.allowlisted or None,
                 refused=str(verdict) if verdict is not None else None,
             )
