@@ -12,14 +12,14 @@ import pytest
 import spf
 
 from mailmoat import config
-from mailmoat.dns import Resolver
+from mailmoat.dns import Resolver, Status
 from mailmoat.headers import scan
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.auth import _render, authserv_id, results_header
 from mailmoat.policy.base import Client
 from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
 from mailmoat.policy.dkim import _prepare as dkim_prepare
-from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.dmarc import aligned, evaluate, judge, organizational_domain, parse_record
 from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.score import HEADERS_WANTED, SessionState
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
@@ -324,6 +324,20 @@ def test_dmarc_records_and_alignment() -> None:
 
 def spf_result(result: str, domain: str) -> SpfResults:
     return SpfResults(SpfResult("mailfrom", domain, result), None)
+
+
+def test_dmarc_results_are_remembered_unless_sampled() -> None:
+    reject = parse_record(b"v=DMARC1; p=reject")
+    sampled = parse_record(b"v=DMARC1; p=reject; pct=50")
+    spf = spf_result("fail", "other.test")
+    first = judge("sender.test", (Status.OK, reject, False), spf, [])
+    assert first.result == "fail" and first.disposition == "reject"
+    assert judge("sender.test", (Status.OK, reject, False), spf, []) is first
+    dispositions = {
+        judge("sender.test", (Status.OK, sampled, False), spf, [], random.Random(seed)).disposition
+        for seed in range(20)
+    }
+    assert dispositions == {"reject", "quarantine"}  # sampled each time, never remembered
 
 
 async def test_dmarc_evaluation(dns_server: Dnsmasq) -> None:
