@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
 
 MAX_KEPT = 100
 MAX_FIELD = 64 * 1024
@@ -58,6 +59,10 @@ def _names(wanted: tuple[str, ...]) -> frozenset[bytes]:
 _NAME_CHARS = bytes(c for c in range(0x21, 0x7F) if c != 0x3A)
 """What a field name is made of (RFC 5322 ftext)."""
 
+_STRICT_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\r\n(?:[ \t][^\n]*\r\n)*)*")
+"""Lines that are all fields ("name:", no space before the colon) or their continuations,
+each ending in CRLF (and holding no other LF)."""
+
 
 def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
     out.counts[name] = out.counts.get(name, 0) + 1
@@ -70,10 +75,48 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
     are bounded by smtp.max_text_line, so one line at a time is held).
 
-    Each chunk is cut after its last CRLF (or after the empty line, when it holds one) and
-    that block split into lines at once; a field's bytes are sliced from its block when it
-    ends, so continuation lines cost nothing but their length."""
+    A strict block that the first chunk holds whole takes one regex match and a search per
+    wanted name (`_whole`). Any other is read by `_lines`: each chunk cut after its last CRLF
+    (or after the empty line, when it holds one) and that block split into lines at once, a
+    field's bytes sliced from its block when it ends."""
     want = _names(tuple(wanted))
+    chunks = iter(chunks)
+    first = next(chunks, b"")
+    whole = _whole(first, want)
+    if whole is not None:
+        return whole
+    return _lines(chain((first,), chunks), want)
+
+
+def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
+    """The scan of a strict header block that `chunk` holds whole (as nearly every first
+    chunk does), from one regex match and a search for each wanted name; None for any
+    other, left to `_lines`."""
+    end = chunk.find(b"\r\n\r\n") + 2  # the fields end here, the empty line follows
+    if end < 2:
+        return None
+    block = chunk[:end]
+    if _STRICT_FIELDS.fullmatch(block) is None:
+        return None
+    out = Headers(size=end + 2)
+    low = b"\n" + block.lower()  # low[i] is block[i - 1]: a field starts after each LF
+    for name in want:
+        key = b"\n" + name + b":"
+        at = low.find(key)
+        if at < 0:
+            continue
+        text = name.decode("ascii")
+        while at >= 0:  # the field starts at block[at]
+            stop = block.find(b"\r\n", at) + 2
+            while stop < end and (block[stop] == 0x20 or block[stop] == 0x09):
+                stop = block.find(b"\r\n", stop) + 2
+            _keep(out, text, block[at : min(stop, at + MAX_FIELD)], at, stop)
+            at = low.find(key, stop)
+    return out
+
+
+def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
+    """The scan of any header block, one chunk at a time."""
     out = Headers()
     base = 0  # where `block` starts in the content
     rest = b""  # an unfinished line, carried over to the next chunk
