@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 
 MAX_KEPT = 100
 MAX_FIELD = 64 * 1024
-
-_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,56 +51,122 @@ class Headers:
         return self.fields.get(name, [])
 
 
+@lru_cache(maxsize=16)
+def _names(wanted: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(w.lower().encode("ascii") for w in wanted)
+
+
+_NAME_CHARS = bytes(c for c in range(0x21, 0x7F) if c != 0x3A)
+"""What a field name is made of (RFC 5322 ftext)."""
+
+_STRICT_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\r\n(?:[ \t][^\n]*\r\n)*)*")
+"""Lines that are all fields ("name:", no space before the colon) or their continuations,
+each ending in CRLF (and holding no other LF)."""
+
+
+def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
+    out.counts[name] = out.counts.get(name, 0) + 1
+    kept = out.fields.setdefault(name, [])
+    if len(kept) < MAX_KEPT:
+        kept.append(HeaderField(name, raw, start, end))
+
+
 def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
-    are bounded by smtp.max_text_line, so one line at a time is held)."""
-    want = frozenset(w.lower().encode("ascii") for w in wanted)
+    are bounded by smtp.max_text_line, so one line at a time is held).
+
+    A strict block that the first chunk holds whole takes one regex match and a search per
+    wanted name (`_whole`). Any other is read by `_lines`: each chunk cut after its last CRLF
+    (or after the empty line, when it holds one) and that block split into lines at once, a
+    field's bytes sliced from its block when it ends."""
+    want = _names(tuple(wanted))
+    chunks = iter(chunks)
+    first = next(chunks, b"")
+    whole = _whole(first, want)
+    if whole is not None:
+        return whole
+    return _lines(chain((first,), chunks), want)
+
+
+def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
+    """The scan of a strict header block that `chunk` holds whole (as nearly every first
+    chunk does), from one regex match and a search for each wanted name; None for any
+    other, left to `_lines`."""
+    end = chunk.find(b"\r\n\r\n") + 2  # the fields end here, the empty line follows
+    if end < 2:
+        return None
+    block = chunk[:end]
+    if _STRICT_FIELDS.fullmatch(block) is None:
+        return None
+    out = Headers(size=end + 2)
+    low = b"\n" + block.lower()  # low[i] is block[i - 1]: a field starts after each LF
+    for name in want:
+        key = b"\n" + name + b":"
+        at = low.find(key)
+        if at < 0:
+            continue
+        text = name.decode("ascii")
+        while at >= 0:  # the field starts at block[at]
+            stop = block.find(b"\r\n", at) + 2
+            while stop < end and (block[stop] == 0x20 or block[stop] == 0x09):
+                stop = block.find(b"\r\n", stop) + 2
+            _keep(out, text, block[at : min(stop, at + MAX_FIELD)], at, stop)
+            at = low.find(key, stop)
+    return out
+
+
+def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
+    """The scan of any header block, one chunk at a time."""
     out = Headers()
-    fields, counts = out.fields, out.counts
-    offset = 0  # where the line at `pos` starts in the content
-    buf = b""
-    pos = 0  # where the next line starts in `buf`
+    base = 0  # where `block` starts in the content
+    rest = b""  # an unfinished line, carried over to the next chunk
     in_field = False
-    current: tuple[str, int, bytearray] | None = None  # a wanted field: (name, start, raw)
-
-    def finish(end: int) -> None:
-        assert current is not None
-        name, start, raw = current
-        counts[name] = counts.get(name, 0) + 1
-        kept = fields.setdefault(name, [])
-        if len(kept) < MAX_KEPT:
-            kept.append(HeaderField(name, bytes(raw), start, end))
-
+    name = ""  # the wanted field being read ("" for none): its name,
+    start = 0  # where it starts in the content,
+    at = 0  # where it starts in `block`,
+    head = b""  # and what of it earlier blocks held (MAX_FIELD octets at most)
     for chunk in chunks:
-        buf = buf[pos:] + chunk if buf else chunk
-        pos = 0
-        while (eol := buf.find(b"\r\n", pos)) >= 0:
-            line, start = buf[pos : eol + 2], offset
-            pos = eol + 2
-            offset += len(line)
-            first = line[0]
-            if in_field and (first == 0x20 or first == 0x09):  # a continuation line
-                if current is not None and len(current[2]) < MAX_FIELD:
-                    current[2].extend(line[: MAX_FIELD - len(current[2])])
+        buf = rest + chunk if rest else chunk
+        cut = buf.find(b"\r\n\r\n") + 4  # the block ends at the empty line: no rest
+        if cut < 4:
+            cut = buf.rfind(b"\r\n") + 2
+            if cut < 2:
+                rest = buf
                 continue
-            if current is not None:
-                finish(start)
-                current = None
-            m = _NAME.match(line)
-            if m is None:  # the empty line, or body text without one: the header ends
-                if line == b"\r\n":
-                    out.size = offset
+            rest = buf[cut:]
+        block = buf[:cut]
+        pos = 0  # where `line` starts in `block`
+        lines = block.split(b"\r\n")
+        lines.pop()  # after the final CRLF
+        for line in lines:
+            if in_field and line and (line[0] == 0x20 or line[0] == 0x09):  # continuation
+                pos += len(line) + 2
+                continue
+            if name:
+                raw = head + block[at : min(pos, at + MAX_FIELD - len(head))]
+                _keep(out, name, raw, start, base + pos)
+                name, head = "", b""
+            label, colon, _ = line.partition(b":")
+            field_name = label.rstrip(b" \t")
+            if not colon or not field_name or field_name.translate(None, _NAME_CHARS):
+                # the empty line, or body text without one: the header ends
+                if line:
+                    out.size, out.strict = base + pos, False
                 else:
-                    out.size, out.strict = start, False
+                    out.size = base + pos + 2
                 return out
             in_field = True
-            name = m.group(1)
-            if line[len(name)] != 0x3A:  # white space before the colon
+            if len(field_name) != len(label):  # white space before the colon
                 out.strict = False
-            name = name.lower()
-            if name in want:
-                current = (name.decode("ascii"), start, bytearray(line[:MAX_FIELD]))
-    if current is not None:
-        finish(offset)
-    out.size = offset
+            field_name = field_name.lower()
+            if field_name in want:
+                name, start, at = field_name.decode("ascii"), base + pos, pos
+            pos += len(line) + 2
+        if name:
+            head += block[at : at + MAX_FIELD - len(head)]
+            at = 0
+        base += cut
+    if name:
+        _keep(out, name, head, start, base)
+    out.size = base
     return out

@@ -12,15 +12,16 @@ import pytest
 import spf
 
 from mailmoat import config
-from mailmoat.dns import Resolver
+from mailmoat.dns import Resolver, Status
 from mailmoat.headers import scan
 from mailmoat.message import Envelope, Message, Spool
-from mailmoat.policy.auth import authserv_id
+from mailmoat.policy.auth import _render, authserv_id, results_header
+from mailmoat.policy.base import Client
 from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
 from mailmoat.policy.dkim import _prepare as dkim_prepare
-from mailmoat.policy.dmarc import aligned, evaluate, organizational_domain, parse_record
+from mailmoat.policy.dmarc import aligned, evaluate, judge, organizational_domain, parse_record
 from mailmoat.policy.fcrdns import FcrdnsCheck
-from mailmoat.policy.score import HEADERS_WANTED
+from mailmoat.policy.score import HEADERS_WANTED, SessionState
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
 from tests.dns import zone
 from tests.dns.fixtures import DnsmasqFactory
@@ -325,6 +326,20 @@ def spf_result(result: str, domain: str) -> SpfResults:
     return SpfResults(SpfResult("mailfrom", domain, result), None)
 
 
+def test_dmarc_results_are_remembered_unless_sampled() -> None:
+    reject = parse_record(b"v=DMARC1; p=reject")
+    sampled = parse_record(b"v=DMARC1; p=reject; pct=50")
+    spf = spf_result("fail", "other.test")
+    first = judge("sender.test", (Status.OK, reject, False), spf, [])
+    assert first.result == "fail" and first.disposition == "reject"
+    assert judge("sender.test", (Status.OK, reject, False), spf, []) is first
+    dispositions = {
+        judge("sender.test", (Status.OK, sampled, False), spf, [], random.Random(seed)).disposition
+        for seed in range(20)
+    }
+    assert dispositions == {"reject", "quarantine"}  # sampled each time, never remembered
+
+
 async def test_dmarc_evaluation(dns_server: Dnsmasq) -> None:
     r = resolver(dns_server.address)
     fail, none = spf_result("fail", "sender.test"), []
@@ -440,6 +455,23 @@ async def test_dmarc_policy_lookup_timeout_defers(silent_dns: SilentServer) -> N
 
 
 # --- Authentication-Results --------------------------------------------------------------------
+
+
+def test_results_headers_are_remembered_for_short_keys_only() -> None:
+    st = SessionState(Client("192.0.2.1", 25000))
+    msg = Message(Envelope("a@sender.test"), Spool(), "Q1")
+    st.dkim = [DkimResult("pass", "sender.test", "sel", "AbCdEfGh")]
+    first = results_header("mx.test", st, msg)
+    assert first == (
+        b"Authentication-Results: mx.test;\r\n"
+        b"\tdkim=pass header.d=sender.test header.s=sel header.b=AbCdEfGh\r\n"
+    )
+    assert results_header("mx.test", st, msg) is first  # remembered
+    size = _render.cache_info().currsize
+    st.dkim = [DkimResult("pass", "d" * 600 + ".test", "sel", "AbCdEfGh")]
+    long = results_header("mx.test", st, msg)
+    assert long.startswith(b"Authentication-Results: mx.test;\r\n\tdkim=pass header.d=ddd")
+    assert _render.cache_info().currsize == size  # not kept: the message chose its length
 
 
 def test_authserv_id_parsing() -> None:

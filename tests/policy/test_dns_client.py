@@ -342,4 +342,6 @@ async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
     assert (await fourth.result("fcrdns")).result == "pass"
     assert server.queries() > asked
     for st in (first, second, third, fourth):
+        assert st.client.state is st
         karma.end(st.client)
+        assert st.client.state is None and not st.tasks  # released with the session

@@ -20,6 +20,7 @@ than can be tracked (`headers.MAX_KEPT`) is refused rather than passed with some
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from mailmoat import logs
@@ -27,8 +28,7 @@ from mailmoat.config import AuthSettings
 from mailmoat.headers import MAX_KEPT, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.dmarc import DmarcResult
+from mailmoat.policy.dmarc import CACHED_LENGTH
 from mailmoat.policy.fcrdns import Iprev
 from mailmoat.policy.score import PENDING, Karma, SessionState, headers_now, message_headers
 from mailmoat.policy.spf import SpfResults
@@ -73,39 +73,77 @@ def _ready(st: SessionState, key: str) -> Any:
     return None if value is PENDING else value
 
 
+HEADER_CACHE = 1024
+"""Authentication-Results fields remembered by what they say (least recently used dropped
+first): the messages of one sender repeat the same few. A key holds short strings only: names
+from DNS and the SMTP dialogue (bounded by their syntax), and those from the message when
+they add up to `dmarc.CACHED_LENGTH` at most."""
+
+_Pair = tuple[str, str] | None
+"""(result, domain) of one SPF identity."""
+
+
 def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
-    entries: list[str] = []
-    iprev: Iprev | None = st.client_results.get("iprev")
+    iprev: Iprev | None = st.iprev
     if iprev is None:
         iprev = _ready(st, "fcrdns")
-    if iprev is not None:
-        comment = f" ({iprev.name})" if iprev.name and _TOKEN.match(iprev.name) else ""
-        entries.append(f"iprev={iprev.result} policy.iprev={st.ip_text}{comment}")
     spf: SpfResults | None = _ready(st, "tx:spf")
+    mailfrom: _Pair = None
+    helo: _Pair = None
     if spf is not None:
         if message.envelope.mail_from:
-            entries.append(
-                f"spf={spf.mailfrom.result}" + _prop("smtp.mailfrom", spf.mailfrom.domain)
-            )
-        helo = spf.helo or (spf.mailfrom if spf.mailfrom.identity == "helo" else None)
-        if helo is not None:
-            entries.append(f"spf={helo.result}" + _prop("smtp.helo", helo.domain))
-    dkim: list[DkimResult] | None = st.results.get("dkim")
+            mailfrom = spf.mailfrom.result, spf.mailfrom.domain
+        identity = spf.helo or (spf.mailfrom if spf.mailfrom.identity == "helo" else None)
+        if identity is not None:
+            helo = identity.result, identity.domain
+    dkim, dmarc = st.dkim, st.dmarc
+    # what the message names (DKIM d= and s=, the From domain) is kept only when short
+    size = sum(len(r.domain) + len(r.selector) for r in dkim or ())
+    size += len(dmarc.domain) if dmarc is not None else 0
+    render = _render if size <= CACHED_LENGTH else _render.__wrapped__
+    return render(
+        server_id,
+        None if iprev is None else (iprev.result, st.ip_text, iprev.name),
+        mailfrom,
+        helo,
+        None if dkim is None else tuple((r.result, r.domain, r.selector, r.b) for r in dkim),
+        None if dmarc is None else (dmarc.result, dmarc.policy, dmarc.disposition, dmarc.domain),
+    )
+
+
+@lru_cache(maxsize=HEADER_CACHE)
+def _render(
+    server_id: str,
+    iprev: tuple[str, str, str] | None,
+    mailfrom: _Pair,
+    helo: _Pair,
+    dkim: tuple[tuple[str, str, str, str], ...] | None,
+    dmarc: tuple[str, str, str, str] | None,
+) -> bytes:
+    entries: list[str] = []
+    if iprev is not None:
+        result, ip_text, name = iprev
+        comment = f" ({name})" if name and _TOKEN.match(name) else ""
+        entries.append(f"iprev={result} policy.iprev={ip_text}{comment}")
+    if mailfrom is not None:
+        entries.append(f"spf={mailfrom[0]}" + _prop("smtp.mailfrom", mailfrom[1]))
+    if helo is not None:
+        entries.append(f"spf={helo[0]}" + _prop("smtp.helo", helo[1]))
     if dkim is not None:
         if not dkim:
             entries.append("dkim=none")
-        for r in dkim:
+        for result, domain, selector, sig in dkim:
             # "/", "+" and "=" are not token characters (RFC 2045): quote such a value
-            b = "" if not r.b or not _B64.match(r.b) else _prop("header.b", r.b)
-            if r.b and not b and _B64.match(r.b):
-                b = f' header.b="{r.b}"'
+            b = "" if not sig or not _B64.match(sig) else _prop("header.b", sig)
+            if sig and not b and _B64.match(sig):
+                b = f' header.b="{sig}"'
             entries.append(
-                f"dkim={r.result}" + _prop("header.d", r.domain) + _prop("header.s", r.selector) + b
+                f"dkim={result}" + _prop("header.d", domain) + _prop("header.s", selector) + b
             )
-    dmarc: DmarcResult | None = st.results.get("dmarc")
     if dmarc is not None:
-        comment = f" (p={dmarc.policy} dis={dmarc.disposition})" if dmarc.result != "none" else ""
-        entries.append(f"dmarc={dmarc.result}{comment}" + _prop("header.from", dmarc.domain))
+        result, policy, disposition, domain = dmarc
+        comment = f" (p={policy} dis={disposition})" if result != "none" else ""
+        entries.append(f"dmarc={result}{comment}" + _prop("header.from", domain))
     body = ";\r\n\t".join(entries) if entries else "none"
     return f"Authentication-Results: {server_id};\r\n\t{body}\r\n".encode("ascii", "replace")
 

@@ -62,6 +62,9 @@ class Client:
     """The supervisor's number for this connection (worker processes only; 0 otherwise)."""
     ip: IPv4Address | IPv6Address = field(init=False)
     """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
+    state: object | None = field(default=None, init=False, repr=False)
+    """The DNS checks' state for this session (policy.score.SessionState), kept here so that
+    each of their hooks finds it with one attribute read."""
     tags: tuple[str, ...] = field(default=(), init=False, repr=False)
     """Per-session marks that checks leave for their own later hooks (a tuple: a few at most,
     and one per session costs less than a set, and nothing for the garbage collector)."""

@@ -213,7 +213,7 @@ class DkimCheck(Check):
         return self._apply(st, await self.verifier.verify(message))
 
     def _apply(self, st: SessionState, results: list[DkimResult]) -> Verdict:
-        st.results["dkim"] = results
+        st.dkim = results
         if self.s.action == "off":
             return None
         result = summary(results)

@@ -211,25 +211,48 @@ def judge(
     dkim: list[DkimResult],
     rng: random.Random | None = None,
 ) -> DmarcResult:
-    """The DMARC result for `author` under the policy `found`."""
+    """The DMARC result for `author` under the policy `found`. Remembered (`JUDGED`) unless
+    pct sampling makes it random, or the names are long."""
+    facts = (
+        author,
+        found,
+        None if spf is None else (spf.mailfrom.result, spf.mailfrom.domain),
+        tuple((r.result, r.domain) for r in dkim),
+    )
+    record = found[1]
+    size = len(author) + sum(len(r.domain) for r in dkim)
+    if size <= CACHED_LENGTH and (record is None or record.pct == 100):
+        return _judged(*facts)
+    return _judge(*facts, rng)
+
+
+JUDGED = 1024
+"""DMARC results remembered by what decides them (least recently used dropped first)."""
+
+_Pair = tuple[str, str]
+"""(result, domain) of SPF's MAIL FROM identity or of one DKIM signature."""
+
+
+def _judge(
+    author: str,
+    found: _Policy,
+    spf: _Pair | None,
+    dkim: tuple[_Pair, ...],
+    rng: random.Random | None = None,
+) -> DmarcResult:
     status, record, at_org = found
     if status is Status.TEMPERROR:
         return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
     if record is None:
         return DmarcResult("none", author, reason="no policy")
     policy = record.sp if at_org and organizational_domain(author) != author else record.p
-    spf_ok = (
-        spf is not None
-        and spf.mailfrom.result == "pass"
-        and aligned(spf.mailfrom.domain, author, record.aspf == "s")
-    )
-    dkim_ok = [r.domain for r in dkim if r.result == "pass"]
-    dkim_ok = [d for d in dkim_ok if aligned(d, author, record.adkim == "s")]
+    spf_ok = spf is not None and spf[0] == "pass" and aligned(spf[1], author, record.aspf == "s")
+    dkim_ok = [d for r, d in dkim if r == "pass" and aligned(d, author, record.adkim == "s")]
     if spf_ok or dkim_ok:
         how = "spf" if spf_ok else f"dkim {dkim_ok[0]}"
         return DmarcResult("pass", author, policy, "none", reason=f"aligned {how}")
-    spf_temp = spf is None or spf.mailfrom.result == "temperror"
-    if spf_temp or any(r.result == "temperror" for r in dkim):
+    spf_temp = spf is None or spf[0] == "temperror"
+    if spf_temp or any(r == "temperror" for r, _ in dkim):
         return DmarcResult("temperror", author, policy, reason="SPF or DKIM could not be checked")
     disposition = policy
     if record.pct < 100 and (rng or random).random() * 100 >= record.pct:
@@ -237,6 +260,9 @@ def judge(
     return DmarcResult(
         "fail", author, policy, disposition, reason="neither SPF nor DKIM aligned and passing"
     )
+
+
+_judged = lru_cache(maxsize=JUDGED)(_judge)
 
 
 def author_domains(headers: Headers) -> list[str]:
@@ -274,6 +300,8 @@ _SEVERITY = {
 def strictest(results: list[DmarcResult]) -> DmarcResult:
     """The outcome that asks for the most: a failure under reject, then a temporary error
     where the policy is (or may be) reject, and so on; pass and none last."""
+    if len(results) == 1:  # one author domain, as nearly always
+        return results[0]
 
     def severity(r: DmarcResult) -> int:
         return _SEVERITY.get((r.result, r.disposition if r.result == "fail" else r.policy), 0)
@@ -319,7 +347,7 @@ class DmarcCheck(Check):
         domains = author_domains(headers)
         result = _without_policy(domains)
         if result is None:
-            dkim: list[DkimResult] = st.results.get("dkim", [])
+            dkim = st.dkim or []
             found = []
             for domain in domains:
                 policy = self.policies.get(domain)
@@ -331,7 +359,7 @@ class DmarcCheck(Check):
                     self.policies.put(domain, policy, now[1])
                 found.append(judge(domain, policy, spf, dkim))
             result = strictest(found)
-        st.results["dmarc"] = result
+        st.dmarc = result
         return self._apply(st, result)
 
     async def _later(self, st: SessionState, message: Message) -> Verdict:
@@ -340,10 +368,10 @@ class DmarcCheck(Check):
         result = _without_policy(domains)
         if result is None:
             spf: SpfResults | None = await st.result("tx:spf")
-            dkim: list[DkimResult] = st.results.get("dkim", [])
+            dkim = st.dkim or []
             found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
             result = strictest(list(found))
-        st.results["dmarc"] = result
+        st.dmarc = result
         return self._apply(st, result)
 
     def _apply(self, st: SessionState, r: DmarcResult) -> Verdict:

@@ -133,7 +133,7 @@ class FcrdnsCheck(Check):
     def _apply(self, st: SessionState, result: Iprev | None) -> Verdict:
         if result is None:
             return None
-        st.client_results["iprev"] = result
+        st.iprev = result
         detail = result.reason or result.name
         return apply(
             st,

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import ip_network
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
@@ -34,6 +34,11 @@ from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
+
+if TYPE_CHECKING:
+    from mailmoat.policy.dkim import DkimResult
+    from mailmoat.policy.dmarc import DmarcResult
+    from mailmoat.policy.fcrdns import Iprev
 
 T = TypeVar("T")
 
@@ -68,28 +73,45 @@ class Outcome:
         return f"{self.check} {self.result}" + (f" ({self.reason})" if self.reason else "")
 
 
-@dataclass(slots=True)
 class SessionState:
-    client: Client
-    exempt: bool = False
-    """In domains.relay_networks or score.exempt_networks: no DNS check runs."""
-    allowlisted: bool = False
-    """The DNS allow lists vouch for the client: no FCrDNS or HELO check, no score refusal."""
-    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    client_outcomes: dict[str, Outcome] = field(default_factory=dict)
-    tx_outcomes: dict[str, Outcome] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-    """Detailed per-transaction results the later checks need (spf, dkim, message headers)."""
-    client_results: dict[str, Any] = field(default_factory=dict)
-    """Detailed per-session results (iprev for the Authentication-Results header)."""
-    sender: str = ""
-    done: dict[str, Any] = field(default_factory=dict)
-    """Results that were ready at once (every answer cached): no task was needed."""
-    ip_text: str = ""
-    """The client's address as text (made once per session)."""
+    """What the DNS checks know of one session (on `Client.state`; made by `Karma.state`)."""
 
-    def __post_init__(self) -> None:
-        self.ip_text = str(self.client.ip)
+    __slots__ = (
+        "allowlisted",
+        "client",
+        "client_outcomes",
+        "dkim",
+        "dmarc",
+        "done",
+        "exempt",
+        "headers",
+        "ip_text",
+        "iprev",
+        "sender",
+        "tasks",
+        "tx_outcomes",
+    )
+
+    def __init__(self, client: Client, exempt: bool = False) -> None:
+        self.client = client
+        self.exempt = exempt
+        """In domains.relay_networks or score.exempt_networks: no DNS check runs."""
+        self.allowlisted = False
+        """The DNS allow lists vouch for the client: no FCrDNS or HELO check, no score
+        refusal."""
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.done: dict[str, Any] = {}
+        """Results that were ready at once (every answer cached): no task was needed."""
+        self.client_outcomes: dict[str, Outcome] = {}
+        self.tx_outcomes: dict[str, Outcome] = {}
+        self.sender = ""
+        self.ip_text = ip_text(client)
+        self.iprev: Iprev | None = None
+        """The FCrDNS result, for the Authentication-Results header (the session's)."""
+        # the transaction's message results, for the later checks
+        self.headers: Headers | None = None
+        self.dkim: list[DkimResult] | None = None
+        self.dmarc: DmarcResult | None = None
 
     def start(self, key: str, work: Awaitable[T]) -> None:
         """Run `work` in the background (DNS lookups overlap the SMTP dialogue)."""
@@ -131,13 +153,14 @@ class SessionState:
     def outcomes(self) -> list[Outcome]:
         return [*self.client_outcomes.values(), *self.tx_outcomes.values()]
 
-    @property
-    def points(self) -> int:
-        return sum(o.points for o in self.outcomes())
-
-    @property
-    def pending(self) -> int:
-        return sum(o.pending for o in self.outcomes())
+    def totals(self) -> tuple[int, int]:
+        """(score, pending points) of the session so far."""
+        points = pending = 0
+        for outcomes in (self.client_outcomes, self.tx_outcomes):
+            for o in outcomes.values():
+                points += o.points
+                pending += o.pending
+        return points, pending
 
     def new_transaction(self) -> None:
         for key in [k for k in self.tasks if k.startswith("tx:")]:
@@ -145,7 +168,7 @@ class SessionState:
         for key in [k for k in self.done if k.startswith("tx:")]:
             del self.done[key]
         self.tx_outcomes.clear()
-        self.results.clear()
+        self.headers = self.dkim = self.dmarc = None
 
     def close(self) -> None:
         for task in self.tasks.values():
@@ -154,12 +177,21 @@ class SessionState:
         self.done.clear()
 
 
+def ip_text(client: Client) -> str:
+    """`str(client.ip)`, without formatting the address again when the client's text is that
+    already (an IPv4 address parses from its one canonical form only)."""
+    address = client.address
+    if client.ip.version == 4 and ":" not in address and "%" not in address:
+        return address
+    return str(client.ip)
+
+
 def headers_now(st: SessionState, message: Message) -> Headers | None:
     """The message's wanted header fields, scanned once per message; None when the spool is
     on disk and not scanned yet (then await `message_headers`)."""
-    headers: Headers | None = st.results.get("headers")
+    headers = st.headers
     if headers is None and message.spool.in_memory:
-        headers = st.results["headers"] = scan(message.spool.chunks(SCAN_CHUNK), HEADERS_WANTED)
+        headers = st.headers = scan(message.spool.chunks(SCAN_CHUNK), HEADERS_WANTED)
     return headers
 
 
@@ -168,34 +200,30 @@ async def message_headers(st: SessionState, message: Message) -> Headers:
     if headers is None:  # a spool on disk is read in a worker thread, as the relay does
         chunks = message.spool.chunks(SCAN_CHUNK)
         headers = await asyncio.to_thread(scan, chunks, HEADERS_WANTED)
-        st.results["headers"] = headers
+        st.headers = headers
     return headers
 
 
 class Karma:
-    """The per-session states of all DNS checks, by client."""
+    """The per-session states of all DNS checks (each on its `Client`)."""
 
     def __init__(self, settings: ScoreSettings, trusted_networks: Sequence[str] = ()) -> None:
         self.s = settings
         self.exempt_nets = tuple(
             ip_network(n, strict=False) for n in [*settings.exempt_networks, *trusted_networks]
         )
-        self._states: dict[int, SessionState] = {}
 
     def state(self, client: Client) -> SessionState:
-        st = self._states.get(id(client))
-        if st is None or st.client is not client:
-            st = SessionState(client, exempt=any(client.ip in n for n in self.exempt_nets))
-            self._states[id(client)] = st
+        st = client.state
+        if type(st) is not SessionState:
+            st = client.state = SessionState(client, any(client.ip in n for n in self.exempt_nets))
         return st
 
     def end(self, client: Client) -> None:
-        st = self._states.pop(id(client), None)
-        if st is not None:
+        st = client.state
+        if isinstance(st, SessionState):
+            client.state = None
             st.close()
-
-    def __len__(self) -> int:
-        return len(self._states)
 
 
 def apply(
@@ -288,8 +316,7 @@ class ScoreGate(Check):
         st = self.karma.state(client)
         if st.exempt or st.allowlisted:
             return None
-        outcomes = st.outcomes()
-        score, pending = sum(o.points for o in outcomes), sum(o.pending for o in outcomes)
+        score, pending = st.totals()
         threshold = self.karma.s.threshold
         if score >= threshold:
             verdict: Reply = self.refusal
@@ -329,7 +356,7 @@ class ScoreGate(Check):
                     + (f"?{o.pending}" if o.pending else "")
                     for o in st.outcomes()
                 ],
-                score=st.points,
+                score=st.totals()[0],
                 allowlisted=st.allowlisted or None,
                 refused=str(verdict) if verdict is not None else None,
             )

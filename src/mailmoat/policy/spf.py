@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import spf
@@ -98,6 +99,13 @@ class SpfResults:
     helo: SpfResult | None
 
 
+RESULTS_KEPT = 1024
+MAX_EXPLANATION = 512
+_result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
+"""The result objects of cached outcomes, made once (a frozen dataclass costs more to make
+than to look up). Bounded: the domain by the SMTP syntax, the explanation (a record's exp=)
+by `MAX_EXPLANATION`, past which the result is made but not kept."""
+
 _Outcome = tuple[str, int, str]
 """pyspf's (result, code, explanation)."""
 _Key = tuple[str, str, str | None, str | None]
@@ -148,7 +156,9 @@ class SpfEvaluator:
             except _Missing:
                 return None
             self._remember(ip, local, domain, helo, table, outcome)
-        return SpfResult(identity, domain, outcome[0], outcome[2])
+        if len(outcome[2]) > MAX_EXPLANATION:
+            return SpfResult(identity, domain, outcome[0], outcome[2])
+        return _result(identity, domain, outcome[0], outcome[2])
 
     def _round(
         self, ip: str, local: str, domain: str, helo: str, table: dict[tuple[str, str], Answer]
@@ -281,7 +291,8 @@ class SpfCheck(Check):
             return None
         r = results.mailfrom
         s = self.s
-        points = {"fail": s.fail_points, "softfail": s.softfail_points}.get(r.result, 0)
+        points = s.fail_points if r.result == "fail" else 0
+        points = s.softfail_points if r.result == "softfail" else points
         failed = r.result == "fail" or (r.result == "softfail" and s.action == "score")
         text = f"{r.identity} {r.domain}" + (f": {r.explanation}" if r.explanation else "")
         return apply(
