@@ -118,26 +118,44 @@ def _greeted(port: int, src: str = "127.0.0.1") -> Any:
     return s
 
 
+def _deliver(s: Any) -> None:
+    """One message over a greeted connection, then QUIT."""
+    for line in (
+        b"EHLO client.test",
+        b"MAIL FROM:<bob@sender.test>",
+        b"RCPT TO:<alice@example.test>",
+        b"DATA",
+    ):
+        s.sendall(line + b"\r\n")
+        assert read_reply(s)[:1] in (b"2", b"3")
+    s.sendall(BODY + b".\r\n")
+    assert read_reply(s).startswith(b"250 ")
+    s.sendall(b"QUIT\r\n")
+    read_reply(s)
+    s.close()
+
+
 def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
-        # two sessions open at once go to two different workers (the least busy first)
-        a, b = _greeted(srv.port), _greeted(srv.port)
+        # six sessions open at once: the worker that had the last connection keeps getting
+        # them while it holds at most 2 more than the other (SPREAD), so they end up 3 and 3
+        held = [_greeted(srv.port) for _ in range(6)]
         # the supervisor greets at admission: the workers' sessions may start a moment later
-        _wait(lambda: srv.stats()["gauges"]["sessions"] == 2)
-        assert srv.stats()["gauges"]["connections.active"] == 2
-        assert [w["sessions"] for w in srv.stats()["workers"]] == [1, 1]
-        a.close()
-        b.close()
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 6)
+        assert srv.stats()["gauges"]["connections.active"] == 6
+        assert [w["sessions"] for w in srv.stats()["workers"]] == [3, 3]
+        for s in held:
+            _deliver(s)
         _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
-        for _ in range(6):
-            srv.send()
         names = os.listdir(srv.maildir / "new")
         assert len(names) == 6
         pids = {n.split("P", 1)[1].split("R", 1)[0] for n in names}
         assert pids == {str(p) for p in srv.worker_pids()}, "both workers delivered"
+        for _ in range(2):
+            srv.send()
         doc = srv.stats()
         assert doc["counters"]["connections.accepted"] == 8  # counted by the supervisor
-        assert doc["counters"]["closed.quit"] == 6  # counted by the workers
+        assert doc["counters"]["closed.quit"] == 8  # counted by the workers
         assert len(doc["workers"]) == 2 and doc["gauges"]["workers.ready"] == 2
 
 
@@ -199,10 +217,10 @@ def test_a_killed_worker_gives_its_slots_back_and_is_replaced(tmp_path: Path) ->
     with served(tmp_path, **{"admission.max_per_ip": 2, "tarpit.suspect_delay": 0}) as srv:
         held = [_greeted(srv.port, "127.0.0.12") for _ in range(2)]
         assert refused_at_connect(srv.port, "127.0.0.12").startswith(b"421 4.7.0")
-        victim = srv.worker_pids()[0]
+        victim = next(int(w["pid"]) for w in srv.stats()["workers"] if w["sessions"])
         os.kill(victim, signal.SIGKILL)
-        assert any(closed(s, 5.0) for s in held), "the killed worker's session is gone"
-        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 1)
+        assert all(closed(s, 5.0) for s in held), "the killed worker's sessions are gone"
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
         again = _greeted(srv.port, "127.0.0.12")  # its slot is free again
         again.close()
         for s in held:
