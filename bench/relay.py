@@ -1430,10 +1430,11 @@ def profile(args: argparse.Namespace) -> int:
             if warm.problem:
                 raise BenchError(f"mailmoat failed the warm-up: {warm.problem}")
             out = tmp / "profile.txt"
-            spy_argv = [pyspy, "record", "-p", str(mm.root_pid())]
+            spy_argv = [pyspy, "record", "-p", str(mm.root_pid()), "--subprocesses"]
             spy_argv += ["-d", str(max(1, round(args.profile))), "-r", "200"]
             spy_argv += ["-f", "raw", "--function", "-o", str(out)]
-            threads0 = thread_cpu(mm.root_pid())
+            procs = process_tree(mm.root_pid())  # the supervisor and its workers, or one
+            threads0 = {p: thread_cpu(p) for p in procs}
             spy = subprocess.Popen(
                 spy_argv,
                 stdout=subprocess.PIPE,
@@ -1450,7 +1451,7 @@ def profile(args: argparse.Namespace) -> int:
             if spy.returncode != 0 or not out.exists():
                 raise BenchError(f"py-spy failed ({spy.returncode}): {spy_out[-1000:]}")
             raw = out.read_text()
-            threads1 = thread_cpu(mm.root_pid())
+            threads1 = {p: thread_cpu(p) for p in procs}
         finally:
             if spy is not None and spy.poll() is None:
                 spy.kill()
@@ -1459,16 +1460,23 @@ def profile(args: argparse.Namespace) -> int:
             sink.stop()
     total, own, incl = top_frames(raw)
     rate = sent / seconds if seconds else 0
-    main_tid = mm.root_pid()
-    used = {t: threads1[t][1] - threads0.get(t, ("", 0.0))[1] for t in threads1}
-    main_cpu = used.pop(main_tid, 0.0)
-    by_name: dict[str, float] = {}
-    for t, v in used.items():
-        by_name[threads1[t][0]] = by_name.get(threads1[t][0], 0.0) + v
-    others = ", ".join(f"{n} threads {v:.1f} s" for n, v in sorted(by_name.items()) if v >= 0.05)
+    parts = []
+    for pid in procs:
+        used = {t: v[1] - threads0[pid].get(t, ("", 0.0))[1] for t, v in threads1[pid].items()}
+        main_cpu = used.pop(pid, 0.0)
+        by_name: dict[str, float] = {}
+        for t, v in used.items():
+            by_name[threads1[pid][t][0]] = by_name.get(threads1[pid][t][0], 0.0) + v
+        role = "supervisor" if pid == mm.root_pid() and len(procs) > 1 else "worker"
+        if len(procs) == 1:
+            role = "the process"
+        others = "".join(
+            f", {n} threads {v:.1f} s" for n, v in sorted(by_name.items()) if v >= 0.05
+        )
+        parts.append(f"{role} {pid}: event-loop thread {main_cpu:.1f} s{others}")
     cpu_line = (
-        f"CPU during the profile (from /proc, per thread): event-loop thread {main_cpu:.1f} s"
-        + (f", {others}" if others else "")
+        "CPU during the profile (from /proc, per thread): "
+        + "; ".join(parts)
         + f"; {sent:,} messages.\n\n"
     )
 
@@ -1485,11 +1493,13 @@ def profile(args: argparse.Namespace) -> int:
         f" (mailmoat {git_commit()})."
         f" Machine: {machine()}.\n\n"
         f"py-spy record (200 samples/s, idle frames excluded, aggregated by function) on the"
-        f" mailmoat process for {args.profile:g} s while smtp-source sent 10 KiB messages over"
-        f" 20 sessions, one recipient each, to smtp-sink through it ({sent:,} messages at"
-        f" {rate:,.0f} msg/s; py-spy pauses the process to sample, so the rate is lower than"
-        f" unprofiled). {total:,} busy samples ({total / (args.profile * 200):.0%} of one"
-        f" core); samples of worker threads waiting for work are left out.\n\n"
+        f" mailmoat processes (the supervisor and its workers) for {args.profile:g} s while"
+        f" smtp-source sent 10 KiB messages over 20 sessions, one recipient each, to smtp-sink"
+        f" through it ({sent:,} messages at {rate:,.0f} msg/s; py-spy pauses the processes to"
+        f" sample, so the rate is lower than unprofiled). {total:,} busy samples over"
+        f" {len(procs)} process(es) ({total / (args.profile * 200):.0%} of one core); samples"
+        f" of worker threads"
+        f" waiting for work are left out.\n\n"
         f"{cpu_line}"
         f"Own time (the innermost Python frame; time in C code such as uvloop's or the socket"
         f" calls is charged to the Python function that called it, and `Runner.run` stands"
