@@ -167,7 +167,8 @@ def merge(base: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> 
 
 
 class Mailmoat:
-    """One `mailmoat serve` process, watched through /proc and its stats socket."""
+    """One `mailmoat serve` (its worker processes included), watched through /proc and its stats
+    socket."""
 
     def __init__(self, workdir: Path, config: dict[str, dict[str, Any]], port: int) -> None:
         self.workdir = workdir
@@ -204,18 +205,31 @@ class Mailmoat:
         finally:
             writer.close()
 
-    def rss_kib(self) -> int:
+    def pids(self) -> list[int]:
+        """The `mailmoat serve` process and its worker processes (server.workers)."""
         assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/statm") as f:
-            kib = int(f.read().split()[1]) * PAGE // 1024
+        out = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        return out
+
+    def rss_kib(self) -> int:
+        """Resident memory of the supervisor and its workers together."""
+        kib = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/statm") as f:
+                kib += int(f.read().split()[1]) * PAGE // 1024
         self.peak_rss = max(self.peak_rss, kib)
         return kib
 
     def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
 
     async def watch(self) -> None:
         while True:
@@ -353,7 +367,7 @@ async def run_scenario(
         )
         wall = time.monotonic() - t0
         cpu = (mm.cpu_seconds() - cpu0) / wall * 100
-        ours = {os.getpid(), mm.proc.pid if mm.proc else -1, *(a.pid for a in attacks)}
+        ours = {os.getpid(), *mm.pids(), *(a.pid for a in attacks)}
         others = others_cpu(everyone0, cpu_by_process(), ours) / wall * 100
         snapshot = await mm.stats()
         counters = snapshot["counters"]
