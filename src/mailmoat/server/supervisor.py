@@ -2,9 +2,10 @@
 
 The supervisor owns the listening sockets and admission, exactly as the one-process gateway
 does (`Front`): lists, bans, the global and per-network caps, connection rates, pregreet and
-tarpit verdicts, stress mode, and the store behind them. An admitted connection is handed to
-the worker with the fewest sessions, descriptor and all, over that worker's link; the
-supervisor keeps no transport and reads no byte of it. So every limit is counted in one
+tarpit verdicts, stress mode, and the store behind them. An admitted connection gets its 220
+at once and is handed to a worker, descriptor and all, over that worker's link (to the worker
+that had the last connection while it is at most `SPREAD` sessions busier than the least busy
+one, else to the least busy); the supervisor keeps no transport and reads no byte of it. So every limit is counted in one
 place and holds across the workers: a worker gives a connection's slots back when it ends,
 sends its strikes here, and uses this store for everything the defences share.
 
@@ -183,7 +184,8 @@ class Supervisor(Front):
         kind = message[0]
         if kind == "closed":
             for cid in message[1:]:
-                self._release(cid)
+                if self.connections.get(cid, (None, None))[1] is worker:  # its own only
+                    self._release(cid)
         elif kind == "strike":
             addr, reason = str(message[1]), str(message[2])
             if reason in STRIKE_REASONS:
