@@ -5,9 +5,10 @@ does (`Front`): lists, bans, the global and per-network caps, connection rates, 
 tarpit verdicts, stress mode, and the store behind them. An admitted connection gets its 220
 at once and is handed to a worker, descriptor and all, over that worker's link (to the worker
 that had the last connection while it is at most `SPREAD` sessions busier than the least busy
-one, else to the least busy); the supervisor keeps no transport and reads no byte of it. So every limit is counted in one
-place and holds across the workers: a worker gives a connection's slots back when it ends,
-sends its strikes here, and uses this store for everything the defences share.
+one, else to the least busy); the supervisor keeps no transport and reads no byte of it.
+So every limit is counted in one place and holds across the workers: a worker gives a
+connection's slots back when it ends, sends its strikes here, and uses this store for
+everything the defences share.
 
 A worker that dies loses its open sessions (their clients retry: nothing was acknowledged
 that was not delivered) and gives their slots back; the supervisor starts a new one.
