@@ -94,17 +94,10 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     from mailmoat.server.gateway import Gateway
     from mailmoat.server.supervisor import Supervisor
 
-    gateway: Gateway | Supervisor
-    if workers > 1:
-        gateway = Supervisor(settings, workers)
-        # a worker that cannot start (a missing directory file, say) says why in the log
-        failures: tuple[type[Exception], ...] = (OSError,)
-    else:
-        gateway = Gateway(settings)
-        failures = (OSError, StaticFileError)
+    gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
     try:
         await gateway.start()
-    except failures as err:
+    except (OSError, StaticFileError) as err:
         click.echo(f"cannot start: {err}", err=True)
         await gateway.pipeline.close()
         if isinstance(gateway, Gateway):

@@ -1,7 +1,9 @@
 """Worker processes (`server.workers`): a real `mailmoat serve` with a supervisor and two
-workers on loopback. Mail flows through both workers; the per-address cap, bans, pregreet
-verdicts and counters hold across them, because admission and the store live with the
-supervisor; a killed worker gives its slots back and is replaced; SIGTERM stops them all."""
+workers on loopback. The supervisor runs up to two sessions itself (LOCAL_SESSIONS) and hands
+the others over, so the tests that are about the workers first fill those two places with idle
+sessions. Mail flows through every process; the per-address cap, bans, pregreet verdicts and
+counters hold across them, because admission and the store live with the supervisor; a killed
+worker gives its slots back and is replaced; SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -38,6 +40,13 @@ class Served:
 
     def worker_pids(self) -> list[int]:
         return [int(w["pid"]) for w in self.stats()["workers"]]
+
+    def fill_local(self, src: str = "127.0.0.20") -> list[Any]:
+        """Two idle sessions: the supervisor's own places are taken, the next go to workers."""
+        held = [_greeted(self.port, src) for _ in range(2)]
+        _wait(lambda: self.stats()["gauges"]["sessions"] >= 2)
+        assert all(w["sessions"] == 0 for w in self.stats()["workers"])
+        return held
 
     def send(self, rcpt: str = "alice@example.test") -> None:
         with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
@@ -137,25 +146,27 @@ def _deliver(s: Any) -> None:
 
 def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
-        # six sessions open at once: the worker that had the last connection keeps getting
-        # them while it holds at most 2 more than the other (SPREAD), so they end up 3 and 3
-        held = [_greeted(srv.port) for _ in range(6)]
-        # the supervisor greets at admission: the workers' sessions may start a moment later
-        _wait(lambda: srv.stats()["gauges"]["sessions"] == 6)
-        assert srv.stats()["gauges"]["connections.active"] == 6
+        # eight sessions open at once: two run in the supervisor; of the six others the
+        # worker that had the last connection keeps getting them while it holds at most 2
+        # more than the other (SPREAD), so they end up 3 and 3
+        held = [_greeted(srv.port) for _ in range(8)]
+        # the supervisor greets at admission: the sessions may start a moment later
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 8)
+        assert srv.stats()["gauges"]["connections.active"] == 8
         assert [w["sessions"] for w in srv.stats()["workers"]] == [3, 3]
         for s in held:
             _deliver(s)
         _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
         names = os.listdir(srv.maildir / "new")
-        assert len(names) == 6
+        assert len(names) == 8
         pids = {n.split("P", 1)[1].split("R", 1)[0] for n in names}
-        assert pids == {str(p) for p in srv.worker_pids()}, "both workers delivered"
+        every = {str(p) for p in [srv.stats()["pid"], *srv.worker_pids()]}
+        assert pids == every, "the supervisor and both workers delivered"
         for _ in range(2):
             srv.send()
         doc = srv.stats()
-        assert doc["counters"]["connections.accepted"] == 8  # counted by the supervisor
-        assert doc["counters"]["closed.quit"] == 8  # counted by the workers
+        assert doc["counters"]["connections.accepted"] == 10  # counted by the supervisor
+        assert doc["counters"]["closed.quit"] == 10  # counted by the sessions, wherever
         assert len(doc["workers"]) == 2 and doc["gauges"]["workers.ready"] == 2
 
 
@@ -179,6 +190,7 @@ def test_per_address_cap_holds_across_workers(tmp_path: Path) -> None:
 def test_strikes_in_the_workers_ban_at_the_supervisor(tmp_path: Path) -> None:
     settings = {"bans.strikes": 2, "bans.duration": 60, "tarpit.suspect_delay": 0}
     with served(tmp_path, **settings) as srv:
+        idle = srv.fill_local()
         for _ in range(2):
             s = _greeted(srv.port, "127.0.0.9")
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")  # non-SMTP input: closed, one strike
@@ -190,13 +202,16 @@ def test_strikes_in_the_workers_ban_at_the_supervisor(tmp_path: Path) -> None:
         assert refusal.startswith(b"421 4.7.0") and b"temporarily blocked" in refusal
         counters = srv.stats()["counters"]
         assert counters["strikes"] == 2 and counters["refused.banned"] == 1
+        for s in idle:
+            s.close()
         srv.send()  # everyone else still gets through
 
 
 def test_pregreet_verdicts_are_shared_through_the_supervisors_store(tmp_path: Path) -> None:
     with served(tmp_path, **{"pregreet.wait": 0.4}) as srv:
+        idle = srv.fill_local()  # (held greetings: they are sessions of the supervisor's)
         t0 = time.monotonic()
-        srv.send()  # an address not seen before waits for its greeting
+        srv.send()  # an address not seen before waits for its greeting (in a worker)
         assert time.monotonic() - t0 >= 0.4
         # the worker stored "pass" through the supervisor; any worker now greets at once
         for _ in range(2):
@@ -211,19 +226,22 @@ def test_pregreet_verdicts_are_shared_through_the_supervisors_store(tmp_path: Pa
         s.close()
         _wait(lambda: srv.stats()["counters"].get("pregreet.failed", 0) == 1)
         assert refused_at_connect(srv.port, "127.0.0.11").startswith(b"421 4.7.0")
+        for s in idle:
+            s.close()
 
 
 def test_a_killed_worker_gives_its_slots_back_and_is_replaced(tmp_path: Path) -> None:
     with served(tmp_path, **{"admission.max_per_ip": 2, "tarpit.suspect_delay": 0}) as srv:
-        held = [_greeted(srv.port, "127.0.0.12") for _ in range(2)]
+        idle = srv.fill_local()
+        held = [_greeted(srv.port, "127.0.0.12") for _ in range(2)]  # both to one worker
         assert refused_at_connect(srv.port, "127.0.0.12").startswith(b"421 4.7.0")
         victim = next(int(w["pid"]) for w in srv.stats()["workers"] if w["sessions"])
         os.kill(victim, signal.SIGKILL)
         assert all(closed(s, 5.0) for s in held), "the killed worker's sessions are gone"
-        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2)  # the idle two
         again = _greeted(srv.port, "127.0.0.12")  # its slot is free again
         again.close()
-        for s in held:
+        for s in [*held, *idle]:
             s.close()
         _wait(lambda: len(srv.worker_pids()) == 2 and victim not in srv.worker_pids())
         assert srv.stats()["counters"]["workers.restarted"] == 1
@@ -274,9 +292,9 @@ def test_stress_mode_decided_by_the_supervisor_tightens_the_workers_deadlines(
         idle = [_greeted(srv.port, "127.0.0.13") for _ in range(5)]  # 5 > 8 * 0.5: stress on
         _wait(lambda: srv.stats()["gauges"]["stress.active"] == 1, 5)
         _wait(lambda: srv.stats()["gauges"]["sessions"] == 5, 5)
-        assert sorted(w["sessions"] for w in srv.stats()["workers"]) == [2, 3]
+        assert sum(w["sessions"] for w in srv.stats()["workers"]) == 3  # 2 in the supervisor
         t0 = time.monotonic()
-        # idle sessions on both workers are now closed after stress.greeting, not 60 s
+        # idle sessions, in the supervisor and a worker, are closed after stress.greeting
         for s in idle:
             assert read_all(s, 5.0).startswith(b"421 4.4.2"), "closed for its deadline"
             s.close()
@@ -307,3 +325,18 @@ def test_a_port_in_use_stops_the_workers_too(tmp_path: Path) -> None:
     # nothing of the second instance is left running
     leftover = subprocess.run(["pgrep", "-f", f"mailmoat serve -c {conf}"], capture_output=True)
     assert leftover.stdout == b""
+
+
+def test_a_light_load_is_served_by_the_supervisor_without_a_hand_over(tmp_path: Path) -> None:
+    with served(tmp_path) as srv:
+        for _ in range(5):  # one sender at a time
+            srv.send()
+        names = os.listdir(srv.maildir / "new")
+        supervisor = str(srv.stats()["pid"])
+        assert len(names) == 5
+        assert {n.split("P", 1)[1].split("R", 1)[0] for n in names} == {supervisor}
+        held = [_greeted(srv.port) for _ in range(3)]  # the third is handed over
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 3)
+        assert sum(w["sessions"] for w in srv.stats()["workers"]) == 1
+        for s in held:
+            s.close()

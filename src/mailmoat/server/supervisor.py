@@ -3,12 +3,12 @@
 The supervisor owns the listening sockets and admission, exactly as the one-process gateway
 does (`Front`): lists, bans, the global and per-network caps, connection rates, pregreet and
 tarpit verdicts, stress mode, and the store behind them. An admitted connection gets its 220
-at once and is handed to a worker, descriptor and all, over that worker's link (to the worker
-that had the last connection while it is at most `SPREAD` sessions busier than the least busy
-one, else to the least busy); the supervisor keeps no transport and reads no byte of it.
-So every limit is counted in one place and holds across the workers: a worker gives a
-connection's slots back when it ends, sends its strikes here, and uses this store for
-everything the defences share.
+at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself (so a light load never
+waits for a hand-over); any further connection is handed to a worker, descriptor and all,
+over that worker's link (to the worker that had the last connection while it is at most
+`SPREAD` sessions busier than the least busy one, else to the least busy). So every limit is
+counted in one place and holds across the workers: a worker gives a connection's slots back
+when it ends, sends its strikes here, and uses this store for everything the defences share.
 
 A worker that dies loses its open sessions (their clients retry: nothing was acknowledged
 that was not delivered) and gives their slots back; the supervisor starts a new one.
@@ -30,13 +30,11 @@ from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, raise_fd_limit
+from mailmoat.server.gateway import Gateway
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
-from mailmoat.smtp.replies import reply
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
-
-R_NO_WORKER = reply(421, "4.3.2", "Error: service not available, try again later")
 
 START_TIMEOUT = 60.0
 """Seconds the workers have to start."""
@@ -48,6 +46,10 @@ in a tight loop)."""
 SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""
+
+LOCAL_SESSIONS = 2
+"""Sessions the supervisor runs itself before it hands connections over: a light load (a
+sender at a time) never waits for a hand-over, a heavy one goes to the workers."""
 
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
@@ -78,6 +80,9 @@ class Supervisor(Front):
         self.admin: Any = None
         self._next_id = 0
         self._settings_json = settings.model_dump_json().encode()
+        # Sessions run here: the same gateway a worker has, on this process's own defences and
+        # store (their connect stage ran at admission, so it is left out).
+        self.local = Gateway(settings, store=self.store, defences=lambda *_: self.defences)
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
 
@@ -86,6 +91,7 @@ class Supervisor(Front):
         self.loop = asyncio.get_running_loop()
         self.fit_connection_cap(raise_fd_limit(), self.settings.relay.pool_size)
         await self.pipeline.start()
+        await self.local.start()
         for index in range(self.size):
             self._spawn(index)
         deadline = self.loop.time() + START_TIMEOUT
@@ -144,7 +150,10 @@ class Supervisor(Front):
 
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
-        """Hand the connection to a worker, descriptor and all."""
+        """Run the session here while few run here, else hand it to a worker."""
+        if len(self.local.sessions) < LOCAL_SESSIONS or not self._live():
+            self.local.adopt(sock, client, verdict, greeted)
+            return
         self._next_id += 1
         client.conn_id = cid = self._next_id
         message = (
@@ -164,7 +173,8 @@ class Supervisor(Front):
                 worker.sessions += 1
                 worker.last = cid
                 return
-        self._refuse(sock, client, R_NO_WORKER)
+        client.conn_id = 0
+        self.local.adopt(sock, client, verdict, greeted)  # every link is full: serve it here
 
     def _choice(self) -> list[WorkerProcess]:
         """The workers in the order to try: the one that had the last connection while it
@@ -244,6 +254,11 @@ class Supervisor(Front):
     async def snapshot(self) -> dict[str, Any]:
         """The supervisor's counters with every worker's added in."""
         doc = self.stats.snapshot()
+        here = self.local.stats.snapshot()
+        for name, value in here["counters"].items():
+            doc["counters"][name] = doc["counters"].get(name, 0) + value
+        for name in ("sessions", "loop.lag_max_ms"):
+            doc["gauges"][name] = here["gauges"][name]
         live = self._live()
         answers = await asyncio.gather(
             *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
@@ -288,6 +303,7 @@ class Supervisor(Front):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.proc.wait(1.0)
             worker.link.close()
+        await self.local.stop(grace)  # its sessions went on meanwhile; the rest get a 421
         if self.admin is not None:
             await self.admin.stop()
         await self.pipeline.close()
