@@ -239,10 +239,10 @@ class Supervisor(Front):
         self.loop.call_later(RESPAWN_DELAY, self._replace, worker)
 
     def _replace(self, worker: WorkerProcess) -> None:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.proc.wait(1.0)
+        if worker.proc.poll() is None:  # its link is gone but it lives on: end it, and look
+            worker.proc.kill()  # again shortly (no blocking wait in the event loop)
+            self.loop.call_later(0.1, self._replace, worker)
+            return
         if not self.stopping and self.workers[worker.index] is worker:
             self._spawn(worker.index)
 
