@@ -146,14 +146,15 @@ def _deliver(s: Any) -> None:
 
 def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
-        # eight sessions open at once: two run in the supervisor; of the six others the
-        # worker that had the last connection keeps getting them while it holds at most 2
-        # more than the other (SPREAD), so they end up 3 and 3
+        # eight sessions open at once: about two run in the supervisor (it counts the sessions
+        # that have started, so a quick burst may leave it one more); the others are spread
+        # over both workers, neither more than SPREAD (2) + 1 above the other
         held = [_greeted(srv.port) for _ in range(8)]
         # the supervisor greets at admission: the sessions may start a moment later
         _wait(lambda: srv.stats()["gauges"]["sessions"] == 8)
         assert srv.stats()["gauges"]["connections.active"] == 8
-        assert [w["sessions"] for w in srv.stats()["workers"]] == [3, 3]
+        a, b = sorted(w["sessions"] for w in srv.stats()["workers"])
+        assert a >= 1 and b - a <= 3 and 4 <= a + b <= 6, (a, b)
         for s in held:
             _deliver(s)
         _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)

@@ -49,7 +49,9 @@ because it had the last one."""
 
 LOCAL_SESSIONS = 2
 """Sessions the supervisor runs itself before it hands connections over: a light load (a
-sender at a time) never waits for a hand-over, a heavy one goes to the workers."""
+sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted once
+a session has started, so a quick burst may leave one or two more here (admission's caps
+bound them all the same)."""
 
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
