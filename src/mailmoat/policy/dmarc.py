@@ -5,11 +5,16 @@ Evaluated here rather than with a library: the only Python DMARC evaluator on Py
 is a small one-person package with little use, while the evaluation is short and we need it to
 use our DNS layer and to keep temporary errors apart from failures. The organizational domain
 comes from the Public Suffix List as shipped in the `publicsuffixlist` package (no download at
-run time; updated with the package).
+run time; updated with the package); a public suffix used as an author domain is its own
+organizational domain. Records are parsed in `dmarc_record` (its docstring lists the decisions
+taken where the RFC leaves room); tests/policy/dmarc_corpus.py holds the cases, each with the
+section it follows.
 
-* Policy discovery (6.6.3): a TXT record starting "v=DMARC1" at _dmarc.<author domain>, else at
-  _dmarc.<organizational domain>; none, or more than one, is no policy. p, sp, adkim, aspf and
-  pct are used (rua/ruf: we send no reports).
+* Policy discovery (6.6.3): the DMARC records (first tag exactly `v=DMARC1`) at
+  _dmarc.<author domain>; only when there is none, those at _dmarc.<organizational domain>
+  (never a name in between). More than one record, or one that gives no policy (6.6.3 step
+  6), is no policy: a broken record at the author domain does not fall back to the parent's.
+  p, sp, adkim, aspf and pct are used; rua only to tell step 6.1 from 6.2 (we send no reports).
 * Pass: SPF passed for an aligned domain (MAIL FROM, or HELO for the null sender), or a DKIM
   signature passed for an aligned d=. Relaxed alignment: same organizational domain; strict:
   the same domain.
@@ -29,6 +34,7 @@ import random
 from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import cache, lru_cache
+from typing import Protocol
 
 from publicsuffixlist import PublicSuffixList
 
@@ -39,6 +45,7 @@ from mailmoat.headers import HeaderField, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
+from mailmoat.policy.dmarc_record import POLICIES, Record, is_dmarc, parse_record
 from mailmoat.policy.score import (
     PENDING,
     R_DNS_TEMP,
@@ -53,14 +60,20 @@ from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import Reply, reply
 
 MAX_DOMAINS = 5
-POLICIES = ("none", "quarantine", "reject")
+
+
+class TxtSource(Protocol):
+    """Where policy records come from: the `Resolver`, or a table in tests."""
+
+    async def query(self, name: str, rdtype: str) -> Answer: ...
+
+    def cached(self, name: str, rdtype: str) -> Answer | None: ...
 
 
 ORG_CACHE = 4096
-"""Organizational domains, parsed DMARC records and the author domains of From fields
-remembered (each, least recently used dropped first): pure functions of short strings.
-Longer input (`CACHED_LENGTH`) is not kept, so the caches stay small whatever a message or
-a record holds."""
+"""Organizational domains and the author domains of From fields remembered (each, least
+recently used dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`)
+is not kept, so the caches stay small whatever a message holds."""
 CACHED_LENGTH = 512
 
 
@@ -84,54 +97,6 @@ def aligned(domain: str, author: str, strict: bool) -> bool:
     if strict:
         return domain == author
     return organizational_domain(domain) == organizational_domain(author)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    p: str
-    sp: str
-    adkim: str = "r"
-    aspf: str = "r"
-    pct: int = 100
-
-
-def parse_record(text: bytes) -> Record | None:
-    """A DMARC record, or None when it is not a valid one (RFC 7489 6.3, 6.6.3)."""
-    return _parse(text) if len(text) <= CACHED_LENGTH else _parse.__wrapped__(text)
-
-
-@lru_cache(maxsize=ORG_CACHE)
-def _parse(text: bytes) -> Record | None:
-    try:
-        s = text.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    tags: dict[str, str] = {}
-    for part in s.split(";"):
-        name, eq, value = part.partition("=")
-        if eq:
-            tags.setdefault(name.strip().lower(), value.strip())
-    if not s.startswith("v=DMARC1") or tags.get("v") != "DMARC1":
-        return None
-    p = tags.get("p", "").lower()
-    if p not in POLICIES:
-        if "rua" not in tags:
-            return None
-        p = "none"  # 6.6.3: an invalid p with a rua is p=none
-    sp = tags.get("sp", p).lower()
-    adkim = tags.get("adkim", "r").lower()
-    aspf = tags.get("aspf", "r").lower()
-    try:
-        pct = min(max(int(tags.get("pct", "100")), 0), 100)
-    except ValueError:
-        pct = 100
-    return Record(
-        p=p,
-        sp=sp if sp in POLICIES else p,
-        adkim=adkim if adkim in ("r", "s") else "r",
-        aspf=aspf if aspf in ("r", "s") else "r",
-        pct=pct,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +126,16 @@ def _policy_in(answer: Answer, at_org: bool) -> _Policy | None:
     """What one policy lookup decides; None: look at the next name."""
     if answer.temporary:
         return Status.TEMPERROR, None, at_org
-    records = [r for r in answer.records if r.startswith(b"v=DMARC1")]
-    if len(records) == 1:
-        record = parse_record(records[0])
-        if record is not None:
-            return Status.OK, record, at_org
+    records = [r for r in answer.records if is_dmarc(r)]
+    if not records:
+        return None  # 6.6.3 steps 3 and 5: the organizational domain's, if not this one
     if len(records) > 1:
-        return Status.OK, None, at_org  # more than one record: no policy (6.6.3)
-    return None
+        return Status.OK, None, at_org  # more than one record: no policy (6.6.3 step 5)
+    # one record, whether or not it gives a policy (step 6): discovery ends here
+    return Status.OK, parse_record(records[0]), at_org
 
 
-async def find_policy(resolver: Resolver, domain: str) -> _Policy:
+async def find_policy(resolver: TxtSource, domain: str) -> _Policy:
     for name, at_org in _policy_names(domain):
         found = _policy_in(await resolver.query(name, "TXT"), at_org)
         if found is not None:
@@ -179,7 +143,7 @@ async def find_policy(resolver: Resolver, domain: str) -> _Policy:
     return Status.NXDOMAIN, None, False
 
 
-def find_policy_now(resolver: Resolver, domain: str) -> tuple[_Policy, float] | None:
+def find_policy_now(resolver: TxtSource, domain: str) -> tuple[_Policy, float] | None:
     """`find_policy` from the resolver's cache alone, with the time the first answer it used
     expires; None when an answer is missing."""
     expires = float("inf")
@@ -195,12 +159,13 @@ def find_policy_now(resolver: Resolver, domain: str) -> tuple[_Policy, float] | 
 
 
 async def evaluate(
-    resolver: Resolver,
+    resolver: TxtSource,
     author: str,
     spf: SpfResults | None,
     dkim: list[DkimResult],
     rng: random.Random | None = None,
 ) -> DmarcResult:
+    author = author.lower().rstrip(".")
     return judge(author, await find_policy(resolver, author), spf, dkim, rng)
 
 
