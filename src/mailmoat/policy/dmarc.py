@@ -20,8 +20,9 @@ section it follows.
   the same domain.
 * Disposition: p (sp for a subdomain whose policy came from the organizational domain),
   sampled by pct (6.6.4: outside the sample, reject becomes quarantine, quarantine none).
-* temperror: the policy lookup failed, or the message would fail but SPF or DKIM could not be
-  checked (they might have passed). It is never taken as a pass.
+* temperror: the policy lookup failed, or the message would fail but an SPF or DKIM result
+  that could have aligned was a temporary error (it might have passed). A temporary error for
+  a domain that cannot align changes nothing: the message fails. Never taken as a pass.
 
 Several From fields or addresses: each author domain is evaluated (at most `MAX_DOMAINS`) and
 the strictest outcome wins, so a second From cannot hide a spoofed first one.
@@ -207,6 +208,10 @@ def _judge(
 ) -> DmarcResult:
     status, record, at_org = found
     if status is Status.TEMPERROR:
+        # a pass for the author domain itself aligns in either mode: whatever the record
+        # says (or if there is none), the message is not refused
+        if (spf is not None and spf == ("pass", author)) or ("pass", author) in dkim:
+            return DmarcResult("pass", author, "unknown", reason="policy lookup failed; exact pass")
         return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
     if record is None:
         return DmarcResult("none", author, reason="no policy")
@@ -216,9 +221,17 @@ def _judge(
     if spf_ok or dkim_ok:
         how = "spf" if spf_ok else f"dkim {dkim_ok[0]}"
         return DmarcResult("pass", author, policy, "none", reason=f"aligned {how}")
-    spf_temp = spf is None or spf[0] == "temperror"
-    if spf_temp or any(r == "temperror" for r, _ in dkim):
-        return DmarcResult("temperror", author, policy, reason="SPF or DKIM could not be checked")
+    # no aligned pass: only a temporary error that could have been an aligned pass changes
+    # that (spf None: SPF was not evaluated, its domain is unknown)
+    spf_temp = spf is None or (
+        spf[0] == "temperror" and aligned(spf[1], author, record.aspf == "s")
+    )
+    dkim_temp = [d for r, d in dkim if r == "temperror" and aligned(d, author, record.adkim == "s")]
+    if spf_temp or dkim_temp:
+        what = "SPF" if spf_temp else f"DKIM {dkim_temp[0]}"
+        return DmarcResult(
+            "temperror", author, policy, reason=f"aligned {what} could not be checked"
+        )
     disposition = policy
     if record.pct < 100 and (rng or random).random() * 100 >= record.pct:
         disposition = POLICIES[max(POLICIES.index(policy) - 1, 0)]
