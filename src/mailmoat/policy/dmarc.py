@@ -24,8 +24,10 @@ section it follows.
   that could have aligned was a temporary error (it might have passed). A temporary error for
   a domain that cannot align changes nothing: the message fails. Never taken as a pass.
 
-Several From fields or addresses: each author domain is evaluated (at most `MAX_DOMAINS`) and
-the strictest outcome wins, so a second From cannot hide a spoofed first one.
+Several From fields or addresses (6.6.1): each author domain is evaluated and the strictest
+outcome wins, so a second author cannot hide a spoofed first one. The work is bounded: past
+`MAX_AUTHOR_DOMAINS` distinct domains, the ones not evaluated count as the strictest outcome
+(a refusal, result permerror), never as "none".
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ from mailmoat.policy.score import (
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import Reply, reply
 
-MAX_DOMAINS = 5
+MAX_AUTHOR_DOMAINS = 10
+"""Distinct author domains evaluated for one message (each costs up to two TXT lookups); the
+others count as the strictest outcome."""
 
 
 class TxtSource(Protocol):
@@ -103,7 +107,7 @@ def aligned(domain: str, author: str, strict: bool) -> bool:
 @dataclass(frozen=True, slots=True)
 class DmarcResult:
     result: str
-    """pass, fail, none, temperror"""
+    """pass, fail, none, temperror, permerror (more author domains than are evaluated)"""
     domain: str = ""
     """The author domain (header.from)."""
     policy: str = "none"
@@ -168,6 +172,24 @@ async def evaluate(
 ) -> DmarcResult:
     author = author.lower().rstrip(".")
     return judge(author, await find_policy(resolver, author), spf, dkim, rng)
+
+
+async def evaluate_authors(
+    resolver: TxtSource,
+    domains: list[str],
+    spf: SpfResults | None,
+    dkim: list[DkimResult],
+    rng: random.Random | None = None,
+) -> DmarcResult:
+    """The outcome for a message whose From names `domains` (as `author_domains` gives
+    them): each of the first `MAX_AUTHOR_DOMAINS` evaluated, then `combined`."""
+    none = _without_policy(domains)
+    if none is not None:
+        return none
+    found = await asyncio.gather(
+        *(evaluate(resolver, d, spf, dkim, rng) for d in domains[:MAX_AUTHOR_DOMAINS])
+    )
+    return combined(list(found), domains)
 
 
 def judge(
@@ -244,28 +266,34 @@ _judged = lru_cache(maxsize=JUDGED)(_judge)
 
 
 def author_domains(headers: Headers) -> list[str]:
-    domains: list[str] = []
+    """The distinct domains of the From addresses, in order: at most `MAX_AUTHOR_DOMAINS` + 1
+    (the last one, if there, says that there are more than are evaluated)."""
+    domains: dict[str, None] = {}
     for f in headers.get("from"):
         raw = f.raw
         found = _domains(raw) if len(raw) <= CACHED_LENGTH else _domains.__wrapped__(raw)
-        domains.extend(d for d in found if d not in domains)
-    return domains
+        for domain in found:
+            domains[domain] = None
+            if len(domains) > MAX_AUTHOR_DOMAINS:
+                return list(domains)
+    return list(domains)
 
 
 @lru_cache(maxsize=ORG_CACHE)
 def _domains(raw: bytes) -> tuple[str, ...]:
     """The domains of the addresses in one From field (`raw`: the field as sent)."""
     value = HeaderField("from", raw, 0, len(raw)).value
-    domains: list[str] = []
+    domains: dict[str, None] = {}
     for _name, address in getaddresses([value]):
         domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
-        if address and "@" in address and domain and domain not in domains:
-            domains.append(domain)
+        if address and "@" in address and domain:
+            domains[domain] = None
     return tuple(domains)
 
 
 _SEVERITY = {
     ("fail", "reject"): 6,
+    ("permerror", "reject"): 6,
     ("temperror", "reject"): 5,
     ("temperror", "unknown"): 5,
     ("fail", "quarantine"): 4,
@@ -277,31 +305,58 @@ _SEVERITY = {
 
 def strictest(results: list[DmarcResult]) -> DmarcResult:
     """The outcome that asks for the most: a failure under reject, then a temporary error
-    where the policy is (or may be) reject, and so on; pass and none last."""
+    where the policy is (or may be) reject, and so on; pass and none last. Of equals, the
+    first."""
     if len(results) == 1:  # one author domain, as nearly always
         return results[0]
 
     def severity(r: DmarcResult) -> int:
-        return _SEVERITY.get((r.result, r.disposition if r.result == "fail" else r.policy), 0)
+        return _SEVERITY.get((r.result, _deciding(r)), 0)
 
     return max(results, key=severity)
 
 
-def _refusal(domain: str, policy: str) -> Reply:
-    text = (
-        f"Message rejected: {domain} publishes a DMARC policy of {policy}"
-        " and the message does not pass it"
-    )
+def _deciding(r: DmarcResult) -> str:
+    """The policy that decides: the disposition for a failure, the published one for a
+    temperror (it might have failed)."""
+    return r.disposition if r.result in ("fail", "permerror") else r.policy
+
+
+def _refusal(r: DmarcResult) -> Reply:
+    if r.result == "permerror":
+        text = (
+            f"Message rejected: its From field names more than {MAX_AUTHOR_DOMAINS} domains,"
+            " too many to check DMARC for"
+        )
+    else:
+        text = (
+            f"Message rejected: {r.domain} publishes a DMARC policy of {r.disposition}"
+            " and the message does not pass it"
+        )
     return reply(550, "5.7.1", text)
 
 
 def _without_policy(domains: list[str]) -> DmarcResult | None:
-    """The result when there is no author domain to evaluate (or too many), else None."""
+    """The result when there is no author domain to evaluate, else None."""
     if not domains:
         return DmarcResult("none", reason="no author domain in From")
-    if len(domains) > MAX_DOMAINS:
-        return DmarcResult("none", reason=f"{len(domains)} author domains")
     return None
+
+
+def combined(results: list[DmarcResult], domains: list[str]) -> DmarcResult:
+    """The outcome for the message from the results of its first `MAX_AUTHOR_DOMAINS` author
+    domains: the strictest, where the domains past the bound count as a failure under reject
+    (6.6.1: the strictest policy of those that fail; what we did not evaluate may be that)."""
+    if len(domains) > MAX_AUTHOR_DOMAINS:
+        beyond = DmarcResult(
+            "permerror",
+            domains[MAX_AUTHOR_DOMAINS],
+            "unknown",
+            "reject",
+            reason=f"more than {MAX_AUTHOR_DOMAINS} author domains: the others count as failing",
+        )
+        results = [*results, beyond]
+    return strictest(results)
 
 
 class DmarcCheck(Check):
@@ -327,7 +382,7 @@ class DmarcCheck(Check):
         if result is None:
             dkim = st.dkim or []
             found = []
-            for domain in domains:
+            for domain in domains[:MAX_AUTHOR_DOMAINS]:
                 policy = self.policies.get(domain)
                 if policy is None:
                     now = find_policy_now(self.resolver, domain)
@@ -336,27 +391,21 @@ class DmarcCheck(Check):
                     policy = now[0]
                     self.policies.put(domain, policy, now[1])
                 found.append(judge(domain, policy, spf, dkim))
-            result = strictest(found)
+            result = combined(found, domains)
         st.dmarc = result
         return self._apply(st, result)
 
     async def _later(self, st: SessionState, message: Message) -> Verdict:
         headers = await message_headers(st, message)
         domains = author_domains(headers)
-        result = _without_policy(domains)
-        if result is None:
-            spf: SpfResults | None = await st.result("tx:spf")
-            dkim = st.dkim or []
-            found = await asyncio.gather(*(evaluate(self.resolver, d, spf, dkim) for d in domains))
-            result = strictest(list(found))
+        spf: SpfResults | None = await st.result("tx:spf")
+        result = await evaluate_authors(self.resolver, domains, spf, st.dkim or [])
         st.dmarc = result
         return self._apply(st, result)
 
     def _apply(self, st: SessionState, r: DmarcResult) -> Verdict:
         s = self.s
-        # the policy that decides: the disposition for a failure, the published one for a
-        # temperror (it might have failed)
-        policy = r.disposition if r.result == "fail" else r.policy
+        policy = _deciding(r)
         if policy in ("reject", "unknown"):  # a policy we could not read may be reject
             action, points = s.action, s.reject_points
         elif policy == "quarantine":
@@ -366,13 +415,14 @@ class DmarcCheck(Check):
         if action == "off":
             action = "log"
         reason = f"{r.domain} p={r.policy} dis={r.disposition}: {r.reason}"
+        failed = r.result in ("fail", "permerror")
         return apply(
             st,
             Outcome(self.name, r.result, reason),
             action,
             # apply() uses the refusal for a failure only: build it for one only
-            _refusal(r.domain, policy) if r.result == "fail" else R_DNS_TEMP,
-            failed=r.result == "fail",
+            _refusal(r) if failed else R_DNS_TEMP,
+            failed=failed,
             points=points,
             pending=points if r.result == "temperror" else 0,
             per_transaction=True,
