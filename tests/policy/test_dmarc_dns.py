@@ -48,6 +48,8 @@ def authored(from_value: str) -> bytes:
         ("a@utf8.test", 550),
         ("a@pct.test", 550),
         ("a@badsp.test", 250),
+        # a From the address parser makes nothing of still names sender.test (p=reject)
+        ("x@nodmarc.test <a@sender.test>", 550),
     ],
 )
 async def test_records_decide_the_reply(

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import cache, lru_cache
 from typing import Protocol
 
+import dns.exception
+import dns.name
 from publicsuffixlist import PublicSuffixList
 
 from mailmoat.config import DmarcSettings
@@ -279,16 +282,37 @@ def author_domains(headers: Headers) -> list[str]:
     return list(domains)
 
 
+_AT_DOMAIN = re.compile(r"@\s*([^\s<>()\[\]\"@,;:\\]+)")
+"""A domain after an "@", for a From field the address parser makes nothing of."""
+
+
 @lru_cache(maxsize=ORG_CACHE)
 def _domains(raw: bytes) -> tuple[str, ...]:
-    """The domains of the addresses in one From field (`raw`: the field as sent)."""
+    """The domains of the addresses in one From field (`raw`: the field as sent). A field the
+    address parser finds no address in, but with an "@" in it (`x@evil.test <a@bank.test>`),
+    gives every domain after an "@": what a reader may take for the author is evaluated
+    rather than skipped. U-labels become A-labels (6.6.1), as DKIM's d= and SPF give them."""
     value = HeaderField("from", raw, 0, len(raw)).value
+    found = [
+        address.rpartition("@")[2] for _name, address in getaddresses([value]) if "@" in address
+    ]
+    if not any(d.strip() for d in found) and "@" in value:
+        found = _AT_DOMAIN.findall(value)
     domains: dict[str, None] = {}
-    for _name, address in getaddresses([value]):
-        domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
-        if address and "@" in address and domain:
-            domains[domain] = None
+    for d in found:
+        domain = d.strip().lower().rstrip(".>")
+        if domain:
+            domains[_a_label(domain)] = None
     return tuple(domains)
+
+
+def _a_label(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return dns.name.from_unicode(domain).to_text(omit_final_dot=True).lower()
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        return domain  # not a name that can exist: its lookup finds no policy
 
 
 _SEVERITY = {
