@@ -12,7 +12,13 @@ import pytest
 from mailmoat.dns import Answer, Status
 from mailmoat.dns.resolver import normalise
 from mailmoat.policy.dkim import DkimResult
-from mailmoat.policy.dmarc import evaluate_authors
+from mailmoat.policy.dmarc import (
+    MAX_AUTHOR_DOMAINS,
+    combined,
+    evaluate_authors,
+    find_policy_now,
+    judge,
+)
 from mailmoat.policy.spf import SpfResult, SpfResults
 from tests.policy.dmarc_corpus import CASES, TEMP, Case, Dns
 
@@ -55,13 +61,36 @@ class Draw(random.Random):
         return self.value
 
 
-async def run(c: Case) -> tuple[tuple[str, str, str], list[str]]:
-    resolver = TableResolver(c.dns)
+Outcome = tuple[str, str, str]
+
+
+def inputs(c: Case) -> tuple[list[str], SpfResults | None, list[DkimResult]]:
     spf = None if c.spf is None else SpfResults(SpfResult("mailfrom", c.spf[1], c.spf[0]), None)
     dkim = [DkimResult(result, domain, "sel") for result, domain in c.dkim]
-    authors = [a.lower().rstrip(".") for a in c.author]
+    # as author_domains() gives them: lower case, no final dot
+    return [a.lower().rstrip(".") for a in c.author], spf, dkim
+
+
+async def run(c: Case) -> tuple[Outcome, list[str]]:
+    """The asynchronous path (DmarcCheck._later): lookups through `query`."""
+    resolver = TableResolver(c.dns)
+    authors, spf, dkim = inputs(c)
     got = await evaluate_authors(resolver, authors, spf, dkim, Draw(c.draw))
     return (got.result, got.policy, got.disposition), resolver.asked
+
+
+def run_now(c: Case) -> Outcome:
+    """The synchronous path (DmarcCheck.message): every answer from the cache."""
+    resolver = TableResolver(c.dns)
+    authors, spf, dkim = inputs(c)
+    assert authors, "every case has an author domain"
+    found = []
+    for domain in authors[:MAX_AUTHOR_DOMAINS]:
+        now = find_policy_now(resolver, domain)
+        assert now is not None
+        found.append(judge(domain, now[0], spf, dkim, Draw(c.draw)))
+    got = combined(found, authors)
+    return got.result, got.policy, got.disposition
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -70,6 +99,7 @@ async def test_corpus(c: Case) -> None:
     assert got == c.expect, f"{c.name} (RFC 7489 {c.section}): {got} != {c.expect}"
     if c.queried is not None:
         assert asked == list(c.queried)
+    assert run_now(c) == c.expect, "the synchronous path decides differently"
 
 
 def test_the_corpus_is_large_named_and_cited() -> None:
