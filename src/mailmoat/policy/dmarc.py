@@ -233,10 +233,6 @@ def _judge(
 ) -> DmarcResult:
     status, record, at_org = found
     if status is Status.TEMPERROR:
-        # a pass for the author domain itself aligns in either mode: whatever the record
-        # says (or if there is none), the message is not refused
-        if (spf is not None and spf == ("pass", author)) or ("pass", author) in dkim:
-            return DmarcResult("pass", author, "unknown", reason="policy lookup failed; exact pass")
         return DmarcResult("temperror", author, "unknown", reason="policy lookup failed")
     if record is None:
         return DmarcResult("none", author, reason="no policy")
