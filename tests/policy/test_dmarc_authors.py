@@ -34,6 +34,8 @@ def authors(*froms: str) -> list[str]:
         ("alice@evil.example)<bob@bank.example>", ["evil.example", "bank.example"]),
         ("<a@bank.example> (c) x@evil.example", ["bank.example", "evil.example"]),
         ("a@bank.example@evil.example", ["bank.example", "evil.example"]),
+        ('a@"bank.example"', ["bank.example"]),
+        ("a@[bank.example]", ["bank.example"]),
         # no domain at all: nothing to evaluate (6.6.1 leaves these to the receiver)
         ("root", []),
         ("undisclosed-recipients:;", []),

@@ -278,7 +278,7 @@ def author_domains(headers: Headers) -> list[str]:
     return list(domains)
 
 
-_AT_DOMAIN = re.compile(r"@\s*([^\s<>()\[\]\"@,;:\\]+)")
+_AT_DOMAIN = re.compile(r"@[\s\"\[]*([^\s<>()\[\]\"@,;:\\]+)")
 """A domain after an "@", for a From field the address parser makes nothing of."""
 
 
