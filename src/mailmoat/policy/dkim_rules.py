@@ -1,0 +1,85 @@
+"""What RFC 6376, 8301 and 8017 make a DKIM verifier refuse, checked before dkimpy verifies.
+
+dkimpy 1.1.8 passes signatures that these RFCs say must not pass, so mailmoat checks each
+signature against its key record first and fails it with the reason:
+
+* rsa-sha1 (RFC 8301 3.1: verifiers MUST NOT consider it valid);
+* an RSA key under 1024 bits (RFC 8301 3.2; dkimpy checks this only after the RSA work);
+* a key whose h= does not list the signature's hash (RFC 6376 3.6.1, 6.1.2);
+* a key whose t= has the flag s, with i= in a subdomain of d= (RFC 6376 3.6.1);
+* a= naming another key type than the key's k= (RFC 6376 6.1.2: dkimpy goes by k= alone);
+* h= without From (RFC 6376 5.4, 6.1.1: the From field MUST be signed);
+* an RSA signature that is not exactly as long as the modulus, or not below it (RFC 8017
+  8.2.2 step 1 and 5.2.2 step 1: dkimpy reads it as a number, so leading zero octets, or the
+  signature plus the modulus, verify too).
+
+Each of these belongs upstream in dkimpy's verify (validate_signature_fields, evaluate_pk,
+RSASSA_PKCS1_v1_5_verify); until then it is checked here. A key record or signature too broken
+to read is left to dkimpy, which fails it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import dkim.util
+from dkim.crypto import UnparsableKeyError, parse_public_key
+
+MIN_RSA_BITS = 1024
+"""RFC 8301 3.2."""
+
+
+def _tags(record: bytes) -> dict[bytes, bytes] | None:
+    try:
+        tags = dkim.util.parse_tag_value(record)
+    except dkim.util.InvalidTagValueList:
+        return None
+    return {k: re.sub(rb"\s+", b"", v) for k, v in tags.items()}
+
+
+def _list(value: bytes) -> list[bytes]:
+    return [x.strip().lower() for x in value.split(b":")]
+
+
+def refusal(fields: dict[bytes, bytes], record: bytes) -> str:
+    """Why the signature with tags `fields` must fail with key record `record`; "" when
+    nothing here forbids it (dkimpy then verifies it)."""
+    algorithm = re.sub(rb"\s+", b"", fields.get(b"a", b"")).lower()
+    if algorithm == b"rsa-sha1":
+        return "rsa-sha1 signatures are not accepted (RFC 8301 3.1)"
+    if b"from" not in _list(fields.get(b"h", b"")):
+        return "the From field is not signed (RFC 6376 5.4)"
+    key = _tags(record)
+    if key is None:
+        return ""
+    kind, _, digest = algorithm.partition(b"-")
+    key_kind = key.get(b"k", b"rsa").lower()
+    if key_kind != kind:
+        return f"key k={key_kind.decode(errors='replace')} does not sign a={algorithm.decode()}"
+    if b"h" in key and digest not in _list(key[b"h"]):
+        return f"key h={key[b'h'].decode(errors='replace')} does not allow {digest.decode()}"
+    identity = fields.get(b"i")
+    if b"s" in _list(key.get(b"t", b"")) and identity is not None:
+        domain = re.sub(rb"\s+", b"", identity).rpartition(b"@")[2].lower()
+        if domain != re.sub(rb"\s+", b"", fields.get(b"d", b"")).lower():
+            return "key t=s: i= may not be in a subdomain of d="
+    if kind == b"rsa":
+        return _rsa_refusal(key.get(b"p", b""), fields.get(b"b", b""))
+    return ""
+
+
+def _rsa_refusal(p: bytes, b: bytes) -> str:
+    try:
+        modulus = int(parse_public_key(base64.b64decode(p))["modulus"])
+        signature = base64.b64decode(re.sub(rb"\s+", b"", b))
+    except (binascii.Error, UnparsableKeyError, KeyError, TypeError, ValueError):
+        return ""  # a key or signature dkimpy cannot read: it fails it
+    bits = modulus.bit_length()
+    if bits < MIN_RSA_BITS:
+        return f"RSA key of {bits} bits, under {MIN_RSA_BITS} (RFC 8301 3.2)"
+    length = (bits + 7) // 8
+    if len(signature) != length or int.from_bytes(signature, "big") >= modulus:
+        return "RSA signature not of the modulus' length or not below the modulus (RFC 8017)"
+    return ""
