@@ -23,12 +23,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from functools import lru_cache
 
 import dkim.util
 from dkim.crypto import UnparsableKeyError, parse_public_key
 
 MIN_RSA_BITS = 1024
 """RFC 8301 3.2."""
+KEYS_KEPT = 256
+"""Key records (and RSA moduli) kept parsed: the ASN.1 of a modulus costs more to read than
+all the checks here together, and the same few keys sign most mail."""
+
+
+@lru_cache(maxsize=KEYS_KEPT)
+def _key_tags(record: bytes) -> dict[bytes, bytes] | None:
+    """The key record's tags (cached: the same keys sign most mail; never changed)."""
+    return _tags(record)
 
 
 def _tags(record: bytes) -> dict[bytes, bytes] | None:
@@ -37,6 +47,10 @@ def _tags(record: bytes) -> dict[bytes, bytes] | None:
     except dkim.util.InvalidTagValueList:
         return None
     return {k: re.sub(rb"\s+", b"", v) for k, v in tags.items()}
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace")
 
 
 def _list(value: bytes) -> list[bytes]:
@@ -51,15 +65,15 @@ def refusal(fields: dict[bytes, bytes], record: bytes) -> str:
         return "rsa-sha1 signatures are not accepted (RFC 8301 3.1)"
     if b"from" not in _list(fields.get(b"h", b"")):
         return "the From field is not signed (RFC 6376 5.4)"
-    key = _tags(record)
+    key = _key_tags(record)
     if key is None:
         return ""
     kind, _, digest = algorithm.partition(b"-")
     key_kind = key.get(b"k", b"rsa").lower()
     if key_kind != kind:
-        return f"key k={key_kind.decode(errors='replace')} does not sign a={algorithm.decode()}"
+        return f"key k={_text(key_kind)} does not sign a={_text(algorithm)}"
     if b"h" in key and digest not in _list(key[b"h"]):
-        return f"key h={key[b'h'].decode(errors='replace')} does not allow {digest.decode()}"
+        return f"key h={_text(key[b'h'])} does not allow {_text(digest)}"
     identity = fields.get(b"i")
     if b"s" in _list(key.get(b"t", b"")) and identity is not None:
         domain = re.sub(rb"\s+", b"", identity).rpartition(b"@")[2].lower()
@@ -70,12 +84,22 @@ def refusal(fields: dict[bytes, bytes], record: bytes) -> str:
     return ""
 
 
-def _rsa_refusal(p: bytes, b: bytes) -> str:
+@lru_cache(maxsize=KEYS_KEPT)
+def _modulus(p: bytes) -> int | None:
     try:
-        modulus = int(parse_public_key(base64.b64decode(p))["modulus"])
-        signature = base64.b64decode(re.sub(rb"\s+", b"", b))
+        return int(parse_public_key(base64.b64decode(p))["modulus"])
     except (binascii.Error, UnparsableKeyError, KeyError, TypeError, ValueError):
-        return ""  # a key or signature dkimpy cannot read: it fails it
+        return None  # a key dkimpy cannot read: it fails it
+
+
+def _rsa_refusal(p: bytes, b: bytes) -> str:
+    modulus = _modulus(p)
+    try:
+        signature = base64.b64decode(re.sub(rb"\s+", b"", b))
+    except (binascii.Error, ValueError):
+        return ""  # a signature dkimpy cannot read: it fails it
+    if modulus is None:
+        return ""
     bits = modulus.bit_length()
     if bits < MIN_RSA_BITS:
         return f"RSA key of {bits} bits, under {MIN_RSA_BITS} (RFC 8301 3.2)"
