@@ -14,6 +14,7 @@ signing it again with dkimpy's own primitives (`resign`).
 from __future__ import annotations
 
 import base64
+import math
 import random
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,7 @@ from mailmoat.policy.dkim import DkimResult, DkimVerifier
 from tests.dns import zone
 from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import dns_gateway, message
+from tests.policy.zone_server import Record, zone_server
 
 pytestmark = pytest.mark.peers
 
@@ -115,6 +117,34 @@ def small_rsa_key(bits: int = 768) -> Key:
 
 
 @cache
+def big_exponent_key() -> Key:
+    """A valid 2048-bit key whose public exponent is 2040 bits long (RFC 8017 allows it)."""
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    p, q = k.p, k.q
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    rng = random.Random(8017)
+    e = 3
+    while math.gcd(e, lam) != 1 or e == 3:
+        e = rng.getrandbits(2040) | 1 | (1 << 2039)
+    d = pow(e, -1, lam)
+    numbers = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), rsa.RSAPublicNumbers(e, p * q)
+    )
+    return _rsa(numbers.private_key())
+
+
+@cache
+def huge_public_key() -> Key:
+    """An 8200-bit public key (no private half: the zone's key signs, so it cannot verify)."""
+    n = random.Random(8200).getrandbits(8200) | 1 | (1 << 8199)
+    public = rsa.RSAPublicNumbers(65537, n).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Key(zone.dkim_keys().private_pem, base64.b64encode(der).decode())
+
+
+@cache
 def ed25519_key() -> Key:
     key = ed25519.Ed25519PrivateKey.generate()
     seed = key.private_bytes(
@@ -136,6 +166,7 @@ KEY_TAGS = {
     "ystrict": "t=y:s; ",
     "odd": "",  # 2047 bits
     "small": "",  # 768 bits
+    "bigexp": "",  # 2048 bits, a 2040-bit public exponent
 }
 
 
@@ -146,18 +177,23 @@ def key_for(selector: str) -> Key:
         return rsa_key(2047)
     if selector == "small":
         return small_rsa_key()
+    if selector == "bigexp":
+        return big_exponent_key()
+    if selector == "huge":
+        return huge_public_key()
     return Key(zone.dkim_keys().private_pem, zone.dkim_keys().public_b64)
 
 
+def key_record(selector: str) -> bytes:
+    key = key_for(selector)
+    return f"v=DKIM1; k={key.kind}; {KEY_TAGS.get(selector, '')}p={key.public_b64}".encode()
+
+
 def key_records() -> list[str]:
-    lines = []
-    for selector, tags in KEY_TAGS.items():
-        key = key_for(selector)
-        lines.append(
-            f'txt-record={selector}._domainkey.{DOMAIN},"v=DKIM1; k={key.kind}; {tags}'
-            f'p={key.public_b64}"'
-        )
-    return lines
+    return [
+        f'txt-record={selector}._domainkey.{DOMAIN},"{key_record(selector).decode()}"'
+        for selector in KEY_TAGS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +403,34 @@ async def test_rsa_signature_not_below_the_modulus_fails(verifier: DkimVerifier)
     s = int.from_bytes(b_of(header), "big")
     [r] = await results(verifier, with_b(header, (s + n).to_bytes(256, "big")), msg=msg)
     assert (r.result, "modulus" in r.reason) == ("fail", True), r
+
+
+# --- bounds on the work one signature may cost (invariant 3) ------------------------------------
+
+
+async def test_rsa_key_with_a_long_public_exponent_is_refused_before_verifying(
+    verifier: DkimVerifier,
+) -> None:
+    """A valid signature, but the exponent the sender chose would make every verification
+    cost as much as a private-key operation (a second or more on large keys)."""
+    msg = message()
+    header = signature(msg, "bigexp")
+    good = dkim.verify(header + msg, dnsfunc=lambda name, timeout=5: key_record("bigexp"))
+    assert good  # dkimpy, given the time, verifies it
+    [r] = await results(verifier, header, msg=msg)
+    assert (r.result, "exponent" in r.reason) == ("fail", True), r
+
+
+async def test_rsa_key_over_8192_bits_is_refused_before_verifying() -> None:
+    """Its record is too long for a dnsmasq configuration line: zone_server.py serves it (in
+    several strings, over TCP after a truncated UDP answer)."""
+    msg = message()
+    with zone_server() as server:
+        server.serve({f"huge._domainkey.{DOMAIN}": [Record("TXT", (key_record("huge"),))]})
+        settings = config.build({"dns": {"nameservers": [server.address], "timeout": 2.0}})
+        v = DkimVerifier(Resolver(settings.dns))
+        try:
+            [r] = await results(v, signature(msg, "huge"), msg=msg)
+        finally:
+            v.close()
+    assert (r.result, "over 8192" in r.reason) == ("fail", True), r

@@ -11,7 +11,9 @@ signature against its key record first and fails it with the reason:
 * h= without From (RFC 6376 5.4, 6.1.1: the From field MUST be signed);
 * an RSA signature that is not exactly as long as the modulus, or not below it (RFC 8017
   8.2.2 step 1 and 5.2.2 step 1: dkimpy reads it as a number, so leading zero octets, or the
-  signature plus the modulus, verify too).
+  signature plus the modulus, verify too);
+* an RSA key over 8192 bits or with a public exponent over 64 bits: not the RFCs' rule but a
+  bound on the work one signature may cost (invariant 3), as OpenSSL bounds it.
 
 Each of these belongs upstream in dkimpy's verify (validate_signature_fields, evaluate_pk,
 RSASSA_PKCS1_v1_5_verify); until then it is checked here. A key record or signature too broken
@@ -30,6 +32,12 @@ from dkim.crypto import UnparsableKeyError, parse_public_key
 
 MIN_RSA_BITS = 1024
 """RFC 8301 3.2."""
+MAX_RSA_BITS = 8192
+"""RFC 8301 3.2 asks verifiers for 1024 to 4096 bits; larger keys MAY be refused."""
+MAX_RSA_EXPONENT_BITS = 64
+"""As OpenSSL for moduli over 3072 bits. The sender's domain chooses the exponent, and RSA
+verification costs in proportion to its length: a 4096-bit key with an exponent as long as
+its modulus takes a second of a worker's CPU per signature (65537: under a millisecond)."""
 KEYS_KEPT = 256
 """Key records (and RSA moduli) kept parsed: the ASN.1 of a modulus costs more to read than
 all the checks here together, and the same few keys sign most mail."""
@@ -85,24 +93,31 @@ def refusal(fields: dict[bytes, bytes], record: bytes) -> str:
 
 
 @lru_cache(maxsize=KEYS_KEPT)
-def _modulus(p: bytes) -> int | None:
+def _rsa_numbers(p: bytes) -> tuple[int, int] | None:
+    """(modulus, public exponent) of the key p=; None when dkimpy cannot read it (it fails it)."""
     try:
-        return int(parse_public_key(base64.b64decode(p))["modulus"])
+        key = parse_public_key(base64.b64decode(p))
+        return int(key["modulus"]), int(key["publicExponent"])
     except (binascii.Error, UnparsableKeyError, KeyError, TypeError, ValueError):
-        return None  # a key dkimpy cannot read: it fails it
+        return None
 
 
 def _rsa_refusal(p: bytes, b: bytes) -> str:
-    modulus = _modulus(p)
+    numbers = _rsa_numbers(p)
     try:
         signature = base64.b64decode(re.sub(rb"\s+", b"", b))
     except (binascii.Error, ValueError):
         return ""  # a signature dkimpy cannot read: it fails it
-    if modulus is None:
+    if numbers is None:
         return ""
+    modulus, exponent = numbers
     bits = modulus.bit_length()
     if bits < MIN_RSA_BITS:
         return f"RSA key of {bits} bits, under {MIN_RSA_BITS} (RFC 8301 3.2)"
+    if bits > MAX_RSA_BITS:
+        return f"RSA key of {bits} bits, over {MAX_RSA_BITS}"
+    if exponent.bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA public exponent of {exponent.bit_length()} bits, over {MAX_RSA_EXPONENT_BITS}"
     length = (bits + 7) // 8
     if len(signature) != length or int.from_bytes(signature, "big") >= modulus:
         return "RSA signature not of the modulus' length or not below the modulus (RFC 8017)"
