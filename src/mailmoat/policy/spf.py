@@ -89,6 +89,27 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
 spf.DNSLookup = _dns_lookup
 
 
+class _Query(spf.query):  # type: ignore[misc]
+    """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism and
+    the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a name's
+    address lookup skips that name. pyspf 2.0.14 turns either into temperror for the whole
+    check (a case for upstream)."""
+
+    def validated_ptrs(self) -> list[str]:
+        try:
+            names = self.dns_ptr(self.i)[: spf.MAX_PTR]
+        except spf.TempError:
+            return []
+        valid = []
+        for name in names:
+            try:
+                if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
+                    valid.append(name)
+            except spf.TempError:
+                continue
+        return valid
+
+
 @dataclass(frozen=True, slots=True)
 class SpfResult:
     identity: str
@@ -175,7 +196,7 @@ class SpfEvaluator:
         lookups = _Lookups(table, self.resolver)
         token = _TABLE.set(lookups)
         try:
-            q = spf.query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
+            q = _Query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
             q.l, q.o, q.d = local, domain, domain  # pyspf splits at the first "@"
             outcome: _Outcome = q.check()
         except (spf.PermError, spf.TempError) as err:  # raised by the constructor only
