@@ -24,7 +24,7 @@ import yaml
 
 from mailmoat import config
 from mailmoat.dns import Resolver
-from mailmoat.policy.spf import SpfEvaluator
+from mailmoat.policy.spf import MAX_EXPLANATION, SpfEvaluator
 from tests.policy.zone_server import TIMEOUT, Entry, Record, Zone, ZoneServer
 
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
@@ -160,3 +160,15 @@ async def test_a_ptr_lookup_error_makes_ptr_not_match(server: ZoneServer) -> Non
     }
     got = await evaluate(server, zone, "192.0.2.4", "a@ptr.example.com")
     assert (got.result, got.explanation) == ("fail", "unknown may not send"), got
+
+
+async def test_a_long_explanation_is_cut(server: ZoneServer) -> None:
+    """The sender's domain writes the explanation, and results are cached: it is kept to
+    MAX_EXPLANATION characters, whatever the TXT record holds."""
+    text = "why " * 1000
+    zone = {
+        "long.example.com": [{"SPF": "v=spf1 -all exp=why.example.com"}],
+        "why.example.com": [{"TXT": [text[i : i + 250] for i in range(0, len(text), 250)]}],
+    }
+    got = await evaluate(server, zone, "192.0.2.4", "a@long.example.com")
+    assert (got.result, got.explanation) == ("fail", text[:MAX_EXPLANATION]), got

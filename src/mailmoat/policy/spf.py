@@ -129,10 +129,12 @@ class SpfResults:
 
 RESULTS_KEPT = 1024
 MAX_EXPLANATION = 512
+"""Characters of an explanation kept: the sender's domain writes it (exp=, up to a whole DNS
+answer), and results are cached."""
 _result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
 """The result objects of cached outcomes, made once (a frozen dataclass costs more to make
-than to look up). Bounded: the domain by the SMTP syntax, the explanation (a record's exp=)
-by `MAX_EXPLANATION`, past which the result is made but not kept."""
+than to look up). Bounded: the domain by the SMTP syntax, the explanation by
+`MAX_EXPLANATION`."""
 
 _Outcome = tuple[str, int, str]
 """pyspf's (result, code, explanation)."""
@@ -184,8 +186,6 @@ class SpfEvaluator:
             except _Missing:
                 return None
             self._remember(ip, local, domain, helo, table, outcome)
-        if len(outcome[2]) > MAX_EXPLANATION:
-            return SpfResult(identity, domain, outcome[0], outcome[2])
         return _result(identity, domain, outcome[0], outcome[2])
 
     def _round(
@@ -207,7 +207,8 @@ class SpfEvaluator:
             _TABLE.reset(token)
         if lookups.missing:  # also when pyspf swallowed _Missing (exp=, %{p})
             raise _Missing(lookups.missing)
-        return outcome
+        result, code, explanation = outcome
+        return result, code, explanation[:MAX_EXPLANATION]
 
     async def _evaluate(self, ip: str, local: str, domain: str, helo: str) -> _Outcome:
         table: dict[tuple[str, str], Answer] = {}
