@@ -12,7 +12,8 @@ A message without a DKIM-Signature header field (found by the header scan the ot
 checks share) takes none of these steps: its result is "none" at once. The worker pool has
 `dkim.workers` threads; each holds one message in memory while it works, so
 memory stays bounded whatever the number of sessions. Results per signature (RFC 8601 2.7.1):
-pass, fail (bad signature or body hash), neutral (a signature that cannot be parsed),
+pass, fail (bad signature or body hash, or one that RFC 6376/8301 forbid and dkimpy
+passes: see dkim_rules), neutral (a signature that cannot be parsed),
 permerror (no usable key), temperror (the key lookup failed). RFC 6376 6.3 asks that a message
 whose signatures all fail be treated like an unsigned one, hence the default action "log".
 """
@@ -22,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dkim
+import nacl.signing  # noqa: F401  dkimpy verifies ed25519-sha256 (RFC 8463) only with PyNaCl
 
 from mailmoat.config import DkimSettings
 from mailmoat.dns import Answer, Resolver, Status
@@ -33,6 +35,7 @@ from mailmoat.dns.resolver import normalise
 from mailmoat.headers import Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.dkim_rules import refusal
 from mailmoat.policy.score import (
     Karma,
     Outcome,
@@ -67,6 +70,8 @@ class _Sig:
     selector: str = ""
     b: str = ""
     error: str = ""
+    fields: dict[bytes, bytes] = field(default_factory=dict)
+    """The signature's tags, for the checks dkimpy leaves out (dkim_rules)."""
 
 
 def _text(value: Any) -> str:
@@ -89,7 +94,7 @@ def _prepare(message: Message, max_signatures: int) -> tuple[Any, list[_Sig]]:
         sig = _Sig(i)
         try:
             prep = d.verify_headerprep(i)
-            fields = prep[0] if prep else {}
+            fields = sig.fields = prep[0] if prep else {}
             sig.domain = _text(fields.get(b"d")).lower()
             sig.selector = _text(fields.get(b"s"))
             sig.b = "".join(_text(fields.get(b"b")).split())[:8]
@@ -119,6 +124,10 @@ def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResul
             continue
         if not key.records:
             results.append(DkimResult("permerror", reason="no key published", **base))
+            continue
+        refused = refusal(sig.fields, key.records[0])
+        if refused:
+            results.append(DkimResult("fail", reason=refused, **base))
             continue
         try:
             ok = d.verify(idx=sig.index, dnsfunc=dnsfunc)

@@ -3,11 +3,14 @@
 pyspf evaluates records synchronously and asks its module-level `DNSLookup` for every record.
 We never let it block the event loop or reach the network itself: `DNSLookup` is replaced by a
 function that answers only from a table of answers our asynchronous resolver already fetched
-(or holds in its cache). When pyspf asks for something not there, it raises `_Missing`; the
-evaluation is abandoned, the missing record is fetched asynchronously (through the cache), and
-the evaluation starts again from the top with a fuller table. Each round is pure computation on
-a few records; the rounds are bounded (`MAX_ROUNDS`, above what pyspf's own lookup limits allow)
-and the whole check is bounded by `spf.timeout` (RFC 7208 4.6.4 suggests at least 20 s).
+(or holds in its cache). When pyspf asks for something not there, it notes the name and raises
+`_Missing`; the evaluation is abandoned, the missing records are fetched asynchronously (through
+the cache), and the evaluation starts again from the top with a fuller table. The note, not the
+exception, is what counts: pyspf looks up the exp= explanation (and the %{p} macro in it) inside
+a bare `except:`, which swallows the exception and would leave the explanation never fetched.
+Each round is pure computation on a few records; the rounds are bounded (`MAX_ROUNDS`, above
+what pyspf's own lookup limits allow) and the whole check is bounded by `spf.timeout` (RFC 7208
+4.6.4 suggests at least 20 s).
 
 The checks start at MAIL FROM (while the client sends its recipients) and the verdict is
 applied at the first RCPT. When every answer is in the resolver's cache (or the result is in
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -45,6 +48,8 @@ class _Lookups:
     table: dict[tuple[str, str], Answer]
     """The answers this evaluation used (fetched, or found in the resolver's cache)."""
     resolver: Resolver
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    """Lookups pyspf asked for that the table lacked, even where pyspf swallowed `_Missing`."""
 
 
 _TABLE: contextvars.ContextVar[_Lookups | None] = contextvars.ContextVar(
@@ -53,9 +58,9 @@ _TABLE: contextvars.ContextVar[_Lookups | None] = contextvars.ContextVar(
 
 
 class _Missing(Exception):
-    def __init__(self, key: tuple[str, str]) -> None:
-        super().__init__(key)
-        self.key = key
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(keys)
+        self.keys = keys
 
 
 def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list[Any]:
@@ -70,7 +75,9 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
     if answer is None:
         answer = lookups.resolver.cached(*key)
         if answer is None:
-            raise _Missing(key)
+            if key not in lookups.missing:
+                lookups.missing.append(key)
+            raise _Missing(lookups.missing)
         lookups.table[key] = answer
     if answer.temporary:
         raise spf.TempError(f"DNS {answer.error or 'temporary error'} for {name} {qtype}")
@@ -80,6 +87,27 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
 
 
 spf.DNSLookup = _dns_lookup
+
+
+class _Query(spf.query):  # type: ignore[misc]
+    """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism and
+    the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a name's
+    address lookup skips that name. pyspf 2.0.14 turns either into temperror for the whole
+    check (a case for upstream)."""
+
+    def validated_ptrs(self) -> list[str]:
+        try:
+            names = self.dns_ptr(self.i)[: spf.MAX_PTR]
+        except spf.TempError:
+            return []
+        valid = []
+        for name in names:
+            try:
+                if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
+                    valid.append(name)
+            except spf.TempError:
+                continue
+        return valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +129,12 @@ class SpfResults:
 
 RESULTS_KEPT = 1024
 MAX_EXPLANATION = 512
+"""Characters of an explanation kept: the sender's domain writes it (exp=, up to a whole DNS
+answer), and results are cached."""
 _result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
 """The result objects of cached outcomes, made once (a frozen dataclass costs more to make
-than to look up). Bounded: the domain by the SMTP syntax, the explanation (a record's exp=)
-by `MAX_EXPLANATION`, past which the result is made but not kept."""
+than to look up). Bounded: the domain by the SMTP syntax, the explanation by
+`MAX_EXPLANATION`."""
 
 _Outcome = tuple[str, int, str]
 """pyspf's (result, code, explanation)."""
@@ -156,24 +186,29 @@ class SpfEvaluator:
             except _Missing:
                 return None
             self._remember(ip, local, domain, helo, table, outcome)
-        if len(outcome[2]) > MAX_EXPLANATION:
-            return SpfResult(identity, domain, outcome[0], outcome[2])
         return _result(identity, domain, outcome[0], outcome[2])
 
     def _round(
         self, ip: str, local: str, domain: str, helo: str, table: dict[tuple[str, str], Answer]
     ) -> _Outcome:
-        """One run of pyspf on the answers at hand; _Missing when it needs another."""
+        """One run of pyspf on the answers at hand; _Missing when it asked for others."""
         self.evaluations += 1
-        token = _TABLE.set(_Lookups(table, self.resolver))
+        lookups = _Lookups(table, self.resolver)
+        token = _TABLE.set(lookups)
         try:
-            q = spf.query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
+            q = _Query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
             q.l, q.o, q.d = local, domain, domain  # pyspf splits at the first "@"
-            return q.check()  # type: ignore[no-any-return]
+            outcome: _Outcome = q.check()
         except (spf.PermError, spf.TempError) as err:  # raised by the constructor only
-            return "permerror", 550, str(err)
+            outcome = "permerror", 550, str(err)
+        except _Missing:
+            pass  # noted in lookups.missing
         finally:
             _TABLE.reset(token)
+        if lookups.missing:  # also when pyspf swallowed _Missing (exp=, %{p})
+            raise _Missing(lookups.missing)
+        result, code, explanation = outcome
+        return result, code, explanation[:MAX_EXPLANATION]
 
     async def _evaluate(self, ip: str, local: str, domain: str, helo: str) -> _Outcome:
         table: dict[tuple[str, str], Answer] = {}
@@ -181,7 +216,8 @@ class SpfEvaluator:
             try:
                 outcome = self._round(ip, local, domain, helo, table)
             except _Missing as missing:
-                table[missing.key] = await self.resolver.query(*missing.key)
+                answers = await asyncio.gather(*(self.resolver.query(*k) for k in missing.keys))
+                table.update(zip(missing.keys, answers, strict=True))
                 continue
             self._remember(ip, local, domain, helo, table, outcome)
             return outcome
@@ -213,11 +249,12 @@ class SpfEvaluator:
 
 
 def _identity(sender: str, helo: str) -> tuple[str, str, str]:
-    """(identity, local part, domain) of `sender`; "" for the HELO identity."""
+    """(identity, local part, domain) of `sender`; "" for the HELO identity. An empty local
+    part is "postmaster" (RFC 7208 4.3)."""
     if not sender:
         return "helo", "postmaster", helo.lower()
     local, _, domain = sender.rpartition("@")
-    return "mailfrom", local, domain.lower()
+    return "mailfrom", local or "postmaster", domain.lower()
 
 
 class SpfCheck(Check):
