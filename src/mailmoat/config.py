@@ -966,9 +966,22 @@ class Settings(_Section):
             raise ValueError("directory.static_file is needed for a static directory")
         if "ldap" in used and (not self.ldap.url or not self.ldap.base):
             raise ValueError("ldap.url and ldap.base are needed for an LDAP directory")
+        if "ldap" in used and not _ldap3_installed():
+            raise ValueError(
+                "an LDAP directory needs the ldap3 package: pip install 'mailmoat[ldap]'"
+            )
         if "callahead" in used and not (self.callahead.server or self.relay.downstream):
             raise ValueError("callahead.server or relay.downstream is needed for call-ahead")
         return self
+
+
+def _ldap3_installed() -> bool:
+    """ldap3 is an extra (`mailmoat[ldap]`): only LDAP directories need it."""
+    try:
+        import ldap3  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class ConfigError(Exception):
