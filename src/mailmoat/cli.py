@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mailmoat import config, logs
+from mailmoat import config, logs, privileges
 from mailmoat.server import sdnotify
 
 
@@ -97,8 +97,14 @@ async def _serve(settings: config.Settings, workers: int) -> None:
 
     gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
     try:
+        await gateway.bind()
+        who = privileges.drop(settings.server.user, settings.server.group)
+        if who is not None:
+            logs.event("privileges", user=who.user, uid=who.uid, gid=who.gid)
+        elif os.geteuid() == 0:
+            logs.event("warning", 30, message=privileges.ROOT_WARNING)
         await gateway.start()
-    except (OSError, StaticFileError) as err:
+    except (OSError, StaticFileError, privileges.PrivilegeError) as err:
         click.echo(f"cannot start: {err}", err=True)
         await gateway.pipeline.close()
         if isinstance(gateway, Gateway):

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from mailmoat import privileges
+
 KiB = 1024
 MiB = 1024 * 1024
 
@@ -58,6 +60,14 @@ class ServerSettings(_Section):
     uvloop: bool = Field(
         default=True, description="Use uvloop as the event loop when it is installed."
     )
+    user: str = Field(
+        default="",
+        description="User to run as once the listeners are bound (started as root); empty keeps the starting user (a warning when that is root).",
+    )
+    group: str = Field(
+        default="",
+        description="Group to run as with server.user (default: that user's primary group).",
+    )
     workers: int = Field(
         default=0,
         ge=0,
@@ -81,6 +91,14 @@ class ServerSettings(_Section):
         if not v:
             raise ValueError("at least one listen address is needed")
         return [_check_endpoint(x) for x in v]
+
+    @model_validator(mode="after")
+    def _identity(self) -> ServerSettings:
+        try:
+            privileges.identity(self.user, self.group)
+        except privileges.PrivilegeError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class SmtpSettings(_Section):
