@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from mailmoat import config, logs
+from mailmoat import config, logs, privileges
+from mailmoat.server import sdnotify
 
 
 @click.group()
@@ -96,8 +97,14 @@ async def _serve(settings: config.Settings, workers: int) -> None:
 
     gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
     try:
+        await gateway.bind()
+        who = privileges.drop(settings.server.user, settings.server.group)
+        if who is not None:
+            logs.event("privileges", user=who.user, uid=who.uid, gid=who.gid)
+        elif os.geteuid() == 0:
+            logs.event("warning", 30, message=privileges.ROOT_WARNING)
         await gateway.start()
-    except (OSError, StaticFileError) as err:
+    except (OSError, StaticFileError, privileges.PrivilegeError) as err:
         click.echo(f"cannot start: {err}", err=True)
         await gateway.pipeline.close()
         if isinstance(gateway, Gateway):
@@ -111,9 +118,22 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP (systemctl reload, logrotate) must never kill a mail gateway; reloading the
+    # configuration is not built yet, so say so instead of dying.
+    loop.add_signal_handler(signal.SIGHUP, _hangup)
+    sdnotify.notify("READY=1", f"STATUS=listening on {', '.join(settings.server.listen)}")
+    pings = asyncio.create_task(sdnotify.watchdog())
     await stop.wait()
+    sdnotify.notify("STOPPING=1")
+    pings.cancel()
     logs.event("stopping")
     await gateway.stop()
+
+
+def _hangup() -> None:
+    logs.event(
+        "warning", 30, message="SIGHUP: reloading is not supported yet; restart to apply changes"
+    )
 
 
 @main.command()

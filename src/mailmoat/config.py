@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from mailmoat import privileges
+
 KiB = 1024
 MiB = 1024 * 1024
 
@@ -58,6 +60,14 @@ class ServerSettings(_Section):
     uvloop: bool = Field(
         default=True, description="Use uvloop as the event loop when it is installed."
     )
+    user: str = Field(
+        default="",
+        description="User to run as once the listeners are bound (started as root); empty keeps the starting user (a warning when that is root).",
+    )
+    group: str = Field(
+        default="",
+        description="Group to run as with server.user (default: that user's primary group).",
+    )
     workers: int = Field(
         default=0,
         ge=0,
@@ -81,6 +91,14 @@ class ServerSettings(_Section):
         if not v:
             raise ValueError("at least one listen address is needed")
         return [_check_endpoint(x) for x in v]
+
+    @model_validator(mode="after")
+    def _identity(self) -> ServerSettings:
+        try:
+            privileges.identity(self.user, self.group)
+        except privileges.PrivilegeError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class SmtpSettings(_Section):
@@ -966,9 +984,22 @@ class Settings(_Section):
             raise ValueError("directory.static_file is needed for a static directory")
         if "ldap" in used and (not self.ldap.url or not self.ldap.base):
             raise ValueError("ldap.url and ldap.base are needed for an LDAP directory")
+        if "ldap" in used and not _ldap3_installed():
+            raise ValueError(
+                "an LDAP directory needs the ldap3 package: pip install 'mailmoat[ldap]'"
+            )
         if "callahead" in used and not (self.callahead.server or self.relay.downstream):
             raise ValueError("callahead.server or relay.downstream is needed for call-ahead")
         return self
+
+
+def _ldap3_installed() -> bool:
+    """ldap3 is an extra (`mailmoat[ldap]`): only LDAP directories need it."""
+    try:
+        import ldap3  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class ConfigError(Exception):

@@ -5,6 +5,7 @@ behave as before; and the settings that choose a directory per domain."""
 from __future__ import annotations
 
 import smtplib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,22 @@ def test_serve_stops_with_a_clear_message_when_the_static_file_is_missing(tmp_pa
     result = CliRunner().invoke(main, ["serve", "-c", str(cfg)])
     assert result.exit_code == 1
     assert "cannot start" in result.output and "missing" in result.output
+
+
+def test_an_ldap_directory_without_ldap3_is_one_clear_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ldap3 is the `ldap` extra: without it an LDAP directory is refused at `config check`
+    and at start with the command that installs it, not a traceback at the first lookup."""
+    monkeypatch.setitem(sys.modules, "ldap3", None)  # `import ldap3` raises ImportError
+    data = {
+        "domains.local": ["a.test"],
+        "directory.default": "ldap",
+        "ldap.url": "ldap://127.0.0.1:1",
+        "ldap.base": "dc=a,dc=test",
+    }
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, data)
+    assert "pip install 'mailmoat[ldap]'" in str(err.value)
+    monkeypatch.delitem(sys.modules, "ldap3")
+    assert config.load(None, data).directory.default == "ldap"

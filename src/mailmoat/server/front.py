@@ -101,22 +101,30 @@ class Front:
         self._greeting = greeting_bytes(settings.server.hostname)
 
     # ---------------------------------------------------------------- start
-    async def listen(self) -> list[tuple[str, int]]:
-        """Open the listening sockets and start accepting; returns the bound (host, port)."""
-        bound = []
+    async def bind(self) -> None:
+        """Open the listening sockets without accepting yet: the one step that may need root
+        (port 25), done before privileges are dropped (`server.privileges`)."""
+        if self.servers:
+            return
         try:
             for endpoint in self.settings.server.listen:
                 host, port = split_endpoint(endpoint)
-                listener = Listener(await open_sockets(host, port), self._accept)
-                self.servers.append(listener)
-                for sock in listener.sockets:
-                    addr = sock.getsockname()
-                    bound.append((addr[0], addr[1]))
+                self.servers.append(Listener(await open_sockets(host, port), self._accept))
         except OSError:
             for listener in self.servers:
                 listener.close()
+            self.servers.clear()
             raise
+
+    async def listen(self) -> list[tuple[str, int]]:
+        """Open the listening sockets (unless `bind` did) and start accepting; returns the
+        bound (host, port)."""
+        await self.bind()
+        bound = []
         for listener in self.servers:
+            for sock in listener.sockets:
+                addr = sock.getsockname()
+                bound.append((addr[0], addr[1]))
             listener.start()
         return bound
 

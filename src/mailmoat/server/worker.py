@@ -198,7 +198,10 @@ async def _main(settings: config.Settings, fd: int) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # The supervisor decides about stopping and reloading: a terminal's ^C or hang-up reaching
+    # the whole process group must not kill a worker under it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fd = int(argv[1])
     settings = config.Settings.model_validate_json(sys.stdin.buffer.read())
     logs.setup(settings.log)
