@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmoat.headers import MAX_FIELD, MAX_KEPT, HeaderField, Headers, scan
+from mailmoat.headers import MAX_FIELD, MAX_KEPT, WANTED, HeaderField, Headers, scan
 
 HEAD = (
     b"From: A <a@sender.test>\r\n"
@@ -26,7 +28,7 @@ def chunked(data: bytes, size: int) -> list[bytes]:
 
 def summary(h: Headers) -> tuple[object, ...]:
     fields = {k: [(f.raw, f.start, f.end) for f in v] for k, v in h.fields.items()}
-    return fields, h.counts, h.size, h.strict
+    return fields, h.counts, h.size, h.defect
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 25, 64 * 1024])
@@ -58,6 +60,21 @@ def test_strict_header_blocks(head: bytes, strict: bool) -> None:
 _REF_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 
+def reference_defect(number: int, line: bytes) -> str:
+    """What the scan says of a line that is not a field, worked out with regexes."""
+    if re.match(rb"[ \t]", line):
+        what = "starts with white space but continues no field"
+    elif re.match(rb"From ", line):
+        what = 'is an mbox "From " line'
+    elif re.fullmatch(rb"[^:]*\r\n", line):
+        what = "is not a header field (no colon)"
+    elif re.match(rb":", line):
+        what = "has an empty field name"
+    else:
+        what = "has a field name with characters RFC 5322 does not allow"
+    return f"header line {number} {what}"
+
+
 def reference_scan(data: bytes, wanted: tuple[str, ...]) -> Headers:
     """The header block read one line at a time with a regex (the scan before it cut blocks)."""
     want = {w.encode() for w in wanted}
@@ -73,7 +90,7 @@ def reference_scan(data: bytes, wanted: tuple[str, ...]) -> Headers:
         if len(kept) < MAX_KEPT:
             kept.append(HeaderField(name, bytes(raw), start, end))
 
-    for line in data.split(b"\r\n")[:-1]:
+    for number, line in enumerate(data.split(b"\r\n")[:-1], 1):
         line += b"\r\n"
         start = offset
         offset += len(line)
@@ -89,11 +106,12 @@ def reference_scan(data: bytes, wanted: tuple[str, ...]) -> Headers:
             if line == b"\r\n":
                 out.size = offset
             else:
-                out.size, out.strict = start, False
+                out.size = start
+                out.defect = out.defect or reference_defect(number, line)
             return out
         in_field = True
-        if line[len(m.group(1))] != 0x3A:
-            out.strict = False
+        if line[len(m.group(1))] != 0x3A and not out.defect:
+            out.defect = f"header line {number} has white space before the colon"
         name = m.group(1).lower()
         if name in want:
             current = (name.decode(), start, bytearray(line[:MAX_FIELD]))
@@ -122,6 +140,10 @@ LINES = st.sampled_from(
         b"\xc3\xa9: eight bit",
         b":no name",
         b"Colon-less",
+        b"From a@b.test Mon Jan  1 00:00:00 2024",
+        b"From : spaced from",
+        b"   ",
+        b"A\x01B: control",
     ]
 )
 
@@ -143,3 +165,107 @@ def test_a_long_field_is_kept_up_to_max_field_across_chunks() -> None:
         (f,) = got.get("from")
         assert (f.raw, f.start, f.end) == (data[:MAX_FIELD], 0, data.index(b"Subject"))
         assert summary(got) == summary(reference_scan(data, ("from",)))
+
+
+# --- the defined treatment of every header-block shape ----------------------------------------
+
+TRACE = (
+    b"Received: from client.test ([192.0.2.1])\r\n"
+    b"\tby mx.mailmoat.test (mailmoat) with ESMTP id 0123456789AB;\r\n"
+    b"\tThu, 03 Dec 2026 09:00:00 +0000\r\n"
+)
+"""What mailmoat puts in front of the client's content: the delivered header block starts here."""
+
+FORGED = b"Authentication-Results: mx.mailmoat.test; dkim=pass header.d=bank.test\r\n"
+EVIL_FROM = b"From: Bank <ceo@bank.test>\r\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "defect"),
+    [
+        (b" x\r\n" + FORGED + EVIL_FROM + b"\r\nbody\r\n", "line 1 starts with white space"),
+        (b"\tx\r\n" + FORGED + b"\r\n", "line 1 starts with white space"),
+        (b"Subject: s\r\nno colon\r\n" + EVIL_FROM + b"\r\n", "line 2 is not a header field"),
+        (b"Subject: s\r\n:x\r\n" + EVIL_FROM + b"\r\n", "line 2 has an empty field name"),
+        (b"From a@b.test Mon Jan  1 00:00:00 2024\r\n" + EVIL_FROM, 'line 1 is an mbox "From "'),
+        (b"Subject: s\r\nFrom x@y.test  Mon Jan  1\r\n" + EVIL_FROM, 'line 2 is an mbox "From "'),
+        (b"Subject : s\r\n" + EVIL_FROM + b"\r\n", "line 1 has white space before the colon"),
+        (b"Subject\t: s\r\n" + EVIL_FROM + b"\r\n", "line 1 has white space before the colon"),
+        (b"Bad Name: s\r\n" + EVIL_FROM + b"\r\n", "line 1 has a field name with characters"),
+        (b"Subj\xc3\xa9ct: s\r\n" + EVIL_FROM + b"\r\n", "line 1 has a field name with characters"),
+        (b"Sub\x01ject: s\r\n" + EVIL_FROM + b"\r\n", "line 1 has a field name with characters"),
+        (b"Sub\x7fject: s\r\n" + EVIL_FROM + b"\r\n", "line 1 has a field name with characters"),
+        (b"Subject: s\r\nbody without the empty line\r\n", "line 2 is not a header field"),
+        (b"a body and no header at all\r\n", "line 1 is not a header field"),
+    ],
+)
+def test_a_line_that_is_not_a_field_is_a_defect(content: bytes, defect: str) -> None:
+    """Every such line makes the block one that parsers read differently: the message is
+    refused (server.session), so no check ever sees fields other than the downstream's."""
+    for size in (1, 5, len(content)):
+        got = scan(chunked(content, size), ("from", "authentication-results"))
+        assert defect in got.defect and not got.strict
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\r\n",
+        b"\r\n from the body\r\n",
+        b"Subject: s\r\n" + EVIL_FROM,  # no empty line: all of it is the header block
+        b"Subject: s\r\n  \r\n" + EVIL_FROM + b"\r\nbody\r\n",  # obs-FWS: a blank continuation
+        b"X-Long: a\r\n" + b" " + b"b" * 997 + b"\r\n" + EVIL_FROM + b"\r\n",
+        b"Subject: \xc3\xa9t\xc3\xa9 8-bit value\r\n" + EVIL_FROM + b"\r\nno colon\r\n",
+    ],
+)
+def test_well_formed_blocks_have_no_defect(content: bytes) -> None:
+    assert scan(chunked(content, 7), ("from",)).defect == ""
+
+
+def python_fields(content: bytes, policy: email.policy.Policy) -> list[str]:
+    """The names of the fields Python's parser reads from the delivered message after ours."""
+    parsed = email.message_from_bytes(TRACE + content, policy=policy)
+    return [name.lower() for name in parsed][1:]
+
+
+def block_fields(content: bytes, size: int) -> list[str]:
+    """The names of the fields of a block without defect (`size` octets), in order."""
+    lines = content[:size].split(b"\r\n")
+    return [line.split(b":", 1)[0].lower().decode() for line in lines if line[:1] not in b" \t"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(LINES, max_size=12), st.sampled_from([b"", b"body\r\n", b"From: x@body.test\r\n"]))
+def test_a_block_without_defect_is_what_python_email_reads(lines: list[bytes], body: bytes) -> None:
+    """Python's `email` (compat32 and default), given the message as delivered (our trace in
+    front), reads exactly the fields of a block the scan finds no defect in: none more (a
+    field that escaped the scan) and none fewer."""
+    content = b"".join(line + b"\r\n" for line in lines) + body
+    got = scan([content], WANTED)
+    if got.defect:
+        return
+    expected = block_fields(content, got.size)
+    for policy in (email.policy.compat32, email.policy.default):
+        assert python_fields(content, policy) == expected
+    assert [f.name for k in WANTED for f in got.get(k)] == [
+        n for k in WANTED for n in expected if n == k
+    ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b" x\r\n" + FORGED + EVIL_FROM + b"\r\n",  # continues our Received: field
+        b"Subject: s\r\n:x\r\n" + FORGED + EVIL_FROM + b"\r\n",  # Python reads on past ":x"
+        b"Subject: s\r\nFrom x@y.test Mon Jan  1\r\n" + FORGED + EVIL_FROM + b"\r\n",
+    ],
+)
+def test_python_email_reads_fields_past_a_defect(content: bytes) -> None:
+    """Why these shapes are refused and not read "up to the bad line": a downstream parser
+    reads the forged fields after it as header fields."""
+    got = scan([content], WANTED)
+    assert got.defect and got.get("authentication-results") == []
+    for policy in (email.policy.compat32, email.policy.default):
+        fields = python_fields(content, policy)
+        assert "authentication-results" in fields and "from" in fields

@@ -5,6 +5,16 @@ keeps only the fields asked for, each with its byte range in the spooled content
 read them (From for DMARC) or leave them out on delivery (forged Authentication-Results).
 Bounded: at most `MAX_KEPT` fields of each name are kept (all are counted), each at most
 `MAX_FIELD` octets of it.
+
+The scan also says whether the header block is one that every parser reads alike (`defect`):
+each line, up to the empty line or the end of the content, a field ("name:", the name RFC 5322
+ftext, no white space before the colon) or the continuation of one. Parsers disagree on every
+other shape: a first line that starts with white space continues the field before it (in the
+delivered message, mailmoat's own trace field); Postfix reads "Subject : x" as a field and ends
+the header at a line with no colon, Python's `email` ends it at the first and reads on past a
+":x" or an mbox "From " line, Dovecot takes a line with no colon for a field. A message whose
+header block has a defect is refused (`session`), so the fields mailmoat inspects are the ones
+the internal server sees.
 """
 
 from __future__ import annotations
@@ -17,6 +27,13 @@ from itertools import chain
 
 MAX_KEPT = 100
 MAX_FIELD = 64 * 1024
+
+WANTED = ("from", "authentication-results", "dkim-signature")
+"""The header fields mailmoat reads: From (DMARC), Authentication-Results (forged ones
+removed), DKIM-Signature (none: no DKIM work at all)."""
+SCAN_CHUNK = 8192
+"""Read at a time for the scan of a spooled message: most header blocks fit, and the body is
+not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +59,16 @@ class Headers:
     """How many fields of each wanted name the message has (kept or not)."""
     size: int = 0
     """Octets of the header block, the empty line included when there is one."""
-    strict: bool = True
-    """Every line of the block is a field ("name:" with no space before the colon) or the
-    continuation of one, up to the empty line or the end: a parser such as dkimpy's sees
-    exactly these fields, and no others."""
+    defect: str = ""
+    """What is wrong with the first line of the block that is neither a field ("name:" with no
+    space before the colon) nor the continuation of one ("line 3 has no colon"); "" when every
+    line up to the empty line or the end is one."""
+
+    @property
+    def strict(self) -> bool:
+        """No defect: a parser such as dkimpy's (or the internal server's) sees exactly these
+        fields, and no others."""
+        return not self.defect
 
     def get(self, name: str) -> list[HeaderField]:
         return self.fields.get(name, [])
@@ -62,6 +85,21 @@ _NAME_CHARS = bytes(c for c in range(0x21, 0x7F) if c != 0x3A)
 _STRICT_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\r\n(?:[ \t][^\n]*\r\n)*)*")
 """Lines that are all fields ("name:", no space before the colon) or their continuations,
 each ending in CRLF (and holding no other LF)."""
+
+
+def _defect(number: int, line: bytes) -> str:
+    """Why line `number` (1 for the first) is not a field, in a few words."""
+    if line[:1] in (b" ", b"\t"):
+        what = "starts with white space but continues no field"
+    elif line.startswith(b"From "):
+        what = 'is an mbox "From " line'
+    elif b":" not in line:
+        what = "is not a header field (no colon)"
+    elif line.startswith(b":"):
+        what = "has an empty field name"
+    else:
+        what = "has a field name with characters RFC 5322 does not allow"
+    return f"header line {number} {what}"
 
 
 def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
@@ -119,6 +157,7 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
     """The scan of any header block, one chunk at a time."""
     out = Headers()
     base = 0  # where `block` starts in the content
+    number = 0  # lines of the content before `block`
     rest = b""  # an unfinished line, carried over to the next chunk
     in_field = False
     name = ""  # the wanted field being read ("" for none): its name,
@@ -138,7 +177,7 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
         pos = 0  # where `line` starts in `block`
         lines = block.split(b"\r\n")
         lines.pop()  # after the final CRLF
-        for line in lines:
+        for i, line in enumerate(lines):
             if in_field and line and (line[0] == 0x20 or line[0] == 0x09):  # continuation
                 pos += len(line) + 2
                 continue
@@ -151,13 +190,14 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
             if not colon or not field_name or field_name.translate(None, _NAME_CHARS):
                 # the empty line, or body text without one: the header ends
                 if line:
-                    out.size, out.strict = base + pos, False
+                    out.size = base + pos
+                    out.defect = out.defect or _defect(number + i + 1, line)
                 else:
                     out.size = base + pos + 2
                 return out
             in_field = True
-            if len(field_name) != len(label):  # white space before the colon
-                out.strict = False
+            if len(field_name) != len(label) and not out.defect:
+                out.defect = f"header line {number + i + 1} has white space before the colon"
             field_name = field_name.lower()
             if field_name in want:
                 name, start, at = field_name.decode("ascii"), base + pos, pos
@@ -166,6 +206,7 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
             head += block[at : at + MAX_FIELD - len(head)]
             at = 0
         base += cut
+        number += len(lines)
     if name:
         _keep(out, name, head, start, base)
     out.size = base
