@@ -269,3 +269,39 @@ def test_python_email_reads_fields_past_a_defect(content: bytes) -> None:
     for policy in (email.policy.compat32, email.policy.default):
         fields = python_fields(content, policy)
         assert "authentication-results" in fields and "from" in fields
+
+
+# --- the size limit ----------------------------------------------------------------------------
+
+
+def fields_length(data: bytes, h: Headers) -> int:
+    """Octets of the fields of the block `h` scanned (the empty line after them not counted)."""
+    block = data[: h.size]
+    return h.size - 2 if block.endswith(b"\r\n\r\n") or block == b"\r\n" else h.size
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINES, max_size=12), st.integers(1, 80), st.integers(0, 400))
+def test_the_limit_stops_the_scan_only_past_it(lines: list[bytes], size: int, limit: int) -> None:
+    data = b"".join(line + b"\r\n" for line in lines) + b"\r\nbody\r\n"
+    want = ("from", "authentication-results", "dkim-signature")
+    whole = scan([data], want)
+    for got in (scan(chunked(data, size), want, limit), scan([data], want, limit)):
+        assert got.too_big is (fields_length(data, whole) > limit)
+        if got.too_big:
+            assert got.defect == f"header block larger than {limit} octets"
+            kept = sum(len(f.raw) for fields in got.fields.values() for f in fields)
+            assert kept <= limit + max(size, len(data))
+        else:
+            assert summary(got) == summary(whole)
+
+
+def test_a_huge_header_block_keeps_no_more_than_the_limit() -> None:
+    """A message of 25 MiB of From fields: without a limit the scan would keep MAX_KEPT fields
+    of MAX_FIELD octets; with one it stops a chunk past it."""
+    field = b"From: " + b"a" * 900 + b"\r\n" + b" " + b"b" * 900 + b"\r\n"
+    data = field * 2000 + b"\r\nbody\r\n"
+    got = scan(chunked(data, 8192), ("from",), 64 * 1024)
+    assert got.too_big and 64 * 1024 < got.size <= 64 * 1024 + 8192
+    assert sum(len(f.raw) for f in got.get("from")) <= got.size
+    assert scan(chunked(data, 8192), ("from",)).counts["from"] == 2000

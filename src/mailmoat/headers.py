@@ -64,6 +64,10 @@ class Headers:
     space before the colon) nor the continuation of one ("line 3 has no colon"); "" when every
     line up to the empty line or the end is one."""
 
+    too_big: bool = False
+    """The header block is longer than the scan's limit (`defect` says so); the scan stopped
+    there, keeping nothing past it."""
+
     @property
     def strict(self) -> bool:
         """No defect: a parser such as dkimpy's (or the internal server's) sees exactly these
@@ -109,9 +113,13 @@ def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
         kept.append(HeaderField(name, raw, start, end))
 
 
-def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
+def scan(chunks: Iterable[bytes], wanted: Iterable[str], limit: int | None = None) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
     are bounded by smtp.max_text_line, so one line at a time is held).
+
+    `limit`: the most octets of fields (the empty line after them not counted) the block may
+    have; past it the scan stops (`too_big`), so what it keeps is bounded by the limit plus
+    one chunk, whatever the message.
 
     A strict block that the first chunk holds whole takes one regex match and a search per
     wanted name (`_whole`). Any other is read by `_lines`: each chunk cut after its last CRLF
@@ -120,18 +128,18 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     want = _names(tuple(wanted))
     chunks = iter(chunks)
     first = next(chunks, b"")
-    whole = _whole(first, want)
+    whole = _whole(first, want, limit)
     if whole is not None:
         return whole
-    return _lines(chain((first,), chunks), want)
+    return _lines(chain((first,), chunks), want, limit)
 
 
-def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
+def _whole(chunk: bytes, want: frozenset[bytes], limit: int | None) -> Headers | None:
     """The scan of a strict header block that `chunk` holds whole (as nearly every first
     chunk does), from one regex match and a search for each wanted name; None for any
     other, left to `_lines`."""
     end = chunk.find(b"\r\n\r\n") + 2  # the fields end here, the empty line follows
-    if end < 2:
+    if end < 2 or (limit is not None and end > limit):
         return None
     block = chunk[:end]
     if _STRICT_FIELDS.fullmatch(block) is None:
@@ -153,7 +161,12 @@ def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
     return out
 
 
-def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
+def _too_big(out: Headers, limit: int) -> Headers:
+    out.defect, out.too_big = f"header block larger than {limit} octets", True
+    return out
+
+
+def _lines(chunks: Iterable[bytes], want: frozenset[bytes], limit: int | None) -> Headers:
     """The scan of any header block, one chunk at a time."""
     out = Headers()
     base = 0  # where `block` starts in the content
@@ -194,7 +207,7 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
                     out.defect = out.defect or _defect(number + i + 1, line)
                 else:
                     out.size = base + pos + 2
-                return out
+                return out if limit is None or base + pos <= limit else _too_big(out, limit)
             in_field = True
             if len(field_name) != len(label) and not out.defect:
                 out.defect = f"header line {number + i + 1} has white space before the colon"
@@ -207,6 +220,9 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
             at = 0
         base += cut
         number += len(lines)
+        if limit is not None and base > limit:  # every line so far is a field or a continuation
+            out.size = base
+            return _too_big(out, limit)
     if name:
         _keep(out, name, head, start, base)
     out.size = base
