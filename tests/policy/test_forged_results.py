@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.dns.server import Dnsmasq
 from tests.gateway import running_gateway
 from tests.peers import wait_until
+from tests.policy.dns_support import dns_gateway, message
 
 FORGED = (
     b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=pass header.d=bank.test\r\n"
@@ -44,3 +46,16 @@ def test_forged_results_go_without_the_dns_checks(
     assert b"bank.test;" not in stored and b"MX.MAILMOAT.TEST" not in stored
     assert b"mx.mailmoat.test" not in stored.split(b"\n\n", 1)[0].split(b"(mailmoat)")[1]
     assert KEPT.replace(b"\r\n", b"\n") in stored
+
+
+async def test_forged_results_go_with_the_dns_checks_but_without_our_field(
+    dns_server: Dnsmasq,
+) -> None:
+    """dns.checks on, auth.results_header off: nothing of ours is added, the forged go."""
+    async with dns_gateway(dns_server.address, **{"auth.results_header": False}) as gw:
+        out = await gw.send(msg=message(extra=FORGED.decode() + KEPT.decode()))
+        assert out.code("message") == 250, out.replies
+        [delivered] = gw.downstream.messages
+    assert b"bank.test" not in delivered and b"MX.MAILMOAT.TEST" not in delivered
+    assert b"Authentication-Results: mx.mailmoat.test" not in delivered
+    assert KEPT in delivered
