@@ -433,8 +433,9 @@ class SmtpSession(asyncio.Protocol):
         and one longer than smtp.max_header_size (552 5.3.4); then the checks, then delivery."""
         envelope = self.conn.envelope
         assert envelope is not None and self.spool is not None
-        message = Message(envelope, self.spool, self.queue_id, self._received_header())
-        message.max_header = self.gw.settings.smtp.max_header_size
+        trace = self._received_header()
+        limit = self.gw.settings.smtp.max_header_size
+        message = Message(envelope, self.spool, self.queue_id, trace, max_header=limit)
         try:
             headers = message.headers_now()
             if headers is None:
