@@ -61,9 +61,8 @@ class Headers:
     """Octets of the header block, the empty line included when there is one."""
     defect: str = ""
     """What is wrong with the first line of the block that is neither a field ("name:" with no
-    space before the colon) nor the continuation of one ("line 3 has no colon"); "" when every
-    line up to the empty line or the end is one."""
-
+    space before the colon) nor the continuation of one ("header line 3 is not a header field
+    (no colon)"); "" when every line up to the empty line or the end is one."""
     too_big: bool = False
     """The header block is longer than the scan's limit (`defect` says so); the scan stopped
     there, keeping nothing past it."""
