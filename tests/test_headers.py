@@ -322,3 +322,14 @@ def test_a_huge_header_block_keeps_no_more_than_the_limit() -> None:
     assert got.too_big and 64 * 1024 < got.size <= 64 * 1024 + 8192
     assert sum(len(f.raw) for f in got.get("from")) <= got.size
     assert scan(chunked(data, 8192), ("from",)).counts["from"] == 2000
+
+
+@pytest.mark.parametrize("size", [64, 8192])
+def test_more_fields_of_a_wanted_name_than_are_kept_is_a_defect(size: int) -> None:
+    kept = b"From: a@x.test\r\n" * MAX_KEPT + b"\r\nbody\r\n"
+    assert scan(chunked(kept, size), ("from",)).defect == ""
+    more = b"Subject: s\r\n" + b"From: a@x.test\r\n" * (MAX_KEPT + 1) + b"\r\nbody\r\n"
+    got = scan(chunked(more, size), ("from",))
+    assert got.defect == f"more than {MAX_KEPT} from header fields"
+    assert got.counts["from"] == MAX_KEPT + 1 and len(got.get("from")) == MAX_KEPT
+    assert scan(chunked(more, size), ()).defect == ""  # only the fields a check reads count

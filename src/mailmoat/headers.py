@@ -4,7 +4,7 @@ The scan reads the header block line by line (lines end in CRLF: the engine guar
 keeps only the fields asked for, each with its byte range in the spooled content, so a check can
 read them (From for DMARC) or leave them out on delivery (forged Authentication-Results).
 Bounded: at most `MAX_KEPT` fields of each name are kept (all are counted), each at most
-`MAX_FIELD` octets of it.
+`MAX_FIELD` octets of it; a block with more fields of a wanted name than that has a defect.
 
 The scan also says whether the header block is one that every parser reads alike (`defect`):
 each line, up to the empty line or the end of the content, a field ("name:", the name RFC 5322
@@ -127,10 +127,14 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str], limit: int | None = Non
     want = _names(tuple(wanted))
     chunks = iter(chunks)
     first = next(chunks, b"")
-    whole = _whole(first, want, limit)
-    if whole is not None:
-        return whole
-    return _lines(chain((first,), chunks), want, limit)
+    out = _whole(first, want, limit)
+    if out is None:
+        out = _lines(chain((first,), chunks), want, limit)
+    if not out.defect and out.counts and max(out.counts.values()) > MAX_KEPT:
+        # the checks would not see them all (a From for DMARC past the ones kept)
+        name = max(out.counts, key=out.counts.__getitem__)
+        out.defect = f"more than {MAX_KEPT} {name} header fields"
+    return out
 
 
 def _whole(chunk: bytes, want: frozenset[bytes], limit: int | None) -> Headers | None:
