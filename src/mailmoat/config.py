@@ -138,6 +138,12 @@ class SmtpSettings(_Section):
         le=2 * 1024 * MiB,
         description="Largest message in octets, advertised with SIZE.",
     )
+    max_header_size: int = Field(
+        default=256 * KiB,
+        ge=1 * KiB,
+        le=64 * MiB,
+        description="Largest header block in octets (its fields, not the empty line after them); a larger one gets 552 5.3.4 at the end of DATA.",
+    )
     max_unknown_commands: int = Field(
         default=10, ge=1, description="Unrecognised commands per session before it is closed."
     )

@@ -4,7 +4,17 @@ The scan reads the header block line by line (lines end in CRLF: the engine guar
 keeps only the fields asked for, each with its byte range in the spooled content, so a check can
 read them (From for DMARC) or leave them out on delivery (forged Authentication-Results).
 Bounded: at most `MAX_KEPT` fields of each name are kept (all are counted), each at most
-`MAX_FIELD` octets of it.
+`MAX_FIELD` octets of it; a block with more fields of a wanted name than that has a defect.
+
+The scan also says whether the header block is one that every parser reads alike (`defect`):
+each line, up to the empty line or the end of the content, a field ("name:", the name RFC 5322
+ftext, no white space before the colon) or the continuation of one. Parsers disagree on every
+other shape: a first line that starts with white space continues the field before it (in the
+delivered message, mailmoat's own trace field); Postfix reads "Subject : x" as a field and ends
+the header at a line with no colon, Python's `email` ends it at the first and reads on past a
+":x" or an mbox "From " line, Dovecot takes a line with no colon for a field. A message whose
+header block has a defect is refused (`session`), so the fields mailmoat inspects are the ones
+the internal server sees.
 """
 
 from __future__ import annotations
@@ -17,6 +27,13 @@ from itertools import chain
 
 MAX_KEPT = 100
 MAX_FIELD = 64 * 1024
+
+WANTED = ("from", "authentication-results", "dkim-signature")
+"""The header fields mailmoat reads: From (DMARC), Authentication-Results (forged ones
+removed), DKIM-Signature (none: no DKIM work at all)."""
+SCAN_CHUNK = 8192
+"""Read at a time for the scan of a spooled message: most header blocks fit, and the body is
+not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +59,19 @@ class Headers:
     """How many fields of each wanted name the message has (kept or not)."""
     size: int = 0
     """Octets of the header block, the empty line included when there is one."""
-    strict: bool = True
-    """Every line of the block is a field ("name:" with no space before the colon) or the
-    continuation of one, up to the empty line or the end: a parser such as dkimpy's sees
-    exactly these fields, and no others."""
+    defect: str = ""
+    """What is wrong with the first line of the block that is neither a field ("name:" with no
+    space before the colon) nor the continuation of one ("header line 3 is not a header field
+    (no colon)"); "" when every line up to the empty line or the end is one."""
+    too_big: bool = False
+    """The header block is longer than the scan's limit (`defect` says so); the scan stopped
+    there, keeping nothing past it."""
+
+    @property
+    def strict(self) -> bool:
+        """No defect: a parser such as dkimpy's (or the internal server's) sees exactly these
+        fields, and no others."""
+        return not self.defect
 
     def get(self, name: str) -> list[HeaderField]:
         return self.fields.get(name, [])
@@ -64,6 +90,21 @@ _STRICT_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\r\n(?:[ \t][^\n]*
 each ending in CRLF (and holding no other LF)."""
 
 
+def _defect(number: int, line: bytes) -> str:
+    """Why line `number` (1 for the first) is not a field, in a few words."""
+    if line[:1] in (b" ", b"\t"):
+        what = "starts with white space but continues no field"
+    elif line.startswith(b"From "):
+        what = 'is an mbox "From " line'
+    elif b":" not in line:
+        what = "is not a header field (no colon)"
+    elif line.startswith(b":"):
+        what = "has an empty field name"
+    else:
+        what = "has a field name with characters RFC 5322 does not allow"
+    return f"header line {number} {what}"
+
+
 def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
     out.counts[name] = out.counts.get(name, 0) + 1
     kept = out.fields.setdefault(name, [])
@@ -71,9 +112,13 @@ def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
         kept.append(HeaderField(name, raw, start, end))
 
 
-def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
+def scan(chunks: Iterable[bytes], wanted: Iterable[str], limit: int | None = None) -> Headers:
     """The wanted fields of the header block at the start of `chunks` (lines end in CRLF and
     are bounded by smtp.max_text_line, so one line at a time is held).
+
+    `limit`: the most octets of fields (the empty line after them not counted) the block may
+    have; past it the scan stops (`too_big`), so what it keeps is bounded by the limit plus
+    one chunk, whatever the message.
 
     A strict block that the first chunk holds whole takes one regex match and a search per
     wanted name (`_whole`). Any other is read by `_lines`: each chunk cut after its last CRLF
@@ -82,18 +127,22 @@ def scan(chunks: Iterable[bytes], wanted: Iterable[str]) -> Headers:
     want = _names(tuple(wanted))
     chunks = iter(chunks)
     first = next(chunks, b"")
-    whole = _whole(first, want)
-    if whole is not None:
-        return whole
-    return _lines(chain((first,), chunks), want)
+    out = _whole(first, want, limit)
+    if out is None:
+        out = _lines(chain((first,), chunks), want, limit)
+    if not out.defect and out.counts and max(out.counts.values()) > MAX_KEPT:
+        # the checks would not see them all (a From for DMARC past the ones kept)
+        name = max(out.counts, key=out.counts.__getitem__)
+        out.defect = f"more than {MAX_KEPT} {name} header fields"
+    return out
 
 
-def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
+def _whole(chunk: bytes, want: frozenset[bytes], limit: int | None) -> Headers | None:
     """The scan of a strict header block that `chunk` holds whole (as nearly every first
     chunk does), from one regex match and a search for each wanted name; None for any
     other, left to `_lines`."""
     end = chunk.find(b"\r\n\r\n") + 2  # the fields end here, the empty line follows
-    if end < 2:
+    if end < 2 or (limit is not None and end > limit):
         return None
     block = chunk[:end]
     if _STRICT_FIELDS.fullmatch(block) is None:
@@ -115,10 +164,16 @@ def _whole(chunk: bytes, want: frozenset[bytes]) -> Headers | None:
     return out
 
 
-def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
+def _too_big(out: Headers, limit: int) -> Headers:
+    out.defect, out.too_big = f"header block larger than {limit} octets", True
+    return out
+
+
+def _lines(chunks: Iterable[bytes], want: frozenset[bytes], limit: int | None) -> Headers:
     """The scan of any header block, one chunk at a time."""
     out = Headers()
     base = 0  # where `block` starts in the content
+    number = 0  # lines of the content before `block`
     rest = b""  # an unfinished line, carried over to the next chunk
     in_field = False
     name = ""  # the wanted field being read ("" for none): its name,
@@ -138,7 +193,7 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
         pos = 0  # where `line` starts in `block`
         lines = block.split(b"\r\n")
         lines.pop()  # after the final CRLF
-        for line in lines:
+        for i, line in enumerate(lines):
             if in_field and line and (line[0] == 0x20 or line[0] == 0x09):  # continuation
                 pos += len(line) + 2
                 continue
@@ -151,13 +206,14 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
             if not colon or not field_name or field_name.translate(None, _NAME_CHARS):
                 # the empty line, or body text without one: the header ends
                 if line:
-                    out.size, out.strict = base + pos, False
+                    out.size = base + pos
+                    out.defect = out.defect or _defect(number + i + 1, line)
                 else:
                     out.size = base + pos + 2
-                return out
+                return out if limit is None or base + pos <= limit else _too_big(out, limit)
             in_field = True
-            if len(field_name) != len(label):  # white space before the colon
-                out.strict = False
+            if len(field_name) != len(label) and not out.defect:
+                out.defect = f"header line {number + i + 1} has white space before the colon"
             field_name = field_name.lower()
             if field_name in want:
                 name, start, at = field_name.decode("ascii"), base + pos, pos
@@ -166,6 +222,10 @@ def _lines(chunks: Iterable[bytes], want: frozenset[bytes]) -> Headers:
             head += block[at : at + MAX_FIELD - len(head)]
             at = 0
         base += cut
+        number += len(lines)
+        if limit is not None and base > limit:  # every line so far is a field or a continuation
+            out.size = base
+            return _too_big(out, limit)
     if name:
         _keep(out, name, head, start, base)
     out.size = base

@@ -7,10 +7,13 @@ so a session's memory stays bounded whatever the message size.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
+
+from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
 
 CHUNK = 64 * 1024
 
@@ -94,6 +97,25 @@ class Message:
     """Header lines mailmoat adds in front (Received:), each ending in CRLF."""
     omit: list[tuple[int, int]] = field(default_factory=list)
     """[start, end) byte ranges of the spooled content left out, sorted, not overlapping."""
+    headers: Headers | None = None
+    """The scan of the client's header block (`headers_now`), made once per message."""
+    max_header: int | None = None
+    """The scan's limit (smtp.max_header_size; None: none)."""
+
+    def headers_now(self) -> Headers | None:
+        """The header scan of the spooled content; None while the spool is on disk and not
+        scanned yet (then await `read_headers`, which reads it in a worker thread)."""
+        if self.headers is None and self.spool.in_memory:
+            self.headers = scan(self.spool.chunks(SCAN_CHUNK), WANTED, self.max_header)
+        return self.headers
+
+    async def read_headers(self) -> Headers:
+        headers = self.headers_now()
+        if headers is None:  # a spool on disk is read in a worker thread, as the relay does
+            chunks = self.spool.chunks(SCAN_CHUNK)
+            headers = await asyncio.to_thread(scan, chunks, WANTED, self.max_header)
+            self.headers = headers
+        return headers
 
     @property
     def size(self) -> int:

@@ -82,7 +82,7 @@ def _after_connection_defences(gw: Any) -> list[str]:
 def test_quick_start_without_a_directory_accepts_any_local_address(tmp_path: Path) -> None:
     with running_gateway(tmp_path / "md") as gw:
         assert gw.gateway is not None
-        assert _after_connection_defences(gw) == ["relay_access"]
+        assert _after_connection_defences(gw) == ["relay_access", "forged_results"]
         with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
             c.ehlo("client.test")
             c.mail("s@sender.test")
@@ -92,11 +92,20 @@ def test_quick_start_without_a_directory_accepts_any_local_address(tmp_path: Pat
 def test_directory_checks_follow_relay_access(tmp_path: Path) -> None:
     with running_gateway(tmp_path / "md", **static_overrides(tmp_path)) as gw:
         assert gw.gateway is not None
-        assert _after_connection_defences(gw) == ["relay_access", "harvest", "recipients"]
+        assert _after_connection_defences(gw) == [
+            "relay_access",
+            "harvest",
+            "forged_results",
+            "recipients",
+        ]
     more = static_overrides(tmp_path, **{"harvest.enabled": False})
     with running_gateway(tmp_path / "md", **more) as gw:
         assert gw.gateway is not None
-        assert _after_connection_defences(gw) == ["relay_access", "recipients"]
+        assert _after_connection_defences(gw) == [
+            "relay_access",
+            "forged_results",
+            "recipients",
+        ]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ At the end of DATA, after the SPF, DKIM and DMARC checks, mailmoat puts in front
         dmarc=pass (p=reject dis=none) header.from=example.org
 
 and leaves out every Authentication-Results field of the client's header block that claims our
-authserv-id (RFC 8601 5: a receiver must not trust, and should remove, results it did not make).
+authserv-id (RFC 8601 5: a receiver must not trust, and should remove, results it did not make),
+whether or not the DNS checks run (`ForgedResultsCheck`, in every gateway's checks).
 They are cut by byte range from what is delivered (Message.omit); every other byte goes out as
 the client sent it, so DKIM signatures still verify downstream. A message with more such fields
 than can be tracked (`headers.MAX_KEPT`) is refused rather than passed with some left in.
@@ -30,7 +31,7 @@ from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dmarc import CACHED_LENGTH
 from mailmoat.policy.fcrdns import Iprev
-from mailmoat.policy.score import PENDING, Karma, SessionState, headers_now, message_headers
+from mailmoat.policy.score import PENDING, Karma, SessionState
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
 
@@ -148,28 +149,33 @@ def _render(
     return f"Authentication-Results: {server_id};\r\n\t{body}\r\n".encode("ascii", "replace")
 
 
-class AuthResultsCheck(Check):
-    name = "auth_results"
+class ForgedResultsCheck(Check):
+    """Leaves out of the delivered message every Authentication-Results field of the client's
+    header block that carries our authserv-id. It runs for every message, whatever
+    `dns.checks` and `auth.results_header` say: a forged result is as dangerous when mailmoat
+    adds none of its own (the internal server, or a filter behind it, trusts our id)."""
 
-    def __init__(self, settings: AuthSettings, hostname: str, karma: Karma) -> None:
-        self.s = settings
-        self.server_id = (settings.authserv_id or hostname).strip()
-        self.karma = karma
+    name = "forged_results"
+
+    def __init__(self, settings: AuthSettings, hostname: str) -> None:
+        self.ours = (settings.authserv_id or hostname).strip().lower()
 
     def message(self, client: Client, message: Message) -> HookResult:
-        st = self.karma.state(client)
-        headers = headers_now(st, message)
-        return self._later(st, message) if headers is None else self._edit(st, message, headers)
+        headers = message.headers_now()
+        if headers is None:
+            return self._later(client, message)
+        return self._remove(client, message, headers)
 
-    async def _later(self, st: SessionState, message: Message) -> Verdict:
-        return self._edit(st, message, await message_headers(st, message))
+    async def _later(self, client: Client, message: Message) -> Verdict:
+        return self._remove(client, message, await message.read_headers())
 
-    def _edit(self, st: SessionState, message: Message, headers: Headers) -> Verdict:
-        ours = self.server_id.lower()
+    def _remove(self, client: Client, message: Message, headers: Headers) -> Verdict:
         fields = headers.get(AR)
+        if not fields:
+            return None
         if headers.counts.get(AR, 0) > MAX_KEPT:
             return R_TOO_MANY
-        forged = [f for f in fields if authserv_id(f.value) == ours]
+        forged = [f for f in fields if authserv_id(f.value) == self.ours]
         if forged:
             ranges: list[tuple[int, int]] = []
             for f in forged:
@@ -180,10 +186,26 @@ class AuthResultsCheck(Check):
             message.omit = sorted([*message.omit, *ranges])
             logs.event(
                 "auth",
-                client=st.client.address,
+                client=client.address,
                 queue_id=message.queue_id,
                 removed=f"{len(forged)} forged Authentication-Results",
             )
+        return None
+
+
+class AuthResultsCheck(Check):
+    """Puts our Authentication-Results field in front of the message (a DNS check: it reports
+    their results)."""
+
+    name = "auth_results"
+
+    def __init__(self, settings: AuthSettings, hostname: str, karma: Karma) -> None:
+        self.s = settings
+        self.server_id = (settings.authserv_id or hostname).strip()
+        self.karma = karma
+
+    def message(self, client: Client, message: Message) -> HookResult:
+        st = self.karma.state(client)
         if self.s.results_header and not st.exempt:
             message.trace = results_header(self.server_id, st, message) + message.trace
         return None

@@ -7,7 +7,8 @@
     spf          SPF for MAIL FROM and HELO (MAIL -> RCPT)
     dkim         DKIM signatures (end of DATA)
     dmarc        DMARC policy of the From domain (end of DATA)
-    auth_results Authentication-Results header; forged ones removed (end of DATA)
+    auth_results our Authentication-Results header (end of DATA; forged ones are removed
+                 by auth.ForgedResultsCheck, which runs without the DNS checks too)
     score        refuses at RCPT and end of DATA once the session score reaches the threshold
 
 The lookups start as early as the SMTP dialogue allows and run while the client talks; the

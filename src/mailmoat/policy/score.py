@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
-from mailmoat.headers import Headers, scan
+from mailmoat.headers import WANTED, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.smtp.events import MailFrom, RcptTo
@@ -42,11 +42,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-HEADERS_WANTED = ("from", "authentication-results", "dkim-signature")
-"""The header fields the message checks read: From (DMARC), Authentication-Results (forged
-ones removed), DKIM-Signature (none: no DKIM work at all)."""
-SCAN_CHUNK = 8192
-"""Read at a time for the scan: most header blocks fit, and the body is not read."""
+HEADERS_WANTED = WANTED
+"""The header fields the message checks read (`headers.WANTED`)."""
 
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
 
@@ -84,7 +81,6 @@ class SessionState:
         "dmarc",
         "done",
         "exempt",
-        "headers",
         "ip_text",
         "iprev",
         "sender",
@@ -109,7 +105,6 @@ class SessionState:
         self.iprev: Iprev | None = None
         """The FCrDNS result, for the Authentication-Results header (the session's)."""
         # the transaction's message results, for the later checks
-        self.headers: Headers | None = None
         self.dkim: list[DkimResult] | None = None
         self.dmarc: DmarcResult | None = None
 
@@ -168,7 +163,7 @@ class SessionState:
         for key in [k for k in self.done if k.startswith("tx:")]:
             del self.done[key]
         self.tx_outcomes.clear()
-        self.headers = self.dkim = self.dmarc = None
+        self.dkim = self.dmarc = None
 
     def close(self) -> None:
         for task in self.tasks.values():
@@ -187,21 +182,14 @@ def ip_text(client: Client) -> str:
 
 
 def headers_now(st: SessionState, message: Message) -> Headers | None:
-    """The message's wanted header fields, scanned once per message; None when the spool is
-    on disk and not scanned yet (then await `message_headers`)."""
-    headers = st.headers
-    if headers is None and message.spool.in_memory:
-        headers = st.headers = scan(message.spool.chunks(SCAN_CHUNK), HEADERS_WANTED)
-    return headers
+    """The message's wanted header fields (`Message.headers_now`: scanned once per message,
+    whatever checks run); None when the spool is on disk and not scanned yet (then await
+    `message_headers`)."""
+    return message.headers_now()
 
 
 async def message_headers(st: SessionState, message: Message) -> Headers:
-    headers = headers_now(st, message)
-    if headers is None:  # a spool on disk is read in a worker thread, as the relay does
-        chunks = message.spool.chunks(SCAN_CHUNK)
-        headers = await asyncio.to_thread(scan, chunks, HEADERS_WANTED)
-        st.headers = headers
-    return headers
+    return await message.read_headers()
 
 
 class Karma:

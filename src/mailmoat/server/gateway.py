@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.directory import build_directories
+from mailmoat.policy.auth import ForgedResultsCheck
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.policy.dns_checks import build_dns_checks
 from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
@@ -58,7 +59,8 @@ def default_checks(
 
     The connection-level defences come first: nothing else runs for a refused client. The DNS
     checks answer RCPT before the recipient directory is asked: a client they refuse learns
-    nothing about which recipients exist, and costs the directory nothing.
+    nothing about which recipients exist, and costs the directory nothing. Forged
+    Authentication-Results fields are removed whatever `dns.checks` says.
     """
     store = store if store is not None else MemoryStore()
     front = defences.checks() if defences is not None else []
@@ -68,6 +70,8 @@ def default_checks(
     if directories is not None and settings.harvest.enabled:
         detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
         checks.append(HarvestCheck(detector))
+    # forged Authentication-Results go whether or not the DNS checks run (issue 10 item 5)
+    checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
     checks += build_dns_checks(settings, store)
     if directories is not None:
         checks.append(RecipientCheck(directories, detector))

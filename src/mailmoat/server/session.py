@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, cast
 
 from mailmoat import logs
 from mailmoat.message import Envelope, Message, Spool
-from mailmoat.policy.base import Client, Decision, Verdict
+from mailmoat.policy.base import Client, Decision, HookResult, Verdict
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -428,11 +428,25 @@ class SmtpSession(asyncio.Protocol):
 
     # -------------------------------------------------------------- delivery
     async def _deliver(self) -> None:
+        """End of DATA: a header block that parsers read differently is refused (554 5.6.0,
+        `headers.Headers.defect`), so the checks and the internal server see the same fields,
+        and one longer than smtp.max_header_size (552 5.3.4); then the checks, then delivery."""
         envelope = self.conn.envelope
         assert envelope is not None and self.spool is not None
-        message = Message(envelope, self.spool, self.queue_id, self._received_header())
+        trace = self._received_header()
+        limit = self.gw.settings.smtp.max_header_size
+        message = Message(envelope, self.spool, self.queue_id, trace, max_header=limit)
         try:
-            verdict = self.gw.pipeline.run("message", self.client, message)
+            headers = message.headers_now()
+            if headers is None:
+                headers = await message.read_headers()
+            verdict: HookResult
+            if headers.too_big:
+                verdict = reply(552, "5.3.4", f"Message rejected: {headers.defect}")
+            elif headers.defect:  # the checks and the internal server would read other fields
+                verdict = reply(554, "5.6.0", f"Message rejected: {headers.defect}")
+            else:
+                verdict = self.gw.pipeline.run("message", self.client, message)
             if verdict is not None and inspect.isawaitable(verdict):
                 verdict = await verdict
             if isinstance(verdict, Decision) and verdict.delay:
