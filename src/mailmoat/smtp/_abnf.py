@@ -58,6 +58,13 @@ def routing_local_part(local: str) -> bool:
     return "%" in local or "!" in local or "@" in local
 
 
+def printable_address(text: str) -> bool:
+    """No control, format, separator, private-use or unassigned code point (Unicode Cc, Cf,
+    Zl, Zp, Zs but the ASCII space, Cs, Co, Cn): U+0085, U+2028 or a bidi control copied into
+    Return-Path, Delivered-To or Received: would end or disguise a header line."""
+    return text.isascii() or text.isprintable()
+
+
 def ascii_lower(text: str) -> str:
     """Lower-case A-Z only. `str.lower()` also folds non-ASCII letters onto ASCII ones (KELVIN
     SIGN to `k`), which would let a domain that is not ours compare equal to one that is."""

@@ -579,6 +579,9 @@ class ServerConnection:
             return self._error("syntax", too_long, verb)
         if domain.startswith("[") and not _valid_address_literal(domain):
             return self._error("syntax", reply(501, enhanced, f"Bad {what} address syntax"), verb)
+        if not _abnf.printable_address(path):
+            bad = reply(553, enhanced, f"Bad {what} address: non-printing character")
+            return self._error("nonprinting", bad, verb)
         return f"{local}@{domain}", domain.lower(), rest[m.end() :]
 
     def _line_too_long(self) -> Reply:
