@@ -20,12 +20,25 @@ from pydantic import (
     model_validator,
 )
 
+from mailmoat import config_checks
+
 KiB = 1024
 MiB = 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _any_value(cls, v: Any) -> Any:
+        # every setting: no control characters in strings, floats finite and at most a year
+        problem = config_checks.value_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 def split_endpoint(value: str) -> tuple[str, int]:
@@ -81,6 +94,8 @@ class ServerSettings(_Section):
         if not v:
             raise ValueError("at least one listen address is needed")
         return [_check_endpoint(x) for x in v]
+
+    _hostname = field_validator("hostname")(config_checks.hostname)
 
 
 class SmtpSettings(_Section):
@@ -374,25 +389,22 @@ class AdminSettings(_Section):
 class DomainSettings(_Section):
     local: list[str] = Field(
         default=[],
-        description="Domains mailmoat accepts mail for; no others are accepted (no open relay).",
+        description="Domains mailmoat accepts mail for, matched exactly (a U-label and its xn-- A-label are two names); no others are accepted (no open relay).",
     )
     relay_networks: list[str] = Field(
         default=[],
-        description="Client networks (CIDR) allowed to send to any domain; empty means none.",
+        description="Client networks (CIDR) allowed to send to any domain and to use %, ! and quoted @ routing; empty means none; wider than /16 (IPv4) or /32 (IPv6) only in private space.",
     )
 
     @field_validator("local")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
-        out = []
-        for d in v:
-            d = d.strip().lower().rstrip(".")
-            if not d or " " in d or "@" in d:
-                raise ValueError(f"not a domain name: {d!r}")
-            out.append(d)
-        return out
+        return [config_checks.domain_name(d) for d in v]
 
-    _networks = field_validator("relay_networks")(_check_networks)
+    @field_validator("relay_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return [config_checks.relay_network(n) for n in _check_networks(v)]
 
 
 class RelaySettings(_Section):
@@ -452,6 +464,11 @@ class RelaySettings(_Section):
     @classmethod
     def _downstream(cls, v: str | None) -> str | None:
         return None if v in (None, "") else _check_endpoint(v)
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo_name(cls, v: str | None) -> str | None:
+        return None if v in (None, "") else config_checks.hostname(v)
 
 
 DirectorySource = Literal["none", "static", "ldap", "callahead"]
@@ -599,6 +616,13 @@ class CallAheadSettings(_Section):
     @classmethod
     def _server(cls, v: str | None) -> str | None:
         return None if v in (None, "") else _check_endpoint(v)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        if v and not config_checks.mailbox(v):
+            raise ValueError(f"not an address (local@domain, ASCII): {v!r}")
+        return v
 
 
 class HarvestSettings(_Section):
@@ -897,6 +921,11 @@ class AuthSettings(_Section):
         description="Add an Authentication-Results header with the SPF, DKIM, DMARC and iprev results.",
     )
 
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, v: str) -> str:
+        return v and config_checks.hostname(v)
+
 
 class MaildirSettings(_Section):
     path: Path = Field(
@@ -995,12 +1024,17 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
+            data = tomllib.loads(config_checks.read_config_file(path).decode("utf-8"))
         except OSError as err:
             raise ConfigError([(str(path), err.strerror or str(err))]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([(str(path), "not UTF-8 text")]) from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError([(str(path), f"not valid TOML: {err}")]) from None
+        except RecursionError:
+            raise ConfigError([(str(path), "not valid TOML: nested too deeply")]) from None
+        except ValueError as err:
+            raise ConfigError([(str(path), str(err))]) from None
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
