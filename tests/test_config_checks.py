@@ -241,3 +241,12 @@ def test_serve_refuses_unsafe_settings_before_starting(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("config error: server.tls_cert: certificate and key do not")
     assert "Traceback" not in proc.stderr
+
+
+def test_default_hostname_is_checked_like_a_configured_one(monkeypatch) -> None:
+    """The default comes from the system; workers receive it as a plain value, so a bad one
+    must be refused where the admin sees it, not in every worker."""
+    monkeypatch.setattr("socket.getfqdn", lambda: "my_host.lan")
+    assert _problem({})[0] == "server.hostname"
+    monkeypatch.setattr("socket.getfqdn", lambda: "mx.example.test")
+    assert config.load(None, {}).server.hostname == "mx.example.test"

@@ -60,7 +60,8 @@ class ServerSettings(_Section):
         description="Addresses to listen on, HOST:PORT each ([::1]:PORT for IPv6); use port 25 in production.",
     )
     hostname: str = Field(
-        default_factory=socket.getfqdn,
+        default_factory=lambda: socket.getfqdn(),
+        validate_default=True,  # a worker re-reads it as a value: refuse a bad FQDN up front
         description="Name used in the greeting, EHLO reply and Received: header (default: this host's FQDN).",
     )
     tls_cert: Path | None = Field(
@@ -1014,7 +1015,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
 
 def build(data: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(data)
+        # an explicit [server] table, so a bad default host name is reported under its key
+        return Settings.model_validate({"server": {}, **data})
     except ValidationError as err:
         raise ConfigError(_problems(err)) from None
 
