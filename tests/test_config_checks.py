@@ -62,6 +62,8 @@ def _problem(overrides: dict[str, object]) -> tuple[str, str]:
         ("bans.max_duration", 1e300, "at most"),
         ("callahead.positive_ttl", 1e12, "at most"),
         ("admission.max_connections", 10**30, "at most"),
+        ("server.input_buffer", 2**31, "less than or equal"),
+        ("server.spool_memory", 2**31, "less than or equal"),
     ],
 )
 def test_unsafe_value_refused_with_its_key(key: str, value: object, words: str) -> None:

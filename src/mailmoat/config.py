@@ -81,11 +81,13 @@ class ServerSettings(_Section):
     input_buffer: int = Field(
         default=64 * KiB,
         ge=4 * KiB,
+        le=16 * MiB,
         description="Unparsed client input per session before reading pauses.",
     )
     spool_memory: int = Field(
         default=256 * KiB,
         ge=0,
+        le=64 * MiB,
         description="Message bytes a session keeps in memory before spooling to a temporary file.",
     )
 
