@@ -196,6 +196,25 @@ def test_named_files_must_exist_and_be_readable(tmp_path: Path) -> None:
     assert len(lines) == 6, out
 
 
+def test_named_devices_are_refused_without_reading_them(tmp_path: Path) -> None:
+    f = tmp_path / "dev.toml"
+    f.write_text(
+        '[server]\ntls_cert = "/dev/zero"\n[relay]\ntls_ca_file = "/dev/zero"\n'
+        '[directory]\nstatic_file = "/dev/zero"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailmoat", "config", "check", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"config error: {key}: /dev/zero is not a regular file"
+        for key in ("server.tls_cert", "relay.tls_ca_file", "directory.static_file")
+    ]
+
+
 def test_certificate_and_key_must_match(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -153,14 +153,25 @@ def read_config_file(path: Path) -> bytes:
     return data
 
 
-def _readable(path: Path) -> str | None:
+MAX_PEM_FILE = 1024 * 1024
+"""Largest certificate, key, CA or password file read by the checks, in octets."""
+
+
+def _readable(path: Path, max_size: int | None = MAX_PEM_FILE) -> str | None:
+    """Why `path` cannot be used as a file of settings: missing, unreadable, not a regular
+    file (a device or FIFO could block or never end), larger than `max_size`."""
     try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except IsADirectoryError:
-        return f"{path} is a directory, not a file"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
         return f"cannot read {path}: {err.strerror or err}"
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if max_size is not None and st.st_size > max_size:
+        return f"{path} is larger than {max_size} octets"
     return None
 
 
@@ -187,11 +198,12 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
             ssl.create_default_context(cafile=str(path))
         except ssl.SSLError as err:
             out.append((key, f"no usable CA certificate in {path}: {err.reason or err}"))
-    for key, path in (
-        ("directory.static_file", settings.directory.static_file),
-        ("ldap.bind_password_file", settings.ldap.bind_password_file),
+    # the static file may be large (directory.max_entries bounds what is kept of it)
+    for key, path, limit in (
+        ("directory.static_file", settings.directory.static_file, None),
+        ("ldap.bind_password_file", settings.ldap.bind_password_file, MAX_PEM_FILE),
     ):
-        if path is not None and (problem := _readable(path)):
+        if path is not None and (problem := _readable(path, limit)):
             out.append((key, problem))
     return out
 
