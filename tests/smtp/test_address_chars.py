@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mailmoat.smtp.events import RcptTo
 from tests.gateway import running_gateway
 from tests.integration.support import RawClient
 from tests.smtp.test_connection import EHLO, U_FROM, session
@@ -92,3 +93,12 @@ def test_trace_headers_never_carry_them(tmp_path: Path, ch: str) -> None:
     assert "Return-Path: <j\u00f6rg@sender.test>\n" in head
     assert "Delivered-To: \u00e5lice@example.test\n" in head
     assert "for <\u00e5lice@example.test>" in head
+
+
+def test_rcpt_domain_is_lower_cased_in_ascii_only() -> None:
+    """str.lower() folds KELVIN SIGN onto "k": a policy reading RcptTo.domain must see the
+    name that goes downstream, not a local domain it resembles."""
+    run = session(
+        EHLO + U_FROM + "RCPT TO:<a@\u212aELVIN.Test>\r\n".encode() + b"RCPT TO:<a@EXAMPLE.Org>\r\n"
+    )
+    assert [ev.domain for ev in run.of(RcptTo)] == ["\u212aelvin.test", "example.org"]
