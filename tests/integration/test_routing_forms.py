@@ -11,7 +11,6 @@ refuse these forms itself, at RCPT, for clients outside ``domains.relay_networks
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -58,12 +57,12 @@ def test_routing_form_refused_and_nothing_leaves(
         assert rc == 24, transcript  # no recipient accepted
         assert "<** 550 5.7.1 " in transcript, transcript
 
-        # control: an ordinary recipient of the same domain goes through the same chain
-        rc, transcript = swaks(gw.port, "--from", "s@sender.test", "--to", "someone@inside.test")
+        # control: an existing recipient goes through the same chain and is delivered
+        rc, transcript = swaks(gw.port, "--from", "s@sender.test", "--to", "alice@example.test")
         assert rc == 0, transcript
-        pf.wait_for_log(r"to=<someone@inside\.test>")
+        pf.wait_for_messages("alice", timeout=30)
+    # the inside never heard of the routing form, so it had nothing to relay
     assert "outside.test" not in pf.log_text()
-    time.sleep(0.5)  # the inside had its chance to relay; the sink must still be empty
     assert outside.messages() == []
 
 
@@ -79,7 +78,7 @@ def test_relay_network_routing_form_is_relayed_by_the_inside(
             gw.port, "--from", "s@sender.test", "--to", "victim%outside.test@inside.test"
         )
         assert rc == 0, transcript
-        (msg,) = outside.wait_for_messages(1, timeout=20)
+        (msg,) = outside.wait_for_messages(1, timeout=30)
     assert msg.rcpt_to == ["victim@outside.test"]
 
 
@@ -100,9 +99,9 @@ def test_callahead_never_vouches_for_a_routing_form(
         )
         assert rc == 24, transcript
         assert "<** 550 5.1.1 " in transcript
-        # control: an ordinary address is probed and delivered
-        rc, transcript = swaks(gw.port, "--from", "s@sender.test", "--to", "someone@inside.test")
+        # control: an existing address is probed and delivered
+        rc, transcript = swaks(gw.port, "--from", "s@sender.test", "--to", "alice@example.test")
         assert rc == 0, transcript
-        pf.wait_for_log(r"to=<someone@inside\.test>")
+        pf.wait_for_messages("alice", timeout=30)
     assert "outside.test" not in pf.log_text()
     assert outside.messages() == []
