@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mailmoat import config, logs, privileges
+from mailmoat import config, config_checks, logs, privileges
 from mailmoat.server import sdnotify
 
 
@@ -23,9 +23,14 @@ def main() -> None:
     """mailmoat: a hardened SMTP filtering gateway."""
 
 
-def _load(path: Path | None, overrides: dict[str, Any]) -> config.Settings:
+def _load(path: Path | None, overrides: dict[str, Any], *, files: bool = False) -> config.Settings:
+    """The settings, or exit 2 with one line per problem; `files`: also check every file a
+    setting names (what `config check` and `serve` need before anything starts)."""
     try:
-        return config.load(path, overrides)
+        settings = config.load(path, overrides)
+        if files and (problems := config_checks.file_problems(settings)):
+            raise config.ConfigError(problems)
+        return settings
     except config.ConfigError as err:
         for key, reason in err.problems:
             click.echo(f"config error: {key}: {reason}", err=True)
@@ -69,7 +74,7 @@ def serve(
         overrides["domains.local"] = list(domain)
     if maildir:
         overrides["maildir.path"] = str(maildir)
-    settings = _load(config_file, overrides)
+    settings = _load(config_file, overrides, files=True)
     logs.setup(settings.log)
     if not settings.domains.local:
         logs.event("warning", 30, message="no local domains configured: every recipient is refused")
@@ -177,7 +182,7 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def check(file: Path) -> None:
     """Validate FILE; print each problem as KEY: REASON."""
-    _load(file, {})
+    _load(file, {}, files=True)
     click.echo(f"{file}: ok")
 
 

@@ -20,14 +20,25 @@ from pydantic import (
     model_validator,
 )
 
-from mailmoat import privileges
+from mailmoat import config_checks, privileges
 
 KiB = 1024
 MiB = 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _any_value(cls, v: Any) -> Any:
+        # every setting: no control characters in strings, floats finite and at most a year
+        problem = config_checks.value_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 def split_endpoint(value: str) -> tuple[str, int]:
@@ -49,7 +60,8 @@ class ServerSettings(_Section):
         description="Addresses to listen on, HOST:PORT each ([::1]:PORT for IPv6); use port 25 in production.",
     )
     hostname: str = Field(
-        default_factory=socket.getfqdn,
+        default_factory=lambda: socket.getfqdn(),
+        validate_default=True,  # a worker re-reads it as a value: refuse a bad FQDN up front
         description="Name used in the greeting, EHLO reply and Received: header (default: this host's FQDN).",
     )
     tls_cert: Path | None = Field(
@@ -77,11 +89,13 @@ class ServerSettings(_Section):
     input_buffer: int = Field(
         default=64 * KiB,
         ge=4 * KiB,
+        le=16 * MiB,
         description="Unparsed client input per session before reading pauses.",
     )
     spool_memory: int = Field(
         default=256 * KiB,
         ge=0,
+        le=64 * MiB,
         description="Message bytes a session keeps in memory before spooling to a temporary file.",
     )
 
@@ -91,6 +105,8 @@ class ServerSettings(_Section):
         if not v:
             raise ValueError("at least one listen address is needed")
         return [_check_endpoint(x) for x in v]
+
+    _hostname = field_validator("hostname")(config_checks.hostname)
 
     @model_validator(mode="after")
     def _identity(self) -> ServerSettings:
@@ -398,25 +414,22 @@ class AdminSettings(_Section):
 class DomainSettings(_Section):
     local: list[str] = Field(
         default=[],
-        description="Domains mailmoat accepts mail for; no others are accepted (no open relay).",
+        description="Domains mailmoat accepts mail for, matched exactly (a U-label and its xn-- A-label are two names); no others are accepted (no open relay).",
     )
     relay_networks: list[str] = Field(
         default=[],
-        description="Client networks (CIDR) allowed to send to any domain; empty means none.",
+        description="Client networks (CIDR) allowed to send to any domain and to use %, ! and quoted @ routing; empty means none; wider than /16 (IPv4) or /32 (IPv6) only in private space.",
     )
 
     @field_validator("local")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
-        out = []
-        for d in v:
-            d = d.strip().lower().rstrip(".")
-            if not d or " " in d or "@" in d:
-                raise ValueError(f"not a domain name: {d!r}")
-            out.append(d)
-        return out
+        return [config_checks.domain_name(d) for d in v]
 
-    _networks = field_validator("relay_networks")(_check_networks)
+    @field_validator("relay_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        return [config_checks.relay_network(n) for n in _check_networks(v)]
 
 
 class RelaySettings(_Section):
@@ -476,6 +489,11 @@ class RelaySettings(_Section):
     @classmethod
     def _downstream(cls, v: str | None) -> str | None:
         return None if v in (None, "") else _check_endpoint(v)
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo_name(cls, v: str | None) -> str | None:
+        return None if v in (None, "") else config_checks.hostname(v)
 
 
 DirectorySource = Literal["none", "static", "ldap", "callahead"]
@@ -623,6 +641,13 @@ class CallAheadSettings(_Section):
     @classmethod
     def _server(cls, v: str | None) -> str | None:
         return None if v in (None, "") else _check_endpoint(v)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        if v and not config_checks.mailbox(v):
+            raise ValueError(f"not an address (local@domain, ASCII): {v!r}")
+        return v
 
 
 class HarvestSettings(_Section):
@@ -921,6 +946,11 @@ class AuthSettings(_Section):
         description="Add an Authentication-Results header with the SPF, DKIM, DMARC and iprev results.",
     )
 
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, v: str) -> str:
+        return v and config_checks.hostname(v)
+
 
 class MaildirSettings(_Section):
     path: Path = Field(
@@ -1022,7 +1052,8 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
 
 def build(data: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(data)
+        # an explicit [server] table, so a bad default host name is reported under its key
+        return Settings.model_validate({"server": {}, **data})
     except ValidationError as err:
         raise ConfigError(_problems(err)) from None
 
@@ -1032,12 +1063,17 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
+            data = tomllib.loads(config_checks.read_config_file(path).decode("utf-8"))
         except OSError as err:
             raise ConfigError([(str(path), err.strerror or str(err))]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([(str(path), "not UTF-8 text")]) from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError([(str(path), f"not valid TOML: {err}")]) from None
+        except RecursionError:
+            raise ConfigError([(str(path), "not valid TOML: nested too deeply")]) from None
+        except ValueError as err:
+            raise ConfigError([(str(path), str(err))]) from None
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")

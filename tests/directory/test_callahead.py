@@ -197,3 +197,18 @@ def test_gateway_with_callahead_refuses_unknown_and_delivers_valid(
     # the only time Postfix heard of nobody@ was the probe, refused at RCPT
     (line,) = [x for x in log.splitlines() if "nobody@example.test" in x]
     assert "NOQUEUE: reject: RCPT from" in line and "from=<>" in line
+
+
+async def test_routing_forms_are_never_probed_nor_vouched_for(
+    fake_downstream: FakeFactory,
+) -> None:
+    """A server inside that accepts every address (as a trusting Postfix does for a routing
+    form it means to relay) is never asked about sender-specified routing."""
+    fake = await fake_downstream(rcpt=lambda addr: b"250 2.1.5 Ok\r\n")
+    d = CallAheadDirectory(settings_for(fake.port), MemoryStore())
+    for local in ("victim%outside.test", "outside.test!victim", '"victim@outside.test"'):
+        assert d.lookup(local, "example.test", "192.0.2.1") is UNKNOWN
+    assert d.probes == 0 and fake.lines == []
+    assert await ask(d, "alice@example.test") is VALID  # control: an ordinary address is probed
+    assert d.probes == 1
+    await d.close()

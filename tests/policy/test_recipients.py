@@ -184,8 +184,10 @@ def test_serve_stops_with_a_clear_message_when_the_static_file_is_missing(tmp_pa
         f'[directory]\ndefault = "static"\nstatic_file = "{tmp_path / "missing"}"\n'
     )
     result = CliRunner().invoke(main, ["serve", "-c", str(cfg)])
-    assert result.exit_code == 1
-    assert "cannot start" in result.output and "missing" in result.output
+    # checked with the settings, before anything starts (issue 10 item 11)
+    assert result.exit_code == 2
+    (line,) = result.output.splitlines()
+    assert line.startswith("config error: directory.static_file: ") and "missing" in line
 
 
 def test_an_ldap_directory_without_ldap3_is_one_clear_problem(

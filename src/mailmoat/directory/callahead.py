@@ -11,6 +11,9 @@ at once, and concurrent lookups of the same address share one probe. An address 
 a probe beyond a limit gets 451 4.4.3 (the sender retries later; nothing is lost). The limits
 are sliding windows in the Store; with a shared store they hold for all nodes together (a
 check-then-record that several nodes may overshoot by a probe or two).
+
+An address with sender-specified routing (`user%host`, `host!user`, `"user@host"`) is never
+probed and never vouched for: the server inside may well accept it, to relay it elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.directory.base import Directory, LookupResult, ResultCache, SingleFlight, Status
 from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError
+from mailmoat.smtp._abnf import routing_local_part
 from mailmoat.store.base import Store
 
 WINDOW = 60.0
@@ -46,6 +50,8 @@ class CallAheadDirectory(Directory):
         """Lookups answered 451 because a probe limit was reached."""
 
     def lookup(self, local: str, domain: str, source: str) -> LookupResult:
+        if routing_local_part(local):
+            return Status.UNKNOWN
         return self._lookup(f"{local}@{domain}", source)
 
     async def _lookup(self, address: str, source: str) -> Status:

@@ -46,6 +46,33 @@ def _mailbox(utf8: bool) -> re.Pattern[str]:
 path = _mailbox(utf8=False)
 path_utf8 = _mailbox(utf8=True)
 
+
+def routing_local_part(local: str) -> bool:
+    """Sender-specified routing in a local part: `user%host`, `host!user`, `"user@host"`.
+
+    RFC 5321 §3.6 leaves these to the receiving host, and a server inside that trusts the
+    gateway (Postfix: allow_percent_hack, swap_bangpath) rewrites them and relays elsewhere.
+    Works on the local part as sent, quotes and backslashes included: an escaped `\\@` still
+    has its `@`.
+    """
+    return "%" in local or "!" in local or "@" in local
+
+
+def printable_address(text: str) -> bool:
+    """No control, format, separator, private-use or unassigned code point (Unicode Cc, Cf,
+    Zl, Zp, Zs but the ASCII space, Cs, Co, Cn): U+0085, U+2028 or a bidi control copied into
+    Return-Path, Delivered-To or Received: would end or disguise a header line."""
+    return text.isascii() or text.isprintable()
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case A-Z only. `str.lower()` also folds non-ASCII letters onto ASCII ones (KELVIN
+    SIGN to `k`), which would let a domain that is not ours compare equal to one that is."""
+    return text.translate(_ASCII_LOWER) if not text.isascii() else text.lower()
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
 # First line of a protocol that is not SMTP: HTTP request lines, header lines, proxies.
 non_smtp_verbs = frozenset(
     {"GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "USER", "PASS"}

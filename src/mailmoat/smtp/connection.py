@@ -557,7 +557,7 @@ class ServerConnection:
     def _address(
         self, rest: str, utf8: bool, *, allow_null: bool, what: str
     ) -> tuple[str, str, str] | Event:
-        """Read the path at the start of `rest`: (address, lower-cased domain, what follows)."""
+        """Read the path at the start of `rest`: (address, domain with A-Z lower-cased, rest)."""
         verb = "MAIL" if what == "sender" else "RCPT"
         enhanced = "5.1.7" if what == "sender" else "5.1.3"
         if rest.startswith("<>"):
@@ -579,7 +579,10 @@ class ServerConnection:
             return self._error("syntax", too_long, verb)
         if domain.startswith("[") and not _valid_address_literal(domain):
             return self._error("syntax", reply(501, enhanced, f"Bad {what} address syntax"), verb)
-        return f"{local}@{domain}", domain.lower(), rest[m.end() :]
+        if not _abnf.printable_address(path):
+            bad = reply(553, enhanced, f"Bad {what} address: non-printing character")
+            return self._error("nonprinting", bad, verb)
+        return f"{local}@{domain}", _abnf.ascii_lower(domain), rest[m.end() :]
 
     def _line_too_long(self) -> Reply:
         limit = self.limits.max_text_line

@@ -44,7 +44,7 @@ class RcptTo(Command):
     address: str
     """Forward path without brackets, or "Postmaster"."""
     domain: str
-    """Lower-cased domain part ("" for the bare Postmaster)."""
+    """Domain part with A-Z lower-cased, nothing else folded ("" for the bare Postmaster)."""
 
 
 @dataclass(frozen=True, slots=True)

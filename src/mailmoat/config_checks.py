@@ -1,0 +1,230 @@
+"""Checks of setting values that pydantic's types and bounds do not express (issue 10 item 11).
+
+Kept apart from `config.py` so the settings model stays a list of fields: names that go on the
+wire or into a header (a strict grammar: a CR/LF in `relay.helo_name` would inject commands
+downstream), relay networks that would open the relay to the Internet, the bounded reading of
+a configuration file, and the files a setting names (exist, readable, a certificate that
+matches its key). Each check raises ValueError with one line, or returns (key, reason) pairs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import ssl
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_CONFIG_FILE = 1024 * 1024
+"""Largest configuration file read, in octets."""
+
+MAX_SECONDS = 365 * 86400.0
+"""Largest value of any float setting (they are seconds or fractions): one year."""
+
+MAX_INT = 2**31
+"""Largest value of any integer setting (message sizes are capped at 2 GiB)."""
+
+_LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def hostname(value: str) -> str:
+    """A host name as it goes into a greeting, EHLO or a header: ASCII letters, digits and
+    hyphens in dot-separated labels of 1 to 63, 253 octets at most, no trailing dot."""
+    if not value or len(value) > 253:
+        raise ValueError(f"not a host name (1 to 253 characters): {value!r}")
+    for label in value.split("."):
+        if not _LDH_LABEL.match(label):
+            raise ValueError(
+                f"not a host name (letters, digits, '-' in dot-separated labels): {value!r}"
+            )
+    return value
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_MAILBOX = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9.-]+\Z")
+
+
+def mailbox(value: str) -> bool:
+    """An ASCII dot-atom address whose domain is a host name (the call-ahead probe sender)."""
+    if not _MAILBOX.match(value):
+        return False
+    try:
+        hostname(value.rpartition("@")[2])
+    except ValueError:
+        return False
+    return True
+
+
+def domain_name(value: str) -> str:
+    """A mail domain as listed in domains.local: like `hostname`, but a label may also hold
+    printable non-ASCII characters (a U-label is a different name from its A-label: list
+    both to accept both). Lower-cased, a trailing dot removed."""
+    name = value.strip().lower().rstrip(".")
+    if not name or len(name.encode()) > 253:
+        raise ValueError(f"not a domain name: {value!r}")
+    for label in name.split("."):
+        ascii_part = "".join(c if c.isascii() else "a" for c in label)
+        if not _LDH_LABEL.match(ascii_part) or not label.isprintable():
+            raise ValueError(f"not a domain name: {value!r}")
+    return name
+
+
+# Private and local space: a relay network wider than /16 (IPv4) or /32 (IPv6) must lie inside
+# one of these, so that no setting can let the Internet relay through the gateway.
+_LOCAL_SPACE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
+)
+MIN_PUBLIC_PREFIX = {4: 16, 6: 32}
+
+
+def relay_network(value: str) -> str:
+    """A network allowed to relay: refused when wider than /16 (IPv4) or /32 (IPv6) outside
+    private and local space, since that would make an open relay (0.0.0.0/0, ::/0, 2000::/3).
+    (An IPv4-mapped IPv6 client is matched as IPv4, so ::ffff:0:0/96 matches no one.)"""
+    net = ipaddress.ip_network(value, strict=False)
+    if net.prefixlen < MIN_PUBLIC_PREFIX[net.version] and not any(
+        net.version == s.version and net.subnet_of(s)  # type: ignore[arg-type]
+        for s in _LOCAL_SPACE
+    ):
+        raise ValueError(
+            f"{value} covers public addresses wider than /16 (IPv4) or /32 (IPv6): an open relay"
+        )
+    return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+
+
+def value_problem(value: Any) -> str | None:
+    """What is wrong with any setting value, whatever its field: a non-printing character in
+    a string (CR, LF, NUL, U+2028, ...), a float that is not finite or beyond `MAX_SECONDS`,
+    an integer beyond `MAX_INT`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"must be at most {MAX_INT}" if abs(value) > MAX_INT else None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if abs(value) > MAX_SECONDS:
+            return f"must be at most {MAX_SECONDS:.0f} (one year)"
+        return None
+    for s in _strings(value):
+        if not s.isprintable():
+            return f"contains a control or non-printing character: {s!r}"
+    return None
+
+
+def read_config_file(path: Path) -> bytes:
+    """The file's content, at most MAX_CONFIG_FILE octets; OSError or ValueError with the
+    reason. Only a regular file is read (a FIFO or device would block or never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CONFIG_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_FILE:
+        raise ValueError(f"larger than {MAX_CONFIG_FILE} octets")
+    return data
+
+
+MAX_PEM_FILE = 1024 * 1024
+"""Largest certificate, key, CA or password file read by the checks, in octets."""
+
+
+def _readable(path: Path, max_size: int | None = MAX_PEM_FILE) -> str | None:
+    """Why `path` cannot be used as a file of settings: missing, unreadable, not a regular
+    file (a device or FIFO could block or never end), larger than `max_size`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror or err}"
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if max_size is not None and st.st_size > max_size:
+        return f"{path} is larger than {max_size} octets"
+    return None
+
+
+def file_problems(settings: Any) -> list[tuple[str, str]]:
+    """(key, reason) for each file a setting names that cannot be used: missing, unreadable,
+    not PEM, a certificate that does not match its key. `settings` is a config.Settings."""
+    out: list[tuple[str, str]] = []
+    server = settings.server
+    if server.tls_key is not None and server.tls_cert is None:
+        out.append(("server.tls_key", "set without server.tls_cert"))
+    if server.tls_cert is not None:
+        bad = [(k, r) for k, p in _tls_files(server) if (r := _readable(p))]
+        out += bad or _tls_pair(server.tls_cert, server.tls_key)
+    for key, path in (
+        ("relay.tls_ca_file", settings.relay.tls_ca_file),
+        ("ldap.tls_ca_file", settings.ldap.tls_ca_file),
+    ):
+        if path is None:
+            continue
+        if problem := _readable(path):
+            out.append((key, problem))
+            continue
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except ssl.SSLError as err:
+            out.append((key, f"no usable CA certificate in {path}: {err.reason or err}"))
+    # the static file may be large (directory.max_entries bounds what is kept of it)
+    for key, path, limit in (
+        ("directory.static_file", settings.directory.static_file, None),
+        ("ldap.bind_password_file", settings.ldap.bind_password_file, MAX_PEM_FILE),
+    ):
+        if path is not None and (problem := _readable(path, limit)):
+            out.append((key, problem))
+    return out
+
+
+def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:
+    """Problems of a readable certificate file and key file (the key may be in the cert)."""
+    if b"-----BEGIN CERTIFICATE-----" not in Path(cert).read_bytes():
+        return [("server.tls_cert", f"no PEM certificate in {cert}")]
+    key_key, key_path = ("server.tls_key", key) if key else ("server.tls_cert", cert)
+    if b"PRIVATE KEY-----" not in Path(key_path).read_bytes():
+        return [(key_key, f"no PEM private key in {key_path}")]
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as err:
+        what = "do not match" if "KEY_VALUES_MISMATCH" in str(err) else "cannot be used"
+        return [("server.tls_cert", f"certificate and key {what}: {err.reason or err}")]
+    return []
+
+
+def _tls_files(server: Any) -> list[tuple[str, Path]]:
+    files = [("server.tls_cert", server.tls_cert)]
+    if server.tls_key is not None:
+        files.append(("server.tls_key", server.tls_key))
+    return files
