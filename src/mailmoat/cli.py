@@ -144,12 +144,15 @@ def stats(config_file: Path | None, admin: str | None, as_json: bool) -> None:
     """Print a running mailmoat's counters (refusals by reason, bans, stress mode, ...)."""
     from mailmoat.server.admin import fetch
 
-    endpoint = admin or _load(config_file, {}).admin.listen
+    settings = _load(config_file, {})
+    endpoint = admin or settings.admin.listen
     if not endpoint:
         click.echo("no admin endpoint: set admin.listen in the config or pass --admin", err=True)
         sys.exit(2)
+    token_file = settings.admin.token_file
+    token = token_file.read_text().splitlines()[0].strip() if token_file else ""
     try:
-        doc = fetch(endpoint)
+        doc = fetch(endpoint, token=token)
     except (OSError, ValueError) as err:
         click.echo(f"cannot read stats from {endpoint}: {err}", err=True)
         sys.exit(1)
