@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mailmoat import config, logs, privileges
+from mailmoat import config, logs, privileges, startup
 from mailmoat.server import sdnotify
 
 
@@ -123,11 +123,13 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, _hangup)
     sdnotify.notify("READY=1", f"STATUS=listening on {', '.join(settings.server.listen)}")
     pings = asyncio.create_task(sdnotify.watchdog())
+    warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
     await stop.wait()
     sdnotify.notify("STOPPING=1")
     pings.cancel()
-    logs.event("stopping")
-    await gateway.stop()
+    warned.cancel()
+    logs.event("stopping", drain_time=settings.server.drain_time)
+    await gateway.stop(settings.server.drain_time)
 
 
 def _hangup() -> None:

@@ -60,6 +60,12 @@ class ServerSettings(_Section):
     uvloop: bool = Field(
         default=True, description="Use uvloop as the event loop when it is installed."
     )
+    drain_time: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds a stop (SIGTERM) waits for sessions and deliveries in flight before closing them with 421.",
+    )
     user: str = Field(
         default="",
         description="User to run as once the listeners are bound (started as root); empty keeps the starting user (a warning when that is root).",
