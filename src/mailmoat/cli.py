@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mailmoat import config, config_checks, logs, privileges
+from mailmoat import config, config_checks, logs, privileges, startup
 from mailmoat.server import sdnotify
 
 
@@ -128,11 +128,13 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, _hangup)
     sdnotify.notify("READY=1", f"STATUS=listening on {', '.join(settings.server.listen)}")
     pings = asyncio.create_task(sdnotify.watchdog())
+    warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
     await stop.wait()
     sdnotify.notify("STOPPING=1")
     pings.cancel()
-    logs.event("stopping")
-    await gateway.stop()
+    warned.cancel()
+    logs.event("stopping", drain_time=settings.server.drain_time)
+    await gateway.stop(settings.server.drain_time)
 
 
 def _hangup() -> None:
@@ -149,12 +151,15 @@ def stats(config_file: Path | None, admin: str | None, as_json: bool) -> None:
     """Print a running mailmoat's counters (refusals by reason, bans, stress mode, ...)."""
     from mailmoat.server.admin import fetch
 
-    endpoint = admin or _load(config_file, {}).admin.listen
+    settings = _load(config_file, {})
+    endpoint = admin or settings.admin.listen
     if not endpoint:
         click.echo("no admin endpoint: set admin.listen in the config or pass --admin", err=True)
         sys.exit(2)
+    token_file = settings.admin.token_file
+    token = token_file.read_text().splitlines()[0].strip() if token_file else ""
     try:
-        doc = fetch(endpoint)
+        doc = fetch(endpoint, token=token)
     except (OSError, ValueError) as err:
         click.echo(f"cannot read stats from {endpoint}: {err}", err=True)
         sys.exit(1)

@@ -72,6 +72,12 @@ class ServerSettings(_Section):
     uvloop: bool = Field(
         default=True, description="Use uvloop as the event loop when it is installed."
     )
+    drain_time: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Seconds a stop (SIGTERM) waits for sessions and deliveries in flight before closing them with 421.",
+    )
     user: str = Field(
         default="",
         description="User to run as once the listeners are bound (started as root); empty keeps the starting user (a warning when that is root).",
@@ -393,22 +399,37 @@ class StoreSettings(_Section):
 class AdminSettings(_Section):
     listen: str = Field(
         default="",
-        description="Stats endpoint for `mailmoat stats`: 127.0.0.1:PORT, [::1]:PORT or a unix socket path (empty = off).",
+        description="Admin HTTP endpoint (/stats for `mailmoat stats`, /metrics, /healthz): 127.0.0.1:PORT, [::1]:PORT, a unix socket path, or any HOST:PORT with admin.token_file (empty = off).",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File whose first line is the bearer token every admin request must carry; required for a non-loopback admin.listen.",
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        if not v or v.startswith("/"):
-            return v
+    @model_validator(mode="after")
+    def _exposure(self) -> AdminSettings:
+        v = self.listen
+        if self.token_file is not None:
+            try:
+                lines = self.token_file.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise ValueError(
+                    f"admin.token_file: cannot read {self.token_file}: {err}"
+                ) from None
+            if not lines or len(lines[0].strip()) < 16:
+                raise ValueError(
+                    "admin.token_file: the first line must hold a token of 16+ characters"
+                )
+        if not v or v.startswith("/") or self.token_file is not None:
+            return self
         host, _ = split_endpoint(v)
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
         if not loopback:
-            raise ValueError("the admin endpoint must be on a loopback address or a unix socket")
-        return v
+            raise ValueError("admin.listen: a non-loopback admin endpoint needs admin.token_file")
+        return self
 
 
 class DomainSettings(_Section):

@@ -1,12 +1,25 @@
-"""The stats endpoint that `mailmoat stats` reads: on 127.0.0.1/::1 or a unix socket, off by
-default (`admin.listen`). A client connects and gets one JSON document (the `Stats` snapshot),
-then the connection closes; it sends nothing, so there is nothing to parse or abuse. A unix
-socket is made readable by its owner only."""
+"""The admin endpoint (`admin.listen`, off by default): a small HTTP/1.0 server for the
+administrator's tools, on a loopback address, a unix socket, or (with `admin.token_file`) any
+address.
+
+- ``GET /stats``: the counters as one JSON document (what `mailmoat stats` reads), summed
+  over the supervisor and its workers;
+- ``GET /metrics``: the same in the Prometheus text format (prometheus_client renders it);
+- ``GET /healthz``: 200 while the gateway listens and can deliver (the downstream accepts a
+  connection, or the Maildir is writable), else 503; the body says which part failed.
+
+Everything is bounded (invariant 3): at most `MAX_CLIENTS` connections at once, a request head
+of at most `MAX_REQUEST` octets read within `REQUEST_TIMEOUT` seconds, no request body, one
+response, then the connection closes. With a token, every request must carry
+``Authorization: Bearer TOKEN`` (compared in constant time), or it gets 401. A unix socket is
+made readable by its owner only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import inspect
 import json
 import os
@@ -19,15 +32,40 @@ from mailmoat.config import split_endpoint
 
 MAX_CLIENTS = 8
 """Admin connections served at once; more are closed at once (invariant 3)."""
+MAX_REQUEST = 8192
+"""Longest request head (request line and header fields) read."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its request head."""
+
+Snapshot = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+Health = Callable[[], Awaitable[dict[str, str]]]
+"""What is wrong, by part ({} when healthy)."""
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class AdminServer:
     def __init__(
-        self, listen: str, snapshot: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+        self,
+        listen: str,
+        snapshot: Snapshot,
+        health: Health | None = None,
+        token: str = "",
     ) -> None:
-        """`snapshot` makes the document (a supervisor asks its workers for theirs)."""
+        """`snapshot` makes the stats document (a supervisor asks its workers for theirs);
+        `health` says what keeps the gateway from serving; `token`, when set, is required."""
         self.listen = listen
         self.snapshot = snapshot
+        self.health = health
+        self.token = token.encode()
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | str | None = None
         self._busy = 0
@@ -40,13 +78,15 @@ class AdminServer:
                     path.unlink()
             old = os.umask(0o177)
             try:
-                self.server = await asyncio.start_unix_server(self._serve, path)
+                self.server = await asyncio.start_unix_server(self._serve, path, limit=MAX_REQUEST)
             finally:
                 os.umask(old)
             self.address = str(path)
         else:
             host, port = split_endpoint(self.listen)
-            self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+            self.server = await asyncio.start_server(
+                self._serve, host, port, reuse_address=True, limit=MAX_REQUEST
+            )
             sock: socket.socket = self.server.sockets[0]
             self.address = sock.getsockname()[:2]
 
@@ -56,16 +96,73 @@ class AdminServer:
             return
         self._busy += 1
         try:
-            doc = self.snapshot()
-            if inspect.isawaitable(doc):
-                doc = await asyncio.wait_for(doc, 5)
-            writer.write(json.dumps(doc).encode() + b"\n")
-            await asyncio.wait_for(writer.drain(), 5)
+            try:
+                head = await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT
+                )  # the stream's limit (MAX_REQUEST) bounds it
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+            else:
+                status, ctype, body = await self._answer(head)
+            reason = _REASONS.get(status, "")
+            writer.write(
+                f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+                + (b'WWW-Authenticate: Bearer realm="mailmoat"\r\n' if status == 401 else b"")
+                + b"\r\n"
+                + body
+            )
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
         except (OSError, TimeoutError):
             pass
         finally:
             self._busy -= 1
             writer.close()
+
+    async def _answer(self, head: bytes) -> tuple[int, str, bytes]:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return 400, "text/plain", b"bad request\n"
+        method, target, _ = parts
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon:
+                fields[name.strip().lower()] = value.strip()
+        if self.token and not _bearer_ok(fields.get("authorization", ""), self.token):
+            return 401, "text/plain", b"a bearer token is required\n"
+        path = target.split("?", 1)[0]
+        routes = {"/stats": self._stats, "/metrics": self._metrics, "/healthz": self._health}
+        if path not in routes:
+            return 404, "text/plain", b"not found: try /stats, /metrics or /healthz\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        try:
+            return await routes[path]()
+        except TimeoutError:
+            return 503, "text/plain", b"timed out\n"
+
+    async def _document(self) -> dict[str, Any]:
+        doc = self.snapshot()
+        if inspect.isawaitable(doc):
+            doc = await asyncio.wait_for(doc, REQUEST_TIMEOUT)
+        return doc
+
+    async def _stats(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", json.dumps(await self._document()).encode() + b"\n"
+
+    async def _metrics(self) -> tuple[int, str, bytes]:
+        from mailmoat.server.metrics import CONTENT_TYPE, render
+
+        return 200, CONTENT_TYPE, render(await self._document())
+
+    async def _health(self) -> tuple[int, str, bytes]:
+        problems = await asyncio.wait_for(self.health(), REQUEST_TIMEOUT) if self.health else {}
+        if problems:
+            text = "".join(f"{part}: {why}\n" for part, why in sorted(problems.items()))
+            return 503, "text/plain", text.encode()
+        return 200, "text/plain", b"ok\n"
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -77,23 +174,43 @@ class AdminServer:
                 Path(self.address).unlink()
 
 
-def fetch(listen: str, timeout: float = 5.0) -> dict[str, object]:
-    """Read one snapshot from a running mailmoat's admin endpoint (blocking; for the CLI)."""
+def _bearer_ok(header: str, token: bytes) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+
+
+def request(listen: str, path: str, timeout: float = 5.0, token: str = "") -> tuple[int, bytes]:
+    """One blocking GET to a running mailmoat's admin endpoint: (status, body). For the CLI."""
     if listen.startswith("/"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(listen)
     else:
         sock = socket.create_connection(split_endpoint(listen), timeout=timeout)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     with sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: mailmoat\r\n{auth}\r\n".encode())
         chunks = []
         total = 0
         while chunk := sock.recv(65536):
             chunks.append(chunk)
             total += len(chunk)
             if total > 16 * 1024 * 1024:
-                raise ValueError("stats document too large")
-    doc = json.loads(b"".join(chunks))
+                raise ValueError("admin response too large")
+    response = b"".join(chunks)
+    head, sep, body = response.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split(b" ")
+    if not sep or len(status_line) < 2 or not status_line[1].isdigit():
+        raise ValueError("not an HTTP response")
+    return int(status_line[1]), body
+
+
+def fetch(listen: str, timeout: float = 5.0, token: str = "") -> dict[str, object]:
+    """Read the stats document from a running mailmoat's admin endpoint (blocking)."""
+    status, body = request(listen, "/stats", timeout, token)
+    if status != 200:
+        raise ValueError(f"admin endpoint answered {status}: {body[:200].decode(errors='replace')}")
+    doc = json.loads(body)
     if not isinstance(doc, dict):
         raise ValueError("stats document is not an object")
     return doc

@@ -27,6 +27,7 @@ from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
 from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
+from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
@@ -91,6 +92,7 @@ class Front:
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
         self.servers: list[Listener] = []
+        self.admin: AdminServer | None = None
         self.loop: asyncio.AbstractEventLoop
         self._ticker: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
@@ -254,6 +256,21 @@ class Front:
         fut = asyncio.ensure_future(work)
         self._background.add(fut)
         fut.add_done_callback(self._background.discard)
+
+    def accepting(self) -> bool:
+        return bool(self.servers) and all(listener.accepting for listener in self.servers)
+
+    async def start_admin(self, snapshot: Snapshot) -> None:
+        """The admin endpoint (`admin.listen`), serving `snapshot` and the health checks."""
+        from mailmoat.server.health import Health
+
+        admin = self.settings.admin
+        token = ""
+        if admin.token_file is not None:
+            token = admin.token_file.read_text().splitlines()[0].strip()
+        health = Health(self.settings, self.accepting)
+        self.admin = AdminServer(admin.listen, snapshot, health.problems, token)
+        await self.admin.start()
 
     def stop_listening(self) -> None:
         if self._ticker is not None:

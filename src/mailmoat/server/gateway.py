@@ -127,10 +127,7 @@ class Gateway(Front):
         await self.pipeline.start()
         bound = [] if self.worker else await self.listen()
         if self.settings.admin.listen and not self.worker:
-            from mailmoat.server.admin import AdminServer
-
-            self.admin = AdminServer(self.settings.admin.listen, self.stats.snapshot)
-            await self.admin.start()
+            await self.start_admin(self.stats.snapshot)
         self.start_ticker()
         if not self.worker:
             logs.event(

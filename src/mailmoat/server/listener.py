@@ -77,8 +77,15 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._paused: asyncio.TimerHandle | None = None
         self.closed = False
+        self.started = False
+
+    @property
+    def accepting(self) -> bool:
+        """Started, not closed, and not paused for want of descriptors (a health problem)."""
+        return self.started and not self.closed and self._paused is None
 
     def start(self) -> None:
+        self.started = True
         for sock in self.sockets:
             self._loop.add_reader(sock.fileno(), self._ready, sock)
 

@@ -106,10 +106,7 @@ class Supervisor(Front):
         try:
             bound = await self.listen()
             if self.settings.admin.listen:
-                from mailmoat.server.admin import AdminServer
-
-                self.admin = AdminServer(self.settings.admin.listen, self.snapshot)
-                await self.admin.start()
+                await self.start_admin(self.snapshot)
         except OSError:
             await self.stop(0)  # no worker outlives a supervisor that could not start
             raise
