@@ -173,3 +173,18 @@ def test_sigkill_while_writing_leaves_only_complete_files_in_new(tmp_path: Path)
         partial_seen += sum(f.stat().st_size < len(lf(expected)) for f in files(maildir / "tmp"))
     # not asserted (timing dependent), but shows the test exercises the interesting case
     print(f"partial files left in tmp/: {partial_seen}")
+
+
+async def test_a_freed_spool_is_never_written_as_an_empty_message(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """Whatever frees the spool too early (a bug), new/ never gets a truncated message."""
+    settings = make_settings()
+    md = MaildirDelivery(settings)
+    for limit in (256 * 1024, 16):  # in memory; in a temporary file
+        msg = make_message(b"Subject: x\r\n\r\n" + b"line\r\n" * 100, memory_limit=limit)
+        msg.spool.close()
+        result = await md.deliver(msg)
+        assert (result.accepted, result.reply.code) == (False, 451)
+    assert files(settings.maildir.path / "new") == []
+    assert files(settings.maildir.path / "tmp") == []

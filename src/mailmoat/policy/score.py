@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
 from mailmoat.headers import Headers, scan
-from mailmoat.message import Message
+from mailmoat.message import Message, in_thread
 from mailmoat.policy.base import Check, Client, Verdict
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
@@ -199,7 +199,7 @@ async def message_headers(st: SessionState, message: Message) -> Headers:
     headers = headers_now(st, message)
     if headers is None:  # a spool on disk is read in a worker thread, as the relay does
         chunks = message.spool.chunks(SCAN_CHUNK)
-        headers = await asyncio.to_thread(scan, chunks, HEADERS_WANTED)
+        headers = await in_thread(scan, chunks, HEADERS_WANTED)
         st.headers = headers
     return headers
 

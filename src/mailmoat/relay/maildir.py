@@ -17,11 +17,11 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mailmoat.config import Settings
-from mailmoat.message import Message
+from mailmoat.message import Message, in_thread
 from mailmoat.relay.base import DeliveryResult
 from mailmoat.smtp.replies import reply
 
@@ -89,9 +89,9 @@ class MaildirDelivery:
         try:
             if not self._ready:
                 await self.start()
-            await asyncio.to_thread(self._write, name, head, message)
-        except OSError as err:
-            detail = f"maildir {self.path}: {err.strerror or err}"
+            await in_thread(self._write, name, head, message)
+        except (OSError, ValueError) as err:  # ValueError: the spool was closed (a bug)
+            detail = f"maildir {self.path}: {getattr(err, 'strerror', None) or err}"
             log.error("queue %s: %s", message.queue_id, detail)
             return DeliveryResult(
                 reply(451, "4.3.0", "Local delivery failed, try again later"), False, detail
@@ -109,8 +109,13 @@ class MaildirDelivery:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                for chunk in _lf_lines(head, message.chunks()):
+                content = _Counted(message.chunks())
+                for chunk in _lf_lines(head, content):
                     _write_all(fd, chunk)
+                if content.size != message.size:  # never a truncated message in new/
+                    raise OSError(
+                        errno.EIO, f"message read back as {content.size} of {message.size} octets"
+                    )
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -134,7 +139,20 @@ class MaildirDelivery:
         return None
 
 
-def _lf_lines(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+class _Counted:
+    """The message's chunks, counting the octets that went by."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            yield chunk
+
+
+def _lf_lines(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The file as Maildir readers expect it: LF line ends (the message has CRLF only, so a
     CR held back at the end of one chunk is always followed by the LF of the next)."""
     carry = b""

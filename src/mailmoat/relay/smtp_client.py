@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from mailmoat.config import RelaySettings, Settings, split_endpoint
-from mailmoat.message import Message
+from mailmoat.message import Message, in_thread
 from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser, reply
 
 log = logging.getLogger("mailmoat.relay.smtp_client")
@@ -676,17 +676,25 @@ class DownstreamClient:
         chunks = message.chunks()
         on_disk = not message.spool.in_memory
         batch: list[bytes] = []
-        held = 0
-        while True:
-            # a spool that rolled over into a file is read in a worker thread
-            chunk = await asyncio.to_thread(next, chunks, None) if on_disk else next(chunks, None)
-            if chunk is None:
-                break
-            batch.append(stuffer.feed(chunk))
-            held += len(chunk)
-            if held >= WRITE_BATCH:
-                await self._write(*batch)
-                batch, held = [], 0
+        held = total = 0
+        try:
+            while True:
+                # a spool that rolled over into a file is read in a worker thread
+                chunk = await in_thread(next, chunks, None) if on_disk else next(chunks, None)
+                if chunk is None:
+                    break
+                batch.append(stuffer.feed(chunk))
+                held += len(chunk)
+                total += len(chunk)
+                if held >= WRITE_BATCH:
+                    await self._write(*batch)
+                    batch, held = [], 0
+        except (OSError, ValueError) as err:  # the spool could not be read (ValueError: closed)
+            self._break()
+            raise InternalError(f"reading the message: {err}") from None
+        if total != message.size:  # never a truncated message: no final dot, drop the connection
+            self._break()
+            raise InternalError(f"message read back as {total} of {message.size} octets")
         batch.append(stuffer.end())
         await self._write(*batch)
 
