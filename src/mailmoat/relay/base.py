@@ -25,6 +25,10 @@ class DeliveryResult:
 
 
 class Delivery(Protocol):
+    async def start(self) -> None:
+        """The gateway is starting (before any connection)."""
+        ...
+
     async def deliver(self, message: Message) -> DeliveryResult: ...
 
     async def close(self) -> None: ...

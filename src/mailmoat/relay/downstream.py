@@ -101,6 +101,9 @@ class DownstreamDelivery:
         self._lmtp = settings.relay.protocol == "lmtp"
         self.pool = pool or DownstreamPool(settings)
 
+    async def start(self) -> None:
+        return None
+
     async def deliver(self, message: Message) -> DeliveryResult:
         qid = message.queue_id
         try:

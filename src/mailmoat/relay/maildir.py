@@ -5,6 +5,9 @@ from tmp/ into new/ and the new/ directory entry is fsynced. A crash at any earl
 at most a partial file in tmp/, never one in new/ (Maildir readers look only in new/ and cur/).
 
 All file work runs in a worker thread (`asyncio.to_thread`), so the event loop never waits on disk.
+
+Files left in tmp/ by a crash are removed once older than TMP_MAX_AGE (the Maildir convention's
+36 hours), at start and every SWEEP_EVERY seconds; the file of a delivery in progress never is.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from mailmoat.smtp.replies import reply
 log = logging.getLogger("mailmoat.relay.maildir")
 
 _SUBDIRS = ("tmp", "new", "cur")
+
+TMP_MAX_AGE = 36 * 3600.0
+"""Seconds after which a file in tmp/ is a crash's leftover (the Maildir convention)."""
+
+SWEEP_EVERY = 3600.0
+"""Seconds between two looks for such leftovers."""
 
 
 def _safe_host(name: str) -> str:
@@ -53,17 +62,48 @@ def delivery_headers(message: Message) -> bytes:
 class MaildirDelivery:
     """`Delivery` into `settings.maildir.path`: tmp/ -> fsync -> new/ -> fsync(new/)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sweep_every: float = SWEEP_EVERY) -> None:
         self.path = Path(settings.maildir.path)
         self._host = _safe_host(settings.server.hostname)
         self._pid = os.getpid()
         self._counter = 0
         self._ready = False
+        self._sweep_every = sweep_every
+        self._sweeper: asyncio.Task[None] | None = None
+        self._writing: set[str] = set()
+        """Names of the files in tmp/ that deliveries in progress are writing."""
 
     async def start(self) -> None:
-        """Create tmp/, new/ and cur/ (mode 0700) if they are missing."""
+        """Create tmp/, new/ and cur/ (mode 0700) if missing; clean tmp/ now and periodically."""
+        try:
+            await self._prepare()
+        except OSError as err:  # each delivery will try again, and answer 451 meanwhile
+            log.error("maildir %s: %s", self.path, err.strerror or err)
+        await self.sweep_tmp()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _prepare(self) -> None:
         await asyncio.to_thread(self._make_dirs)
         self._ready = True
+
+    async def sweep_tmp(self) -> int:
+        """Remove the files in tmp/ older than TMP_MAX_AGE, but not those being written.
+        Returns how many were removed."""
+        busy = frozenset(self._writing)
+        try:
+            removed = await asyncio.to_thread(_sweep, self.path / "tmp", busy, TMP_MAX_AGE)
+        except OSError as err:
+            log.warning("maildir %s: cannot clean tmp/: %s", self.path, err.strerror or err)
+            return 0
+        if removed:
+            log.info("maildir %s: removed %d stale file(s) from tmp/", self.path, removed)
+        return removed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_every)
+            await self.sweep_tmp()
 
     def _make_dirs(self) -> None:
         for sub in _SUBDIRS:
@@ -86,9 +126,10 @@ class MaildirDelivery:
                 reply(451, "4.3.0", "Local delivery failed, try again later"), False, str(err)
             )
         name = self._unique_name()
+        self._writing.add(name)
         try:
             if not self._ready:
-                await self.start()
+                await self._prepare()
             await in_thread(self._write, name, head, message)
         except (OSError, ValueError) as err:  # ValueError: the spool was closed (a bug)
             detail = f"maildir {self.path}: {getattr(err, 'strerror', None) or err}"
@@ -96,6 +137,8 @@ class MaildirDelivery:
             return DeliveryResult(
                 reply(451, "4.3.0", "Local delivery failed, try again later"), False, detail
             )
+        finally:
+            self._writing.discard(name)
         return DeliveryResult(
             reply(250, "2.0.0", f"Ok: queued as {message.queue_id}"),
             True,
@@ -136,7 +179,29 @@ class MaildirDelivery:
             raise
 
     async def close(self) -> None:
-        return None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+
+def _sweep(tmp: Path, busy: frozenset[str], max_age: float) -> int:
+    """Runs in a worker thread: unlink the regular files in `tmp` not modified for `max_age`
+    seconds, except those named in `busy`."""
+    cutoff = time.time() - max_age
+    removed = 0
+    with os.scandir(tmp) as entries:
+        for entry in entries:
+            if entry.name in busy:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # another process cleaned it first
+                continue
+    return removed
 
 
 class _Counted:

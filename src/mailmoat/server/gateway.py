@@ -121,6 +121,7 @@ class Gateway(Front):
         if not self.worker:
             self.fit_connection_cap(fd_limit, self.settings.relay.pool_size)
         await self.pipeline.start()
+        await self.delivery.start()
         bound = [] if self.worker else await self.listen()
         if self.settings.admin.listen and not self.worker:
             from mailmoat.server.admin import AdminServer
