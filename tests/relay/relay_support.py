@@ -151,7 +151,9 @@ class FakeDownstream:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeDownstream:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0, limit=1 << 20)
+        self.server = await asyncio.start_server(
+            self._client, "127.0.0.1", self.port, limit=1 << 20
+        )
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from mailmoat.config import Settings
 from mailmoat.message import Message, in_thread
 from mailmoat.relay.base import DeliveryResult
+from mailmoat.relay.capabilities import EVERYTHING, Capabilities
 from mailmoat.smtp.replies import reply
 
 log = logging.getLogger("mailmoat.relay.maildir")
@@ -72,6 +73,14 @@ class MaildirDelivery:
         self._sweeper: asyncio.Task[None] | None = None
         self._writing: set[str] = set()
         """Names of the files in tmp/ that deliveries in progress are writing."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A file takes any message: SMTPUTF8, 8BITMIME, no size limit of its own."""
+        return EVERYTHING
+
+    async def learn(self) -> None:
+        return None
 
     async def start(self) -> None:
         """Create tmp/, new/ and cur/ (mode 0700) if missing; clean tmp/ now and periodically."""

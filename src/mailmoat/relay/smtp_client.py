@@ -552,13 +552,13 @@ class DownstreamClient:
         ext = self.extensions
         params: list[bytes] = []
         if env.smtputf8 and "SMTPUTF8" not in ext:
-            raise Unsupported(
-                reply(553, "5.6.7", "Downstream server does not support SMTPUTF8"),
+            raise Unsupported(  # 4xx: the client was offered it (relay.capabilities)
+                reply(451, "4.6.7", "SMTPUTF8 is not available now, try again later"),
                 "message needs SMTPUTF8, downstream does not offer it",
             )
         if env.body == "8BITMIME" and "8BITMIME" not in ext:
             raise Unsupported(
-                reply(554, "5.6.3", "Downstream server does not support 8BITMIME"),
+                reply(451, "4.6.3", "8BITMIME is not available now, try again later"),
                 "message needs 8BITMIME, downstream does not offer it",
             )
         if "SIZE" in ext:

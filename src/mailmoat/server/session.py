@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, cast
 from mailmoat import logs
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.base import Client, Decision, Verdict
+from mailmoat.relay.capabilities import offered_limits
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -160,7 +161,9 @@ class SmtpSession(asyncio.Protocol):
         gw = self.gw
         settings = gw.settings
         self.conn = ServerConnection(
-            settings.smtp, settings.server.hostname, tls_available=gw.tls_context is not None
+            offered_limits(settings.smtp, gw.delivery.capabilities),
+            settings.server.hostname,
+            tls_available=gw.tls_context is not None,
         )
         gw.sessions.add(self)
         self._started = self._waiting_since = self._last_byte = gw.loop.time()
