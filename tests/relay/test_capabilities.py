@@ -151,7 +151,7 @@ async def test_unknown_downstream_gives_4xx_at_mail_not_5xx_after_data(
         assert "smtputf8" in features and "8bitmime" in features
         assert still_down == (451, b"4.4.1 Downstream server unreachable, try again later")
 
-        down = await fake(port=port, extensions=("PIPELINING",))
+        down = await fake(port=port, extensions=("PIPELINING", "SIZE 5000"))
 
         def second(c: smtplib.SMTP) -> list[Any]:
             features = dict(c.esmtp_features)  # this EHLO came before the downstream was reached
@@ -159,14 +159,17 @@ async def test_unknown_downstream_gives_4xx_at_mail_not_5xx_after_data(
             c.rset()
             out.append(c.mail("a@b.test", ["BODY=8BITMIME"]))
             c.rset()
-            c.ehlo("client.test")  # a new EHLO in the same session still shows the old offer
+            out.append(
+                c.docmd("MAIL FROM:<a@b.test> SIZE=4500")
+            )  # fits the offer, not the downstream
+            c.rset()
             return out
 
-        gw.delivery.pool.discard_idle()
-        features, utf8, eight = await asyncio.to_thread(_talk, _port(gw), second)
+        features, utf8, eight, size = await asyncio.to_thread(_talk, _port(gw), second)
         assert "smtputf8" in features
         assert utf8 == (451, b"4.6.7 SMTPUTF8 is not available now, try again later")
         assert eight == (451, b"4.6.3 8BITMIME is not available now, try again later")
+        assert size == (552, b"5.3.4 Message too big for the downstream server")
         # the next session is told the truth
         later = await asyncio.to_thread(_talk, _port(gw), lambda c: dict(c.esmtp_features))
         assert "smtputf8" not in later and "8bitmime" not in later

@@ -5,8 +5,8 @@ whole DATA for something that was decidable earlier:
 
 * Maildir takes everything: the configured offer stands.
 * The downstream server's EHLO/LHLO extensions are learned by the pool on every new connection
-  (the last answer wins: a reconfigured downstream is noticed on the next connection) and first
-  at start, in the background. Once known, EHLO offers SMTPUTF8 and 8BITMIME only if the
+  (the last answer wins: a reconfigured downstream is noticed on the next connection), first
+  at start. Once known, EHLO offers SMTPUTF8 and 8BITMIME only if the
   downstream has them, and a SIZE no larger than the downstream's, less HEADER_ROOM.
 * While they are unknown (the downstream has not been reached since start), EHLO offers the
   configured set; a MAIL that needs SMTPUTF8 or BODY=8BITMIME waits (bounded by the pool's own

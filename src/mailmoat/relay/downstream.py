@@ -110,8 +110,9 @@ class DownstreamDelivery:
         return self.pool.capabilities
 
     async def start(self) -> None:
-        """Learn the downstream's extensions in the background (it may be down for now)."""
-        self._learning = asyncio.get_running_loop().create_task(self._reach())
+        """Learn the downstream's extensions before the first client (one connection attempt,
+        bounded by relay.connect_timeout; a downstream down for now is learned later)."""
+        await self.learn()
 
     async def learn(self) -> None:
         """Reach the downstream once (one attempt shared by every caller meanwhile)."""
