@@ -504,8 +504,7 @@ class DownstreamClient:
         return r
 
     def _break(self) -> None:
-        self._broken = True
-        self._transport.abort()
+        self.abort()
 
     # state
 
@@ -524,9 +523,11 @@ class DownstreamClient:
         )
 
     def abort(self) -> None:
-        """Drop the connection at once (the server discards any unfinished transaction)."""
+        """Drop the connection at once (the server discards any unfinished transaction).
+        Nothing to do once it is lost: a TLS transport cannot even be aborted then."""
         self._broken = True
-        self._transport.abort()
+        if not self._proto.closed:
+            self._transport.abort()
 
     async def close(self, timeout: float = 5.0) -> None:
         """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
@@ -542,8 +543,7 @@ class DownstreamClient:
         except TimeoutError:
             pass
         finally:
-            self._broken = True
-            self._transport.abort()
+            self.abort()
 
     # the transaction
 
