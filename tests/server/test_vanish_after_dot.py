@@ -18,7 +18,7 @@ from mailmoat import config
 from mailmoat.server.gateway import Gateway
 from tests.relay.relay_support import FakeDownstream
 
-ROUNDS = 40
+ROUNDS = 80
 
 
 def _body(round_: int, lines: int) -> bytes:
@@ -29,8 +29,8 @@ def _body(round_: int, lines: int) -> bytes:
 
 
 def _pause(round_: int) -> float:
-    """From no pause to 8 ms: the reset lands before, while and after the delivery runs."""
-    return (round_ % 9) / 1000
+    """From no pause to 4 ms: the reset lands before, while and after the delivery runs."""
+    return (round_ % 17) / 4000
 
 
 def _reply(sock: socket.socket, buf: bytearray) -> bytes:
@@ -79,6 +79,7 @@ async def _gateway(tmp_path: Path, **overrides: Any) -> tuple[Gateway, int]:
             "domains.local": ["example.test"],
             "maildir.path": str(tmp_path / "Maildir"),
             "dns.checks": False,
+            "admission.max_rate": 0,  # one client, many connections
             **overrides,
         },
     )
@@ -147,3 +148,74 @@ async def test_reset_after_dot_downstream_gets_whole_messages_only(tmp_path: Pat
         assert sep, f"message content missing ({len(content)} bytes)"
         round_ = int(rest.split(b"\r\n", 1)[0].removeprefix(b"Subject: round "))
         assert sep[2:] + rest == sent[round_]
+
+
+async def _until(condition: Any, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+async def test_the_session_is_freed_only_when_its_delivery_ends(tmp_path: Path) -> None:
+    """The delivery goes on after the reset and keeps the session's place meanwhile."""
+    down = await FakeDownstream(command_delay=0.3).start()  # each MAIL/RCPT/DATA waits
+    try:
+        gw, port = await _gateway(tmp_path, **{"relay.downstream": f"127.0.0.1:{down.port}"})
+        try:
+            body = _body(0, 10)
+            await asyncio.to_thread(_send_and_reset, port, body, 0.0)
+            [session] = gw.sessions
+            await _until(lambda: session._lost is not None, "the reset was not seen")
+            assert session in gw.sessions and down.messages == []  # delivery still running
+            await _settled(gw)
+        finally:
+            await gw.stop(grace=5)
+    finally:
+        await down.stop()
+    [content] = down.messages
+    assert content.endswith(body)
+
+
+async def test_a_reset_during_the_message_checks_delivers_nothing(tmp_path: Path) -> None:
+    """Before delivery took the message (the `message` stage still runs), a reset cancels the
+    transaction: nothing is delivered, and the session is freed once the check has ended."""
+    from mailmoat.policy.base import Check
+
+    started = asyncio.Event()
+    cancelled: list[bool] = []
+
+    class SlowCheck(Check):
+        name = "slow"
+
+        async def message(self, client: Any, message: Any) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+    settings = config.load(
+        None,
+        {
+            "server.listen": ["127.0.0.1:0"],
+            "server.hostname": "mx.mailmoat.test",
+            "domains.local": ["example.test"],
+            "maildir.path": str(tmp_path / "Maildir"),
+            "dns.checks": False,
+        },
+    )
+    gw = Gateway(settings, checks=[SlowCheck()])
+    port = (await gw.start())[0][1]
+    try:
+        sender = asyncio.ensure_future(asyncio.to_thread(_send_and_reset, port, _body(0, 10), 0.0))
+        await asyncio.wait_for(started.wait(), 15)
+        await sender
+        await _settled(gw)
+    finally:
+        await gw.stop(grace=5)
+    assert cancelled == [True]
+    new = tmp_path / "Maildir" / "new"
+    assert not new.exists() or list(new.iterdir()) == []
