@@ -3,9 +3,13 @@ whatever the chunk boundaries; everything else byte for byte, and the size to ma
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 
-from mailmoat.message import Envelope, Message, Spool
+import pytest
+
+from mailmoat.message import Envelope, Message, Spool, in_thread
 
 
 class SmallChunks(Spool):
@@ -60,3 +64,43 @@ def test_spool_rolls_over_into_a_file_past_its_memory_limit() -> None:
                 assert b"".join(parts) == data and all(0 < len(p) <= size for p in parts)
         assert spool.getvalue() == data
         spool.close()
+
+
+def test_a_closed_spool_never_reads_as_empty() -> None:
+    """Delivery reads the spool; once freed, its content must not pass for an empty message."""
+    for limit in (1 << 20, 4):  # in memory; rolled over into a temporary file
+        spool = Spool(limit)
+        spool.write(b"Subject: x\r\n\r\nbody\r\n")
+        reader = spool.chunks()  # a delivery thread got its iterator, then the spool was freed
+        spool.close()
+        with pytest.raises(ValueError, match="closed"):
+            list(reader)
+        with pytest.raises(ValueError, match="closed"):
+            list(Message(Envelope("a@b.test"), spool, "Q").chunks())
+
+
+async def test_a_cancelled_caller_of_in_thread_waits_for_the_thread() -> None:
+    """The thread reads the spool: the caller's `finally` (which frees it) runs only after."""
+    release = threading.Event()
+    events: list[str] = []
+
+    def read() -> None:
+        release.wait(10)
+        events.append("thread done")
+
+    async def caller() -> None:
+        try:
+            await in_thread(read)
+        finally:
+            events.append("spool freed")
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.sleep(0)  # the thread is running
+    task.cancel()
+    for _ in range(20):  # the cancellation does not end the task while the thread runs
+        await asyncio.sleep(0.005)
+        assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert events == ["thread done", "spool freed"]

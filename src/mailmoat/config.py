@@ -185,6 +185,10 @@ class SmtpSettings(_Section):
     smtputf8: bool = Field(
         default=True, description="Advertise SMTPUTF8 (RFC 6531) and allow UTF-8 addresses with it."
     )
+    eightbitmime: bool = Field(
+        default=True,
+        description="Advertise 8BITMIME (RFC 6152) and accept BODY=8BITMIME (off: refused with 555).",
+    )
     vrfy_reply: Literal["252", "502"] = Field(
         default="252",
         description="Answer to VRFY/EXPN: 252 (reveals nothing) or 502 (not implemented).",

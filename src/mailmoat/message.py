@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
 
 CHUNK = 64 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class Spool:
         self._limit = memory_limit
         self._memory = bytearray()
         self._file: BinaryIO | None = None  # once rolled over; closed by close()
+        self._closed = False
         self.size = 0
 
     @property
@@ -60,7 +63,10 @@ class Spool:
             self._memory = bytearray()
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
-        """Yield the content from the start; safe to call more than once."""
+        """Yield the content from the start; safe to call more than once. Reading a closed
+        spool raises ValueError: its content is gone, and must never pass for an empty one."""
+        if self._closed:
+            raise ValueError("reading a closed spool")
         if self._file is None:
             memory = self._memory
             if len(memory) <= size:  # the usual message: one copy, no slice
@@ -79,6 +85,7 @@ class Spool:
         return b"".join(self.chunks())
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self._file.close()
         self._memory = bytearray()
@@ -113,7 +120,7 @@ class Message:
         headers = self.headers_now()
         if headers is None:  # a spool on disk is read in a worker thread, as the relay does
             chunks = self.spool.chunks(SCAN_CHUNK)
-            headers = await asyncio.to_thread(scan, chunks, WANTED, self.max_header)
+            headers = await in_thread(scan, chunks, WANTED, self.max_header)
             self.headers = headers
         return headers
 
@@ -144,3 +151,23 @@ class Message:
             if pos < end:
                 yield chunk[pos - offset :]
             offset = end
+
+
+async def in_thread(func: Callable[..., T], /, *args: object) -> T:
+    """`asyncio.to_thread`, except that a cancelled caller waits for the thread to end before
+    the cancellation goes on. A thread cannot be stopped: when it reads a spool, whoever frees
+    the spool once the await is over (a `finally`) must not do it under the thread's feet."""
+    fut = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # the caller is cancelled: the outcome is moot
+                break
+        if not fut.cancelled():
+            fut.exception()  # retrieved: no "exception was never retrieved" noise
+        raise

@@ -155,7 +155,8 @@ def test_pipelining_after_ehlo_is_refused_and_nothing_is_relayed(tmp_path: Path,
     assert all(r.code not in (250, 354) for r in replies[codes.index(554) :])
     assert 354 not in codes
     assert sink.messages() == []
-    assert "connect (" not in sink.log_text()  # mailmoat never opened a downstream session
+    # mailmoat never began a downstream transaction (its start-up connection only says EHLO)
+    assert "mail from" not in sink.log_text().lower()
 
 
 def test_swaks_pipelining_with_a_refused_recipient(tmp_path: Path, smtp_sink) -> None:
@@ -198,4 +199,4 @@ def test_message_text_pipelined_behind_data_is_refused(tmp_path: Path, smtp_sink
     assert replies[-1].code == 554 and replies[-1].text.startswith("5.5.0 "), replies
     assert 354 not in codes
     assert sink.messages() == []
-    assert "connect (" not in sink.log_text()
+    assert "mail from" not in sink.log_text().lower()

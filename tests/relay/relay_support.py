@@ -127,7 +127,8 @@ class FakeDownstream:
     end: Callable[[list[str]], bytes] | None = None
     """End-of-data answer for the accepted recipients; default 250 (LMTP: one per recipient)."""
     on_data: str = "ok"
-    """'ok'; 'close': drop the connection after some message data; 'silent': never answer it."""
+    """'ok'; 'close': drop the connection after some message data; 'silent': never answer it;
+    'stray': write a 250 once some message data came in, before the final dot."""
     starttls: bytes | None = None
     """Raw answer to STARTTLS (for injection tests); STARTTLS must be in `extensions`."""
     command_delay: float = 0.0
@@ -150,7 +151,9 @@ class FakeDownstream:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> FakeDownstream:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0, limit=1 << 20)
+        self.server = await asyncio.start_server(
+            self._client, "127.0.0.1", self.port, limit=1 << 20
+        )
         self.port = int(self.server.sockets[0].getsockname()[1])
         return self
 
@@ -258,6 +261,9 @@ class FakeDownstream:
             if self.on_data == "close" and len(raw) > 100:
                 writer.transport.abort()
                 raise ConnectionError("closing mid-DATA on purpose")
+            if self.on_data == "stray" and len(raw) > 100 and "stray" not in self.events:
+                self.events.append("stray")
+                writer.write(b"250 2.0.0 stray reply before the final dot\r\n")
             if b"\r\n.\r\n" in b"\r\n" + raw:
                 break
             chunk = await reader.read(65536)

@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+from mailmoat.message import Envelope, Message, Spool
 from mailmoat.relay.maildir import MaildirDelivery
 from tests.relay.relay_support import TRACE, MessageFactory, SettingsFactory
 
@@ -173,3 +175,113 @@ def test_sigkill_while_writing_leaves_only_complete_files_in_new(tmp_path: Path)
         partial_seen += sum(f.stat().st_size < len(lf(expected)) for f in files(maildir / "tmp"))
     # not asserted (timing dependent), but shows the test exercises the interesting case
     print(f"partial files left in tmp/: {partial_seen}")
+
+
+async def test_a_freed_spool_is_never_written_as_an_empty_message(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """Whatever frees the spool too early (a bug), new/ never gets a truncated message."""
+    settings = make_settings()
+    md = MaildirDelivery(settings)
+    for limit in (256 * 1024, 16):  # in memory; in a temporary file
+        msg = make_message(b"Subject: x\r\n\r\n" + b"line\r\n" * 100, memory_limit=limit)
+        msg.spool.close()
+        result = await md.deliver(msg)
+        assert (result.accepted, result.reply.code) == (False, 451)
+    assert files(settings.maildir.path / "new") == []
+    assert files(settings.maildir.path / "tmp") == []
+
+
+def _age(path: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+async def test_start_removes_tmp_files_older_than_36_hours(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+    root = settings.maildir.path
+    for sub in ("tmp", "new", "cur"):
+        (root / sub).mkdir(parents=True)
+    old, young = root / "tmp" / "1.crashed.gw", root / "tmp" / "2.recent.gw"
+    kept = [young, root / "new" / "3.old.gw", root / "cur" / "4.old.gw:2,S"]
+    for f in (old, *kept):
+        f.write_bytes(b"partial")
+    _age(old, 37)
+    _age(young, 35)
+    for f in kept[1:]:
+        _age(f, 100)  # mail that was delivered is never touched, however old
+    md = MaildirDelivery(settings)
+    await md.start()
+    assert not old.exists()
+    assert all(f.exists() for f in kept)
+    await md.close()
+
+
+async def test_tmp_is_cleaned_periodically(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    md = MaildirDelivery(settings, sweep_every=0.05)
+    await md.start()
+    stale = settings.maildir.path / "tmp" / "1.crashed.gw"
+    stale.write_bytes(b"partial")
+    _age(stale, 40)
+    deadline = time.monotonic() + 10
+    while stale.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not stale.exists()
+    await md.close()
+
+
+class _HeldSpool(Spool):
+    """A spool whose reader (the delivery's thread) waits until the test lets it go on."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__()
+        self.write(content)
+        self.reading = threading.Event()
+        self.go_on = threading.Event()
+
+    def chunks(self, size: int = 64 * 1024):  # type: ignore[override]
+        self.reading.set()
+        self.go_on.wait(10)
+        yield from super().chunks(size)
+
+
+async def test_the_file_of_a_delivery_in_progress_is_never_removed(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings()
+    md = MaildirDelivery(settings)
+    await md.start()
+    content = b"Subject: slow\r\n\r\nbody\r\n"
+    spool = _HeldSpool(content)
+    msg = Message(Envelope("alice@example.org", ["bob@example.net"]), spool, "Q", TRACE)
+    task = asyncio.ensure_future(md.deliver(msg))
+    await asyncio.to_thread(spool.reading.wait, 10)
+    [partial] = files(settings.maildir.path / "tmp")
+    _age(partial, 48)  # as if it had hung for two days
+    assert await md.sweep_tmp() == 0
+    assert partial.exists()
+    spool.go_on.set()
+    assert (await task).accepted
+    [f] = files(settings.maildir.path / "new")
+    assert f.read_bytes() == lf(HEAD + TRACE + content)
+    await md.close()
+
+
+async def test_the_gateway_cleans_tmp_when_it_starts(make_settings: SettingsFactory) -> None:
+    from mailmoat.server.gateway import Gateway
+
+    settings = make_settings()
+    settings.server.listen = ["127.0.0.1:0"]
+    stale = settings.maildir.path / "tmp" / "1.crashed.gw"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial")
+    _age(stale, 37)
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        assert not stale.exists()
+    finally:
+        await gw.stop(grace=1)

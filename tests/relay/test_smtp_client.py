@@ -169,6 +169,7 @@ async def test_a_downstream_that_stops_reading_times_out(
     proto = client._proto
     proto.pause_writing()  # as the transport does when its buffer passes the high-water mark
     asyncio.get_running_loop().call_later(0.05, proto.resume_writing)
+    proto.owed += 2  # the server answers each NOOP
     await client._write(b"NOOP\r\n")  # waits until the buffer drained
     proto.pause_writing()
     started = time.monotonic()

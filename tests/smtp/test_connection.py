@@ -688,6 +688,20 @@ PARAMS_TABLE = [
         smtputf8=False,
     ),
     case(
+        "8BITMIME not offered",
+        EHLO + b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n",
+        ["250", PARAMS],
+        ["Helo", "Rejected:syntax"],
+        eightbitmime=False,
+    ),
+    case(
+        "BODY=7BIT without 8BITMIME offered",
+        EHLO + b"MAIL FROM:<a@example.org> BODY=7BIT\r\n",
+        ["250", OK_MAIL],
+        ["Helo", "MailFrom"],
+        eightbitmime=False,
+    ),
+    case(
         "param with empty value",
         EHLO + b"MAIL FROM:<a@example.org> SIZE=\r\n",
         ["250", PARAMS],
@@ -1504,6 +1518,8 @@ def test_greeting_and_ehlo_keywords():
     assert "STARTTLS" not in session(EHLO, tls_available=True, tls_active=True).replies[1].lines
     quiet = session(EHLO, pipelining=False, smtputf8=False, max_message_size=2048).replies[1]
     assert quiet.lines == ("mx.test", "SIZE 2048", "ENHANCEDSTATUSCODES", "8BITMIME")
+    no_8bit = session(EHLO, eightbitmime=False).replies[1]
+    assert "8BITMIME" not in no_8bit.lines and "SMTPUTF8" in no_8bit.lines
     assert session(HELO).replies[1].lines == ("mx.test",)
 
 

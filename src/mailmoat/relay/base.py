@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailmoat.message import Message
+from mailmoat.relay.capabilities import Capabilities
 from mailmoat.smtp.replies import Reply
 
 
@@ -25,6 +26,19 @@ class DeliveryResult:
 
 
 class Delivery(Protocol):
+    async def start(self) -> None:
+        """The gateway is starting (before any connection)."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        """What delivery can honour (relay.capabilities); None while unknown."""
+        ...
+
+    async def learn(self) -> None:
+        """Try (bounded) to find `capabilities` out when they are unknown."""
+        ...
+
     async def deliver(self, message: Message) -> DeliveryResult: ...
 
     async def close(self) -> None: ...

@@ -20,11 +20,14 @@ about the message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from mailmoat.config import Settings
 from mailmoat.message import Message
 from mailmoat.relay.base import DeliveryResult
+from mailmoat.relay.capabilities import Capabilities
 from mailmoat.relay.pool import DownstreamPool
 from mailmoat.relay.smtp_client import (
     DownstreamClient,
@@ -100,6 +103,32 @@ class DownstreamDelivery:
         self._where = settings.relay.downstream
         self._lmtp = settings.relay.protocol == "lmtp"
         self.pool = pool or DownstreamPool(settings)
+        self._learning: asyncio.Task[None] | None = None
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        return self.pool.capabilities
+
+    async def start(self) -> None:
+        """Learn the downstream's extensions before the first client (one connection attempt,
+        bounded by relay.connect_timeout; a downstream down for now is learned later)."""
+        await self.learn()
+
+    async def learn(self) -> None:
+        """Reach the downstream once (one attempt shared by every caller meanwhile)."""
+        if self.pool.capabilities is not None:
+            return
+        if self._learning is None or self._learning.done():
+            self._learning = asyncio.get_running_loop().create_task(self._reach())
+        await asyncio.shield(self._learning)
+
+    async def _reach(self) -> None:
+        try:
+            client = await self.pool.acquire()  # a new connection tells the pool its extensions
+        except DownstreamError as err:
+            log.warning("downstream %s: extensions unknown: %s", self._where, err.detail)
+            return
+        self.pool.release(client)
 
     async def deliver(self, message: Message) -> DeliveryResult:
         qid = message.queue_id
@@ -144,4 +173,8 @@ class DownstreamDelivery:
             self.pool.release(client, reuse=reuse)
 
     async def close(self) -> None:
+        if self._learning is not None:
+            self._learning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._learning
         await self.pool.close()

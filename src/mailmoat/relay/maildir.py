@@ -5,6 +5,9 @@ from tmp/ into new/ and the new/ directory entry is fsynced. A crash at any earl
 at most a partial file in tmp/, never one in new/ (Maildir readers look only in new/ and cur/).
 
 All file work runs in a worker thread (`asyncio.to_thread`), so the event loop never waits on disk.
+
+Files left in tmp/ by a crash are removed once older than TMP_MAX_AGE (the Maildir convention's
+36 hours), at start and every SWEEP_EVERY seconds; the file of a delivery in progress never is.
 """
 
 from __future__ import annotations
@@ -17,17 +20,24 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mailmoat.config import Settings
-from mailmoat.message import Message
+from mailmoat.message import Message, in_thread
 from mailmoat.relay.base import DeliveryResult
+from mailmoat.relay.capabilities import EVERYTHING, Capabilities
 from mailmoat.smtp.replies import reply
 
 log = logging.getLogger("mailmoat.relay.maildir")
 
 _SUBDIRS = ("tmp", "new", "cur")
+
+TMP_MAX_AGE = 36 * 3600.0
+"""Seconds after which a file in tmp/ is a crash's leftover (the Maildir convention)."""
+
+SWEEP_EVERY = 3600.0
+"""Seconds between two looks for such leftovers."""
 
 
 def _safe_host(name: str) -> str:
@@ -53,17 +63,56 @@ def delivery_headers(message: Message) -> bytes:
 class MaildirDelivery:
     """`Delivery` into `settings.maildir.path`: tmp/ -> fsync -> new/ -> fsync(new/)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sweep_every: float = SWEEP_EVERY) -> None:
         self.path = Path(settings.maildir.path)
         self._host = _safe_host(settings.server.hostname)
         self._pid = os.getpid()
         self._counter = 0
         self._ready = False
+        self._sweep_every = sweep_every
+        self._sweeper: asyncio.Task[None] | None = None
+        self._writing: set[str] = set()
+        """Names of the files in tmp/ that deliveries in progress are writing."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A file takes any message: SMTPUTF8, 8BITMIME, no size limit of its own."""
+        return EVERYTHING
+
+    async def learn(self) -> None:
+        return None
 
     async def start(self) -> None:
-        """Create tmp/, new/ and cur/ (mode 0700) if they are missing."""
+        """Create tmp/, new/ and cur/ (mode 0700) if missing; clean tmp/ now and periodically."""
+        try:
+            await self._prepare()
+        except OSError as err:  # each delivery will try again, and answer 451 meanwhile
+            log.error("maildir %s: %s", self.path, err.strerror or err)
+        await self.sweep_tmp()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _prepare(self) -> None:
         await asyncio.to_thread(self._make_dirs)
         self._ready = True
+
+    async def sweep_tmp(self) -> int:
+        """Remove the files in tmp/ older than TMP_MAX_AGE, but not those being written.
+        Returns how many were removed."""
+        busy = frozenset(self._writing)
+        try:
+            removed = await asyncio.to_thread(_sweep, self.path / "tmp", busy, TMP_MAX_AGE)
+        except OSError as err:
+            log.warning("maildir %s: cannot clean tmp/: %s", self.path, err.strerror or err)
+            return 0
+        if removed:
+            log.info("maildir %s: removed %d stale file(s) from tmp/", self.path, removed)
+        return removed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_every)
+            await self.sweep_tmp()
 
     def _make_dirs(self) -> None:
         for sub in _SUBDIRS:
@@ -86,16 +135,19 @@ class MaildirDelivery:
                 reply(451, "4.3.0", "Local delivery failed, try again later"), False, str(err)
             )
         name = self._unique_name()
+        self._writing.add(name)
         try:
             if not self._ready:
-                await self.start()
-            await asyncio.to_thread(self._write, name, head, message)
-        except OSError as err:
-            detail = f"maildir {self.path}: {err.strerror or err}"
+                await self._prepare()
+            await in_thread(self._write, name, head, message)
+        except (OSError, ValueError) as err:  # ValueError: the spool was closed (a bug)
+            detail = f"maildir {self.path}: {getattr(err, 'strerror', None) or err}"
             log.error("queue %s: %s", message.queue_id, detail)
             return DeliveryResult(
                 reply(451, "4.3.0", "Local delivery failed, try again later"), False, detail
             )
+        finally:
+            self._writing.discard(name)
         return DeliveryResult(
             reply(250, "2.0.0", f"Ok: queued as {message.queue_id}"),
             True,
@@ -109,8 +161,13 @@ class MaildirDelivery:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                for chunk in _lf_lines(head, message.chunks()):
+                content = _Counted(message.chunks())
+                for chunk in _lf_lines(head, content):
                     _write_all(fd, chunk)
+                if content.size != message.size:  # never a truncated message in new/
+                    raise OSError(
+                        errno.EIO, f"message read back as {content.size} of {message.size} octets"
+                    )
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -131,10 +188,45 @@ class MaildirDelivery:
             raise
 
     async def close(self) -> None:
-        return None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
 
 
-def _lf_lines(head: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _sweep(tmp: Path, busy: frozenset[str], max_age: float) -> int:
+    """Runs in a worker thread: unlink the regular files in `tmp` not modified for `max_age`
+    seconds, except those named in `busy`."""
+    cutoff = time.time() - max_age
+    removed = 0
+    with os.scandir(tmp) as entries:
+        for entry in entries:
+            if entry.name in busy:
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # another process cleaned it first
+                continue
+    return removed
+
+
+class _Counted:
+    """The message's chunks, counting the octets that went by."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            yield chunk
+
+
+def _lf_lines(head: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The file as Maildir readers expect it: LF line ends (the message has CRLF only, so a
     CR held back at the end of one chunk is always followed by the LF of the next)."""
     carry = b""

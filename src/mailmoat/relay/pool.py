@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from mailmoat.config import Settings
+from mailmoat.relay.capabilities import Capabilities
 from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError, make_tls_context
 from mailmoat.smtp.replies import reply
 
@@ -64,6 +65,8 @@ class DownstreamPool:
         self._open = 0
         self._busy = 0
         self._closed = False
+        self.capabilities: Capabilities | None = None
+        """The downstream's, from the EHLO/LHLO of the newest connection; None until one."""
 
     @property
     def open(self) -> int:
@@ -105,6 +108,7 @@ class DownstreamPool:
                     self._open -= 1
                     self._wake_one()
                     raise
+                self.capabilities = Capabilities.of(client.extensions)
                 self._busy += 1
                 return client
             remaining = deadline - loop.time()

@@ -29,13 +29,10 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from mailmoat.config import RelaySettings, Settings, split_endpoint
-from mailmoat.message import Message
+from mailmoat.message import Message, in_thread
 from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser, reply
 
 log = logging.getLogger("mailmoat.relay.smtp_client")
-
-READ_SLACK = 4
-"""Replies the server may send beyond those we are waiting for before it counts as a violation."""
 
 WRITE_BATCH = 64 * 1024
 """Message octets gathered into one write (the spool's chunk size)."""
@@ -125,14 +122,19 @@ class InternalError(DownstreamError):
 
 
 class _ReplyProtocol(asyncio.Protocol):
-    """Feeds every byte received into a bounded `ReplyParser`; queues the replies."""
+    """Feeds every byte received into a bounded `ReplyParser`; queues the replies.
+
+    The server speaks only when spoken to: a byte that arrives when no reply is owed (while the
+    connection is idle in the pool, after 354 before the final dot was written, beyond the
+    replies to the commands sent) is a protocol violation, and the connection is dropped. A
+    stray reply must never be taken for the answer to a later command."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = ReplyParser()
         self.replies: collections.deque[Reply] = collections.deque()
-        self.expected = 0
-        """Replies the client is currently waiting for; more than this + READ_SLACK is an error."""
+        self.owed = 0
+        """Replies the server owes: one per command written, not received yet."""
         self.error: DownstreamError | None = None
         self.closed = False
         self.partial = False
@@ -151,16 +153,21 @@ class _ReplyProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.error is not None:
             return
+        if self.owed <= 0:
+            self._fail(ProtocolViolation(f"unsolicited data from the server: {data[:60]!r}"))
+            return
         try:
-            self.replies.extend(self.parser.feed(data))
+            replies = self.parser.feed(data)
         except ReplyError as err:
             self._fail(ProtocolViolation(f"malformed reply: {err}"))
             return
         self._tail = (self._tail + data)[-2:]
         self.partial = self._tail != b"\r\n"
-        if len(self.replies) > self.expected + READ_SLACK:
+        if len(replies) > self.owed or (len(replies) == self.owed and self.partial):
             self._fail(ProtocolViolation("server sent more replies than commands"))
             return
+        self.owed -= len(replies)
+        self.replies.extend(replies)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -373,9 +380,8 @@ class DownstreamClient:
                     raw, proto = await loop.create_connection(_ReplyProtocol, host, port)
                     transport = cast(asyncio.Transport, raw)
                     client = cls(settings, transport, proto)
-                    proto.expected = 1
+                    proto.owed = 1  # the greeting
                     greeting = await proto.next_reply(relay.connect_timeout)
-                    proto.expected = 0
             except TimeoutError:
                 if transport is None:
                     raise ConnectFailed(f"{where}: connect timed out") from None
@@ -424,7 +430,8 @@ class DownstreamClient:
             if mode == "require":
                 raise TLSFailed(f"STARTTLS refused: {r}")
             return  # opportunistic: carry on in plaintext
-        if self._proto.replies or self._proto.partial:
+        if self._proto.replies or self._proto.partial or self._proto.error is not None:
+            self._break()
             raise ProtocolViolation("data after the STARTTLS reply (plaintext injection)")
         if tls_context is None:
             tls_context = await asyncio.to_thread(make_tls_context, self._relay)
@@ -487,19 +494,17 @@ class DownstreamClient:
         return r
 
     async def _command(self, line: bytes) -> Reply:
-        self._proto.expected = 1
+        self._proto.owed += 1
         await self._write(line)
         what = line.split(b" ", 1)[0].split(b":", 1)[0].strip().decode("ascii", "replace")
         r = await self._read(self._relay.command_timeout, what)
-        self._proto.expected = 0
         if self._proto.replies:
             self._break()
             raise ProtocolViolation(f"more than one reply to {what}")
         return r
 
     def _break(self) -> None:
-        self._broken = True
-        self._transport.abort()
+        self.abort()
 
     # state
 
@@ -518,16 +523,18 @@ class DownstreamClient:
         )
 
     def abort(self) -> None:
-        """Drop the connection at once (the server discards any unfinished transaction)."""
+        """Drop the connection at once (the server discards any unfinished transaction).
+        Nothing to do once it is lost: a TLS transport cannot even be aborted then."""
         self._broken = True
-        self._transport.abort()
+        if not self._proto.closed:
+            self._transport.abort()
 
     async def close(self, timeout: float = 5.0) -> None:
         """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
         try:
             if self.usable:
                 with contextlib.suppress(DownstreamError):
-                    self._proto.expected = 1
+                    self._proto.owed += 1
                     self._transport.write(b"QUIT\r\n")
                     await self._read(min(timeout, self._relay.command_timeout), "QUIT")
             self._transport.close()
@@ -536,8 +543,7 @@ class DownstreamClient:
         except TimeoutError:
             pass
         finally:
-            self._broken = True
-            self._transport.abort()
+            self.abort()
 
     # the transaction
 
@@ -546,13 +552,13 @@ class DownstreamClient:
         ext = self.extensions
         params: list[bytes] = []
         if env.smtputf8 and "SMTPUTF8" not in ext:
-            raise Unsupported(
-                reply(553, "5.6.7", "Downstream server does not support SMTPUTF8"),
+            raise Unsupported(  # 4xx: the client was offered it (relay.capabilities)
+                reply(451, "4.6.7", "SMTPUTF8 is not available now, try again later"),
                 "message needs SMTPUTF8, downstream does not offer it",
             )
         if env.body == "8BITMIME" and "8BITMIME" not in ext:
             raise Unsupported(
-                reply(554, "5.6.3", "Downstream server does not support 8BITMIME"),
+                reply(451, "4.6.3", "8BITMIME is not available now, try again later"),
                 "message needs 8BITMIME, downstream does not offer it",
             )
         if "SIZE" in ext:
@@ -599,12 +605,11 @@ class DownstreamClient:
             self._in_tx = False
             await self._reset()
             return tx
-        await self._send_data(message)
         count = len(env.rcpt_to) if self.lmtp else 1
-        self._proto.expected = count
+        await self._send_data(message, count)
         for _ in range(count):
-            tx.end.append(await self._read(self._relay.data_timeout, "end of data"))
-        self._proto.expected = 0
+            r = await self._read(self._relay.data_timeout, "end of data")
+            tx.end.append(self._answers(r, "end of data", "245"))
         self._in_tx = False
         self.transactions += 1
         if not all(positive(r) for r in tx.end):
@@ -638,7 +643,7 @@ class DownstreamClient:
         dead here is 'stale' (the server has seen no message data: safe to retry)."""
         try:
             await self._write(commands)
-            r = await self._read(self._relay.command_timeout, "MAIL")
+            r = self._answers(await self._read(self._relay.command_timeout, "MAIL"), "MAIL", "245")
         except ConnectionLost as err:
             if reused:
                 raise StaleConnection(f"reused connection: {err.detail}") from None
@@ -649,45 +654,70 @@ class DownstreamClient:
         return r
 
     async def _pipelined(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
-        self._proto.expected = len(rcpts) + 2
+        self._proto.owed += len(rcpts) + 2
         tx = Transaction(await self._first(b"".join([mail, *rcpts, b"DATA\r\n"]), reused))
         for _ in rcpts:
-            tx.rcpts.append(await self._read(self._relay.command_timeout, "RCPT"))
-        tx.data = await self._read(self._relay.command_timeout, "DATA")
-        self._proto.expected = 0
+            r = await self._read(self._relay.command_timeout, "RCPT")
+            tx.rcpts.append(self._answers(r, "RCPT", "245"))
+        tx.data = self._answers(
+            await self._read(self._relay.command_timeout, "DATA"), "DATA", "345"
+        )
         return tx
 
     async def _lockstep(self, mail: bytes, rcpts: list[bytes], reused: bool) -> Transaction:
-        self._proto.expected = 1
+        self._proto.owed += 1
         tx = Transaction(await self._first(mail, reused))
         if not positive(tx.mail):
             tx.rcpts = [None] * len(rcpts)
             return tx
         for line in rcpts:
-            tx.rcpts.append(await self._command(line))
+            tx.rcpts.append(self._answers(await self._command(line), "RCPT", "245"))
         if all(positive(r) for r in tx.rcpts):
-            tx.data = await self._command(b"DATA\r\n")
+            tx.data = self._answers(await self._command(b"DATA\r\n"), "DATA", "345")
         return tx
 
-    async def _send_data(self, message: Message) -> None:
+    def _answers(self, r: Reply, what: str, classes: str) -> Reply:
+        """`r`, if its class can answer `what` (a 250 to DATA is a stray reply, and the real
+        answer is still to come): otherwise a protocol violation."""
+        if str(r.code)[0] not in classes:
+            self._break()
+            raise ProtocolViolation(f"{r.code} is no answer to {what}: {r}")
+        return r
+
+    async def _send_data(self, message: Message, replies: int) -> None:
         """The content, dot-stuffed, and the end of data: one write per WRITE_BATCH octets
-        or so (a single one for most messages, trace header and final dot included)."""
+        or so (a single one for most messages, trace header and final dot included). The
+        `replies` to the end of data are owed only once the final dot is written: one that
+        comes earlier is a violation."""
+        if self._proto.replies or self._proto.partial:
+            self._break()
+            raise ProtocolViolation("more than one reply to DATA")
         stuffer = DotStuffer()
         chunks = message.chunks()
         on_disk = not message.spool.in_memory
         batch: list[bytes] = []
-        held = 0
-        while True:
-            # a spool that rolled over into a file is read in a worker thread
-            chunk = await asyncio.to_thread(next, chunks, None) if on_disk else next(chunks, None)
-            if chunk is None:
-                break
-            batch.append(stuffer.feed(chunk))
-            held += len(chunk)
-            if held >= WRITE_BATCH:
-                await self._write(*batch)
-                batch, held = [], 0
+        held = total = 0
+        try:
+            while True:
+                # a spool that rolled over into a file is read in a worker thread
+                chunk = await in_thread(next, chunks, None) if on_disk else next(chunks, None)
+                if chunk is None:
+                    break
+                batch.append(stuffer.feed(chunk))
+                held += len(chunk)
+                total += len(chunk)
+                if held >= WRITE_BATCH:
+                    await self._write(*batch)
+                    batch, held = [], 0
+        except (OSError, ValueError) as err:  # the spool could not be read (ValueError: closed)
+            self._break()
+            raise InternalError(f"reading the message: {err}") from None
+        if total != message.size:  # never a truncated message: no final dot, drop the connection
+            self._break()
+            raise InternalError(f"message read back as {total} of {message.size} octets")
         batch.append(stuffer.end())
+        if self._proto.error is None:
+            self._proto.owed += replies
         await self._write(*batch)
 
     async def _reset(self) -> None:

@@ -26,6 +26,7 @@ from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
+from mailmoat.relay.capabilities import CapabilityCheck
 from mailmoat.server.front import (
     R_CONNECT_ERROR,
     Defences,
@@ -106,7 +107,14 @@ class Gateway(Front):
         self.delivery = delivery if delivery is not None else make_delivery(settings)
         elsewhere = self.defences.checks() if defences is not None else []
         self.pipeline = Pipeline(
-            checks if checks is not None else default_checks(settings, self.store, self.defences),
+            [
+                *(
+                    checks
+                    if checks is not None
+                    else default_checks(settings, self.store, self.defences)
+                ),
+                CapabilityCheck(self.delivery),
+            ],
             skip_connect=elsewhere,
         )
         self.worker = defences is not None
@@ -125,6 +133,7 @@ class Gateway(Front):
         if not self.worker:
             self.fit_connection_cap(fd_limit, self.settings.relay.pool_size)
         await self.pipeline.start()
+        await self.delivery.start()
         bound = [] if self.worker else await self.listen()
         if self.settings.admin.listen and not self.worker:
             await self.start_admin(self.stats.snapshot)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, cast
 from mailmoat import logs
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.base import Client, Decision, HookResult, Verdict
+from mailmoat.relay.capabilities import offered_limits
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -98,9 +99,11 @@ class SmtpSession(asyncio.Protocol):
         "_close_due",
         "_close_reason",
         "_data_bytes",
+        "_delivering",
         "_greeting",
         "_hold",
         "_last_byte",
+        "_lost",
         "_pre_greeted",
         "_reading_paused",
         "_started",
@@ -133,6 +136,8 @@ class SmtpSession(asyncio.Protocol):
         self.conn: ServerConnection  # made in connection_made
         self.spool: Spool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._delivering = False  # the message is with delivery: a lost client does not stop it
+        self._lost: tuple[Exception | None] | None = None  # connection lost while work ran
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when _timer fires
         self._hold: asyncio.TimerHandle | None = None  # a delay: greeting or reply held back
@@ -156,7 +161,9 @@ class SmtpSession(asyncio.Protocol):
         gw = self.gw
         settings = gw.settings
         self.conn = ServerConnection(
-            settings.smtp, settings.server.hostname, tls_available=gw.tls_context is not None
+            offered_limits(settings.smtp, gw.delivery.capabilities),
+            settings.server.hostname,
+            tls_available=gw.tls_context is not None,
         )
         gw.sessions.add(self)
         self._started = self._waiting_since = self._last_byte = gw.loop.time()
@@ -204,13 +211,25 @@ class SmtpSession(asyncio.Protocol):
         return True  # we close once the replies are flushed
 
     def connection_lost(self, exc: Exception | None) -> None:
-        gw = self.gw
         for handle in (self._timer, self._hold):
             if handle is not None:
                 handle.cancel()
         self._timer = self._hold = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task = self._task
+        if task is not None and not task.done():
+            # The work in flight owns the spool until it ends; the session is released then.
+            # A delivery runs to its end (README: "A client that vanishes after the final
+            # dot"); anything else is cancelled.
+            self._lost = (exc,)
+            if not self._delivering:
+                task.cancel()
+            return
+        self._free(exc)
+
+    def _free(self, exc: Exception | None) -> None:
+        """The connection is gone and no work is in flight: free what the session holds."""
+        gw = self.gw
+        self._lost = None
         self._drop_spool()
         gw.sessions.discard(self)
         gw.pipeline.disconnect(self.client)
@@ -282,6 +301,8 @@ class SmtpSession(asyncio.Protocol):
                 return
             finally:
                 self._task = None
+                if self._lost is not None:
+                    self._free(*self._lost)
             self._waiting_since = self.gw.loop.time()
             if self.transport is not None:
                 self._rearm_timer()
@@ -460,8 +481,10 @@ class SmtpSession(asyncio.Protocol):
                 if more is not None:
                     await more
                 return
+            self._delivering = True
             result = await self.gw.delivery.deliver(message)
         finally:
+            self._delivering = False
             self._drop_spool()
         self.conn.send(result.reply)
         if result.accepted:

@@ -454,8 +454,12 @@ class ServerConnection:
         for key, value in params.items():
             if key == "SIZE" and value is not None and value.isdigit() and len(value) <= 20:
                 size = int(value)
-            elif key == "BODY" and value is not None and value.upper() in ("7BIT", "8BITMIME"):
-                body = "8BITMIME" if value.upper() == "8BITMIME" else "7BIT"
+            elif key == "BODY" and value is not None and value.upper() == "7BIT":
+                body = "7BIT"
+            elif key == "BODY" and value is not None and value.upper() == "8BITMIME":
+                if not self.limits.eightbitmime:
+                    return self._error("syntax", R_PARAMS, "MAIL")
+                body = "8BITMIME"
             elif key == "SMTPUTF8" and value is None and self.limits.smtputf8:
                 utf8 = True
             else:
@@ -788,7 +792,9 @@ class ServerConnection:
         ext.append(f"SIZE {self.limits.max_message_size}")
         if self.tls_available and not self.tls_active:
             ext.append("STARTTLS")
-        ext += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        ext.append("ENHANCEDSTATUSCODES")
+        if self.limits.eightbitmime:
+            ext.append("8BITMIME")
         if self.limits.smtputf8:
             ext.append("SMTPUTF8")
         return ext

@@ -1,0 +1,124 @@
+"""A downstream reply that was not asked for is a protocol violation, never a verdict: one that
+arrives before the final dot was written, or more replies than commands sent, gives the client
+451 and the connection is discarded (not returned to the pool)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailmoat.relay.downstream import DownstreamDelivery
+from mailmoat.relay.smtp_client import DownstreamClient, ProtocolViolation
+from tests.relay.relay_support import FakeDownstream, FakeFactory, MessageFactory, SettingsFactory
+
+BIG = b"Subject: big\r\n\r\n" + b"".join(
+    b"%06d the quick brown fox jumps over the lazy dog\r\n" % i for i in range(60_000)
+)  # ~3 MB: the client is still writing when the stray reply comes
+
+
+async def _until(condition: object, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+    assert condition(), "condition not met in time"  # type: ignore[operator]
+
+
+async def _refused_as_violation(
+    fake: FakeDownstream, settings_port: DownstreamDelivery, message: object
+) -> None:
+    d = settings_port
+    result = await d.deliver(message)  # type: ignore[arg-type]
+    assert not result.accepted
+    assert (result.reply.code, result.reply.enhanced) == (451, "4.5.0"), result
+    await _until(lambda: d.pool.open == 0)  # discarded, not kept idle
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_250_right_after_354_then_451_gives_451(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    pipelining: bool,
+) -> None:
+    fake = await fake_downstream(
+        extensions=("PIPELINING",) if pipelining else (),
+        data=lambda: b"354 go ahead\r\n250 2.0.0 queued (a lie)\r\n",
+        end=lambda accepted: b"451 4.3.0 the real answer\r\n",
+    )
+    d = DownstreamDelivery(make_settings(fake.port))
+    await _refused_as_violation(fake, d, make_message())
+    await d.close()
+
+
+async def test_250_while_the_message_is_being_written_gives_451(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(
+        on_data="stray", end=lambda accepted: b"451 4.3.0 the real answer\r\n"
+    )
+    d = DownstreamDelivery(make_settings(fake.port))
+    await _refused_as_violation(fake, d, make_message(BIG, memory_limit=64 * 1024))
+    assert "stray" in fake.events
+    await d.close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_extra_reply_after_rcpt_gives_451_and_no_message(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    pipelining: bool,
+) -> None:
+    fake = await fake_downstream(
+        extensions=("PIPELINING",) if pipelining else (),
+        rcpt=lambda addr: b"250 2.1.5 Ok\r\n250 2.1.5 Ok again\r\n",
+    )
+    d = DownstreamDelivery(make_settings(fake.port))
+    await _refused_as_violation(fake, d, make_message())
+    assert fake.messages == []
+    await d.close()
+
+
+async def test_reply_beyond_the_greeting_is_a_violation(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """A reply sent before the client wrote anything: it would be taken for the EHLO reply."""
+    fake = await fake_downstream(greeting=b"220 fake.test ESMTP\r\n250 2.0.0 Ok\r\n")
+    with pytest.raises(ProtocolViolation):
+        await DownstreamClient.connect(make_settings(fake.port))
+    d = DownstreamDelivery(make_settings(fake.port))
+    await _refused_as_violation(fake, d, make_message())
+    assert fake.messages == []
+    await d.close()
+
+
+async def test_unsolicited_reply_on_an_idle_pooled_connection_discards_it(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream()
+    d = DownstreamDelivery(make_settings(fake.port))
+    assert (await d.deliver(make_message())).accepted
+    assert (d.pool.idle, fake.connections) == (1, 1)
+    for w in list(fake.writers):
+        w.write(b"250 2.0.0 Ok: queued as NOTHING\r\n")  # while idle: nobody asked
+    await _until(lambda: d.pool.open == 0)  # dropped as soon as it spoke, not reused later
+    result = await d.deliver(make_message(b"Subject: second\r\n\r\nx\r\n"))
+    assert result.accepted, result
+    assert fake.connections == 2 and len(fake.messages) == 2
+    await d.close()
+
+
+async def test_half_a_reply_while_idle_also_discards_it(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream()
+    d = DownstreamDelivery(make_settings(fake.port))
+    assert (await d.deliver(make_message())).accepted
+    for w in list(fake.writers):
+        w.write(b"25")
+    await _until(lambda: d.pool.open == 0)
+    assert (await d.deliver(make_message())).accepted
+    assert fake.connections == 2
+    await d.close()
