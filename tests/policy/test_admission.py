@@ -7,9 +7,8 @@ import inspect
 import time
 
 from mailmoat import config
-from mailmoat.policy.base import Client
+from mailmoat.policy.base import Client, Decision
 from mailmoat.server.gateway import Defences
-from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
 
@@ -31,7 +30,9 @@ async def test_ipv6_clients_are_grouped_by_slash_64() -> None:
     assert _sync(adm.connect(Client("2001:db8:0:1::1", 1))) is None
     assert _sync(adm.connect(Client("2001:db8:0:1::2", 1))) is None
     refused = _sync(adm.connect(Client("2001:db8:0:1:abcd::3", 1)))
-    assert isinstance(refused, Reply) and refused.code == 421 and "network" in refused.text
+    assert isinstance(refused, Decision) and refused.reason == "max_per_network"
+    assert refused.reply is not None and refused.reply.code == 421
+    assert "network" in refused.reply.text
     assert _sync(adm.connect(Client("2001:db8:0:2::1", 1))) is None
     adm.disconnect(Client("2001:db8:0:1::9", 1))  # never counted: changes nothing
     assert adm.connections == 3
@@ -40,12 +41,14 @@ async def test_ipv6_clients_are_grouped_by_slash_64() -> None:
 async def test_ipv6_deny_list_and_per_address_counts() -> None:
     d = _admission(**{"admission.deny_networks": ["2001:db8:bad::/48"], "admission.max_per_ip": 1})
     refused = _sync(d.admission.connect(Client("2001:db8:bad:1::1", 1)))
-    assert isinstance(refused, Reply) and "access denied" in refused.text
+    assert isinstance(refused, Decision) and refused.reason == "denied"
+    assert refused.reply is not None and "access denied" in refused.reply.text
     first = Client("2001:db8::1", 1)
     verdict = d.admission.connect(first)
     assert inspect.isawaitable(verdict)  # admitted: the rate and ban checks ask the store
     assert await verdict is None
     refused = _sync(d.admission.connect(Client("2001:db8::1", 2)))
-    assert isinstance(refused, Reply) and "from your address" in refused.text
+    assert isinstance(refused, Decision) and refused.reason == "max_per_ip"
+    assert refused.reply is not None and "from your address" in refused.reply.text
     d.admission.disconnect(first)
     assert d.admission.connections == 0 and not d.admission.per_ip and not d.admission.per_net

@@ -125,16 +125,24 @@ async def test_escalation_tarpit_then_uniform_then_ban_and_the_ban_expires() -> 
     # score 4 = threshold: the same 450 for everybody, the directory is not asked
     lookups = rig.directory.lookups
     answers = [await rig.rcpt(client, a) for a in ("alice@example.test", "nobody5@example.test")]
-    assert answers[0] == answers[1] == Decision(R_UNIFORM, delay=2.0)
+    assert answers[0] == answers[1] == Decision(R_UNIFORM, delay=2.0, reason="harvest")
     assert rig.directory.lookups == lookups
     # uniform answers count too: at ban_after the session is closed and the IP banned
-    assert await rig.rcpt(client, "bob@example.test") == Decision(R_UNIFORM, delay=2.0)  # 7
-    assert await rig.rcpt(client, "bob@example.test") == Decision(R_UNIFORM, 2.0, close=True)
-    assert await rig.connect(Client("192.0.2.7", 40001)) == Decision(R_BANNED, close=True)
+    assert await rig.rcpt(client, "bob@example.test") == Decision(
+        R_UNIFORM, delay=2.0, reason="harvest"
+    )  # 7
+    assert await rig.rcpt(client, "bob@example.test") == Decision(
+        R_UNIFORM, 2.0, close=True, reason="harvest"
+    )
+    assert await rig.connect(Client("192.0.2.7", 40001)) == Decision(
+        R_BANNED, close=True, reason="harvest"
+    )
     assert await rig.connect(Client("192.0.2.8", 40001)) is None  # its neighbour is not banned
     # the ban expires after ban_time ...
     rig.clock.now += 49
-    assert await rig.connect(Client("192.0.2.7", 40002)) == Decision(R_BANNED, close=True)
+    assert await rig.connect(Client("192.0.2.7", 40002)) == Decision(
+        R_BANNED, close=True, reason="harvest"
+    )
     rig.clock.now += 2
     assert await rig.connect(Client("192.0.2.7", 40003)) is None
     # ... and once the window has passed as well, the source is answered truthfully again
@@ -150,12 +158,16 @@ async def test_a_network_is_scored_as_a_whole() -> None:
         v = await rig.rcpt(Client(f"198.51.100.{i + 1}", 1), "nobody@example.test")
         assert reply_of(v) == R_UNKNOWN
     fresh = Client("198.51.100.200", 1)
-    assert await rig.rcpt(fresh, "alice@example.test") == Decision(R_UNIFORM, delay=2.0)
+    assert await rig.rcpt(fresh, "alice@example.test") == Decision(
+        R_UNIFORM, delay=2.0, reason="harvest"
+    )
     # another network is unaffected
     assert await rig.rcpt(Client("203.0.113.1", 1), "alice@example.test") is None
     for i in range(9):
         await rig.rcpt(Client(f"198.51.100.{i + 1}", 2), "alice@example.test")
-    assert await rig.connect(Client("198.51.100.77", 1)) == Decision(R_BANNED, close=True)
+    assert await rig.connect(Client("198.51.100.77", 1)) == Decision(
+        R_BANNED, close=True, reason="harvest"
+    )
 
 
 async def test_exempt_networks_are_never_counted_or_slowed_but_still_get_550() -> None:

@@ -45,7 +45,8 @@ CLIENT = Client("192.0.2.1", 25)
 def test_sync_pipeline_stops_at_first_refusal() -> None:
     seen: list[str] = []
     p = Pipeline([Sync(None, seen, "a"), Sync(NO, seen, "b"), Sync(LATER, seen, "c")])
-    assert p.run("rcpt", CLIENT, EV) is NO
+    # the refusal names the check that made it (for logs and counters)
+    assert p.run("rcpt", CLIENT, EV) == Decision(reply=NO, reason="b")
     assert seen == ["a", "b"]
 
 
@@ -58,7 +59,7 @@ async def test_async_hook_switches_to_awaiting_and_keeps_order() -> None:
     p = Pipeline([Sync(None, seen, "a"), Async(None, seen, "b"), Sync(LATER, seen, "c")])
     result = p.run("rcpt", CLIENT, EV)
     assert inspect.isawaitable(result)
-    assert await result is LATER
+    assert await result == Decision(reply=LATER, reason="c")
     assert seen == ["a", "b", "c"]
 
 
@@ -72,7 +73,7 @@ async def test_delays_add_up_and_ride_on_the_refusal() -> None:
         ]
     )
     result = await p.run("rcpt", CLIENT, EV)  # type: ignore[misc]
-    assert result == Decision(reply=NO, delay=3.5, close=True)
+    assert result == Decision(reply=NO, delay=3.5, close=True, reason="ban")
 
 
 def test_delay_alone_lets_the_command_go_on_and_is_capped() -> None:
@@ -107,7 +108,7 @@ def test_rejected_stage_sees_errors_and_a_closing_verdict_ends_it() -> None:
             Watches(None, seen),
         ]
     )
-    assert p.run("rejected", client, event) == Decision(delay=1.0, close=True)
+    assert p.run("rejected", client, event) == Decision(delay=1.0, close=True, reason="check")
     assert seen == ["syntax:3"] * 3
 
 

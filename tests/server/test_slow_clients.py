@@ -173,4 +173,4 @@ def test_policy_refusals_count_as_errors_for_the_tarpit(tmp_path: Path) -> None:
             assert read_line(s) == b"554 5.7.1 Relay access denied\r\n"
             took = time.monotonic() - started
             assert (took < 0.2) if n == 0 else (0.25 < took < 1.0)
-        assert _counter(gw, "rejected.policy") == 2
+        assert _counter(gw, "rejected.relay_access") == 2  # the check that refused

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from mailmoat.config import Settings
 from mailmoat.policy.bans import BanList
-from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.base import Check, Client, Decision, HookResult, Verdict
 from mailmoat.policy.networks import ExpiringCache, NetworkSet, address_key, network_key
 from mailmoat.policy.stress import Stress
 from mailmoat.smtp.replies import Reply, reply
@@ -67,7 +67,7 @@ class Admission(Check):
         def r(text: str) -> Reply:
             return reply(421, "4.7.0", f"{host} {text}")
 
-        self.replies = {
+        texts = {
             "denied": r("Error: access denied"),
             "not_allowed": r("Error: this server accepts mail only from its relays"),
             "max_connections": r("Error: too many connections, try again later"),
@@ -76,6 +76,8 @@ class Admission(Check):
             "rate": r("Error: too many connections per minute from your address"),
             "banned": r("Error: your address is temporarily blocked, try again later"),
         }
+        # Prebuilt, each naming its reason for the log line of the refusal.
+        self.replies = {k: Decision(reply=v, reason=k) for k, v in texts.items()}
         stats.gauge("connections.active", lambda: self.connections)
         stats.gauge("connections.max", lambda: self.max_connections)
         stats.gauge("connections.peak", lambda: self.peak)
@@ -153,7 +155,7 @@ class Admission(Check):
             self.per_ip[ip_key] = self.per_ip.get(ip_key, 0) + 1
             self.per_net[net_key] = self.per_net.get(net_key, 0) + 1
 
-    def _refuse(self, reason: str) -> Reply:
+    def _refuse(self, reason: str) -> Decision:
         self.stats.incr(f"refused.{reason}")
         return self.replies[reason]
 

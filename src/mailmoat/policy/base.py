@@ -38,6 +38,8 @@ class Decision:
     """Seconds to wait before answering (a tarpit)."""
     close: bool = False
     """Close the session after the reply."""
+    reason: str = ""
+    """Which check decided (its `name`), for logs and counters; the pipeline fills it in."""
 
 
 Verdict = Reply | Decision | None
@@ -147,6 +149,10 @@ class Pipeline:
             ]
             for stage in STAGES
         }
+        self._names = {
+            stage: [getattr(h, "__self__", None) for h in hooks]
+            for stage, hooks in self._hooks.items()
+        }
 
         self._disconnect = [
             c.disconnect for c in checks if type(c).disconnect is not Check.disconnect
@@ -160,31 +166,34 @@ class Pipeline:
             if verdict is None:  # the common answer: no isawaitable (an ABC check) for it
                 continue
             if inspect.isawaitable(verdict):
-                return self._finish(verdict, hooks[i + 1 :], args, delay)
+                return self._finish(verdict, stage, i, args, delay)
             final, delay = _fold(verdict, delay)
             if final:
-                return _with_delay(verdict, delay)
+                return _decided(verdict, delay, self._names[stage][i])
         return Decision(delay=delay) if delay else None
 
-    @staticmethod
     async def _finish(
+        self,
         pending: Awaitable[Verdict],
-        rest: list[Callable[..., HookResult]],
+        stage: str,
+        at: int,
         args: tuple[Any, ...],
         delay: float,
     ) -> Verdict:
+        """The rest of a stage once a hook answered with an awaitable (hook `at`)."""
+        hooks = self._hooks[stage]
         verdict = await pending
-        for hook in rest:
+        for i in range(at + 1, len(hooks)):
             if verdict is not None:
                 final, delay = _fold(verdict, delay)
                 if final:
-                    return _with_delay(verdict, delay)
-            result = hook(*args)
+                    return _decided(verdict, delay, self._names[stage][i - 1])
+            result = hooks[i](*args)
             verdict = await result if result is not None and inspect.isawaitable(result) else result
         if verdict is not None:
             final, delay = _fold(verdict, delay)
             if final:
-                return _with_delay(verdict, delay)
+                return _decided(verdict, delay, self._names[stage][len(hooks) - 1])
         return Decision(delay=delay) if delay else None
 
     def disconnect(self, client: Client) -> None:
@@ -207,9 +216,11 @@ def _fold(verdict: Reply | Decision, delay: float) -> tuple[bool, float]:
     return verdict.reply is not None or verdict.close, min(delay + verdict.delay, MAX_DELAY)
 
 
-def _with_delay(verdict: Reply | Decision, delay: float) -> Reply | Decision:
-    if not delay:
-        return verdict
+def _decided(verdict: Reply | Decision, delay: float, check: object) -> Decision:
+    """The final verdict of a stage as a Decision naming the check that made it."""
+    reason = getattr(check, "name", "") or "policy"
     if isinstance(verdict, Reply):
-        return Decision(reply=verdict, delay=delay)
-    return Decision(reply=verdict.reply, delay=delay, close=verdict.close)
+        return Decision(reply=verdict, delay=delay, reason=reason)
+    return Decision(
+        reply=verdict.reply, delay=delay, close=verdict.close, reason=verdict.reason or reason
+    )

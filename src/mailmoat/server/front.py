@@ -222,10 +222,13 @@ class Front:
         answer = verdict.reply if isinstance(verdict, Decision) else verdict
         if answer is None or (isinstance(verdict, Decision) and verdict.delay):
             return False  # admitted (a delayed refusal is a tarpit: the session holds it)
-        self._refuse(sock, client, answer)
+        reason = verdict.reason if isinstance(verdict, Decision) else ""
+        self._refuse(sock, client, answer, reason)
         return True
 
-    def _refuse(self, sock: socket.socket, client: Client | None, answer: Reply | None) -> None:
+    def _refuse(
+        self, sock: socket.socket, client: Client | None, answer: Reply | None, reason: str = ""
+    ) -> None:
         """One prebuilt line and a close: no transport, no buffer, no timer."""
         if answer is not None:
             with contextlib.suppress(OSError):
@@ -234,7 +237,16 @@ class Front:
         self.stats.incr("closed.refused")
         if client is not None:
             self.pipeline.disconnect(client)
-            logs.event("refused", logging.DEBUG, client=client.address)
+            if answer is not None and logs.enabled():
+                logs.event(
+                    "refused",
+                    client=client.address,
+                    command="CONNECT",
+                    code=answer.code,
+                    status=answer.enhanced,
+                    reason=reason or "error",
+                    reply=answer.text,
+                )
 
     # ---------------------------------------------------------- housekeeping
     def _tick(self) -> None:

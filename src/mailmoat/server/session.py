@@ -71,6 +71,17 @@ R_CLOSING = reply(421, "4.7.0", "Closing connection")
 R_TEMP_ERROR = reply(451, "4.3.0", "Error: local error in processing, try again later")
 
 
+_VERBS: dict[type, str] = {
+    MailFrom: "MAIL",
+    RcptTo: "RCPT",
+    DataStart: "DATA",
+    MessageEnd: "END-OF-DATA",
+    Vrfy: "VRFY",
+    Expn: "EXPN",
+}
+"""The command a refused event stands for, as logged (HELO/EHLO is the engine's own)."""
+
+
 def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
 
@@ -118,6 +129,7 @@ class SmtpSession(asyncio.Protocol):
         "envelope",
         "gw",
         "queue_id",
+        "session_id",
         "spool",
         "transactions",
         "transport",
@@ -153,6 +165,7 @@ class SmtpSession(asyncio.Protocol):
         self._tx_started = 0.0
         self.transactions = 0
         self.queue_id = ""
+        self.session_id = new_queue_id()  # names the connection in every log line about it
         self.envelope: Envelope | None = None  # kept past the engine's reset, for the log
 
     # ------------------------------------------------------------ transport
@@ -243,6 +256,7 @@ class SmtpSession(asyncio.Protocol):
         conn = self.conn
         logs.event(
             "disconnect",
+            session=self.session_id,
             client=self.client.address,
             helo=conn.helo,
             tls=conn.tls_active,
@@ -322,14 +336,6 @@ class SmtpSession(asyncio.Protocol):
         if isinstance(ev, Rejected):
             if self.conn.closing:
                 self._close_reason = ev.reason
-            logs.event(
-                "reject",
-                logging.DEBUG,
-                client=self.client.address,
-                reason=ev.reason,
-                command=ev.command,
-                reply=str(ev.reply),
-            )
             return self._rejected(ev)
         if isinstance(ev, MessageAborted):
             self._drop_spool()
@@ -338,10 +344,26 @@ class SmtpSession(asyncio.Protocol):
             self._close_reason = "client_closed" if self.conn.helo or self.transactions else "eof"
         return None
 
-    def _rejected(self, ev: Rejected) -> Awaitable[None] | None:
-        """The client got an error reply: count it and let the checks react (tarpit, strikes)."""
+    def _rejected(self, ev: Rejected, rcpt: str | None = None) -> Awaitable[None] | None:
+        """The client got an error reply: log and count it, and let the checks react
+        (tarpit, strikes)."""
         self.client.errors = self.conn.errors
         self.gw.stats.incr(f"rejected.{ev.reason}")
+        if logs.enabled():
+            envelope = self.conn.envelope or self.envelope
+            logs.event(
+                "refused",
+                session=self.session_id,
+                client=self.client.address,
+                helo=self.conn.helo,
+                sender=f"<{envelope.mail_from}>" if envelope else None,
+                rcpt=f"<{rcpt}>" if rcpt is not None else None,
+                command=ev.command or None,
+                code=ev.reply.code,
+                status=ev.reply.enhanced,
+                reason=ev.reason,
+                reply=ev.reply.text,
+            )
         verdict = self.gw.pipeline.run("rejected", self.client, ev)
         if verdict is not None and inspect.isawaitable(verdict):
             return self._rejected_later(verdict)
@@ -421,7 +443,7 @@ class SmtpSession(asyncio.Protocol):
         if isinstance(verdict, Decision):
             if verdict.reply is not None:
                 conn.send(verdict.reply, close=verdict.close)
-                return self._refused(verdict.reply, ev)
+                return self._refused(verdict.reply, ev, verdict.reason)
             if verdict.close:
                 conn.send(R_CLOSING, close=True)
                 self._close_reason = "policy"
@@ -438,14 +460,16 @@ class SmtpSession(asyncio.Protocol):
             self._data_bytes = 0
         return None
 
-    def _refused(self, answer: Reply, ev: Command) -> Awaitable[None] | None:
-        """A check (or the session) refused a command: the `rejected` stage sees it too."""
+    def _refused(self, answer: Reply, ev: Command, reason: str = "") -> Awaitable[None] | None:
+        """A check (or the session) refused a command: the `rejected` stage sees it too;
+        `reason` names the check (the counter is `rejected.<reason>`)."""
         if answer.positive:
             return None
         if self.conn.closing:
             self._close_reason = "policy"
-        verb = type(ev).__name__.upper()
-        return self._rejected(Rejected("policy", answer, verb))
+        verb = _VERBS.get(type(ev)) or ("EHLO" if getattr(ev, "extended", False) else "HELO")
+        rcpt = ev.address if type(ev) is RcptTo else None
+        return self._rejected(Rejected(reason or "policy", answer, verb), rcpt)
 
     # -------------------------------------------------------------- delivery
     async def _deliver(self) -> None:
@@ -463,9 +487,15 @@ class SmtpSession(asyncio.Protocol):
                 headers = await message.read_headers()
             verdict: HookResult
             if headers.too_big:
-                verdict = reply(552, "5.3.4", f"Message rejected: {headers.defect}")
+                verdict = Decision(
+                    reply(552, "5.3.4", f"Message rejected: {headers.defect}"),
+                    reason="header_too_big",
+                )
             elif headers.defect:  # the checks and the internal server would read other fields
-                verdict = reply(554, "5.6.0", f"Message rejected: {headers.defect}")
+                verdict = Decision(
+                    reply(554, "5.6.0", f"Message rejected: {headers.defect}"),
+                    reason="header_defect",
+                )
             else:
                 verdict = self.gw.pipeline.run("message", self.client, message)
             if verdict is not None and inspect.isawaitable(verdict):
@@ -477,7 +507,8 @@ class SmtpSession(asyncio.Protocol):
                 close = isinstance(verdict, Decision) and verdict.close
                 self.conn.send(refusal, close=close)
                 self._log_transaction(refusal, None, message)
-                more = self._refused(refusal, MessageEnd(message.size))
+                reason = verdict.reason if isinstance(verdict, Decision) else ""
+                more = self._refused(refusal, MessageEnd(message.size), reason)
                 if more is not None:
                     await more
                 return
@@ -517,6 +548,7 @@ class SmtpSession(asyncio.Protocol):
         envelope = self.envelope
         logs.event(
             "transaction",
+            session=self.session_id,
             queue_id=self.queue_id,
             client=self.client.address,
             helo=self.conn.helo,
