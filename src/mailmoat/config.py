@@ -346,7 +346,12 @@ class StoreSettings(_Section):
     max_keys: int = Field(
         default=200_000,
         ge=100,
-        description="Most keys the memory store holds; the least recently used go first.",
+        description="Most rate, cache and other ordinary keys the memory store holds; the least recently used go first.",
+    )
+    max_security_keys: int = Field(
+        default=100_000,
+        ge=100,
+        description="Most ban, strike and harvest keys, held apart so ordinary keys never evict them; when full, strikes and scores go first, then the bans that end soonest.",
     )
 
 

@@ -31,7 +31,7 @@ from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
-from mailmoat.store import Store
+from mailmoat.store import MemoryStore, Store
 
 R_CONNECT_ERROR = reply(421, "4.3.0", "Error: local error, try again later")
 
@@ -98,6 +98,9 @@ class Front:
         self._background: set[asyncio.Future[Any]] = set()
         self.stats.gauge("loop.lag_ms", lambda: round(self.loop_lag * 1000, 1))
         self.stats.gauge("loop.lag_max_ms", lambda: round(self.loop_lag_max * 1000, 1))
+        if isinstance(store, MemoryStore):  # a full store shows here (a ban evicted: too small)
+            self.stats.gauge("store.keys", store.__len__)
+            self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
         self._greeting = greeting_bytes(settings.server.hostname)
 
     # ---------------------------------------------------------------- start

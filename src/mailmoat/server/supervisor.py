@@ -73,7 +73,7 @@ class WorkerProcess:
 
 class Supervisor(Front):
     def __init__(self, settings: Settings, workers: int) -> None:
-        super().__init__(settings, MemoryStore(settings.store.max_keys), time.monotonic)
+        super().__init__(settings, MemoryStore.from_settings(settings.store), time.monotonic)
         self.pipeline = Pipeline(self.defences.checks())
         self.size = workers
         self.workers: list[WorkerProcess | None] = [None] * workers
