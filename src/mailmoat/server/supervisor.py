@@ -28,9 +28,9 @@ from typing import Any
 from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
-from mailmoat.policy.base import Client, Pipeline, Verdict
+from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import Front, raise_fd_limit
-from mailmoat.server.gateway import Gateway
+from mailmoat.server.gateway import Gateway, default_checks
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
 from mailmoat.store import MemoryStore
@@ -49,9 +49,10 @@ because it had the last one."""
 
 LOCAL_SESSIONS = 2
 """Sessions the supervisor runs itself before it hands connections over: a light load (a
-sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted once
-a session has started, so a quick burst may leave one or two more here (admission's caps
-bound them all the same)."""
+sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
+the decision is made (`LocalSlots`), so a burst that arrives at once is spread too."""
+
+_LOCAL = "supervisor.local"
 
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
@@ -71,6 +72,26 @@ class WorkerProcess:
         self.failure = ""  # why it could not start, as it said
 
 
+class LocalSlots(Check):
+    """The sessions the supervisor decided to run itself, from the decision to the session's
+    end. (Its gateway's `sessions` grows only once a session has started, a loop turn or more
+    later: counting those, a burst of connections that arrive at once all stayed here while
+    the workers idled.) Every way a client ends, refused or closed, passes `disconnect`."""
+
+    name = "local_slots"
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def take(self, client: Client) -> None:
+        client.tag(_LOCAL)
+        self.taken += 1
+
+    def disconnect(self, client: Client) -> None:
+        if client.untag(_LOCAL):
+            self.taken -= 1
+
+
 class Supervisor(Front):
     def __init__(self, settings: Settings, workers: int) -> None:
         super().__init__(settings, MemoryStore.from_settings(settings.store), time.monotonic)
@@ -84,9 +105,16 @@ class Supervisor(Front):
         self._settings_json = settings.model_dump_json().encode()
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.local = Gateway(settings, store=self.store, defences=lambda *_: self.defences)
+        self.slots = LocalSlots()
+        self.local = Gateway(
+            settings,
+            store=self.store,
+            defences=lambda *_: self.defences,
+            checks=[*default_checks(settings, self.store, self.defences), self.slots],
+        )
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
+        self.stats.gauge("sessions.local", lambda: self.slots.taken)
 
     # ---------------------------------------------------------------- start
     async def start(self) -> list[tuple[str, int]]:
@@ -153,8 +181,8 @@ class Supervisor(Front):
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         """Run the session here while few run here, else hand it to a worker."""
-        if len(self.local.sessions) < LOCAL_SESSIONS or not self._live():
-            self.local.adopt(sock, client, verdict, greeted)
+        if self.slots.taken < LOCAL_SESSIONS or not self._live():
+            self._run_here(sock, client, verdict, greeted)
             return
         self._next_id += 1
         client.conn_id = cid = self._next_id
@@ -176,7 +204,11 @@ class Supervisor(Front):
                 worker.last = cid
                 return
         client.conn_id = 0
-        self.local.adopt(sock, client, verdict, greeted)  # every link is full: serve it here
+        self._run_here(sock, client, verdict, greeted)  # every link is full: serve it here
+
+    def _run_here(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
+        self.slots.take(client)
+        self.local.adopt(sock, client, verdict, greeted)
 
     def _choice(self) -> list[WorkerProcess]:
         """The workers in the order to try: the one that had the last connection while it
