@@ -21,6 +21,7 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
@@ -40,6 +41,14 @@ FD_RESERVE = 64
 
 TICK = 0.25
 """Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
+
+
+def spool_share(settings: Settings, worker: bool) -> int:
+    """This process's part of server.spool_memory_total: all of it in one process, a
+    worker's 1/server.workers (the supervisor gives the few sessions it runs itself their own
+    small budget)."""
+    total = settings.server.spool_memory_total
+    return total // max(settings.server.workers, 1) if worker else total
 
 
 def raise_fd_limit() -> int:
@@ -102,6 +111,8 @@ class Front:
             self.stats.gauge("store.keys", store.__len__)
             self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
         self._greeting = greeting_bytes(settings.server.hostname)
+        self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))
+        self.stats.gauge("spool.memory", lambda: self.spool_budget.used)
 
     # ---------------------------------------------------------------- start
     async def listen(self) -> list[tuple[str, int]]:
@@ -228,6 +239,14 @@ class Front:
         if client is not None:
             self.pipeline.disconnect(client)
             logs.event("refused", logging.DEBUG, client=client.address)
+
+    def new_spool(self) -> Spool:
+        """A spool for a DATA transaction: stress mode keeps less of each message in memory,
+        and all of them share this process's budget."""
+        memory = self.settings.server.spool_memory
+        if self.stress.active:
+            memory = min(memory, self.settings.stress.spool_memory)
+        return Spool(memory, self.spool_budget)
 
     # ---------------------------------------------------------- housekeeping
     def _tick(self) -> None:

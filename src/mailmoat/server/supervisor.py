@@ -102,7 +102,11 @@ class Supervisor(Front):
         self.stopping = False
         self.admin: Any = None
         self._next_id = 0
-        self._settings_json = settings.model_dump_json().encode()
+        # the workers learn how many they are (server.workers 0 is resolved here): each
+        # takes its share of server.spool_memory_total
+        server = settings.server.model_copy(update={"workers": workers})
+        resolved = settings.model_copy(update={"server": server})
+        self._settings_json = resolved.model_dump_json().encode()
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
         self.slots = LocalSlots()
@@ -111,6 +115,11 @@ class Supervisor(Front):
             store=self.store,
             defences=lambda *_: self.defences,
             checks=[*default_checks(settings, self.store, self.defences), self.slots],
+        )
+        # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
+        # messages in memory up to server.spool_memory each, past that on disk
+        self.local.spool_budget.limit = min(
+            settings.server.spool_memory_total, LOCAL_SESSIONS * settings.server.spool_memory
         )
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
@@ -291,7 +300,7 @@ class Supervisor(Front):
         here = self.local.stats.snapshot()
         for name, value in here["counters"].items():
             doc["counters"][name] = doc["counters"].get(name, 0) + value
-        for name in ("sessions", "loop.lag_max_ms"):
+        for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
             doc["gauges"][name] = here["gauges"][name]
         live = self._live()
         answers = await asyncio.gather(
