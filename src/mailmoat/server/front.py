@@ -43,12 +43,25 @@ TICK = 0.25
 """Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
 
 
+LOCAL_SESSIONS = 2
+"""Sessions the supervisor runs itself before it hands connections over: a light load (a
+sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
+the decision is made (`supervisor.LocalSlots`), so a burst that arrives at once is spread too."""
+
+
+def local_spool_share(settings: Settings) -> int:
+    """The supervisor's part of server.spool_memory_total: its own few sessions' messages."""
+    s = settings.server
+    return min(s.spool_memory_total, LOCAL_SESSIONS * s.spool_memory)
+
+
 def spool_share(settings: Settings, worker: bool) -> int:
-    """This process's part of server.spool_memory_total: all of it in one process, a
-    worker's 1/server.workers (the supervisor gives the few sessions it runs itself their own
-    small budget)."""
+    """This process's part of server.spool_memory_total: all of it in one process; in a
+    worker, 1/server.workers of what the supervisor's own sessions leave."""
     total = settings.server.spool_memory_total
-    return total // max(settings.server.workers, 1) if worker else total
+    if not worker:
+        return total
+    return (total - local_spool_share(settings)) // max(settings.server.workers, 1)
 
 
 def raise_fd_limit() -> int:

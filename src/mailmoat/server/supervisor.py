@@ -29,7 +29,7 @@ from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
-from mailmoat.server.front import Front, raise_fd_limit
+from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway, default_checks
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
@@ -46,11 +46,6 @@ in a tight loop)."""
 SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""
-
-LOCAL_SESSIONS = 2
-"""Sessions the supervisor runs itself before it hands connections over: a light load (a
-sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
-the decision is made (`LocalSlots`), so a burst that arrives at once is spread too."""
 
 _LOCAL = "supervisor.local"
 
@@ -117,10 +112,9 @@ class Supervisor(Front):
             checks=[*default_checks(settings, self.store, self.defences), self.slots],
         )
         # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
-        # messages in memory up to server.spool_memory each, past that on disk
-        self.local.spool_budget.limit = min(
-            settings.server.spool_memory_total, LOCAL_SESSIONS * settings.server.spool_memory
-        )
+        # messages in memory up to server.spool_memory each, past that on disk; the workers
+        # share the rest
+        self.local.spool_budget.limit = local_spool_share(settings)
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
         self.stats.gauge("sessions.local", lambda: self.slots.taken)
