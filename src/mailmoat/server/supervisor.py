@@ -296,6 +296,7 @@ class Supervisor(Front):
             doc["counters"][name] = doc["counters"].get(name, 0) + value
         for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
             doc["gauges"][name] = here["gauges"][name]
+        doc["loop_lag_max_ms"] = here["gauges"]["loop.lag_max_ms"]  # this process's own
         live = self._live()
         answers = await asyncio.gather(
             *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
@@ -309,7 +310,14 @@ class Supervisor(Front):
                 doc["workers"].append({"pid": worker.pid, "error": str(part)})
                 continue
             mine = {k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")}
-            doc["workers"].append(mine | {"sessions": part["gauges"].get("sessions", 0)})
+            gauges_of = part["gauges"]
+            doc["workers"].append(
+                mine
+                | {
+                    "sessions": gauges_of.get("sessions", 0),
+                    "loop_lag_max_ms": gauges_of.get("loop.lag_max_ms", 0),
+                }
+            )
             doc["rss_kib"] += part["rss_kib"]
             doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
             for name, value in part["counters"].items():
