@@ -73,6 +73,7 @@ async def test_rate_keys_cannot_evict_security_state(clock: Clock) -> None:
     await s.hit("strikes:2001:db8::bad2", window=600, cap=5)
     await s.hit("dha:ip:2001:db8::bad3", window=600, cap=50)
     await s.set("ban:dha:net:2001:db8:1::/48", "1", ttl=3600)
+    await s.hit("ca:all", window=60, cap=100)  # call-ahead probes to the internal server
     for i in range(10_000):
         await s.hit(f"rate:2001:db8:0:1::{i:x}", window=60, cap=31)
         await s.set(f"pregreet:2001:db8:0:1::{i:x}", "ok", ttl=600)
@@ -81,7 +82,8 @@ async def test_rate_keys_cannot_evict_security_state(clock: Clock) -> None:
     assert await s.count("strikes:2001:db8::bad2", window=600) == 1
     assert await s.count("dha:ip:2001:db8::bad3", window=600) == 1
     assert await s.get("ban:dha:net:2001:db8:1::/48") == "1"
-    assert len(s) == 100 + 5  # the ordinary region is full, the security state untouched
+    assert await s.count("ca:all", window=60) == 1
+    assert len(s) == 100 + 6  # the ordinary region is full, the security state untouched
     assert s.evicted == 20_000 - 100 and s.evicted_security == s.evicted_bans == 0
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-SECURITY_PREFIXES = ("ban:", "bans:", "strikes:", "dha:")
+SECURITY_PREFIXES = ("ban:", "bans:", "strikes:", "dha:", "ca:")
 """Keys of the security state: bans (`ban:<addr>`, `ban:dha:...`), their escalation counters
-(`bans:`), strike windows (`strikes:`) and harvest scores (`dha:`). A store keeps them apart
-from ordinary keys (rates, caches), so that no flood of those can evict them."""
+(`bans:`), strike windows (`strikes:`), harvest scores (`dha:`) and the call-ahead probe
+windows that bound what reaches the internal server (`ca:`). A store keeps them apart from
+ordinary keys (connection rates, caches), so that no flood of those can evict them."""
 
 BAN_PREFIX = "ban:"
 """A running ban: the last security state a full store gives up."""
