@@ -363,3 +363,22 @@ def test_a_burst_that_arrives_at_once_is_spread_over_the_workers(tmp_path: Path)
             for s in socks:
                 s.close()
         _wait(lambda: srv.stats()["gauges"]["sessions.local"] == 0)
+
+
+def test_a_flood_of_short_connections_goes_to_the_workers(tmp_path: Path) -> None:
+    """Connections that each close at once free the supervisor's places as fast as they fill:
+    past LOCAL_RATE (10) new connections a second they are handed over all the same."""
+    with served(tmp_path) as srv:
+        started = time.monotonic()
+        for i in range(100):
+            s = _greeted(srv.port, f"127.0.{3 + i // 50}.{i % 50 + 1}")
+            s.sendall(b"QUIT\r\n")
+            read_reply(s)
+            s.close()
+        elapsed = time.monotonic() - started
+        _wait(lambda: srv.stats()["counters"].get("closed.quit", 0) == 100)
+        counters = srv.stats()["counters"]
+        here = counters.get("sessions.run_here", 0)
+        handed = counters.get("sessions.handed_over", 0)
+        assert here + handed == 100
+        assert here <= 10 * (elapsed + 1), (here, handed, elapsed)

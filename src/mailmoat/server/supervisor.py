@@ -3,10 +3,11 @@
 The supervisor owns the listening sockets and admission, exactly as the one-process gateway
 does (`Front`): lists, bans, the global and per-network caps, connection rates, pregreet and
 tarpit verdicts, stress mode, and the store behind them. An admitted connection gets its 220
-at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself (so a light load never
-waits for a hand-over); any further connection is handed to a worker, descriptor and all,
-over that worker's link (to the worker that had the last connection while it is at most
-`SPREAD` sessions busier than the least busy one, else to the least busy). So every limit is
+at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself while at most `LOCAL_RATE`
+connections arrive a second (so a light load never waits for a hand-over); any further
+connection is handed to a worker, descriptor and all, over that worker's link (to the worker
+that had the last connection while it is at most `SPREAD` sessions busier than the least
+busy one, else to the least busy). So every limit is
 counted in one place and holds across the workers: a worker gives a connection's slots back
 when it ends, sends its strikes here, and uses this store for everything the defences share.
 
@@ -46,6 +47,11 @@ in a tight loop)."""
 SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""
+
+LOCAL_RATE = 10
+"""New connections a second up to which the supervisor still runs sessions itself. Past it
+(a flood of short connections frees the local places as fast as they fill) every connection
+goes to a worker, so the process that accepts for everyone does not run sessions as well."""
 
 _LOCAL = "supervisor.local"
 
@@ -97,6 +103,8 @@ class Supervisor(Front):
         self.stopping = False
         self.admin: Any = None
         self._next_id = 0
+        self._second = 0.0  # when the current one-second count of admissions started
+        self._admitted = 0  # connections admitted in it
         # the workers learn how many they are (server.workers 0 is resolved here): each
         # takes its share of server.spool_memory_total
         server = settings.server.model_copy(update={"workers": workers})
@@ -183,8 +191,13 @@ class Supervisor(Front):
 
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
-        """Run the session here while few run here, else hand it to a worker."""
-        if self.slots.taken < LOCAL_SESSIONS or not self._live():
+        """Run the session here while few run here and few arrive, else hand it to a worker."""
+        now = self.loop.time()
+        if now - self._second >= 1.0:
+            self._second, self._admitted = now, 0
+        self._admitted += 1
+        light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
+        if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
         self._next_id += 1
@@ -202,6 +215,7 @@ class Supervisor(Front):
         for worker in self._choice():
             if worker.link.send_fd(sock.fileno(), *message):
                 sock.close()  # the worker has its own descriptor now
+                self.stats.incr("sessions.handed_over")
                 self.connections[cid] = (client, worker)
                 worker.sessions += 1
                 worker.last = cid
@@ -211,6 +225,7 @@ class Supervisor(Front):
 
     def _run_here(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         self.slots.take(client)
+        self.stats.incr("sessions.run_here")
         self.local.adopt(sock, client, verdict, greeted)
 
     def _choice(self) -> list[WorkerProcess]:
