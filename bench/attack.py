@@ -220,11 +220,10 @@ class Mailmoat:
         raise RuntimeError("mailmoat did not start in 15 s")
 
     async def stats(self) -> dict[str, Any]:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.admin), 5)
-        try:
-            return dict(json.loads(await asyncio.wait_for(reader.read(), 5)))
-        finally:
-            writer.close()
+        """`mailmoat stats` (its own client, whatever the endpoint speaks)."""
+        from mailmoat.server.admin import fetch
+
+        return dict(await asyncio.to_thread(fetch, self.admin, 5.0))
 
     def pids(self) -> list[int]:
         """The `mailmoat serve` process and its worker processes (server.workers)."""
