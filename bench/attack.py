@@ -137,6 +137,27 @@ def cpu_by_process() -> dict[int, float]:
     return out
 
 
+def cpu_wait_ns(pids: list[int]) -> int:
+    """Nanoseconds the threads of `pids` have spent runnable but waiting for a CPU
+    (/proc/PID/task/TID/schedstat, second field): the time a busy machine adds to latency
+    whatever the program does."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[1])
+    return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(idle, total) clock ticks of all CPUs so far (/proc/stat), for the machine's idle share."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    return values[3] + values[4], sum(values[:8])  # idle + iowait; user..steal
+
+
 def others_cpu(before: dict[int, float], after: dict[int, float], ours: set[int]) -> float:
     """CPU seconds that processes outside this benchmark used between two snapshots."""
     return sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in ours)
@@ -199,11 +220,10 @@ class Mailmoat:
         raise RuntimeError("mailmoat did not start in 15 s")
 
     async def stats(self) -> dict[str, Any]:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.admin), 5)
-        try:
-            return dict(json.loads(await asyncio.wait_for(reader.read(), 5)))
-        finally:
-            writer.close()
+        """`mailmoat stats` (its own client, whatever the endpoint speaks)."""
+        from mailmoat.server.admin import fetch
+
+        return dict(await asyncio.to_thread(fetch, self.admin, 5.0))
 
     def pids(self) -> list[int]:
         """The `mailmoat serve` process and its worker processes (server.workers)."""
@@ -302,6 +322,13 @@ class Row:
     probes_failed: int
     others_cpu: float
     """CPU used meanwhile by processes outside this benchmark, in % of one CPU."""
+    cpu_wait: tuple[float, float] = (0.0, 0.0)
+    """Milliseconds per second that mailmoat's processes, and this harness (the legitimate
+    sender and the sink), waited runnable for a CPU during the measurement."""
+    idle: float = float("nan")
+    """Share of the machine's CPU time left idle during the measurement, %."""
+    loop_lags: list[float] = field(default_factory=list)
+    """Largest event-loop lag of each mailmoat process, ms: the supervisor, then the workers."""
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -362,10 +389,18 @@ async def run_scenario(
         sink.reset_peak()
         messages0 = sink.messages
         cpu0, t0, everyone0 = mm.cpu_seconds(), time.monotonic(), cpu_by_process()
+        wait0 = (cpu_wait_ns(mm.pids()), cpu_wait_ns([os.getpid()]))
+        ticks0 = machine_ticks()
         legit_result, (probes, probe_failed) = await asyncio.gather(
             legit.run(measure), probe_connections(port, PROBE_SOURCES, PROBE_RATE, measure)
         )
         wall = time.monotonic() - t0
+        ticks1 = machine_ticks()
+        idle = 100 * (ticks1[0] - ticks0[0]) / max(ticks1[1] - ticks0[1], 1)
+        waited = (
+            (cpu_wait_ns(mm.pids()) - wait0[0]) / 1e6 / wall,
+            (cpu_wait_ns([os.getpid()]) - wait0[1]) / 1e6 / wall,
+        )
         cpu = (mm.cpu_seconds() - cpu0) / wall * 100
         ours = {os.getpid(), *mm.pids(), *(a.pid for a in attacks)}
         others = others_cpu(everyone0, cpu_by_process(), ours) / wall * 100
@@ -373,9 +408,12 @@ async def run_scenario(
         counters = snapshot["counters"]
         counters["loop.lag_max_ms"] = snapshot["gauges"].get("loop.lag_max_ms", 0)
         reports = [await a.result() for a in attacks]
+        lags = [float(snapshot.get("loop_lag_max_ms", counters["loop.lag_max_ms"]))]
+        lags += [float(w.get("loop_lag_max_ms", 0)) for w in snapshot.get("workers", [])]
         return Row(
             sc, legit_result, rss_start, mm.peak_rss, cpu, sink.peak,
             sink.messages - messages0, reports, counters, probes, probe_failed, others,
+            waited, idle, lags,
         )  # fmt: skip
     finally:
         if watcher is not None:
@@ -556,9 +594,11 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
         out.append(
             "| scenario | legit delivered | p50 ms | p99 ms | p99 / base | new connection "
             "greeted p50 / p99 ms | mailmoat RSS MiB (start→peak) | mailmoat CPU | "
-            "other processes' CPU | downstream peak conns | attack | mailmoat's defences |"
+            "other processes' CPU | machine idle | waited for a CPU ms/s (mailmoat / harness) | "
+            "loop lag max ms (supervisor / workers) | downstream peak conns | attack | "
+            "mailmoat's defences |"
         )
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             lg = r.legit
             share = 100 * lg.delivered / max(lg.attempted, 1)
@@ -569,7 +609,10 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
                 f"{ms(pct(r.probes, 0.5))} / {ms(pct(r.probes, 0.99))}"
                 + (f" ({r.probes_failed} failed)" if r.probes_failed else "")
                 + f" | {r.rss_start / 1024:.0f}→{r.rss_peak / 1024:.0f} | {r.cpu_percent:.0f}% | "
-                f"{r.others_cpu:.0f}% | {r.downstream_peak} | {describe_attack(r.attacks)} | "
+                f"{r.others_cpu:.0f}% | {r.idle:.0f}% | "
+                f"{r.cpu_wait[0]:.0f} / {r.cpu_wait[1]:.0f} | "
+                f"{' / '.join(f'{lag:.0f}' for lag in r.loop_lags)} | "
+                f"{r.downstream_peak} | {describe_attack(r.attacks)} | "
                 f"{describe_defences(r.counters)} |"
             )
         for r in rows:
@@ -642,6 +685,10 @@ async def run_all(
             "   slowest legit messages (ms @ s): "
             + ", ".join(f"{lat * 1000:.0f} @ {t:.1f}" for lat, t in reversed(worst))
             + f"; mailmoat loop lag max {r.counters.get('loop.lag_max_ms')} ms"
+            + f" (supervisor / workers: {' / '.join(f'{lag:.0f}' for lag in r.loop_lags)})"
+            + f"; machine idle {r.idle:.0f}%"
+            + f"; waited for a CPU {r.cpu_wait[0]:.0f} ms/s (mailmoat), "
+            f"{r.cpu_wait[1]:.0f} ms/s (harness)"
             + f"; new connections greeted p50 {ms(pct(r.probes, 0.5))} p99 "
             f"{ms(pct(r.probes, 0.99))} max {ms(pct(r.probes, 1))} ms",
             file=sys.stderr,

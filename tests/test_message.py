@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from mailmoat.message import Envelope, Message, Spool, in_thread
+from mailmoat.message import Envelope, Message, Spool, SpoolBudget, in_thread
 
 
 class SmallChunks(Spool):
@@ -104,3 +104,23 @@ async def test_a_cancelled_caller_of_in_thread_waits_for_the_thread() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert events == ["thread done", "spool freed"]
+
+
+def test_spools_share_a_budget_and_spill_to_disk_past_it() -> None:
+    budget = SpoolBudget(100)
+    a, b = Spool(1000, budget), Spool(1000, budget)
+    a.write(b"a" * 60)
+    b.write(b"b" * 30)
+    assert a.in_memory and b.in_memory and budget.used == 90
+    b.write(b"b" * 30)  # its own limit is far, the shared budget is not: to disk
+    assert not b.in_memory and budget.used == 60
+    b.write(b"c" * 10)
+    assert b.getvalue() == b"b" * 60 + b"c" * 10 and a.getvalue() == b"a" * 60
+    a.close()
+    b.close()
+    assert budget.used == 0
+    c = Spool(1000, budget)
+    c.write(b"x" * 100)  # the room is back
+    assert c.in_memory and budget.used == 100
+    del c  # dropped without close(): its bytes go back all the same
+    assert budget.used == 0

@@ -104,6 +104,11 @@ class ServerSettings(_Section):
         le=64 * MiB,
         description="Message bytes a session keeps in memory before spooling to a temporary file.",
     )
+    spool_memory_total: int = Field(
+        default=256 * MiB,
+        ge=0,
+        description="Message bytes all sessions of the node keep in memory together (split among the worker processes); past it, new data spools to temporary files.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -381,6 +386,9 @@ class StressSettings(_Section):
         description="Errors after which a session is closed in stress mode (no tarpit delays).",
     )
     max_per_ip: int = Field(default=5, ge=1, description="admission.max_per_ip in stress mode.")
+    spool_memory: int = Field(
+        default=64 * KiB, ge=0, description="server.spool_memory in stress mode (never above it)."
+    )
 
     @model_validator(mode="after")
     def _order(self) -> StressSettings:
@@ -396,7 +404,12 @@ class StoreSettings(_Section):
     max_keys: int = Field(
         default=200_000,
         ge=100,
-        description="Most keys the memory store holds; the least recently used go first.",
+        description="Most rate, cache and other ordinary keys the memory store holds; the least recently used go first.",
+    )
+    max_security_keys: int = Field(
+        default=100_000,
+        ge=100,
+        description="Most ban, strike and harvest keys, held apart so ordinary keys never evict them; when full, strikes and scores go first, then the bans that end soonest.",
     )
 
 

@@ -2,7 +2,9 @@
 
 The message is held exactly as the client meant it: dot-stuffing undone, every line ending in
 CRLF. It lives in memory up to `memory_limit` bytes and in an unlinked temporary file beyond,
-so a session's memory stays bounded whatever the message size.
+so a session's memory stays bounded whatever the message size; and all the spools of a process
+together hold at most their `SpoolBudget` in memory, past which new data goes to disk too, so
+many sessions in DATA at once cannot add up to more memory than that.
 """
 
 from __future__ import annotations
@@ -32,14 +34,35 @@ class Envelope:
     declared_size: int | None = None
 
 
+class SpoolBudget:
+    """Message bytes that all the spools sharing it may hold in memory together."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 class Spool:
-    """Append-only message store: memory first, an anonymous temporary file past a limit.
+    """Append-only message store: memory first, an anonymous temporary file past a limit
+    (its own, or the shared budget's).
 
     (Not `tempfile.SpooledTemporaryFile`: its Python-level file wrapper cost more than the
     rest of the spooling of a small message.)"""
 
-    def __init__(self, memory_limit: int = 256 * 1024) -> None:
+    def __init__(self, memory_limit: int = 256 * 1024, budget: SpoolBudget | None = None) -> None:
         self._limit = memory_limit
+        self._budget = budget
         self._memory = bytearray()
         self._file: BinaryIO | None = None  # once rolled over; closed by close()
         self._closed = False
@@ -54,13 +77,13 @@ class Spool:
         self.size += len(data)
         if self._file is not None:
             self._file.write(data)
-        elif self.size <= self._limit:
+        elif self.size <= self._limit and (self._budget is None or self._budget.take(len(data))):
             self._memory += data
         else:
             self._file = tempfile.TemporaryFile()  # noqa: SIM115 (unlinked; close() ends it)
             self._file.write(self._memory)
             self._file.write(data)
-            self._memory = bytearray()
+            self._release()
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         """Yield the content from the start; safe to call more than once. Reading a closed
@@ -88,7 +111,16 @@ class Spool:
         self._closed = True
         if self._file is not None:
             self._file.close()
+        self._release()
+
+    def _release(self) -> None:
+        """Drop the bytes held in memory and give them back to the budget."""
+        if self._budget is not None:
+            self._budget.give(len(self._memory))
         self._memory = bytearray()
+
+    def __del__(self) -> None:  # a spool dropped unclosed still gives its budget back
+        self._release()
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
@@ -32,7 +33,7 @@ from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
-from mailmoat.store import Store
+from mailmoat.store import MemoryStore, Store
 
 R_CONNECT_ERROR = reply(421, "4.3.0", "Error: local error, try again later")
 
@@ -41,6 +42,27 @@ FD_RESERVE = 64
 
 TICK = 0.25
 """Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
+
+
+LOCAL_SESSIONS = 2
+"""Sessions the supervisor runs itself before it hands connections over: a light load (a
+sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
+the decision is made (`supervisor.LocalSlots`), so a burst that arrives at once is spread too."""
+
+
+def local_spool_share(settings: Settings) -> int:
+    """The supervisor's part of server.spool_memory_total: its own few sessions' messages."""
+    s = settings.server
+    return min(s.spool_memory_total, LOCAL_SESSIONS * s.spool_memory)
+
+
+def spool_share(settings: Settings, worker: bool) -> int:
+    """This process's part of server.spool_memory_total: all of it in one process; in a
+    worker, 1/server.workers of what the supervisor's own sessions leave."""
+    total = settings.server.spool_memory_total
+    if not worker:
+        return total
+    return (total - local_spool_share(settings)) // max(settings.server.workers, 1)
 
 
 def raise_fd_limit() -> int:
@@ -100,7 +122,12 @@ class Front:
         self._background: set[asyncio.Future[Any]] = set()
         self.stats.gauge("loop.lag_ms", lambda: round(self.loop_lag * 1000, 1))
         self.stats.gauge("loop.lag_max_ms", lambda: round(self.loop_lag_max * 1000, 1))
+        if isinstance(store, MemoryStore):  # a full store shows here (a ban evicted: too small)
+            self.stats.gauge("store.keys", store.__len__)
+            self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
         self._greeting = greeting_bytes(settings.server.hostname)
+        self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))
+        self.stats.gauge("spool.memory", lambda: self.spool_budget.used)
 
     # ---------------------------------------------------------------- start
     async def bind(self) -> None:
@@ -247,6 +274,14 @@ class Front:
                     reason=reason or "error",
                     reply=answer.text,
                 )
+
+    def new_spool(self) -> Spool:
+        """A spool for a DATA transaction: stress mode keeps less of each message in memory,
+        and all of them share this process's budget."""
+        memory = self.settings.server.spool_memory
+        if self.stress.active:
+            memory = min(memory, self.settings.stress.spool_memory)
+        return Spool(memory, self.spool_budget)
 
     # ---------------------------------------------------------- housekeeping
     def _tick(self) -> None:

@@ -63,7 +63,7 @@ def default_checks(
     nothing about which recipients exist, and costs the directory nothing. Forged
     Authentication-Results fields are removed whatever `dns.checks` says.
     """
-    store = store if store is not None else MemoryStore()
+    store = store if store is not None else MemoryStore.from_settings(settings.store)
     front = defences.checks() if defences is not None else []
     checks: list[Check] = [*front, RelayAccess(settings.domains)]
     directories = build_directories(settings, store)
@@ -102,7 +102,7 @@ class Gateway(Front):
     ) -> None:
         """`defences` makes the connection-level defences; a worker's come from the
         supervisor (their connect stage ran there, so it is left out here)."""
-        store = store if store is not None else MemoryStore(settings.store.max_keys, clock=clock)
+        store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self.delivery = delivery if delivery is not None else make_delivery(settings)
         elsewhere = self.defences.checks() if defences is not None else []

@@ -455,7 +455,7 @@ class SmtpSession(asyncio.Protocol):
         if isinstance(ev, Helo):
             self.client.helo = ev.name
         elif isinstance(ev, DataStart):
-            self.spool = Spool(self.gw.settings.server.spool_memory)
+            self.spool = self.gw.new_spool()
             self.envelope = conn.envelope
             self._data_bytes = 0
         return None

@@ -3,10 +3,11 @@
 The supervisor owns the listening sockets and admission, exactly as the one-process gateway
 does (`Front`): lists, bans, the global and per-network caps, connection rates, pregreet and
 tarpit verdicts, stress mode, and the store behind them. An admitted connection gets its 220
-at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself (so a light load never
-waits for a hand-over); any further connection is handed to a worker, descriptor and all,
-over that worker's link (to the worker that had the last connection while it is at most
-`SPREAD` sessions busier than the least busy one, else to the least busy). So every limit is
+at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself while at most `LOCAL_RATE`
+connections arrive a second (so a light load never waits for a hand-over); any further
+connection is handed to a worker, descriptor and all, over that worker's link (to the worker
+that had the last connection while it is at most `SPREAD` sessions busier than the least
+busy one, else to the least busy). So every limit is
 counted in one place and holds across the workers: a worker gives a connection's slots back
 when it ends, sends its strikes here, and uses this store for everything the defences share.
 
@@ -28,9 +29,9 @@ from typing import Any
 from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
-from mailmoat.policy.base import Client, Pipeline, Verdict
-from mailmoat.server.front import Front, raise_fd_limit
-from mailmoat.server.gateway import Gateway
+from mailmoat.policy.base import Check, Client, Pipeline, Verdict
+from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
+from mailmoat.server.gateway import Gateway, default_checks
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
 from mailmoat.store import MemoryStore
@@ -47,11 +48,12 @@ SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""
 
-LOCAL_SESSIONS = 2
-"""Sessions the supervisor runs itself before it hands connections over: a light load (a
-sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted once
-a session has started, so a quick burst may leave one or two more here (admission's caps
-bound them all the same)."""
+LOCAL_RATE = 10
+"""New connections a second up to which the supervisor still runs sessions itself. Past it
+(a flood of short connections frees the local places as fast as they fill) every connection
+goes to a worker, so the process that accepts for everyone does not run sessions as well."""
+
+_LOCAL = "supervisor.local"
 
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
@@ -71,9 +73,29 @@ class WorkerProcess:
         self.failure = ""  # why it could not start, as it said
 
 
+class LocalSlots(Check):
+    """The sessions the supervisor decided to run itself, from the decision to the session's
+    end. (Its gateway's `sessions` grows only once a session has started, a loop turn or more
+    later: counting those, a burst of connections that arrive at once all stayed here while
+    the workers idled.) Every way a client ends, refused or closed, passes `disconnect`."""
+
+    name = "local_slots"
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def take(self, client: Client) -> None:
+        client.tag(_LOCAL)
+        self.taken += 1
+
+    def disconnect(self, client: Client) -> None:
+        if client.untag(_LOCAL):
+            self.taken -= 1
+
+
 class Supervisor(Front):
     def __init__(self, settings: Settings, workers: int) -> None:
-        super().__init__(settings, MemoryStore(settings.store.max_keys), time.monotonic)
+        super().__init__(settings, MemoryStore.from_settings(settings.store), time.monotonic)
         self.pipeline = Pipeline(self.defences.checks())
         self.size = workers
         self.workers: list[WorkerProcess | None] = [None] * workers
@@ -81,12 +103,29 @@ class Supervisor(Front):
         self.stopping = False
         self.admin: Any = None
         self._next_id = 0
-        self._settings_json = settings.model_dump_json().encode()
+        self._second = 0.0  # when the current one-second count of admissions started
+        self._admitted = 0  # connections admitted in it
+        # the workers learn how many they are (server.workers 0 is resolved here): each
+        # takes its share of server.spool_memory_total
+        server = settings.server.model_copy(update={"workers": workers})
+        resolved = settings.model_copy(update={"server": server})
+        self._settings_json = resolved.model_dump_json().encode()
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.local = Gateway(settings, store=self.store, defences=lambda *_: self.defences)
+        self.slots = LocalSlots()
+        self.local = Gateway(
+            settings,
+            store=self.store,
+            defences=lambda *_: self.defences,
+            checks=[*default_checks(settings, self.store, self.defences), self.slots],
+        )
+        # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
+        # messages in memory up to server.spool_memory each, past that on disk; the workers
+        # share the rest
+        self.local.spool_budget.limit = local_spool_share(settings)
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
+        self.stats.gauge("sessions.local", lambda: self.slots.taken)
 
     # ---------------------------------------------------------------- start
     async def start(self) -> list[tuple[str, int]]:
@@ -149,9 +188,14 @@ class Supervisor(Front):
 
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
-        """Run the session here while few run here, else hand it to a worker."""
-        if len(self.local.sessions) < LOCAL_SESSIONS or not self._live():
-            self.local.adopt(sock, client, verdict, greeted)
+        """Run the session here while few run here and few arrive, else hand it to a worker."""
+        now = self.loop.time()
+        if now - self._second >= 1.0:
+            self._second, self._admitted = now, 0
+        self._admitted += 1
+        light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
+        if light or not self._live():
+            self._run_here(sock, client, verdict, greeted)
             return
         self._next_id += 1
         client.conn_id = cid = self._next_id
@@ -168,12 +212,18 @@ class Supervisor(Front):
         for worker in self._choice():
             if worker.link.send_fd(sock.fileno(), *message):
                 sock.close()  # the worker has its own descriptor now
+                self.stats.incr("sessions.handed_over")
                 self.connections[cid] = (client, worker)
                 worker.sessions += 1
                 worker.last = cid
                 return
         client.conn_id = 0
-        self.local.adopt(sock, client, verdict, greeted)  # every link is full: serve it here
+        self._run_here(sock, client, verdict, greeted)  # every link is full: serve it here
+
+    def _run_here(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
+        self.slots.take(client)
+        self.stats.incr("sessions.run_here")
+        self.local.adopt(sock, client, verdict, greeted)
 
     def _choice(self) -> list[WorkerProcess]:
         """The workers in the order to try: the one that had the last connection while it
@@ -256,8 +306,9 @@ class Supervisor(Front):
         here = self.local.stats.snapshot()
         for name, value in here["counters"].items():
             doc["counters"][name] = doc["counters"].get(name, 0) + value
-        for name in ("sessions", "loop.lag_max_ms"):
+        for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
             doc["gauges"][name] = here["gauges"][name]
+        doc["loop_lag_max_ms"] = here["gauges"]["loop.lag_max_ms"]  # this process's own
         live = self._live()
         answers = await asyncio.gather(
             *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
@@ -271,7 +322,14 @@ class Supervisor(Front):
                 doc["workers"].append({"pid": worker.pid, "error": str(part)})
                 continue
             mine = {k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")}
-            doc["workers"].append(mine | {"sessions": part["gauges"].get("sessions", 0)})
+            gauges_of = part["gauges"]
+            doc["workers"].append(
+                mine
+                | {
+                    "sessions": gauges_of.get("sessions", 0),
+                    "loop_lag_max_ms": gauges_of.get("loop.lag_max_ms", 0),
+                }
+            )
             doc["rss_kib"] += part["rss_kib"]
             doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
             for name, value in part["counters"].items():

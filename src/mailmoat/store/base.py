@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from typing import Protocol
 
+SECURITY_PREFIXES = ("ban:", "bans:", "strikes:", "dha:", "ca:")
+"""Keys of the security state: bans (`ban:<addr>`, `ban:dha:...`), their escalation counters
+(`bans:`), strike windows (`strikes:`), harvest scores (`dha:`) and the call-ahead probe
+windows that bound what reaches the internal server (`ca:`). A store keeps them apart from
+ordinary keys (connection rates, caches), so that no flood of those can evict them."""
+
+BAN_PREFIX = "ban:"
+"""A running ban: the last security state a full store gives up."""
+
+
+def is_security_key(key: str) -> bool:
+    return key.startswith(SECURITY_PREFIXES)
+
 
 class Store(Protocol):
     """Atomic, expiring state. Keys are short strings such as "rate:ip:192.0.2.1"."""

@@ -1,16 +1,34 @@
 """The single-node store: dictionaries with expiry, bounded in the number of keys.
 
-When `max_keys` is reached the least recently used key is evicted, so no sequence of clients
-can make it grow without bound (invariant 3). Expired keys are dropped lazily on access and by a
-sweep of a few keys on every write.
+Keys live in two regions, each with its own bound, so that no sequence of clients can make the
+store grow without bound (invariant 3) and none can buy a banned client its freedom:
+
+- ordinary keys (connection rates, pregreet verdicts, DNS and directory caches): at most
+  `max_keys`, the least recently used evicted first. A flood of fresh addresses (one IPv6 /64
+  holds plenty) churns only these.
+- security state (`SECURITY_PREFIXES`: bans, ban counters, strike windows, harvest scores): at
+  most `max_security_keys`, evicted only by other security state. When that region is full the
+  least recently used strike window, ban counter or harvest score goes first; only when nothing
+  but running bans is left does the ban that ends soonest go (a new ban shorter than all the
+  others is the one dropped). Bans are earned by hitting hard limits, so filling the region
+  with them costs an attacker far more than the bans it pushes out are worth; the local copy
+  each node keeps of the bans it saw (`policy.bans`) holds them meanwhile.
+
+Expired keys are dropped lazily on access and by a sweep of a few keys on every write.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from mailmoat.config import StoreSettings
+from mailmoat.store.base import BAN_PREFIX, is_security_key
+
+_DEFAULTS = StoreSettings()
 
 
 @dataclass(slots=True)
@@ -21,42 +39,98 @@ class _Entry:
 
 class MemoryStore:
     def __init__(
-        self, max_keys: int = 1_000_000, clock: Callable[[], float] = time.monotonic
+        self,
+        max_keys: int = _DEFAULTS.max_keys,
+        clock: Callable[[], float] = time.monotonic,
+        max_security_keys: int = _DEFAULTS.max_security_keys,
     ) -> None:
         self.max_keys = max_keys
+        self.max_security_keys = max_security_keys
         self.clock = clock
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._data: OrderedDict[str, _Entry] = OrderedDict()  # ordinary keys, LRU order
+        self._marks: OrderedDict[str, _Entry] = OrderedDict()  # strikes, counters, scores
+        self._bans: dict[str, _Entry] = {}
+        self._ban_ends: list[tuple[float, str]] = []  # heap; stale pairs are skipped
+        self.evicted = 0  # ordinary keys evicted while live
+        self.evicted_security = 0  # strike windows, counters and scores evicted while live
+        self.evicted_bans = 0  # running bans evicted (the security region held only bans)
+
+    @classmethod
+    def from_settings(
+        cls, settings: StoreSettings, clock: Callable[[], float] = time.monotonic
+    ) -> MemoryStore:
+        return cls(settings.max_keys, clock, settings.max_security_keys)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + len(self._marks) + len(self._bans)
 
     # -- helpers
+    def _table(self, key: str) -> dict[str, _Entry]:
+        if not is_security_key(key):
+            return self._data
+        return self._bans if key.startswith(BAN_PREFIX) else self._marks
+
     def _live(self, key: str, now: float) -> _Entry | None:
-        entry = self._data.get(key)
+        table = self._table(key)
+        entry = table.get(key)
         if entry is None:
             return None
         if entry.expires <= now:
-            del self._data[key]
+            del table[key]
             return None
-        self._data.move_to_end(key)
+        if isinstance(table, OrderedDict):
+            table.move_to_end(key)
         return entry
 
     def _put(self, key: str, entry: _Entry, now: float) -> None:
-        self._data[key] = entry
-        self._data.move_to_end(key)
+        table = self._table(key)
+        table[key] = entry
+        if isinstance(table, OrderedDict):
+            table.move_to_end(key)
+        else:
+            heapq.heappush(self._ban_ends, (entry.expires, key))
+            if len(self._ban_ends) > 2 * len(self._bans) + 64:  # drop the stale pairs
+                self._ban_ends = [(e.expires, k) for k, e in self._bans.items()]
+                heapq.heapify(self._ban_ends)
         self._sweep(now)
 
     def _sweep(self, now: float) -> None:
-        data = self._data
-        for _ in range(2):  # look at the two oldest keys; drop them if expired
-            if not data:
+        for lru in (self._data, self._marks):
+            for _ in range(2):  # look at the two oldest keys; drop them if expired
+                if not lru:
+                    break
+                oldest = next(iter(lru))
+                if lru[oldest].expires > now:
+                    break
+                del lru[oldest]
+        ends = self._ban_ends
+        while ends and ends[0][0] <= now:
+            _, key = heapq.heappop(ends)
+            entry = self._bans.get(key)
+            if entry is not None and entry.expires <= now:
+                del self._bans[key]
+        while len(self._data) > self.max_keys:
+            self._data.popitem(last=False)
+            self.evicted += 1
+        while len(self._marks) + len(self._bans) > self.max_security_keys:
+            if self._marks:
+                self._marks.popitem(last=False)
+                self.evicted_security += 1
+            else:
+                self._evict_soonest_ban()
+
+    def _evict_soonest_ban(self) -> None:
+        ends = self._ban_ends
+        while ends:
+            expires, key = heapq.heappop(ends)
+            entry = self._bans.get(key)
+            if entry is not None and entry.expires == expires:
+                del self._bans[key]
+                self.evicted_bans += 1
                 return
-            oldest = next(iter(data))
-            if data[oldest].expires > now:
-                break
-            del data[oldest]
-        while len(data) > self.max_keys:
-            data.popitem(last=False)
+        # unreachable while every ban has its pair in the heap; never loop forever
+        self._bans.pop(next(iter(self._bans)))
+        self.evicted_bans += 1
 
     # -- Store
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
@@ -106,7 +180,10 @@ class MemoryStore:
         return None if entry is None else entry.expires - now
 
     async def delete(self, key: str) -> None:
-        self._data.pop(key, None)
+        self._table(key).pop(key, None)
 
     async def close(self) -> None:
         self._data.clear()
+        self._marks.clear()
+        self._bans.clear()
+        self._ban_ends.clear()
