@@ -33,6 +33,7 @@ from mailmoat.server.front import Front, raise_fd_limit
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
+from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
 
@@ -256,6 +257,7 @@ class Supervisor(Front):
         here = self.local.stats.snapshot()
         for name, value in here["counters"].items():
             doc["counters"][name] = doc["counters"].get(name, 0) + value
+        merge_histograms(doc["histograms"], here["histograms"])
         for name in ("sessions", "loop.lag_max_ms"):
             doc["gauges"][name] = here["gauges"][name]
         live = self._live()
@@ -276,6 +278,7 @@ class Supervisor(Front):
             doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
             for name, value in part["counters"].items():
                 counters[name] = counters.get(name, 0) + value
+            merge_histograms(doc["histograms"], part.get("histograms", {}))
             for name, value in part["gauges"].items():
                 if name in gauges and name.startswith("loop."):
                     gauges[name] = max(gauges[name], value)
