@@ -12,8 +12,14 @@ Counters only ever grow; their names come from a fixed vocabulary, so the table 
 - ``bans``, ``strikes``, ``tarpit.delayed``, ``tarpit.suspect``, ``stress.started``,
   ``stress.stopped``, ``pregreet.passed``, ``pregreet.failed``
 
+- ``messages.accepted`` (the client heard 250 at the end of data), ``messages.deferred``
+  (4xx), ``messages.refused`` (5xx, by a check or the downstream), ``messages.bytes`` (the
+  size of the accepted ones)
+
 Gauges are read when a snapshot is taken (``connections.active``, ``connections.peak``,
-``stress.active``, ...). A Prometheus exporter reads the same snapshot.
+``stress.active``, ...). Histograms count how long each stage took, in fixed buckets
+(``latency.command``: a command's reply, ``latency.message``: the end of data's reply,
+checks and delivery included). `GET /metrics` renders the same snapshot.
 """
 
 from __future__ import annotations
@@ -21,15 +27,51 @@ from __future__ import annotations
 import os
 import resource
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the latency histograms' buckets; one more counts the rest."""
+
+
+class Histogram:
+    """Counts per bucket (not cumulative), the sum and the count: fixed size (invariant 3)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": round(self.total, 6)}
+
+
+def merge_histograms(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add the snapshot histograms of `part` into `into` (a supervisor sums its workers')."""
+    for name, h in part.items():
+        mine = into.setdefault(name, {"counts": [0] * len(h["counts"]), "sum": 0.0})
+        mine["counts"] = [a + b for a, b in zip(mine["counts"], h["counts"], strict=True)]
+        mine["sum"] = round(mine["sum"] + h["sum"], 6)
 
 
 class Stats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self._gauges: dict[str, Callable[[], float | int]] = {}
+        self.histograms: dict[str, Histogram] = {}
         self.started = time.time()
+
+    def histogram(self, name: str) -> Histogram:
+        found = self.histograms.get(name)
+        if found is None:
+            found = self.histograms[name] = Histogram()
+        return found
 
     def incr(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
@@ -50,6 +92,7 @@ class Stats:
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
             "gauges": {name: read() for name, read in sorted(self._gauges.items())},
             "counters": dict(sorted(self.counters.items())),
+            "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
         }
 
 

@@ -64,6 +64,29 @@ def test_metrics_parse_and_count_refusals_and_sessions(tmp_path: Path) -> None:
         assert got[("mailmoat_connections_accepted_total", ())] == 4
         assert got[("mailmoat_connections_active", ())] == 0
         assert got[("mailmoat_resident_memory_bytes", ())] > 1_000_000
+        assert got[("mailmoat_messages_accepted_total", ())] == 1
+        assert got[("mailmoat_messages_bytes_total", ())] > len(b"Subject: m\r\n\r\nx\r\n")
+        # per-stage latency: one MAIL, one RCPT, one end of data, each within its buckets
+        for stage in ("mail", "rcpt", "message"):
+            name = f"mailmoat_latency_{stage}_seconds"
+            assert got[(f"{name}_count", ())] == 1
+            assert got[(f"{name}_bucket", (("le", "+Inf"),))] == 1
+            assert 0 < got[(f"{name}_sum", ())] < 30
+
+
+def test_messages_deferred_and_refused_are_counted(tmp_path: Path) -> None:
+    settings = {"admin.listen": "127.0.0.1:0", "smtp.max_header_size": 4096}
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        endpoint = _admin(gw)
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+            client.ehlo("c.test")
+            client.mail("a@b.test")
+            client.rcpt("alice@example.test")
+            assert client.data(b" continues nothing\r\n\r\nx\r\n")[0] == 554
+        got = _samples(request(endpoint, "/metrics")[1])
+        assert got[("mailmoat_messages_refused_total", ())] == 1
+        assert ("mailmoat_messages_accepted_total", ()) not in got
+        assert got[("mailmoat_rejected_total", (("reason", "header_defect"),))] == 1
 
 
 def test_metrics_are_summed_over_the_workers(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ Names: a counter ``a.b`` becomes ``mailmoat_a_b_total``; the counter families wi
 (``refused.<reason>``, ``rejected.<reason>``, ``closed.<reason>``) become one metric each with a
 ``reason`` label; a gauge ``a.b`` becomes ``mailmoat_a_b``; the process figures are
 ``mailmoat_resident_memory_bytes``, ``mailmoat_cpu_seconds_total`` and
-``mailmoat_uptime_seconds``. Label values come from a fixed vocabulary (invariant 3).
+``mailmoat_uptime_seconds``; a histogram ``a.b`` becomes ``mailmoat_a_b_seconds``. Label
+values come from a fixed vocabulary (invariant 3).
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mailmoat.stats import BUCKETS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LABELLED = {
@@ -76,6 +84,14 @@ class _Snapshot:
             gauge = GaugeMetricFamily(_name(name), f"Gauge {name}.")
             gauge.add_metric([], float(value))
             yield gauge
+        for name, h in sorted(doc.get("histograms", {}).items()):
+            family = HistogramMetricFamily(_name(name) + "_seconds", f"Seconds, {name}.")
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], h["counts"], strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            family.add_metric([], buckets, float(h["sum"]))
+            yield family
 
 
 def render(doc: dict[str, Any]) -> bytes:

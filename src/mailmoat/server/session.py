@@ -82,6 +82,15 @@ _VERBS: dict[type, str] = {
 """The command a refused event stands for, as logged (HELO/EHLO is the engine's own)."""
 
 
+_STAGES: dict[type, str] = {
+    Helo: "latency.helo",
+    MailFrom: "latency.mail",
+    RcptTo: "latency.rcpt",
+    DataStart: "latency.data",
+}
+"""The latency histogram of each checked command (its arrival to its reply)."""
+
+
 def new_queue_id() -> str:
     return secrets.token_hex(6).upper()
 
@@ -109,6 +118,7 @@ class SmtpSession(asyncio.Protocol):
     __slots__ = (
         "_close_due",
         "_close_reason",
+        "_cmd_started",
         "_data_bytes",
         "_delivering",
         "_greeting",
@@ -162,6 +172,7 @@ class SmtpSession(asyncio.Protocol):
         self._waiting_since = 0.0  # when the current wait for the client began
         self._last_byte = 0.0
         self._data_bytes = 0  # bytes received since DATA was accepted
+        self._cmd_started = 0.0  # when the command being checked arrived
         self._tx_started = 0.0
         self.transactions = 0
         self.queue_id = ""
@@ -396,6 +407,7 @@ class SmtpSession(asyncio.Protocol):
         self._rearm_timer()
 
     def _command(self, ev: Command) -> Awaitable[None] | None:
+        self._cmd_started = time.monotonic()
         client = self.client
         kind = type(ev)  # the events are final classes: cheaper than a chain of isinstance
         if kind is Helo:
@@ -439,6 +451,9 @@ class SmtpSession(asyncio.Protocol):
             await more
 
     def _answer(self, verdict: Verdict, ev: Command) -> Awaitable[None] | None:
+        stage = _STAGES.get(type(ev))
+        if stage is not None:
+            self.gw.stats.histogram(stage).observe(time.monotonic() - self._cmd_started)
         conn = self.conn
         if isinstance(verdict, Decision):
             if verdict.reply is not None:
@@ -506,6 +521,7 @@ class SmtpSession(asyncio.Protocol):
             if refusal is not None:
                 close = isinstance(verdict, Decision) and verdict.close
                 self.conn.send(refusal, close=close)
+                self._count_message(refusal, message)
                 self._log_transaction(refusal, None, message)
                 reason = verdict.reason if isinstance(verdict, Decision) else ""
                 more = self._refused(refusal, MessageEnd(message.size), reason)
@@ -518,9 +534,21 @@ class SmtpSession(asyncio.Protocol):
             self._delivering = False
             self._drop_spool()
         self.conn.send(result.reply)
+        self._count_message(result.reply, message)
         if result.accepted:
             self.transactions += 1
         self._log_transaction(result.reply, result.detail, message)
+
+    def _count_message(self, answer: Reply, message: Message) -> None:
+        """The end of data answered: its outcome, its size and how long the checks and the
+        delivery took."""
+        stats = self.gw.stats
+        stats.histogram("latency.message").observe(time.monotonic() - self._cmd_started)
+        if answer.positive:
+            stats.incr("messages.accepted")
+            stats.incr("messages.bytes", message.size)
+        else:
+            stats.incr("messages.deferred" if answer.transient else "messages.refused")
 
     def _received_header(self) -> bytes:
         """RFC 5321 §4.4 trace line, with the protocol keyword of RFC 3848 / RFC 6531."""

@@ -34,6 +34,7 @@ from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, rais
 from mailmoat.server.gateway import Gateway, default_checks
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
+from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
 
@@ -306,6 +307,7 @@ class Supervisor(Front):
         here = self.local.stats.snapshot()
         for name, value in here["counters"].items():
             doc["counters"][name] = doc["counters"].get(name, 0) + value
+        merge_histograms(doc["histograms"], here["histograms"])
         for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
             doc["gauges"][name] = here["gauges"][name]
         doc["loop_lag_max_ms"] = here["gauges"]["loop.lag_max_ms"]  # this process's own
@@ -334,6 +336,7 @@ class Supervisor(Front):
             doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
             for name, value in part["counters"].items():
                 counters[name] = counters.get(name, 0) + value
+            merge_histograms(doc["histograms"], part.get("histograms", {}))
             for name, value in part["gauges"].items():
                 if name in gauges and name.startswith("loop."):
                     gauges[name] = max(gauges[name], value)
