@@ -32,6 +32,7 @@ from tests.relay.relay_support import (
     SettingsFactory,
     TLSFiles,
 )
+from tests.waiting import wait_for
 
 
 def unstuff(wire: bytes) -> bytes:
@@ -235,6 +236,23 @@ async def test_starttls_opportunistic_without_verification(
     client = await DownstreamClient.connect(settings)
     assert client.tls
     await client.close()
+
+
+async def test_tls_connection_closed_by_downstream_closes_and_aborts_cleanly(
+    aiosmtpd_server: AiosmtpdFactory, make_settings: SettingsFactory, tls_files: TLSFiles
+) -> None:
+    """A TLS connection the downstream already closed (an idle timeout here) can still be
+    closed and aborted: on CPython 3.11.2 (Debian 12) closing such an SSL transport detaches its
+    SSL protocol and abort() then raised AttributeError out of close() and the pool."""
+    port, _ = await aiosmtpd_server(tls_context=tls_files.server_context(), idle_timeout=0.3)
+    settings = make_settings(port, starttls="require", tls_verify=False)
+    client = await DownstreamClient.connect(settings)
+    assert client.tls
+    await wait_for(lambda: not client.usable, "downstream closing the idle TLS connection")
+    await client.close()
+    client.abort()  # what the pool does to a connection it finds dead
+    await client.close()
+    assert not client.usable
 
 
 async def test_starttls_not_offered(
