@@ -175,7 +175,7 @@ async def test_a_downstream_that_stops_reading_times_out(
     started = time.monotonic()
     with pytest.raises(DownstreamTimeout):
         await client._write(b"NOOP\r\n")
-    assert 0.2 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.2 - 0.01  # command_timeout, not before
     assert not client.usable  # a connection in doubt is never reused
     await client.close()
 
