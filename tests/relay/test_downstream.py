@@ -17,7 +17,7 @@ from tests.relay.relay_support import (
     SettingsFactory,
     free_port,
 )
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, wait_for
 
 EPSILON = 0.01
 """Slack for timer and clock granularity in the lower bounds."""
@@ -390,16 +390,13 @@ async def test_cancelled_delivery_drops_its_connection(
     fake = await fake_downstream(on_data="silent")
     d = DownstreamDelivery(make_settings(fake.port))
     task = asyncio.create_task(d.deliver(make_message()))
-    while not fake.messages:  # the server has the data and is sitting on its answer
-        await asyncio.sleep(0.01)
+    # the server has the data and is sitting on its answer
+    await wait_for(lambda: fake.messages, "the message at the downstream")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(100):
-        if d.pool.open == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert d.pool.open == 0 and b"QUIT" not in fake.lines
+    await wait_for(lambda: d.pool.open == 0, "the connection dropped")
+    assert b"QUIT" not in fake.lines
     await d.close()
 
 
