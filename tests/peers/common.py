@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests import waiting
+
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
@@ -73,16 +75,12 @@ def wait_until(
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy; raise PeerError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            detail = f"\n{describe()}" if describe else ""
-            raise PeerError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy (tests/waiting.py); raise PeerError
+    after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
+    try:
+        return waiting.wait_until(predicate, what, timeout, interval, describe)
+    except waiting.ConditionTimeout as err:
+        raise PeerError(str(err)) from None
 
 
 def require_binary(name: str, *candidates: str) -> str:
