@@ -22,6 +22,8 @@ from mailmoat.relay.smtp_client import (
     TLSFailed,
     _address,
     _check_quoting,
+    abort_transport,
+    close_transport,
     stuff,
 )
 from tests.relay.relay_support import (
@@ -253,6 +255,31 @@ async def test_tls_connection_closed_by_downstream_closes_and_aborts_cleanly(
     client.abort()  # what the pool does to a connection it finds dead
     await client.close()
     assert not client.usable
+
+
+async def test_a_detached_tls_transport_closes_and_aborts_quietly(tls_files: TLSFiles) -> None:
+    """The root of the case above: on CPython 3.11.2 a second close() detaches an SSL transport
+    from its SSL protocol, and its abort() then raises AttributeError."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=tls_files.server_context())
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        transport = writer.transport
+        transport.close()
+        transport.close()  # detaches it (3.11.2)
+        close_transport(transport)
+        abort_transport(transport)
+        assert transport.is_closing()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_starttls_not_offered(
