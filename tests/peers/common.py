@@ -83,6 +83,33 @@ def wait_until(
         raise PeerError(str(err)) from None
 
 
+def listening_in(pid: int, port: int, host: str = LOOPBACK) -> bool:
+    """True if process `pid` itself LISTENs on host:port: not some other test's server that
+    took the port between free_port() and this process's bind (Linux /proc only)."""
+    wanted = {f"{_proc_net_addr(host)}:{port:04X}", f"00000000:{port:04X}"}
+    try:
+        inodes = {
+            target[len("socket:[") : -1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if (target := _readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")
+        }
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            next(f)
+            return any(
+                fields[3] == "0A" and fields[1] in wanted and fields[9] in inodes
+                for fields in (line.split() for line in f)
+            )
+    except OSError:  # gone, or no procfs
+        return False
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """Path of an installed program, or skip the test with a clear reason."""
     for path in (*candidates, shutil.which(name)):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.common import free_port
+from tests.peers.common import free_port, listening_in
 from tests.waiting import DEADLINE, wait_until
 
 KILLS = 14
@@ -28,42 +28,45 @@ BODY = b"Subject: big\r\n\r\n" + b"".join(
 )
 
 
-def _start(maildir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mailmoat",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--domain",
-            "example.test",
-            "--maildir",
-            str(maildir),
-            "--hostname",
-            "mx.test",
-            "--workers",
-            str(workers),
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def listening() -> bool:
+def _start(maildir: Path, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`mailmoat serve` on a free port, once it listens there itself; another port when a
+    busy machine's other tests took that one first."""
+    for _ in range(5):
+        port = free_port()
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mailmoat",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--domain",
+                    "example.test",
+                    "--maildir",
+                    str(maildir),
+                    "--hostname",
+                    "mx.test",
+                    "--workers",
+                    str(workers),
+                ],
+                start_new_session=True,
+                stdout=out,
+                stderr=out,
+            )
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, "mailmoat listening")
-    except AssertionError:
-        proc.kill()
-        raise
-    return proc
+            wait_until(
+                lambda p=proc, n=port: p.poll() is not None or listening_in(p.pid, n),
+                "mailmoat listening",
+                describe=log.read_text,
+            )
+        except AssertionError:
+            proc.kill()
+            raise
+        if proc.poll() is None:
+            return proc, port
+    raise AssertionError(f"mailmoat did not start:\n{log.read_text()}")
 
 
 def _send(port: int, kill_at: float, proc: subprocess.Popen[bytes]) -> bytes:
@@ -112,10 +115,13 @@ def test_sigkill_never_leaves_partial_or_loses_acknowledged_mail(
         assert kills < MAX_KILLS, f"{acknowledged} of {kills} kills came after the 250"
         delay = rng.uniform(0.0, early) if kills % 2 else rng.uniform(early, late)
         kills += 1
-        port = free_port()
-        proc = _start(maildir, port, workers)
+        log = tmp_path / f"mailmoat-{kills}.log"
+        proc, port = _start(maildir, workers, log)
         before = _listing(maildir)
-        reply = _send(port, delay, proc)
+        try:
+            reply = _send(port, delay, proc)
+        except OSError as err:
+            raise AssertionError(f"{err} before the kill; server log:\n{log.read_text()}") from err
         added = _listing(maildir) - before
         if reply.startswith(b"250"):
             acknowledged += 1
