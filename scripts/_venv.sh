@@ -3,19 +3,47 @@
 # Reinstalls only when pyproject.toml changed (the install is editable, so code changes
 # need no reinstall). Expects to run from the repository root.
 
+# The interpreter to build .venv from: $MAILMOAT_PYTHON if set, else Debian's own /usr/bin/python3
+# (what a Debian user runs, even when pyenv or the like puts another python3 first on PATH), else
+# the python3 on PATH.
+mailmoat_python() {
+    if [ -n "${MAILMOAT_PYTHON:-}" ]; then
+        printf '%s\n' "$MAILMOAT_PYTHON"
+    elif [ -x /usr/bin/python3 ]; then
+        printf '%s\n' /usr/bin/python3
+    else
+        command -v python3 || echo python3
+    fi
+}
+
+# "<version> <real path>" of a Python interpreter (empty if it does not run).
+mailmoat_python_id() {
+    "$1" -c 'import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))' \
+        2>/dev/null || true
+}
+
 mailmoat_venv() {
     local venv=.venv stamp=.venv/.mailmoat-install
-    local want
-    want="$(python3 --version 2>&1) $(sha256sum pyproject.toml | cut -d' ' -f1)"
+    local python wanted want
+    python="$(mailmoat_python)"
+    # Version and real path: another python of the same version (pyenv's 3.11.7 against
+    # Debian's 3.11.2, or the reverse) also means a new .venv.
+    wanted="$(mailmoat_python_id "$python")"
+    if [ -z "$wanted" ]; then
+        echo "!! cannot run $python (set MAILMOAT_PYTHON to a Python 3.11+ interpreter)" >&2
+        return 1
+    fi
+    want="$wanted $(sha256sum pyproject.toml | cut -d' ' -f1)"
 
-    # Recreate when missing, broken, or made by another python3 than the one on PATH now.
-    if [ "$("$venv/bin/python" --version 2>&1)" != "$(python3 --version 2>&1)" ]; then
+    # Recreate when missing, broken, or made by another interpreter than the one chosen now.
+    if [ "$(mailmoat_python_id "$venv/bin/python")" != "$wanted" ]; then
+        echo "==> making $venv with $python ($("$python" --version 2>&1))"
         rm -rf "$venv"
-        if ! python3 -m venv "$venv" 2>/dev/null; then
+        if ! "$python" -m venv "$venv" 2>/dev/null; then
             # Debian's python3 ships venv/ensurepip separately.
             rm -rf "$venv"
             mailmoat_apt_install python3-venv
-            python3 -m venv "$venv"
+            "$python" -m venv "$venv"
         fi
     fi
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

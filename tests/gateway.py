@@ -13,6 +13,7 @@ from typing import Any
 
 from mailmoat import config
 from mailmoat.server.gateway import Gateway
+from tests.waiting import DEADLINE
 
 
 class RunningGateway:
@@ -43,7 +44,7 @@ class RunningGateway:
 
     def start(self) -> RunningGateway:
         self._thread.start()
-        self._ready.wait(10)
+        assert self._ready.wait(DEADLINE), "the gateway did not start"
         if self._error is not None:
             raise self._error
         return self
@@ -58,19 +59,19 @@ class RunningGateway:
             done.set()
 
         self.loop.call_soon_threadsafe(run)
-        done.wait(5)
+        assert done.wait(DEADLINE), f"{fn} did not run on the gateway's loop"
         return box[0]
 
     def run(self, coro: Any) -> Any:
         """Run a coroutine on the gateway's loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(5)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(DEADLINE)
 
     def stop(self) -> None:
         if self.gateway is not None:
             fut = asyncio.run_coroutine_threadsafe(self.gateway.stop(grace=2), self.loop)
-            fut.result(10)
+            fut.result(DEADLINE)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+        self._thread.join(DEADLINE)
         self.loop.close()
 
 

@@ -16,6 +16,8 @@ from mailmoat.store import MemoryStore
 from tests.gateway import running_gateway
 from tests.peers import PostfixInstance
 from tests.relay.relay_support import FakeFactory, free_port
+from tests.server.dos_support import Clock
+from tests.waiting import wait_for
 
 VALID, UNKNOWN, UNAVAILABLE = Status.VALID, Status.UNKNOWN, Status.UNAVAILABLE
 
@@ -66,8 +68,9 @@ async def test_probe_is_mail_rcpt_rset_quit_never_data(fake_downstream: FakeFact
 
 async def test_answers_are_cached_with_their_own_lifetimes(fake_downstream: FakeFactory) -> None:
     fake = await fake_downstream(rcpt=refuse_unknown)
+    clock = Clock()  # the store's: lifetimes pass when the test says, not with the machine's load
     d = CallAheadDirectory(
-        settings_for(fake.port, positive_ttl=0.6, negative_ttl=0.3), MemoryStore()
+        settings_for(fake.port, positive_ttl=60, negative_ttl=30), MemoryStore(clock=clock)
     )
     assert await ask(d, "alice@example.test") is VALID
     assert await ask(d, "nobody@example.test") is UNKNOWN
@@ -78,12 +81,12 @@ async def test_answers_are_cached_with_their_own_lifetimes(fake_downstream: Fake
     assert d.probes == 3  # both from the cache
     assert await ask(d, "busy1@example.test") is UNAVAILABLE
     assert d.probes == 4  # a temporary failure is asked again
-    await asyncio.sleep(0.35)  # the negative answer has expired, the positive one not
+    clock.now += 35  # the negative answer has expired, the positive one not
     assert await ask(d, "alice@example.test") is VALID
     assert d.probes == 4
     assert await ask(d, "nobody@example.test") is UNKNOWN
     assert d.probes == 5
-    await asyncio.sleep(0.3)
+    clock.now += 30  # the positive one too
     assert await ask(d, "alice@example.test") is VALID
     assert d.probes == 6
     await d.close()
@@ -137,12 +140,13 @@ def probe_sessions(pf: PostfixInstance) -> list[str]:
 
 
 async def wait_sessions(pf: PostfixInstance, n: int) -> list[str]:
-    for _ in range(200):
-        sessions = probe_sessions(pf)
-        if len(sessions) >= n:
-            return sessions
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {n} sessions in the Postfix log:\n{pf.log_tail()}")
+    await wait_for(
+        lambda: len(probe_sessions(pf)) >= n,
+        f"{n} sessions in the Postfix log",
+        interval=0.05,
+        describe=pf.log_tail,
+    )
+    return probe_sessions(pf)
 
 
 async def test_callahead_against_postfix_caches_and_limits(postfix_instance: Any) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from mailmoat.store import MemoryStore
 from tests.directory.conftest import SlapdFactory
 from tests.directory.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, person
 from tests.gateway import running_gateway
+from tests.waiting import wait_for, wait_until
 
 VALID, UNKNOWN, UNAVAILABLE = Status.VALID, Status.UNKNOWN, Status.UNAVAILABLE
 
@@ -42,14 +41,6 @@ async def lookup(d: LdapDirectory, address: str) -> Status:
     local, _, domain = address.rpartition("@")
     result = d.lookup(local.lower(), domain.lower(), "192.0.2.1")
     return result if isinstance(result, Status) else await result
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_filter_values_are_escaped() -> None:
@@ -244,10 +235,7 @@ def test_gateway_refuses_unknown_and_defers_when_the_directory_is_down(
         check = next(c for c in checks if isinstance(c, RecipientCheck))
         directory = check.directories.directories[0]
         assert isinstance(directory, LdapDirectory)
-        deadline = time.monotonic() + 10
-        while directory.healthy:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: not directory.healthy, "the directory sees slapd gone")
         with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
             c.ehlo("client.test")
             c.mail("sender@sender.test")

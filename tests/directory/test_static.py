@@ -10,6 +10,7 @@ import pytest
 
 from mailmoat.directory.base import Directories, Status, split_address
 from mailmoat.directory.static import StaticDirectory, StaticFileError, parse
+from tests.waiting import wait_for
 
 FILE = """\
 # staff
@@ -107,11 +108,8 @@ async def test_lookup_case_quotes_catchall_and_subaddress(tmp_path: Path) -> Non
         await dirs.close()
 
 
-async def wait_for_loads(d: StaticDirectory, n: int, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while d.loads < n:
-        assert asyncio.get_running_loop().time() < deadline, "file was not reloaded"
-        await asyncio.sleep(0.02)
+async def wait_for_loads(d: StaticDirectory, n: int) -> None:
+    await wait_for(lambda: d.loads >= n, f"load {n} of the file")
 
 
 async def test_reload_on_change_and_a_bad_version_keeps_the_last_good_one(

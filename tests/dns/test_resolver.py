@@ -13,6 +13,7 @@ from mailmoat.dns import Resolver, Status
 from tests.dns import zone
 from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer, free_udp_port
+from tests.waiting import wait_for
 
 
 def resolver(*servers: str, clock=time.monotonic, **dns: object) -> Resolver:
@@ -134,10 +135,10 @@ async def test_timeout_is_a_temporary_error_and_not_cached(silent_dns: SilentSer
     answer = await r.query("mail.sender.test", "A")
     assert answer.status is Status.TEMPERROR and answer.temporary
     assert "timeout" in answer.error
-    assert time.monotonic() - started < 5  # bounded by dns.timeout, with slack for a busy CI
+    assert time.monotonic() - started >= 0.5 - 0.01  # it waited dns.timeout for an answer
     await r.query("mail.sender.test", "A")
     assert r.stats.queries == 2 and r.stats.temperrors == 2 and len(r) == 0
-    assert silent_dns.received >= 2
+    await wait_for(lambda: silent_dns.received >= 2, "both queries at the server")
 
 
 async def test_server_down_then_back(dnsmasq_factory: DnsmasqFactory) -> None:

@@ -1,9 +1,9 @@
-"""reverse_name gives exactly dnspython's in-addr.arpa / ip6.arpa names, cheaply."""
+"""reverse_name gives exactly dnspython's in-addr.arpa / ip6.arpa names (how much cheaper it
+is: `python -m bench reverse_name`, not a timed test here)."""
 
 from __future__ import annotations
 
 import ipaddress
-import time
 
 import dns.reversename
 import pytest
@@ -28,17 +28,3 @@ def test_same_name_as_dnspython(address: str) -> None:
     expected = dns.reversename.from_address(address).to_text(omit_final_dot=True)
     assert reverse_name(address) == expected
     assert reverse_name(ipaddress.ip_address(address)) == expected
-
-
-def test_cheaper_than_dnspython() -> None:
-    ip = ipaddress.ip_address("198.51.100.23")
-    rounds = 2000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        reverse_name(ip)
-    ours = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(rounds):
-        dns.reversename.from_address(str(ip)).to_text(omit_final_dot=True)
-    theirs = time.perf_counter() - started
-    assert ours < theirs

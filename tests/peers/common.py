@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests import waiting
+
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
@@ -73,16 +75,39 @@ def wait_until(
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy; raise PeerError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            detail = f"\n{describe()}" if describe else ""
-            raise PeerError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy (tests/waiting.py); raise PeerError
+    after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
+    try:
+        return waiting.wait_until(predicate, what, timeout, interval, describe)
+    except waiting.ConditionTimeout as err:
+        raise PeerError(str(err)) from None
+
+
+def listening_in(pid: int, port: int, host: str = LOOPBACK) -> bool:
+    """True if process `pid` itself LISTENs on host:port: not some other test's server that
+    took the port between free_port() and this process's bind (Linux /proc only)."""
+    wanted = {f"{_proc_net_addr(host)}:{port:04X}", f"00000000:{port:04X}"}
+    try:
+        inodes = {
+            target[len("socket:[") : -1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if (target := _readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")
+        }
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            next(f)
+            return any(
+                fields[3] == "0A" and fields[1] in wanted and fields[9] in inodes
+                for fields in (line.split() for line in f)
+            )
+    except OSError:  # gone, or no procfs
+        return False
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def require_binary(name: str, *candidates: str) -> str:

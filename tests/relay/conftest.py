@@ -107,6 +107,7 @@ async def aiosmtpd_server() -> AsyncIterator[AiosmtpdFactory]:
         lmtp: bool = False,
         pipelining: bool = False,
         tls_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 300,
         **recorder: Any,
     ) -> tuple[int, Recorder]:
         handler = Recorder(lmtp=lmtp, pipelining=pipelining, **recorder)
@@ -120,6 +121,7 @@ async def aiosmtpd_server() -> AsyncIterator[AiosmtpdFactory]:
                 enable_SMTPUTF8=True,
                 decode_data=False,
                 tls_context=tls_context,
+                timeout=idle_timeout,
                 loop=loop,
             )
 

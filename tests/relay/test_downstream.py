@@ -17,6 +17,10 @@ from tests.relay.relay_support import (
     SettingsFactory,
     free_port,
 )
+from tests.waiting import DEADLINE, wait_for
+
+EPSILON = 0.01
+"""Slack for timer and clock granularity in the lower bounds."""
 
 TRICKY = (
     b"Subject: dots\r\n\r\n"
@@ -150,10 +154,12 @@ async def test_no_greeting_times_out(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     fake = await fake_downstream(greeting=None)
-    d = DownstreamDelivery(make_settings(fake.port, connect_timeout=0.3))
+    # every other wait is longer than the test waits: only connect_timeout can answer
+    d = DownstreamDelivery(make_settings(fake.port, connect_timeout=0.3, command_timeout=60))
     started = time.monotonic()
-    result = await d.deliver(make_message())
-    assert time.monotonic() - started < 2
+    async with asyncio.timeout(DEADLINE):
+        result = await d.deliver(make_message())
+    assert time.monotonic() - started >= 0.3 - EPSILON
     await d.close()
     assert code(result) == (False, 451, "4.4.2")
 
@@ -298,10 +304,12 @@ async def test_end_of_data_never_answered(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     fake = await fake_downstream(on_data="silent")
-    d = DownstreamDelivery(make_settings(fake.port, data_timeout=0.3))
+    # every other wait is longer than the test waits: only data_timeout can answer
+    d = DownstreamDelivery(make_settings(fake.port, data_timeout=0.3, command_timeout=60))
     started = time.monotonic()
-    result = await d.deliver(make_message())
-    assert 0.3 <= time.monotonic() - started < 2
+    async with asyncio.timeout(DEADLINE):
+        result = await d.deliver(make_message())
+    assert time.monotonic() - started >= 0.3 - EPSILON
     await d.close()
     assert code(result) == (False, 451, "4.4.2")
     assert d.pool.open == 0  # the connection in doubt is dropped, never reused
@@ -384,16 +392,13 @@ async def test_cancelled_delivery_drops_its_connection(
     fake = await fake_downstream(on_data="silent")
     d = DownstreamDelivery(make_settings(fake.port))
     task = asyncio.create_task(d.deliver(make_message()))
-    while not fake.messages:  # the server has the data and is sitting on its answer
-        await asyncio.sleep(0.01)
+    # the server has the data and is sitting on its answer
+    await wait_for(lambda: fake.messages, "the message at the downstream")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(100):
-        if d.pool.open == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert d.pool.open == 0 and b"QUIT" not in fake.lines
+    await wait_for(lambda: d.pool.open == 0, "the connection dropped")
+    assert b"QUIT" not in fake.lines
     await d.close()
 
 

@@ -7,6 +7,10 @@ import time
 
 from mailmoat.relay import DownstreamDelivery
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
+from tests.waiting import wait_for
+
+EPSILON = 0.01
+"""Slack for timer and clock granularity in the lower bounds."""
 
 
 async def test_never_more_than_pool_size_connections(
@@ -58,11 +62,8 @@ async def test_connection_closed_after_idle_timeout(
     fake = await fake_downstream()
     d = DownstreamDelivery(make_settings(fake.port, idle_timeout=0.2))
     assert (await d.deliver(make_message())).accepted
-    for _ in range(100):
-        if d.pool.open == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert d.pool.open == 0 and fake.concurrent == 0
+    await wait_for(lambda: d.pool.open == 0, "the idle connection closed")
+    await wait_for(lambda: fake.concurrent == 0, "the downstream saw it close")
     assert fake.lines[-1] == b"QUIT"
     await d.close()
 
@@ -71,23 +72,26 @@ async def test_each_idle_connection_closes_after_its_own_idle_timeout(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     """One timer for the pool: the connection that came back first closes first, the other
-    stays until its own idle time is over, and one taken again in between is not closed."""
+    stays until its own idle time is over, and one taken again in between is not closed.
+    Shown by minimums: neither closes before idle_timeout has passed since it came back."""
+    idle_timeout = 1.0
     fake = await fake_downstream(command_delay=0.01)
-    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=0.3))
+    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=idle_timeout))
+    loop = asyncio.get_running_loop()
+    sent = loop.time()  # both come back after this
     assert all(
         r.accepted for r in await asyncio.gather(*(d.deliver(make_message()) for _ in range(2)))
     )
     assert d.pool.idle == 2
-    await asyncio.sleep(0.15)
-    assert (await d.deliver(make_message())).accepted  # the newest: back at t=0.15
-    await asyncio.sleep(0.2)  # t=0.35: the older one is gone, the reused one is not
-    assert (d.pool.idle, fake.connections) == (1, 2)
-    await asyncio.sleep(0.2)  # t=0.55: gone too
-    for _ in range(50):
-        if d.pool.open == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert d.pool.open == 0 and d.pool.idle == 0
+    await asyncio.sleep(0.2)
+    reused = loop.time()  # the one taken again comes back after this
+    assert (await d.deliver(make_message())).accepted
+    assert fake.connections == 2, "an idle connection was reused, not closed"
+    await wait_for(lambda: d.pool.open <= 1, "the older one closed")
+    assert loop.time() - sent >= idle_timeout - EPSILON
+    await wait_for(lambda: d.pool.open == 0, "the reused one closed")
+    assert loop.time() - reused >= idle_timeout - EPSILON  # its own idle time, not the first's
+    assert d.pool.idle == 0 and fake.connections == 2
     await d.close()
 
 
@@ -95,17 +99,16 @@ async def test_pool_exhausted_gives_451_4_3_2_after_pool_wait(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     fake = await fake_downstream(on_data="silent")
-    settings = make_settings(fake.port, pool_size=1, pool_wait=0.2, data_timeout=1.0)
+    settings = make_settings(fake.port, pool_size=1, pool_wait=0.2, data_timeout=3.0)
     d = DownstreamDelivery(settings)
     first = asyncio.create_task(d.deliver(make_message(queue_id="Q1")))
-    while fake.connections == 0:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: fake.connections == 1, "the first delivery connected")
     started = time.monotonic()
     second = await d.deliver(make_message(queue_id="Q2"))
     waited = time.monotonic() - started
     assert (second.accepted, second.reply.code, second.reply.enhanced) == (False, 451, "4.3.2")
     assert "busy" in second.reply.text.lower()
-    assert 0.15 <= waited < 0.9
+    assert waited >= 0.2 - EPSILON  # it waited pool_wait for a connection
     r1 = await first
     assert (r1.accepted, r1.reply.code) == (False, 451)  # timed out: the connection was dropped
     await d.close()

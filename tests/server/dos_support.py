@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 import time
 
+from tests.waiting import DEADLINE
+
 
 class Clock:
     """A clock the test moves by hand (for the store, bans and rate windows)."""
@@ -17,11 +19,11 @@ class Clock:
         return self.now
 
 
-def connect(port: int, src: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:
+def connect(port: int, src: str = "127.0.0.1", timeout: float = DEADLINE) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(src, 0))
 
 
-def read_line(sock: socket.socket, timeout: float = 5.0) -> bytes:
+def read_line(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
     """One reply line (CRLF included), or what came before the server closed."""
     sock.settimeout(timeout)
     got = b""
@@ -33,7 +35,7 @@ def read_line(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return got
 
 
-def read_reply(sock: socket.socket, timeout: float = 5.0) -> bytes:
+def read_reply(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
     """A whole (possibly multi-line) reply."""
     lines = b""
     while True:
@@ -43,7 +45,7 @@ def read_reply(sock: socket.socket, timeout: float = 5.0) -> bytes:
             return lines
 
 
-def read_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+def read_all(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
     """Everything until the server closes (or `timeout` passes)."""
     sock.settimeout(timeout)
     got = b""
@@ -64,10 +66,10 @@ def read_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
 def refused_at_connect(port: int, src: str = "127.0.0.1") -> bytes:
     """Connect and return all the server said before it closed (one 421 line when refused)."""
     with connect(port, src) as s:
-        return read_all(s, 3.0)
+        return read_all(s)
 
 
-def closed(sock: socket.socket, timeout: float = 1.0) -> bool:
+def closed(sock: socket.socket, timeout: float = DEADLINE) -> bool:
     """True when the server has closed the connection (EOF or reset) within `timeout`."""
     sock.settimeout(timeout)
     try:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tests.gateway import RunningGateway, clocked_gateway, running_gateway
@@ -21,6 +19,7 @@ from tests.server.dos_support import (
     read_reply,
     refused_at_connect,
 )
+from tests.waiting import DEADLINE, wait_until
 
 HOST = b"mx.mailmoat.test"
 
@@ -49,7 +48,7 @@ def test_deny_list_refuses_with_421_and_closes(tmp_path: Path) -> None:
         assert _counter(gw, "refused.denied") == 1
         assert gw.gateway is not None
         sessions = gw.gateway.sessions
-        assert _wait_for(lambda: not sessions)  # the greeted one has gone; no refused one came
+        wait_until(lambda: not sessions)  # the greeted one has gone; no refused one came
         assert _counter(gw, "connections.accepted") == 2
 
 
@@ -86,7 +85,7 @@ def test_global_connection_cap(tmp_path: Path) -> None:
         # the slots come back when those clients leave
         assert gw.gateway is not None
         admission = gw.gateway.defences.admission
-        assert _wait_for(lambda: admission.connections == 0)
+        wait_until(lambda: admission.connections == 0)
         with _greeted(gw.port, "127.0.3.1"):
             pass
 
@@ -106,7 +105,7 @@ def test_per_address_limit_and_release(tmp_path: Path) -> None:
         a.close()
         assert gw.gateway is not None
         admission = gw.gateway.defences.admission
-        assert _wait_for(lambda: admission.connections == 1)
+        wait_until(lambda: admission.connections == 1)
         with _greeted(gw.port, "127.0.5.5"):
             pass
         b.close()
@@ -166,9 +165,9 @@ def test_strikes_lead_to_a_ban_that_expires_and_escalates(tmp_path: Path) -> Non
             clock.now += 2  # past the strike cooldown
         held.close()
         admission = gw.gateway.defences.admission
-        assert _wait_for(lambda: admission.connections == 0)
+        wait_until(lambda: admission.connections == 0)
         banned = _refusal(b"your address is temporarily blocked, try again later")
-        assert _wait_for(lambda: gw.call(bans.banned_now, "127.0.10.1"))
+        wait_until(lambda: gw.call(bans.banned_now, "127.0.10.1"))
         assert refused_at_connect(gw.port, "127.0.10.1") == banned
         with _greeted(gw.port, "127.0.10.2"):  # only that address
             pass
@@ -193,7 +192,7 @@ def test_a_session_closed_for_errors_is_a_strike(tmp_path: Path) -> None:
             s.sendall(b"MAIL FROM:<a@b.test>\r\n")
             got = read_all(s)
         assert b"503 5.5.1" in got and b"421 4.7.0 Error: too many errors" in got
-        assert _wait_for(lambda: _counter(gw, "bans") == 1)
+        wait_until(lambda: _counter(gw, "bans") == 1)
         banned = _refusal(b"your address is temporarily blocked, try again later")
         assert refused_at_connect(gw.port, "127.0.11.1") == banned
 
@@ -219,15 +218,6 @@ def test_trusted_upstream_is_exempt_from_limits_and_bans(tmp_path: Path) -> None
             assert refused_at_connect(gw.port, "127.0.13.1").startswith(b"421 4.7.0")
 
 
-def _wait_for(predicate: Callable[[], object], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_refusal_needs_no_session_state(tmp_path: Path) -> None:
     """A flood of refused connections leaves nothing behind: no session, no counted slot."""
     with running_gateway(tmp_path / "md", **{"admission.deny_networks": ["127.0.14.0/24"]}) as gw:
@@ -236,7 +226,7 @@ def test_refusal_needs_no_session_state(tmp_path: Path) -> None:
             with contextlib.suppress(OSError):
                 socks.append(connect(gw.port, f"127.0.14.{i % 10 + 1}"))
         for s in socks:
-            assert read_all(s, 2.0).startswith(b"421 4.7.0")
+            assert read_all(s).startswith(b"421 4.7.0")
             s.close()
         assert gw.gateway is not None
         assert not gw.gateway.sessions
@@ -247,5 +237,5 @@ def test_refusal_needs_no_session_state(tmp_path: Path) -> None:
 def test_ipv6_listener_applies_the_lists(tmp_path: Path) -> None:
     settings = {"server.listen": ["[::1]:0"], "admission.deny_networks": ["::1/128"]}
     with running_gateway(tmp_path / "md", **settings) as gw:
-        with socket.create_connection(("::1", gw.port), timeout=5) as s:
-            assert read_all(s, 3) == _refusal(b"access denied")
+        with socket.create_connection(("::1", gw.port), timeout=DEADLINE) as s:
+            assert read_all(s) == _refusal(b"access denied")

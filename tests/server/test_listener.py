@@ -13,6 +13,7 @@ from mailmoat import config
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.server.gateway import CLOSE_BURST, CLOSE_RATE, Gateway
 from mailmoat.store import MemoryStore
+from tests.waiting import DEADLINE, wait_for
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> config.Settings:
@@ -31,7 +32,7 @@ def _settings(tmp_path: Path, **overrides: Any) -> config.Settings:
 async def _first_reply(port: int, src: str = "127.0.0.1") -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
     try:
-        return await asyncio.wait_for(reader.read(1024), 5)
+        return await asyncio.wait_for(reader.read(1024), DEADLINE)
     finally:
         writer.close()
 
@@ -60,8 +61,10 @@ async def test_a_failing_store_gives_421_and_releases_the_slot(tmp_path: Path) -
     port = (await gw.start())[0][1]
     try:
         assert await _first_reply(port) == b"421 4.3.0 Error: local error, try again later\r\n"
-        await asyncio.sleep(0.05)
-        assert gw.defences.admission.connections == 0 and not gw.sessions
+        await wait_for(
+            lambda: gw.defences.admission.connections == 0 and not gw.sessions,
+            "the slot given back",
+        )
     finally:
         await gw.stop(grace=1)
 
@@ -84,20 +87,17 @@ async def test_a_burst_of_refusals_does_not_hold_up_a_session(tmp_path: Path) ->
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert (await reader.readline()).startswith(b"220 ")
-        loop = asyncio.get_running_loop()
 
         async def refused(i: int) -> bytes:
             return await _first_reply(port, f"127.0.60.{i % 200 + 1}")
 
         burst = [asyncio.ensure_future(refused(i)) for i in range(400)]
-        started = loop.time()
+        # the session is answered in the middle of the burst (how fast is bench/'s question)
         writer.write(b"NOOP\r\n")
-        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"250 ")
-        answered = loop.time() - started
+        assert (await asyncio.wait_for(reader.readline(), DEADLINE)).startswith(b"250 ")
         replies = await asyncio.gather(*burst)
         refusal = b"421 4.7.0 mx.mailmoat.test Error: access denied\r\n"
         assert all(r == refusal for r in replies)
-        assert answered < 1.0
         assert gw.stats.get("refused.denied") == 400 and gw.stats.get("closed.refused") == 400
         writer.close()
     finally:

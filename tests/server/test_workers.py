@@ -1,9 +1,11 @@
 """Worker processes (`server.workers`): a real `mailmoat serve` with a supervisor and two
 workers on loopback. The supervisor runs up to two sessions itself (LOCAL_SESSIONS) and hands
 the others over, so the tests that are about the workers first fill those two places with idle
-sessions. Mail flows through every process; the per-address cap, bans, pregreet verdicts and
-counters hold across them, because admission and the store live with the supervisor; a killed
-worker gives its slots back and is replaced; SIGTERM stops them all."""
+sessions, one at a time (it counts a session once it has started: a burst may leave it more).
+Mail flows through every process; the per-address cap, bans, pregreet verdicts and counters
+hold across them, because admission and the store live with the supervisor; a killed worker
+gives its slots back and is replaced; SIGTERM stops them all. Every count is awaited
+(tests/waiting.py): the processes get there when the busy machine lets them."""
 
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from typing import Any
 import pytest
 
 from mailmoat.server.admin import fetch
+from mailmoat.server.supervisor import LOCAL_SESSIONS, SPREAD
 from tests.peers.common import free_port
 from tests.server.dos_support import closed, connect, read_all, read_reply, refused_at_connect
+from tests.waiting import wait_until
 
 BODY = b"Subject: workers\r\n\r\nhello\r\n"
 
@@ -41,12 +45,28 @@ class Served:
     def worker_pids(self) -> list[int]:
         return [int(w["pid"]) for w in self.stats()["workers"]]
 
+    def sessions(self) -> tuple[int, list[int]]:
+        """Sessions open in the supervisor itself, and in each worker (one snapshot)."""
+        doc = self.stats()
+        workers = [int(w["sessions"]) for w in doc["workers"]]
+        return int(doc["gauges"]["sessions"]) - sum(workers), workers
+
     def fill_local(self, src: str = "127.0.0.20") -> list[Any]:
-        """Two idle sessions: the supervisor's own places are taken, the next go to workers."""
-        held = [_greeted(self.port, src) for _ in range(2)]
-        _wait(lambda: self.stats()["gauges"]["sessions"] >= 2)
-        assert all(w["sessions"] == 0 for w in self.stats()["workers"])
+        """Idle sessions in the supervisor's own places, each awaited before the next
+        connects: from then on every new connection goes to a worker. Call it with no
+        session open (a closed one may still be counted for a moment: that is awaited)."""
+        _wait(lambda: self.sessions() == (0, [0, 0]), "no session open")
+        held = []
+        for n in range(1, LOCAL_SESSIONS + 1):
+            held.append(_greeted(self.port, src))
+            _wait(lambda n=n: self.sessions() == (n, [0, 0]), f"{n} sessions in the supervisor")
         return held
+
+    def counter(self, name: str) -> int:
+        return int(self.stats()["counters"].get(name, 0))
+
+    def wait_counter(self, name: str, value: int) -> None:
+        _wait(lambda: self.counter(name) == value, f"counter {name} == {value}")
 
     def send(self, rcpt: str = "alice@example.test") -> None:
         with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
@@ -114,11 +134,8 @@ def served(tmp_path: Path, workers: int = 2, **settings: object) -> Iterator[Ser
         log.close()
 
 
-def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
+def _wait(predicate: Any, what: str = "condition") -> None:
+    wait_until(predicate, what, interval=0.05)
 
 
 def _greeted(port: int, src: str = "127.0.0.1") -> Any:
@@ -146,34 +163,36 @@ def _deliver(s: Any) -> None:
 
 def test_mail_flows_through_both_workers_and_counters_add_up(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
-        # eight sessions open at once: two run in the supervisor (it counts its own when it
-        # decides); the others are spread over both workers, neither more than SPREAD (2) + 1
-        # above the other
-        held = [_greeted(srv.port) for _ in range(8)]
+        # eight sessions open at once: two in the supervisor, the six others spread over both
+        # workers, neither more than SPREAD + 1 above the other (the worker that had the last
+        # connection keeps getting them up to SPREAD above the least busy)
+        held = srv.fill_local("127.0.0.1") + [_greeted(srv.port) for _ in range(6)]
         # the supervisor greets at admission: the sessions may start a moment later
-        _wait(lambda: srv.stats()["gauges"]["sessions"] == 8)
+        _wait(lambda: srv.stats()["gauges"]["sessions"] == 8, "8 sessions")
         assert srv.stats()["gauges"]["connections.active"] == 8
-        a, b = sorted(w["sessions"] for w in srv.stats()["workers"])
-        assert a >= 1 and b - a <= 3 and a + b == 6, (a, b)
+        local, (a, b) = srv.sessions()
+        assert local == LOCAL_SESSIONS and a + b == 6, (local, a, b)
+        assert a >= 1 and b >= 1 and abs(a - b) <= SPREAD + 1, (a, b)
         for s in held:
             _deliver(s)
-        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0)
-        names = os.listdir(srv.maildir / "new")
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 0, "all connections closed")
+        names = os.listdir(srv.maildir / "new")  # each one written before its 250
         assert len(names) == 8
         pids = {n.split("P", 1)[1].split("R", 1)[0] for n in names}
         every = {str(p) for p in [srv.stats()["pid"], *srv.worker_pids()]}
         assert pids == every, "the supervisor and both workers delivered"
         for _ in range(2):
             srv.send()
+        srv.wait_counter("closed.quit", 10)  # counted by the sessions, wherever, once closed
         doc = srv.stats()
         assert doc["counters"]["connections.accepted"] == 10  # counted by the supervisor
-        assert doc["counters"]["closed.quit"] == 10  # counted by the sessions, wherever
         assert len(doc["workers"]) == 2 and doc["gauges"]["workers.ready"] == 2
 
 
 def test_per_address_cap_holds_across_workers(tmp_path: Path) -> None:
     with served(tmp_path, **{"admission.max_per_ip": 3, "tarpit.suspect_delay": 0}) as srv:
-        held = [_greeted(srv.port, "127.0.0.7") for _ in range(3)]  # spread over both workers
+        # the supervisor and the workers: the cap is counted at admission all the same
+        held = [_greeted(srv.port, "127.0.0.7") for _ in range(3)]
         refusal = refused_at_connect(srv.port, "127.0.0.7")
         assert refusal.startswith(b"421 4.7.0") and b"too many connections from your address" in (
             refusal
@@ -181,11 +200,11 @@ def test_per_address_cap_holds_across_workers(tmp_path: Path) -> None:
         other = _greeted(srv.port, "127.0.0.8")  # another address is not affected
         other.close()
         held.pop().close()  # a slot given back by a worker is free again at the supervisor
-        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2)
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2, "2 connections left")
         again = _greeted(srv.port, "127.0.0.7")
         for s in [*held, again]:
             s.close()
-        assert srv.stats()["counters"]["refused.max_per_ip"] == 1
+        assert srv.counter("refused.max_per_ip") == 1
 
 
 def test_strikes_in_the_workers_ban_at_the_supervisor(tmp_path: Path) -> None:
@@ -198,11 +217,10 @@ def test_strikes_in_the_workers_ban_at_the_supervisor(tmp_path: Path) -> None:
             assert read_all(s).startswith(b"554 5.7.0")
             s.close()
             time.sleep(1.1)  # strikes closer together than a second count once
-        _wait(lambda: srv.stats()["counters"].get("bans", 0) == 1)
+        srv.wait_counter("bans", 1)  # the strikes travel from the worker to the supervisor
         refusal = refused_at_connect(srv.port, "127.0.0.9")
         assert refusal.startswith(b"421 4.7.0") and b"temporarily blocked" in refusal
-        counters = srv.stats()["counters"]
-        assert counters["strikes"] == 2 and counters["refused.banned"] == 1
+        assert srv.counter("strikes") == 2 and srv.counter("refused.banned") == 1
         for s in idle:
             s.close()
         srv.send()  # everyone else still gets through
@@ -214,18 +232,21 @@ def test_pregreet_verdicts_are_shared_through_the_supervisors_store(tmp_path: Pa
         t0 = time.monotonic()
         srv.send()  # an address not seen before waits for its greeting (in a worker)
         assert time.monotonic() - t0 >= 0.4
-        # the worker stored "pass" through the supervisor; any worker now greets at once
+        srv.wait_counter("pregreet.passed", 1)
+        # the worker stored "pass" through the supervisor: the address is greeted at once from
+        # now on, so a client that talks without waiting for the greeting is no early talker
         for _ in range(2):
-            t0 = time.monotonic()
-            s = _greeted(srv.port)
-            assert time.monotonic() - t0 < 0.3
+            s = connect(srv.port)
+            s.sendall(b"EHLO client.test\r\n")
+            assert read_reply(s).startswith(b"220 ")
+            assert read_reply(s).startswith(b"250"), "not held, not refused"
             s.close()
         # one that talks first is refused at connect from then on, whichever worker saw it
         s = connect(srv.port, "127.0.0.11")
         s.sendall(b"EHLO early.test\r\n")
         assert read_all(s).startswith(b"554 5.5.0")
         s.close()
-        _wait(lambda: srv.stats()["counters"].get("pregreet.failed", 0) == 1)
+        srv.wait_counter("pregreet.failed", 1)
         assert refused_at_connect(srv.port, "127.0.0.11").startswith(b"421 4.7.0")
         for s in idle:
             s.close()
@@ -236,16 +257,21 @@ def test_a_killed_worker_gives_its_slots_back_and_is_replaced(tmp_path: Path) ->
         idle = srv.fill_local()
         held = [_greeted(srv.port, "127.0.0.12") for _ in range(2)]  # both to one worker
         assert refused_at_connect(srv.port, "127.0.0.12").startswith(b"421 4.7.0")
+        # the worker counts them once their sessions have started there
+        _wait(lambda: sorted(srv.sessions()[1]) == [0, 2], "both sessions in one worker")
         victim = next(int(w["pid"]) for w in srv.stats()["workers"] if w["sessions"])
         os.kill(victim, signal.SIGKILL)
-        assert all(closed(s, 5.0) for s in held), "the killed worker's sessions are gone"
-        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2)  # the idle two
+        assert all(closed(s, 20.0) for s in held), "the killed worker's sessions are gone"
+        _wait(lambda: srv.stats()["gauges"]["connections.active"] == 2, "the idle two left")
         again = _greeted(srv.port, "127.0.0.12")  # its slot is free again
         again.close()
         for s in [*held, *idle]:
             s.close()
-        _wait(lambda: len(srv.worker_pids()) == 2 and victim not in srv.worker_pids())
-        assert srv.stats()["counters"]["workers.restarted"] == 1
+        _wait(
+            lambda: len(srv.worker_pids()) == 2 and victim not in srv.worker_pids(),
+            "a new worker in the killed one's place",
+        )
+        assert srv.counter("workers.restarted") == 1
         for _ in range(4):
             srv.send()
         assert len(os.listdir(srv.maildir / "new")) == 4
@@ -258,7 +284,7 @@ def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0
         for pid in pids:
-            _wait(lambda pid=pid: not _alive(pid), 10)
+            _wait(lambda pid=pid: not _alive(pid), f"worker {pid} gone")
 
 
 def _alive(pid: int) -> bool:
@@ -288,21 +314,21 @@ def test_stress_mode_decided_by_the_supervisor_tightens_the_workers_deadlines(
         "stress.greeting": 1.0,
         "stress.hold": 0,
         "bans.strikes": 0,
+        "timeouts.greeting": 300.0,  # far beyond any wait below: only stress mode closes
     }
     with served(tmp_path, **settings) as srv:
-        idle = [_greeted(srv.port, "127.0.0.13") for _ in range(5)]  # 5 > 8 * 0.5: stress on
-        _wait(lambda: srv.stats()["gauges"]["stress.active"] == 1, 5)
-        _wait(lambda: srv.stats()["gauges"]["sessions"] == 5, 5)
-        assert sum(w["sessions"] for w in srv.stats()["workers"]) == 3  # 2 in the supervisor
-        t0 = time.monotonic()
-        # idle sessions, in the supervisor and a worker, are closed after stress.greeting
+        connected = time.monotonic()
+        idle = srv.fill_local("127.0.0.13")
+        idle += [_greeted(srv.port, "127.0.0.13") for _ in range(3)]  # 5 > 8 * 0.5: stress on
+        # idle sessions, in the supervisor and a worker, are closed for stress.greeting, not
+        # before it has passed (the greeting came after `connected`)
         for s in idle:
-            assert read_all(s, 5.0).startswith(b"421 4.4.2"), "closed for its deadline"
+            assert read_all(s, 30.0).startswith(b"421 4.4.2"), "closed for its deadline"
+            assert time.monotonic() - connected >= 1.0
             s.close()
-        assert time.monotonic() - t0 < 4.0
-        counters = srv.stats()["counters"]
-        assert counters["closed.timeout"] == 5 and counters["stress.started"] == 1
-        _wait(lambda: srv.stats()["gauges"]["stress.active"] == 0, 5)
+        srv.wait_counter("closed.timeout", 5)
+        assert srv.counter("stress.started") == 1  # (on for a moment only: not polled for)
+        _wait(lambda: srv.stats()["gauges"]["stress.active"] == 0, "stress mode off")
 
 
 def test_a_port_in_use_stops_the_workers_too(tmp_path: Path) -> None:
@@ -336,9 +362,10 @@ def test_a_light_load_is_served_by_the_supervisor_without_a_hand_over(tmp_path: 
         supervisor = str(srv.stats()["pid"])
         assert len(names) == 5
         assert {n.split("P", 1)[1].split("R", 1)[0] for n in names} == {supervisor}
-        held = [_greeted(srv.port) for _ in range(3)]  # the third is handed over
-        _wait(lambda: srv.stats()["gauges"]["sessions"] == 3)
-        assert sum(w["sessions"] for w in srv.stats()["workers"]) == 1
+        # two sessions in the supervisor's own places; the third is handed over
+        held = [*srv.fill_local("127.0.0.1"), _greeted(srv.port)]
+        _wait(lambda: sorted(srv.sessions()[1]) == [0, 1], "the third session in a worker")
+        assert srv.sessions()[0] == LOCAL_SESSIONS
         for s in held:
             s.close()
 
@@ -350,7 +377,7 @@ def test_a_burst_that_arrives_at_once_is_spread_over_the_workers(tmp_path: Path)
         # from 100 addresses (one address may open only admission.max_rate a minute)
         socks = [connect(srv.port, f"127.0.{3 + i // 50}.{i % 50 + 1}") for i in range(100)]
         try:
-            _wait(lambda: srv.stats()["gauges"]["sessions"] == 100, timeout=30)
+            _wait(lambda: srv.stats()["gauges"]["sessions"] == 100, "100 sessions")
             doc = srv.stats()
             workers = [w["sessions"] for w in doc["workers"]]
             local = doc["gauges"]["sessions"] - sum(workers)

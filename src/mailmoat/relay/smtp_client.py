@@ -192,7 +192,7 @@ class _ReplyProtocol(asyncio.Protocol):
     def _fail(self, error: DownstreamError) -> None:
         self.error = error
         if self.transport is not None:
-            self.transport.abort()
+            abort_transport(self.transport)
         self._wake()
 
     def _wake(self) -> None:
@@ -242,6 +242,32 @@ class _ReplyProtocol(asyncio.Protocol):
             raise self.error
         if self.closed:
             raise ConnectionLost("connection closed by downstream while writing")
+
+
+# --- closing a transport -----------------------------------------------------------------------
+
+
+def close_transport(transport: asyncio.BaseTransport) -> None:
+    """Start an orderly close, unless one is under way or the connection is already gone.
+
+    Never close() twice: on CPython 3.11.2 (Debian 12) a second close() of an SSL transport, or a
+    close() after its connection was lost, detaches the transport from its SSL protocol, and every
+    later abort() of it raises AttributeError."""
+    if not transport.is_closing():
+        transport.close()
+
+
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """Drop the connection at once; a no-op for a transport that has nothing left to drop.
+
+    CPython 3.11.2's SSL transport raises AttributeError from abort() once its SSL protocol is
+    detached (fixed in 3.11.3); that happens only to a transport already closed, so there is
+    nothing left to abort then."""
+    try:
+        transport.abort()
+    except AttributeError:
+        if not transport.is_closing():
+            raise
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -374,6 +400,7 @@ class DownstreamClient:
         loop = asyncio.get_running_loop()
         where = f"{host}:{port}"
         transport: asyncio.Transport | None = None
+        client: DownstreamClient | None = None
         try:
             try:
                 async with asyncio.timeout(relay.connect_timeout):
@@ -393,8 +420,10 @@ class DownstreamClient:
             await client._hello()
             await client._starttls(host, tls_context)
         except BaseException:
+            if client is not None:
+                client.abort()  # the TLS transport once STARTTLS is done
             if transport is not None:
-                transport.abort()
+                abort_transport(transport)
             raise
         return client
 
@@ -504,7 +533,8 @@ class DownstreamClient:
         return r
 
     def _break(self) -> None:
-        self.abort()
+        self._broken = True
+        abort_transport(self._transport)
 
     # state
 
@@ -526,8 +556,7 @@ class DownstreamClient:
         """Drop the connection at once (the server discards any unfinished transaction).
         Nothing to do once it is lost: a TLS transport cannot even be aborted then."""
         self._broken = True
-        if not self._proto.closed:
-            self._transport.abort()
+        abort_transport(self._transport)
 
     async def close(self, timeout: float = 5.0) -> None:
         """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
@@ -537,13 +566,14 @@ class DownstreamClient:
                     self._proto.owed += 1
                     self._transport.write(b"QUIT\r\n")
                     await self._read(min(timeout, self._relay.command_timeout), "QUIT")
-            self._transport.close()
+            close_transport(self._transport)
             async with asyncio.timeout(timeout):
                 await self._proto.lost
         except TimeoutError:
             pass
         finally:
-            self.abort()
+            self._broken = True
+            abort_transport(self._transport)
 
     # the transaction
 
