@@ -157,7 +157,7 @@ def stats(config_file: Path | None, admin: str | None, as_json: bool) -> None:
         click.echo("no admin endpoint: set admin.listen in the config or pass --admin", err=True)
         sys.exit(2)
     token_file = settings.admin.token_file
-    token = token_file.read_text().splitlines()[0].strip() if token_file else ""
+    token = config_checks.admin_token(token_file) if token_file else ""
     try:
         doc = fetch(endpoint, token=token)
     except (OSError, ValueError) as err:

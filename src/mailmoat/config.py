@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -414,39 +415,31 @@ class StoreSettings(_Section):
 
 
 class AdminSettings(_Section):
+    token_file: Path | None = Field(
+        default=None,
+        description="File whose first line is the bearer token (16+ characters) every admin request must carry; required for a non-loopback admin.listen.",
+    )
     listen: str = Field(
         default="",
         description="Admin HTTP endpoint (/stats for `mailmoat stats`, /metrics, /healthz): 127.0.0.1:PORT, [::1]:PORT, a unix socket path, or any HOST:PORT with admin.token_file (empty = off).",
     )
-    token_file: Path | None = Field(
-        default=None,
-        description="File whose first line is the bearer token every admin request must carry; required for a non-loopback admin.listen.",
-    )
 
-    @model_validator(mode="after")
-    def _exposure(self) -> AdminSettings:
-        v = self.listen
-        if self.token_file is not None:
-            try:
-                lines = self.token_file.read_text().splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                raise ValueError(
-                    f"admin.token_file: cannot read {self.token_file}: {err}"
-                ) from None
-            if not lines or len(lines[0].strip()) < 16:
-                raise ValueError(
-                    "admin.token_file: the first line must hold a token of 16+ characters"
-                )
-        if not v or v.startswith("/") or self.token_file is not None:
-            return self
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str, info: ValidationInfo) -> str:
+        if not v or v.startswith("/"):
+            return v
         host, _ = split_endpoint(v)
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
-        if not loopback:
-            raise ValueError("admin.listen: a non-loopback admin endpoint needs admin.token_file")
-        return self
+        if not loopback and info.data.get("token_file") is None:
+            raise ValueError(
+                "a non-loopback admin endpoint needs admin.token_file (or use a loopback"
+                " address or a unix socket)"
+            )
+        return v
 
 
 class DomainSettings(_Section):

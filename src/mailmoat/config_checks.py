@@ -205,7 +205,24 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
     ):
         if path is not None and (problem := _readable(path, limit)):
             out.append((key, problem))
+    token = settings.admin.token_file
+    if token is not None:
+        if problem := _readable(token):
+            out.append(("admin.token_file", problem))
+        elif len(admin_token(token)) < 16:
+            out.append(
+                (
+                    "admin.token_file",
+                    f"the first line of {token} must hold a token of 16+ characters",
+                )
+            )
     return out
+
+
+def admin_token(path: Path) -> str:
+    """The bearer token in `admin.token_file`: its first line, stripped."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.config_checks import admin_token
 from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.bans import BanList
@@ -312,9 +313,7 @@ class Front:
         from mailmoat.server.health import Health
 
         admin = self.settings.admin
-        token = ""
-        if admin.token_file is not None:
-            token = admin.token_file.read_text().splitlines()[0].strip()
+        token = admin_token(admin.token_file) if admin.token_file is not None else ""
         health = Health(self.settings, self.accepting)
         self.admin = AdminServer(admin.listen, snapshot, health.problems, token)
         await self.admin.start()
