@@ -151,13 +151,7 @@ def stats(config_file: Path | None, admin: str | None, as_json: bool) -> None:
     """Print a running mailmoat's counters (refusals by reason, bans, stress mode, ...)."""
     from mailmoat.server.admin import fetch
 
-    settings = _load(config_file, {})
-    endpoint = admin or settings.admin.listen
-    if not endpoint:
-        click.echo("no admin endpoint: set admin.listen in the config or pass --admin", err=True)
-        sys.exit(2)
-    token_file = settings.admin.token_file
-    token = config_checks.admin_token(token_file) if token_file else ""
+    endpoint, token = _admin_endpoint(config_file, admin)
     try:
         doc = fetch(endpoint, token=token)
     except (OSError, ValueError) as err:
@@ -176,6 +170,94 @@ def stats(config_file: Path | None, admin: str | None, as_json: bool) -> None:
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _admin_endpoint(config_file: Path | None, admin: str | None) -> tuple[str, str]:
+    """The admin endpoint (--admin, else admin.listen) and its bearer token, or exit 2."""
+    settings = _load(config_file, {})
+    endpoint = admin or settings.admin.listen
+    if not endpoint:
+        click.echo("no admin endpoint: set admin.listen in the config or pass --admin", err=True)
+        sys.exit(2)
+    token_file = settings.admin.token_file
+    return endpoint, config_checks.admin_token(token_file) if token_file else ""
+
+
+def _bans_call(
+    config_file: Path | None, admin: str | None, method: str, path: str
+) -> tuple[int, bytes]:
+    from mailmoat.server.admin import request
+
+    endpoint, token = _admin_endpoint(config_file, admin)
+    try:
+        return request(endpoint, path, token=token, method=method)
+    except (OSError, ValueError) as err:
+        click.echo(f"cannot reach the admin endpoint {endpoint}: {err}", err=True)
+        sys.exit(1)
+
+
+_CONFIG_OPTION = click.option(
+    "-c", "--config", "config_file", type=click.Path(path_type=Path), help="TOML file."
+)
+_ADMIN_OPTION = click.option(
+    "--admin", help="Admin endpoint HOST:PORT or socket path (default: admin.listen)."
+)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--for", "seconds", type=float, default=3600.0, show_default=True,
+              help="Seconds the ban lasts.")  # fmt: skip
+@_CONFIG_OPTION
+@_ADMIN_OPTION
+def ban(target: str, seconds: float, config_file: Path | None, admin: str | None) -> None:
+    """Refuse TARGET (an address or a network) at connect for --for seconds."""
+    from mailmoat.server.admin import bans_path
+
+    status, body = _bans_call(config_file, admin, "POST", bans_path(target, seconds))
+    if status != 200:
+        click.echo(f"ban refused: {body.decode(errors='replace').strip()}", err=True)
+        sys.exit(2 if status == 400 else 1)
+    done = json.loads(body)
+    click.echo(f"banned {done['target']} for {done['seconds']:g} s")
+
+
+@main.command()
+@click.argument("target")
+@_CONFIG_OPTION
+@_ADMIN_OPTION
+def unban(target: str, config_file: Path | None, admin: str | None) -> None:
+    """Lift every ban of TARGET (strikes, harvest and the administrator's)."""
+    from mailmoat.server.admin import bans_path
+
+    status, body = _bans_call(config_file, admin, "DELETE", bans_path(target))
+    if status == 404:
+        click.echo(f"{target} is not banned", err=True)
+        sys.exit(1)
+    if status != 200:
+        click.echo(f"unban refused: {body.decode(errors='replace').strip()}", err=True)
+        sys.exit(2 if status == 400 else 1)
+    click.echo(f"unbanned {target}")
+
+
+@main.command()
+@_CONFIG_OPTION
+@_ADMIN_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON list.")
+def bans(config_file: Path | None, admin: str | None, as_json: bool) -> None:
+    """List the running bans, longest first."""
+    from mailmoat.server.admin import bans_path
+
+    status, body = _bans_call(config_file, admin, "GET", bans_path())
+    if status != 200:
+        click.echo(f"cannot list bans: {body.decode(errors='replace').strip()}", err=True)
+        sys.exit(1)
+    listed = json.loads(body)
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    for entry in listed:
+        click.echo(f"{entry['target']:<40}  {entry['kind']:<12}  {entry['seconds']:>10.1f} s")
 
 
 @main.group(name="config")

@@ -99,7 +99,7 @@ class Admission(Check):
             self._count(client, None, None)
             return None
         addr = str(ip)
-        if self.bans.banned_now(addr):
+        if self.bans.banned_now(addr) or self.bans.network_banned(ip):
             return self._refuse("banned")
         if self.connections >= self.max_connections:
             return self._refuse("max_connections")

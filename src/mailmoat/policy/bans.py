@@ -20,12 +20,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import BanSettings
 from mailmoat.policy.base import Check, Client, HookResult
-from mailmoat.policy.networks import ExpiringCache
+from mailmoat.policy.networks import ExpiringCache, NetworkSet
 from mailmoat.smtp.events import Rejected
 from mailmoat.stats import Stats
 from mailmoat.store import Store
@@ -54,6 +55,28 @@ STRIKE_COOLDOWN = 1.0
 CACHE_SIZE = 100_000
 """Addresses each local cache remembers at most (invariant 3)."""
 
+MAX_NETWORK_BANS = 10_000
+"""Network bans the administrator may hold at once (each is checked at every accept)."""
+WIDEST_BAN = {4: 8, 6: 16}
+"""Shortest prefix an administrator's ban may have: a wider one would shut out the Internet."""
+LONGEST_BAN = 366 * 86400.0
+"""Longest ban an administrator may set, in seconds."""
+LISTED_BANS = 10_000
+"""Bans `bans()` lists at most."""
+
+
+def ban_target(text: str) -> IPv4Network | IPv6Network:
+    """An address or network to ban, or ValueError saying what is wrong with `text`."""
+    try:
+        net = ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"not an address or network: {text!r}") from None
+    if net.prefixlen < WIDEST_BAN[net.version]:
+        raise ValueError(
+            f"{net} is wider than /{WIDEST_BAN[net.version]}: that would shut out too much"
+        )
+    return net
+
 
 class BanList(Check):
     name = "bans"
@@ -75,6 +98,8 @@ class BanList(Check):
         self._struck = ExpiringCache(CACHE_SIZE)  # addr -> end of the strike cooldown
         self._suspects = ExpiringCache(CACHE_SIZE)  # addr -> end of its strike window
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._networks: dict[str, float] = {}  # the administrator's network bans -> end
+        self._network_set = NetworkSet()
 
     # ------------------------------------------------------------------ verdicts
     def banned_now(self, addr: str) -> bool:
@@ -102,6 +127,84 @@ class BanList(Check):
         if self.settings.cache > 0:
             self._clear.set(addr, now + self.settings.cache)
         return False
+
+    def network_banned(self, ip: IPv4Address | IPv6Address) -> bool:
+        """Synchronous: `ip` lies in a network the administrator banned."""
+        if not self._networks:
+            return False
+        plen = self._network_set.longest(ip)
+        if plen < 0:
+            return False
+        net = str(ip_network(f"{ip}/{plen}", strict=False))
+        end = self._networks.get(net)
+        if end is not None and end > self.clock():
+            return True
+        self._drop_network(net)
+        return False
+
+    # ------------------------------------------------------ the administrator's
+    async def ban_manually(self, text: str, seconds: float) -> dict[str, Any]:
+        """Ban an address or network for `seconds` (`mailmoat ban`); ValueError when the
+        target or the length cannot be taken."""
+        net = ban_target(text)
+        if not 0 < seconds <= LONGEST_BAN:
+            raise ValueError(f"a ban lasts more than 0 and at most {LONGEST_BAN:g} seconds")
+        now = self.clock()
+        if net.prefixlen == net.max_prefixlen:
+            addr = str(net.network_address)
+            await self.store.set(f"ban:{addr}", "admin", seconds)
+            self._banned.set(addr, now + seconds)
+            self._clear.discard(addr)
+            target, kind = addr, "address"
+        else:
+            target, kind = str(net), "network"
+            if target not in self._networks and len(self._networks) >= MAX_NETWORK_BANS:
+                raise ValueError(f"already {MAX_NETWORK_BANS} network bans: lift some first")
+            await self.store.set(f"ban:net:{target}", "admin", seconds)
+            self._networks[target] = now + seconds
+            self._network_set = NetworkSet(self._networks)
+        self.stats.incr("bans.admin")
+        logs.event("ban", logging.WARNING, client=target, seconds=seconds, reason="admin")
+        return {"target": target, "kind": kind, "seconds": seconds}
+
+    async def unban(self, text: str) -> bool:
+        """Lift every ban of an address or network (strikes, harvest, the administrator's);
+        whether there was one."""
+        net = ban_target(text)
+        if net.prefixlen == net.max_prefixlen:
+            addr = str(net.network_address)
+            keys = [f"ban:{addr}", f"ban:dha:ip:{addr}"]
+            self._banned.discard(addr)
+            self._suspects.discard(addr)
+            await self.store.delete(f"bans:{addr}")
+            await self.store.delete(f"strikes:{addr}")
+        else:
+            keys = [f"ban:net:{net}", f"ban:dha:net:{net}"]
+            self._drop_network(str(net))
+        found = False
+        for key in keys:
+            found = await self.store.ttl(key) is not None or found
+            await self.store.delete(key)
+        logs.event("unban", logging.WARNING, client=str(net), found=found)
+        return found
+
+    async def listed(self) -> list[dict[str, Any]]:
+        """The running bans: target, kind and seconds left, longest first."""
+        out = []
+        for key, left in await self.store.bans(LISTED_BANS):
+            rest = key[len("ban:") :]
+            if rest.startswith("net:"):
+                out.append({"target": rest[4:], "kind": "network", "seconds": round(left, 1)})
+            elif rest.startswith("dha:"):
+                kind, _, target = rest[4:].partition(":")
+                out.append({"target": target, "kind": f"harvest {kind}", "seconds": round(left, 1)})
+            else:
+                out.append({"target": rest, "kind": "address", "seconds": round(left, 1)})
+        return out
+
+    def _drop_network(self, net: str) -> None:
+        if self._networks.pop(net, None) is not None:
+            self._network_set = NetworkSet(self._networks)
 
     def suspect(self, addr: str) -> bool:
         """This node saw a strike from `addr` within the strike window (tarpit candidates)."""

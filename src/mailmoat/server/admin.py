@@ -6,7 +6,9 @@ address.
   over the supervisor and its workers;
 - ``GET /metrics``: the same in the Prometheus text format (prometheus_client renders it);
 - ``GET /healthz``: 200 while the gateway listens and can deliver (the downstream accepts a
-  connection, or the Maildir is writable), else 503; the body says which part failed.
+  connection, or the Maildir is writable), else 503; the body says which part failed;
+- ``GET /bans`` lists the running bans (JSON); ``POST /bans?target=ADDRESS|NETWORK&seconds=N``
+  bans, ``DELETE /bans?target=...`` lifts every ban of it (`mailmoat ban`, `unban`, `bans`).
 
 Everything is bounded (invariant 3): at most `MAX_CLIENTS` connections at once, a request head
 of at most `MAX_REQUEST` octets read within `REQUEST_TIMEOUT` seconds, no request body, one
@@ -27,6 +29,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 from mailmoat.config import split_endpoint
 
@@ -59,6 +62,7 @@ class AdminServer:
         snapshot: Snapshot,
         health: Health | None = None,
         token: str = "",
+        bans: Any = None,
     ) -> None:
         """`snapshot` makes the stats document (a supervisor asks its workers for theirs);
         `health` says what keeps the gateway from serving; `token`, when set, is required."""
@@ -66,6 +70,8 @@ class AdminServer:
         self.snapshot = snapshot
         self.health = health
         self.token = token.encode()
+        self.bans = bans
+        """policy.bans.BanList (ban_manually, unban, listed), or None: no /bans."""
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | str | None = None
         self._busy = 0
@@ -132,16 +138,40 @@ class AdminServer:
                 fields[name.strip().lower()] = value.strip()
         if self.token and not _bearer_ok(fields.get("authorization", ""), self.token):
             return 401, "text/plain", b"a bearer token is required\n"
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
+        if path == "/bans" and self.bans is not None:
+            return await self._bans(method, parse_qs(query))
         routes = {"/stats": self._stats, "/metrics": self._metrics, "/healthz": self._health}
         if path not in routes:
-            return 404, "text/plain", b"not found: try /stats, /metrics or /healthz\n"
+            return 404, "text/plain", b"not found: try /stats, /metrics, /healthz or /bans\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET\n"
         try:
             return await routes[path]()
         except TimeoutError:
             return 503, "text/plain", b"timed out\n"
+
+    async def _bans(self, method: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        target = query.get("target", [""])[0]
+        try:
+            if method == "GET":
+                body = json.dumps(await self.bans.listed())
+            elif method == "POST":
+                text = query.get("seconds", ["3600"])[0]
+                try:
+                    seconds = float(text)
+                except ValueError:
+                    raise ValueError(f"seconds must be a number, not {text!r}") from None
+                body = json.dumps(await self.bans.ban_manually(target, seconds))
+            elif method == "DELETE":
+                if not await self.bans.unban(target):
+                    return 404, "text/plain", f"no ban of {target}\n".encode()
+                body = json.dumps({"target": target, "lifted": True})
+            else:
+                return 405, "text/plain", b"GET, POST or DELETE\n"
+        except ValueError as err:
+            return 400, "text/plain", f"{err}\n".encode()
+        return 200, "application/json", body.encode() + b"\n"
 
     async def _document(self) -> dict[str, Any]:
         doc = self.snapshot()
@@ -179,8 +209,11 @@ def _bearer_ok(header: str, token: bytes) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
 
 
-def request(listen: str, path: str, timeout: float = 5.0, token: str = "") -> tuple[int, bytes]:
-    """One blocking GET to a running mailmoat's admin endpoint: (status, body). For the CLI."""
+def request(
+    listen: str, path: str, timeout: float = 5.0, token: str = "", method: str = "GET"
+) -> tuple[int, bytes]:
+    """One blocking request to a running mailmoat's admin endpoint: (status, body). For the
+    CLI."""
     if listen.startswith("/"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -189,7 +222,7 @@ def request(listen: str, path: str, timeout: float = 5.0, token: str = "") -> tu
         sock = socket.create_connection(split_endpoint(listen), timeout=timeout)
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     with sock:
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: mailmoat\r\n{auth}\r\n".encode())
+        sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: mailmoat\r\n{auth}\r\n".encode())
         chunks = []
         total = 0
         while chunk := sock.recv(65536):
@@ -214,3 +247,11 @@ def fetch(listen: str, timeout: float = 5.0, token: str = "") -> dict[str, objec
     if not isinstance(doc, dict):
         raise ValueError("stats document is not an object")
     return doc
+
+
+def bans_path(target: str = "", seconds: float | None = None) -> str:
+    """The /bans request path for `target` (and `seconds`), quoted."""
+    query = f"target={quote(target, safe='')}" if target else ""
+    if seconds is not None:
+        query += f"&seconds={quote(f'{seconds:g}', safe='')}"
+    return "/bans" + (f"?{query}" if query else "")

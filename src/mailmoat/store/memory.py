@@ -182,6 +182,12 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._table(key).pop(key, None)
 
+    async def bans(self, limit: int) -> list[tuple[str, float]]:
+        now = self.clock()
+        live = [(k, e.expires - now) for k, e in self._bans.items() if e.expires > now]
+        live.sort(key=lambda item: -item[1])
+        return live[:limit]
+
     async def close(self) -> None:
         self._data.clear()
         self._marks.clear()

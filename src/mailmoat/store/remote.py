@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 TIMEOUT = 5.0
 """Seconds a store call waits for the supervisor."""
 
-OPERATIONS = frozenset({"incr", "hit", "count", "get", "set", "ttl", "delete"})
+OPERATIONS = frozenset({"incr", "hit", "count", "get", "set", "ttl", "delete", "bans"})
 """The Store methods a worker may call (the supervisor serves nothing else)."""
 
 
@@ -49,6 +49,9 @@ class RemoteStore:
 
     async def delete(self, key: str) -> None:
         await self._call("delete", key)
+
+    async def bans(self, limit: int) -> list[tuple[str, float]]:
+        return [(str(k), float(t)) for k, t in await self._call("bans", limit)]
 
     async def close(self) -> None:
         return None  # the supervisor owns the store
