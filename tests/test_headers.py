@@ -86,6 +86,8 @@ def reference_scan(data: bytes, wanted: tuple[str, ...]) -> Headers:
     def finish(end: int) -> None:
         assert current is not None
         name, start, raw = current
+        if end - start > MAX_FIELD and not out.defect:
+            out.defect = f"a {name} header field longer than {MAX_FIELD} octets"
         out.counts[name] = out.counts.get(name, 0) + 1
         kept = out.fields.setdefault(name, [])
         if len(kept) < MAX_KEPT:
@@ -159,13 +161,19 @@ def test_same_as_a_line_by_line_scan(lines: list[bytes], size: int, tail: bytes)
     assert summary(scan([data], want)) == summary(expected)
 
 
-def test_a_long_field_is_kept_up_to_max_field_across_chunks() -> None:
+def test_a_field_longer_than_max_field_is_a_defect_across_chunks() -> None:
+    """The checks read at most MAX_FIELD octets of a field: a longer one (a forged
+    Authentication-Results whose authserv-id follows a 64 KiB comment, a From whose address
+    follows a 64 KiB display name) would be judged by its cut, so the message is refused."""
     data = b"From: " + b"x" * MAX_FIELD + b"\r\n\tand more\r\nSubject: s\r\n\r\nbody\r\n"
     for size in (1000, 8192, len(data)):
         got = scan(chunked(data, size), ("from",))
         (f,) = got.get("from")
         assert (f.raw, f.start, f.end) == (data[:MAX_FIELD], 0, data.index(b"Subject"))
+        assert got.defect == f"a from header field longer than {MAX_FIELD} octets"
         assert summary(got) == summary(reference_scan(data, ("from",)))
+    exactly = b"From: " + b"y" * (MAX_FIELD - 8) + b"\r\nSubject: s\r\n\r\nbody\r\n"
+    assert scan([exactly], ("from",)).defect == ""  # MAX_FIELD octets with its CRLF: fine
 
 
 # --- the defined treatment of every header-block shape ----------------------------------------

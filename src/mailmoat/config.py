@@ -116,7 +116,15 @@ class ServerSettings(_Section):
     def _listen(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one listen address is needed")
-        return [_check_endpoint(x) for x in v]
+        for x in v:
+            host, _ = split_endpoint(x)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"{x!r}: listen on an IP address ([::1]:PORT for IPv6), not a name"
+                ) from None
+        return v
 
     _hostname = field_validator("hostname")(config_checks.hostname)
 

@@ -205,6 +205,10 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
     ):
         if path is not None and (problem := _readable(path, limit)):
             out.append((key, problem))
+    if settings.relay.downstream is None and not writable_dir(Path(settings.maildir.path)):
+        out.append(
+            ("maildir.path", f"{settings.maildir.path} is not a folder mailmoat can write or make")
+        )
     token = settings.admin.token_file
     if token is not None:
         if problem := _readable(token):
@@ -219,10 +223,24 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
     return out
 
 
+def writable_dir(path: Path) -> bool:
+    """`path` is a writable folder, or can be made: its nearest existing ancestor is one."""
+    if path.exists():
+        return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
 def admin_token(path: Path) -> str:
     """The bearer token in `admin.token_file`: its first line, stripped."""
     lines = Path(path).read_text(errors="replace").splitlines()
     return lines[0].strip() if lines else ""
+
+
+def _no_password() -> bytes:
+    raise ssl.SSLError("the private key asks for a pass phrase (not supported)")
 
 
 def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:
@@ -230,11 +248,15 @@ def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:
     if b"-----BEGIN CERTIFICATE-----" not in Path(cert).read_bytes():
         return [("server.tls_cert", f"no PEM certificate in {cert}")]
     key_key, key_path = ("server.tls_key", key) if key else ("server.tls_cert", cert)
-    if b"PRIVATE KEY-----" not in Path(key_path).read_bytes():
+    key_pem = Path(key_path).read_bytes()
+    if b"PRIVATE KEY-----" not in key_pem:
         return [(key_key, f"no PEM private key in {key_path}")]
+    if b"ENCRYPTED" in key_pem:  # OpenSSL would ask for a pass phrase on the terminal
+        return [(key_key, f"{key_path} holds an encrypted private key (not supported)")]
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-    except ssl.SSLError as err:
+        # a password callback keeps OpenSSL from ever prompting on the terminal
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_password)
+    except (ssl.SSLError, OSError) as err:
         what = "do not match" if "KEY_VALUES_MISMATCH" in str(err) else "cannot be used"
         return [("server.tls_cert", f"certificate and key {what}: {err.reason or err}")]
     return []

@@ -106,6 +106,9 @@ def _defect(number: int, line: bytes) -> str:
 
 
 def _keep(out: Headers, name: str, raw: bytes, start: int, end: int) -> None:
+    if end - start > MAX_FIELD and not out.defect:
+        # the checks would read a cut field (an authserv-id or a From address past the cut)
+        out.defect = f"a {name} header field longer than {MAX_FIELD} octets"
     out.counts[name] = out.counts.get(name, 0) + 1
     kept = out.fields.setdefault(name, [])
     if len(kept) < MAX_KEPT:

@@ -146,3 +146,19 @@ async def test_reload_on_change_and_a_bad_version_keeps_the_last_good_one(
         assert check(d, "gina@example.test") is Status.VALID
     finally:
         await d.close()
+
+
+def test_a_non_ascii_letter_never_folds_onto_an_ascii_one(tmp_path: Path) -> None:
+    """KELVIN SIGN (U+212A) lower-cases to `k` in Python: `\u212aim@` must not be vouched for
+    by `kim@`, since the internal server sees another mailbox (invariant 4)."""
+    from mailmoat.directory.base import AddressSetBuilder, split_address
+
+    builder = AddressSetBuilder(10)
+    builder.add("kim@example.test")
+    builder.add("Kay@EXAMPLE.test")
+    found = builder.build()
+    assert split_address("\u212aim@example.test") == ("\u212aim", "example.test")
+    assert split_address("KIM@Example.TEST") == ("kim", "example.test")
+    assert found.has(*split_address("KIM@example.test"))
+    assert not found.has(*split_address("\u212aim@example.test"))
+    assert not found.has(*split_address("kim@example.\u212aest"))

@@ -56,3 +56,42 @@ def test_author_domains_stop_one_past_the_bound() -> None:
     assert got == [f"d{i}.example" for i in range(MAX_AUTHOR_DOMAINS + 1)]
     spread = [f"x@d{i}.example" for i in range(MAX_AUTHOR_DOMAINS + 3)]
     assert len(authors(*spread)) == MAX_AUTHOR_DOMAINS + 1
+
+
+@pytest.mark.parametrize(
+    "from_value",
+    [
+        "CEO <ceo@sender.test\u202e>",  # right-to-left override after the domain
+        "CEO <ceo@sender.test\u061c>",  # Arabic letter mark
+        "CEO <ceo@sender.test\U000e0001>",  # language tag
+        "CEO <ceo@sender.test\ufff9>",  # interlinear annotation anchor
+        "CEO <ceo@=?utf-8?q?sender.test?=>",  # an encoded word where a domain must be
+        "CEO <ceo@sender..test>",
+        "ceo@" + "a" * 64 + ".test",  # a label longer than 63
+    ],
+)
+async def test_an_author_domain_that_is_no_domain_name_fails_under_reject(
+    from_value: str,
+) -> None:
+    """A reader shows `ceo@sender.test` for these, but their lookup would find no policy:
+    they count as a failure under reject (permerror), never as none."""
+    from mailmoat.policy.dmarc import _refusal, evaluate_authors
+
+    domains = authors(from_value)
+    assert domains, from_value
+
+    class NoDns:
+        async def txt(self, name: str) -> object:
+            raise AssertionError("no lookup for a name that cannot exist")
+
+    result = await evaluate_authors(NoDns(), domains, None, [])  # type: ignore[arg-type]
+    assert (result.result, result.disposition) == ("permerror", "reject")
+    assert _refusal(result).code == 550
+    assert "not a valid domain name" in _refusal(result).text
+
+
+@pytest.mark.parametrize("from_value", ["a@bank.example", "a@[192.0.2.1]", "a@_dmarc.example"])
+def test_valid_author_domains_are_not_refused_as_invalid(from_value: str) -> None:
+    from mailmoat.policy.dmarc import _without_policy
+
+    assert _without_policy(authors(from_value)) is None

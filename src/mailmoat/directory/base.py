@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mailmoat.smtp._abnf import ascii_lower
 from mailmoat.store.base import Store
 
 
@@ -38,12 +39,14 @@ _DOT_ATOM = re.compile(rf"^{_ATOM}(\.{_ATOM})*$")
 
 
 def normalise_local(local: str) -> str:
-    """The comparison form of a local part: lower case, needless quotes removed."""
+    """The comparison form of a local part: A-Z lower-cased (`str.lower` would fold KELVIN
+    SIGN onto `k`, vouching for a mailbox the internal server sees as another), needless
+    quotes removed."""
     if len(local) >= 2 and local[0] == local[-1] == '"' and "\\" not in local:
         inner = local[1:-1]
         if _DOT_ATOM.match(inner):
             local = inner
-    return local.lower()
+    return ascii_lower(local)
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -51,7 +54,7 @@ def split_address(address: str) -> tuple[str, str]:
     local, at, domain = address.rpartition("@")
     if not at:
         return normalise_local(address), ""
-    return normalise_local(local), domain.lower().rstrip(".")
+    return normalise_local(local), ascii_lower(domain).rstrip(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,7 @@ class AddressSetBuilder:
         """Add 'user@domain', or '@domain' for a catch-all. ValueError when it is no address."""
         address = address.strip()
         local, at, domain = address.rpartition("@")
-        domain = domain.lower().rstrip(".")
+        domain = ascii_lower(domain).rstrip(".")
         if not at or not domain or " " in domain or "@" in domain:
             raise ValueError(f"not an address: {address!r}")
         if not local:

@@ -43,8 +43,14 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._\-]+$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
+_TSPECIALS = re.compile(r'[\s()<>@,;:\\"/\[\]?=]')
+"""What ends a token (RFC 2045 tspecials, space and controls)."""
+
+
 def authserv_id(value: str) -> str:
-    """The authserv-id at the start of an Authentication-Results value (after any CFWS)."""
+    """The authserv-id at the start of an Authentication-Results value (after any CFWS), as a
+    consumer would compare it: a quoted-string unquoted (its quoted-pairs undone), a token
+    cut at the first tspecial, lower case, a final dot dropped."""
     i, depth = 0, 0
     while i < len(value):
         c = value[i]
@@ -59,9 +65,26 @@ def authserv_id(value: str) -> str:
         i += 1
     rest = value[i:]
     if rest.startswith('"'):
-        end = rest.find('"', 1)
-        return rest[1 : end if end > 0 else None].lower()
-    return re.split(r"[\s;(]", rest, maxsplit=1)[0].lower()
+        out, j = [], 1
+        while j < len(rest) and rest[j] != '"':
+            if rest[j] == "\\" and j + 1 < len(rest):
+                j += 1
+            out.append(rest[j])
+            j += 1
+        found = "".join(out)
+    else:
+        found = _TSPECIALS.split(rest, maxsplit=1)[0]
+    return found.strip().lower().rstrip(".")
+
+
+def forged_id(value: str, ours: str) -> bool:
+    """Whether an Authentication-Results value claims to be ours (`ours`: lower case): its
+    authserv-id in any spelling a consumer could take for ours, or (an encoded word, or junk
+    a lenient parser reads past) our id anywhere before the first ";"."""
+    if authserv_id(value) == ours:
+        return True
+    head = value.split(";", 1)[0].lower().replace("\\", "")
+    return ours in head
 
 
 def _prop(name: str, value: str) -> str:
@@ -158,7 +181,7 @@ class ForgedResultsCheck(Check):
     name = "forged_results"
 
     def __init__(self, settings: AuthSettings, hostname: str) -> None:
-        self.ours = (settings.authserv_id or hostname).strip().lower()
+        self.ours = (settings.authserv_id or hostname).strip().lower().rstrip(".")
 
     def message(self, client: Client, message: Message) -> HookResult:
         headers = message.headers_now()
@@ -175,7 +198,7 @@ class ForgedResultsCheck(Check):
             return None
         if headers.counts.get(AR, 0) > MAX_KEPT:
             return R_TOO_MANY
-        forged = [f for f in fields if authserv_id(f.value) == self.ours]
+        forged = [f for f in fields if forged_id(f.value, self.ours)]
         if forged:
             ranges: list[tuple[int, int]] = []
             for f in forged:

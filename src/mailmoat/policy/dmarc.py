@@ -278,6 +278,14 @@ def author_domains(headers: Headers) -> list[str]:
     return list(domains)
 
 
+INVALID_AUTHOR_DOMAIN = "an author domain that is not a domain name"
+_DOMAIN_NAME = re.compile(
+    r"(?=[a-z0-9._-]{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+    r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+)
+"""What an author domain must be once U-labels are A-labels: letters, digits, hyphens (and
+underscores, which exist in DNS), labels of at most 63, at most 253 in all."""
+
 _AT_DOMAIN = re.compile(r"@[\s\"\[]*([^\s<>()\[\]\"@,;:\\]+)")
 """A domain after an "@", for a From field the address parser makes nothing of."""
 
@@ -343,7 +351,9 @@ def _deciding(r: DmarcResult) -> str:
 
 
 def _refusal(r: DmarcResult) -> Reply:
-    if r.result == "permerror":
+    if r.reason == INVALID_AUTHOR_DOMAIN:
+        text = "Message rejected: its From field names a domain that is not a valid domain name"
+    elif r.result == "permerror":
         text = (
             f"Message rejected: its From field names more than {MAX_AUTHOR_DOMAINS} domains,"
             " too many to check DMARC for"
@@ -357,9 +367,17 @@ def _refusal(r: DmarcResult) -> Reply:
 
 
 def _without_policy(domains: list[str]) -> DmarcResult | None:
-    """The result when there is no author domain to evaluate, else None."""
+    """The result when there is no author domain to evaluate (none), or one that cannot be a
+    domain name at all (permerror, counted as a failure under reject: a reader shows
+    `ceo@bank.test` for `ceo@bank.test` + U+202E, whose lookup would find no policy); else
+    None. An address literal has no policy to find."""
     if not domains:
         return DmarcResult("none", reason="no author domain in From")
+    for domain in domains[:MAX_AUTHOR_DOMAINS]:
+        if not _DOMAIN_NAME.fullmatch(domain) and not domain.startswith("["):
+            return DmarcResult(
+                "permerror", domain, "unknown", "reject", reason=INVALID_AUTHOR_DOMAIN
+            )
     return None
 
 

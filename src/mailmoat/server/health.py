@@ -7,26 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.config_checks import writable_dir
 
 PROBE_TIMEOUT = 3.0
 PROBE_EVERY = 5.0
-
-
-def _writable(path: Path) -> bool:
-    """`path` is a writable folder, or can be made: its nearest existing ancestor is one
-    (the Maildir is made at the first delivery)."""
-    if path.exists():
-        return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
 
 
 class Health:
@@ -47,7 +36,7 @@ class Health:
                 found["downstream"] = why
         else:
             tmp = Path(self.settings.maildir.path) / "tmp"
-            if not _writable(tmp):
+            if not writable_dir(tmp):
                 found["maildir"] = f"{tmp} is not writable"
         return found
 

@@ -28,6 +28,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable
@@ -106,6 +107,26 @@ def trace_date() -> str:
     if _date[0] != second:
         _date = (second, format_datetime(datetime.fromtimestamp(second).astimezone()))
     return _date[1]
+
+
+_HELO_NAME = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
+    r"|\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
+)
+"""A HELO name that can stand in a Received: `from` clause as it is (RFC 5321 4.4)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _trace_helo(helo: str | None) -> str:
+    """The HELO name for the Received: line: as sent when it is a domain or an address
+    literal, else `unknown (HELO ...)` with `(`, `)` and `\\` escaped, so a name such as `(`
+    or `x;Mon,` cannot open a comment or end the clause (the engine already refuses anything
+    but printable ASCII)."""
+    if helo and _HELO_NAME.fullmatch(helo):
+        return helo
+    text = re.sub(r"([()\\])", r"\\\1", helo or "")
+    return f"unknown (HELO {text})"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -561,7 +582,7 @@ class SmtpSession(asyncio.Protocol):
         literal = _address_literal(client.ip)
         rcpt = f"\r\n\tfor <{envelope.rcpt_to[0]}>" if len(envelope.rcpt_to) == 1 else ""
         text = (
-            f"Received: from {conn.helo} ([{literal}])\r\n"
+            f"Received: from {_trace_helo(conn.helo)} ([{literal}])\r\n"
             f"\tby {conn.hostname} (mailmoat) with {proto} id {self.queue_id}{rcpt};\r\n"
             f"\t{trace_date()}\r\n"
         )

@@ -7,6 +7,7 @@ is in force, before matching. Lengths are checked by the caller, not here.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # RFC 5322 atext, and its RFC 6531 extension with any non-ASCII character.
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
@@ -53,9 +54,13 @@ def routing_local_part(local: str) -> bool:
     RFC 5321 §3.6 leaves these to the receiving host, and a server inside that trusts the
     gateway (Postfix: allow_percent_hack, swap_bangpath) rewrites them and relays elsewhere.
     Works on the local part as sent, quotes and backslashes included: an escaped `\\@` still
-    has its `@`.
+    has its `@`. A `:` (DECnet's `host::user`, which Sendmail routes) counts too, and so do
+    their compatibility forms (full-width U+FF05, U+FF20, U+FF01, U+FF1A, the small forms), which
+    a downstream that normalises Unicode (NFKC) would turn into the ASCII ones.
     """
-    return "%" in local or "!" in local or "@" in local
+    if not local.isascii():
+        local = unicodedata.normalize("NFKC", local)
+    return "%" in local or "!" in local or "@" in local or ":" in local
 
 
 def printable_address(text: str) -> bool:
