@@ -83,3 +83,11 @@ def test_ipv6_relay_network() -> None:
 
 def test_relay_denied_is_a_permanent_554_5_7_1() -> None:
     assert (RELAY_DENIED.code, RELAY_DENIED.enhanced) == (554, "5.7.1")
+
+
+def test_relay_network_written_with_host_bits_is_the_network() -> None:
+    """The settings take "198.51.100.7/24" as 198.51.100.0/24 (strict=False); the check must
+    read it the same way rather than fail to start (a survivor of scripts/mutation)."""
+    access = check(["example.test"], ["198.51.100.7/24"])
+    assert access.rcpt(Client("198.51.100.200", 1), rcpt("x@elsewhere.test")) is None
+    assert access.rcpt(Client("198.51.101.1", 1), rcpt("x@elsewhere.test")) == RELAY_DENIED
