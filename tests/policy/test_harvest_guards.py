@@ -109,3 +109,28 @@ async def test_exempt_network_written_with_host_bits() -> None:
     for i in range(10):
         v = await rig.rcpt(client, f"nobody{i}@example.test")
         assert reply_of(v) == R_UNKNOWN and delay_of(v) == 0
+
+
+async def test_a_banned_source_in_session_is_answered_uniformly_and_closed() -> None:
+    rig = Rig()
+    client = Client("192.0.2.70", 1)
+    for i in range(8):  # ban_after 8
+        await rig.rcpt(client, f"nobody{i}@example.test")
+    for address in ("alice@example.test", "nobody99@example.test"):
+        v = await rig.rcpt(Client("192.0.2.70", 2), address)
+        assert v == Decision(R_UNIFORM, delay=2.0, close=True), address
+
+
+async def test_a_source_still_over_the_limit_is_banned_again_when_its_ban_ends() -> None:
+    """ban_time 50 s, window 100 s: a harvester that comes back when its ban ends, with its
+    score still past ban_after, is banned again at its next unknown recipient."""
+    rig = Rig()
+    client = Client("192.0.2.71", 1)
+    for i in range(8):
+        await rig.rcpt(client, f"nobody{i}@example.test")
+    assert await rig.connect(Client("192.0.2.71", 2)) == Decision(R_BANNED, close=True)
+    rig.clock.now += 51  # the ban is over, the events are still in the window
+    assert await rig.connect(Client("192.0.2.71", 3)) is None
+    v = await rig.rcpt(Client("192.0.2.71", 3), "alice@example.test")
+    assert isinstance(v, Decision) and v.reply == R_UNIFORM and v.close
+    assert await rig.connect(Client("192.0.2.71", 4)) == Decision(R_BANNED, close=True)
