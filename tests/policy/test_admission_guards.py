@@ -182,3 +182,78 @@ async def test_stress_mode_lowers_the_per_address_limit() -> None:
         assert await verdict(adm, Client("192.0.2.30", i)) is None
     assert adm.stress.active
     assert refused(await verdict(adm, Client("192.0.2.30", 9)), "from your address")
+
+
+async def test_trusted_connections_over_the_cap_still_hold_it_for_others() -> None:
+    """Trusted upstreams are not limited but count in the total: when they alone are past
+    max_connections, an ordinary client is refused (the count is above, not at, the cap)."""
+    adm = admission(**{"admission.allow_networks": ["10.1.0.0/16"], "admission.max_connections": 2})
+    for i in range(3):
+        assert await verdict(adm, Client("10.1.0.1", i)) is None
+    assert adm.connections == 3
+    assert refused(await verdict(adm, Client("192.0.2.1", 1)), "too many connections,")
+
+
+async def test_stress_limit_below_the_current_count_still_refuses() -> None:
+    """An address holding more connections than stress.max_per_ip when stress mode starts is
+    refused from then on (its count is above the new limit, not at it)."""
+    adm = admission(
+        **{
+            "admission.max_connections": 10,
+            "admission.max_per_ip": 5,
+            "stress.start_at": 0.3,  # on above 3 connections
+            "stress.stop_at": 0.1,
+            "stress.max_per_ip": 2,
+        }
+    )
+    for i in range(3):
+        assert await verdict(adm, Client("192.0.2.40", i)) is None
+    assert not adm.stress.active
+    assert await verdict(adm, Client("192.0.2.41", 1)) is None  # the 4th: stress mode on
+    assert adm.stress.active
+    assert refused(await verdict(adm, Client("192.0.2.40", 9)), "from your address")
+
+
+async def test_a_first_connection_from_a_network_is_admitted_with_a_limit_of_one() -> None:
+    adm = admission(**{"admission.max_per_network": 1})
+    assert await verdict(adm, Client("192.0.2.1", 1)) is None
+    assert refused(await verdict(adm, Client("192.0.2.2", 1)), "from your network")
+    assert await verdict(adm, Client("198.51.100.1", 1)) is None
+
+
+async def test_a_release_takes_one_slot_not_the_whole_count() -> None:
+    adm = admission(**{"admission.max_per_ip": 2})
+    first, second = Client("192.0.2.9", 1), Client("192.0.2.9", 2)
+    assert await verdict(adm, first) is None
+    assert await verdict(adm, second) is None
+    adm.disconnect(first)
+    assert await verdict(adm, Client("192.0.2.9", 3)) is None  # back to two
+    assert refused(await verdict(adm, Client("192.0.2.9", 4)), "from your address")
+
+
+async def test_peak_is_the_highest_count_ever() -> None:
+    adm = admission()
+    clients = [Client(f"192.0.2.{i}", 1) for i in range(1, 5)]
+    for c in clients:
+        assert await verdict(adm, c) is None
+    for c in clients[:3]:
+        adm.disconnect(c)
+    assert await verdict(adm, Client("198.51.100.1", 1)) is None
+    assert adm.connections == 2 and adm.peak == 4
+
+
+async def test_an_allow_list_of_everything_trusts_everyone() -> None:
+    """0.0.0.0/0 has prefix length 0: still a match (a test or lab setup trusting all)."""
+    adm = admission(**{"admission.allow_networks": ["0.0.0.0/0"]})
+    client = Client("203.0.113.9", 1)
+    assert await verdict(adm, client) is None
+    assert client.trusted
+
+
+async def test_a_ban_made_by_another_node_is_seen_without_a_rate_limit() -> None:
+    """With admission.max_rate = 0 the store is still asked about bans (a shared store: the
+    ban may come from another node), until a fresh "not banned" answer is cached."""
+    adm = admission(**{"admission.max_rate": 0, "bans.strikes": 5})
+    await adm.store.set("ban:192.0.2.80", "1", 300)
+    assert refused(await verdict(adm, Client("192.0.2.80", 1)), "temporarily blocked")
+    assert await verdict(adm, Client("192.0.2.81", 1)) is None
