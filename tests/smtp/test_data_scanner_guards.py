@@ -1,0 +1,78 @@
+"""Edges of the engine's DATA scanner that mutation testing (scripts/mutation over
+smtp/connection.py's data scanner) showed no test held: the buffer bound for a line that never
+ends, a maximal line cut just before its LF, an empty last line arriving with the end of data,
+and the next command kept in order after a refused message."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat.config import SmtpSettings
+from mailmoat.smtp.connection import ServerConnection
+from mailmoat.smtp.events import DataChunk, Event, MessageAborted, MessageEnd
+from tests.smtp.test_connection import DATA, EHLO, MAIL, RCPT, TOO_BIG, drain, session
+
+
+@pytest.mark.parametrize("piece", [1, 100, 700, 4096])
+def test_a_line_that_never_ends_keeps_the_buffer_bounded(piece: int) -> None:
+    """Invariant 3: 200 kB without a line feed in DATA is dropped as it comes (line too long),
+    never held, whatever the size of the reads; the reply comes at the real end of data."""
+    conn = ServerConnection(SmtpSettings(), "mx.test")
+    events: list[Event] = []
+    conn.greeting()
+    for line in (EHLO, MAIL, RCPT, DATA):
+        conn.receive_data(line)
+        drain(conn, events, None)
+    most = 0
+    for _ in range(200_000 // piece):
+        conn.receive_data(b"x" * piece)
+        drain(conn, events, None)
+        most = max(most, conn.buffered)
+    assert most <= 1000 + piece, most
+    conn.receive_data(b"\r\n.\r\n")
+    drain(conn, events, None)
+    assert [e for e in events if isinstance(e, MessageAborted)] == [MessageAborted("line_too_long")]
+    assert not [e for e in events if isinstance(e, MessageEnd)]
+
+
+@pytest.mark.parametrize("cut", [b"\r", b""])
+def test_a_maximal_line_cut_before_its_line_feed_is_taken(cut: bytes) -> None:
+    """998 octets and CRLF is the longest line (RFC 5321 4.5.3.1.6), also when a read ends
+    between its last octet or its CR and its LF."""
+    line = b"x" * 998
+    rest = (b"\r" if not cut else b"") + b"\n.\r\n"
+    run = session([EHLO, MAIL, RCPT, DATA, line + cut, rest])
+    assert run.codes[-1] == "250 2.0.0", run.codes
+    assert run.content == line + b"\r\n"
+    one_more = session([EHLO, MAIL, RCPT, DATA, b"x" + line + cut, rest])
+    assert one_more.codes[-1] == "554 5.6.0", one_more.codes
+
+
+def test_an_empty_last_line_arriving_with_the_end_of_data() -> None:
+    """The last read is CRLF.CRLF right after a line end: an empty line, then the end."""
+    run = session(
+        [EHLO, MAIL, RCPT, DATA, b"Subject: s\r\n\r\nbody\r\n", b"\r\n.\r\n", b"NOOP\r\n"]
+    )
+    assert [type(e).__name__ for e in run.events[-3:]] == ["DataChunk", "MessageEnd", "Noop"]
+    assert run.content == b"Subject: s\r\n\r\nbody\r\n\r\n"
+    assert run.codes[-2:] == ["250 2.0.0", "250 2.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("body", "limits", "refusal"),
+    [
+        (b"x" * 1500 + b"\r\n", {}, "554 5.6.0"),  # line too long
+        (b"y" * 900 + b"\r\n" + b"z" * 900 + b"\r\n", {"max_message_size": 1024}, TOO_BIG),
+    ],
+    ids=["line_too_long", "message_too_big"],
+)
+def test_the_next_command_after_a_refused_message_stays_in_order(
+    body: bytes, limits: dict[str, int], refusal: str
+) -> None:
+    """A refused message is skipped up to the real end of data; a command that the same read
+    started right after it (its line not complete yet) is read intact when its end comes."""
+    run = session([EHLO, MAIL, RCPT, DATA, body + b".\r\nNO", b"OP\r\n"], **limits)
+    assert run.codes[-2][:3] == refusal[:3], run.codes
+    assert run.types[-1] == "Noop", run.types
+    assert run.codes[-1] == "250 2.0.0"
+    assert not [e for e in run.events if isinstance(e, DataChunk) and b"NO" in e.data]
