@@ -9,7 +9,7 @@ import pytest
 
 from mailmoat.config import SmtpSettings
 from mailmoat.smtp.connection import ServerConnection
-from mailmoat.smtp.events import DataChunk, Event, MessageAborted, MessageEnd
+from mailmoat.smtp.events import DataChunk, Event, MessageAborted, MessageEnd, RcptTo
 from tests.smtp.test_connection import DATA, EHLO, MAIL, RCPT, TOO_BIG, drain, session
 
 
@@ -76,3 +76,40 @@ def test_the_next_command_after_a_refused_message_stays_in_order(
     assert run.types[-1] == "Noop", run.types
     assert run.codes[-1] == "250 2.0.0"
     assert not [e for e in run.events if isinstance(e, DataChunk) and b"NO" in e.data]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "content"),
+    [
+        # a dot-stuffed line, plain lines to the end of the read, then the end
+        ([b"..a\r\nb\r\nc\r\n", b".\r\n"], b".a\r\nb\r\nc\r\n"),
+        # stuffed lines after plain lines after a stuffed line, all in one read
+        ([b"..a\r\nb\r\nxx\r\n..c\r\n.\r\n"], b".a\r\nb\r\nxx\r\n.c\r\n"),
+        ([b"x\r\n..a\r\nbb\r\nccc\r\n..d\r\ne\r\n.\r\n"], b"x\r\n.a\r\nbb\r\nccc\r\n.d\r\ne\r\n"),
+    ],
+)
+def test_dot_stuffing_is_undone_wherever_a_read_cuts(chunks: list[bytes], content: bytes) -> None:
+    """Every line that starts with a dot loses exactly that dot, once, whether it comes first
+    in a read or after plain lines (the scanner copies runs of plain lines whole)."""
+    for feed in (chunks, [b"".join(chunks)]):
+        run = session([EHLO, MAIL, RCPT, DATA, *feed])
+        assert run.codes[-1] == "250 2.0.0", run.codes
+        assert run.content == content, feed
+
+
+def test_commands_after_the_end_of_data_in_the_same_read_stay_in_order() -> None:
+    """A pipelining client's next transaction follows the end of data in one read, its RCPT
+    cut in two: each command is read intact."""
+    run = session(
+        [
+            EHLO,
+            MAIL,
+            RCPT,
+            DATA,
+            b"body\r\n.\r\nMAIL FROM:<a@b.test>\r\nRC",
+            b"PT TO:<x@y.test>\r\n",
+        ]
+    )
+    assert run.types[-3:] == ["MessageEnd", "MailFrom", "RcptTo"], run.types
+    assert run.codes[-3:] == ["250 2.0.0", "250 2.1.0", "250 2.1.5"]
+    assert run.of(RcptTo)[-1].address == "x@y.test"
