@@ -63,8 +63,9 @@ def test_an_empty_last_line_arriving_with_the_end_of_data() -> None:
     [
         (b"x" * 1500 + b"\r\n", {}, "554 5.6.0"),  # line too long
         (b"y" * 900 + b"\r\n" + b"z" * 900 + b"\r\n", {"max_message_size": 1024}, TOO_BIG),
+        (b"a\x00b\r\n", {}, "554 5.6.0"),  # NUL
     ],
-    ids=["line_too_long", "message_too_big"],
+    ids=["line_too_long", "message_too_big", "nul"],
 )
 def test_the_next_command_after_a_refused_message_stays_in_order(
     body: bytes, limits: dict[str, int], refusal: str
@@ -113,3 +114,23 @@ def test_commands_after_the_end_of_data_in_the_same_read_stay_in_order() -> None
     assert run.types[-3:] == ["MessageEnd", "MailFrom", "RcptTo"], run.types
     assert run.codes[-3:] == ["250 2.0.0", "250 2.1.0", "250 2.1.5"]
     assert run.of(RcptTo)[-1].address == "x@y.test"
+
+
+def test_a_stuffed_line_with_a_bare_cr_loses_only_its_dot_when_normalised() -> None:
+    run = session([EHLO, MAIL, RCPT, DATA, b"..a\rb\r\n.\r\n"], bare_line_endings="normalise")
+    assert run.codes[-1] == "250 2.0.0", run.codes
+    assert run.content == b".a\r\nb\r\n"
+
+
+@pytest.mark.parametrize("line", [b"abcdef\r\n", b"..xyzuv\r\n"], ids=["plain", "stuffed"])
+def test_a_message_of_exactly_max_message_size_is_taken(line: bytes) -> None:
+    """1024 content octets with max_message_size 1024: taken; one line more: 552. Plain lines
+    go through the run copier, dot-stuffed ones line by line: both count the same."""
+    content_line = line[1:] if line.startswith(b".") else line
+    count = 1024 // len(content_line)
+    assert count * len(content_line) == 1024
+    exact = session([EHLO, MAIL, RCPT, DATA, line * count + b".\r\n"], max_message_size=1024)
+    assert exact.codes[-1] == "250 2.0.0", exact.codes
+    assert len(exact.content) == 1024
+    over = session([EHLO, MAIL, RCPT, DATA, line * (count + 1) + b".\r\n"], max_message_size=1024)
+    assert over.codes[-1] == TOO_BIG, over.codes
