@@ -134,3 +134,20 @@ def test_a_message_of_exactly_max_message_size_is_taken(line: bytes) -> None:
     assert len(exact.content) == 1024
     over = session([EHLO, MAIL, RCPT, DATA, line * (count + 1) + b".\r\n"], max_message_size=1024)
     assert over.codes[-1] == TOO_BIG, over.codes
+
+
+def test_only_a_leading_dot_is_unstuffed_when_normalised() -> None:
+    """A dot after a bare CR starts no line of the client's: it is content, kept."""
+    run = session([EHLO, MAIL, RCPT, DATA, b"a\r.b\r\n.\r\n"], bare_line_endings="normalise")
+    assert run.codes[-1] == "250 2.0.0", run.codes
+    assert run.content == b"a\r\n.b\r\n"
+
+
+@pytest.mark.parametrize("first", [b"-", b" ", b"!", b"x"])
+def test_only_a_dot_line_gets_the_extra_octet(first: bytes) -> None:
+    """The stuffed dot is not counted (RFC 5321 4.5.3.1.6); any other first character is."""
+    line = first + b"y" * 998 + b"\r\n"  # 1001 octets on the wire
+    run = session([EHLO, MAIL, RCPT, DATA, line + b".\r\n"])
+    assert run.codes[-1] == "554 5.6.0", run.codes
+    stuffed = session([EHLO, MAIL, RCPT, DATA, b"." + line[1:] + b".\r\n"])
+    assert stuffed.codes[-1] == "250 2.0.0", stuffed.codes
