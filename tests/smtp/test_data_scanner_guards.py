@@ -64,8 +64,10 @@ def test_an_empty_last_line_arriving_with_the_end_of_data() -> None:
         (b"x" * 1500 + b"\r\n", {}, "554 5.6.0"),  # line too long
         (b"y" * 900 + b"\r\n" + b"z" * 900 + b"\r\n", {"max_message_size": 1024}, TOO_BIG),
         (b"a\x00b\r\n", {}, "554 5.6.0"),  # NUL
+        # dot-stuffed lines go line by line: the size check of that path
+        ((b"..y" + b"y" * 900 + b"\r\n") * 2, {"max_message_size": 1024}, TOO_BIG),
     ],
-    ids=["line_too_long", "message_too_big", "nul"],
+    ids=["line_too_long", "message_too_big", "nul", "message_too_big_stuffed"],
 )
 def test_the_next_command_after_a_refused_message_stays_in_order(
     body: bytes, limits: dict[str, int], refusal: str
