@@ -12,7 +12,7 @@ import pytest
 
 from mailmoat import config
 from mailmoat.policy.admission import Admission
-from mailmoat.policy.base import Client
+from mailmoat.policy.base import Client, Decision
 from mailmoat.server.gateway import Defences
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
@@ -44,9 +44,14 @@ def admission(clock: Clock | None = None, **dotted: Any) -> Admission:
 
 
 async def verdict(adm: Admission, client: Client) -> Reply | None:
+    """The refusal's reply, or None when admitted (a refusal may come as a bare Reply or as a
+    Decision that carries one)."""
     v = adm.connect(client)
     if inspect.isawaitable(v):
         v = await v
+    if isinstance(v, Decision):
+        assert v.reply is not None and not v.delay, v
+        v = v.reply
     assert v is None or isinstance(v, Reply), v
     return v
 
