@@ -9,7 +9,7 @@ import pytest
 
 from mailmoat.config import SmtpSettings
 from mailmoat.smtp.connection import ServerConnection
-from mailmoat.smtp.events import DataChunk, Event, MessageAborted, MessageEnd, RcptTo
+from mailmoat.smtp.events import DataChunk, Event, MailFrom, MessageAborted, MessageEnd, RcptTo
 from tests.smtp.test_connection import DATA, EHLO, MAIL, RCPT, TOO_BIG, drain, session
 
 
@@ -153,3 +153,13 @@ def test_only_a_dot_line_gets_the_extra_octet(first: bytes) -> None:
     assert run.codes[-1] == "554 5.6.0", run.codes
     stuffed = session([EHLO, MAIL, RCPT, DATA, b"." + line[1:] + b".\r\n"])
     assert stuffed.codes[-1] == "250 2.0.0", stuffed.codes
+
+
+def test_skipping_a_refused_message_finds_only_the_real_end() -> None:
+    """While a refused message is skipped, reads that end in ".<CR><LF>" plus one octet must
+    not make a fake end of data: otherwise the rest of the message runs as commands."""
+    chunks = [b"a\x00b\r\n", b"text ab.\r\nM", b"AIL FROM:<evil@x.test>\r\n", b"more\r\n.\r\n"]
+    run = session([EHLO, MAIL, RCPT, DATA, *chunks])
+    assert [e.address for e in run.of(MailFrom)] == ["alice@example.org"], run.types
+    assert run.of(MessageAborted) == [MessageAborted("nul")]
+    assert run.codes[-1] == "554 5.6.0", run.codes
