@@ -44,7 +44,7 @@ def all_settings() -> list[tuple[str, str, type[BaseModel]]]:
 
 
 @cache
-def test_texts() -> dict[Path, str]:
+def _test_texts() -> dict[Path, str]:
     return {
         p: p.read_text() for p in TESTS.rglob("*.py") if p.resolve() != Path(__file__).resolve()
     }
@@ -54,7 +54,7 @@ def mentioned(section: str, name: str, model: type[BaseModel]) -> bool:
     dotted = f"{section}.{name}"
     key = re.compile(rf"[\"']{re.escape(name)}[\"']\s*:|\b{re.escape(name)}\s*=(?!=)")
     sect = re.compile(rf"[\"']{re.escape(section)}[\"']|\b{model.__name__}\b")
-    for text in test_texts().values():
+    for text in _test_texts().values():
         if dotted in text or (sect.search(text) and key.search(text)):
             return True
     return False
