@@ -122,3 +122,17 @@ async def test_half_a_reply_while_idle_also_discards_it(
     assert (await d.deliver(make_message())).accepted
     assert fake.connections == 2
     await d.close()
+
+
+async def test_the_greeting_is_owed_from_the_first_byte() -> None:
+    """A downstream greets at once, and the greeting can reach the protocol before
+    `create_connection` returns to the client (uvloop delivers it in the same loop turn): it
+    is owed from the start, never a stray reply (it made legitimate mail get 451 4.5.0)."""
+    from mailmoat.relay.smtp_client import _ReplyProtocol
+
+    proto = _ReplyProtocol()
+    proto.data_received(b"220 sink.test ESMTP\r\n")
+    assert proto.error is None
+    assert [r.code for r in proto.replies] == [220]
+    proto.data_received(b"250 stray\r\n")  # nothing else is owed until a command is written
+    assert proto.error is not None and "unsolicited" in str(proto.error)

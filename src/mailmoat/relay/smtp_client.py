@@ -133,8 +133,10 @@ class _ReplyProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = ReplyParser()
         self.replies: collections.deque[Reply] = collections.deque()
-        self.owed = 0
-        """Replies the server owes: one per command written, not received yet."""
+        self.owed = 1
+        """Replies the server owes: the greeting from the start (it may arrive in the same
+        loop turn as the connection, before `create_connection` returns: with uvloop it
+        does), then one per command written, not received yet."""
         self.error: DownstreamError | None = None
         self.closed = False
         self.partial = False
@@ -406,8 +408,7 @@ class DownstreamClient:
                 async with asyncio.timeout(relay.connect_timeout):
                     raw, proto = await loop.create_connection(_ReplyProtocol, host, port)
                     transport = cast(asyncio.Transport, raw)
-                    client = cls(settings, transport, proto)
-                    proto.owed = 1  # the greeting
+                    client = cls(settings, transport, proto)  # the greeting is owed already
                     greeting = await proto.next_reply(relay.connect_timeout)
             except TimeoutError:
                 if transport is None:
