@@ -311,7 +311,13 @@ def _domains(raw: bytes) -> tuple[str, ...]:
 
 
 def _a_label(domain: str) -> str:
+    """The A-label form of an author domain; one holding an invisible or control character
+    is returned as it is (no domain name: `_without_policy` makes it a failure), because
+    IDNA 2003 would encode `test` + U+061C into a valid-looking `xn--test-j4f` with no policy,
+    while a reader shows plain `test`."""
     if domain.isascii():
+        return domain
+    if not domain.isprintable():
         return domain
     try:
         return dns.name.from_unicode(domain).to_text(omit_final_dot=True).lower()
