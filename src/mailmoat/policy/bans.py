@@ -26,6 +26,7 @@ from typing import Any
 from mailmoat import logs
 from mailmoat.config import BanSettings
 from mailmoat.policy.base import Check, Client, HookResult
+from mailmoat.policy.harvest import source_key
 from mailmoat.policy.networks import ExpiringCache, NetworkSet
 from mailmoat.smtp.events import Rejected
 from mailmoat.stats import Stats
@@ -173,13 +174,13 @@ class BanList(Check):
         net = ban_target(text)
         if net.prefixlen == net.max_prefixlen:
             addr = str(net.network_address)
-            keys = [f"ban:{addr}", f"ban:dha:ip:{addr}"]
+            keys = [f"ban:{addr}", "ban:" + source_key(addr)]
             self._banned.discard(addr)
             self._suspects.discard(addr)
             await self.store.delete(f"bans:{addr}")
             await self.store.delete(f"strikes:{addr}")
         else:
-            keys = [f"ban:net:{net}", f"ban:dha:net:{net}"]
+            keys = [f"ban:net:{net}", "ban:" + source_key(str(net))]
             self._drop_network(str(net))
         found = False
         for key in keys:

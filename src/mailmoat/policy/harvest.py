@@ -41,6 +41,12 @@ R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again lat
 R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
 
 
+def source_key(source: str) -> str:
+    """The store key of a harvest score: `dha:ip:<ip>` for an address, `dha:net:<cidr>` for
+    a network (a ban of it is `ban:` + this key)."""
+    return f"dha:net:{source}" if "/" in source else f"dha:ip:{source}"
+
+
 class HarvestDetector:
     """Scores and bans per source; the harvest check and the recipient check share one."""
 
@@ -70,8 +76,8 @@ class HarvestDetector:
             if len(self._keys) >= KEY_CACHE:
                 self._keys.clear()
             keys = self._keys[client.ip] = (
-                f"dha:ip:{client.ip}",
-                f"dha:net:{self.network(client.ip)}",
+                source_key(str(client.ip)),
+                source_key(self.network(client.ip)),
             )
         return keys
 

@@ -41,6 +41,7 @@ from mailmoat import logs
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.base import Client, Decision, HookResult, Verdict
 from mailmoat.relay.capabilities import offered_limits
+from mailmoat.smtp._abnf import HELO_AS_SENT
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -109,21 +110,13 @@ def trace_date() -> str:
     return _date[1]
 
 
-_HELO_NAME = re.compile(
-    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
-    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
-    r"|\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
-)
-"""A HELO name that can stand in a Received: `from` clause as it is (RFC 5321 4.4)."""
-
-
 @functools.lru_cache(maxsize=1024)
 def _trace_helo(helo: str | None) -> str:
     """The HELO name for the Received: line: as sent when it is a domain or an address
     literal, else `unknown (HELO ...)` with `(`, `)` and `\\` escaped, so a name such as `(`
     or `x;Mon,` cannot open a comment or end the clause (the engine already refuses anything
     but printable ASCII)."""
-    if helo and _HELO_NAME.fullmatch(helo):
+    if helo and HELO_AS_SENT.fullmatch(helo):
         return helo
     text = re.sub(r"([()\\])", r"\\\1", helo or "")
     return f"unknown (HELO {text})"

@@ -30,6 +30,10 @@ DOMAIN_UTF8 = rf"{SUB_DOMAIN_UTF8}(?:\.{SUB_DOMAIN_UTF8})*"
 # Address literals are checked for real (ipaddress) after this loose match.
 ADDRESS_LITERAL = r"\[[A-Za-z0-9.:\-]+\]"
 
+HELO_AS_SENT = re.compile(rf"(?:{DOMAIN})\.?|{ADDRESS_LITERAL}")
+"""A HELO name that can stand in a Received: `from` clause as it is (RFC 5321 4.4): a domain
+(a final dot allowed) or an address literal."""
+
 ESMTP_KEYWORD = r"[A-Za-z0-9][A-Za-z0-9-]*"
 ESMTP_VALUE = r"[\x21-\x3c\x3e-\x7e]+"
 
