@@ -55,7 +55,7 @@ def _anchors(page: Path) -> set[str]:
     """The anchors GitHub makes for a page's headings (a repeated one gets -1, -2, ...)."""
     sync_docs = _sync_docs()
     seen: dict[str, int] = {}
-    anchors = set()
+    anchors: set[str] = set()
     for heading in HEADING.findall(FENCE.sub("", page.read_text())):
         slug = sync_docs.anchor(re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading))
         count = seen.get(slug, 0)
