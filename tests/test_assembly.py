@@ -1,0 +1,143 @@
+"""The one ordered list of defences (mailmoat.assembly): its order is the one its docstring
+names, every role runs that list (selecting from it, not rebuilding it), and an order in which
+a check would read a slot before it is written is refused."""
+
+from __future__ import annotations
+
+import ast
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat import assembly
+from mailmoat.assembly import Defences, check_order
+from mailmoat.dns import Resolver
+from mailmoat.policy.auth import AuthResultsCheck
+from mailmoat.policy.base import Check
+from mailmoat.policy.fcrdns import FcrdnsCheck
+from mailmoat.policy.score import Karma
+from mailmoat.server.gateway import Gateway
+from mailmoat.server.supervisor import Supervisor
+from mailmoat.server.worker import Release, Worker
+from mailmoat.stats import Stats
+from mailmoat.store import MemoryStore
+from tests.gateway import gateway_settings
+
+POLICY = Path(assembly.__file__).parent / "policy"
+
+
+def _documented_order() -> list[str]:
+    """The check names in the table of assembly's docstring, in order."""
+    doc = assembly.__doc__ or ""
+    table = doc.split("and in what order:", 1)[1].split("\n\n", 2)[1]
+    return [line.split()[0] for line in table.splitlines()]
+
+
+def _everything_on(tmp_path: Path) -> Any:
+    recipients = tmp_path / "recipients"
+    recipients.write_text("alice@example.test\n")
+    return gateway_settings(
+        tmp_path / "md",
+        **{
+            "dns.checks": True,
+            "dns.nameservers": ["127.0.0.1:9"],  # never asked: nothing is looked up here
+            "dnsbl.lists": ["zen.example.test"],
+            "dmarc.action": "reject",
+            "directory.domains": {"example.test": "static"},
+            "directory.static_file": str(recipients),
+        },
+    )
+
+
+def _names(checks: list[Check]) -> list[str]:
+    return [c.name for c in checks]
+
+
+def test_the_list_is_the_documented_order_with_everything_on(tmp_path: Path) -> None:
+    settings = _everything_on(tmp_path)
+    store = MemoryStore()
+    checks = assembly.build(settings, store, Defences(settings, Stats(), store))
+    assert _names(checks) == _documented_order()
+
+
+def test_checks_that_are_off_are_left_out_in_the_same_order(tmp_path: Path) -> None:
+    settings = gateway_settings(
+        tmp_path / "md",
+        **{
+            "dns.checks": True,
+            "fcrdns.action": "off",
+            "helo.action": "off",
+            "dmarc.action": "off",
+            "dmarc.quarantine_action": "off",
+        },
+    )
+    store = MemoryStore()
+    checks = assembly.build(settings, store, Defences(settings, Stats(), store))
+    # spf and dkim run with their default actions; no list configured: no dnsbl
+    expected = [n for n in _documented_order() if n not in ("harvest", "dnsbl", "fcrdns")]
+    expected = [n for n in expected if n not in ("helo", "dmarc", "recipients")]
+    assert _names(checks) == expected
+
+
+async def test_every_role_runs_the_one_list(tmp_path: Path) -> None:
+    settings = _everything_on(tmp_path)
+    order = [*_documented_order(), "capabilities"]
+
+    one = Gateway(settings)
+    assert _names(one.pipeline.checks) == order
+
+    supervisor = Supervisor(settings, 2)
+    front = supervisor.defences.checks()
+    assert supervisor.pipeline.checks == front  # at accept: the front of the list
+    local = supervisor.local.pipeline.checks
+    assert _names(local) == [*_documented_order(), "local_slots", "capabilities"]
+    assert local[: len(front)] == front  # the same objects: one admission, one ban list
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker = Worker(settings, ours)
+        checks = worker.gateway.pipeline.checks
+        assert _names(checks) == order
+        assert isinstance(checks[0], Release)  # the supervisor admits; the worker releases
+
+
+def test_a_check_that_reads_a_slot_before_it_is_written_is_refused(tmp_path: Path) -> None:
+    settings = gateway_settings(tmp_path / "md", **{"dns.checks": True})
+    karma = Karma(settings.score)
+    resolver = Resolver(settings.dns)  # nothing is looked up: no hook runs
+    fcrdns = FcrdnsCheck(settings.fcrdns, resolver, karma)
+    header = AuthResultsCheck(settings.auth, "mx.test", karma)
+    check_order([fcrdns, header])
+    with pytest.raises(ValueError, match="auth_results reads fcrdns before it is written"):
+        check_order([header, fcrdns])
+    with pytest.raises(ValueError, match="both write fcrdns"):
+        check_order([fcrdns, FcrdnsCheck(settings.fcrdns, resolver, karma)])
+
+
+DNS_CHECKS = ("dnsbl", "fcrdns", "helo", "spf", "dkim", "dmarc", "auth")
+BOARD = ("base", "results", "score")
+"""What the DNS checks share: the hooks, the result types and slots, the score."""
+
+
+def _check_modules() -> set[str]:
+    """The policy modules that define a Check."""
+    found = set()
+    for path in POLICY.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id == "Check" for b in node.bases
+            ):
+                found.add(path.stem)
+    return found
+
+
+def test_no_dns_check_imports_another_check() -> None:
+    checks = _check_modules()
+    assert set(DNS_CHECKS) | {"score"} <= checks
+    for name in DNS_CHECKS:
+        source = (POLICY / f"{name}.py").read_text()
+        imported = set(re.findall(r"^\s*from mailmoat\.policy\.(\w+) import", source, re.M))
+        assert not (imported & checks) - set(BOARD), f"{name} imports {imported & checks}"
