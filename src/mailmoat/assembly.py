@@ -14,7 +14,6 @@ is the only place that says which checks a process runs and in what order:
     dnsbl           DNS block and allow lists                               [dns.checks]
     fcrdns          forward-confirmed reverse DNS                           [dns.checks]
     helo            the HELO/EHLO name                                      [dns.checks]
-    sender_domain   the MAIL FROM domain has an MX or an address            [dns.checks]
     spf             SPF of MAIL FROM and HELO                               [dns.checks]
     dkim            DKIM signatures                                         [dns.checks]
     dmarc           DMARC policy of the From domain                         [dns.checks]
@@ -68,7 +67,6 @@ from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.policy.score import Karma, ScoreGate, ScoreStart
-from mailmoat.policy.sender_domain import SenderDomainCheck
 from mailmoat.policy.spf import SpfCheck
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
@@ -162,8 +160,6 @@ def _dns_checks(settings: Settings, store: Store, resolver: Resolver) -> list[Ch
     if settings.helo.action != "off":
         ours = [settings.server.hostname, *settings.domains.local]
         checks.append(HeloCheck(settings.helo, resolver, karma, ours, _listen_addresses(settings)))
-    if settings.sender_domain.action != "off":
-        checks.append(SenderDomainCheck(settings.sender_domain, resolver, karma))
     if settings.spf.action != "off" or dmarc_on:
         checks.append(SpfCheck(settings.spf, resolver, karma, settings.spf.timeout))
     if settings.dkim.action != "off" or dmarc_on:

@@ -889,14 +889,6 @@ class HeloSettings(_Section):
     )
 
 
-class SenderDomainSettings(_Section):
-    action: Action = Field(
-        default="log",
-        description="What a sender gets whose domain has neither an MX nor an address record.",
-    )
-    points: int = Field(default=2, ge=0, description="Session points for such a sender.")
-
-
 class SpfSettings(_Section):
     action: Action = Field(
         default="score", description="What a sender gets whose SPF result (RFC 7208) is fail."
@@ -1038,7 +1030,6 @@ class Settings(_Section):
     dnsbl: DnsblSettings = Field(default_factory=DnsblSettings)
     fcrdns: FcrdnsSettings = Field(default_factory=FcrdnsSettings)
     helo: HeloSettings = Field(default_factory=HeloSettings)
-    sender_domain: SenderDomainSettings = Field(default_factory=SenderDomainSettings)
     spf: SpfSettings = Field(default_factory=SpfSettings)
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
