@@ -116,8 +116,9 @@ class SessionState:
     def ready(self, slot: Slot[T]) -> T | None:
         """The result in `slot` if it is there already, else `PENDING` (then await `result`).
         None when nothing was started for `slot`, as `result` gives."""
-        if slot in self.done:
-            return self.done[slot]  # type: ignore[no-any-return]
+        value = self.done.get(slot, PENDING)
+        if value is not PENDING:
+            return value  # type: ignore[no-any-return]
         task = self.tasks.get(slot)
         if task is None:
             return None
