@@ -82,6 +82,20 @@ def test_checks_that_are_off_are_left_out_in_the_same_order(tmp_path: Path) -> N
     assert _names(checks) == expected
 
 
+def test_a_rebuild_follows_new_settings_and_keeps_the_front(tmp_path: Path) -> None:
+    """What a reload does: the same live defences, the session's checks made anew."""
+    before = gateway_settings(tmp_path / "md")
+    store = MemoryStore()
+    defences = Defences(before, Stats(), store)
+    old = assembly.build(before, store, defences)
+    after = before.model_copy(update={"dns": before.dns.model_copy(update={"checks": True})})
+    new = assembly.build(after, store, defences)
+    assert "score" not in _names(old) and "score" in _names(new)
+    front = defences.checks()
+    assert old[: len(front)] == new[: len(front)] == front
+    assert not set(map(id, old[len(front) :])) & set(map(id, new[len(front) :]))
+
+
 async def test_every_role_runs_the_one_list(tmp_path: Path) -> None:
     settings = _everything_on(tmp_path)
     order = [*_documented_order(), "capabilities"]

@@ -130,7 +130,11 @@ def build(
 ) -> list[Check]:
     """Every check of a process for `settings`, in order: the front (`defences`, kept as it
     is), then the session's checks, made anew. `resolver`: the DNS checks' (default: one
-    from `settings.dns`)."""
+    from `settings.dns`).
+
+    For a reload: start the new list's checks (`Pipeline.start`) before it serves, and once
+    the sessions under the old list have ended, close only the old checks that are not in
+    `defences.checks()`: the front is shared by both lists."""
     checks: list[Check] = [*defences.checks(), RelayAccess(settings.domains)]
     directories = build_directories(settings, store)
     detector = None

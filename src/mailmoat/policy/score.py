@@ -16,6 +16,10 @@ pending points would reach the threshold, the client gets 4xx instead of an acce
 `ScoreStart` (first) keeps the per-session state; `ScoreGate` (last) refuses at RCPT and at the
 end of data once the score reaches `score.threshold`. Client points (dnsbl, fcrdns, helo) last
 the session; sender points (spf, dkim, dmarc) one transaction.
+
+The state (`SessionState`) knows no check's result type: the checks leave their results in
+typed `Slot`s (the shared ones and their types in `policy.results`), so this module imports
+no check and no check imports another.
 """
 
 from __future__ import annotations
