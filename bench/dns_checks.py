@@ -129,7 +129,7 @@ async def per_check(server: Dnsmasq, rounds: int) -> list[Row]:
 
 
 async def _spf_results(spf: SpfEvaluator) -> Any:
-    from mailmoat.policy.spf import SpfResults
+    from mailmoat.policy.results import SpfResults
 
     return SpfResults(await spf.check(zone.GOOD_IP, "a@sender.test", zone.GOOD_HELO), None)
 

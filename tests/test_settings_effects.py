@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mailmoat import config
+from mailmoat.assembly import Defences
 from mailmoat.directory import Status, build_directories
 from mailmoat.policy.base import Client, Decision
-from mailmoat.server.gateway import Defences
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore

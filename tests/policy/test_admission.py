@@ -7,8 +7,8 @@ import inspect
 import time
 
 from mailmoat import config
+from mailmoat.assembly import Defences
 from mailmoat.policy.base import Client, Decision
-from mailmoat.server.gateway import Defences
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from mailmoat import config
+from mailmoat.assembly import Defences
 from mailmoat.policy.admission import Admission
 from mailmoat.policy.base import Client, Decision
-from mailmoat.server.gateway import Defences
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore

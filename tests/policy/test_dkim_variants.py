@@ -32,7 +32,8 @@ from dkim.canonicalization import CanonicalizationPolicy
 from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.message import Envelope, Message, Spool
-from mailmoat.policy.dkim import DkimResult, DkimVerifier
+from mailmoat.policy.dkim import DkimVerifier
+from mailmoat.policy.results import DkimResult
 from tests.dns import zone
 from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import dns_gateway, message

@@ -11,7 +11,6 @@ import pytest
 
 from mailmoat.dns import Answer, Status
 from mailmoat.dns.resolver import normalise
-from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.dmarc import (
     MAX_AUTHOR_DOMAINS,
     combined,
@@ -19,7 +18,7 @@ from mailmoat.policy.dmarc import (
     find_policy_now,
     judge,
 )
-from mailmoat.policy.spf import SpfResult, SpfResults
+from mailmoat.policy.results import DkimResult, SpfResult, SpfResults
 from tests.policy.dmarc_corpus import CASES, TEMP, Case, Dns
 
 

@@ -17,12 +17,13 @@ from mailmoat.headers import scan
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.auth import _render, authserv_id, results_header
 from mailmoat.policy.base import Client
-from mailmoat.policy.dkim import DkimCheck, DkimResult, unsigned
+from mailmoat.policy.dkim import DkimCheck, unsigned
 from mailmoat.policy.dkim import _prepare as dkim_prepare
 from mailmoat.policy.dmarc import aligned, evaluate, judge, organizational_domain, parse_record
 from mailmoat.policy.fcrdns import FcrdnsCheck
+from mailmoat.policy.results import DKIM, DkimResult, SpfResult, SpfResults
 from mailmoat.policy.score import HEADERS_WANTED, SessionState
-from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
+from mailmoat.policy.spf import SpfEvaluator
 from tests.dns import zone
 from tests.dns.fixtures import DnsmasqFactory
 from tests.dns.server import Dnsmasq, SilentServer
@@ -460,7 +461,7 @@ async def test_dmarc_policy_lookup_timeout_defers(silent_dns: SilentServer) -> N
 def test_results_headers_are_remembered_for_short_keys_only() -> None:
     st = SessionState(Client("192.0.2.1", 25000))
     msg = Message(Envelope("a@sender.test"), Spool(), "Q1")
-    st.dkim = [DkimResult("pass", "sender.test", "sel", "AbCdEfGh")]
+    st.set(DKIM, [DkimResult("pass", "sender.test", "sel", "AbCdEfGh")])
     first = results_header("mx.test", st, msg)
     assert first == (
         b"Authentication-Results: mx.test;\r\n"
@@ -468,7 +469,7 @@ def test_results_headers_are_remembered_for_short_keys_only() -> None:
     )
     assert results_header("mx.test", st, msg) is first  # remembered
     size = _render.cache_info().currsize
-    st.dkim = [DkimResult("pass", "d" * 600 + ".test", "sel", "AbCdEfGh")]
+    st.set(DKIM, [DkimResult("pass", "d" * 600 + ".test", "sel", "AbCdEfGh")])
     long = results_header("mx.test", st, msg)
     assert long.startswith(b"Authentication-Results: mx.test;\r\n\tdkim=pass header.d=ddd")
     assert _render.cache_info().currsize == size  # not kept: the message chose its length

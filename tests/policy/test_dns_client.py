@@ -12,7 +12,8 @@ from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.policy.base import Client
 from mailmoat.policy.fcrdns import FcrdnsCheck
-from mailmoat.policy.helo import HeloCheck, is_fqdn, literal_address
+from mailmoat.policy.helo import HELO, HeloCheck, is_fqdn, literal_address
+from mailmoat.policy.results import IPREV
 from mailmoat.policy.score import Karma, SessionState
 from mailmoat.smtp.events import Helo
 from tests.dns import zone
@@ -326,20 +327,20 @@ async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
         return karma.state(client)
 
     first = session()  # nothing cached yet: lookups in tasks
-    assert "fcrdns" in first.tasks and "helo" in first.tasks
-    assert (await first.result("fcrdns")).result == "pass"
-    assert (await first.result("helo")).failures == []
+    assert IPREV in first.tasks and HELO in first.tasks
+    assert (await first.result(IPREV)).result == "pass"
+    assert (await first.result(HELO)).failures == []
     asked = server.queries()
     second = session()  # every answer cached: the results at once, and kept
-    assert not second.tasks and second.ready("fcrdns").name == zone.GOOD_HELO
+    assert not second.tasks and second.ready(IPREV).name == zone.GOOD_HELO
     assert (len(fcrdns.results), len(helo.results)) == (1, 1)
     now[0] += 59
     third = session()
-    assert not third.tasks and third.ready("fcrdns") is second.ready("fcrdns")
+    assert not third.tasks and third.ready(IPREV) is second.ready(IPREV)
     now[0] += 2  # past the TTL: asked again
     fourth = session()
-    assert "fcrdns" in fourth.tasks and "helo" in fourth.tasks
-    assert (await fourth.result("fcrdns")).result == "pass"
+    assert IPREV in fourth.tasks and HELO in fourth.tasks
+    assert (await fourth.result(IPREV)).result == "pass"
     assert server.queries() > asked
     for st in (first, second, third, fourth):
         assert st.client.state is st

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from mailmoat import config
+from mailmoat.assembly import Defences
 from mailmoat.policy.base import Client, Decision
 from mailmoat.policy.harvest import R_BANNED, HarvestDetector
-from mailmoat.server.gateway import Defences, Gateway
+from mailmoat.server.gateway import Gateway
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore

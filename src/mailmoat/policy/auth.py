@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TypeVar
 
 from mailmoat import logs
 from mailmoat.config import AuthSettings
 from mailmoat.headers import MAX_KEPT, Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dmarc import CACHED_LENGTH
-from mailmoat.policy.fcrdns import Iprev
+from mailmoat.policy.base import Check, Client, HookResult, Slot, Verdict
+from mailmoat.policy.results import CACHED_LENGTH, DKIM, DMARC, IPREV, SPF, Iprev, SpfResults
 from mailmoat.policy.score import PENDING, Karma, SessionState
-from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import reply
+
+T = TypeVar("T")
 
 AR = "authentication-results"
 
@@ -91,9 +91,9 @@ def _prop(name: str, value: str) -> str:
     return f" {name}={value}" if value and _TOKEN.match(value) else ""
 
 
-def _ready(st: SessionState, key: str) -> Any:
+def _ready(st: SessionState, slot: Slot[T]) -> T | None:
     """A finished result (None while it runs, or when it failed)."""
-    value = st.ready(key)
+    value = st.ready(slot)
     return None if value is PENDING else value
 
 
@@ -101,17 +101,15 @@ HEADER_CACHE = 1024
 """Authentication-Results fields remembered by what they say (least recently used dropped
 first): the messages of one sender repeat the same few. A key holds short strings only: names
 from DNS and the SMTP dialogue (bounded by their syntax), and those from the message when
-they add up to `dmarc.CACHED_LENGTH` at most."""
+they add up to `results.CACHED_LENGTH` at most."""
 
 _Pair = tuple[str, str] | None
 """(result, domain) of one SPF identity."""
 
 
 def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
-    iprev: Iprev | None = st.iprev
-    if iprev is None:
-        iprev = _ready(st, "fcrdns")
-    spf: SpfResults | None = _ready(st, "tx:spf")
+    iprev: Iprev | None = _ready(st, IPREV)
+    spf: SpfResults | None = _ready(st, SPF)
     mailfrom: _Pair = None
     helo: _Pair = None
     if spf is not None:
@@ -120,7 +118,7 @@ def results_header(server_id: str, st: SessionState, message: Message) -> bytes:
         identity = spf.helo or (spf.mailfrom if spf.mailfrom.identity == "helo" else None)
         if identity is not None:
             helo = identity.result, identity.domain
-    dkim, dmarc = st.dkim, st.dmarc
+    dkim, dmarc = _ready(st, DKIM), _ready(st, DMARC)
     # what the message names (DKIM d= and s=, the From domain) is kept only when short
     size = sum(len(r.domain) + len(r.selector) for r in dkim or ())
     size += len(dmarc.domain) if dmarc is not None else 0
@@ -221,6 +219,7 @@ class AuthResultsCheck(Check):
     their results)."""
 
     name = "auth_results"
+    reads = (IPREV, SPF, DKIM, DMARC)
 
     def __init__(self, settings: AuthSettings, hostname: str, karma: Karma) -> None:
         self.s = settings

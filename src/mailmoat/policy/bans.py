@@ -26,8 +26,7 @@ from typing import Any
 from mailmoat import logs
 from mailmoat.config import BanSettings
 from mailmoat.policy.base import Check, Client, HookResult
-from mailmoat.policy.harvest import source_key
-from mailmoat.policy.networks import ExpiringCache, NetworkSet
+from mailmoat.policy.networks import ExpiringCache, NetworkSet, source_key
 from mailmoat.smtp.events import Rejected
 from mailmoat.stats import Stats
 from mailmoat.store import Store

@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from mailmoat.message import Message
 from mailmoat.smtp.events import Helo, MailFrom, RcptTo, Rejected
@@ -26,6 +26,8 @@ from mailmoat.smtp.replies import Reply
 
 MAX_DELAY = 30.0
 """Upper bound on the sum of the delays the checks ask for on one command."""
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,8 @@ class Client:
     ip: IPv4Address | IPv6Address = field(init=False)
     """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
     state: object | None = field(default=None, init=False, repr=False)
-    """The DNS checks' state for this session (policy.score.SessionState), kept here so that
-    each of their hooks finds it with one attribute read."""
+    """The DNS checks' state for this session (policy.score.SessionState, holding their
+    `Slot`s), kept here so that each of their hooks finds it with one attribute read."""
     tags: tuple[str, ...] = field(default=(), init=False, repr=False)
     """Per-session marks that checks leave for their own later hooks (a tuple: a few at most,
     and one per session costs less than a set, and nothing for the garbage collector)."""
@@ -92,10 +94,32 @@ class Client:
         return True
 
 
+class Slot(Generic[T_co]):
+    """A named, typed place in a session's check state (`policy.score.SessionState`) where one
+    check leaves its result for the others. The check that fills it lists it in `writes`;
+    those that read it list it in `reads`. A slot read by other checks is declared, with its
+    result type, in `policy.results`, so that no check imports another. Compared by identity
+    (a cheap dictionary key)."""
+
+    __slots__ = ("name", "per_transaction")
+
+    def __init__(self, name: str, *, per_transaction: bool = False) -> None:
+        self.name = name
+        self.per_transaction = per_transaction
+        """Emptied at every MAIL FROM; otherwise kept for the session."""
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+
 class Check:
     """Base class: override the hooks a defence needs. Every hook may also be `async def`."""
 
     name = "check"
+    writes: ClassVar[tuple[Slot[Any], ...]] = ()
+    """The slots this check fills (in a session's `SessionState`)."""
+    reads: ClassVar[tuple[Slot[Any], ...]] = ()
+    """The slots of other checks this check reads: they must come earlier in the order."""
 
     def connect(self, client: Client) -> HookResult:
         return None
@@ -207,6 +231,13 @@ class Pipeline:
     async def close(self) -> None:
         for check in reversed(self.checks):
             await check.close()
+
+
+def plain_ip(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _fold(verdict: Reply | Decision, delay: float) -> tuple[bool, float]:

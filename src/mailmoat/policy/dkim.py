@@ -36,6 +36,7 @@ from mailmoat.headers import Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim_rules import refusal
+from mailmoat.policy.results import DKIM, DkimResult
 from mailmoat.policy.score import (
     Karma,
     Outcome,
@@ -51,16 +52,6 @@ R_DKIM = reply(550, "5.7.20", "No passing DKIM signature found")
 _quiet = logging.getLogger("mailmoat.dkimpy")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
-
-
-@dataclass(frozen=True, slots=True)
-class DkimResult:
-    result: str
-    domain: str = ""
-    selector: str = ""
-    b: str = ""
-    """The start of the signature (b=), to tell signatures apart (RFC 6008)."""
-    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -201,6 +192,7 @@ def summary(results: list[DkimResult]) -> str:
 
 class DkimCheck(Check):
     name = "dkim"
+    writes = (DKIM,)
 
     def __init__(self, settings: DkimSettings, resolver: Resolver, karma: Karma) -> None:
         self.s = settings
@@ -222,7 +214,7 @@ class DkimCheck(Check):
         return self._apply(st, await self.verifier.verify(message))
 
     def _apply(self, st: SessionState, results: list[DkimResult]) -> Verdict:
-        st.dkim = results
+        st.set(DKIM, results)
         if self.s.action == "off":
             return None
         result = summary(results)

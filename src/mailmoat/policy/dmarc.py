@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import cache, lru_cache
 from typing import Protocol
@@ -50,8 +49,16 @@ from mailmoat.dns.cache import TtlCache
 from mailmoat.headers import HeaderField, Headers
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dkim import DkimResult
 from mailmoat.policy.dmarc_record import POLICIES, Record, is_dmarc, parse_record
+from mailmoat.policy.results import (
+    CACHED_LENGTH,
+    DKIM,
+    DMARC,
+    SPF,
+    DkimResult,
+    DmarcResult,
+    SpfResults,
+)
 from mailmoat.policy.score import (
     PENDING,
     R_DNS_TEMP,
@@ -62,7 +69,6 @@ from mailmoat.policy.score import (
     headers_now,
     message_headers,
 )
-from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import Reply, reply
 
 MAX_AUTHOR_DOMAINS = 10
@@ -82,7 +88,6 @@ ORG_CACHE = 4096
 """Organizational domains and the author domains of From fields remembered (each, least
 recently used dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`)
 is not kept, so the caches stay small whatever a message holds."""
-CACHED_LENGTH = 512
 
 
 @cache
@@ -105,19 +110,6 @@ def aligned(domain: str, author: str, strict: bool) -> bool:
     if strict:
         return domain == author
     return organizational_domain(domain) == organizational_domain(author)
-
-
-@dataclass(frozen=True, slots=True)
-class DmarcResult:
-    result: str
-    """pass, fail, none, temperror, permerror (more author domains than are evaluated)"""
-    domain: str = ""
-    """The author domain (header.from)."""
-    policy: str = "none"
-    """The policy that applies (p or sp) as published; "unknown" when it could not be read."""
-    disposition: str = "none"
-    """What the policy asks for this message after pct sampling."""
-    reason: str = ""
 
 
 _Policy = tuple[Status, Record | None, bool]
@@ -405,6 +397,8 @@ def combined(results: list[DmarcResult], domains: list[str]) -> DmarcResult:
 
 class DmarcCheck(Check):
     name = "dmarc"
+    writes = (DMARC,)
+    reads = (SPF, DKIM)
 
     def __init__(self, settings: DmarcSettings, resolver: Resolver, karma: Karma) -> None:
         self.s = settings
@@ -418,13 +412,13 @@ class DmarcCheck(Check):
         if st.exempt:
             return None
         headers = headers_now(st, message)
-        spf = st.ready("tx:spf")
+        spf = st.ready(SPF)
         if headers is None or spf is PENDING:
             return self._later(st, message)
         domains = author_domains(headers)
         result = _without_policy(domains)
         if result is None:
-            dkim = st.dkim or []
+            dkim = st.ready(DKIM) or []
             found = []
             for domain in domains[:MAX_AUTHOR_DOMAINS]:
                 policy = self.policies.get(domain)
@@ -436,15 +430,15 @@ class DmarcCheck(Check):
                     self.policies.put(domain, policy, now[1])
                 found.append(judge(domain, policy, spf, dkim))
             result = combined(found, domains)
-        st.dmarc = result
+        st.set(DMARC, result)
         return self._apply(st, result)
 
     async def _later(self, st: SessionState, message: Message) -> Verdict:
         headers = await message_headers(st, message)
         domains = author_domains(headers)
-        spf: SpfResults | None = await st.result("tx:spf")
-        result = await evaluate_authors(self.resolver, domains, spf, st.dkim or [])
-        st.dmarc = result
+        spf: SpfResults | None = await st.result(SPF)
+        result = await evaluate_authors(self.resolver, domains, spf, st.ready(DKIM) or [])
+        st.set(DMARC, result)
         return self._apply(st, result)
 
     def _apply(self, st: SessionState, r: DmarcResult) -> Verdict:

@@ -22,8 +22,8 @@ from ipaddress import IPv4Address, IPv6Address
 from mailmoat.config import DnsblSettings
 from mailmoat.dns import Resolver
 from mailmoat.dns.lists import DnsList, parse_list
-from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.fcrdns import plain_ip
+from mailmoat.policy.base import Check, Client, HookResult, Slot, Verdict, plain_ip
+from mailmoat.policy.results import ALLOWLISTED
 from mailmoat.policy.score import Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
@@ -40,6 +40,10 @@ class ListResult:
     unknown_weight: int = 0
     """Positive weight of the lists that could not be asked."""
     ttl: float = 0.0
+
+
+LISTED: Slot[ListResult] = Slot("dnsbl")
+"""The combined answer of the lists (read by this check only)."""
 
 
 class DnsLists:
@@ -87,6 +91,7 @@ class DnsLists:
 
 class DnsblCheck(Check):
     name = "dnsbl"
+    writes = (LISTED, ALLOWLISTED)
 
     def __init__(
         self, settings: DnsblSettings, resolver: Resolver, karma: Karma, store: Store
@@ -98,7 +103,7 @@ class DnsblCheck(Check):
     def connect(self, client: Client) -> Verdict:
         st = self.karma.state(client)
         if not st.exempt:
-            st.start("dnsbl", self.lists.lookup(client.ip))
+            st.start(LISTED, self.lists.lookup(client.ip))
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
@@ -109,13 +114,13 @@ class DnsblCheck(Check):
         return done.verdict if done is not None else self._decide(st, client)
 
     async def _decide(self, st: SessionState, client: Client) -> Verdict:
-        result: ListResult | None = await st.result("dnsbl")
+        result: ListResult | None = await st.result(LISTED)
         if result is None:
             return None
         s = self.s
         listed = result.score >= s.threshold
         if result.score <= s.allowlist_threshold < 0:
-            st.allowlisted = True
+            st.set(ALLOWLISTED, True)
             verdict = "allowed"
         elif listed or (s.action == "score" and result.score > 0):
             verdict = "listed"

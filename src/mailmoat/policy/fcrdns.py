@@ -12,13 +12,13 @@ Results: pass (with the confirmed name), fail (no PTR, or no PTR name resolves b
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from mailmoat.config import FcrdnsSettings
 from mailmoat.dns import Answer, Resolver, reverse_name
 from mailmoat.dns.cache import TtlCache
-from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.base import Check, Client, HookResult, Verdict, plain_ip
+from mailmoat.policy.results import ALLOWLISTED, IPREV, Iprev
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
@@ -26,21 +26,6 @@ from mailmoat.smtp.replies import reply
 MAX_NAMES = 10
 
 R_FCRDNS = reply(550, "5.7.25", "Client host rejected: cannot find your hostname")
-
-
-@dataclass(frozen=True, slots=True)
-class Iprev:
-    result: str
-    """pass, fail or temperror."""
-    name: str = ""
-    reason: str = ""
-
-
-def plain_ip(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
-    """An IPv4-mapped IPv6 address as the IPv4 address it is."""
-    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def _from_ptr(ptr: Answer) -> Iprev | None:
@@ -94,6 +79,8 @@ def cached_iprev(resolver: Resolver, reverse: str, ip_text: str) -> tuple[Iprev,
 
 class FcrdnsCheck(Check):
     name = "fcrdns"
+    writes = (IPREV,)
+    reads = (ALLOWLISTED,)
 
     def __init__(self, settings: FcrdnsSettings, resolver: Resolver, karma: Karma) -> None:
         self.s = settings
@@ -110,30 +97,29 @@ class FcrdnsCheck(Check):
         if now is None:
             found = cached_iprev(self.resolver, reverse_name(client.ip), st.ip_text)
             if found is None:
-                st.start("fcrdns", iprev(self.resolver, client.ip))
+                st.start(IPREV, iprev(self.resolver, client.ip))
                 return None
             now = found[0]
             self.results.put(st.ip_text, now, found[1])
-        st.set("fcrdns", now)
+        st.set(IPREV, now)
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
         st = self.karma.state(client)
-        if st.exempt or st.allowlisted:
+        if st.exempt or st.ready(ALLOWLISTED):
             return None
         done = st.client_outcomes.get(self.name)
         if done is not None:
             return done.verdict
-        result = st.ready("fcrdns")
+        result = st.ready(IPREV)
         return self._decide(st) if result is PENDING else self._apply(st, result)
 
     async def _decide(self, st: SessionState) -> Verdict:
-        return self._apply(st, await st.result("fcrdns"))
+        return self._apply(st, await st.result(IPREV))
 
     def _apply(self, st: SessionState, result: Iprev | None) -> Verdict:
         if result is None:
             return None
-        st.iprev = result
         detail = result.reason or result.name
         return apply(
             st,

@@ -29,6 +29,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 from mailmoat import logs
 from mailmoat.config import HarvestSettings
 from mailmoat.policy.base import Check, Client, Decision, Verdict
+from mailmoat.policy.networks import source_key
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
 from mailmoat.store.base import Store
@@ -39,12 +40,6 @@ KEY_CACHE = 65536
 R_UNIFORM = reply(450, "4.7.1", "Requested action not taken, try again later")
 R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again later")
 R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
-
-
-def source_key(source: str) -> str:
-    """The store key of a harvest score: `dha:ip:<ip>` for an address, `dha:net:<cidr>` for
-    a network (a ban of it is `ban:` + this key)."""
-    return f"dha:net:{source}" if "/" in source else f"dha:ip:{source}"
 
 
 class HarvestDetector:

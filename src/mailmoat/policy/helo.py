@@ -23,8 +23,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from mailmoat.config import HeloSettings
 from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
-from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.fcrdns import plain_ip
+from mailmoat.policy.base import Check, Client, HookResult, Slot, Verdict, plain_ip
+from mailmoat.policy.results import ALLOWLISTED
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import Helo, RcptTo
 from mailmoat.smtp.replies import reply
@@ -40,6 +40,10 @@ class HeloResult:
     """Sub-checks that failed: invalid, mismatch, forged, unresolvable."""
     temporary: bool = False
     reason: str = ""
+
+
+HELO: Slot[HeloResult] = Slot("helo")
+"""The HELO name's result (read by this check only)."""
 
 
 def literal_address(name: str) -> IPv4Address | IPv6Address | None:
@@ -69,6 +73,8 @@ def is_fqdn(name: str) -> bool:
 
 class HeloCheck(Check):
     name = "helo"
+    writes = (HELO,)
+    reads = (ALLOWLISTED,)
 
     def __init__(
         self,
@@ -155,23 +161,23 @@ class HeloCheck(Check):
             st.client_outcomes.pop(self.name, None)
             now = self.evaluate_now(event.name, client.ip)
             if now is not None:
-                st.set("helo", now)
+                st.set(HELO, now)
             else:
-                st.start("helo", self.evaluate(event.name, client.ip))
+                st.start(HELO, self.evaluate(event.name, client.ip))
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
         st = self.karma.state(client)
-        if st.exempt or st.allowlisted:
+        if st.exempt or st.ready(ALLOWLISTED):
             return None
         done = st.client_outcomes.get(self.name)
         if done is not None:
             return done.verdict
-        result = st.ready("helo")
+        result = st.ready(HELO)
         return self._decide(st) if result is PENDING else self._apply(st, result)
 
     async def _decide(self, st: SessionState) -> Verdict:
-        return self._apply(st, await st.result("helo"))
+        return self._apply(st, await st.result(HELO))
 
     def _apply(self, st: SessionState, result: HeloResult | None) -> Verdict:
         if result is None:

@@ -10,6 +10,13 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 IPAddress = IPv4Address | IPv6Address
 
 
+def source_key(source: str) -> str:
+    """The store key of a harvest score: `dha:ip:<ip>` for an address, `dha:net:<cidr>` for
+    a network (a ban of it is `ban:` + this key). Here, not in the harvest check, because the
+    ban list lifts such bans too."""
+    return f"dha:net:{source}" if "/" in source else f"dha:ip:{source}"
+
+
 class NetworkSet:
     """A set of CIDR networks. A lookup costs one dict probe per distinct prefix length in use,
     however many networks the set holds, so a deny list of thousands stays cheap at accept."""

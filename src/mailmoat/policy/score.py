@@ -16,6 +16,10 @@ pending points would reach the threshold, the client gets 4xx instead of an acce
 `ScoreStart` (first) keeps the per-session state; `ScoreGate` (last) refuses at RCPT and at the
 end of data once the score reaches `score.threshold`. Client points (dnsbl, fcrdns, helo) last
 the session; sender points (spf, dkim, dmarc) one transaction.
+
+The state (`SessionState`) knows no check's result type: the checks leave their results in
+typed `Slot`s (the shared ones and their types in `policy.results`), so this module imports
+no check and no check imports another.
 """
 
 from __future__ import annotations
@@ -25,20 +29,16 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_network
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import Action, ScoreSettings
 from mailmoat.headers import WANTED, Headers
 from mailmoat.message import Message
-from mailmoat.policy.base import Check, Client, Verdict
+from mailmoat.policy.base import Check, Client, Slot, Verdict
+from mailmoat.policy.results import ALLOWLISTED
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
-
-if TYPE_CHECKING:
-    from mailmoat.policy.dkim import DkimResult
-    from mailmoat.policy.dmarc import DmarcResult
-    from mailmoat.policy.fcrdns import Iprev
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ HEADERS_WANTED = WANTED
 R_DNS_TEMP = reply(451, "4.4.3", "Temporary DNS failure, try again later")
 
 PENDING: Any = object()
-"""`SessionState.ready` for work that has not finished yet."""
+"""`SessionState.ready` for a slot whose work has not finished yet."""
 
 
 @dataclass(slots=True)
@@ -71,18 +71,15 @@ class Outcome:
 
 
 class SessionState:
-    """What the DNS checks know of one session (on `Client.state`; made by `Karma.state`)."""
+    """What the DNS checks know of one session (on `Client.state`; made by `Karma.state`): the
+    `Slot`s they fill, each a result or the task computing it, and their outcomes."""
 
     __slots__ = (
-        "allowlisted",
         "client",
         "client_outcomes",
-        "dkim",
-        "dmarc",
         "done",
         "exempt",
         "ip_text",
-        "iprev",
         "sender",
         "tasks",
         "tx_outcomes",
@@ -92,57 +89,51 @@ class SessionState:
         self.client = client
         self.exempt = exempt
         """In domains.relay_networks or score.exempt_networks: no DNS check runs."""
-        self.allowlisted = False
-        """The DNS allow lists vouch for the client: no FCrDNS or HELO check, no score
-        refusal."""
-        self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.done: dict[str, Any] = {}
-        """Results that were ready at once (every answer cached): no task was needed."""
+        self.tasks: dict[Slot[Any], asyncio.Task[Any]] = {}
+        self.done: dict[Slot[Any], Any] = {}
+        """Results that were ready at once (every answer cached, or set by a check that had
+        it at hand): no task was needed."""
         self.client_outcomes: dict[str, Outcome] = {}
         self.tx_outcomes: dict[str, Outcome] = {}
         self.sender = ""
         self.ip_text = ip_text(client)
-        self.iprev: Iprev | None = None
-        """The FCrDNS result, for the Authentication-Results header (the session's)."""
-        # the transaction's message results, for the later checks
-        self.dkim: list[DkimResult] | None = None
-        self.dmarc: DmarcResult | None = None
 
-    def start(self, key: str, work: Awaitable[T]) -> None:
-        """Run `work` in the background (DNS lookups overlap the SMTP dialogue)."""
-        self._drop(key)
+    def start(self, slot: Slot[T], work: Awaitable[T]) -> None:
+        """Fill `slot` in the background (DNS lookups overlap the SMTP dialogue)."""
+        self._drop(slot)
         task = asyncio.ensure_future(work)
         # a failure is reported where the result is awaited; never "never retrieved"
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        self.tasks[key] = task
+        self.tasks[slot] = task
 
-    def set(self, key: str, value: Any) -> None:
+    def set(self, slot: Slot[T], value: T) -> None:
         """A result computed at once (from cached answers), in place of `start`."""
-        self._drop(key)
-        self.done[key] = value
+        self._drop(slot)
+        self.done[slot] = value
 
-    def _drop(self, key: str) -> None:
-        self.done.pop(key, None)
-        old = self.tasks.pop(key, None)
+    def _drop(self, slot: Slot[Any]) -> None:
+        self.done.pop(slot, None)
+        old = self.tasks.pop(slot, None)
         if old is not None:
             old.cancel()
 
-    def ready(self, key: str) -> Any:
-        """The result of `key` if it is there already, else `PENDING` (then await `result`).
-        None when nothing was started for `key`, as `result` gives."""
-        if key in self.done:
-            return self.done[key]
-        task = self.tasks.get(key)
+    def ready(self, slot: Slot[T]) -> T | None:
+        """The result in `slot` if it is there already, else `PENDING` (then await `result`).
+        None when nothing was started for `slot`, as `result` gives."""
+        value = self.done.get(slot, PENDING)
+        if value is not PENDING:
+            return value  # type: ignore[no-any-return]
+        task = self.tasks.get(slot)
         if task is None:
             return None
         if task.done() and not task.cancelled() and task.exception() is None:
-            return task.result()
-        return PENDING
+            return task.result()  # type: ignore[no-any-return]
+        return PENDING  # type: ignore[no-any-return]
 
-    async def result(self, key: str) -> Any:
-        if key in self.done:
-            return self.done[key]
-        task = self.tasks.get(key)
+    async def result(self, slot: Slot[T]) -> T | None:
+        if slot in self.done:
+            return self.done[slot]  # type: ignore[no-any-return]
+        task = self.tasks.get(slot)
         return None if task is None else await asyncio.shield(task)
 
     def outcomes(self) -> list[Outcome]:
@@ -158,12 +149,11 @@ class SessionState:
         return points, pending
 
     def new_transaction(self) -> None:
-        for key in [k for k in self.tasks if k.startswith("tx:")]:
-            self.tasks.pop(key).cancel()
-        for key in [k for k in self.done if k.startswith("tx:")]:
-            del self.done[key]
+        for slot in [s for s in self.tasks if s.per_transaction]:
+            self.tasks.pop(slot).cancel()
+        for slot in [s for s in self.done if s.per_transaction]:
+            del self.done[slot]
         self.tx_outcomes.clear()
-        self.dkim = self.dmarc = None
 
     def close(self) -> None:
         for task in self.tasks.values():
@@ -291,6 +281,7 @@ class ScoreGate(Check):
     """Last of the DNS checks: refuses once the session score reaches the threshold."""
 
     name = "score"
+    reads = (ALLOWLISTED,)
 
     def __init__(self, karma: Karma) -> None:
         self.karma = karma
@@ -302,7 +293,7 @@ class ScoreGate(Check):
 
     def _judge(self, client: Client, stage: str) -> Verdict:
         st = self.karma.state(client)
-        if st.exempt or st.allowlisted:
+        if st.exempt or st.ready(ALLOWLISTED):
             return None
         score, pending = st.totals()
         threshold = self.karma.s.threshold
@@ -345,7 +336,7 @@ class ScoreGate(Check):
                     for o in st.outcomes()
                 ],
                 score=st.totals()[0],
-                allowlisted=st.allowlisted or None,
+                allowlisted=st.ready(ALLOWLISTED) or None,
                 refused=str(verdict) if verdict is not None else None,
             )
         return verdict

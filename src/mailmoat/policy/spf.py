@@ -33,6 +33,7 @@ from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
+from mailmoat.policy.results import SPF, SpfResult, SpfResults
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import reply
@@ -108,23 +109,6 @@ class _Query(spf.query):  # type: ignore[misc]
             except spf.TempError:
                 continue
         return valid
-
-
-@dataclass(frozen=True, slots=True)
-class SpfResult:
-    identity: str
-    """mailfrom or helo"""
-    domain: str
-    result: str
-    """pass, fail, softfail, neutral, none, temperror, permerror"""
-    explanation: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SpfResults:
-    mailfrom: SpfResult
-    """The MAIL FROM identity (for the null sender: the HELO identity's result)."""
-    helo: SpfResult | None
 
 
 RESULTS_KEPT = 1024
@@ -259,6 +243,7 @@ def _identity(sender: str, helo: str) -> tuple[str, str, str]:
 
 class SpfCheck(Check):
     name = "spf"
+    writes = (SPF,)
 
     def __init__(
         self,
@@ -305,9 +290,9 @@ class SpfCheck(Check):
         if not st.exempt:
             now = self.evaluate_now(client, event.address, st.ip_text)
             if now is not None:
-                st.set("tx:spf", now)
+                st.set(SPF, now)
             else:
-                st.start("tx:spf", self.evaluate(client, event.address, st.ip_text))
+                st.start(SPF, self.evaluate(client, event.address, st.ip_text))
         return None
 
     def rcpt(self, client: Client, event: RcptTo) -> HookResult:
@@ -317,11 +302,11 @@ class SpfCheck(Check):
         done = st.tx_outcomes.get(self.name)
         if done is not None:
             return done.verdict
-        results = st.ready("tx:spf")
+        results = st.ready(SPF)
         return self._decide(st) if results is PENDING else self._apply(st, results)
 
     async def _decide(self, st: SessionState) -> Verdict:
-        return self._apply(st, await st.result("tx:spf"))
+        return self._apply(st, await st.result(SPF))
 
     def _apply(self, st: SessionState, results: SpfResults | None) -> Verdict:
         if results is None:

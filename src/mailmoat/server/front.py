@@ -20,15 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mailmoat import logs
+from mailmoat.assembly import Defences, DefencesFactory
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.config_checks import admin_token
 from mailmoat.message import Spool, SpoolBudget
-from mailmoat.policy.admission import Admission
-from mailmoat.policy.bans import BanList
-from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
-from mailmoat.policy.pregreet import Pregreet
-from mailmoat.policy.stress import Stress
-from mailmoat.policy.tarpit import Tarpit
+from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.connection import greeting_bytes
@@ -74,27 +70,6 @@ def raise_fd_limit() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-class Defences:
-    """The connection-level defences and the state they share, built once per node."""
-
-    def __init__(
-        self, settings: Settings, stats: Stats, store: Store, clock: Callable[[], float]
-    ) -> None:
-        self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
-        self.bans = BanList(settings.bans, store, stats, clock)
-        self.admission = Admission(settings, store, self.bans, self.stress, stats, clock)
-        self.pregreet = Pregreet(settings, store, stats)
-        self.tarpit = Tarpit(settings, self.bans, self.stress, stats)
-
-    def checks(self) -> list[Check]:
-        # Admission first: nothing else runs for a refused client. Observers of the `rejected`
-        # stage (bans, pregreet) come before the tarpit, whose closing verdict ends the stage.
-        return [self.admission, self.bans, self.pregreet, self.tarpit]
-
-
-DefencesFactory = Callable[[Settings, Stats, Store, Callable[[], float]], Defences]
 
 
 class Front:

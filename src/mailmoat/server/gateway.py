@@ -15,32 +15,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from mailmoat import logs
+from mailmoat import assembly, logs
+from mailmoat.assembly import DefencesFactory
 from mailmoat.config import Settings
-from mailmoat.directory import build_directories
-from mailmoat.policy.auth import ForgedResultsCheck
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
-from mailmoat.policy.dns_checks import build_dns_checks
-from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
-from mailmoat.policy.recipients import RecipientCheck
-from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
 from mailmoat.relay.capabilities import CapabilityCheck
-from mailmoat.server.front import (
-    R_CONNECT_ERROR,
-    Defences,
-    DefencesFactory,
-    Front,
-    raise_fd_limit,
-)
+from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit
 from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
     from mailmoat.server.admin import AdminServer
     from mailmoat.server.session import SmtpSession
 
-__all__ = ["Defences", "Gateway", "default_checks", "tls_context"]
+__all__ = ["Gateway", "tls_context"]
 
 CLOSE_RATE = 4000.0
 CLOSE_BURST = 40
@@ -51,32 +40,6 @@ the queue), so that it cannot stall everyone else."""
 STRESS_SPREAD = 1.0
 """Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
 that thousands of idle clients are not all closed in one turn of the event loop."""
-
-
-def default_checks(
-    settings: Settings, store: Store | None = None, defences: Defences | None = None
-) -> list[Check]:
-    """The checks every gateway runs, in order.
-
-    The connection-level defences come first: nothing else runs for a refused client. The DNS
-    checks answer RCPT before the recipient directory is asked: a client they refuse learns
-    nothing about which recipients exist, and costs the directory nothing. Forged
-    Authentication-Results fields are removed whatever `dns.checks` says.
-    """
-    store = store if store is not None else MemoryStore.from_settings(settings.store)
-    front = defences.checks() if defences is not None else []
-    checks: list[Check] = [*front, RelayAccess(settings.domains)]
-    directories = build_directories(settings, store)
-    detector = None
-    if directories is not None and settings.harvest.enabled:
-        detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
-        checks.append(HarvestCheck(detector))
-    # forged Authentication-Results go whether or not the DNS checks run (issue 10 item 5)
-    checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
-    checks += build_dns_checks(settings, store)
-    if directories is not None:
-        checks.append(RecipientCheck(directories, detector))
-    return checks
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -111,7 +74,7 @@ class Gateway(Front):
                 *(
                     checks
                     if checks is not None
-                    else default_checks(settings, self.store, self.defences)
+                    else assembly.build(settings, self.store, self.defences)
                 ),
                 CapabilityCheck(self.delivery),
             ],

@@ -26,12 +26,12 @@ import time
 from functools import partial
 from typing import Any
 
-from mailmoat import logs
+from mailmoat import assembly, logs
 from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
-from mailmoat.server.gateway import Gateway, default_checks
+from mailmoat.server.gateway import Gateway
 from mailmoat.server.link import Link, socket_pair
 from mailmoat.server.worker import encode_verdict
 from mailmoat.stats import merge_histograms
@@ -118,7 +118,7 @@ class Supervisor(Front):
             settings,
             store=self.store,
             defences=lambda *_: self.defences,
-            checks=[*default_checks(settings, self.store, self.defences), self.slots],
+            checks=[*assembly.build(settings, self.store, self.defences), self.slots],
         )
         # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
         # messages in memory up to server.spool_memory each, past that on disk; the workers

@@ -23,12 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmoat import config, logs
+from mailmoat.assembly import Defences, Remote
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, Verdict
-from mailmoat.policy.pregreet import Pregreet
-from mailmoat.policy.stress import Stress
-from mailmoat.policy.tarpit import Tarpit
-from mailmoat.server.front import Defences
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.link import Link
 from mailmoat.smtp.replies import Reply
@@ -117,28 +114,6 @@ class RemoteBans(BanList):
         self.link.send("strike", addr, reason)
 
 
-class WorkerDefences(Defences):
-    """The defences' hooks that run in a session (their connect hooks ran in the supervisor)."""
-
-    def __init__(
-        self,
-        settings: config.Settings,
-        stats: Stats,
-        store: Store,
-        clock: Callable[[], float],
-        link: Link,
-    ) -> None:
-        self.stress = Stress(settings.stress, settings.admission.max_connections, stats, clock)
-        self.stress.following = True  # switched by the supervisor, which counts connections
-        self.bans = RemoteBans(settings.bans, store, stats, clock, link)
-        self.release = Release(link)
-        self.pregreet = Pregreet(settings, store, stats)
-        self.tarpit = Tarpit(settings, self.bans, self.stress, stats)
-
-    def checks(self) -> list[Check]:
-        return [self.release, self.bans, self.pregreet, self.tarpit]
-
-
 # ------------------------------------------------------------------ worker
 class Worker:
     def __init__(self, settings: config.Settings, sock: socket.socket) -> None:
@@ -150,7 +125,10 @@ class Worker:
     def _defences(
         self, settings: config.Settings, stats: Stats, store: Store, clock: Callable[[], float]
     ) -> Defences:
-        return WorkerDefences(settings, stats, store, clock, self.link)
+        """The defences' hooks that run in a session (their connect hooks ran in the
+        supervisor), with stand-ins for admission and bans, whose state lives there."""
+        bans = RemoteBans(settings.bans, store, stats, clock, self.link)
+        return Defences(settings, stats, store, clock, Remote(Release(self.link), bans))
 
     async def run(self) -> None:
         try:
