@@ -687,7 +687,7 @@ class Haraka(System):
 
 
 # Postfix private instance; see /work/shared/notes/postfix-test-instance.md and
-# tests/peers/postfix.py. Columns: service type private unpriv chroot wakeup maxproc command.
+# tests/support/postfix.py. Columns: service type private unpriv chroot wakeup maxproc command.
 _POSTFIX_SERVICES = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup

@@ -14,9 +14,9 @@ import dkim
 
 from mailmoat import config, logs
 from mailmoat.server.gateway import Gateway
-from tests.dns import zone
-from tests.policy.talk import Talk
 from tests.relay.relay_support import FakeDownstream
+from tests.support import dns_zone as zone
+from tests.support.talk import Talk
 
 RCPT = "alice@example.test"
 

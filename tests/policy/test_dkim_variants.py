@@ -33,10 +33,10 @@ from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.dkim import DkimResult, DkimVerifier
-from tests.dns import zone
-from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import dns_gateway, message
-from tests.policy.zone_server import Record, zone_server
+from tests.support import dns_zone as zone
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.zone_server import Record, zone_server
 
 pytestmark = pytest.mark.peers
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.policy.dmarc import MAX_AUTHOR_DOMAINS
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
 from tests.policy.dns_support import captured_logs, dns_gateway, message
+from tests.support import dns_zone as zone
+from tests.support.dns_fixtures import DnsmasqFactory
 
 # the client checks only log; DMARC runs with its defaults (p=reject refused with 550)
 CLIENT_LOG_ONLY = {"fcrdns.action": "log", "helo.action": "log", "spf.action": "log"}

@@ -23,9 +23,6 @@ from mailmoat.policy.dmarc import aligned, evaluate, judge, organizational_domai
 from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.score import HEADERS_WANTED, SessionState
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import (
     DnsGateway,
     captured_logs,
@@ -34,6 +31,9 @@ from tests.policy.dns_support import (
     sign,
     verify_with_zone,
 )
+from tests.support import dns_zone as zone
+from tests.support.dns_fixtures import DnsmasqFactory
+from tests.support.dnsmasq import Dnsmasq, SilentServer
 
 LOG_ONLY = {
     "fcrdns.action": "log",

@@ -15,10 +15,10 @@ from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.helo import HeloCheck, is_fqdn, literal_address
 from mailmoat.policy.score import Karma, SessionState
 from mailmoat.smtp.events import Helo
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq, SilentServer
 from tests.policy.dns_support import RCPT, captured_logs, dns_gateway
+from tests.support import dns_zone as zone
+from tests.support.dns_fixtures import DnsmasqFactory
+from tests.support.dnsmasq import Dnsmasq, SilentServer
 
 # Only the check under test acts; the others log (DMARC too: these are client tests).
 QUIET = {

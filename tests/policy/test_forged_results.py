@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns.server import Dnsmasq
-from tests.gateway import running_gateway
-from tests.peers import wait_until
 from tests.policy.dns_support import dns_gateway, message
+from tests.support.dnsmasq import Dnsmasq
+from tests.support.gateway import running_gateway
+from tests.support.host import wait_until
 
 FORGED = (
     b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=pass header.d=bank.test\r\n"

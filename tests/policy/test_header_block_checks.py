@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.headers import MAX_KEPT
-from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import dns_gateway
+from tests.support.dnsmasq import Dnsmasq
 
 REJECT = {"dmarc.action": "reject", "spf.action": "log", "dkim.action": "log"}
 BANK_FROM = b"From: CEO <ceo@sender.test>\r\n"  # _dmarc.sender.test: p=reject

@@ -9,11 +9,11 @@ import pytest
 from mailmoat.policy.auth import authserv_id
 from mailmoat.policy.base import Client
 from mailmoat.policy.harvest import R_UNIFORM, R_UNKNOWN
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import dns_gateway, message
 from tests.policy.test_harvest import Rig, delay_of, reply_of
+from tests.support import dns_zone as zone
+from tests.support.dns_fixtures import DnsmasqFactory
+from tests.support.dnsmasq import Dnsmasq
 
 # --- authserv-id -------------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from mailmoat.policy.spf import SpfCheck
-from tests.dns import zone
-from tests.dns.server import Dnsmasq
 from tests.policy.dns_support import Outcome, dns_gateway, message, sign
 from tests.policy.test_dns_auth import dkim_check, header_of
+from tests.support import dns_zone as zone
+from tests.support.dnsmasq import Dnsmasq
 
 LOG_ONLY = {
     "fcrdns.action": "log",

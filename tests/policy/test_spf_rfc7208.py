@@ -25,7 +25,7 @@ import yaml
 from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.policy.spf import MAX_EXPLANATION, SpfEvaluator
-from tests.policy.zone_server import TIMEOUT, Entry, Record, Zone, ZoneServer
+from tests.support.zone_server import TIMEOUT, Entry, Record, Zone, ZoneServer
 
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
 

@@ -17,7 +17,7 @@ from tests.relay.relay_support import (
     SettingsFactory,
     free_port,
 )
-from tests.waiting import DEADLINE, wait_for
+from tests.support.waiting import DEADLINE, wait_for
 
 EPSILON = 0.01
 """Slack for timer and clock granularity in the lower bounds."""

@@ -1,26 +1,12 @@
-"""Real peers for integration tests: a private Postfix, smtp-sink, swaks and smtp-source.
+"""Helpers shared by the tests and the benchmarks (bench/ imports them from here).
 
-Fixtures (tests/peers/fixtures.py, registered in tests/conftest.py): ``postfix_instance``,
-``postfix_downstream``, ``smtp_sink``. Plain helpers are importable from here.
+Real peers, each on 127.0.0.1 in its own temp folder: ``postfix`` (a private Postfix as
+downstream or sender), ``smtp_sink`` (Postfix's smtp-sink), ``peer_clients`` (swaks,
+smtp-source), ``dnsmasq`` with the test world of ``dns_zone``, ``zone_server`` (a programmable
+DNS server), ``slapd``; their pytest fixtures are in ``peer_fixtures`` and ``dns_fixtures``
+(registered by tests/conftest.py). ``host``: free ports, binaries, processes.
+
+In process: ``gateway`` (a mailmoat Gateway in a thread), SMTP test clients (``raw_client``
+and ``sockets``: blocking; ``talk``: asyncio), ``waiting`` (the one way to wait for a
+condition).
 """
-
-from .clients import SourceResult, SwaksResult, dot_stuff, smtp_source, swaks
-from .common import PeerError, free_port, is_listening, wait_until
-from .postfix import DeliveredMessage, PostfixInstance
-from .sink import SinkMessage, SmtpSink
-
-__all__ = [
-    "DeliveredMessage",
-    "PeerError",
-    "PostfixInstance",
-    "SinkMessage",
-    "SmtpSink",
-    "SourceResult",
-    "SwaksResult",
-    "dot_stuff",
-    "free_port",
-    "is_listening",
-    "smtp_source",
-    "swaks",
-    "wait_until",
-]

@@ -1,6 +1,6 @@
 """pytest fixtures for a real DNS server on loopback; registered by tests/conftest.py.
 
-`dns_server` is one dnsmasq for the whole session serving tests/dns/zone.py (tests must not
+`dns_server` is one dnsmasq for the whole session serving tests/support/dns_zone.py (tests must not
 stop it); `dnsmasq_factory` starts private ones a test may stop and restart; `silent_dns` is a
 server that never answers. Tests that use dnsmasq are marked `peers`.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns import zone
-from tests.dns.server import Dnsmasq, SilentServer
+from tests.support import dns_zone as zone
+from tests.support.dnsmasq import Dnsmasq, SilentServer
 
 DNS_FIXTURES = frozenset({"dns_server", "dnsmasq_factory"})
 

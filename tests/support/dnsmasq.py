@@ -19,7 +19,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from tests.peers.common import PeerError, require_binary
+from tests.support.host import PeerError, require_binary
 
 LOCAL_ZONES = ("test", "in-addr.arpa", "ip6.arpa")
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests import waiting
+from tests.support import waiting
 
 T = TypeVar("T")
 
@@ -75,8 +75,8 @@ def wait_until(
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy (tests/waiting.py); raise PeerError
-    after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
+    """Poll ``predicate`` until it returns something truthy (tests/support/waiting.py); raise
+    PeerError after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
     try:
         return waiting.wait_until(predicate, what, timeout, interval, describe)
     except waiting.ConditionTimeout as err:

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .common import LOOPBACK, require_binary
+from tests.support.host import LOOPBACK, require_binary
 
 
 class SwaksResult(NamedTuple):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .common import (
+from tests.support.host import (
     LOOPBACK,
     PeerError,
     free_port,

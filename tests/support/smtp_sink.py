@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (
+from tests.support.host import (
     LOOPBACK,
     PeerError,
     free_port,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.waiting import DEADLINE
+from tests.support.waiting import DEADLINE
 
 
 class Clock:

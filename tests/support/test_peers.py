@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from tests.peers import dot_stuff, free_port, is_listening, smtp_source, swaks
+from tests.support.host import free_port, is_listening
+from tests.support.peer_clients import dot_stuff, smtp_source, swaks
 
 pytestmark = pytest.mark.peers
 

@@ -30,7 +30,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
-from tests.dns.server import free_udp_port
+from tests.support.dnsmasq import free_udp_port
 
 TIMEOUT = "TIMEOUT"
 """A zone entry: a query of a type with no record before this entry gets no answer."""
