@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.directory import build_directories
+from mailmoat.dns import Resolver
 from mailmoat.policy.auth import ForgedResultsCheck
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.policy.dns_checks import build_dns_checks
@@ -54,7 +55,10 @@ that thousands of idle clients are not all closed in one turn of the event loop.
 
 
 def default_checks(
-    settings: Settings, store: Store | None = None, defences: Defences | None = None
+    settings: Settings,
+    store: Store | None = None,
+    defences: Defences | None = None,
+    resolver: Resolver | None = None,
 ) -> list[Check]:
     """The checks every gateway runs, in order.
 
@@ -73,7 +77,7 @@ def default_checks(
         checks.append(HarvestCheck(detector))
     # forged Authentication-Results go whether or not the DNS checks run (issue 10 item 5)
     checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
-    checks += build_dns_checks(settings, store)
+    checks += build_dns_checks(settings, store, resolver)
     if directories is not None:
         checks.append(RecipientCheck(directories, detector))
     return checks
@@ -99,9 +103,11 @@ class Gateway(Front):
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
         defences: DefencesFactory | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         """`defences` makes the connection-level defences; a worker's come from the
-        supervisor (their connect stage ran there, so it is left out here)."""
+        supervisor (their connect stage ran there, so it is left out here). `resolver` serves
+        the DNS checks (default: one from the settings)."""
         store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self.delivery = delivery if delivery is not None else make_delivery(settings)
@@ -111,7 +117,7 @@ class Gateway(Front):
                 *(
                     checks
                     if checks is not None
-                    else default_checks(settings, self.store, self.defences)
+                    else default_checks(settings, self.store, self.defences, resolver)
                 ),
                 CapabilityCheck(self.delivery),
             ],
