@@ -31,13 +31,14 @@ import os
 import platform
 import resource
 import signal
-import socket
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.ports import free_port
 
 from bench.peers import Legit, LegitDns, LegitResult, Sink, probe_connections
 
@@ -164,12 +165,6 @@ def others_cpu(before: dict[int, float], after: dict[int, float], ours: set[int]
 
 
 # ------------------------------------------------------------------ mailmoat
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def toml(config: dict[str, dict[str, Any]]) -> str:
     lines = []
     for section, values in config.items():

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "example.test"
 SYLLABLES = (
@@ -74,12 +76,6 @@ def names(rnd: random.Random, n: int, taken: set[str]) -> list[str]:
             taken.add(name)
             out.append(name)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the internal server: an SMTP sink that counts recipients ------------------------------

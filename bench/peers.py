@@ -27,7 +27,9 @@ class LegitDns:
         self.port = 0
 
     def start(self) -> int:
-        from bench.relay import BenchError, dns_answers, ensure_dnsmasq, free_port, stop_process
+        from tests.support.ports import free_port
+
+        from bench.relay import BenchError, dns_answers, ensure_dnsmasq, stop_process
 
         binary = ensure_dnsmasq()
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port, is_listening
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
@@ -181,23 +183,6 @@ def ensure_matplotlib() -> bool:
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def is_listening(port: int) -> bool:
-    """True if something LISTENs on HOST:port (read from /proc: no session is opened)."""
-    wanted = f"{int.from_bytes(socket.inet_aton(HOST), sys.byteorder):08X}:{port:04X}"
-    anyaddr = f"00000000:{port:04X}"
-    with open("/proc/net/tcp", encoding="ascii") as f:
-        next(f)
-        return any(
-            fl[3] == "0A" and fl[1] in (wanted, anyaddr) for fl in (line.split() for line in f)
-        )
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -347,7 +332,7 @@ class Sink:
             self.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_for(lambda: is_listening(self.port), 10, "smtp-sink")
+        wait_for(lambda: is_listening(self.port, HOST), 10, "smtp-sink")
 
     def count(self) -> int:
         """Messages received so far (the last complete 'mesg=N' record; each ends in CR)."""
@@ -609,7 +594,7 @@ class Mailmoat(System):
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(f"mailmoat exited with {self.proc.returncode}\n{self.log_tail()}")
-        return is_listening(self.port)
+        return is_listening(self.port, HOST)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -672,7 +657,7 @@ class Haraka(System):
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(f"Haraka exited with {self.proc.returncode}\n{self.log_tail()}")
-        return is_listening(self.port)
+        return is_listening(self.port, HOST)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -787,7 +772,7 @@ class Postfix(System):
         if rc != 0:
             raise BenchError(f"postfix start failed ({rc}):\n{out}\n{self.log_tail()}")
         self.running = True
-        wait_for(lambda: is_listening(self.port), 30, "Postfix smtpd")
+        wait_for(lambda: is_listening(self.port, HOST), 30, "Postfix smtpd")
 
     def root_pid(self) -> int:
         return int((self.base / "queue" / "pid" / "master.pid").read_text().split()[0])

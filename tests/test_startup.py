@@ -15,7 +15,7 @@ import pytest
 
 from mailmoat.startup import hostname_problem
 from tests.support.dns_zone import OUR_HOSTNAME
-from tests.support.host import free_port
+from tests.support.ports import free_port
 
 
 @pytest.mark.parametrize(

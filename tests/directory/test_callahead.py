@@ -13,8 +13,9 @@ from mailmoat import config
 from mailmoat.directory.base import Status
 from mailmoat.directory.callahead import CallAheadDirectory
 from mailmoat.store import MemoryStore
-from tests.relay.relay_support import FakeFactory, free_port
+from tests.relay.relay_support import FakeFactory
 from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
 from tests.support.postfix import PostfixInstance
 from tests.support.sockets import Clock
 from tests.support.waiting import wait_for

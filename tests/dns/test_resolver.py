@@ -12,7 +12,8 @@ from mailmoat import config
 from mailmoat.dns import Resolver, Status
 from tests.support import dns_zone as zone
 from tests.support.dns_fixtures import DnsmasqFactory
-from tests.support.dnsmasq import Dnsmasq, SilentServer, free_udp_port
+from tests.support.dnsmasq import Dnsmasq, SilentServer
+from tests.support.ports import free_udp_port
 from tests.support.waiting import wait_for
 
 

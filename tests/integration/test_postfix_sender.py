@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import running_gateway
-from tests.support.host import free_port
+from tests.support.ports import free_port
 from tests.support.raw_client import split_mailmoat_received
 
 pytestmark = pytest.mark.peers

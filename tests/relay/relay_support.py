@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,13 +28,6 @@ SettingsFactory = Callable[..., Settings]
 
 
 MessageFactory = Callable[..., Message]
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (for 'connection refused')."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

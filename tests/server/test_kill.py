@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.host import free_port, listening_in
+from tests.support.ports import free_port, listening_in
 from tests.support.waiting import DEADLINE, wait_until
 
 KILLS = 14

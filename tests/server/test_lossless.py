@@ -14,7 +14,8 @@ import pytest
 
 from mailmoat import config
 from mailmoat.server.gateway import Gateway
-from tests.relay.relay_support import FakeDownstream, free_port
+from tests.relay.relay_support import FakeDownstream
+from tests.support.ports import free_port
 from tests.support.waiting import DEADLINE
 
 MESSAGE = b"From: a@b.test\r\nSubject: t\r\n\r\n.dot line\r\nbody\r\n"

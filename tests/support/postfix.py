@@ -22,10 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from tests.support.host import (
-    LOOPBACK,
     PeerError,
-    free_port,
-    is_listening,
     make_searchable_tempdir,
     pid_alive,
     require_binary,
@@ -33,6 +30,7 @@ from tests.support.host import (
     run_with_tty,
     wait_until,
 )
+from tests.support.ports import LOOPBACK, free_port, is_listening
 
 DOWNSTREAM = "downstream"
 SENDER = "sender"

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+from tests.support.ports import LOOPBACK
 
 _MAILMOAT_RECEIVED = re.compile(
     rb"\AReceived: from [^\r\n]*\r?\n\tby mx\.mailmoat\.test \(mailmoat\) with (?P<proto>\w+) "

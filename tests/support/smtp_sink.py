@@ -22,15 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.host import (
-    LOOPBACK,
     PeerError,
-    free_port,
-    is_listening,
     make_searchable_tempdir,
     pid_alive,
     require_binary,
     wait_until,
 )
+from tests.support.ports import LOOPBACK, free_port, is_listening
 
 _ADDR = re.compile(r"<([^>]*)>")
 

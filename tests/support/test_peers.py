@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from tests.support.host import free_port, is_listening
 from tests.support.peer_clients import dot_stuff, smtp_source, swaks
+from tests.support.ports import free_port, is_listening
 
 pytestmark = pytest.mark.peers
 

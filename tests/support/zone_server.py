@@ -19,7 +19,7 @@ import dns.flags
 import dns.message
 
 from tests.support.dns_records import Zone, respond, served
-from tests.support.dnsmasq import free_udp_port
+from tests.support.ports import free_udp_port
 
 
 class ZoneServer:
