@@ -15,8 +15,8 @@ from tests.relay.relay_support import (
     FakeFactory,
     MessageFactory,
     SettingsFactory,
-    free_port,
 )
+from tests.support.ports import free_port
 from tests.support.waiting import DEADLINE, wait_for
 
 EPSILON = 0.01
