@@ -25,7 +25,7 @@ from mailmoat.store import MemoryStore
 from tests.policy.test_harvest import Rig
 from tests.smtp.test_connection import DATA, EHLO, MAIL, session
 from tests.support.gateway import clocked_gateway, running_gateway
-from tests.support.sockets import connect, read_all, read_line, read_reply
+from tests.support.raw_client import connect, read_all, read_line, read_reply
 
 
 def smtp(**dotted: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.gateway import running_gateway
 from tests.support.peer_clients import swaks
-from tests.support.raw_client import split_mailmoat_received
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

@@ -21,7 +21,9 @@ import pytest
 from tests.support.gateway import running_gateway
 from tests.support.host import run_with_tty, wait_until
 from tests.support.peer_clients import smtp_source, swaks
-from tests.support.raw_client import RawClient, self_signed_cert, split_mailmoat_received
+from tests.support.raw_client import RawClient
+from tests.support.tls import self_signed_cert
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.gateway import running_gateway
 from tests.support.ports import free_port
-from tests.support.raw_client import split_mailmoat_received
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mailmoat.cli import main
 from tests.support.gateway import running_gateway
-from tests.support.sockets import refused_at_connect
+from tests.support.raw_client import refused_at_connect
 
 
 def test_stats_over_tcp_show_refusals_by_reason(tmp_path: Path) -> None:

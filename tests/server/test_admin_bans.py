@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from mailmoat.cli import main
 from tests.support.gateway import running_gateway
-from tests.support.sockets import connect, read_reply
+from tests.support.raw_client import connect, read_reply
 from tests.support.waiting import wait_until
 
 

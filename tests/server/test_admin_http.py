@@ -22,7 +22,7 @@ from mailmoat.server.admin import request
 from tests.server.test_workers import served
 from tests.support.gateway import running_gateway
 from tests.support.ports import free_port
-from tests.support.sockets import refused_at_connect
+from tests.support.raw_client import refused_at_connect
 
 TOKEN = "s3cret-token-0123456789"
 

@@ -9,9 +9,9 @@ import contextlib
 import socket
 from pathlib import Path
 
+from tests.support.clock import Clock
 from tests.support.gateway import RunningGateway, clocked_gateway, running_gateway
-from tests.support.sockets import (
-    Clock,
+from tests.support.raw_client import (
     closed,
     connect,
     read_all,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import running_gateway
-from tests.support.raw_client import self_signed_cert
+from tests.support.tls import self_signed_cert
 from tests.support.waiting import DEADLINE
 
 

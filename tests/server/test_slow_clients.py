@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.sockets import connect, read_all, read_line, read_reply
+from tests.support.raw_client import connect, read_all, read_line, read_reply
 from tests.support.waiting import DEADLINE, wait_until
 
 EPSILON = 0.01

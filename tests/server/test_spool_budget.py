@@ -17,7 +17,7 @@ from mailmoat.server.front import spool_share
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.supervisor import LOCAL_SESSIONS, Supervisor
 from tests.support.gateway import running_gateway
-from tests.support.sockets import connect, read_reply
+from tests.support.raw_client import connect, read_reply
 
 
 def _wait(predicate: Any, timeout: float = 10.0) -> None:

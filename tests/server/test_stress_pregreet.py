@@ -17,7 +17,7 @@ from pathlib import Path
 from mailmoat import logs
 from mailmoat.config import LogSettings
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.sockets import closed, connect, read_all, read_line, read_reply
+from tests.support.raw_client import closed, connect, read_all, read_line, read_reply
 from tests.support.waiting import DEADLINE, wait_until
 
 EPSILON = 0.01

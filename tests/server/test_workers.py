@@ -26,7 +26,7 @@ import pytest
 from mailmoat.server.admin import fetch
 from mailmoat.server.supervisor import LOCAL_SESSIONS, SPREAD
 from tests.support.ports import free_port
-from tests.support.sockets import closed, connect, read_all, read_reply, refused_at_connect
+from tests.support.raw_client import closed, connect, read_all, read_reply, refused_at_connect
 from tests.support.waiting import wait_until
 
 BODY = b"Subject: workers\r\n\r\nhello\r\n"

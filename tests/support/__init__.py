@@ -6,7 +6,9 @@ smtp-source), ``dnsmasq`` with the test world of ``dns_zone``, ``zone_server`` (
 DNS server), ``slapd``; their pytest fixtures are in ``peer_fixtures`` and ``dns_fixtures``
 (registered by tests/conftest.py). ``host``: free ports, binaries, processes.
 
-In process: ``gateway`` (a mailmoat Gateway in a thread), SMTP test clients (``raw_client``
-and ``sockets``: blocking; ``talk``: asyncio), ``waiting`` (the one way to wait for a
-condition).
+In process: ``gateway`` (a mailmoat Gateway in a thread), the SMTP test clients
+(``raw_client``: blocking, on a plain socket; ``talk``: asyncio), ``fake_dns`` (a name server
+over an in-memory zone, ``dns_records``), ``waiting`` (the one way to wait for a condition),
+``clock`` (a clock the test moves), ``trace`` (mailmoat's Received: header), ``tls`` (a
+self-signed certificate). ``ports``: free ports and listening sockets.
 """

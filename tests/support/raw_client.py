@@ -1,5 +1,11 @@
-"""Shared pieces for the real-peer integration tests: a raw SMTP socket client, reply parsing,
-mailmoat's trace header, and reading a peer's log from a given point on."""
+"""The blocking SMTP test client: a plain socket that sends exactly the bytes it is given.
+
+The functions work on a socket the test holds itself (connect from any 127.0.0.0/8 address,
+read one line or one reply, read until the server closes); `RawClient` wraps one connection and
+parses each reply into a `Reply`, failing the test on anything that is not one. Replies are
+read a byte at a time, so nothing after a reply is ever consumed by the reader. Every wait is
+bounded.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +13,72 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from tests.support.ports import LOOPBACK
-
-_MAILMOAT_RECEIVED = re.compile(
-    rb"\AReceived: from [^\r\n]*\r?\n\tby mx\.mailmoat\.test \(mailmoat\) with (?P<proto>\w+) "
-    rb"id (?P<qid>[0-9A-F]+)[^\r\n]*\r?\n(?:\t[^\r\n]*\r?\n)*"
-)
+from tests.support.waiting import DEADLINE
 
 
-def split_mailmoat_received(content: bytes) -> tuple[bytes, bytes]:
-    """(mailmoat's Received: header, the rest) of a message as the downstream got it.
-
-    Fails the test if the content does not start with exactly one header written by the test
-    gateway (server.hostname mx.mailmoat.test). Works with CRLF and with LF line ends.
-    """
-    m = _MAILMOAT_RECEIVED.match(content)
-    assert m is not None, f"no mailmoat Received: header at the top of {content[:300]!r}"
-    return m.group(), content[m.end() :]
+def connect(port: int, src: str = "127.0.0.1", timeout: float = DEADLINE) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(src, 0))
 
 
-def mailmoat_queue_id(content: bytes) -> str:
-    m = _MAILMOAT_RECEIVED.match(content)
-    assert m is not None, content[:300]
-    return m.group("qid").decode()
+def read_line(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
+    """One reply line (CRLF included), or what came before the server closed."""
+    sock.settimeout(timeout)
+    got = b""
+    while not got.endswith(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def read_reply(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
+    """A whole (possibly multi-line) reply."""
+    lines = b""
+    while True:
+        line = read_line(sock, timeout)
+        lines += line
+        if len(line) < 4 or line[3:4] != b"-":
+            return lines
+
+
+def read_all(sock: socket.socket, timeout: float = DEADLINE) -> bytes:
+    """Everything until the server closes (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def refused_at_connect(port: int, src: str = "127.0.0.1") -> bytes:
+    """Connect and return all the server said before it closed (one 421 line when refused)."""
+    with connect(port, src) as s:
+        return read_all(s)
+
+
+def closed(sock: socket.socket, timeout: float = DEADLINE) -> bool:
+    """True when the server has closed the connection (EOF or reset) within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        while chunk := sock.recv(4096):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 @dataclass(frozen=True)
@@ -48,15 +95,15 @@ class Reply:
 
 
 class RawClient:
-    """A blocking SMTP client on a plain socket that sends exactly the bytes it is given.
+    """One connection to host:port; every wait for a reply is bounded by ``timeout``, and a
+    missing reply fails the test with what was read."""
 
-    Every wait is bounded by ``timeout``; a missing reply fails the test with what was read.
-    """
-
-    def __init__(self, port: int, timeout: float = 10.0, host: str = LOOPBACK) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, port: int, timeout: float = 10.0, host: str = LOOPBACK, source: str | None = None
+    ) -> None:
+        src = None if source is None else (source, 0)
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=src)
         self.timeout = timeout
-        self.buf = b""
         self.closed = False
 
     def __enter__(self) -> RawClient:
@@ -68,37 +115,27 @@ class RawClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def _fill(self, deadline: float) -> bool:
-        """Read more; False at end of stream."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no complete reply within {self.timeout}s; got {self.buf!r}")
-        self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            raise AssertionError(
-                f"no complete reply within {self.timeout}s; got {self.buf!r}"
-            ) from None
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            self.closed = True
-            return False
-        self.buf += chunk
-        return True
-
     def reply(self) -> Reply | None:
         """The next complete (possibly multi-line) reply, or None if the server closed first."""
         deadline = time.monotonic() + self.timeout
         lines: list[str] = []
         while True:
-            while b"\r\n" not in self.buf:
-                if self.closed or not self._fill(deadline):
-                    assert not self.buf, f"connection closed inside a reply: {self.buf!r}"
-                    return None
-            raw, self.buf = self.buf.split(b"\r\n", 1)
-            line = raw.decode("utf-8", "replace")
+            remaining = deadline - time.monotonic()
+            try:
+                if self.closed or remaining <= 0:
+                    raise TimeoutError
+                raw = read_line(self.sock, remaining)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no complete reply within {self.timeout}s; got {lines!r}"
+                ) from None
+            except ConnectionResetError:
+                raw = b""
+            if not raw.endswith(b"\r\n"):
+                self.closed = True
+                assert not raw, f"connection closed inside a reply: {raw!r}"
+                return None
+            line = raw[:-2].decode("utf-8", "replace")
             assert re.match(r"^[2-5]\d\d[ -]", line + " "), f"not an SMTP reply line: {line!r}"
             lines.append(line[4:])
             if line[3:4] != "-":
@@ -116,64 +153,8 @@ class RawClient:
         return r
 
     def replies_until_closed(self) -> list[Reply]:
-        """Every reply until the server closes the connection (bounded by ``timeout``)."""
+        """Every reply until the server closes the connection (each bounded by ``timeout``)."""
         got: list[Reply] = []
         while (r := self.reply()) is not None:
             got.append(r)
         return got
-
-
-class LogWatcher:
-    """Read a peer's log from the moment the watcher was made (a file that only grows)."""
-
-    def __init__(self, read) -> None:
-        self._read = read
-        self._start = len(read())
-
-    def text(self) -> str:
-        return self._read()[self._start :]
-
-
-def self_signed_cert(folder: Path, names: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
-    """A self-signed EC certificate and key (PEM files in ``folder``) valid for ``names``
-    (IP addresses or DNS names); the certificate is its own CA."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    sans: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
