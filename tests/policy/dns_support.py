@@ -16,9 +16,9 @@ import dkim
 from mailmoat import config, logs
 from mailmoat.dns import Resolver
 from mailmoat.server.gateway import Gateway
-from tests.relay.relay_support import FakeDownstream
 from tests.support import dns_zone as zone
 from tests.support.fake_dns import ZoneNameserver
+from tests.support.fake_downstream import FakeDownstream
 from tests.support.talk import Talk
 
 RCPT = "alice@example.test"
