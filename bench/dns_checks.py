@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.policy.dns_support import dns_gateway, message, sign  # noqa: E402
 from tests.support import dns_zone as zone  # noqa: E402
+from tests.support.dns_gateway import dns_gateway, message, sign  # noqa: E402
 from tests.support.dnsmasq import Dnsmasq  # noqa: E402
 
 from mailmoat import config, logs  # noqa: E402

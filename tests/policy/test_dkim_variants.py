@@ -33,8 +33,8 @@ from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.dkim import DkimResult, DkimVerifier
-from tests.policy.dns_support import dns_gateway, message
 from tests.support import dns_zone as zone
+from tests.support.dns_gateway import dns_gateway, message
 from tests.support.dns_records import Record
 from tests.support.fake_dns import ZoneNameserver
 from tests.support.fake_dns import resolver as fake_resolver

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.policy.dmarc import MAX_AUTHOR_DOMAINS
-from tests.policy.dns_support import captured_logs, dns_gateway, message
 from tests.support import dns_zone as zone
+from tests.support.dns_gateway import captured_logs, dns_gateway, message
 from tests.support.fake_dns import ZoneNameserver
 
 # the client checks only log; DMARC runs with its defaults (p=reject refused with 550)

@@ -24,7 +24,8 @@ from mailmoat.policy.dmarc import aligned, evaluate, judge, organizational_domai
 from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.score import HEADERS_WANTED, SessionState
 from mailmoat.policy.spf import SpfEvaluator, SpfResult, SpfResults
-from tests.policy.dns_support import (
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import (
     DnsGateway,
     captured_logs,
     dns_gateway,
@@ -32,7 +33,6 @@ from tests.policy.dns_support import (
     sign,
     verify_with_zone,
 )
-from tests.support import dns_zone as zone
 from tests.support.dnsmasq import Dnsmasq, SilentServer
 from tests.support.fake_dns import ZoneNameserver, world
 from tests.support.fake_dns import resolver as fake_resolver

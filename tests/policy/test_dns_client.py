@@ -16,8 +16,8 @@ from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.helo import HeloCheck, is_fqdn, literal_address
 from mailmoat.policy.score import Karma, SessionState
 from mailmoat.smtp.events import Helo
-from tests.policy.dns_support import RCPT, captured_logs, dns_gateway
 from tests.support import dns_zone as zone
+from tests.support.dns_gateway import RCPT, captured_logs, dns_gateway
 from tests.support.dnsmasq import Dnsmasq, SilentServer
 from tests.support.fake_dns import ZoneNameserver, world
 from tests.support.fake_dns import resolver as fake_resolver

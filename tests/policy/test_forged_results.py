@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.policy.dns_support import dns_gateway, message
+from tests.support.dns_gateway import dns_gateway, message
 from tests.support.fake_dns import ZoneNameserver
 from tests.support.gateway import running_gateway
 from tests.support.host import wait_until

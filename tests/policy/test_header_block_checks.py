@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.headers import MAX_KEPT
-from tests.policy.dns_support import dns_gateway
+from tests.support.dns_gateway import dns_gateway
 from tests.support.fake_dns import ZoneNameserver
 
 REJECT = {"dmarc.action": "reject", "spf.action": "log", "dkim.action": "log"}

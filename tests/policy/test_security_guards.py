@@ -9,9 +9,9 @@ import pytest
 from mailmoat.policy.auth import authserv_id
 from mailmoat.policy.base import Client
 from mailmoat.policy.harvest import R_UNIFORM, R_UNKNOWN
-from tests.policy.dns_support import dns_gateway, message
 from tests.policy.test_harvest import Rig, delay_of, reply_of
 from tests.support import dns_zone as zone
+from tests.support.dns_gateway import dns_gateway, message
 from tests.support.fake_dns import ZoneNameserver
 
 # --- authserv-id -------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from mailmoat.policy.spf import SpfCheck
-from tests.policy.dns_support import Outcome, dns_gateway, message, sign
 from tests.policy.test_dns_auth import dkim_check, header_of
 from tests.support import dns_zone as zone
+from tests.support.dns_gateway import Outcome, dns_gateway, message, sign
 from tests.support.fake_dns import ZoneNameserver
 
 LOG_ONLY = {
