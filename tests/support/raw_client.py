@@ -117,12 +117,14 @@ class RawClient:
 
     def reply(self) -> Reply | None:
         """The next complete (possibly multi-line) reply, or None if the server closed first."""
+        if self.closed:
+            return None
         deadline = time.monotonic() + self.timeout
         lines: list[str] = []
         while True:
             remaining = deadline - time.monotonic()
             try:
-                if self.closed or remaining <= 0:
+                if remaining <= 0:
                     raise TimeoutError
                 raw = read_line(self.sock, remaining)
             except TimeoutError:
