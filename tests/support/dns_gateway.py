@@ -1,7 +1,7 @@
-"""Shared pieces of the DNS check tests: a real gateway (in the test's event loop) whose DNS
-checks ask the in-process test zone (tests/support/fake_dns.py) or the private dnsmasq, a fake
-downstream that records what it receives byte for byte,
-a client that talks from any 127.0.0.0/8 address, and DKIM signing with the test zone's key."""
+"""Shared pieces of the DNS check tests and bench/dns_checks.py: a real gateway (in the test's
+event loop) whose DNS checks ask the in-process test zone (tests/support/fake_dns.py) or a real
+name server, a fake downstream that records what it receives byte for byte, a client that talks
+from any 127.0.0.0/8 address, DKIM signing with the test zone's key, and the log lines."""
 
 from __future__ import annotations
 
