@@ -31,7 +31,6 @@ import os
 import platform
 import resource
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -39,10 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.peers import Legit, LegitDns, LegitResult, Sink, probe_connections
+from tests.support.fake_downstream import FakeDownstream
+from tests.support.ports import free_port
+
+from bench.peers import Legit, LegitDns, LegitResult, probe_connections
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGIT_SOURCE = "127.0.0.2"
+SINK_EXTENSIONS = ("PIPELINING", "8BITMIME", "SMTPUTF8")
+"""What the internal server behind mailmoat offers."""
 PROBE_SOURCES = [f"127.0.0.{i}" for i in range(3, 8)]
 PROBE_RATE = 5.0
 """New legitimate connections per second, greeting timed (one a second from each address)."""
@@ -164,12 +168,6 @@ def others_cpu(before: dict[int, float], after: dict[int, float], ours: set[int]
 
 
 # ------------------------------------------------------------------ mailmoat
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def toml(config: dict[str, dict[str, Any]]) -> str:
     lines = []
     for section, values in config.items():
@@ -344,7 +342,9 @@ LEGIT_NAMES = {
 }
 
 
-def base_config(port: int, sink: Sink, admin: str, dns_port: int) -> dict[str, dict[str, Any]]:
+def base_config(
+    port: int, sink: FakeDownstream, admin: str, dns_port: int
+) -> dict[str, dict[str, Any]]:
     """Defaults but for the addresses (mailmoat's DNS checks ask the harness's dnsmasq)."""
     sink_port = sink.port
     return {
@@ -358,7 +358,7 @@ def base_config(port: int, sink: Sink, admin: str, dns_port: int) -> dict[str, d
 
 
 async def run_scenario(
-    sc: Scenario, sink: Sink, dns_port: int, workdir: Path, measure: float, quick: bool
+    sc: Scenario, sink: FakeDownstream, dns_port: int, workdir: Path, measure: float, quick: bool
 ) -> Row:
     port = free_port()
     wd = workdir / sc.key
@@ -387,7 +387,7 @@ async def run_scenario(
             attacks.append(a)
         await asyncio.sleep(ramp)
         sink.reset_peak()
-        messages0 = sink.messages
+        messages0 = sink.delivered
         cpu0, t0, everyone0 = mm.cpu_seconds(), time.monotonic(), cpu_by_process()
         wait0 = (cpu_wait_ns(mm.pids()), cpu_wait_ns([os.getpid()]))
         ticks0 = machine_ticks()
@@ -411,8 +411,8 @@ async def run_scenario(
         lags = [float(snapshot.get("loop_lag_max_ms", counters["loop.lag_max_ms"]))]
         lags += [float(w.get("loop_lag_max_ms", 0)) for w in snapshot.get("workers", [])]
         return Row(
-            sc, legit_result, rss_start, mm.peak_rss, cpu, sink.peak,
-            sink.messages - messages0, reports, counters, probes, probe_failed, others,
+            sc, legit_result, rss_start, mm.peak_rss, cpu, sink.max_concurrent,
+            sink.delivered - messages0, reports, counters, probes, probe_failed, others,
             waited, idle, lags,
         )  # fmt: skip
     finally:
@@ -441,7 +441,9 @@ class Capacity:
         return (self.rss_after - self.rss_before) / max(self.held, 1)
 
 
-async def run_capacity(sink: Sink, dns_port: int, workdir: Path, requested: int) -> Capacity:
+async def run_capacity(
+    sink: FakeDownstream, dns_port: int, workdir: Path, requested: int
+) -> Capacity:
     target = requested
     port = free_port()
     wd = workdir / "capacity"
@@ -646,8 +648,8 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    sink = Sink()
-    await sink.start()
+    # the internal server: counts messages and its most simultaneous connections
+    sink = await FakeDownstream(record=False, extensions=SINK_EXTENSIONS).start()
     rows: list[Row] = []
     capacity = None
     selected = set(args.only.split(",")) if args.only else None
@@ -664,7 +666,11 @@ async def main_async(args: argparse.Namespace) -> str:
 
 
 async def run_all(
-    args: argparse.Namespace, sink: Sink, dns_port: int, workdir: Path, selected: set[str] | None
+    args: argparse.Namespace,
+    sink: FakeDownstream,
+    dns_port: int,
+    workdir: Path,
+    selected: set[str] | None,
 ) -> tuple[list[Row], Capacity | None]:
     rows: list[Row] = []
     capacity = None

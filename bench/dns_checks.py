@@ -3,7 +3,7 @@
     python bench/dns_checks.py              # 200 rounds per figure
     python bench/dns_checks.py --rounds 50
 
-A private dnsmasq on 127.0.0.1 serves the test zones of tests/dns/zone.py (install dnsmasq:
+A private dnsmasq on 127.0.0.1 serves the test zones of tests/support/dns_zone.py (install dnsmasq:
 `apt-get install dnsmasq-base`). Two parts:
 
 1. each check on its own, as the gateway runs it: FCrDNS (PTR + A/AAAA), HELO (A/AAAA), two DNS
@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from tests.dns import zone  # noqa: E402
-from tests.dns.server import Dnsmasq  # noqa: E402
-from tests.policy.dns_support import dns_gateway, message, sign  # noqa: E402
+from tests.support import dns_zone as zone  # noqa: E402
+from tests.support.dns_gateway import dns_gateway, message, sign  # noqa: E402
+from tests.support.dnsmasq import Dnsmasq  # noqa: E402
 
 from mailmoat import config, logs  # noqa: E402
 from mailmoat.dns import Resolver  # noqa: E402

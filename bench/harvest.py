@@ -35,6 +35,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.fake_downstream import FakeDownstream
+from tests.support.ports import free_port
+from tests.support.talk import Talk
+
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "example.test"
 SYLLABLES = (
@@ -76,90 +80,6 @@ def names(rnd: random.Random, n: int, taken: set[str]) -> list[str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --- the internal server: an SMTP sink that counts recipients ------------------------------
-
-
-@dataclass
-class Sink:
-    rcpts: Counter[str] = field(default_factory=Counter)
-    messages: int = 0
-    server: asyncio.Server | None = None
-    port: int = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 sink ESMTP\r\n")
-        try:
-            while line := await reader.readline():
-                verb = line[:4].upper()
-                if verb in (b"EHLO", b"HELO"):
-                    writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif verb == b"RCPT":
-                    self.rcpts[line[8:].strip().strip(b"<>").decode().lower()] += 1
-                    writer.write(b"250 ok\r\n")
-                elif verb == b"DATA":
-                    writer.write(b"354 go\r\n")
-                    await writer.drain()
-                    while await reader.readline() not in (b".\r\n", b""):
-                        pass
-                    self.messages += 1
-                    writer.write(b"250 queued\r\n")
-                elif verb == b"QUIT":
-                    writer.write(b"221 bye\r\n")
-                    break
-                else:
-                    writer.write(b"250 ok\r\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-
-# --- a small SMTP client ----------------------------------------------------------------------
-
-
-class Smtp:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int, source: str) -> tuple[Smtp, bytes]:
-        r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-        s = cls(r, w)
-        return s, await s.reply()
-
-    async def reply(self, timeout: float = 40.0) -> bytes:
-        out = b""
-        async with asyncio.timeout(timeout):
-            while line := await self.reader.readline():
-                out += line
-                if line[3:4] != b"-":
-                    break
-        return out
-
-    async def cmd(self, line: str) -> bytes:
-        self.writer.write(line.encode() + b"\r\n")
-        await self.writer.drain()
-        return await self.reply()
-
-    def close(self) -> None:
-        self.writer.transport.abort()
-
-
 # --- one scenario -------------------------------------------------------------------------------
 
 
@@ -182,17 +102,17 @@ async def attacker(
     pending: str | None = None
     while time.monotonic() < deadline:
         try:
-            smtp, greeting = await Smtp.open(port, source)
+            smtp = await Talk.open(port, source, timeout=40.0)
         except OSError:
             await asyncio.sleep(1)
             continue
         try:
-            if not greeting.startswith(b"220"):
+            if not smtp.greeting.startswith(b"220"):
                 stats.refused_connections += 1
                 await asyncio.sleep(1)
                 continue
-            await smtp.cmd("EHLO harvester.test")
-            await smtp.cmd("MAIL FROM:<offer@spam.test>")
+            await smtp.command("EHLO harvester.test")
+            await smtp.command("MAIL FROM:<offer@spam.test>")
             accepted = 0
             for _ in range(20):
                 if time.monotonic() >= deadline:
@@ -202,7 +122,7 @@ async def attacker(
                 if address is None:
                     return
                 stats.sent += 1
-                answer = await smtp.cmd(f"RCPT TO:<{address}>")
+                answer = await smtp.command(f"RCPT TO:<{address}>")
                 if not answer:
                     stats.replies["closed"] += 1
                     pending = address  # not answered: try it again next session
@@ -214,14 +134,14 @@ async def attacker(
                     stats.confirmed.setdefault(source, set()).add(address)
                 if answer[:3] == b"421" or code == "closed":
                     break
-            if accepted and (await smtp.cmd("DATA")).startswith(b"354"):
-                await smtp.cmd("Subject: offer\r\n\r\nbuy now\r\n.")
+            if accepted and (await smtp.command("DATA")).startswith(b"354"):
+                await smtp.command("Subject: offer\r\n\r\nbuy now\r\n.")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(smtp.cmd("QUIT"), 2)
+                await asyncio.wait_for(smtp.command("QUIT"), 2)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
-            smtp.close()
+            smtp.abort()
 
 
 async def legitimate(port: int, users: list[str], stats: Stats, deadline: float) -> None:
@@ -231,17 +151,17 @@ async def legitimate(port: int, users: list[str], stats: Stats, deadline: float)
         to = f"{rnd.choice(users)}@{DOMAIN}"
         stats.legit_sent += 1
         try:
-            smtp, _ = await Smtp.open(port, "127.99.0.1")
+            smtp = await Talk.open(port, "127.99.0.1", timeout=40.0)
             try:
-                await smtp.cmd("EHLO partner.example")
-                await smtp.cmd("MAIL FROM:<news@partner.example>")
-                answer = await smtp.cmd(f"RCPT TO:<{to}>")
+                await smtp.command("EHLO partner.example")
+                await smtp.command("MAIL FROM:<news@partner.example>")
+                answer = await smtp.command(f"RCPT TO:<{to}>")
                 if answer.startswith(b"250"):
-                    await smtp.cmd("DATA")
-                    answer = await smtp.cmd("Subject: hello\r\n\r\nregular mail\r\n.")
-                await smtp.cmd("QUIT")
+                    await smtp.command("DATA")
+                    answer = await smtp.command("Subject: hello\r\n\r\nregular mail\r\n.")
+                await smtp.command("QUIT")
             finally:
-                smtp.close()
+                smtp.abort()
         except (OSError, TimeoutError):
             answer = b"4xx"
         if answer.startswith(b"250"):
@@ -306,7 +226,7 @@ class Result:
     name: str
     stats: Stats
     elapsed: float
-    sink: Sink
+    sink: FakeDownstream
     valid: set[str]
     harvest_events: Counter[str]
 
@@ -314,7 +234,9 @@ class Result:
         s = self.stats
         confirmed = set().union(*s.confirmed.values()) if s.confirmed else set()
         answered = sum(v for k, v in s.replies.items() if k != "closed")
-        invalid_down = sum(n for a, n in self.sink.rcpts.items() if a not in self.valid)
+        invalid_down = sum(
+            n for a, n in self.sink.recipients.items() if a.lower() not in self.valid
+        )
         lat = statistics.median(s.legit_latency) if s.legit_latency else float("nan")
         per_source = max((len(v) for v in s.confirmed.values()), default=0)
         return {
@@ -328,7 +250,7 @@ class Result:
             "confirmed valid (max per source)": f"{len(confirmed & self.valid)} ({per_source})",
             "false 250s": str(len(confirmed - self.valid)),
             "refused connects": f"{s.refused_connections:,}",
-            "downstream RCPTs (invalid)": f"{sum(self.sink.rcpts.values()):,} ({invalid_down})",
+            "downstream RCPTs (invalid)": f"{self.sink.recipients.total():,} ({invalid_down})",
             "legit delivered / sent": f"{s.legit_delivered} / {s.legit_sent}",
             "legit median s": f"{lat:.3f}",
             "bans (IP, net)": (
@@ -346,8 +268,7 @@ async def scenario(
     duration: float,
     harvest: bool = True,
 ) -> Result:
-    sink = Sink()
-    await sink.start()
+    sink = await FakeDownstream(record=False).start()
     proc, port, log = await asyncio.to_thread(start_gateway, tmp, sink.port, harvest)
     stats = Stats()
     guesses = iter(dictionary)

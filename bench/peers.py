@@ -1,9 +1,9 @@
-"""The two well-behaved parties of the attack harness: a counting downstream sink (the
-"internal server" behind mailmoat) and the legitimate sender whose mail must get through.
+"""The legitimate side of the attack harness: the sender whose mail must get through, and the
+DNS that vouches for it. (The "internal server" behind mailmoat is tests/support's
+FakeDownstream, counting only.)
 
-Both are small asyncio programs written for measuring, not general SMTP software: the sink
-counts messages and its highest number of simultaneous connections; the sender paces its
-messages, reuses a connection for a few of them (as an MTA does) and times each one.
+The sender is a small asyncio program written for measuring, not general SMTP software: it
+paces its messages, reuses a connection for a few of them (as an MTA does) and times each one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class LegitDns:
         self.port = 0
 
     def start(self) -> int:
-        from bench.relay import BenchError, dns_answers, ensure_dnsmasq, free_port, stop_process
+        from tests.support.ports import free_port
+
+        from bench.relay import BenchError, dns_answers, ensure_dnsmasq, stop_process
 
         binary = ensure_dnsmasq()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -70,85 +72,6 @@ class LegitDns:
 
         if self.proc is not None:
             stop_process(self.proc)
-
-
-class Sink:
-    """An SMTP server on 127.0.0.1 that accepts everything and counts it."""
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.peak = 0
-        self.messages = 0
-        self.connections = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _SinkSession(self), "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self.port
-
-    def reset_peak(self) -> None:
-        self.peak = self.current
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-
-class _SinkSession(asyncio.Protocol):
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.buf = b""
-        self.in_data = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        s = self.sink
-        s.current += 1
-        s.connections += 1
-        s.peak = max(s.peak, s.current)
-        transport.write(b"220 sink.test ESMTP\r\n")  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.sink.current -= 1
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.buf += data
-        out = []
-        while True:
-            if self.in_data:
-                end = self.buf.find(b"\r\n.\r\n")
-                if end < 0:
-                    break
-                self.buf = self.buf[end + 5 :]
-                self.in_data = False
-                self.sink.messages += 1
-                out.append(b"250 2.0.0 Ok: queued\r\n")
-                continue
-            lf = self.buf.find(b"\r\n")
-            if lf < 0:
-                break
-            line, self.buf = self.buf[:lf], self.buf[lf + 2 :]
-            verb = line[:4].upper()
-            if verb in (b"EHLO", b"LHLO"):
-                out.append(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-            elif verb == b"DATA":
-                self.in_data = True
-                self.buf = b"\r\n" + self.buf  # so an empty message's "." line is found too
-                out.append(b"354 go ahead\r\n")
-            elif verb == b"QUIT":
-                out.append(b"221 2.0.0 Bye\r\n")
-                self.transport.write(b"".join(out))
-                self.transport.close()
-                return
-            else:
-                out.append(b"250 2.0.0 Ok\r\n")
-        if out:
-            self.transport.write(b"".join(out))
 
 
 @dataclass

@@ -42,9 +42,6 @@ import contextlib
 import json
 import os
 import platform
-import pty
-import re
-import select
 import shutil
 import signal
 import socket
@@ -56,6 +53,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from tests.support.host import PeerError
+from tests.support.ports import free_port, is_listening
+from tests.support.postfix import RELAY, new_instance
+from tests.support.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -183,23 +185,6 @@ def ensure_matplotlib() -> bool:
 # --- processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def is_listening(port: int) -> bool:
-    """True if something LISTENs on HOST:port (read from /proc: no session is opened)."""
-    wanted = f"{int.from_bytes(socket.inet_aton(HOST), sys.byteorder):08X}:{port:04X}"
-    anyaddr = f"00000000:{port:04X}"
-    with open("/proc/net/tcp", encoding="ascii") as f:
-        next(f)
-        return any(
-            fl[3] == "0A" and fl[1] in (wanted, anyaddr) for fl in (line.split() for line in f)
-        )
-
-
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -293,79 +278,12 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
-def run_with_tty(argv: Sequence[str], timeout: float) -> tuple[int, str]:
-    """Postfix's admin commands print errors only to a terminal; give them one."""
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True
-        )
-    finally:
-        os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = -9
-    finally:
-        os.close(master)
-    return rc, b"".join(chunks).decode("utf-8", "replace")
-
-
 # --- the sink ---------------------------------------------------------------------------------
 
 
-class Sink:
-    """smtp-sink on loopback with its running counter (-c) in a file; ``count()`` reads it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.out = workdir / "sink.out"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        argv = [tool("smtp-sink") or "smtp-sink", "-c", "-m", "2000", "-t", "60"]
-        if os.geteuid() == 0:
-            argv += ["-u", "nobody"]
-        argv += [f"{HOST}:{self.port}", "1024"]
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(lambda: is_listening(self.port), 10, "smtp-sink")
-
-    def count(self) -> int:
-        """Messages received so far (the last complete 'mesg=N' record; each ends in CR)."""
-        with open(self.out, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 512))
-            tail = f.read()
-        found = re.findall(rb"mesg=(\d+)\r", tail)
-        return int(found[-1]) if found else 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
+def counting_sink() -> SmtpSink:
+    """smtp-sink on loopback that keeps no message, only a running count (``count()``)."""
+    return SmtpSink(dump=False, counter=True, backlog=1024, extra_args=("-m", "2000", "-t", "60"))
 
 
 # --- DNS for mailmoat's checks -----------------------------------------------------------------
@@ -487,7 +405,7 @@ class System:
 
 
 class Direct(System):
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: SmtpSink) -> None:
         super().__init__("direct", sink.port)
         self.sink = sink
         self.notes.append("smtp-source straight into smtp-sink; CPU and RSS are the sink's")
@@ -530,7 +448,7 @@ class Mailmoat(System):
     def __init__(
         self,
         workdir: Path,
-        sink: Sink,
+        sink: SmtpSink,
         name: str = "mailmoat",
         extra: dict[str, object] | None = None,
     ) -> None:
@@ -609,7 +527,7 @@ class Mailmoat(System):
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(f"mailmoat exited with {self.proc.returncode}\n{self.log_tail()}")
-        return is_listening(self.port)
+        return is_listening(self.port, HOST)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -629,7 +547,7 @@ class Mailmoat(System):
 
 class Haraka(System):
     def __init__(
-        self, workdir: Path, sink: Sink, script: Path, name: str = "haraka", nodes: int = 1
+        self, workdir: Path, sink: SmtpSink, script: Path, name: str = "haraka", nodes: int = 1
     ) -> None:
         super().__init__(name, free_port())
         self.dir = workdir / name
@@ -672,7 +590,7 @@ class Haraka(System):
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise BenchError(f"Haraka exited with {self.proc.returncode}\n{self.log_tail()}")
-        return is_listening(self.port)
+        return is_listening(self.port, HOST)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -686,39 +604,15 @@ class Haraka(System):
         return _log_tail(self.log)
 
 
-# Postfix private instance; see /work/shared/notes/postfix-test-instance.md and
-# tests/peers/postfix.py. Columns: service type private unpriv chroot wakeup maxproc command.
-_POSTFIX_SERVICES = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
 class Postfix(System):
-    def __init__(self, sink: Sink) -> None:
-        super().__init__("postfix", free_port(), after_queue=True)
-        # Daemons running as postfix must reach the folder: make it o+x (mkdtemp gives 0700).
-        self.base = Path(tempfile.mkdtemp(prefix="mailmoat-bench-postfix-"))
-        self.base.chmod(0o711)
-        self.sink = sink
-        self.running = False
+    """A private Postfix relaying example.test to the sink: tests/support/postfix.py's "relay"
+    role."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self.instance = new_instance(
+            RELAY, relay_to=(HOST, sink.port), domain=DOMAIN, main_cf=POSTFIX_ONE_CLIENT
+        )
+        super().__init__("postfix", self.instance.port, after_queue=True)
         self.notes.append(
             "private instance relaying example.test to the sink (relay_domains, transport_maps);"
             " after-queue: msg/s is its accept rate, end-to-end shown separately; logs every"
@@ -730,102 +624,23 @@ class Postfix(System):
             + " (default 50)"
         )
 
-    @property
-    def etc(self) -> Path:
-        return self.base / "etc"
-
-    def main_cf(self) -> dict[str, str]:
-        names = ("command_directory", "daemon_directory", "shlib_directory", "meta_directory")
-        dirs = subprocess.run(
-            [tool("postconf") or "postconf", "-dh", *names],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.split()
-        return {
-            "compatibility_level": "3.6",
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            **dict(zip(names, dirs, strict=True)),
-            "queue_directory": str(self.base / "queue"),
-            "data_directory": str(self.base / "data"),
-            "maillog_file": str(self.base / "maillog"),
-            "maillog_file_prefixes": str(self.base),
-            "inet_interfaces": "loopback-only",
-            "inet_protocols": "ipv4",
-            "myhostname": "postfix.example.test",
-            "mydestination": "",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "biff": "no",
-            "append_dot_mydomain": "no",
-            # a relay for example.test only: 127.0.0.1 gets no relay rights of its own
-            "mynetworks": "127.0.0.2/32",
-            "relay_domains": DOMAIN,
-            "transport_maps": f"texthash:{self.etc / 'transport'}",
-            "relayhost": f"[{HOST}]:{self.sink.port}",
-            **POSTFIX_ONE_CLIENT,
-        }
-
     def start(self) -> None:
-        self.etc.mkdir(parents=True, exist_ok=True)
-        for d in ("queue", "data"):
-            (self.base / d).mkdir(exist_ok=True)
-        shutil.chown(self.base / "data", "postfix")
-        (self.etc / "main.cf").write_text(
-            "".join(f"{k} = {v}\n" for k, v in self.main_cf().items())
-        )
-        smtpd = f"{HOST}:{self.port} inet  n       -       n       -       -       smtpd\n"
-        (self.etc / "master.cf").write_text(smtpd + _POSTFIX_SERVICES)
-        (self.etc / "transport").write_text(f"{DOMAIN} relay:[{HOST}]:{self.sink.port}\n")
-        past = time.time() - 10  # Postfix waits for config files to be a second old
-        for path in self.etc.iterdir():
-            os.utime(path, (past, past))
-        rc, out = run_with_tty([tool("postfix") or "postfix", "-c", str(self.etc), "start"], 60)
-        if rc != 0:
-            raise BenchError(f"postfix start failed ({rc}):\n{out}\n{self.log_tail()}")
-        self.running = True
-        wait_for(lambda: is_listening(self.port), 30, "Postfix smtpd")
+        try:
+            self.instance.start(timeout=60)
+        except PeerError as err:
+            raise BenchError(str(err)) from None
+        self.port = self.instance.port
 
     def root_pid(self) -> int:
-        return int((self.base / "queue" / "pid" / "master.pid").read_text().split()[0])
+        pid = self.instance.master_pid()
+        assert pid is not None, "postfix is not running"
+        return pid
 
     def stop(self) -> None:
-        if not self.running:
-            return
-        self.running = False
-        try:
-            master = self.root_pid()
-        except (OSError, ValueError, IndexError):
-            master = None
-        run_with_tty([tool("postfix") or "postfix", "-c", str(self.etc), "stop"], 30)
-        marker = f"MAIL_CONFIG={self.etc}".encode()
-
-        def ours() -> list[int]:
-            pids = []
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    with contextlib.suppress(OSError):
-                        env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-                        if marker in env and alive(int(entry)):
-                            pids.append(int(entry))
-            return pids
-
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if (master is None or not alive(master)) and not ours():
-                break
-            time.sleep(0.1)
-        else:
-            for pid in ours():  # only this instance's own daemons
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.base, ignore_errors=True)
+        self.instance.cleanup()
 
     def log_tail(self) -> str:
-        return _log_tail(self.base / "maillog")
+        return self.instance.log_tail()
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -903,7 +718,7 @@ def smtp_source(port: int, point: Point, messages: int, timeout: float) -> tuple
     return done.returncode, done.stderr.decode(errors="replace").strip(), time.perf_counter() - t0
 
 
-def measure(system: System, sink: Sink, run: Run, drain_timeout: float) -> Run:
+def measure(system: System, sink: SmtpSink, run: Run, drain_timeout: float) -> Run:
     """One smtp-source run against one system, with CPU, peak RSS and the sink's count."""
     before = sink.count()
     pids = system.pids()
@@ -992,7 +807,7 @@ class LatencyRun:
     problem: str = ""
 
 
-def measure_latency(system: System, sink: Sink, lat: LatencyRun, n: int) -> LatencyRun:
+def measure_latency(system: System, sink: SmtpSink, lat: LatencyRun, n: int) -> LatencyRun:
     before = sink.count()
     try:
         lat.samples = timed_transactions(system.port, n, lat.size, lat.rcpts)
@@ -1420,7 +1235,7 @@ def profile(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mailmoat-bench-profile-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o711)
-        sink = Sink(tmp)
+        sink = counting_sink()
         mm = Mailmoat(tmp, sink, extra=args.mailmoat_set)
         sent, seconds, spy = 0, 0.0, None
         try:
@@ -1457,7 +1272,7 @@ def profile(args: argparse.Namespace) -> int:
                 spy.kill()
                 spy.wait()
             mm.stop()
-            sink.stop()
+            sink.cleanup()
     total, own, incl = top_frames(raw)
     rate = sent / seconds if seconds else 0
     parts = []
@@ -1546,7 +1361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mailmoat-bench-relay-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o711)
-        sink = Sink(tmp)
+        sink = counting_sink()
         try:
             sink.start()
             for name in args.systems:
@@ -1622,7 +1437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for sys_ in systems.values():
                 with contextlib.suppress(Exception):
                     sys_.stop()
-            sink.stop()
+            sink.cleanup()
         for sys_ in systems.values():
             notes += [f"{LABELS[sys_.name]}: {n}" for n in sys_.notes]
     minutes = (time.monotonic() - started) / 60

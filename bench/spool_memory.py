@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.attack import Mailmoat, free_port
+from tests.support.ports import free_port
+
+from bench.attack import Mailmoat
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024

@@ -1,5 +1,6 @@
-"""Shared pytest configuration: registers the real-peer fixtures (tests/peers/fixtures.py) and
-the DNS server fixtures (tests/dns/fixtures.py), and the Hypothesis profiles.
+"""Shared pytest configuration: registers the real-peer fixtures
+(tests/support/peer_fixtures.py) and the DNS server fixtures (tests/support/dns_fixtures.py),
+and the Hypothesis profiles.
 
 Hypothesis profiles, for every property test in the suite: "ci" (default, keeps tests/smtp
 under a minute) and "long" (thorough; for a soak run: HYPOTHESIS_PROFILE=long, which also lifts
@@ -38,7 +39,7 @@ settings.register_profile(
 HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(HYPOTHESIS_PROFILE)
 
-pytest_plugins = ["tests.peers.fixtures", "tests.dns.fixtures"]
+pytest_plugins = ["tests.support.peer_fixtures", "tests.support.dns_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from mailmoat.server.supervisor import Supervisor
 from mailmoat.server.worker import Release, Worker
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
-from tests.gateway import gateway_settings
+from tests.support.gateway import gateway_settings
 
 POLICY = Path(assembly.__file__).parent / "policy"
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mailmoat import config
 from mailmoat.cli import main
-from tests.integration.support import self_signed_cert
+from tests.support.tls import self_signed_cert
 
 
 def _problem(overrides: dict[str, object]) -> tuple[str, str]:

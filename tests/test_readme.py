@@ -27,7 +27,10 @@ PENDING_PAGES = {DOCS / "reload.md", DOCS / "adding-a-check.md"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 CODE_SPAN = re.compile(r"`[^`]+`")
-REPO_PATH = re.compile(r"(?<![\w./-])((?:src|tests|bench|contrib|scripts)/[\w./-]*[\w/])")
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:src|tests|bench|contrib|scripts)/[\w./-]*[\w/])(?![\w./<-])"
+)
+"""A path named in text; one with a `<placeholder>` in it is a pattern, not a file."""
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 
 
@@ -124,7 +127,7 @@ def test_link_checker_sees_a_broken_link_and_anchor(tmp_path: Path) -> None:
     assert _anchors(page) == {"top", "a-code-heading"}
     page.write_text("```\n[not a link](nowhere.md)\n```\n`[nor](this.md)` [web](https://x.test)\n")
     assert _links(page) == []
-    text = "see `src/x.py`, /etc/src/y, .venv/bin/python and tests/a/."
+    text = "see `src/x.py`, /etc/src/y, .venv/bin/python, tests/a/ and tests/b/test_<name>.py."
     assert REPO_PATH.findall(text) == ["src/x.py", "tests/a/"]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.common import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from mailmoat.cli import main
 from mailmoat.policy.auth import authserv_id, forged_id
 from mailmoat.smtp._abnf import routing_local_part
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient, self_signed_cert
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import RawClient
+from tests.support.tls import self_signed_cert
 
 OURS = "mx.mailmoat.test"
 

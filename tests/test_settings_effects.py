@@ -22,10 +22,10 @@ from mailmoat.policy.base import Client, Decision
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
-from tests.gateway import clocked_gateway, running_gateway
 from tests.policy.test_harvest import Rig
-from tests.server.dos_support import connect, read_all, read_line, read_reply
 from tests.smtp.test_connection import DATA, EHLO, MAIL, session
+from tests.support.gateway import clocked_gateway, running_gateway
+from tests.support.raw_client import connect, read_all, read_line, read_reply
 
 
 def smtp(**dotted: Any) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mailmoat.startup import hostname_problem
-from tests.dns.zone import OUR_HOSTNAME
-from tests.peers.common import free_port
+from tests.support.dns_zone import OUR_HOSTNAME
+from tests.support.ports import free_port
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,9 @@ def build(
         checks.append(HarvestCheck(detector))
     checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
     if settings.dns.checks:
-        checks += _dns_checks(settings, store, resolver or Resolver(settings.dns))
+        checks += _dns_checks(
+            settings, store, resolver if resolver is not None else Resolver(settings.dns)
+        )
     if directories is not None:
         checks.append(RecipientCheck(directories, detector))
     check_order(checks)

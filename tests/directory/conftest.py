@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.directory.slapd import BASE_LDIF, Slapd, person
 from tests.relay.conftest import fake_downstream  # noqa: F401  (the relay tests' scripted servers)
+from tests.support.slapd import BASE_LDIF, Slapd, person
 
 DIRECTORY = BASE_LDIF + "\n".join(
     [

@@ -13,11 +13,12 @@ from mailmoat import config
 from mailmoat.directory.base import Status
 from mailmoat.directory.callahead import CallAheadDirectory
 from mailmoat.store import MemoryStore
-from tests.gateway import running_gateway
-from tests.peers import PostfixInstance
-from tests.relay.relay_support import FakeFactory, free_port
-from tests.server.dos_support import Clock
-from tests.waiting import wait_for
+from tests.relay.relay_support import FakeFactory
+from tests.support.clock import Clock
+from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
+from tests.support.postfix import PostfixInstance
+from tests.support.waiting import wait_for
 
 VALID, UNKNOWN, UNAVAILABLE = Status.VALID, Status.UNKNOWN, Status.UNAVAILABLE
 

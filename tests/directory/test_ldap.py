@@ -16,9 +16,9 @@ from mailmoat.directory.ldap import LdapDirectory, make_filter
 from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.store import MemoryStore
 from tests.directory.conftest import SlapdFactory
-from tests.directory.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, person
-from tests.gateway import running_gateway
-from tests.waiting import wait_for, wait_until
+from tests.support.gateway import running_gateway
+from tests.support.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, person
+from tests.support.waiting import wait_for, wait_until
 
 VALID, UNKNOWN, UNAVAILABLE = Status.VALID, Status.UNKNOWN, Status.UNAVAILABLE
 

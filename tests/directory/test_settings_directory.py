@@ -18,10 +18,10 @@ from mailmoat.directory.callahead import CallAheadDirectory
 from mailmoat.directory.ldap import LdapDirectory
 from mailmoat.store import MemoryStore
 from tests.directory.conftest import SlapdFactory
-from tests.directory.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd
 from tests.directory.test_callahead import ask, refuse_unknown
 from tests.directory.test_ldap import lookup
 from tests.relay.relay_support import FakeFactory
+from tests.support.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Slapd
 
 VALID, UNKNOWN, UNAVAILABLE = Status.VALID, Status.UNKNOWN, Status.UNAVAILABLE
 

@@ -10,7 +10,7 @@ import pytest
 
 from mailmoat.directory.base import Directories, Status, split_address
 from mailmoat.directory.static import StaticDirectory, StaticFileError, parse
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 FILE = """\
 # staff

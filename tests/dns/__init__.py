@@ -1,2 +1,3 @@
-"""Tests of the DNS layer, with a private dnsmasq (tests/dns/server.py) serving the test zones
-of tests/dns/zone.py; the fixtures live in tests/dns/fixtures.py."""
+"""Tests of the DNS layer (src/mailmoat/dns/), with a private dnsmasq (tests/support/dnsmasq.py)
+serving the test zones of tests/support/dns_zone.py; the fixtures live in
+tests/support/dns_fixtures.py."""

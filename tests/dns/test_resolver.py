@@ -10,10 +10,11 @@ import time
 
 from mailmoat import config
 from mailmoat.dns import Resolver, Status
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq, SilentServer, free_udp_port
-from tests.waiting import wait_for
+from tests.support import dns_zone as zone
+from tests.support.dns_fixtures import DnsmasqFactory
+from tests.support.dnsmasq import Dnsmasq, SilentServer
+from tests.support.ports import free_udp_port
+from tests.support.waiting import wait_for
 
 
 def resolver(*servers: str, clock=time.monotonic, **dns: object) -> Resolver:

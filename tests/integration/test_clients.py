@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import (
-    RawClient,
-    mailmoat_queue_id,
-    split_mailmoat_received,
-)
-from tests.peers import smtp_source, swaks
+from tests.support.gateway import running_gateway
+from tests.support.peer_clients import smtp_source, swaks
+from tests.support.raw_client import RawClient
+from tests.support.trace import mailmoat_queue_id, split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

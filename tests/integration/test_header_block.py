@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.headers import scan
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient
-from tests.peers.postfix import PostfixInstance
+from tests.support.gateway import running_gateway
+from tests.support.postfix import PostfixInstance
+from tests.support.raw_client import RawClient
 
 pytestmark = pytest.mark.peers
 

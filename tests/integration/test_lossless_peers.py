@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import split_mailmoat_received
-from tests.peers import swaks
+from tests.support.gateway import running_gateway
+from tests.support.peer_clients import swaks
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

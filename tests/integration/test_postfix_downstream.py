@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient, self_signed_cert, split_mailmoat_received
-from tests.peers import smtp_source, swaks, wait_until
-from tests.peers.common import run_with_tty
+from tests.support.gateway import running_gateway
+from tests.support.host import run_with_tty, wait_until
+from tests.support.peer_clients import smtp_source, swaks
+from tests.support.raw_client import RawClient
+from tests.support.tls import self_signed_cert
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import split_mailmoat_received
-from tests.peers import free_port
+from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
+from tests.support.trace import split_mailmoat_received
 
 pytestmark = pytest.mark.peers
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.peers import swaks
+from tests.support.gateway import running_gateway
+from tests.support.peer_clients import swaks
 
 pytestmark = pytest.mark.peers
 

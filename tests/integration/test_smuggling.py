@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient, Reply
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import RawClient, Reply
 
 pytestmark = pytest.mark.peers
 

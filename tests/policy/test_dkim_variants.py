@@ -1,5 +1,5 @@
 """DKIM signature variants, made with dkimpy, through mailmoat's verifier (and once through a
-whole gateway) with the keys served by a real DNS server on loopback (dnsmasq).
+whole gateway) with the keys served by the in-process test zone (tests/support/fake_dns.py).
 
 ed25519-sha256 must pass (RFC 8463 makes verifiers implement it). The rest are signatures that
 dkimpy 1.1.8 passes and that the RFCs make a verifier refuse: rsa-sha1 (RFC 8301 3.1), an RSA
@@ -17,7 +17,7 @@ import base64
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -34,12 +34,12 @@ from mailmoat.dns import Resolver
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy.dkim import DkimVerifier
 from mailmoat.policy.results import DkimResult
-from tests.dns import zone
-from tests.dns.server import Dnsmasq
-from tests.policy.dns_support import dns_gateway, message
-from tests.policy.zone_server import Record, zone_server
-
-pytestmark = pytest.mark.peers
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import dns_gateway, message
+from tests.support.dns_records import Record
+from tests.support.fake_dns import ZoneNameserver
+from tests.support.fake_dns import resolver as fake_resolver
+from tests.support.zone_server import zone_server
 
 DOMAIN = "sender.test"
 
@@ -198,19 +198,13 @@ def key_records() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def keys_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dnsmasq]:
-    server = Dnsmasq(tmp_path_factory.mktemp("dkim-dns"), zone.records() + key_records())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def keys_dns() -> ZoneNameserver:
+    return ZoneNameserver.from_dnsmasq(zone.records() + key_records())
 
 
 @pytest.fixture
-async def verifier(keys_dns: Dnsmasq) -> AsyncIterator[DkimVerifier]:
-    settings = config.build({"dns": {"nameservers": [keys_dns.address], "timeout": 2.0}})
-    v = DkimVerifier(Resolver(settings.dns))
+async def verifier(keys_dns: ZoneNameserver) -> AsyncIterator[DkimVerifier]:
+    v = DkimVerifier(fake_resolver(keys_dns, timeout=2.0))
     try:
         yield v
     finally:
@@ -313,13 +307,15 @@ async def test_tampered_ed25519_signature_fails(verifier: DkimVerifier) -> None:
     assert outcome(found) == [("ed", "fail")]
 
 
-async def test_ed25519_only_message_from_a_reject_domain_is_accepted(keys_dns: Dnsmasq) -> None:
+async def test_ed25519_only_message_from_a_reject_domain_is_accepted(
+    keys_dns: ZoneNameserver,
+) -> None:
     """sender.test publishes p=reject and its SPF fails for this client: only the ed25519
     signature can make DMARC pass."""
     msg = message()
     signed = signature(msg, "ed", b"ed25519-sha256") + msg
     async with dns_gateway(
-        keys_dns.address, **{"spf.action": "log", "fcrdns.action": "log", "helo.action": "log"}
+        keys_dns, **{"spf.action": "log", "fcrdns.action": "log", "helo.action": "log"}
     ) as gw:
         out = await gw.send(source=zone.NOPTR_IP, msg=signed)
         assert out.code("message") == 250, out.replies

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.policy.dmarc import MAX_AUTHOR_DOMAINS
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.policy.dns_support import captured_logs, dns_gateway, message
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import captured_logs, dns_gateway, message
+from tests.support.fake_dns import ZoneNameserver
 
 # the client checks only log; DMARC runs with its defaults (p=reject refused with 550)
 CLIENT_LOG_ONLY = {"fcrdns.action": "log", "helo.action": "log", "spf.action": "log"}
@@ -52,21 +52,19 @@ def authored(from_value: str) -> bytes:
         ("x@nodmarc.test <a@sender.test>", 550),
     ],
 )
-async def test_records_decide_the_reply(
-    dnsmasq_factory: DnsmasqFactory, author: str, code: int
-) -> None:
-    server = dnsmasq_factory(records=zone.records() + RECORDS)
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+async def test_records_decide_the_reply(author: str, code: int) -> None:
+    server = ZoneNameserver.from_dnsmasq(zone.records() + RECORDS)
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         with captured_logs() as logs:
             out = await gw.send(source=zone.NOPTR_IP, sender="a@nodmarc.test", msg=authored(author))
     assert out.code("message") == code, (out.replies, logs.of("check"))
 
 
-async def test_many_authors_cannot_hide_a_reject_one(dnsmasq_factory: DnsmasqFactory) -> None:
+async def test_many_authors_cannot_hide_a_reject_one() -> None:
     """Issue 10 item 4: five throw-away authors used to make DMARC "none"."""
-    server = dnsmasq_factory(records=zone.records() + RECORDS)
+    server = ZoneNameserver.from_dnsmasq(zone.records() + RECORDS)
     throwaway = ", ".join(f"x{i}@throwaway{i}.test" for i in range(5))
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         out = await gw.send(
             source=zone.NOPTR_IP,
             sender="a@nodmarc.test",
@@ -75,13 +73,13 @@ async def test_many_authors_cannot_hide_a_reject_one(dnsmasq_factory: DnsmasqFac
     assert out.replies["message"].startswith(b"550 5.7.1 Message rejected: sender.test")
 
 
-async def test_more_authors_than_evaluated_is_refused(dnsmasq_factory: DnsmasqFactory) -> None:
+async def test_more_authors_than_evaluated_is_refused() -> None:
     """Past the bound, the domains not evaluated count as the strictest outcome, never none
     (none of these domains publishes a policy)."""
-    server = dnsmasq_factory(records=zone.records() + RECORDS)
+    server = ZoneNameserver.from_dnsmasq(zone.records() + RECORDS)
     many = ", ".join(f"x{i}@throwaway{i}.test" for i in range(MAX_AUTHOR_DOMAINS + 1))
     few = ", ".join(f"x{i}@throwaway{i}.test" for i in range(MAX_AUTHOR_DOMAINS))
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         refused = await gw.send(source=zone.NOPTR_IP, sender="a@nodmarc.test", msg=authored(many))
         accepted = await gw.send(source=zone.NOPTR_IP, sender="a@nodmarc.test", msg=authored(few))
     assert refused.replies["message"].startswith(b"550 5.7.1"), refused.replies
@@ -89,13 +87,11 @@ async def test_more_authors_than_evaluated_is_refused(dnsmasq_factory: DnsmasqFa
     assert accepted.code("message") == 250, accepted.replies
 
 
-async def test_a_temporary_error_that_cannot_align_does_not_defer(
-    dnsmasq_factory: DnsmasqFactory,
-) -> None:
+async def test_a_temporary_error_that_cannot_align_does_not_defer() -> None:
     """SPF for example.org is a temporary error (the test server refuses the zone); it could
     never align with sender.test, so the message fails p=reject for certain: 550, not 451."""
-    server = dnsmasq_factory(records=zone.records() + RECORDS)
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+    server = ZoneNameserver.from_dnsmasq(zone.records() + RECORDS)
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         with captured_logs() as logs:
             out = await gw.send(
                 source=zone.NOPTR_IP, sender="a@example.org", msg=authored("a@sender.test")

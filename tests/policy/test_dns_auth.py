@@ -1,7 +1,9 @@
-"""Sender checks through a real gateway and a real DNS server: SPF (MAIL FROM and HELO), DKIM
-(a signed message still verifies byte for byte after relaying; a tampered one fails), DMARC
-(alignment, p/sp, organizational domain, pct), the Authentication-Results header and the
-removal of forged ones."""
+"""Sender checks, alone and through a real gateway: SPF (MAIL FROM and HELO), DKIM (a signed
+message still verifies byte for byte after relaying; a tampered one fails), DMARC (alignment,
+p/sp, organizational domain, pct), the Authentication-Results header and the removal of forged
+ones. The DNS answers come from the test zone in process (`fake_dns`); a few tests ask the
+private dnsmasq (`dns_server`, `silent_dns`) to show the checks work over the network end to
+end."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import random
 import pytest
 import spf
 
-from mailmoat import config
 from mailmoat.dns import Resolver, Status
 from mailmoat.headers import scan
 from mailmoat.message import Envelope, Message, Spool
@@ -24,10 +25,8 @@ from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.results import DKIM, DkimResult, SpfResult, SpfResults
 from mailmoat.policy.score import HEADERS_WANTED, SessionState
 from mailmoat.policy.spf import SpfEvaluator
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq, SilentServer
-from tests.policy.dns_support import (
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import (
     DnsGateway,
     captured_logs,
     dns_gateway,
@@ -35,6 +34,9 @@ from tests.policy.dns_support import (
     sign,
     verify_with_zone,
 )
+from tests.support.dnsmasq import Dnsmasq, SilentServer
+from tests.support.fake_dns import ZoneNameserver, world
+from tests.support.fake_dns import resolver as fake_resolver
 
 LOG_ONLY = {
     "fcrdns.action": "log",
@@ -53,8 +55,8 @@ def only(**overrides: object) -> dict[str, object]:
     return {**LOG_ONLY, **overrides}
 
 
-def resolver(address: str, timeout: float = 1.0) -> Resolver:
-    return Resolver(config.build({"dns": {"nameservers": [address], "timeout": timeout}}).dns)
+def resolver(nameserver: ZoneNameserver, timeout: float = 1.0) -> Resolver:
+    return fake_resolver(nameserver, timeout=timeout)
 
 
 def header_of(delivered: bytes) -> str:
@@ -80,14 +82,14 @@ def header_of(delivered: bytes) -> str:
         (zone.GOOD_IP, '"odd@local"@strict.test', "pass"),
     ],
 )
-async def test_spf_results(dns_server: Dnsmasq, ip: str, sender: str, result: str) -> None:
-    evaluator = SpfEvaluator(resolver(dns_server.address))
+async def test_spf_results(fake_dns: ZoneNameserver, ip: str, sender: str, result: str) -> None:
+    evaluator = SpfEvaluator(resolver(fake_dns))
     got = await evaluator.check(ip, sender, "client.sender.test")
     assert (got.identity, got.result) == ("mailfrom", result)
 
 
-async def test_spf_helo_identity(dns_server: Dnsmasq) -> None:
-    evaluator = SpfEvaluator(resolver(dns_server.address))
+async def test_spf_helo_identity(fake_dns: ZoneNameserver) -> None:
+    evaluator = SpfEvaluator(resolver(fake_dns))
     good = await evaluator.check(zone.GOOD_IP, "", zone.GOOD_HELO)  # "v=spf1 a -all"
     bad = await evaluator.check(zone.NOPTR_IP, "", zone.GOOD_HELO)
     literal = await evaluator.check(zone.GOOD_IP, "", "[127.0.0.2]")
@@ -99,15 +101,15 @@ async def test_spf_helo_identity(dns_server: Dnsmasq) -> None:
     )
 
 
-async def test_spf_timeout_is_temperror(silent_dns: SilentServer) -> None:
-    got = await SpfEvaluator(resolver(silent_dns.address, 0.3)).check(
-        zone.GOOD_IP, "a@sender.test", "x.test"
-    )
+async def test_spf_timeout_is_temperror(fake_dns: ZoneNameserver) -> None:
+    fake_dns.silent = True
+    got = await SpfEvaluator(resolver(fake_dns, 0.3)).check(zone.GOOD_IP, "a@sender.test", "x.test")
     assert got.result == "temperror"
 
 
-async def test_spf_overall_deadline(silent_dns: SilentServer) -> None:
-    got = await SpfEvaluator(resolver(silent_dns.address, 5), timeout=0.3).check(
+async def test_spf_overall_deadline(fake_dns: ZoneNameserver) -> None:
+    fake_dns.silent = True
+    got = await SpfEvaluator(resolver(fake_dns, 5), timeout=0.3).check(
         zone.GOOD_IP, "a@sender.test", "x.test"
     )
     assert got.result == "temperror" and "too long" in got.explanation
@@ -118,8 +120,8 @@ def test_pyspf_cannot_reach_the_network_by_itself() -> None:
     assert spf.query(i="127.0.0.2", s="a@sender.test", h="x.test").check()[0] == "temperror"
 
 
-async def test_spf_lookups_go_through_the_cache(dns_server: Dnsmasq) -> None:
-    r = resolver(dns_server.address)
+async def test_spf_lookups_go_through_the_cache(fake_dns: ZoneNameserver) -> None:
+    r = resolver(fake_dns)
     evaluator = SpfEvaluator(r)
     await evaluator.check("127.0.0.9", "a@sender.test", "x.test")
     sent = r.stats.queries
@@ -128,19 +130,16 @@ async def test_spf_lookups_go_through_the_cache(dns_server: Dnsmasq) -> None:
     assert r.stats.queries == sent
 
 
-def clocked(address: str, now: list[float]) -> Resolver:
-    settings = config.build({"dns": {"nameservers": [address], "timeout": 1.0}}).dns
-    return Resolver(settings, clock=lambda: now[0])
+def clocked(nameserver: ZoneNameserver, now: list[float]) -> Resolver:
+    return fake_resolver(nameserver, clock=lambda: now[0])
 
 
-async def test_spf_result_is_reused_within_the_ttl_and_evaluated_again_after(
-    dnsmasq_factory: DnsmasqFactory,
-) -> None:
-    server = dnsmasq_factory(ttl=60)
+async def test_spf_result_is_reused_within_the_ttl_and_evaluated_again_after() -> None:
+    server = world(ttl=60)
     now = [1000.0]
-    evaluator = SpfEvaluator(clocked(server.address, now))
+    evaluator = SpfEvaluator(clocked(server, now))
     first = await evaluator.check("127.0.0.9", "a@sender.test", "x.test")
-    runs, asked = evaluator.evaluations, server.queries("sender.test")
+    runs, asked = evaluator.evaluations, server.asked("sender.test")
     # no macro in sender.test's records: another local part and HELO get the same result
     again = evaluator.check_now("127.0.0.9", "b@sender.test", "y.test")
     assert again is not None and (first.result, again.result) == ("pass", "pass")
@@ -150,32 +149,30 @@ async def test_spf_result_is_reused_within_the_ttl_and_evaluated_again_after(
     now[0] += 61  # past the TTL of the answers: evaluated again, and asked again
     assert evaluator.check_now("127.0.0.9", "a@sender.test", "x.test") is None
     assert (await evaluator.check("127.0.0.9", "a@sender.test", "x.test")).result == "pass"
-    assert evaluator.evaluations > runs + 1 and server.queries("sender.test") > asked
+    assert evaluator.evaluations > runs + 1 and server.asked("sender.test") > asked
 
 
-async def test_spf_temporary_errors_are_never_cached(dnsmasq_factory: DnsmasqFactory) -> None:
-    server = dnsmasq_factory()
-    evaluator = SpfEvaluator(resolver(server.address))
+async def test_spf_temporary_errors_are_never_cached(fake_dns: ZoneNameserver) -> None:
+    server = fake_dns
+    evaluator = SpfEvaluator(resolver(server))
     refused = await evaluator.check(zone.NOPTR_IP, "a@example.org", "x.test")
     assert refused.result == "temperror" and len(evaluator) == 0
-    server.stop()
+    server.down = True
     down = await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")
     assert down.result == "temperror" and len(evaluator) == 0
-    server.start()
+    server.down = False
     assert (await evaluator.check(zone.GOOD_IP, "a@sender.test", "x.test")).result == "pass"
     assert len(evaluator) == 1
 
 
-async def test_spf_record_with_macros_is_cached_per_identity(
-    dnsmasq_factory: DnsmasqFactory,
-) -> None:
-    server = dnsmasq_factory(
-        records=[
+async def test_spf_record_with_macros_is_cached_per_identity() -> None:
+    server = ZoneNameserver.from_dnsmasq(
+        [
             'txt-record=macro.test,"v=spf1 exists:%{l}.ok.macro.test -all"',
             "host-record=good.ok.macro.test,127.0.0.2",
         ]
     )
-    evaluator = SpfEvaluator(resolver(server.address))
+    evaluator = SpfEvaluator(resolver(server))
     assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
     assert (await evaluator.check(zone.GOOD_IP, "bad@macro.test", "x.test")).result == "fail"
     assert (await evaluator.check(zone.GOOD_IP, "good@macro.test", "x.test")).result == "pass"
@@ -193,17 +190,17 @@ async def test_spf_record_with_macros_is_cached_per_identity(
         (zone.NOPTR_IP, "", 550),  # null sender: the HELO identity decides
     ],
 )
-async def test_spf_reject(dns_server: Dnsmasq, source: str, sender: str, code: int) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"spf.action": "reject"})) as gw:
+async def test_spf_reject(fake_dns: ZoneNameserver, source: str, sender: str, code: int) -> None:
+    async with dns_gateway(fake_dns, **only(**{"spf.action": "reject"})) as gw:
         out = await gw.send(source=source, sender=sender, msg=message())
         assert out.code("rcpt") == code, out.replies
         if code == 550:
             assert b"5.7.23" in out.replies["rcpt"]
 
 
-async def test_spf_scores(dns_server: Dnsmasq) -> None:
+async def test_spf_scores(fake_dns: ZoneNameserver) -> None:
     settings = only(**{"spf.action": "score", "score.threshold": 3})
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         assert (await gw.send(source=zone.NOPTR_IP, sender="a@soft.test")).code("rcpt") == 250
         out = await gw.send(source=zone.NOPTR_IP, sender="a@sender.test")
         assert out.replies["rcpt"].startswith(b"550 5.7.1 Message refused")
@@ -230,37 +227,34 @@ async def test_signed_message_verifies_byte_for_byte_after_relaying(dns_server: 
     assert "spf=pass smtp.mailfrom=sender.test" in ar
 
 
-async def test_tampered_message_fails(dns_server: Dnsmasq) -> None:
+async def test_tampered_message_fails(fake_dns: ZoneNameserver) -> None:
     tampered = sign(message()).replace(b"Hello.", b"Hello!")
-    async with dns_gateway(dns_server.address, **only()) as gw:
+    async with dns_gateway(fake_dns, **only()) as gw:
         assert (await gw.send(msg=tampered)).code("message") == 250
         [delivered] = gw.downstream.messages
     assert not verify_with_zone(delivered)
     assert "dkim=fail header.d=sender.test" in header_of(delivered)
-    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "reject"})) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dkim.action": "reject"})) as gw:
         out = await gw.send(msg=tampered)
         assert out.replies["message"].startswith(b"550 5.7.20")
         assert gw.downstream.messages == []
 
 
-async def test_dkim_key_missing_and_key_lookup_timeout(
-    dns_server: Dnsmasq, silent_dns: SilentServer
-) -> None:
+async def test_dkim_key_missing_and_key_lookup_timeout(fake_dns: ZoneNameserver) -> None:
     nokey = sign(message(), selector="nokey")
-    async with dns_gateway(dns_server.address, **only()) as gw:
+    async with dns_gateway(fake_dns, **only()) as gw:
         await gw.send(msg=nokey)
         assert "dkim=permerror header.d=sender.test header.s=nokey" in header_of(
             gw.downstream.messages[0]
         )
-    async with dns_gateway(
-        silent_dns.address, **only(**{"dkim.action": "reject", "dns.timeout": 0.3})
-    ) as gw:
+    fake_dns.silent = True
+    async with dns_gateway(fake_dns, **only(**{"dkim.action": "reject", "dns.timeout": 0.3})) as gw:
         out = await gw.send(msg=sign(message()))
         assert out.replies["message"].startswith(b"451 4.4.3")
 
 
-async def test_unsigned_message_is_dkim_none(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "reject"})) as gw:
+async def test_unsigned_message_is_dkim_none(fake_dns: ZoneNameserver) -> None:
+    async with dns_gateway(fake_dns, **only(**{"dkim.action": "reject"})) as gw:
         assert (await gw.send()).code("message") == 250
         assert "dkim=none" in header_of(gw.downstream.messages[0])
 
@@ -271,9 +265,9 @@ def dkim_check(gw: DnsGateway) -> DkimCheck:
 
 
 async def test_unsigned_message_takes_no_dkim_work_and_a_signed_one_still_verifies(
-    dns_server: Dnsmasq,
+    fake_dns: ZoneNameserver,
 ) -> None:
-    async with dns_gateway(dns_server.address, **only()) as gw:
+    async with dns_gateway(fake_dns, **only()) as gw:
         assert (await gw.send()).code("message") == 250
         assert dkim_check(gw).verifier._pool is None  # no copy, no thread for it
         assert "dkim=none" in header_of(gw.downstream.messages[0])
@@ -341,8 +335,8 @@ def test_dmarc_results_are_remembered_unless_sampled() -> None:
     assert dispositions == {"reject", "quarantine"}  # sampled each time, never remembered
 
 
-async def test_dmarc_evaluation(dns_server: Dnsmasq) -> None:
-    r = resolver(dns_server.address)
+async def test_dmarc_evaluation(fake_dns: ZoneNameserver) -> None:
+    r = resolver(fake_dns)
     fail, none = spf_result("fail", "sender.test"), []
     got = await evaluate(r, "sender.test", fail, none)
     assert (got.result, got.policy, got.disposition) == ("fail", "reject", "reject")
@@ -365,9 +359,11 @@ async def test_dmarc_evaluation(dns_server: Dnsmasq) -> None:
     assert (temp.result, temp.policy) == ("temperror", "reject")
 
 
-async def test_dmarc_pct_samples_the_policy(dnsmasq_factory) -> None:  # type: ignore[no-untyped-def]
-    server = dnsmasq_factory(records=['txt-record=_dmarc.half.test,"v=DMARC1; p=reject; pct=50"'])
-    r, fail = resolver(server.address), spf_result("fail", "half.test")
+async def test_dmarc_pct_samples_the_policy() -> None:
+    server = ZoneNameserver.from_dnsmasq(
+        ['txt-record=_dmarc.half.test,"v=DMARC1; p=reject; pct=50"']
+    )
+    r, fail = resolver(server), spf_result("fail", "half.test")
     rng = random.Random(1)
     dispositions = [(await evaluate(r, "half.test", fail, [], rng)).disposition for _ in range(200)]
     assert set(dispositions) == {"reject", "quarantine"}
@@ -388,13 +384,13 @@ async def test_dmarc_pct_samples_the_policy(dnsmasq_factory) -> None:  # type: i
     ],
 )
 async def test_dmarc_defaults(
-    dns_server: Dnsmasq, source: str, sender: str, author: str, signer: str | None, code: int
+    fake_dns: ZoneNameserver, source: str, sender: str, author: str, signer: str | None, code: int
 ) -> None:
     msg = message(author)
     if signer is not None:
         msg = sign(msg, domain=signer)
     with captured_logs() as logs:
-        async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:  # DMARC defaults
+        async with dns_gateway(fake_dns, **CLIENT_LOG_ONLY) as gw:  # DMARC defaults
             out = await gw.send(source=source, helo="client.sender.test", sender=sender, msg=msg)
     assert out.code("message") == code, (out.replies, logs.of("check"), logs.of("score"))
     if code == 550:
@@ -413,12 +409,12 @@ async def test_dmarc_defaults(
     ],
 )
 async def test_cached_answers_give_the_same_verdicts_without_asking(
-    dns_server: Dnsmasq, source: str, helo: str, sender: str, author: str, signer: str | None
+    fake_dns: ZoneNameserver, source: str, helo: str, sender: str, author: str, signer: str | None
 ) -> None:
     """The second identical transaction is decided from cached answers (no query but those
     that failed: the synchronous paths) and gets exactly what the first got."""
     msg = message(author) if signer is None else sign(message(author), domain=signer)
-    async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:
+    async with dns_gateway(fake_dns, **CLIENT_LOG_ONLY) as gw:
         [fcrdns] = [c for c in gw.gateway.pipeline.checks if isinstance(c, FcrdnsCheck)]
         with captured_logs() as logs:
             first = await gw.send(source=source, helo=helo, sender=sender, msg=msg)
@@ -440,9 +436,9 @@ async def test_cached_answers_give_the_same_verdicts_without_asking(
     assert len(delivered) in (0, 3) and len(set(delivered)) <= 1
 
 
-async def test_two_from_fields_cannot_hide_a_spoofed_one(dns_server: Dnsmasq) -> None:
+async def test_two_from_fields_cannot_hide_a_spoofed_one(fake_dns: ZoneNameserver) -> None:
     msg = message("a@sender.test", extra="From: b@none.test\r\n")
-    async with dns_gateway(dns_server.address, **CLIENT_LOG_ONLY) as gw:
+    async with dns_gateway(fake_dns, **CLIENT_LOG_ONLY) as gw:
         out = await gw.send(source=zone.NOPTR_IP, sender="a@none.test", msg=msg)
         assert out.replies["message"].startswith(b"550 5.7.1")
 
@@ -483,7 +479,7 @@ def test_authserv_id_parsing() -> None:
 
 
 async def test_forged_results_are_removed_and_the_rest_kept_byte_for_byte(
-    dns_server: Dnsmasq,
+    fake_dns: ZoneNameserver,
 ) -> None:
     forged = (
         "Authentication-Results: mx.mailmoat.test;\r\n\tdkim=pass header.d=bank.test\r\n"
@@ -491,7 +487,7 @@ async def test_forged_results_are_removed_and_the_rest_kept_byte_for_byte(
     )
     kept = "Authentication-Results: other.example; spf=pass smtp.mailfrom=sender.test\r\n"
     msg = sign(message(extra=forged + kept))
-    async with dns_gateway(dns_server.address, **only()) as gw:
+    async with dns_gateway(fake_dns, **only()) as gw:
         out = await gw.send(msg=msg)
         assert out.code("message") == 250
         [delivered] = gw.downstream.messages
@@ -503,10 +499,8 @@ async def test_forged_results_are_removed_and_the_rest_kept_byte_for_byte(
     assert verify_with_zone(delivered)
 
 
-async def test_custom_authserv_id(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(
-        dns_server.address, **only(**{"auth.authserv_id": "filter.example.test"})
-    ) as gw:
+async def test_custom_authserv_id(fake_dns: ZoneNameserver) -> None:
+    async with dns_gateway(fake_dns, **only(**{"auth.authserv_id": "filter.example.test"})) as gw:
         msg = message(extra="Authentication-Results: filter.example.test; none\r\n")
         await gw.send(msg=msg)
         delivered = gw.downstream.messages[0]
@@ -514,9 +508,9 @@ async def test_custom_authserv_id(dns_server: Dnsmasq) -> None:
     assert delivered.count(b"filter.example.test") == 1
 
 
-async def test_every_decision_is_logged_with_its_reasons(dns_server: Dnsmasq) -> None:
+async def test_every_decision_is_logged_with_its_reasons(fake_dns: ZoneNameserver) -> None:
     with captured_logs() as logs:
-        async with dns_gateway(dns_server.address) as gw:
+        async with dns_gateway(fake_dns) as gw:
             await gw.send(source=zone.NOPTR_IP, helo="localhost")
             await asyncio.sleep(0)
     checks = {f["check"]: f for f in logs.of("check")}
@@ -556,8 +550,8 @@ async def test_one_summary_line_per_message(dns_server: Dnsmasq) -> None:
     ],
 )
 async def test_malformed_messages_get_an_answer_not_an_error(
-    dns_server: Dnsmasq, msg: bytes, answer: bytes
+    fake_dns: ZoneNameserver, msg: bytes, answer: bytes
 ) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"dkim.action": "score"})) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dkim.action": "score"})) as gw:
         out = await gw.send(msg=msg)
         assert out.replies["message"].startswith(answer), out.replies

@@ -1,6 +1,8 @@
-"""Client checks through a real gateway and a real DNS server: forward-confirmed reverse DNS,
-the HELO name, DNS block and allow lists; each action (log, score, tempfail, reject), the
-session score, and DNS failures that never turn into an accept where a refusal was due."""
+"""Client checks through a real gateway: forward-confirmed reverse DNS, the HELO name, DNS block
+and allow lists; each action (log, score, tempfail, reject), the session score, and DNS failures
+that never turn into an accept where a refusal was due. The DNS answers come from the test zone
+in process (`fake_dns`); a few tests ask the private dnsmasq (`dns_server`, `silent_dns`) to
+show the same checks work over the network end to end."""
 
 from __future__ import annotations
 
@@ -9,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from mailmoat import config
-from mailmoat.dns import Resolver
 from mailmoat.policy.base import Client
 from mailmoat.policy.fcrdns import FcrdnsCheck
 from mailmoat.policy.helo import HELO, HeloCheck, is_fqdn, literal_address
 from mailmoat.policy.results import IPREV
 from mailmoat.policy.score import Karma, SessionState
 from mailmoat.smtp.events import Helo
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq, SilentServer
-from tests.policy.dns_support import RCPT, captured_logs, dns_gateway
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import RCPT, captured_logs, dns_gateway
+from tests.support.dnsmasq import Dnsmasq, SilentServer
+from tests.support.fake_dns import ZoneNameserver, world
+from tests.support.fake_dns import resolver as fake_resolver
 
 # Only the check under test acts; the others log (DMARC too: these are client tests).
 QUIET = {
@@ -42,8 +44,8 @@ def only(**overrides: object) -> dict[str, object]:
     ("source", "code"),
     [(zone.GOOD_IP, 250), (zone.LIAR_IP, 550), (zone.NOPTR_IP, 550), (zone.MISMATCH_IP, 550)],
 )
-async def test_fcrdns_reject(dns_server: Dnsmasq, source: str, code: int) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"fcrdns.action": "reject"})) as gw:
+async def test_fcrdns_reject(fake_dns: ZoneNameserver, source: str, code: int) -> None:
+    async with dns_gateway(fake_dns, **only(**{"fcrdns.action": "reject"})) as gw:
         out = await gw.send(source=source, helo="client.sender.test")
         assert out.code("rcpt") == code, out.replies
         if code == 550:
@@ -52,20 +54,20 @@ async def test_fcrdns_reject(dns_server: Dnsmasq, source: str, code: int) -> Non
             assert out.code("message") == 250
 
 
-async def test_fcrdns_tempfail_and_log(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"fcrdns.action": "tempfail"})) as gw:
+async def test_fcrdns_tempfail_and_log(fake_dns: ZoneNameserver) -> None:
+    async with dns_gateway(fake_dns, **only(**{"fcrdns.action": "tempfail"})) as gw:
         out = await gw.send(source=zone.NOPTR_IP)
         assert out.replies["rcpt"].startswith(b"450 4.7.25")
     with captured_logs() as logs:
-        async with dns_gateway(dns_server.address, **only()) as gw:
+        async with dns_gateway(fake_dns, **only()) as gw:
             out = await gw.send(source=zone.NOPTR_IP)
             assert out.code("message") == 250
     [line] = [f for f in logs.of("check") if f["check"] == "fcrdns"]
     assert line["result"] == "fail" and line["reason"] == "no PTR record"
 
 
-async def test_fcrdns_reports_iprev(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(dns_server.address, **only()) as gw:
+async def test_fcrdns_reports_iprev(fake_dns: ZoneNameserver) -> None:
+    async with dns_gateway(fake_dns, **only()) as gw:
         assert (await gw.send(source=zone.GOOD_IP)).code("message") == 250
         delivered = gw.downstream.messages[0]
     assert b"iprev=pass policy.iprev=127.0.0.2 (mail.sender.test)" in delivered
@@ -98,9 +100,9 @@ def test_helo_syntax() -> None:
         ("ghost.sender.test", "fail unresolvable"),
     ],
 )
-async def test_helo_checks(dns_server: Dnsmasq, helo: str, verdict: str) -> None:
+async def test_helo_checks(fake_dns: ZoneNameserver, helo: str, verdict: str) -> None:
     with captured_logs() as logs:
-        async with dns_gateway(dns_server.address, **only(**{"helo.action": "reject"})) as gw:
+        async with dns_gateway(fake_dns, **only(**{"helo.action": "reject"})) as gw:
             out = await gw.send(helo=helo)
     [line] = [f for f in logs.of("check") if f["check"] == "helo"]
     assert line["result"] == verdict
@@ -110,9 +112,9 @@ async def test_helo_checks(dns_server: Dnsmasq, helo: str, verdict: str) -> None
         assert out.replies["rcpt"].startswith(b"550 5.7.1 Helo command rejected")
 
 
-async def test_helo_points_add_up_to_the_threshold(dns_server: Dnsmasq) -> None:
+async def test_helo_points_add_up_to_the_threshold(fake_dns: ZoneNameserver) -> None:
     settings = only(**{"helo.action": "score", "score.threshold": 5})
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         assert (await gw.send(helo="ghost.sender.test")).code("message") == 250  # 1 point
         forged = await gw.send(helo=zone.OUR_HOSTNAME)  # 5 points
         assert forged.replies["rcpt"].startswith(b"550 5.7.1 Message refused")
@@ -131,22 +133,18 @@ async def test_dnsbl_listed_client_is_refused_with_the_list_named(dns_server: Dn
         assert not [m for m in gw.downstream.messages if b"listed.sender.test" in m]
 
 
-async def test_dnsbl_reply_filter_and_weights(dns_server: Dnsmasq) -> None:
+async def test_dnsbl_reply_filter_and_weights(fake_dns: ZoneNameserver) -> None:
     # bl2.test answers 127.0.0.3: the filter 127.0.0.2 does not match it
     lists = ["bl2.test=127.0.0.2*5", "bl.test=127.0.0.[2..4]*1"]
-    async with dns_gateway(
-        dns_server.address, **only(**{"dnsbl.lists": lists, "dnsbl.threshold": 2})
-    ) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dnsbl.lists": lists, "dnsbl.threshold": 2})) as gw:
         assert (await gw.send(source=zone.LISTED_IP)).code("message") == 250
     lists = ["bl2.test=127.0.0.[3;9]*1", "bl.test=127.0.0.[2..4]*1"]
-    async with dns_gateway(
-        dns_server.address, **only(**{"dnsbl.lists": lists, "dnsbl.threshold": 2})
-    ) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dnsbl.lists": lists, "dnsbl.threshold": 2})) as gw:
         out = await gw.send(source=zone.LISTED_IP)
         assert out.code("rcpt") == 554 and b"bl2.test, bl.test" in out.replies["rcpt"]
 
 
-async def test_allow_list_skips_the_later_client_checks(dns_server: Dnsmasq) -> None:
+async def test_allow_list_skips_the_later_client_checks(fake_dns: ZoneNameserver) -> None:
     settings = only(
         **{
             "dnsbl.lists": ["bl.test*2", "wl.test*-2"],
@@ -154,24 +152,24 @@ async def test_allow_list_skips_the_later_client_checks(dns_server: Dnsmasq) -> 
             "helo.action": "reject",
         }
     )
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         # no PTR and a bad HELO, but the allow list vouches for it
         assert (await gw.send(source=zone.ALLOWED_IP, helo="localhost")).code("message") == 250
         # the same without the allow list's entry is refused
         assert (await gw.send(source=zone.NOPTR_IP, helo="localhost")).code("rcpt") == 550
 
 
-async def test_dnsbl_result_is_cached_per_client(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(dns_server.address, **only(**{"dnsbl.lists": ["bl.test"]})) as gw:
+async def test_dnsbl_result_is_cached_per_client(fake_dns: ZoneNameserver) -> None:
+    async with dns_gateway(fake_dns, **only(**{"dnsbl.lists": ["bl.test"]})) as gw:
         name = "5.0.0.127.bl.test"
-        before = dns_server.queries(name)
+        before = fake_dns.asked(name)
         for _ in range(3):
             assert (await gw.send(source=zone.LISTED_IP)).code("rcpt") == 554
-        assert dns_server.queries(name) == before + 1
+        assert fake_dns.asked(name) == before + 1
         assert await gw.gateway.store.get("dnsbl:127.0.0.5") is not None
 
 
-async def test_dnsbl_score_mode_feeds_the_session_score(dns_server: Dnsmasq) -> None:
+async def test_dnsbl_score_mode_feeds_the_session_score(fake_dns: ZoneNameserver) -> None:
     settings = only(
         **{
             "dnsbl.lists": ["bl.test*3"],
@@ -180,7 +178,7 @@ async def test_dnsbl_score_mode_feeds_the_session_score(dns_server: Dnsmasq) -> 
             "score.threshold": 4,
         }
     )
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         # listed (3 points) with a good HELO: under the threshold
         good_helo = await gw.send(source=zone.LISTED_IP, helo="listed.sender.test")
         assert good_helo.code("message") == 250
@@ -213,39 +211,40 @@ async def test_silent_dns_never_gives_a_reject_decision_an_accept(
 
 
 async def test_silent_dns_with_default_settings_defers_at_the_end_of_data(
-    silent_dns: SilentServer,
+    fake_dns: ZoneNameserver,
 ) -> None:
     """Defaults: FCrDNS (2), HELO (1) and SPF (3) score; their timeouts hold 6 points pending,
     enough for the threshold of 5, so the RCPT is deferred. With a threshold they cannot reach,
     DMARC (reject by default) still defers the message: its policy could not be read."""
-    async with dns_gateway(silent_dns.address, **{"dns.timeout": 0.3}) as gw:
+    fake_dns.silent = True
+    async with dns_gateway(fake_dns, **{"dns.timeout": 0.3}) as gw:
         out = await gw.send()
     assert out.replies["rcpt"].startswith(b"451 4.4.3")
-    async with dns_gateway(silent_dns.address, **{"dns.timeout": 0.3, "score.threshold": 7}) as gw:
+    async with dns_gateway(fake_dns, **{"dns.timeout": 0.3, "score.threshold": 7}) as gw:
         out = await gw.send()
         assert out.code("rcpt") == 250
         assert out.replies["message"].startswith(b"451 4.4.3")
         assert gw.downstream.messages == []
 
 
-async def test_pending_points_defer_only_where_they_could_matter(dns_server: Dnsmasq) -> None:
+async def test_pending_points_defer_only_where_they_could_matter(fake_dns: ZoneNameserver) -> None:
     """No PTR (2 points) and an SPF lookup that fails (example.org is REFUSED by the test
     server: 3 points pending): 2 + 3 reaches a threshold of 5, so 4xx; a threshold of 6
     cannot be reached, so the message is accepted."""
     base = {"fcrdns.action": "score", "spf.action": "score", "dmarc.action": "log"}
     for threshold, code in ((5, 451), (6, 250)):
-        async with dns_gateway(dns_server.address, **base, **{"score.threshold": threshold}) as gw:
+        async with dns_gateway(fake_dns, **base, **{"score.threshold": threshold}) as gw:
             out = await gw.send(source=zone.NOPTR_IP, sender="a@example.org")
             assert out.code("rcpt") == code, out.replies
 
 
-async def test_relay_networks_skip_the_dns_checks(dns_server: Dnsmasq) -> None:
+async def test_relay_networks_skip_the_dns_checks(fake_dns: ZoneNameserver) -> None:
     settings = {
         "fcrdns.action": "reject",
         "helo.action": "reject",
         "domains.relay_networks": ["127.0.0.4/32"],
     }
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         out = await gw.send(source=zone.NOPTR_IP, helo="localhost", sender="a@example.org")
         assert out.code("message") == 250
         assert b"Authentication-Results" not in gw.downstream.messages[0]
@@ -285,7 +284,7 @@ async def test_ipv6_client(dns_server: Dnsmasq) -> None:
 
 
 async def test_refused_client_learns_nothing_about_recipients(
-    dns_server: Dnsmasq, tmp_path: Path
+    fake_dns: ZoneNameserver, tmp_path: Path
 ) -> None:
     """The DNS checks answer before the directory: a listed client gets the same refusal for
     a valid and an unknown recipient."""
@@ -298,7 +297,7 @@ async def test_refused_client_learns_nothing_about_recipients(
             "directory.static_file": str(users),
         }
     )
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         valid = await gw.send(source=zone.LISTED_IP, rcpt="alice@example.test")
         unknown = await gw.send(source=zone.LISTED_IP, rcpt="nobody@example.test")
         assert valid.replies["rcpt"] == unknown.replies["rcpt"]
@@ -309,13 +308,11 @@ async def test_refused_client_learns_nothing_about_recipients(
 # --- results from the cache --------------------------------------------------------------------
 
 
-async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
-    dnsmasq_factory: DnsmasqFactory,
-) -> None:
-    server = dnsmasq_factory(ttl=60)
+async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire() -> None:
+    server = world(ttl=60)
     now = [1000.0]
-    settings = config.build({"dns": {"nameservers": [server.address], "timeout": 1.0}})
-    resolver = Resolver(settings.dns, clock=lambda: now[0])
+    settings = config.build({})
+    resolver = fake_resolver(server, clock=lambda: now[0])
     karma = Karma(settings.score)
     fcrdns = FcrdnsCheck(settings.fcrdns, resolver, karma)
     helo = HeloCheck(settings.helo, resolver, karma, ["mx.mailmoat.test"])
@@ -330,7 +327,7 @@ async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
     assert IPREV in first.tasks and HELO in first.tasks
     assert (await first.result(IPREV)).result == "pass"
     assert (await first.result(HELO)).failures == []
-    asked = server.queries()
+    asked = server.asked()
     second = session()  # every answer cached: the results at once, and kept
     assert not second.tasks and second.ready(IPREV).name == zone.GOOD_HELO
     assert (len(fcrdns.results), len(helo.results)) == (1, 1)
@@ -341,7 +338,7 @@ async def test_fcrdns_and_helo_results_are_kept_until_their_answers_expire(
     fourth = session()
     assert IPREV in fourth.tasks and HELO in fourth.tasks
     assert (await fourth.result(IPREV)).result == "pass"
-    assert server.queries() > asked
+    assert server.asked() > asked
     for st in (first, second, third, fourth):
         assert st.client.state is st
         karma.end(st.client)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns.server import Dnsmasq
-from tests.gateway import running_gateway
-from tests.peers import wait_until
-from tests.policy.dns_support import dns_gateway, message
+from tests.support.dns_gateway import dns_gateway, message
+from tests.support.fake_dns import ZoneNameserver
+from tests.support.gateway import running_gateway
+from tests.support.host import wait_until
 
 FORGED = (
     b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=pass header.d=bank.test\r\n"
@@ -49,10 +49,10 @@ def test_forged_results_go_without_the_dns_checks(
 
 
 async def test_forged_results_go_with_the_dns_checks_but_without_our_field(
-    dns_server: Dnsmasq,
+    fake_dns: ZoneNameserver,
 ) -> None:
     """dns.checks on, auth.results_header off: nothing of ours is added, the forged go."""
-    async with dns_gateway(dns_server.address, **{"auth.results_header": False}) as gw:
+    async with dns_gateway(fake_dns, **{"auth.results_header": False}) as gw:
         out = await gw.send(msg=message(extra=FORGED.decode() + KEPT.decode()))
         assert out.code("message") == 250, out.replies
         [delivered] = gw.downstream.messages

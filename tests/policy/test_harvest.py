@@ -19,7 +19,7 @@ from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.server.gateway import Gateway
 from mailmoat.smtp.events import RcptTo
 from mailmoat.store import MemoryStore
-from tests.policy.talk import Talk
+from tests.support.talk import Talk
 
 VALID = {"alice@example.test", "bob@example.test"}
 

@@ -13,8 +13,8 @@ import pytest
 from mailmoat.policy import harvest
 from mailmoat.policy.base import Client, Decision
 from mailmoat.policy.harvest import R_BANNED, R_UNIFORM, R_UNKNOWN
-from tests.policy.dns_support import captured_logs
 from tests.policy.test_harvest import Rig, delay_of, reply_of
+from tests.support.dns_gateway import captured_logs
 
 
 def answer(v: object) -> tuple[object, float, bool]:

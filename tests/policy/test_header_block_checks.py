@@ -7,16 +7,18 @@ from __future__ import annotations
 import pytest
 
 from mailmoat.headers import MAX_KEPT
-from tests.dns.server import Dnsmasq
-from tests.policy.dns_support import dns_gateway
+from tests.support.dns_gateway import dns_gateway
+from tests.support.fake_dns import ZoneNameserver
 
 REJECT = {"dmarc.action": "reject", "spf.action": "log", "dkim.action": "log"}
 BANK_FROM = b"From: CEO <ceo@sender.test>\r\n"  # _dmarc.sender.test: p=reject
 BODY = b"Subject: s\r\n\r\nbody\r\n"
 
 
-async def test_the_control_dmarc_refuses_the_from_of_a_reject_domain(dns_server: Dnsmasq) -> None:
-    async with dns_gateway(dns_server.address, **REJECT) as gw:
+async def test_the_control_dmarc_refuses_the_from_of_a_reject_domain(
+    fake_dns: ZoneNameserver,
+) -> None:
+    async with dns_gateway(fake_dns, **REJECT) as gw:
         out = await gw.send(sender="a@none.test", msg=BANK_FROM + BODY)
     assert out.replies["message"].startswith(b"550 5.7.1 Message rejected: sender.test ")
 
@@ -33,16 +35,16 @@ async def test_the_control_dmarc_refuses_the_from_of_a_reject_domain(dns_server:
     ],
 )
 async def test_a_from_the_checks_would_not_see_is_refused(
-    dns_server: Dnsmasq, head: bytes, answer: bytes
+    fake_dns: ZoneNameserver, head: bytes, answer: bytes
 ) -> None:
-    async with dns_gateway(dns_server.address, **REJECT) as gw:
+    async with dns_gateway(fake_dns, **REJECT) as gw:
         out = await gw.send(sender="a@none.test", msg=head + BODY)
         assert gw.downstream.messages == []
     assert out.replies["message"].startswith(answer), out.replies
 
 
-async def test_as_many_from_fields_as_are_kept_are_all_judged(dns_server: Dnsmasq) -> None:
+async def test_as_many_from_fields_as_are_kept_are_all_judged(fake_dns: ZoneNameserver) -> None:
     head = b"From: a@none.test\r\n" * (MAX_KEPT - 1) + BANK_FROM
-    async with dns_gateway(dns_server.address, **REJECT) as gw:
+    async with dns_gateway(fake_dns, **REJECT) as gw:
         out = await gw.send(sender="a@none.test", msg=head + BODY)
     assert out.replies["message"].startswith(b"550 5.7.1 Message rejected: sender.test ")

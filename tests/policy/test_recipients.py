@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mailmoat import config
-from tests.gateway import running_gateway
+from tests.support.gateway import running_gateway
 
 RECIPIENTS = "alice@example.test\nbob@example.test\n@catchall.test\n"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import RawClient
 
 LOCAL = ["example.test", "kelvin.test", "xn--bcher-kva.test"]
 

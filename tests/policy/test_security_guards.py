@@ -9,11 +9,10 @@ import pytest
 from mailmoat.policy.auth import authserv_id
 from mailmoat.policy.base import Client
 from mailmoat.policy.harvest import R_UNIFORM, R_UNKNOWN
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.dns.server import Dnsmasq
-from tests.policy.dns_support import dns_gateway, message
 from tests.policy.test_harvest import Rig, delay_of, reply_of
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import dns_gateway, message
+from tests.support.fake_dns import ZoneNameserver
 
 # --- authserv-id -------------------------------------------------------------------------------
 
@@ -33,9 +32,9 @@ def test_authserv_id_is_compared_without_case_quoted_or_not(value: str) -> None:
     assert authserv_id(value) == "mx.mailmoat.test"
 
 
-async def test_quoted_forged_results_in_other_case_are_removed(dns_server: Dnsmasq) -> None:
+async def test_quoted_forged_results_in_other_case_are_removed(fake_dns: ZoneNameserver) -> None:
     forged = 'Authentication-Results: "MX.MailMoat.Test"; dkim=pass header.d=bank.test\r\n'
-    async with dns_gateway(dns_server.address) as gw:
+    async with dns_gateway(fake_dns) as gw:
         out = await gw.send(msg=message(extra=forged))
         assert out.code("message") == 250, out.replies
         [delivered] = gw.downstream.messages
@@ -69,13 +68,13 @@ async def test_harvest_exempt_networks_are_never_counted_or_slowed() -> None:
 STRICT = {"fcrdns.action": "reject", "helo.action": "reject"}
 
 
-async def test_score_exempt_networks_skip_every_dns_check(dns_server: Dnsmasq) -> None:
+async def test_score_exempt_networks_skip_every_dns_check(fake_dns: ZoneNameserver) -> None:
     # the control: without the exemption this client is refused at RCPT
-    async with dns_gateway(dns_server.address, **STRICT) as gw:
+    async with dns_gateway(fake_dns, **STRICT) as gw:
         out = await gw.send(source=zone.NOPTR_IP, helo="localhost", sender="a@example.org")
         assert out.code("rcpt") == 550, out.replies
     exempt = {**STRICT, "score.exempt_networks": ["127.0.0.4/32"]}
-    async with dns_gateway(dns_server.address, **exempt) as gw:
+    async with dns_gateway(fake_dns, **exempt) as gw:
         out = await gw.send(source=zone.NOPTR_IP, helo="localhost", sender="a@example.org")
         assert out.code("message") == 250, out.replies
         assert b"Authentication-Results" not in gw.downstream.messages[0]
@@ -87,14 +86,12 @@ async def test_score_exempt_networks_skip_every_dns_check(dns_server: Dnsmasq) -
 # --- DMARC pct ---------------------------------------------------------------------------------
 
 
-async def test_dmarc_pct_zero_under_p_reject_does_not_reject(
-    dnsmasq_factory: DnsmasqFactory,
-) -> None:
+async def test_dmarc_pct_zero_under_p_reject_does_not_reject() -> None:
     """RFC 7489 6.6.4: with pct=0 no message is in the sample, so p=reject applies as
     quarantine (scored, 3 points < threshold 5): deterministic, whatever the random draw. The
     same failure under a record without pct is rejected."""
-    server = dnsmasq_factory(
-        records=[
+    server = ZoneNameserver.from_dnsmasq(
+        [
             *zone.records(),
             'txt-record=zero.test,"v=spf1 -all"',
             'txt-record=_dmarc.zero.test,"v=DMARC1; p=reject; pct=0"',
@@ -103,7 +100,7 @@ async def test_dmarc_pct_zero_under_p_reject_does_not_reject(
         ]
     )
     quiet = {"fcrdns.action": "log", "helo.action": "log", "spf.action": "log"}
-    async with dns_gateway(server.address, **quiet) as gw:
+    async with dns_gateway(server, **quiet) as gw:
         for _ in range(3):
             out = await gw.send(sender="a@zero.test", msg=message("a@zero.test"))
             assert out.code("message") == 250, out.replies

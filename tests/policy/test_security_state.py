@@ -16,7 +16,7 @@ from mailmoat.server.gateway import Gateway
 from mailmoat.smtp.replies import Reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
-from tests.policy.talk import Talk
+from tests.support.talk import Talk
 
 FLOOD = 5000
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from mailmoat.policy.spf import SpfCheck
-from tests.dns import zone
-from tests.dns.server import Dnsmasq
-from tests.policy.dns_support import Outcome, dns_gateway, message, sign
 from tests.policy.test_dns_auth import dkim_check, header_of
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import Outcome, dns_gateway, message, sign
+from tests.support.fake_dns import ZoneNameserver
 
 LOG_ONLY = {
     "fcrdns.action": "log",
@@ -66,10 +66,10 @@ POINTS = [
 
 @pytest.mark.parametrize(("setting", "action", "send"), POINTS, ids=[p[0] for p in POINTS])
 async def test_points_reach_the_threshold_or_not(
-    dns_server: Dnsmasq, setting: str, action: dict[str, Any], send: dict[str, Any]
+    fake_dns: ZoneNameserver, setting: str, action: dict[str, Any], send: dict[str, Any]
 ) -> None:
     for points, refuses in ((5, True), (0, False)):
-        async with dns_gateway(dns_server.address, **only(**action, **{setting: points})) as gw:
+        async with dns_gateway(fake_dns, **only(**action, **{setting: points})) as gw:
             out = await gw.send(**send)
         assert refused(out) is refuses, (setting, points, out.replies)
         if refuses:
@@ -77,19 +77,19 @@ async def test_points_reach_the_threshold_or_not(
 
 
 @pytest.mark.parametrize(("action", "code"), [("reject", b"550 5.7.1"), ("tempfail", b"450 4.7.1")])
-async def test_score_action(dns_server: Dnsmasq, action: str, code: bytes) -> None:
+async def test_score_action(fake_dns: ZoneNameserver, action: str, code: bytes) -> None:
     settings = only(**{"helo.action": "score", "score.action": action})
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         out = await gw.send(helo=zone.OUR_HOSTNAME)  # forged: 5 points
         assert out.code("message") == 0 and out.last.startswith(code), out.replies
         assert gw.downstream.messages == []
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-async def test_auth_results_header(dns_server: Dnsmasq, enabled: bool) -> None:
+async def test_auth_results_header(fake_dns: ZoneNameserver, enabled: bool) -> None:
     forged = "Authentication-Results: mx.mailmoat.test; spf=pass\r\n"
     settings = only(**{"auth.results_header": enabled})
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         out = await gw.send(msg=message(extra=forged))
         assert out.code("message") == 250
         [delivered] = gw.downstream.messages
@@ -101,7 +101,7 @@ async def test_auth_results_header(dns_server: Dnsmasq, enabled: bool) -> None:
 
 @pytest.mark.parametrize(("threshold", "allowed"), [(-1, True), (-2, True), (0, False)])
 async def test_dnsbl_allowlist_threshold(
-    dns_server: Dnsmasq, threshold: int, allowed: bool
+    fake_dns: ZoneNameserver, threshold: int, allowed: bool
 ) -> None:
     """ALLOWED_IP has no PTR name but weighs -2 on wl.test: allow-listed (and so spared the
     FCrDNS refusal) only when the threshold is -2 or above; 0 means never."""
@@ -112,7 +112,7 @@ async def test_dnsbl_allowlist_threshold(
             "fcrdns.action": "reject",
         }
     )
-    async with dns_gateway(dns_server.address, **settings) as gw:
+    async with dns_gateway(fake_dns, **settings) as gw:
         out = await gw.send(source=zone.ALLOWED_IP)
     assert (out.code("message") == 250) is allowed, out.replies
     if not allowed:
@@ -120,23 +120,23 @@ async def test_dnsbl_allowlist_threshold(
 
 
 @pytest.mark.parametrize(("ttl", "queries"), [(300.0, 1), (0.0, 3)])
-async def test_dnsbl_cache_ttl(dns_server: Dnsmasq, ttl: float, queries: int) -> None:
+async def test_dnsbl_cache_ttl(fake_dns: ZoneNameserver, ttl: float, queries: int) -> None:
     """With the resolver's own cache off, the client's combined result is kept for
     dnsbl.cache_ttl: one query for three connections, or one query each with 0."""
     settings = only(**{"dnsbl.lists": ["bl.test"], "dnsbl.cache_ttl": ttl, "dns.cache_size": 0})
     name = "5.0.0.127.bl.test"
-    async with dns_gateway(dns_server.address, **settings) as gw:
-        before = dns_server.queries(name)
+    async with dns_gateway(fake_dns, **settings) as gw:
+        before = fake_dns.asked(name)
         for _ in range(3):
             assert (await gw.send(source=zone.LISTED_IP)).code("rcpt") == 554
-        assert dns_server.queries(name) - before == queries
+        assert fake_dns.asked(name) - before == queries
 
 
 @pytest.mark.parametrize(("size", "cached"), [(10_000, True), (0, False)])
-async def test_spf_cache_size(dns_server: Dnsmasq, size: int, cached: bool) -> None:
+async def test_spf_cache_size(fake_dns: ZoneNameserver, size: int, cached: bool) -> None:
     """A second message from the same client and sender takes its SPF result from the result
     cache (no pyspf run) unless spf.cache_size is 0."""
-    async with dns_gateway(dns_server.address, **only(**{"spf.cache_size": size})) as gw:
+    async with dns_gateway(fake_dns, **only(**{"spf.cache_size": size})) as gw:
         [spf_check] = [c for c in gw.gateway.pipeline.checks if isinstance(c, SpfCheck)]
         assert (await gw.send()).code("message") == 250
         runs = spf_check.evaluator.evaluations
@@ -146,20 +146,20 @@ async def test_spf_cache_size(dns_server: Dnsmasq, size: int, cached: bool) -> N
 
 
 @pytest.mark.parametrize(("limit", "entries"), [(5, 2), (1, 1)])
-async def test_dkim_max_signatures(dns_server: Dnsmasq, limit: int, entries: int) -> None:
+async def test_dkim_max_signatures(fake_dns: ZoneNameserver, limit: int, entries: int) -> None:
     twice = sign(sign(message()))
-    async with dns_gateway(dns_server.address, **only(**{"dkim.max_signatures": limit})) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dkim.max_signatures": limit})) as gw:
         assert (await gw.send(msg=twice)).code("message") == 250
         [delivered] = gw.downstream.messages
     assert header_of(delivered).count("dkim=pass") == entries
 
 
-async def test_dkim_workers(dns_server: Dnsmasq) -> None:
+async def test_dkim_workers(fake_dns: ZoneNameserver) -> None:
     """dkim.workers bounds the verifying threads: with 1, four messages at once never start a
     second thread."""
     before = {t.ident for t in threading.enumerate()}  # another gateway's may still be ending
     seen: set[str] = set()
-    async with dns_gateway(dns_server.address, **only(**{"dkim.workers": 1})) as gw:
+    async with dns_gateway(fake_dns, **only(**{"dkim.workers": 1})) as gw:
         verifier = dkim_check(gw).verifier
         assert verifier._executor()._max_workers == 1
         signed = sign(message())

@@ -1,7 +1,9 @@
 """The RFC 7208 SPF test suite (openspf's rfc7208-tests.yml, see data/README.md), every case
-through mailmoat's SPF path: `SpfEvaluator` and mailmoat's resolver, asking a DNS server on
-127.0.0.1 that serves the case's zone (zone_server.py: dnsmasq cannot express timeouts per type
-or a new zone per case). Each case must give one of its results and, where it names one, its
+through mailmoat's SPF path: `SpfEvaluator` and mailmoat's resolver, asking an in-process name
+server that serves the case's zone (tests/support/fake_dns.py: no socket, and a timeout per type
+or a new zone per case, which dnsmasq cannot express). The cases beyond the suite ask a real
+server on 127.0.0.1 (tests/support/zone_server.py), the long explanation over TCP after a
+truncated UDP answer. Each case must give one of its results and, where it names one, its
 explanation ("DEFAULT" is pyspf's default explanation for the result, as in pyspf's own driver).
 
 The zone is read as pyspf's driver (test/testspf.py) reads it: an SPF (type 99) record is served
@@ -25,7 +27,9 @@ import yaml
 from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.policy.spf import MAX_EXPLANATION, SpfEvaluator
-from tests.policy.zone_server import TIMEOUT, Entry, Record, Zone, ZoneServer
+from tests.support.dns_records import TIMEOUT, Entry, Record, Zone
+from tests.support.fake_dns import ZoneNameserver, resolver
+from tests.support.zone_server import ZoneServer
 
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
 
@@ -129,10 +133,8 @@ def test_the_suite_is_all_there() -> None:
 
 
 @pytest.mark.parametrize("case", params())
-async def test_rfc7208(server: ZoneServer, case: Case) -> None:
-    server.serve(case.zone)
-    settings = config.build({"dns": {"nameservers": [server.address], "timeout": 1.0}})
-    evaluator = SpfEvaluator(Resolver(settings.dns))
+async def test_rfc7208(case: Case) -> None:
+    evaluator = SpfEvaluator(resolver(ZoneNameserver(case.zone, domains=None)))
     # mailmoat's session: the null sender is checked as postmaster@HELO (RFC 7208 2.4)
     got = await evaluator.check(case.host, case.mailfrom, case.helo)
     assert got.result in case.results, (case.scenario, got)

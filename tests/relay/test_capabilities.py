@@ -15,7 +15,8 @@ import pytest
 from mailmoat import config
 from mailmoat.relay.capabilities import HEADER_ROOM
 from mailmoat.server.gateway import Gateway
-from tests.relay.relay_support import FakeDownstream, free_port
+from tests.support.fake_downstream import FakeDownstream
+from tests.support.ports import free_port
 
 PLAIN = b"Subject: plain\r\n\r\nhello\r\n"
 

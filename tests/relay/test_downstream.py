@@ -15,9 +15,9 @@ from tests.relay.relay_support import (
     FakeFactory,
     MessageFactory,
     SettingsFactory,
-    free_port,
 )
-from tests.waiting import DEADLINE, wait_for
+from tests.support.ports import free_port
+from tests.support.waiting import DEADLINE, wait_for
 
 EPSILON = 0.01
 """Slack for timer and clock granularity in the lower bounds."""

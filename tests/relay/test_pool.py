@@ -7,7 +7,7 @@ import time
 
 from mailmoat.relay import DownstreamDelivery
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 EPSILON = 0.01
 """Slack for timer and clock granularity in the lower bounds."""

@@ -34,7 +34,7 @@ from tests.relay.relay_support import (
     SettingsFactory,
     TLSFiles,
 )
-from tests.waiting import wait_for
+from tests.support.waiting import wait_for
 
 
 def unstuff(wire: bytes) -> bytes:

@@ -10,7 +10,8 @@ import pytest
 
 from mailmoat.relay.downstream import DownstreamDelivery
 from mailmoat.relay.smtp_client import DownstreamClient, ProtocolViolation
-from tests.relay.relay_support import FakeDownstream, FakeFactory, MessageFactory, SettingsFactory
+from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
+from tests.support.fake_downstream import FakeDownstream
 
 BIG = b"Subject: big\r\n\r\n" + b"".join(
     b"%06d the quick brown fox jumps over the lazy dog\r\n" % i for i in range(60_000)

@@ -10,8 +10,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mailmoat.cli import main
-from tests.gateway import running_gateway
-from tests.server.dos_support import refused_at_connect
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import refused_at_connect
 
 
 def test_stats_over_tcp_show_refusals_by_reason(tmp_path: Path) -> None:

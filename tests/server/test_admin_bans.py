@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailmoat.cli import main
-from tests.gateway import running_gateway
-from tests.server.dos_support import connect, read_reply
-from tests.waiting import wait_until
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import connect, read_reply
+from tests.support.waiting import wait_until
 
 
 def _cli(endpoint: str, *args: str) -> Result:

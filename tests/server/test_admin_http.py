@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailmoat import config
 from mailmoat.cli import main
 from mailmoat.server.admin import request
-from tests.gateway import running_gateway
-from tests.peers.common import free_port
-from tests.server.dos_support import refused_at_connect
 from tests.server.test_workers import served
+from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
+from tests.support.raw_client import refused_at_connect
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -127,7 +127,7 @@ def test_healthz_follows_the_maildir(tmp_path: Path) -> None:
 
 @pytest.mark.peers
 def test_healthz_follows_the_downstream(tmp_path: Path) -> None:
-    from tests.peers.sink import SmtpSink
+    from tests.support.smtp_sink import SmtpSink
 
     port = free_port()
     settings = {"admin.listen": "127.0.0.1:0", "relay.downstream": f"127.0.0.1:{port}"}

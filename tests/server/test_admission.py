@@ -9,9 +9,9 @@ import contextlib
 import socket
 from pathlib import Path
 
-from tests.gateway import RunningGateway, clocked_gateway, running_gateway
-from tests.server.dos_support import (
-    Clock,
+from tests.support.clock import Clock
+from tests.support.gateway import RunningGateway, clocked_gateway, running_gateway
+from tests.support.raw_client import (
     closed,
     connect,
     read_all,
@@ -19,7 +19,7 @@ from tests.server.dos_support import (
     read_reply,
     refused_at_connect,
 )
-from tests.waiting import DEADLINE, wait_until
+from tests.support.waiting import DEADLINE, wait_until
 
 HOST = b"mx.mailmoat.test"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.common import free_port
+from tests.support.ports import free_port
 
 
 class _SlowDownstream(socketserver.ThreadingTCPServer):

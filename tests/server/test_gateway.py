@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.integration.support import self_signed_cert
-from tests.waiting import DEADLINE
+from tests.support.gateway import running_gateway
+from tests.support.tls import self_signed_cert
+from tests.support.waiting import DEADLINE
 
 
 def _maildir_files(maildir: Path) -> list[Path]:

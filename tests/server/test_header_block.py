@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway import running_gateway
-from tests.peers import wait_until
+from tests.support.gateway import running_gateway
+from tests.support.host import wait_until
 
 MESSAGE = b"From: Bank <ceo@bank.test>\r\nSubject: s\r\n\r\nbody\r\n"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.common import free_port, listening_in
-from tests.waiting import DEADLINE, wait_until
+from tests.support.ports import free_port, listening_in
+from tests.support.waiting import DEADLINE, wait_until
 
 KILLS = 14
 """Transactions killed at least; more (up to MAX_KILLS) while the kills have not yet landed

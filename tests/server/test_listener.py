@@ -13,7 +13,7 @@ from mailmoat import config
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.server.gateway import CLOSE_BURST, CLOSE_RATE, Gateway
 from mailmoat.store import MemoryStore
-from tests.waiting import DEADLINE, wait_for
+from tests.support.waiting import DEADLINE, wait_for
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> config.Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mailmoat import logs
 from mailmoat.config import LogSettings
-from tests.gateway import running_gateway
+from tests.support.gateway import running_gateway
 
 
 def test_json_lines_for_connection_and_transaction(tmp_path: Path) -> None:

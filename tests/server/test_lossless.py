@@ -14,8 +14,9 @@ import pytest
 
 from mailmoat import config
 from mailmoat.server.gateway import Gateway
-from tests.relay.relay_support import FakeDownstream, free_port
-from tests.waiting import DEADLINE
+from tests.support.fake_downstream import FakeDownstream
+from tests.support.ports import free_port
+from tests.support.waiting import DEADLINE
 
 MESSAGE = b"From: a@b.test\r\nSubject: t\r\n\r\n.dot line\r\nbody\r\n"
 

@@ -27,7 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mailmoat.server.front import FD_RESERVE
-from tests.peers.common import free_port
+from tests.support.ports import free_port
 
 POOL = 10  # relay.pool_size, kept free for the downstream connections
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.common import free_port
+from tests.support.ports import free_port
 
 
 def _datagrams(sock: socket.socket, want: str, deadline: float) -> list[str]:

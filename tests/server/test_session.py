@@ -14,7 +14,7 @@ from mailmoat.server import session
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.session import _address_literal, trace_date
 from mailmoat.smtp.events import RcptTo
-from tests.gateway import gateway_settings
+from tests.support.gateway import gateway_settings
 
 
 def test_trace_date_is_the_local_time_to_the_second() -> None:

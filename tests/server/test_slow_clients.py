@@ -10,9 +10,9 @@ import socket
 import time
 from pathlib import Path
 
-from tests.gateway import RunningGateway, running_gateway
-from tests.server.dos_support import connect, read_all, read_line, read_reply
-from tests.waiting import DEADLINE, wait_until
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.raw_client import connect, read_all, read_line, read_reply
+from tests.support.waiting import DEADLINE, wait_until
 
 EPSILON = 0.01
 """Slack for timer and clock granularity in the lower bounds."""

@@ -16,8 +16,8 @@ from mailmoat import config
 from mailmoat.server.front import spool_share
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.supervisor import LOCAL_SESSIONS, Supervisor
-from tests.gateway import running_gateway
-from tests.server.dos_support import connect, read_reply
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import connect, read_reply
 
 
 def _wait(predicate: Any, timeout: float = 10.0) -> None:

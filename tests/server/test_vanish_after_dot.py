@@ -16,7 +16,7 @@ import pytest
 
 from mailmoat import config
 from mailmoat.server.gateway import Gateway
-from tests.relay.relay_support import FakeDownstream
+from tests.support.fake_downstream import FakeDownstream
 
 ROUNDS = 80
 

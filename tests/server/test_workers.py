@@ -5,7 +5,7 @@ sessions, one at a time (it counts a session once it has started: a burst may le
 Mail flows through every process; the per-address cap, bans, pregreet verdicts and counters
 hold across them, because admission and the store live with the supervisor; a killed worker
 gives its slots back and is replaced; SIGTERM stops them all. Every count is awaited
-(tests/waiting.py): the processes get there when the busy machine lets them."""
+(tests/support/waiting.py): the processes get there when the busy machine lets them."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import pytest
 
 from mailmoat.server.admin import fetch
 from mailmoat.server.supervisor import LOCAL_SESSIONS, SPREAD
-from tests.peers.common import free_port
-from tests.server.dos_support import closed, connect, read_all, read_reply, refused_at_connect
-from tests.waiting import wait_until
+from tests.support.ports import free_port
+from tests.support.raw_client import closed, connect, read_all, read_reply, refused_at_connect
+from tests.support.waiting import wait_until
 
 BODY = b"Subject: workers\r\n\r\nhello\r\n"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.smtp.events import RcptTo
-from tests.gateway import running_gateway
-from tests.integration.support import RawClient
 from tests.smtp.test_connection import EHLO, U_FROM, session
+from tests.support.gateway import running_gateway
+from tests.support.raw_client import RawClient
 
 BAD = {
     "C1 control U+0080": "\u0080",

@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from tests.smtp._bench import fuzz_engine
+from bench import fuzz_engine
 
 SECONDS = float(os.environ.get("MAILMOAT_FUZZ_SECONDS", "5"))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from bench import fuzz_engine
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -37,7 +38,6 @@ from mailmoat.smtp.events import (
     Rejected,
     StartTls,
 )
-from tests.smtp._bench import fuzz_engine
 
 Harness = fuzz_engine.Harness
 ANSWERS = fuzz_engine.ANSWERS

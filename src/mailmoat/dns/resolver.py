@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -108,10 +108,14 @@ class Resolver:
         settings: DnsSettings,
         clock: Callable[[], float] = time.monotonic,
         resolv_conf: str | None = None,
+        nameservers: Sequence[dns.nameserver.Nameserver] = (),
     ) -> None:
+        """`nameservers`, when given, are asked instead of `settings.nameservers` (tests: an
+        in-process zone, tests/support/fake_dns.py)."""
         self.s = settings
         self.clock = clock
         self.resolv_conf = resolv_conf or RESOLV_CONF
+        self._nameservers = list(nameservers)
         self.stats = Stats()
         self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(settings.cache_size, clock)
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
@@ -124,7 +128,10 @@ class Resolver:
         if self._resolver is not None or self._config_error:
             return self._resolver
         try:
-            if self.s.nameservers:
+            if self._nameservers:
+                r = dns.asyncresolver.Resolver(configure=False)
+                r.nameservers = self._nameservers
+            elif self.s.nameservers:
                 r = dns.asyncresolver.Resolver(configure=False)
                 r.nameservers = [
                     dns.nameserver.Do53Nameserver(*dns_server(ns)) for ns in self.s.nameservers

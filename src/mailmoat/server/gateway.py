@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailmoat import assembly, logs
 from mailmoat.assembly import DefencesFactory
 from mailmoat.config import Settings
+from mailmoat.dns import Resolver
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
@@ -62,9 +63,11 @@ class Gateway(Front):
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
         defences: DefencesFactory | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         """`defences` makes the connection-level defences; a worker's come from the
-        supervisor (their connect stage ran there, so it is left out here)."""
+        supervisor (their connect stage ran there, so it is left out here). `resolver` serves
+        the DNS checks (default: one from the settings)."""
         store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self.delivery = delivery if delivery is not None else make_delivery(settings)
@@ -74,7 +77,7 @@ class Gateway(Front):
                 *(
                     checks
                     if checks is not None
-                    else assembly.build(settings, self.store, self.defences)
+                    else assembly.build(settings, self.store, self.defences, resolver)
                 ),
                 CapabilityCheck(self.delivery),
             ],

@@ -1,6 +1,7 @@
-"""Shared pieces of the DNS check tests: a real gateway (in the test's event loop) whose DNS
-checks ask the private dnsmasq, a fake downstream that records what it receives byte for byte,
-a client that talks from any 127.0.0.0/8 address, and DKIM signing with the test zone's key."""
+"""Shared pieces of the DNS check tests and bench/dns_checks.py: a real gateway (in the test's
+event loop) whose DNS checks ask the in-process test zone (tests/support/fake_dns.py) or a real
+name server, a fake downstream that records what it receives byte for byte, a client that talks
+from any 127.0.0.0/8 address, DKIM signing with the test zone's key, and the log lines."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Any
 import dkim
 
 from mailmoat import config, logs
+from mailmoat.dns import Resolver
 from mailmoat.server.gateway import Gateway
-from tests.dns import zone
-from tests.policy.talk import Talk
-from tests.relay.relay_support import FakeDownstream
+from tests.support import dns_zone as zone
+from tests.support.fake_dns import ZoneNameserver
+from tests.support.fake_downstream import FakeDownstream
+from tests.support.talk import Talk
 
 RCPT = "alice@example.test"
 
@@ -103,8 +106,13 @@ class DnsGateway:
 
 
 @contextlib.asynccontextmanager
-async def dns_gateway(nameserver: str, **overrides: Any) -> AsyncIterator[DnsGateway]:
+async def dns_gateway(
+    nameserver: str | ZoneNameserver, **overrides: Any
+) -> AsyncIterator[DnsGateway]:
+    """A gateway whose DNS checks ask `nameserver`: a server's "host:port", or an in-process
+    zone."""
     downstream = await FakeDownstream().start()
+    real = isinstance(nameserver, str)
     settings = config.load(
         None,
         {
@@ -113,12 +121,17 @@ async def dns_gateway(nameserver: str, **overrides: Any) -> AsyncIterator[DnsGat
             "server.uvloop": False,
             "domains.local": ["example.test"],
             "relay.downstream": f"127.0.0.1:{downstream.port}",
-            "dns.nameservers": [nameserver],
+            "dns.nameservers": [nameserver] if real else [],
             "dns.timeout": 1.0,
             **overrides,
         },
     )
-    gw = Gateway(settings)
+    resolver = (
+        Resolver(settings.dns, nameservers=[nameserver])
+        if isinstance(nameserver, ZoneNameserver)
+        else None
+    )
+    gw = Gateway(settings, resolver=resolver)
     bound = await gw.start()
     try:
         yield DnsGateway(gw, bound[0][1], downstream)

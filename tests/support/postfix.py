@@ -21,11 +21,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .common import (
-    LOOPBACK,
+from tests.support.host import (
     PeerError,
-    free_port,
-    is_listening,
     make_searchable_tempdir,
     pid_alive,
     require_binary,
@@ -33,9 +30,11 @@ from .common import (
     run_with_tty,
     wait_until,
 )
+from tests.support.ports import LOOPBACK, free_port, is_listening
 
 DOWNSTREAM = "downstream"
 SENDER = "sender"
+RELAY = "relay"
 
 # The services a private instance needs; everything runs unchrooted (the instance has no chroot
 # tree). Columns: service type private unpriv chroot wakeup maxproc command.
@@ -143,6 +142,10 @@ class PostfixInstance:
     role "sender": a sending MTA that relays everything to ``relay_to`` (host, port). Inject
     with ``sendmail(...)`` or SMTP to ``port`` from 127.0.0.1 (in its ``mynetworks``);
     ``wait_queue_empty()`` waits until everything has left.
+
+    role "relay": an inbound relay (a gateway in front of an internal server, as mailmoat is):
+    accepts mail for ``domain`` from anyone and hands it to ``relay_to``; no relay rights for
+    other domains (``mynetworks`` 127.0.0.2/32). The relay benchmark's Postfix (bench/relay.py).
     """
 
     role: str
@@ -250,8 +253,21 @@ class PostfixInstance:
                 "minimal_backoff_time": "1s",
                 "maximal_backoff_time": "2s",
             }
+        elif self.role == RELAY:
+            if self.relay_to is None:
+                raise ValueError("a relay instance needs relay_to=(host, port)")
+            rhost, rport = self.relay_to
+            params |= {
+                "myhostname": self.myhostname or f"postfix.{self.domain}",
+                "mynetworks": self.mynetworks or "127.0.0.2/32",
+                "relay_domains": self.domain,
+                "transport_maps": f"texthash:{self.config_dir / 'transport'}",
+                "relayhost": f"[{rhost}]:{rport}",
+            }
         else:
-            raise ValueError(f"role must be {DOWNSTREAM!r} or {SENDER!r}, not {self.role!r}")
+            raise ValueError(
+                f"role must be {DOWNSTREAM!r}, {SENDER!r} or {RELAY!r}, not {self.role!r}"
+            )
         params |= dict(self.main_cf)
         return params
 
@@ -267,6 +283,9 @@ class PostfixInstance:
                 local, domain = address.rsplit("@", 1)
                 lines.append(f"{address} {domain}/{local}/\n")
             (self.config_dir / "vmailbox").write_text("".join(lines))
+        if self.role == RELAY and self.relay_to is not None:
+            rhost, rport = self.relay_to
+            (self.config_dir / "transport").write_text(f"{self.domain} relay:[{rhost}]:{rport}\n")
         # Postfix re-reads a configuration file or table, 300 ms at a time, until its mtime is
         # over a second old ("being edited?"): a fresh main.cf costs about 2 s on each start.
         past = time.time() - 10
@@ -312,7 +331,8 @@ class PostfixInstance:
             uid, gid = _mailbox_owner()
             os.chown(self.mail_dir, uid, gid)
 
-    def _master_pid(self) -> int | None:
+    def master_pid(self) -> int | None:
+        """The pid of this instance's master process, once it runs."""
         try:
             return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -338,7 +358,7 @@ class PostfixInstance:
         if not self.running:
             return
         self.running = False
-        master = self._master_pid()
+        master = self.master_pid()
         postfix = shutil.which("postfix") or "/usr/sbin/postfix"
         with contextlib.suppress(PeerError):
             run_with_tty([postfix, "-c", str(self.config_dir), "stop"], timeout)

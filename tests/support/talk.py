@@ -1,4 +1,4 @@
-"""A tiny asyncio SMTP client for policy tests: raw replies, and how long each one took."""
+"""The asyncio SMTP test client: raw replies, and how long each one took (tests and bench/)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,28 @@ import time
 
 
 class Talk:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float = 10.0
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.timeout = timeout
+        """Default bound on the wait for one reply, in seconds."""
         self.greeting = b""
 
     @classmethod
-    async def open(cls, port: int, source: str = "127.0.0.1") -> Talk:
+    async def open(cls, port: int, source: str = "127.0.0.1", timeout: float = 10.0) -> Talk:
+        """Connect from `source` (any 127.0.0.0/8 address) and read the greeting."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-        talk = cls(reader, writer)
+        talk = cls(reader, writer, timeout)
         talk.greeting = await talk.reply()
         return talk
 
-    async def reply(self, timeout: float = 10.0) -> bytes:
-        """One complete (possibly multi-line) reply, raw; b"" when the server closed."""
+    async def reply(self, timeout: float | None = None) -> bytes:
+        """One complete (possibly multi-line) reply, raw; what came before the server closed
+        (b"" when nothing did)."""
         out = b""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self.timeout if timeout is None else timeout):
             while True:
                 line = await self.reader.readline()
                 if not line:
@@ -49,6 +55,10 @@ class Talk:
                 return await self.reader.read(1) == b""
         except (TimeoutError, ConnectionError):
             return False
+
+    def abort(self) -> None:
+        """Drop the connection at once: no QUIT, no waiting."""
+        self.writer.transport.abort()
 
     async def close(self) -> None:
         self.writer.close()

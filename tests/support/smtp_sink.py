@@ -21,16 +21,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (
-    LOOPBACK,
+from tests.support.host import (
     PeerError,
-    free_port,
-    is_listening,
     make_searchable_tempdir,
     pid_alive,
     require_binary,
     wait_until,
 )
+from tests.support.ports import LOOPBACK, free_port, is_listening
 
 _ADDR = re.compile(r"<([^>]*)>")
 
@@ -111,7 +109,8 @@ class SmtpSink:
     ``hard_reply`` -B / ``soft_reply`` -b (the reject texts), ``data_delay`` -w (seconds before
     answering DATA), ``abort_after_data`` -A (550 and stop reading, seconds after DATA),
     ``command_delay`` -W ({"RCPT": 2} waits 2 s before answering RCPT); ``extra_args`` for
-    anything else.
+    anything else. ``dump=False`` keeps no transactions (benchmarks); ``counter`` -c keeps a
+    running count of messages that ``count()`` reads.
     """
 
     def __init__(
@@ -129,6 +128,8 @@ class SmtpSink:
         command_delay: dict[str, int] | None = None,
         hostname: str = "sink.test",
         backlog: int = 64,
+        dump: bool = True,
+        counter: bool = False,
         extra_args: Sequence[str] = (),
         port: int | None = None,
         host: str = LOOPBACK,
@@ -140,6 +141,8 @@ class SmtpSink:
         self.dump_dir = self.base / "dump"
         self.log_path = self.base / "smtp-sink.log"
         opts: list[str] = ["-4", "-h", hostname]
+        if counter:
+            opts.append("-c")
         if lmtp:
             opts.append("-L")
         for flag, cmds in (
@@ -162,6 +165,7 @@ class SmtpSink:
             opts += ["-W", f"{cmd.upper()}:{delay}"]
         self.options = opts + list(extra_args)
         self.backlog = backlog
+        self.dump = dump
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -172,8 +176,10 @@ class SmtpSink:
         argv = [self.binary]
         if os.geteuid() == 0:  # smtp-sink refuses to run as root without -u
             argv += ["-u", "nobody"]
-        # The template is strftime-expanded plus ".<random hex>": one file per transaction.
-        argv += [*self.options, "-d", f"{self.dump_dir}/%Y%m%d%H%M%S."]
+        argv += self.options
+        if self.dump:
+            # The template is strftime-expanded plus ".<random hex>": one file per transaction.
+            argv += ["-d", f"{self.dump_dir}/%Y%m%d%H%M%S."]
         return [*argv, f"{self.host}:{self.port}", str(self.backlog)]
 
     def start(self, timeout: float = 10.0, attempts: int = 3) -> SmtpSink:
@@ -241,6 +247,21 @@ class SmtpSink:
             describe=self.log_text,
         )
         return self.messages()
+
+    def count(self) -> int:
+        """Messages received so far, with ``counter``: smtp-sink's last complete "mesg=N"
+        record (each ends in CR) near the end of its output."""
+        with open(self.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 512))
+            tail = f.read()
+        found = re.findall(rb"mesg=(\d+)\r", tail)
+        return int(found[-1]) if found else 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "smtp-sink is not running"
+        return self.proc.pid
 
     def log_text(self) -> str:
         try:

@@ -19,24 +19,10 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from tests.peers.common import PeerError, require_binary
+from tests.support.host import PeerError, require_binary
+from tests.support.ports import free_udp_port
 
 LOCAL_ZONES = ("test", "in-addr.arpa", "ip6.arpa")
-
-
-def free_udp_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise PeerError("no free port for the DNS server")
 
 
 class Dnsmasq:

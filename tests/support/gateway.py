@@ -13,7 +13,7 @@ from typing import Any
 
 from mailmoat import config
 from mailmoat.server.gateway import Gateway
-from tests.waiting import DEADLINE
+from tests.support.waiting import DEADLINE
 
 
 class RunningGateway:

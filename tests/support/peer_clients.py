@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .common import LOOPBACK, require_binary
+from tests.support.host import require_binary
+from tests.support.ports import LOOPBACK
 
 
 class SwaksResult(NamedTuple):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 SUFFIX = "dc=example,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "admin-secret"
@@ -61,12 +63,6 @@ def person(uid: str, mail: str, *aliases: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Slapd:
     def __init__(self, root: Path, tls: bool = False) -> None:
         self.bin: dict[str, str] = {}
@@ -79,7 +75,7 @@ class Slapd:
         self.db = root / "db"
         self.db.mkdir(parents=True)
         self.conf = root / "slapd.conf"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.cert: Path | None = None

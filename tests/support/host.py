@@ -1,4 +1,6 @@
-"""Small shared pieces for the real-peer fixtures: ports, waits, binaries, subprocesses."""
+"""Small shared pieces for the real-peer fixtures: waits, binaries, temp folders, subprocesses.
+
+Ports are in tests/support/ports.py."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ import os
 import pty
 import select
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -17,55 +17,15 @@ from typing import TypeVar
 
 import pytest
 
-from tests import waiting
+from tests.support import waiting
 
 T = TypeVar("T")
 
-LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "scripts/test installs it when run as root"
 
 
 class PeerError(RuntimeError):
     """A real peer did not start, stop or answer as expected (the message carries its logs)."""
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it).
-
-    There is an unavoidable race between closing the probe socket and the peer binding the port;
-    the fixtures retry with a fresh port when a bind fails.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _proc_net_addr(host: str) -> str:
-    # /proc/net/tcp prints the IPv4 address as a native-endian 32-bit hex number.
-    return f"{int.from_bytes(socket.inet_aton(host), sys.byteorder):08X}"
-
-
-def is_listening(port: int, host: str = LOOPBACK) -> bool:
-    """True if some socket LISTENs on host:port (or on 0.0.0.0:port).
-
-    Reads /proc/net/tcp instead of connecting, so a readiness poll never opens an SMTP
-    session that would show up in the peer's log.
-    """
-    wanted = {f"{_proc_net_addr(host)}:{port:04X}", f"00000000:{port:04X}"}
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[3] == "0A" and fields[1] in wanted:
-                    return True
-    except OSError:  # no procfs: fall back to a connect probe
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-    return False
 
 
 def wait_until(
@@ -75,39 +35,12 @@ def wait_until(
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy (tests/waiting.py); raise PeerError
-    after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
+    """Poll ``predicate`` until it returns something truthy (tests/support/waiting.py); raise
+    PeerError after ``timeout`` s (the peer helpers catch it, e.g. to retry on another port)."""
     try:
         return waiting.wait_until(predicate, what, timeout, interval, describe)
     except waiting.ConditionTimeout as err:
         raise PeerError(str(err)) from None
-
-
-def listening_in(pid: int, port: int, host: str = LOOPBACK) -> bool:
-    """True if process `pid` itself LISTENs on host:port: not some other test's server that
-    took the port between free_port() and this process's bind (Linux /proc only)."""
-    wanted = {f"{_proc_net_addr(host)}:{port:04X}", f"00000000:{port:04X}"}
-    try:
-        inodes = {
-            target[len("socket:[") : -1]
-            for fd in os.listdir(f"/proc/{pid}/fd")
-            if (target := _readlink(f"/proc/{pid}/fd/{fd}")).startswith("socket:[")
-        }
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f)
-            return any(
-                fields[3] == "0A" and fields[1] in wanted and fields[9] in inodes
-                for fields in (line.split() for line in f)
-            )
-    except OSError:  # gone, or no procfs
-        return False
-
-
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
 
 
 def require_binary(name: str, *candidates: str) -> str:

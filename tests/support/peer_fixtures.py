@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .postfix import DOWNSTREAM, SENDER, PostfixInstance, new_instance
-from .sink import SmtpSink
+from tests.support.postfix import DOWNSTREAM, SENDER, PostfixInstance, new_instance
+from tests.support.smtp_sink import SmtpSink
 
 PEER_FIXTURES = frozenset({"postfix_instance", "postfix_downstream", "smtp_sink"})
 

@@ -1,6 +1,11 @@
-"""pytest fixtures for a real DNS server on loopback; registered by tests/conftest.py.
+"""pytest fixtures for DNS: the test world in process, and real DNS servers on loopback;
+registered by tests/conftest.py.
 
-`dns_server` is one dnsmasq for the whole session serving tests/dns/zone.py (tests must not
+`fake_dns` is a fresh in-process name server (tests/support/fake_dns.py) serving
+tests/support/dns_zone.py: no socket, no dnsmasq.
+
+`dns_server` is one dnsmasq for the whole session serving tests/support/dns_zone.py (tests
+must not
 stop it); `dnsmasq_factory` starts private ones a test may stop and restart; `silent_dns` is a
 server that never answers. Tests that use dnsmasq are marked `peers`.
 """
@@ -12,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns import zone
-from tests.dns.server import Dnsmasq, SilentServer
+from tests.support import dns_zone as zone
+from tests.support.dnsmasq import Dnsmasq, SilentServer
+from tests.support.fake_dns import ZoneNameserver, world
 
 DNS_FIXTURES = frozenset({"dns_server", "dnsmasq_factory"})
 
@@ -22,6 +28,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if DNS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.peers)
+
+
+@pytest.fixture
+def fake_dns() -> ZoneNameserver:
+    return world()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,10 @@ import socket
 
 import pytest
 
-from tests.peers import dot_stuff, free_port, is_listening, smtp_source, swaks
+from tests.support.peer_clients import dot_stuff, smtp_source, swaks
+from tests.support.ports import free_port, is_listening
+from tests.support.postfix import RELAY
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.peers
 
@@ -147,3 +150,26 @@ def test_postfix_sender_relays_to_postfix_downstream(postfix_instance) -> None:
     assert body == MESSAGE.partition(b"\r\n\r\n")[2]
     for line in MESSAGE.partition(b"\r\n\r\n")[0].split(b"\r\n"):
         assert line in head.split(b"\r\n")
+
+
+def test_smtp_sink_counter_without_dumps(smtp_sink) -> None:
+    sink = smtp_sink(dump=False, counter=True)
+    rc, output = smtp_source(sink.port, messages=3, sessions=1, size=500)
+    assert rc == 0, output
+    wait_until(lambda: sink.count() == 3, "3 messages counted by smtp-sink", describe=sink.log_text)
+    assert sink.messages() == []
+
+
+def test_postfix_relay_passes_its_domain_on_and_nothing_else(postfix_instance, smtp_sink) -> None:
+    sink = smtp_sink()
+    relay = postfix_instance(RELAY, relay_to=("127.0.0.1", sink.port))
+    rc, transcript = swaks(
+        relay.port, "--from", "s@sender.test", "--to", "alice@example.test", data=MESSAGE
+    )
+    assert rc == 0, transcript
+    relay.wait_queue_empty()
+    (msg,) = sink.wait_for_messages(1)
+    assert (msg.mail_from, msg.rcpt_to) == ("s@sender.test", ["alice@example.test"])
+    rc, transcript = swaks(relay.port, "--from", "s@sender.test", "--to", "x@elsewhere.test")
+    assert rc == 24, transcript
+    assert "554 5.7.1 <x@elsewhere.test>: Relay access denied" in transcript
