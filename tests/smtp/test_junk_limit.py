@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.connection import CLOSED, R_TOO_MANY_JUNK, ServerConnection
 from mailmoat.smtp.events import Command, Rejected
 
 
 def _session(limit: int) -> ServerConnection:
-    conn = ServerConnection(SmtpSettings(max_junk_commands=limit), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings(max_junk_commands=limit)), "mx.test")
     conn.greeting()
     conn.data_to_send()
     return conn

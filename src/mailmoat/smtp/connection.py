@@ -4,7 +4,7 @@ No sockets, no asyncio, no clock. The transport feeds `receive_data()`, drains `
 until it returns `NEED_DATA` or `PAUSED`, answers each `Command` with `accept()` or `send()`,
 and writes `data_to_send()`. When `closing` is set, it flushes and closes.
 
-Everything the client can make the engine hold is bounded by the `SmtpSettings` limits: a
+Everything the client can make the engine hold is bounded by its `Limits`: a
 command line, a message line, the message size. Input that arrives while a reply is pending
 stays in the input buffer; the transport watches `buffered` and pauses reading.
 """
@@ -16,9 +16,8 @@ import functools
 import ipaddress
 from typing import Literal
 
-from mailmoat.config import SmtpSettings
-from mailmoat.message import Envelope
 from mailmoat.smtp import _abnf
+from mailmoat.smtp.envelope import Envelope
 from mailmoat.smtp.events import (
     Command,
     ConnectionClosed,
@@ -39,6 +38,7 @@ from mailmoat.smtp.events import (
     StartTls,
     Vrfy,
 )
+from mailmoat.smtp.limits import Limits
 from mailmoat.smtp.replies import Reply, reply
 
 
@@ -147,7 +147,7 @@ class ServerConnection:
 
     def __init__(
         self,
-        limits: SmtpSettings,
+        limits: Limits,
         hostname: str,
         *,
         tls_available: bool = False,
