@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from mailmoat.config import SmtpSettings
 from mailmoat.engine_limits import engine_limits
-from mailmoat.smtp.connection import CLOSED, R_TOO_MANY_JUNK, ServerConnection
+from mailmoat.smtp.connection import CLOSED, ServerConnection
 from mailmoat.smtp.events import Command, Rejected
+from mailmoat.smtp.writers import R_TOO_MANY_JUNK
 
 
 def _session(limit: int) -> ServerConnection:

@@ -31,8 +31,8 @@ from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
-from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
+from mailmoat.smtp.writers import greeting_bytes
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore, Store
 
