@@ -1,7 +1,7 @@
-"""Edges of the engine's DATA scanner that mutation testing (scripts/mutation over
-smtp/connection.py's data scanner) showed no test held: the buffer bound for a line that never
-ends, a maximal line cut just before its LF, an empty last line arriving with the end of data,
-and the next command kept in order after a refused message."""
+"""Edges of the engine's DATA scanner that mutation testing (scripts/mutation over the data
+scanner, then in smtp/connection.py, now smtp/data.py) showed no test held: the buffer bound
+for a line that never ends, a maximal line cut just before its LF, an empty last line arriving
+with the end of data, and the next command kept in order after a refused message."""
 
 from __future__ import annotations
 

@@ -335,24 +335,21 @@ class ServerConnection:
                 return self._refuse(Rejected("too_many_junk", R_TOO_MANY_JUNK, verb))
         return self._await(verb, ev)
 
-    # One handler per verb: the state's sequence rule and the reader, in the order that
-    # decides which refusal a command that breaks both gets.
-    def _out_of_sequence(self, verb: str) -> Rejected | None:
-        answer = SEQUENCE[self.state].get(verb)  # only ever called in a command state
-        return None if answer is None else Rejected("bad_sequence", answer, verb)
-
+    # One handler per verb: the state's sequence rule (SEQUENCE) and the reader, in the order
+    # that decides which refusal a command that breaks both gets.
     def _cmd_helo(self, verb: str, arg: str, eight_bit: bool) -> Event:
         return read_helo(arg, extended=verb == "EHLO", limits=self.limits)
 
     def _cmd_mail(self, verb: str, arg: str, eight_bit: bool) -> Event:
-        return self._out_of_sequence(verb) or read_mail(
-            arg, eight_bit, esmtp=self.esmtp, limits=self.limits
-        )
+        answer = SEQUENCE[self.state].get(verb)
+        if answer is not None:
+            return Rejected("bad_sequence", answer, verb)
+        return read_mail(arg, eight_bit, esmtp=self.esmtp, limits=self.limits)
 
     def _cmd_rcpt(self, verb: str, arg: str, eight_bit: bool) -> Event:
-        refused = self._out_of_sequence(verb)
-        if refused is not None:
-            return refused
+        answer = SEQUENCE[self.state].get(verb)
+        if answer is not None:
+            return Rejected("bad_sequence", answer, verb)
         envelope = self.envelope
         assert envelope is not None
         return read_rcpt(
@@ -367,7 +364,10 @@ class ServerConnection:
     def _cmd_bare(self, verb: str, arg: str, eight_bit: bool) -> Event:
         """DATA, RSET, QUIT: no argument, then (DATA) the sequence."""
         ev = read_bare(verb, arg)
-        return ev if type(ev) is Rejected else (self._out_of_sequence(verb) or ev)
+        if type(ev) is Rejected:
+            return ev
+        answer = SEQUENCE[self.state].get(verb)
+        return ev if answer is None else Rejected("bad_sequence", answer, verb)
 
     def _cmd_noop(self, verb: str, arg: str, eight_bit: bool) -> Event:
         return read_noop(arg)
