@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -108,7 +109,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.conn = ServerConnection(
-            self.settings,
+            engine_limits(self.settings),
             self.hostname,
             tls_available=self.tls_available,
             tls_active=self.tls_active,

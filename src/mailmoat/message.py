@@ -13,25 +13,14 @@ import asyncio
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal, TypeVar
+from typing import BinaryIO, TypeVar
 
 from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
+from mailmoat.smtp.envelope import Envelope
 
 CHUNK = 64 * 1024
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Envelope:
-    """The accepted envelope of one transaction."""
-
-    mail_from: str
-    """Reverse path without angle brackets; "" is the null sender."""
-    rcpt_to: list[str] = field(default_factory=list)
-    body: Literal["7BIT", "8BITMIME"] | None = None
-    smtputf8: bool = False
-    declared_size: int | None = None
 
 
 class SpoolBudget:

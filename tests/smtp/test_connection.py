@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -118,7 +119,10 @@ def session(
     """Run a whole session: greeting, feed each chunk and drain, answer every command
     (accept() unless `answer` says otherwise), collect the events and the output."""
     conn = ServerConnection(
-        SmtpSettings(**limits), "mx.test", tls_available=tls_available, tls_active=tls_active
+        engine_limits(SmtpSettings(**limits)),
+        "mx.test",
+        tls_available=tls_available,
+        tls_active=tls_active,
     )
     events: list[Event] = []
     if pregreet:
@@ -1704,7 +1708,7 @@ def test_send_421_closes():
 
 
 def new_conn(**limits: Any) -> ServerConnection:
-    conn = ServerConnection(SmtpSettings(**limits), "mx.test", tls_available=True)
+    conn = ServerConnection(engine_limits(SmtpSettings(**limits)), "mx.test", tls_available=True)
     conn.greeting()
     return conn
 
@@ -1744,7 +1748,7 @@ def test_starttls_accept_requires_220():
 
 
 def test_misuse_raises():
-    conn = ServerConnection(SmtpSettings(), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings()), "mx.test")
     with pytest.raises(RuntimeError):
         conn.accept()
     with pytest.raises(RuntimeError):
@@ -1848,7 +1852,7 @@ def test_injection_counted_when_in_the_same_chunk():
 
 
 def test_greeting_refusal_for_pregreet_ignores_content():
-    conn = ServerConnection(SmtpSettings(), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings()), "mx.test")
     conn.receive_data(b"EHLO x\r\n")
     conn.greeting()
     ev = conn.next_event()
@@ -1858,7 +1862,7 @@ def test_greeting_refusal_for_pregreet_ignores_content():
 
 
 def test_eof_before_greeting_is_not_pregreet():
-    conn = ServerConnection(SmtpSettings(), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings()), "mx.test")
     conn.receive_data(b"")
     conn.greeting()
     assert conn.data_to_send().startswith(b"220 ")

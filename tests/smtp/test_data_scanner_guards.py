@@ -1,13 +1,14 @@
-"""Edges of the engine's DATA scanner that mutation testing (scripts/mutation over
-smtp/connection.py's data scanner) showed no test held: the buffer bound for a line that never
-ends, a maximal line cut just before its LF, an empty last line arriving with the end of data,
-and the next command kept in order after a refused message."""
+"""Edges of the engine's DATA scanner that mutation testing (scripts/mutation over the data
+scanner, then in smtp/connection.py, now smtp/data.py) showed no test held: the buffer bound
+for a line that never ends, a maximal line cut just before its LF, an empty last line arriving
+with the end of data, and the next command kept in order after a refused message."""
 
 from __future__ import annotations
 
 import pytest
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.connection import ServerConnection
 from mailmoat.smtp.events import DataChunk, Event, MailFrom, MessageAborted, MessageEnd, RcptTo
 from tests.smtp.test_connection import DATA, EHLO, MAIL, RCPT, TOO_BIG, drain, session
@@ -17,7 +18,7 @@ from tests.smtp.test_connection import DATA, EHLO, MAIL, RCPT, TOO_BIG, drain, s
 def test_a_line_that_never_ends_keeps_the_buffer_bounded(piece: int) -> None:
     """Invariant 3: 200 kB without a line feed in DATA is dropped as it comes (line too long),
     never held, whatever the size of the reads; the reply comes at the real end of data."""
-    conn = ServerConnection(SmtpSettings(), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings()), "mx.test")
     events: list[Event] = []
     conn.greeting()
     for line in (EHLO, MAIL, RCPT, DATA):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from mailmoat.config import SmtpSettings
-from mailmoat.smtp.connection import CLOSED, R_TOO_MANY_JUNK, ServerConnection
+from mailmoat.engine_limits import engine_limits
+from mailmoat.smtp.connection import CLOSED, ServerConnection
 from mailmoat.smtp.events import Command, Rejected
+from mailmoat.smtp.writers import R_TOO_MANY_JUNK
 
 
 def _session(limit: int) -> ServerConnection:
-    conn = ServerConnection(SmtpSettings(max_junk_commands=limit), "mx.test")
+    conn = ServerConnection(engine_limits(SmtpSettings(max_junk_commands=limit)), "mx.test")
     conn.greeting()
     conn.data_to_send()
     return conn

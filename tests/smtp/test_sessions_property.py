@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 )
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
 from mailmoat.smtp.events import (
     Command,
@@ -327,7 +328,7 @@ def drive(
     slow: bool = False,
     tls_available: bool = False,
 ) -> Outcome:
-    conn = ServerConnection(settings, "mx.test", tls_available=tls_available)
+    conn = ServerConnection(engine_limits(settings), "mx.test", tls_available=tls_available)
     conn.greeting()
     out = Outcome()
     held: list[Command] = []

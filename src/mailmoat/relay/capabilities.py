@@ -18,12 +18,14 @@ whole DATA for something that was decidable earlier:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.smtp.events import MailFrom
+from mailmoat.smtp.limits import Limits
 from mailmoat.smtp.replies import reply
 
 if TYPE_CHECKING:
@@ -73,26 +75,29 @@ class Learns(Protocol):
         ...
 
 
-_offers: dict[tuple[int, Capabilities | None], tuple[SmtpSettings, SmtpSettings]] = {}
+_offers: dict[tuple[int, Capabilities | None], tuple[SmtpSettings, Limits]] = {}
 
 
-def offered_limits(smtp: SmtpSettings, caps: Capabilities | None) -> SmtpSettings:
+def offered_limits(smtp: SmtpSettings, caps: Capabilities | None) -> Limits:
     """The engine's limits for a new session: `smtp`, less what delivery cannot honour.
     Made once per (settings, capabilities): a session costs a dict lookup."""
-    if caps is None or caps == EVERYTHING:
-        return smtp
+    if caps == EVERYTHING:
+        caps = None
     key = (id(smtp), caps)
     made = _offers.get(key)
     if made is not None and made[0] is smtp:
         return made[1]
-    update: dict[str, object] = {}
-    if not caps.smtputf8:
-        update["smtputf8"] = False
-    if not caps.eightbitmime:
-        update["eightbitmime"] = False
-    if caps.size:
-        update["max_message_size"] = min(smtp.max_message_size, max(caps.size - HEADER_ROOM, 1))
-    limits = smtp.model_copy(update=update)
+    limits = engine_limits(smtp)
+    if caps is not None:
+        update: dict[str, Any] = {}
+        if not caps.smtputf8:
+            update["smtputf8"] = False
+        if not caps.eightbitmime:
+            update["eightbitmime"] = False
+        if caps.size:
+            size = min(smtp.max_message_size, max(caps.size - HEADER_ROOM, 1))
+            update["max_message_size"] = size
+        limits = replace(limits, **update)
     if len(_offers) >= 64:  # a handful in practice; bounded whatever happens
         _offers.clear()
     _offers[key] = (smtp, limits)

@@ -27,8 +27,8 @@ from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
-from mailmoat.smtp.connection import greeting_bytes
 from mailmoat.smtp.replies import Reply, reply
+from mailmoat.smtp.writers import greeting_bytes
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore, Store
 

@@ -38,11 +38,12 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, cast
 
 from mailmoat import logs
-from mailmoat.message import Envelope, Message, Spool
+from mailmoat.message import Message, Spool
 from mailmoat.policy.base import Client, Decision, HookResult, Verdict
 from mailmoat.relay.capabilities import offered_limits
 from mailmoat.smtp._abnf import HELO_AS_SENT
 from mailmoat.smtp.connection import CLOSED, NEED_DATA, PAUSED, Phase, ServerConnection
+from mailmoat.smtp.envelope import Envelope
 from mailmoat.smtp.events import (
     Command,
     ConnectionClosed,
