@@ -26,7 +26,7 @@ class _Formatter(logging.Formatter):
         if self.as_json:
             doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
             doc.update(fields)
-            return json.dumps(doc, default=str, ensure_ascii=False)
+            return _printable(json.dumps(doc, default=str, ensure_ascii=False))
         parts = [when, record.levelname.lower(), record.getMessage()]
         parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None]
         return " ".join(parts)
@@ -39,8 +39,26 @@ def _text(value: Any) -> str:
         value = ",".join(str(v) for v in value)
     text = str(value)
     if not text or any(c in text for c in ' "=') or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
+        return _printable(json.dumps(text, ensure_ascii=False))
     return text
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if code > 0xFFFF:  # a JSON escape is UTF-16: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _printable(quoted: str) -> str:
+    """A JSON text with every character that is not printable escaped (\\u2028, \\x85, DEL and
+    the like, which json.dumps leaves as they are): a value can never break a log line, so
+    no client-chosen text can start a line of its own and pass for a record of mailmoat's.
+    json.dumps has already escaped quotes, backslashes and C0 controls."""
+    if quoted.isprintable():
+        return quoted
+    return "".join(c if c.isprintable() else _escape(c) for c in quoted)
 
 
 def setup(settings: LogSettings, stream: Any = None) -> None:
