@@ -61,6 +61,33 @@ def _printable(quoted: str) -> str:
     return "".join(c if c.isprintable() else _escape(c) for c in quoted)
 
 
+def failure(exc: BaseException) -> dict[str, str]:
+    """Log fields that make an internal error diagnosable in one line: the exception's type,
+    where it was raised, the innermost frame of mailmoat's own code on the way (`via`, when
+    that is another place) and its text, cut short."""
+    inner = ours = None
+    tb = exc.__traceback__
+    while tb is not None:  # iterative: a RecursionError's traceback is deep
+        inner = tb.tb_frame.f_code, tb.tb_lineno
+        if "/mailmoat/" in inner[0].co_filename:
+            ours = inner
+        tb = tb.tb_next
+    fields = {"error": type(exc).__name__, "where": _frame(inner)}
+    if ours is not None and ours != inner:
+        fields["via"] = _frame(ours)
+    fields["detail"] = str(exc)[:200]
+    return fields
+
+
+def _frame(frame: tuple[Any, int] | None) -> str:
+    if frame is None:
+        return ""
+    code, line = frame
+    parts = code.co_filename.split("/")
+    cut = len(parts) - 1 - parts[::-1].index("mailmoat") if "mailmoat" in parts else -2
+    return f"{'/'.join(parts[cut:])}:{line} {code.co_name}"
+
+
 def setup(settings: LogSettings, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter(settings.format == "json"))
