@@ -308,17 +308,18 @@ def _endpoint_problems(settings: Any) -> list[tuple[str, str]]:
                     f" write {ip.ipv4_mapped}:{port}",
                 )
             )
-        key = (str(ip) if ip is not None else host, port)
-        if port and key in seen:
-            out.append(("server.listen", f"{value} is listed twice (as {seen[key]})"))
-        seen.setdefault(key, value)
+        bound = (str(ip) if ip is not None else host, port)
+        if port and bound in seen:
+            out.append(("server.listen", f"{value} is listed twice (as {seen[bound]})"))
+        seen.setdefault(bound, value)
     admin = settings.admin.listen
     admin_at = _endpoint(admin) if admin and not admin.startswith("/") else None
-    for key, value in (
+    others: tuple[tuple[str, str | None], ...] = (
         ("relay.downstream", settings.relay.downstream),
         ("callahead.server", settings.callahead.server),
         ("admin.listen", admin if admin_at else None),
-    ):
+    )
+    for key, value in others:
         target = _endpoint(value) if value else None
         if target is None:
             continue
