@@ -54,6 +54,25 @@ def test_an_unreadable_from_beside_a_readable_one_still_fails() -> None:
     assert result is not None and result.reason == dmarc.UNREADABLE_AUTHOR
 
 
+def test_many_from_fields_are_not_all_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixty distinct 4 KB From fields are parsed no more than one 4 KB field."""
+    parsed: list[int] = []
+    real = dmarc.getaddresses
+
+    def spy(values: Any) -> Any:
+        parsed.append(sum(len(v) for v in values))
+        return real(values)
+
+    monkeypatch.setattr(dmarc, "getaddresses", spy)
+    fields = b"".join(
+        b"From: " + b"\r\n ".join([b"%d@" % n + b"@" * 800] * 5) + b"\r\n" for n in range(60)
+    )
+    head = fields + b"Subject: x\r\n\r\nbody\r\n"
+    result = dmarc._without_policy(dmarc.author_domains(scan([head], HEADERS_WANTED)))
+    assert result is not None and result.reason == dmarc.UNREADABLE_AUTHOR
+    assert sum(parsed) <= 4096, parsed
+
+
 @pytest.mark.parametrize("from_value", [*UNREADABLE, None])
 async def test_the_gateway_refuses_it(
     dnsmasq_factory: DnsmasqFactory, from_value: str | None

@@ -265,10 +265,11 @@ _judged = lru_cache(maxsize=JUDGED)(_judge)
 
 
 MAX_FROM_FIELD = 4096
-"""Longest From field (as sent, folded) whose addresses are parsed; a longer one is an
-unreadable author without any parsing (the address parser and the "@" fallback cost far more
-than linear time on crafted input). A real From with a few display names is well under 1 KiB,
-and 4 KiB still holds `MAX_AUTHOR_DOMAINS` + 1 long addresses."""
+"""Most octets of From fields (as sent, folded; all of a message's From fields together: RFC
+5322 allows one) whose addresses are parsed; past it the author is unreadable, without any
+parsing (the address parser and the "@" fallback cost far more than linear time on crafted
+input). A real From with a few display names is well under 1 KiB, and 4 KiB still holds
+`MAX_AUTHOR_DOMAINS` + 1 long addresses."""
 
 UNREADABLE = "(unreadable From)"
 """The author domain of a From field that is too long or that the address parser fails on."""
@@ -279,9 +280,11 @@ def author_domains(headers: Headers) -> list[str]:
     (the last one, if there, says that there are more than are evaluated). A From field that
     cannot be read gives `UNREADABLE`."""
     domains: dict[str, None] = {}
+    size = 0
     for f in headers.get("from"):
         raw = f.raw
-        if len(raw) > MAX_FROM_FIELD:
+        size += len(raw)
+        if size > MAX_FROM_FIELD:
             found: tuple[str, ...] = (UNREADABLE,)
         elif len(raw) <= CACHED_LENGTH:
             found = _domains(raw)
@@ -291,6 +294,8 @@ def author_domains(headers: Headers) -> list[str]:
             domains[domain] = None
             if len(domains) > MAX_AUTHOR_DOMAINS:
                 return list(domains)
+        if size > MAX_FROM_FIELD:
+            break  # the fields past the bound are not looked at
     return list(domains)
 
 
