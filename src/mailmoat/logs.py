@@ -22,6 +22,9 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
+        if record.exc_info and record.exc_info[1] is not None:
+            # log.exception(): the error in one line (never a traceback across lines)
+            fields = {**fields, **failure(record.exc_info[1])}
         when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         if self.as_json:
             doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
