@@ -92,15 +92,19 @@ _LOCAL_SPACE = tuple(
 MIN_PUBLIC_PREFIX = {4: 16, 6: 32}
 
 
+def _too_wide(value: str) -> bool:
+    net = ipaddress.ip_network(value, strict=False)
+    return net.prefixlen < MIN_PUBLIC_PREFIX[net.version] and not any(
+        net.version == s.version and net.subnet_of(s)  # type: ignore[arg-type]
+        for s in _LOCAL_SPACE
+    )
+
+
 def relay_network(value: str) -> str:
     """A network allowed to relay: refused when wider than /16 (IPv4) or /32 (IPv6) outside
     private and local space, since that would make an open relay (0.0.0.0/0, ::/0, 2000::/3).
     (An IPv4-mapped IPv6 client is matched as IPv4, so ::ffff:0:0/96 matches no one.)"""
-    net = ipaddress.ip_network(value, strict=False)
-    if net.prefixlen < MIN_PUBLIC_PREFIX[net.version] and not any(
-        net.version == s.version and net.subnet_of(s)  # type: ignore[arg-type]
-        for s in _LOCAL_SPACE
-    ):
+    if _too_wide(value):
         raise ValueError(
             f"{value} covers public addresses wider than /16 (IPv4) or /32 (IPv6): an open relay"
         )
@@ -168,11 +172,20 @@ def _readable(path: Path, max_size: int | None = MAX_PEM_FILE) -> str | None:
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or _pseudo(path):
         return f"{path} is not a regular file"
     if max_size is not None and st.st_size > max_size:
         return f"{path} is larger than {max_size} octets"
     return None
+
+
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+"""Where a "regular" file is the kernel's (/proc/self/mem: reading it faults or never ends)."""
+
+
+def _pseudo(path: Path) -> bool:
+    real = os.path.realpath(path)
+    return any(real == top or real.startswith(top + "/") for top in _PSEUDO_FILESYSTEMS)
 
 
 def file_problems(settings: Any) -> list[tuple[str, str]]:
@@ -220,6 +233,121 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
                     f"the first line of {token} must hold a token of 16+ characters",
                 )
             )
+        elif (mode := os.stat(token).st_mode) & 0o077:
+            out.append(
+                (
+                    "admin.token_file",
+                    f"{token} is readable or writable by others (mode {mode & 0o777:o});"
+                    f" chmod 600 it",
+                )
+            )
+    return out + setting_problems(settings)
+
+
+MIN_TIMEOUT = 1.0
+"""Shortest session timeout in seconds: below it no client on a real network can answer (a
+timeouts.greeting of 1e-300 refuses every client)."""
+
+
+def _exemption_problems(settings: Any) -> list[tuple[str, str]]:
+    """The width rule of domains.relay_networks, for every list that exempts clients."""
+    out = []
+    for key, networks in (
+        ("admission.allow_networks", settings.admission.allow_networks),
+        ("harvest.exempt_networks", settings.harvest.exempt_networks),
+        ("score.exempt_networks", settings.score.exempt_networks),
+    ):
+        for n in networks:
+            if _too_wide(n):
+                out.append(
+                    (
+                        key,
+                        f"{n} covers public addresses wider than /16 (IPv4) or /32 (IPv6):"
+                        " it would exempt the Internet",
+                    )
+                )
+    return out
+
+
+def _endpoint(value: str) -> tuple[str, int] | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]").lower(), int(port)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return ipaddress.ip_address("127.0.0.1") if host == "localhost" else None
+
+
+def _same_endpoint(listen: tuple[str, int], target: tuple[str, int]) -> bool:
+    """`target` reaches the listener `listen` (the same address, or a wildcard listener and
+    a loopback target), same port."""
+    if listen[1] != target[1] or listen[1] == 0:
+        return False
+    mine, theirs = _ip(listen[0]), _ip(target[0])
+    if mine is None or theirs is None:
+        return listen[0] == target[0]
+    return mine == theirs or (mine.is_unspecified and (theirs.is_loopback or theirs == mine))
+
+
+def _endpoint_problems(settings: Any) -> list[tuple[str, str]]:
+    out = []
+    listens = [(v, e) for v in settings.server.listen if (e := _endpoint(v)) is not None]
+    seen: dict[tuple[str, int], str] = {}
+    for value, (host, port) in listens:
+        ip = _ip(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            out.append(
+                (
+                    "server.listen",
+                    f"{value} is an IPv4-mapped IPv6 address, which cannot be bound:"
+                    f" write {ip.ipv4_mapped}:{port}",
+                )
+            )
+        bound = (str(ip) if ip is not None else host, port)
+        if port and bound in seen:
+            out.append(("server.listen", f"{value} is listed twice (as {seen[bound]})"))
+        seen.setdefault(bound, value)
+    admin = settings.admin.listen
+    admin_at = _endpoint(admin) if admin and not admin.startswith("/") else None
+    others: tuple[tuple[str, str | None], ...] = (
+        ("relay.downstream", settings.relay.downstream),
+        ("callahead.server", settings.callahead.server),
+        ("admin.listen", admin if admin_at else None),
+    )
+    for key, value in others:
+        target = _endpoint(value) if value else None
+        if target is None:
+            continue
+        for listen, at in listens:
+            if _same_endpoint(at, target) or _same_endpoint(target, at):
+                why = "a mail loop" if key != "admin.listen" else "the port is taken"
+                out.append((key, f"{value} is the gateway's own server.listen {listen}: {why}"))
+                break
+    return out
+
+
+def setting_problems(settings: Any) -> list[tuple[str, str]]:
+    """(key, reason) for settings that are valid alone but wrong for a gateway on the
+    Internet or together: exemptions covering the Internet, listen addresses that cannot be
+    bound or are listed twice, delivery to the gateway itself, timeouts too short for any
+    client, a longest ban shorter than the first."""
+    out = _exemption_problems(settings) + _endpoint_problems(settings)
+    for name in ("greeting", "command", "data", "session"):
+        if getattr(settings.timeouts, name) < MIN_TIMEOUT:
+            out.append((f"timeouts.{name}", f"must be at least {MIN_TIMEOUT:g} second"))
+    bans = settings.bans
+    if bans.max_duration < bans.duration:
+        out.append(
+            (
+                "bans.max_duration",
+                f"{bans.max_duration:g} is shorter than bans.duration ({bans.duration:g})",
+            )
+        )
     return out
 
 

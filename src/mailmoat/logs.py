@@ -22,11 +22,14 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
+        if record.exc_info and record.exc_info[1] is not None:
+            # log.exception(): the error in one line (never a traceback across lines)
+            fields = {**fields, **failure(record.exc_info[1])}
         when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         if self.as_json:
             doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
             doc.update(fields)
-            return json.dumps(doc, default=str, ensure_ascii=False)
+            return _printable(json.dumps(doc, default=str, ensure_ascii=False))
         parts = [when, record.levelname.lower(), record.getMessage()]
         parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None]
         return " ".join(parts)
@@ -39,8 +42,53 @@ def _text(value: Any) -> str:
         value = ",".join(str(v) for v in value)
     text = str(value)
     if not text or any(c in text for c in ' "=') or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
+        return _printable(json.dumps(text, ensure_ascii=False))
     return text
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if code > 0xFFFF:  # a JSON escape is UTF-16: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _printable(quoted: str) -> str:
+    """A JSON text with every character that is not printable escaped (\\u2028, \\x85, DEL and
+    the like, which json.dumps leaves as they are): a value can never break a log line, so
+    no client-chosen text can start a line of its own and pass for a record of mailmoat's.
+    json.dumps has already escaped quotes, backslashes and C0 controls."""
+    if quoted.isprintable():
+        return quoted
+    return "".join(c if c.isprintable() else _escape(c) for c in quoted)
+
+
+def failure(exc: BaseException) -> dict[str, str]:
+    """Log fields that make an internal error diagnosable in one line: the exception's type,
+    where it was raised, the innermost frame of mailmoat's own code on the way (`via`, when
+    that is another place) and its text, cut short."""
+    inner = ours = None
+    tb = exc.__traceback__
+    while tb is not None:  # iterative: a RecursionError's traceback is deep
+        inner = tb.tb_frame.f_code, tb.tb_lineno
+        if "/mailmoat/" in inner[0].co_filename:
+            ours = inner
+        tb = tb.tb_next
+    fields = {"error": type(exc).__name__, "where": _frame(inner)}
+    if ours is not None and ours != inner:
+        fields["via"] = _frame(ours)
+    fields["detail"] = str(exc)[:200]
+    return fields
+
+
+def _frame(frame: tuple[Any, int] | None) -> str:
+    if frame is None:
+        return ""
+    code, line = frame
+    parts = code.co_filename.split("/")
+    cut = len(parts) - 1 - parts[::-1].index("mailmoat") if "mailmoat" in parts else -2
+    return f"{'/'.join(parts[cut:])}:{line} {code.co_name}"
 
 
 def setup(settings: LogSettings, stream: Any = None) -> None:

@@ -197,7 +197,7 @@ def _raw(endpoint: str, data: bytes) -> bytes:
     ("data", "status"),
     [
         (b"GET /nope HTTP/1.0\r\n\r\n", b"404"),
-        (b"POST /stats HTTP/1.0\r\n\r\n", b"405"),
+        (b"POST /stats HTTP/1.0\r\nX-Mailmoat-Admin: 1\r\n\r\n", b"405"),
         (b"hello\r\n\r\n", b"400"),
         (b"GET /stats\r\n\r\n", b"400"),
         (b"GET /stats HTTP/1.0\r\n", b"400"),  # the head never ends

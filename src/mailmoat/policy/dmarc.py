@@ -256,21 +256,43 @@ def _judge(
 _judged = lru_cache(maxsize=JUDGED)(_judge)
 
 
+MAX_FROM_FIELD = 4096
+"""Most octets of From fields (as sent, folded; all of a message's From fields together: RFC
+5322 allows one) whose addresses are parsed; past it the author is unreadable, without any
+parsing (the address parser and the "@" fallback cost far more than linear time on crafted
+input). A real From with a few display names is well under 1 KiB, and 4 KiB still holds
+`MAX_AUTHOR_DOMAINS` + 1 long addresses."""
+
+UNREADABLE = "(unreadable From)"
+"""The author domain of a From field that is too long or that the address parser fails on."""
+
+
 def author_domains(headers: Headers) -> list[str]:
     """The distinct domains of the From addresses, in order: at most `MAX_AUTHOR_DOMAINS` + 1
-    (the last one, if there, says that there are more than are evaluated)."""
+    (the last one, if there, says that there are more than are evaluated). A From field that
+    cannot be read gives `UNREADABLE`."""
     domains: dict[str, None] = {}
+    size = 0
     for f in headers.get("from"):
         raw = f.raw
-        found = _domains(raw) if len(raw) <= CACHED_LENGTH else _domains.__wrapped__(raw)
+        size += len(raw)
+        if size > MAX_FROM_FIELD:
+            found: tuple[str, ...] = (UNREADABLE,)
+        elif len(raw) <= CACHED_LENGTH:
+            found = _domains(raw)
+        else:
+            found = _domains.__wrapped__(raw)
         for domain in found:
             domains[domain] = None
             if len(domains) > MAX_AUTHOR_DOMAINS:
                 return list(domains)
+        if size > MAX_FROM_FIELD:
+            break  # the fields past the bound are not looked at
     return list(domains)
 
 
 INVALID_AUTHOR_DOMAIN = "an author domain that is not a domain name"
+UNREADABLE_AUTHOR = "no From field with an author domain that can be read"
 _DOMAIN_NAME = re.compile(
     r"(?=[a-z0-9._-]{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
     r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -288,12 +310,15 @@ def _domains(raw: bytes) -> tuple[str, ...]:
     address parser finds no address in, but with an "@" in it (`x@evil.test <a@bank.test>`),
     gives every domain after an "@": what a reader may take for the author is evaluated
     rather than skipped. U-labels become A-labels (6.6.1), as DKIM's d= and SPF give them."""
-    value = HeaderField("from", raw, 0, len(raw)).value
-    found = [
-        address.rpartition("@")[2] for _name, address in getaddresses([value]) if "@" in address
-    ]
-    if not any(d.strip() for d in found) and "@" in value:
-        found = _AT_DOMAIN.findall(value)
+    try:
+        value = HeaderField("from", raw, 0, len(raw)).value
+        found = [
+            address.rpartition("@")[2] for _name, address in getaddresses([value]) if "@" in address
+        ]
+        if not any(d.strip() for d in found) and "@" in value:
+            found = _AT_DOMAIN.findall(value)
+    except Exception:  # RecursionError on 1,000 ":", and whatever else the parser raises
+        return (UNREADABLE,)  # a field the parser fails on is an author it cannot read
     domains: dict[str, None] = {}
     for d in found:
         domain = d.strip().lower().rstrip(".>")
@@ -349,7 +374,9 @@ def _deciding(r: DmarcResult) -> str:
 
 
 def _refusal(r: DmarcResult) -> Reply:
-    if r.reason == INVALID_AUTHOR_DOMAIN:
+    if r.reason == UNREADABLE_AUTHOR:
+        text = "Message rejected: its From field has no author domain that can be read"
+    elif r.reason == INVALID_AUTHOR_DOMAIN:
         text = "Message rejected: its From field names a domain that is not a valid domain name"
     elif r.result == "permerror":
         text = (
@@ -365,12 +392,14 @@ def _refusal(r: DmarcResult) -> Reply:
 
 
 def _without_policy(domains: list[str]) -> DmarcResult | None:
-    """The result when there is no author domain to evaluate (none), or one that cannot be a
-    domain name at all (permerror, counted as a failure under reject: a reader shows
-    `ceo@bank.test` for `ceo@bank.test` + U+202E, whose lookup would find no policy); else
-    None. An address literal has no policy to find."""
-    if not domains:
-        return DmarcResult("none", reason="no author domain in From")
+    """The result when there is no author domain that can be read (no From, a From without
+    an address with a domain, `=?utf-8?b?...?=`, `ceo\uff20bank.test`, a From too long or
+    that the parser fails on) or one that cannot be a domain name at all (permerror, counted
+    as a failure under reject: a reader shows `ceo@bank.test` for these, and for
+    `ceo@bank.test` + U+202E, whose lookup would find no policy); else None. An address
+    literal has no policy to find."""
+    if not domains or UNREADABLE in domains[:MAX_AUTHOR_DOMAINS]:
+        return DmarcResult("permerror", "", "unknown", "reject", reason=UNREADABLE_AUTHOR)
     for domain in domains[:MAX_AUTHOR_DOMAINS]:
         if not _DOMAIN_NAME.fullmatch(domain) and not domain.startswith("["):
             return DmarcResult(

@@ -10,11 +10,19 @@ address.
 - ``GET /bans`` lists the running bans (JSON); ``POST /bans?target=ADDRESS|NETWORK&seconds=N``
   bans, ``DELETE /bans?target=...`` lifts every ban of it (`mailmoat ban`, `unban`, `bans`).
 
-Everything is bounded (invariant 3): at most `MAX_CLIENTS` connections at once, a request head
-of at most `MAX_REQUEST` octets read within `REQUEST_TIMEOUT` seconds, no request body, one
-response, then the connection closes. With a token, every request must carry
-``Authorization: Bearer TOKEN`` (compared in constant time), or it gets 401. A unix socket is
-made readable by its owner only.
+Everything is bounded (invariant 3): at most `MAX_CLIENTS` connections at once plus
+`HEALTH_SLOTS` kept for /healthz, a request head of at most `MAX_REQUEST` octets read within
+`HEAD_TIMEOUT` seconds, no request body, one response, then the connection closes. A
+connection past the bound gets 503 at once (never a silent close). With a token, every request
+must carry ``Authorization: Bearer TOKEN`` (compared in constant time), or it gets 401. A unix
+socket is made readable by its owner only.
+
+A web browser on the administrator's machine can reach a loopback listener too, so (403):
+a Host that is not the listener's own (its address, localhost, or the name in admin.listen)
+is refused, which stops DNS rebinding; so is an Origin other than the listener's own, and a
+request a browser marks cross-site (Sec-Fetch-Site). POST and DELETE also need the header
+``X-Mailmoat-Admin: 1``, which no page can add to a cross-site request without a CORS
+preflight (which this server never grants).
 """
 
 from __future__ import annotations
@@ -29,16 +37,24 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from mailmoat.config import split_endpoint
 
 MAX_CLIENTS = 8
-"""Admin connections served at once; more are closed at once (invariant 3)."""
+"""Admin connections served at once (invariant 3)."""
+HEALTH_SLOTS = 2
+"""Connections past MAX_CLIENTS that may still ask for /healthz (anything else gets 503), so
+a monitor gets its answer while slow clients hold the other slots; past these, 503 at once."""
 MAX_REQUEST = 8192
 """Longest request head (request line and header fields) read."""
+HEAD_TIMEOUT = 1.0
+"""Seconds a client has to send its request head: the administrator's tools send it at once,
+so a slow client holds a slot for little time."""
 REQUEST_TIMEOUT = 5.0
-"""Seconds a client has to send its request head."""
+"""Seconds for an answer to be made (a worker's stats) and sent."""
+STATE_HEADER = "x-mailmoat-admin"
+"""Header POST and DELETE must carry: a browser cannot add it cross-site without preflight."""
 
 Snapshot = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 Health = Callable[[], Awaitable[dict[str, str]]]
@@ -48,8 +64,10 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -75,6 +93,8 @@ class AdminServer:
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] | str | None = None
         self._busy = 0
+        self._hosts: frozenset[str] = frozenset()
+        """Names a Host field may give (empty for a unix socket: any, no browser gets there)."""
 
     async def start(self) -> None:
         if self.listen.startswith("/"):
@@ -95,21 +115,20 @@ class AdminServer:
             )
             sock: socket.socket = self.server.sockets[0]
             self.address = sock.getsockname()[:2]
+            names = {host.lower(), str(self.address[0]).lower(), "localhost"}
+            self._hosts = frozenset(n for n in names if n)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._busy >= MAX_CLIENTS:
-            writer.close()
-            return
+        """One request. Past MAX_CLIENTS only /healthz is served (HEALTH_SLOTS of them); past
+        those every connection gets 503 without a byte read."""
+        busy = self._busy
         self._busy += 1
         try:
-            try:
-                head = await asyncio.wait_for(
-                    reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT
-                )  # the stream's limit (MAX_REQUEST) bounds it
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-                status, ctype, body = 400, "text/plain", b"bad request\n"
+            if busy >= MAX_CLIENTS + HEALTH_SLOTS:
+                answer = 503, "text/plain", b"busy: too many admin connections\n"
             else:
-                status, ctype, body = await self._answer(head)
+                answer = await self._read_and_answer(reader, health_only=busy >= MAX_CLIENTS)
+            status, ctype, body = answer
             reason = _REASONS.get(status, "")
             writer.write(
                 f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
@@ -125,6 +144,50 @@ class AdminServer:
             self._busy -= 1
             writer.close()
 
+    async def _read_and_answer(
+        self, reader: asyncio.StreamReader, health_only: bool
+    ) -> tuple[int, str, bytes]:
+        try:
+            head = await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT
+            )  # the stream's limit (MAX_REQUEST) bounds it
+        except TimeoutError:
+            return 408, "text/plain", b"request head not sent in time\n"
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return 400, "text/plain", b"bad request\n"
+        if health_only and not head.startswith((b"GET /healthz ", b"HEAD /healthz ")):
+            return 503, "text/plain", b"busy: too many admin connections\n"
+        return await self._answer(head)
+
+    def _refused(self, method: str, fields: dict[str, str]) -> bytes | None:
+        """Why a request a browser may have sent cross-site is refused (403), or None."""
+        if self._hosts and not self.token:  # a token is what a rebinding page cannot know
+            host = fields.get("host")
+            if host is not None and _host_name(host) not in self._hosts:
+                return b"forbidden: Host is not this admin endpoint\n"
+        origin = fields.get("origin")
+        if origin is not None and not self._own_origin(origin):
+            return b"forbidden: cross-origin request\n"
+        if fields.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
+            return b"forbidden: cross-site request\n"
+        if method not in ("GET", "HEAD") and fields.get(STATE_HEADER) != "1":
+            return f"forbidden: {method} needs the header X-Mailmoat-Admin: 1\n".encode()
+        return None
+
+    def _own_origin(self, origin: str) -> bool:
+        if not isinstance(self.address, tuple):
+            return False  # no page is served from a unix socket
+        try:
+            url = urlsplit(origin.strip())
+            port = url.port
+        except ValueError:
+            return False
+        return (
+            url.scheme.lower() == "http"
+            and (url.hostname or "") in self._hosts
+            and port == self.address[1]
+        )
+
     async def _answer(self, head: bytes) -> tuple[int, str, bytes]:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
@@ -136,6 +199,9 @@ class AdminServer:
             name, colon, value = line.partition(":")
             if colon:
                 fields[name.strip().lower()] = value.strip()
+        refused = self._refused(method, fields)
+        if refused is not None:
+            return 403, "text/plain", refused
         if self.token and not _bearer_ok(fields.get("authorization", ""), self.token):
             return 401, "text/plain", b"a bearer token is required\n"
         path, _, query = target.partition("?")
@@ -204,6 +270,16 @@ class AdminServer:
                 Path(self.address).unlink()
 
 
+def _host_name(value: str) -> str:
+    """The name in a Host field or an Origin's authority, without its port or brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
 def _bearer_ok(header: str, token: bytes) -> bool:
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
@@ -221,8 +297,11 @@ def request(
     else:
         sock = socket.create_connection(split_endpoint(listen), timeout=timeout)
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    if method not in ("GET", "HEAD"):
+        auth += "X-Mailmoat-Admin: 1\r\n"
+    host = "localhost" if listen.startswith("/") else listen
     with sock:
-        sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: mailmoat\r\n{auth}\r\n".encode())
+        sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n".encode())
         chunks = []
         total = 0
         while chunk := sock.recv(65536):

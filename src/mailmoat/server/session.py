@@ -332,8 +332,14 @@ class SmtpSession(asyncio.Protocol):
                 await work
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logs.log.exception("session error client=%s", self.client.address)
+            except Exception as exc:
+                logs.event(
+                    "session error",
+                    logging.ERROR,
+                    session=self.session_id,
+                    client=self.client.address,
+                    **logs.failure(exc),
+                )
                 if self.transport is not None:
                     self._flush()  # the replies to the commands of the group before this one
                     self._write(R_TEMP_ERROR.to_bytes())
