@@ -3,7 +3,7 @@ domain that is no domain name (permerror, a failure under reject), never let thr
 "none": no From at all, an encoded word, a full-width at sign, a group, a field the address
 parser fails on (1,100 ":" raise RecursionError), and a field too long to parse, which is not
 parsed at all (tens of KiB of "@" used to hold a worker's event loop for seconds). End to end
-through a real gateway and a real dnsmasq, as test_dmarc_dns.py."""
+through a real gateway asking the in-process test zone, as test_dmarc_dns.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from mailmoat.headers import scan
 from mailmoat.policy import dmarc
 from mailmoat.policy.score import HEADERS_WANTED
-from tests.dns import zone
-from tests.dns.fixtures import DnsmasqFactory
-from tests.policy.dns_support import captured_logs, dns_gateway, message
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import captured_logs, dns_gateway, message
+from tests.support.fake_dns import world
 
 CLIENT_LOG_ONLY = {"fcrdns.action": "log", "helo.action": "log", "spf.action": "log"}
 REFUSAL = b"550 5.7.1 Message rejected: its From field has no author domain that can be read"
@@ -74,11 +74,9 @@ def test_many_from_fields_are_not_all_parsed(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("from_value", [*UNREADABLE, None])
-async def test_the_gateway_refuses_it(
-    dnsmasq_factory: DnsmasqFactory, from_value: str | None
-) -> None:
-    server = dnsmasq_factory(records=zone.records())
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+async def test_the_gateway_refuses_it(from_value: str | None) -> None:
+    server = world()
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         with captured_logs() as logs:
             out = await gw.send(
                 source=zone.NOPTR_IP, sender="a@nodmarc.test", msg=_with_from(from_value)
@@ -87,7 +85,7 @@ async def test_the_gateway_refuses_it(
 
 
 async def test_a_huge_from_is_not_parsed_and_others_are_served(
-    dnsmasq_factory: DnsmasqFactory, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parsed: list[int] = []
     real = dmarc.getaddresses
@@ -100,10 +98,8 @@ async def test_a_huge_from_is_not_parsed_and_others_are_served(
     field = b"From: " + b"\r\n ".join([b"@" * 900] * 68) + b"\r\n"  # 61 KB, folded
     huge = field * 4
     msg = message("a@nodmarc.test").replace(b"From: Sender <a@nodmarc.test>\r\n", huge, 1)
-    server = dnsmasq_factory(records=zone.records())
-    async with dns_gateway(
-        server.address, **CLIENT_LOG_ONLY, **{"smtp.max_header_size": 1 << 20}
-    ) as gw:
+    server = world()
+    async with dns_gateway(server, **CLIENT_LOG_ONLY, **{"smtp.max_header_size": 1 << 20}) as gw:
         bad, good = await asyncio.gather(
             gw.send(source=zone.NOPTR_IP, sender="a@nodmarc.test", msg=msg),
             gw.send(
@@ -116,7 +112,7 @@ async def test_a_huge_from_is_not_parsed_and_others_are_served(
 
 
 async def test_an_internal_error_is_451_and_one_diagnosable_line(
-    dnsmasq_factory: DnsmasqFactory, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Whatever a check raises: 451 for the client, and a log line naming the exception and
     where it was raised (it used to say only "session error")."""
@@ -125,8 +121,8 @@ async def test_an_internal_error_is_451_and_one_diagnosable_line(
         raise LookupError("no such thing")
 
     monkeypatch.setattr(dmarc.DmarcCheck, "message", broken)
-    server = dnsmasq_factory(records=zone.records())
-    async with dns_gateway(server.address, **CLIENT_LOG_ONLY) as gw:
+    server = world()
+    async with dns_gateway(server, **CLIENT_LOG_ONLY) as gw:
         with captured_logs() as logs:
             out = await gw.send(source=zone.NOPTR_IP, sender="a@nodmarc.test")
     assert out.replies["message"].startswith(b"451 4.3.0"), out.replies

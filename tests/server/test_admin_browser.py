@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from mailmoat.cli import main
 from mailmoat.server import admin
 from mailmoat.server.admin import request
-from tests.gateway import RunningGateway, running_gateway
-from tests.waiting import wait_until
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.waiting import wait_until
 
 
 def _endpoint(gw: RunningGateway) -> tuple[str, int]:

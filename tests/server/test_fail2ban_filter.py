@@ -17,7 +17,7 @@ import pytest
 
 from mailmoat import logs
 from mailmoat.config import LogSettings
-from tests.gateway import running_gateway
+from tests.support.gateway import running_gateway
 
 FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/mailmoat.conf"
 
