@@ -19,10 +19,16 @@ class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool) -> None:
         super().__init__()
         self.as_json = as_json
+        self._second = -1
+        self._when = ""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
-        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        second = int(record.created)
+        if second != self._second:  # a flood logs thousands of lines a second: format once
+            self._second = second
+            self._when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        when = self._when
         if self.as_json:
             doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
             doc.update(fields)
@@ -58,5 +64,7 @@ def enabled(level: int = logging.INFO) -> bool:
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One line (every refusal writes one, thousands a second under a flood: the record is
+    made without `Logger.log`'s search of the stack for the caller, which no line shows)."""
     if log.isEnabledFor(level):
-        log.log(level, name, extra={"fields": fields})
+        log.handle(log.makeRecord(log.name, level, "", 0, name, (), None, extra={"fields": fields}))
