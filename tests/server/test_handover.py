@@ -120,3 +120,20 @@ async def test_what_a_lost_worker_was_given_goes_to_another(tmp_path: Path) -> N
         for ours, client in pairs:
             ours.close()
             client.close()
+
+
+async def test_admission_decides_within_the_accept_call(tmp_path: Path) -> None:
+    """With the in-memory store the connect stage (rates and bans included) never waits: the
+    decision is made in the accept call itself, with no task and no loop turn in between
+    (server/eager.py)."""
+    supervisor, (worker,) = supervisor_with(tmp_path, 1)
+    ours, client = socket.socketpair()
+    try:
+        supervisor._accept(ours, ("192.0.2.7", 40007))
+        assert worker.process.sessions == 1  # decided: no loop turn has run yet
+        assert client.recv(512).startswith(b"220 mx.test")  # greeted at once
+        await wait_for(lambda: worker.read() == 1, "the hand-over")
+    finally:
+        worker.close()
+        ours.close()
+        client.close()

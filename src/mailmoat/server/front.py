@@ -29,6 +29,7 @@ from mailmoat.policy.base import Check, Client, Decision, Pipeline, Verdict
 from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
+from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.connection import greeting_bytes
@@ -191,6 +192,17 @@ class Front:
             logs.log.exception("connect checks failed for %s", address[0])
             self._refuse(sock, None, R_CONNECT_ERROR)
             return
+        if asyncio.iscoroutine(verdict):  # with the in-memory store it is done at once
+            try:
+                result = eager.start(verdict)
+            except Exception:
+                logs.log.exception("connect checks failed for %s", address[0])
+                self._refuse(sock, client, R_CONNECT_ERROR)
+                return
+            if isinstance(result, eager.Rest):
+                self.spawn(self._settle(sock, client, result))
+                return
+            verdict = result
         if inspect.isawaitable(verdict):
             self.spawn(self._settle(sock, client, verdict))
         elif not self._refused(sock, client, verdict):
