@@ -44,9 +44,22 @@ def _text(value: Any) -> str:
     if isinstance(value, list | tuple):
         value = ",".join(str(v) for v in value)
     text = str(value)
-    if not text or any(c in text for c in ' "=') or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    shown = _SHOWN.get(text)
+    if shown is None:
+        if not text or any(c in text for c in ' "=') or not text.isprintable():
+            shown = json.dumps(text, ensure_ascii=False)
+        else:
+            shown = text
+        if len(_SHOWN) >= _SHOWN_MAX:
+            _SHOWN.clear()
+        _SHOWN[text] = shown
+    return shown
+
+
+_SHOWN: dict[str, str] = {}
+"""Values as the text format shows them: a refusal's reply text, its reason and most other
+values repeat from line to line, and quoting costs more than a lookup."""
+_SHOWN_MAX = 4096
 
 
 def setup(settings: LogSettings, stream: Any = None) -> None:
