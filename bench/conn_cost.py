@@ -1,17 +1,24 @@
 """CPU time mailmoat spends per attack connection, supervisor and workers apart.
 
     python -m bench conn_cost                  # the combined attack's traffic, 15 s
+    python -m bench conn_cost --traffic refused   # a flood that admission refuses whole
     python -m bench conn_cost --seconds 10 --profile /tmp/prof
 
 Starts `python -m mailmoat serve` with the attack harness's configuration (bench/attack.py:
-defaults, log at info, one worker per CPU) and runs the attack workers of
-the combined scenario (slowloris 5000 + flood 1000/s) without a legitimate sender, for a
-fixed time. It reads utime+stime of the supervisor and of each worker from /proc/PID/stat
-before and after, and divides by the connections mailmoat accepted meanwhile (its counter), so
-the figure does not depend on how busy the machine is as the p99 of bench.attack does: two
-builds measured one after the other on a shared machine compare fairly. With --profile DIR it
-runs `py-spy record` on the supervisor and on one worker meanwhile (collapsed stacks,
-for `py-spy`'s or any flame-graph tool; `--summary` prints the top frames).
+defaults, log at info, one worker per CPU) and runs the attack workers of the combined
+scenario (slowloris 5000 + flood 1000/s) without a legitimate sender, for a fixed time. It
+reads utime+stime of the supervisor and of each worker from /proc/PID/stat before and after,
+and divides by the connections mailmoat accepted meanwhile (its counter): unlike the p99 of
+bench.attack, the figure hardly depends on how busy the machine is, so two builds measured
+one after the other on a shared machine compare fairly.
+
+How many of the combined attack's connections are refused depends on when the bans start,
+which varies from run to run, and a refusal costs less than a session: `--traffic flood`
+(the flood alone: mostly admitted, greeted and handed over) and `--traffic refused` (the
+same flood from a denied network: every connection refused at accept) give the two costs
+apart, and `--traffic mixed` runs both floods at once (a fixed mix at the combined attack's
+rate of new connections). With --profile DIR it runs `py-spy record` on the supervisor and
+on one worker meanwhile (collapsed stacks, for any flame-graph tool).
 """
 
 from __future__ import annotations
@@ -41,17 +48,19 @@ from bench.attack import (
 from bench.peers import LegitDns, Sink
 
 
-def cpu_of(pid: int) -> float:
-    """utime + stime of `pid` so far, seconds (0 once it is gone)."""
+def cpu_of(pid: int) -> tuple[float, float]:
+    """(utime, stime) of `pid` so far, seconds (0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-async def measure(seconds: float, ramp: float, profile: Path | None) -> dict[str, Any]:
+async def measure(
+    seconds: float, ramp: float, profile: Path | None, traffic: str
+) -> dict[str, Any]:
     sink = Sink()
     await sink.start()
     combined = next(sc for sc in SCENARIOS if sc.key == "combined")
@@ -62,11 +71,20 @@ async def measure(seconds: float, ramp: float, profile: Path | None) -> dict[str
         port = free_port()
         mm = Mailmoat(workdir, {}, port)
         mm.config = base_config(port, sink, mm.admin, dns_port)
+        (flooding,) = [a for a in combined.attacks if a["kind"] == "flood"]
+        denied = {**flooding, "sources": [16, *flooding["sources"][1:]]}  # from 127.16.0.0
+        mm.config["admission"] = {"deny_networks": ["127.16.0.0/12"]}
+        specs = {
+            "combined": combined.attacks,
+            "flood": [flooding],
+            "refused": [denied],
+            "mixed": [flooding, denied],
+        }[traffic]
         attacks: list[Attack] = []
         spies: list[subprocess.Popen[bytes]] = []
         try:
             await mm.start()
-            for spec in combined.attacks:
+            for spec in specs:
                 attack = Attack({**spec, "port": port, "duration": ramp + seconds, "nice": NICE})
                 await attack.start()
                 attacks.append(attack)
@@ -94,15 +112,19 @@ async def measure(seconds: float, ramp: float, profile: Path | None) -> dict[str
     if errors:
         raise RuntimeError(f"attack workers failed: {errors}")
     delta = {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1}
-    supervisor = after[pids[0]] - before[pids[0]]
-    workers = sum(after[p] - before[p] for p in pids[1:])
+    used = {p: [a - b for a, b in zip(after[p], before[p], strict=True)] for p in pids}
+    supervisor, workers = (
+        used[pids[0]],
+        [sum(u[i] for u in list(used.values())[1:]) for i in (0, 1)],
+    )
     return {
         "wall": wall,
         "connections": delta.get("connections.accepted", 0),
         "refused": delta.get("closed.refused", 0),
         "handed": delta.get("sessions.handed_over", 0),
-        "supervisor_cpu": supervisor,
-        "workers_cpu": workers,
+        "supervisor_cpu": sum(supervisor),
+        "workers_cpu": sum(workers),
+        "system_share": (supervisor[1] + workers[1]) / max(sum(supervisor) + sum(workers), 1e-9),
     }
 
 
@@ -121,10 +143,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time")
     parser.add_argument("--ramp", type=float, default=6.0, help="attack build-up, not measured")
-    parser.add_argument("--profile", type=Path, help="directory for py-spy flame graphs")
+    parser.add_argument("--profile", type=Path, help="directory for py-spy's collapsed stacks")
+    parser.add_argument(
+        "--traffic", choices=("combined", "flood", "refused", "mixed"), default="combined"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    r = asyncio.run(measure(args.seconds, args.ramp, args.profile))
+    r = asyncio.run(measure(args.seconds, args.ramp, args.profile, args.traffic))
     n = max(r["connections"], 1)
     print(
         f"{r['connections']} attack connections in {r['wall']:.1f} s "
@@ -133,7 +158,8 @@ def main() -> None:
         f"CPU: supervisor {r['supervisor_cpu']:.2f} s, workers {r['workers_cpu']:.2f} s\n"
         f"per connection: supervisor {1e6 * r['supervisor_cpu'] / n:.0f} us, "
         f"workers {1e6 * r['workers_cpu'] / n:.0f} us, "
-        f"total {1e6 * (r['supervisor_cpu'] + r['workers_cpu']) / n:.0f} us"
+        f"total {1e6 * (r['supervisor_cpu'] + r['workers_cpu']) / n:.0f} us "
+        f"({100 * r['system_share']:.0f}% of it in the kernel)"
     )
 
 
