@@ -81,8 +81,7 @@ MAX_PENDING = 10_000
 """Requests waiting for their answer at once; more fail at once (invariant 3)."""
 
 MAX_FDS = 64
-"""Descriptors per packet (the kernel allows 253): a batch of hand-overs larger than this is
-sent as several packets."""
+"""Descriptors per packet (the kernel allows 253); a larger batch is several packets."""
 
 READS_PER_TURN = 64
 """Packets read per turn of the event loop, so one busy link cannot starve the others."""
@@ -138,7 +137,15 @@ class Handover(Message):
     greeted: bool
 
     def wire(self) -> tuple[Any, ...]:
-        return (*self._fields(self)[:5], _verdict_out(self.verdict), self.greeted)
+        return (
+            self.conn_id,
+            self.address,
+            self.port,
+            self.trusted,
+            self.tags,
+            _verdict_out(self.verdict),
+            self.greeted,
+        )
 
     @classmethod
     def from_wire(cls, values: Sequence[Any]) -> Message:
@@ -208,31 +215,25 @@ class Answer(Message):
 
 
 def _verdict_out(verdict: Verdict) -> Any:
-    """A held greeting as plain values: None, a reply, or a decision (without its reason)."""
+    """A held greeting as plain values: None, (reply,) or (reply, delay, close), a reply as
+    (code, enhanced, lines); a decision's reason stays behind."""
     if verdict is None:
         return None
-    if isinstance(verdict, Reply):
-        return (_reply_out(verdict),)
-    answer = _reply_out(verdict.reply) if verdict.reply is not None else None
-    return (answer, verdict.delay, verdict.close)
+    answer = verdict if isinstance(verdict, Reply) else verdict.reply
+    wired = (answer.code, answer.enhanced, answer.lines) if answer is not None else None
+    return (wired,) if isinstance(verdict, Reply) else (wired, verdict.delay, verdict.close)
 
 
 def _verdict_in(data: Any) -> Verdict:
     if data is None:
         return None
     answer = Reply(data[0][0], data[0][1], tuple(data[0][2])) if data[0] else None
-    if len(data) == 1:
-        return answer
-    return Decision(reply=answer, delay=float(data[1]), close=bool(data[2]))
-
-
-def _reply_out(answer: Reply) -> tuple[Any, ...]:
-    return (answer.code, answer.enhanced, answer.lines)
+    return answer if len(data) == 1 else Decision(answer, float(data[1]), bool(data[2]))
 
 
 def encode(messages: Iterable[Message]) -> bytes:
     """One packet's payload."""
-    data = marshal.dumps(tuple((m.tag, *m.wire()) for m in messages))
+    data = marshal.dumps(tuple([(m.tag, *m.wire()) for m in messages]))
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"link message too large: {len(data)} octets")
     return data
@@ -319,9 +320,8 @@ class Link:
         return True
 
     def send_fds(self, batch: Sequence[tuple[Message, int]]) -> bool:
-        """Send messages that carry a descriptor each (at most MAX_FDS) in one packet, now or
-        not at all: False when the link is closed or its buffer full (the caller still owns
-        the descriptors; on True the other side has its own copies)."""
+        """Send up to MAX_FDS messages with a descriptor each in one packet, now or never
+        (False: link closed or full). The caller keeps its own copies of the descriptors."""
         if self.closed or self._queue:
             return False
         if len(batch) > MAX_FDS:
