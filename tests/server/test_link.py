@@ -174,3 +174,23 @@ async def test_a_closed_link_fails_its_requests() -> None:
             await pending
     finally:
         ends.close()
+
+
+async def test_one_turn_handles_a_bounded_number_of_messages() -> None:
+    """Packets of many hand-overs each must not let one turn of a worker's loop start
+    thousands of sessions while its other sessions wait."""
+    ends = Ends()
+    a, b = socket.socketpair()
+    try:
+        batch = [
+            (Handover(n, "192.0.2.1", 25, False, (), None, True), a.fileno()) for n in range(64)
+        ]
+        for _ in range(3):
+            assert ends.supervisor.send_fds(batch)
+        ends.worker._readable()  # one turn's reading, as the event loop calls it
+        assert len(ends.got) == 64
+        await wait_for(lambda: len(ends.got) == 3 * 64, "the rest in later turns")
+    finally:
+        ends.close()
+        a.close()
+        b.close()

@@ -84,7 +84,8 @@ MAX_FDS = 64
 """Descriptors per packet (the kernel allows 253); a larger batch is several packets."""
 
 READS_PER_TURN = 64
-"""Packets read per turn of the event loop, so one busy link cannot starve the others."""
+"""Messages handled per turn of the event loop (whole packets: one more may pass it), so one
+busy link cannot starve the sessions of its process."""
 
 _FDS = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
@@ -382,7 +383,8 @@ class Link:
 
     # -------------------------------------------------------------- receiving
     def _readable(self) -> None:
-        for _ in range(READS_PER_TURN):
+        handled = 0
+        while handled < READS_PER_TURN:
             try:
                 data, ancdata, flags, _ = self.sock.recvmsg(MAX_MESSAGE, _FDS)
             except (BlockingIOError, InterruptedError):
@@ -390,6 +392,7 @@ class Link:
             except OSError:
                 self.close()
                 return
+            handled += 1
             socks = _received_sockets(ancdata)
             if not data and not socks:
                 self.close()  # the other side closed its end
@@ -408,6 +411,7 @@ class Link:
                 _close_all(socks)
                 logs.event("link_descriptors", logging.WARNING, received=len(socks))
                 continue
+            handled += len(messages) - 1
             fds = iter(socks)
             for message in messages:
                 sock = next(fds) if message.carries_fd else None
