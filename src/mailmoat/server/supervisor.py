@@ -405,6 +405,7 @@ class Supervisor(Front):
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()
+        self._hand_over()  # what was decided before the stop goes out before the stop
         workers = [w for w in self.workers if w is not None]
         for worker in workers:
             worker.link.send(Stop(grace))
