@@ -130,14 +130,17 @@ class Worker:
     # ------------------------------------------------------------------ kinds
     async def flood(self) -> None:
         rate = self.spec["rate"]
+        count = self.spec.get("count")  # a fixed number of connections, then stop
         tasks: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         i = 0
         next_at = loop.time()
-        while self.left() > 0:
+        while self.left() > 0 and (count is None or i < count):
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at += 0.01
             for _ in range(max(1, int(rate * 0.01))):
+                if count is not None and i >= count:
+                    break
                 if len(tasks) >= self.spec.get("max_in_flight", 2000):
                     self.counts["skipped_in_flight"] += 1
                     continue
@@ -145,6 +148,8 @@ class Worker:
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
                 i += 1
+        if count is not None and tasks:  # the last ones finish (bounded by their timeouts)
+            await asyncio.wait(set(tasks), timeout=max(self.left(), 0.1))
         for t in list(tasks):
             t.cancel()
 

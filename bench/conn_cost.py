@@ -2,6 +2,7 @@
 
     python -m bench conn_cost                  # the combined attack's traffic, 15 s
     python -m bench conn_cost --traffic refused   # a flood that admission refuses whole
+    python -m bench conn_cost --traffic mixed --connections 10000
     python -m bench conn_cost --seconds 10 --profile /tmp/prof
 
 Starts `python -m mailmoat serve` with the attack harness's configuration (bench/attack.py:
@@ -17,8 +18,11 @@ which varies from run to run, and a refusal costs less than a session: `--traffi
 (the flood alone: mostly admitted, greeted and handed over) and `--traffic refused` (the
 same flood from a denied network: every connection refused at accept) give the two costs
 apart, and `--traffic mixed` runs both floods at once (a fixed mix at the combined attack's
-rate of new connections). With --profile DIR it runs `py-spy record` on the supervisor and
-on one worker meanwhile (collapsed stacks, for any flame-graph tool).
+rate of new connections). On a busy machine the niced attackers open fewer connections a
+second, and costs that come once per address (a DNS lookup) weigh more: `--connections N`
+runs a flood mix for a fixed number of connections, measured from before the first to after
+the last, so two builds compare on the same work. With --profile DIR it runs `py-spy record`
+on the supervisor and on one worker meanwhile (collapsed stacks, for any flame-graph tool).
 """
 
 from __future__ import annotations
@@ -58,8 +62,12 @@ def cpu_of(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+COUNT_DEADLINE = 300.0
+"""Seconds a --connections run may take at most."""
+
+
 async def measure(
-    seconds: float, ramp: float, profile: Path | None, traffic: str
+    seconds: float, ramp: float, profile: Path | None, traffic: str, count: int = 0
 ) -> dict[str, Any]:
     sink = Sink()
     await sink.start()
@@ -84,18 +92,28 @@ async def measure(
         spies: list[subprocess.Popen[bytes]] = []
         try:
             await mm.start()
+            if count:  # measured from before the first connection to after the last
+                pids = mm.pids()
+                before = {pid: cpu_of(pid) for pid in pids}
+                counters0 = (await mm.stats())["counters"]
+                ramp, seconds = 0.0, COUNT_DEADLINE
             for spec in specs:
-                attack = Attack({**spec, "port": port, "duration": ramp + seconds, "nice": NICE})
+                extra = {"count": count // len(specs)} if count else {}
+                duration = ramp + seconds
+                attack = Attack({**spec, **extra, "port": port, "duration": duration, "nice": NICE})
                 await attack.start()
                 attacks.append(attack)
-            await asyncio.sleep(ramp)
-            pids = mm.pids()
-            before = {pid: cpu_of(pid) for pid in pids}
-            counters0 = (await mm.stats())["counters"]
+            if not count:
+                await asyncio.sleep(ramp)
+                pids = mm.pids()
+                before = {pid: cpu_of(pid) for pid in pids}
+                counters0 = (await mm.stats())["counters"]
             if profile is not None:
                 spies = start_spies(profile, pids, seconds)
             t0 = time.monotonic()
             reports = [await a.result() for a in attacks]
+            if count:
+                await asyncio.sleep(1.0)  # the workers finish the last sessions
             wall = time.monotonic() - t0
             after = {pid: cpu_of(pid) for pid in pids}
             counters1 = (await mm.stats())["counters"]
@@ -145,11 +163,19 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=6.0, help="attack build-up, not measured")
     parser.add_argument("--profile", type=Path, help="directory for py-spy's collapsed stacks")
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="a fixed number of flood connections instead of a fixed time (not combined)",
+    )
+    parser.add_argument(
         "--traffic", choices=("combined", "flood", "refused", "mixed"), default="combined"
     )
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    r = asyncio.run(measure(args.seconds, args.ramp, args.profile, args.traffic))
+    if args.connections and args.traffic == "combined":
+        parser.error("--connections needs a flood-only --traffic (slowloris has no count)")
+    r = asyncio.run(measure(args.seconds, args.ramp, args.profile, args.traffic, args.connections))
     n = max(r["connections"], 1)
     print(
         f"{r['connections']} attack connections in {r['wall']:.1f} s "
