@@ -98,7 +98,9 @@ class Worker:
         stop = asyncio.Event()  # SIGTERM ends the attack early, with a report
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({main, stopped}, timeout=max(self.left(), 0.1))
+        # with a count (bench/conn_cost.py) the attack ends when its connections are done
+        when = asyncio.FIRST_COMPLETED if self.spec.get("count") else asyncio.ALL_COMPLETED
+        await asyncio.wait({main, stopped}, timeout=max(self.left(), 0.1), return_when=when)
         self.end = loop.time()
         stopped.cancel()
         main.cancel()
