@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import marshal
 import socket
 from typing import Any
@@ -53,6 +54,14 @@ EVERY_MESSAGE: list[Message] = [
 @pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: m.tag)
 def test_every_message_survives_the_codec(message: Message) -> None:
     assert decode(encode([message])) == [message]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: m.tag)
+def test_every_message_is_frozen(message: Message) -> None:
+    field = dataclasses.fields(message)[0].name  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(message, field, None)
+    assert not hasattr(message, "__dict__")  # slots: no room for anything else either
 
 
 def test_a_packet_holds_several_messages_in_order() -> None:

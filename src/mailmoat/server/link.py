@@ -48,8 +48,9 @@ PROTOCOL
             The answer to request `request_id`: its value, or (ok false) the error's text.
 
     A message of an unknown tag, or with the wrong number of fields, is logged and dropped
-    (its descriptor closed). To add a message: a frozen dataclass with a new `tag`,
-    registered with `@message`, and a line here.
+    (its descriptor closed). To add a message: a `Message` subclass with a new `tag` and
+    its fields, decorated with `@message` (which makes it a frozen dataclass and registers
+    it), a branch in the receiver's handler, and its entry here.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 from mailmoat import logs
 from mailmoat.policy.base import Decision, Verdict
@@ -113,8 +114,10 @@ M = TypeVar("M", bound=type[Message])
 _TAGS: dict[str, type[Message]] = {}
 
 
+@dataclass_transform(eq_default=True)
 def message(cls: M) -> M:
-    """Register a message class under its tag."""
+    """Make a message class a frozen dataclass (slots, no __dict__) and register its tag."""
+    cls = cast(M, dataclass(frozen=True, slots=True)(cls))
     if cls.tag in _TAGS:
         raise ValueError(f"link message tag {cls.tag!r} used twice")
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
@@ -125,7 +128,6 @@ def message(cls: M) -> M:
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Handover(Message):
     tag = "conn"
     carries_fd = True
@@ -155,42 +157,36 @@ class Handover(Message):
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class StressMode(Message):
     tag = "stress"
     on: bool
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Stop(Message):
     tag = "stop"
     grace: float
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Ready(Message):
     tag = "ready"
     pid: int
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Failed(Message):
     tag = "failed"
     error: str
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Closed(Message):
     tag = "closed"
     conn_ids: tuple[int, ...]
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Strike(Message):
     tag = "strike"
     address: str
@@ -198,7 +194,6 @@ class Strike(Message):
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Request(Message):
     tag = "req"
     request_id: int
@@ -207,7 +202,6 @@ class Request(Message):
 
 
 @message
-@dataclass(frozen=True, slots=True)
 class Answer(Message):
     tag = "res"
     request_id: int
