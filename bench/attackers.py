@@ -98,7 +98,9 @@ class Worker:
         stop = asyncio.Event()  # SIGTERM ends the attack early, with a report
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({main, stopped}, timeout=max(self.left(), 0.1))
+        # with a count (bench/conn_cost.py) the attack ends when its connections are done
+        when = asyncio.FIRST_COMPLETED if self.spec.get("count") else asyncio.ALL_COMPLETED
+        await asyncio.wait({main, stopped}, timeout=max(self.left(), 0.1), return_when=when)
         self.end = loop.time()
         stopped.cancel()
         main.cancel()
@@ -130,14 +132,17 @@ class Worker:
     # ------------------------------------------------------------------ kinds
     async def flood(self) -> None:
         rate = self.spec["rate"]
+        count = self.spec.get("count")  # a fixed number of connections, then stop
         tasks: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         i = 0
         next_at = loop.time()
-        while self.left() > 0:
+        while self.left() > 0 and (count is None or i < count):
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             next_at += 0.01
             for _ in range(max(1, int(rate * 0.01))):
+                if count is not None and i >= count:
+                    break
                 if len(tasks) >= self.spec.get("max_in_flight", 2000):
                     self.counts["skipped_in_flight"] += 1
                     continue
@@ -145,6 +150,8 @@ class Worker:
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
                 i += 1
+        if count is not None and tasks:  # the last ones finish (bounded by their timeouts)
+            await asyncio.wait(set(tasks), timeout=max(self.left(), 0.1))
         for t in list(tasks):
             t.cancel()
 

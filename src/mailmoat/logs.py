@@ -19,13 +19,19 @@ class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool) -> None:
         super().__init__()
         self.as_json = as_json
+        self._second = -1
+        self._when = ""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
         if record.exc_info and record.exc_info[1] is not None:
             # log.exception(): the error in one line (never a traceback across lines)
             fields = {**fields, **failure(record.exc_info[1])}
-        when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        second = int(record.created)
+        if second != self._second:  # a flood logs thousands of lines a second: format once
+            self._second = second
+            self._when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        when = self._when
         if self.as_json:
             doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
             doc.update(fields)
@@ -41,9 +47,22 @@ def _text(value: Any) -> str:
     if isinstance(value, list | tuple):
         value = ",".join(str(v) for v in value)
     text = str(value)
-    if not text or any(c in text for c in ' "=') or not text.isprintable():
-        return _printable(json.dumps(text, ensure_ascii=False))
-    return text
+    shown = _SHOWN.get(text)
+    if shown is None:
+        if not text or any(c in text for c in ' "=') or not text.isprintable():
+            shown = _printable(json.dumps(text, ensure_ascii=False))
+        else:
+            shown = text
+        if len(_SHOWN) >= _SHOWN_MAX:
+            _SHOWN.clear()
+        _SHOWN[text] = shown
+    return shown
+
+
+_SHOWN: dict[str, str] = {}
+"""Values as the text format shows them: a refusal's reply text, its reason and most other
+values repeat from line to line, and quoting costs more than a lookup."""
+_SHOWN_MAX = 4096
 
 
 def _escape(c: str) -> str:
@@ -106,5 +125,7 @@ def enabled(level: int = logging.INFO) -> bool:
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One line (every refusal writes one, thousands a second under a flood: the record is
+    made without `Logger.log`'s search of the stack for the caller, which no line shows)."""
     if log.isEnabledFor(level):
-        log.log(level, name, extra={"fields": fields})
+        log.handle(log.makeRecord(log.name, level, "", 0, name, (), None, extra={"fields": fields}))

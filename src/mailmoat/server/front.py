@@ -25,6 +25,7 @@ from mailmoat.config import Settings, split_endpoint
 from mailmoat.config_checks import admin_token
 from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
+from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.smtp.replies import Reply, reply
@@ -166,6 +167,17 @@ class Front:
             logs.log.exception("connect checks failed for %s", address[0])
             self._refuse(sock, None, R_CONNECT_ERROR)
             return
+        if asyncio.iscoroutine(verdict):  # with the in-memory store it is done at once
+            try:
+                result = eager.start(verdict)
+            except Exception:
+                logs.log.exception("connect checks failed for %s", address[0])
+                self._refuse(sock, client, R_CONNECT_ERROR)
+                return
+            if isinstance(result, eager.Rest):
+                self.spawn(self._settle(sock, client, result))
+                return
+            verdict = result
         if inspect.isawaitable(verdict):
             self.spawn(self._settle(sock, client, verdict))
         elif not self._refused(sock, client, verdict):

@@ -1,15 +1,56 @@
-"""The channel between the supervisor and one worker process.
+"""The channel between the supervisor and one worker process, and what travels on it.
 
-A `SOCK_SEQPACKET` socket pair: every packet is one message, a tuple of plain values whose
-first item names it, in `marshal`'s format (both ends are mailmoat processes of one Python,
-and marshal costs a fraction of JSON), and a packet may carry one file descriptor (an
-accepted client connection). Packets keep their boundaries, so there is no framing to get
-wrong, and the kernel bounds what is in flight. Either side can also ask the other something
-(`request`) and get one answer back.
+A `SOCK_SEQPACKET` socket pair: a packet keeps its boundaries (no framing to get wrong) and the
+kernel bounds what is in flight. A packet is one or more messages, each a frozen dataclass
+below, encoded by `encode`/`decode` as `(tag, field, field, ...)` tuples of plain values in
+`marshal`'s format (both ends are mailmoat processes of one Python, and marshal costs a
+fraction of JSON). A packet also carries the file descriptors of its messages that hand one
+over (`Message.carries_fd`), in message order (SCM_RIGHTS), so a burst of connections goes to
+a worker in one system call.
 
 Nothing here blocks: sends are non-blocking, and a message that does not fit into the socket
-buffer now waits in a short queue (`MAX_QUEUED`); a connection handed over with its descriptor
-is never queued (`send_fd` says False and the supervisor tries elsewhere).
+buffer now waits in a short queue (`MAX_QUEUED`); messages with descriptors are never queued
+(`send_fds` says False and the supervisor tries elsewhere).
+
+PROTOCOL
+    Supervisor to worker:
+
+    conn    Handover(conn_id, address, port, trusted, tags, verdict, greeted) + a descriptor
+            An admitted client connection, now the worker's: `conn_id` is the supervisor's
+            number for it (the worker says Closed with it at the end), `trusted` and `tags`
+            what admission marked, `verdict` admission's held greeting or None, `greeted`
+            whether the 220 went out already. No answer.
+    stress  StressMode(on)
+            Stress mode switched on or off (the supervisor counts the connections). No answer.
+    stop    Stop(grace)
+            Stop: let deliveries in flight finish for up to `grace` seconds, then exit.
+
+    Worker to supervisor:
+
+    ready   Ready(pid)
+            Started; connections may come.
+    failed  Failed(error)
+            Could not start, and why (one line); the worker exits.
+    closed  Closed(conn_ids)
+            These handed-over connections ended: give their admission slots back. At most
+            one a turn of the worker's event loop, however many ended in it.
+    strike  Strike(address, reason)
+            The client at `address` did something that counts towards a ban (`reason`, one
+            of policy.bans.STRIKE_REASONS; anything else is ignored).
+
+    Either way:
+
+    req     Request(request_id, name, args)
+            Ask the other side (`Link.request`): "store" with a Store method and its
+            arguments (worker to supervisor, store.remote.OPERATIONS), "snapshot" for the
+            counters (supervisor to worker).
+    res     Answer(request_id, ok, value)
+            The answer to request `request_id`: its value, or (ok false) the error's text.
+
+    A message of an unknown tag, or with the wrong number of fields, is logged and dropped
+    (its descriptor closed). To add a message: a `Message` subclass with a new `tag` and
+    its fields, decorated with `@message` (which makes it a frozen dataclass and registers
+    it), a branch in the receiver's handler, and its entry here.
 """
 
 from __future__ import annotations
@@ -22,26 +63,198 @@ import logging
 import marshal
 import socket
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 from mailmoat import logs
+from mailmoat.policy.base import Decision, Verdict
+from mailmoat.smtp.replies import Reply
 
 MAX_MESSAGE = 64 * 1024
-"""Largest message in octets (a stats snapshot is the largest, a few KiB)."""
+"""Largest packet in octets (a stats snapshot is the largest message, a few KiB)."""
 
 MAX_QUEUED = 10_000
-"""Messages that may wait for room in the socket buffer; past that the link is broken."""
+"""Packets that may wait for room in the socket buffer; past that the link is broken."""
 
 MAX_PENDING = 10_000
 """Requests waiting for their answer at once; more fail at once (invariant 3)."""
 
+MAX_FDS = 64
+"""Descriptors per packet (the kernel allows 253); a larger batch is several packets."""
+
 READS_PER_TURN = 64
-"""Packets read per turn of the event loop, so one busy link cannot starve the others."""
+"""Messages handled per turn of the event loop (whole packets: one more may pass it), so one
+busy link cannot starve the sessions of its process."""
 
-_FDS = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
+_FDS = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
-Handler = Callable[[tuple[Any, ...], socket.socket | None], None]
+
+# ---------------------------------------------------------------- messages
+class Message:
+    """A link message: a frozen dataclass with a `tag` of its own (see the protocol above)."""
+
+    __slots__ = ()
+    tag: ClassVar[str]
+    carries_fd: ClassVar[bool] = False
+    _fields: ClassVar[Callable[..., tuple[Any, ...]]]  # attrgetter of the fields, by `message`
+
+    def wire(self) -> tuple[Any, ...]:
+        """The fields as plain values, in order (a message with richer fields overrides it)."""
+        return self._fields(self)
+
+    @classmethod
+    def from_wire(cls, values: Sequence[Any]) -> Message:
+        make: Callable[..., Message] = cls
+        return make(*values)
+
+
+M = TypeVar("M", bound=type[Message])
+_TAGS: dict[str, type[Message]] = {}
+
+
+@dataclass_transform(eq_default=True)
+def message(cls: M) -> M:
+    """Make a message class a frozen dataclass (slots, no __dict__) and register its tag."""
+    cls = cast(M, dataclass(frozen=True, slots=True)(cls))
+    if cls.tag in _TAGS:
+        raise ValueError(f"link message tag {cls.tag!r} used twice")
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    getter = attrgetter(*names)
+    cls._fields = staticmethod(lambda m: (getter(m),)) if len(names) == 1 else getter
+    _TAGS[cls.tag] = cls
+    return cls
+
+
+@message
+class Handover(Message):
+    tag = "conn"
+    carries_fd = True
+    conn_id: int
+    address: str
+    port: int
+    trusted: bool
+    tags: tuple[str, ...]
+    verdict: Verdict
+    greeted: bool
+
+    def wire(self) -> tuple[Any, ...]:
+        return (
+            self.conn_id,
+            self.address,
+            self.port,
+            self.trusted,
+            self.tags,
+            _verdict_out(self.verdict),
+            self.greeted,
+        )
+
+    @classmethod
+    def from_wire(cls, values: Sequence[Any]) -> Message:
+        conn_id, address, port, trusted, tags, verdict, greeted = values
+        return cls(conn_id, address, port, trusted, tags, _verdict_in(verdict), greeted)
+
+
+@message
+class StressMode(Message):
+    tag = "stress"
+    on: bool
+
+
+@message
+class Stop(Message):
+    tag = "stop"
+    grace: float
+
+
+@message
+class Ready(Message):
+    tag = "ready"
+    pid: int
+
+
+@message
+class Failed(Message):
+    tag = "failed"
+    error: str
+
+
+@message
+class Closed(Message):
+    tag = "closed"
+    conn_ids: tuple[int, ...]
+
+
+@message
+class Strike(Message):
+    tag = "strike"
+    address: str
+    reason: str
+
+
+@message
+class Request(Message):
+    tag = "req"
+    request_id: int
+    name: str
+    args: tuple[Any, ...]
+
+
+@message
+class Answer(Message):
+    tag = "res"
+    request_id: int
+    ok: bool
+    value: Any
+
+
+def _verdict_out(verdict: Verdict) -> Any:
+    """A held greeting as plain values: None, (reply,) or (reply, delay, close), a reply as
+    (code, enhanced, lines); a decision's reason stays behind."""
+    if verdict is None:
+        return None
+    answer = verdict if isinstance(verdict, Reply) else verdict.reply
+    wired = (answer.code, answer.enhanced, answer.lines) if answer is not None else None
+    return (wired,) if isinstance(verdict, Reply) else (wired, verdict.delay, verdict.close)
+
+
+def _verdict_in(data: Any) -> Verdict:
+    if data is None:
+        return None
+    answer = Reply(data[0][0], data[0][1], tuple(data[0][2])) if data[0] else None
+    return answer if len(data) == 1 else Decision(answer, float(data[1]), bool(data[2]))
+
+
+def encode(messages: Iterable[Message]) -> bytes:
+    """One packet's payload."""
+    data = marshal.dumps(tuple([(m.tag, *m.wire()) for m in messages]))
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"link message too large: {len(data)} octets")
+    return data
+
+
+def decode(data: bytes) -> list[Message]:
+    """The messages of one packet; ValueError for anything that is not one."""
+    try:
+        items = marshal.loads(data)
+    except (EOFError, ValueError, TypeError) as err:
+        raise ValueError(f"undecodable link packet: {err}") from None
+    if not isinstance(items, tuple):
+        raise ValueError("link packet is not a tuple of messages")
+    out = []
+    for item in items:
+        if not isinstance(item, tuple) or not item or item[0] not in _TAGS:
+            raise ValueError(f"unknown link message {str(item)[:80]}")
+        try:
+            out.append(_TAGS[item[0]].from_wire(item[1:]))
+        except (TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"malformed link message {item[0]!r}: {err}") from None
+    return out
+
+
+# -------------------------------------------------------------------- link
+Handler = Callable[[Message, socket.socket | None], None]
 Server = Callable[[str, tuple[Any, ...]], Any]
 
 
@@ -59,7 +272,7 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 class Link:
     """One end of a supervisor-worker channel.
 
-    `on_message(message, sock)` gets every message that is not a request or an answer (`sock`
+    `on_message(message, sock)` gets every message that is not a Request or an Answer (`sock`
     is the descriptor it carried, as a socket, or None); `serve(name, args)` answers requests
     (a value, or an awaitable of one); `on_closed()` runs once when the other side is gone.
     """
@@ -85,13 +298,11 @@ class Link:
         self._loop.add_reader(sock.fileno(), self._readable)
 
     # ---------------------------------------------------------------- sending
-    def send(self, *message: Any) -> bool:
+    def send(self, message: Message) -> bool:
         """Send one message; False when the link is closed or hopelessly backed up."""
         if self.closed:
             return False
-        data = marshal.dumps(message)
-        if len(data) > MAX_MESSAGE:
-            raise ValueError(f"link message too large: {len(data)} octets")
+        data = encode((message,))
         if self._queue:
             return self._enqueue(data)
         try:
@@ -103,15 +314,17 @@ class Link:
             return False
         return True
 
-    def send_fd(self, fd: int, *message: Any) -> bool:
-        """Send one message with a file descriptor, now or not at all."""
+    def send_fds(self, batch: Sequence[tuple[Message, int]]) -> bool:
+        """Send up to MAX_FDS messages with a descriptor each in one packet, now or never
+        (False: link closed or full). The caller keeps its own copies of the descriptors."""
         if self.closed or self._queue:
             return False
-        data = marshal.dumps(message)
+        if len(batch) > MAX_FDS:
+            raise ValueError(f"more than {MAX_FDS} descriptors in one link packet")
+        data = encode(m for m, _ in batch)
+        fds = array.array("i", [fd for _, fd in batch])
         try:
-            self.sock.sendmsg(
-                [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-            )
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except BlockingIOError:
             return False
         except OSError:
@@ -153,7 +366,7 @@ class Link:
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = fut
         try:
-            if not self.send("req", rid, name, list(args)):
+            if not self.send(Request(rid, name, args)):
                 raise LinkError("link closed")
             async with asyncio.timeout(timeout):
                 return await fut
@@ -164,7 +377,8 @@ class Link:
 
     # -------------------------------------------------------------- receiving
     def _readable(self) -> None:
-        for _ in range(READS_PER_TURN):
+        handled = 0
+        while handled < READS_PER_TURN:
             try:
                 data, ancdata, flags, _ = self.sock.recvmsg(MAX_MESSAGE, _FDS)
             except (BlockingIOError, InterruptedError):
@@ -172,50 +386,60 @@ class Link:
             except OSError:
                 self.close()
                 return
-            sock = _received_socket(ancdata)
-            if not data and sock is None:
+            handled += 1
+            socks = _received_sockets(ancdata)
+            if not data and not socks:
                 self.close()  # the other side closed its end
                 return
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                if sock is not None:
-                    sock.close()
+                _close_all(socks)
                 logs.event("link_truncated", logging.WARNING, size=len(data))
                 continue
             try:
-                message = marshal.loads(data)
-                self._dispatch(message, sock)
-            except Exception:
-                if sock is not None:
-                    sock.close()
+                messages = decode(data)
+            except ValueError:
+                _close_all(socks)
                 logs.log.exception("bad link message")
+                continue
+            if sum(m.carries_fd for m in messages) != len(socks):
+                _close_all(socks)
+                logs.event("link_descriptors", logging.WARNING, received=len(socks))
+                continue
+            handled += len(messages) - 1
+            fds = iter(socks)
+            for message in messages:
+                sock = next(fds) if message.carries_fd else None
+                try:
+                    self._dispatch(message, sock)
+                except Exception:
+                    if sock is not None:
+                        sock.close()
+                    logs.log.exception("bad link message")
 
-    def _dispatch(self, message: tuple[Any, ...], sock: socket.socket | None) -> None:
-        kind = message[0]
-        if kind == "res":
-            _, rid, ok, value = message
-            fut = self._pending.get(rid)
+    def _dispatch(self, message: Message, sock: socket.socket | None) -> None:
+        if isinstance(message, Answer):
+            fut = self._pending.get(message.request_id)
             if fut is not None and not fut.done():
-                if ok:
-                    fut.set_result(value)
+                if message.ok:
+                    fut.set_result(message.value)
                 else:
-                    fut.set_exception(LinkError(str(value)))
-        elif kind == "req":
-            _, rid, name, args = message
-            self._answer(rid, name, args)
+                    fut.set_exception(LinkError(str(message.value)))
+        elif isinstance(message, Request):
+            self._answer(message.request_id, message.name, message.args)
         else:
             self._on_message(message, sock)
 
     def _answer(self, rid: int, name: str, args: tuple[Any, ...]) -> None:
         if self._serve is None:
-            self.send("res", rid, False, "no requests served here")
+            self.send(Answer(rid, False, "no requests served here"))
             return
         try:
             result = self._serve(name, args)
         except Exception as err:
-            self.send("res", rid, False, repr(err))
+            self.send(Answer(rid, False, repr(err)))
             return
         if not inspect.isawaitable(result):
-            self.send("res", rid, True, result)
+            self.send(Answer(rid, True, result))
             return
         task = asyncio.ensure_future(result)
         self._tasks.add(task)
@@ -227,9 +451,9 @@ class Link:
             return
         err = task.exception()
         if err is not None:
-            self.send("res", rid, False, repr(err))
+            self.send(Answer(rid, False, repr(err)))
         else:
-            self.send("res", rid, True, task.result())
+            self.send(Answer(rid, True, task.result()))
 
     # --------------------------------------------------------------- closing
     def close(self) -> None:
@@ -251,15 +475,15 @@ class Link:
             self._on_closed()
 
 
-def _received_socket(ancdata: list[tuple[int, int, bytes]]) -> socket.socket | None:
-    """The descriptor a packet carried, as a socket (extra descriptors are closed)."""
+def _received_sockets(ancdata: list[tuple[int, int, bytes]]) -> list[socket.socket]:
+    """The descriptors a packet carried, as sockets."""
     fds = array.array("i")
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    if not fds:
-        return None
-    for extra in fds[1:]:
-        with contextlib.suppress(OSError):
-            socket.close(extra)
-    return socket.socket(fileno=fds[0])
+    return [socket.socket(fileno=fd) for fd in fds]
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -32,8 +33,19 @@ from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.link import Link, socket_pair
-from mailmoat.server.worker import encode_verdict
+from mailmoat.server.link import (
+    MAX_FDS,
+    Closed,
+    Failed,
+    Handover,
+    Link,
+    Message,
+    Ready,
+    Stop,
+    StressMode,
+    Strike,
+    socket_pair,
+)
 from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
@@ -61,7 +73,9 @@ SNAPSHOT_TIMEOUT = 2.0
 
 
 class WorkerProcess:
-    __slots__ = ("failure", "index", "last", "link", "pid", "proc", "ready", "sessions")
+    __slots__ = (
+        "failure", "index", "last", "link", "outbox", "pid", "proc", "ready", "sessions",
+    )  # fmt: skip
 
     def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
         self.index = index
@@ -72,6 +86,8 @@ class WorkerProcess:
         self.sessions = 0
         self.last = 0  # the number of the last connection it was given
         self.failure = ""  # why it could not start, as it said
+        # connections decided for it in this turn of the event loop, sent together at its end
+        self.outbox: list[tuple[Handover, socket.socket]] = []
 
 
 class LocalSlots(Check):
@@ -106,6 +122,7 @@ class Supervisor(Front):
         self._next_id = 0
         self._second = 0.0  # when the current one-second count of admissions started
         self._admitted = 0  # connections admitted in it
+        self._outboxes: set[WorkerProcess] = set()  # workers with hand-overs to send
         # the workers learn how many they are (server.workers 0 is resolved here): each
         # takes its share of server.spool_memory_total
         server = settings.server.model_copy(update={"workers": workers})
@@ -200,26 +217,64 @@ class Supervisor(Front):
             return
         self._next_id += 1
         client.conn_id = cid = self._next_id
-        message = (
-            "conn",
+        worker = self._choice()[0]
+        if not self._outboxes:
+            self.loop.call_soon(self._hand_over)
+        self._outboxes.add(worker)
+        handover = Handover(
             cid,
             client.address,
             client.port,
             client.trusted,
-            list(client.tags),
-            encode_verdict(verdict),
+            client.tags,
+            verdict,
             greeted,
         )
+        worker.outbox.append((handover, sock))
+        self._assign(cid, client, worker)
+
+    def _assign(self, cid: int, client: Client, worker: WorkerProcess) -> None:
+        """Count a connection as the worker's from the decision on (the next decision, in
+        the same turn, sees it), though it leaves at the end of the turn."""
+        self.connections[cid] = (client, worker)
+        worker.sessions += 1
+        worker.last = cid
+
+    def _hand_over(self) -> None:
+        """Send each worker the connections decided for it in the last turn: one packet and
+        one system call for up to MAX_FDS of them. A worker whose link is full or gone gets
+        none; they go to the others, one at a time, or are run here."""
+        outboxes, self._outboxes = self._outboxes, set()
+        for worker in outboxes:
+            while worker.outbox:
+                part = worker.outbox[:MAX_FDS]
+                if not worker.link.send_fds([(m, s.fileno()) for m, s in part]):
+                    break
+                del worker.outbox[: len(part)]
+                self.stats.incr("sessions.handed_over", len(part))
+                for _, sock in part:
+                    sock.close()  # the worker has its own descriptor now
+            self._reroute(worker)
+
+    def _reroute(self, worker: WorkerProcess) -> None:
+        """The hand-overs `worker` did not take (its link is full or gone) go elsewhere."""
+        left, worker.outbox = worker.outbox, []
+        for handover, sock in left:
+            self._elsewhere(handover, sock, worker)
+
+    def _elsewhere(self, handover: Handover, sock: socket.socket, refused: WorkerProcess) -> None:
+        """A hand-over the chosen worker could not take: another worker, or this process."""
+        cid = handover.conn_id
+        client, _ = self.connections.pop(cid)
+        refused.sessions -= 1
         for worker in self._choice():
-            if worker.link.send_fd(sock.fileno(), *message):
-                sock.close()  # the worker has its own descriptor now
+            if worker is not refused and worker.link.send_fds([(handover, sock.fileno())]):
+                sock.close()
                 self.stats.incr("sessions.handed_over")
-                self.connections[cid] = (client, worker)
-                worker.sessions += 1
-                worker.last = cid
+                self._assign(cid, client, worker)
                 return
         client.conn_id = 0
-        self._run_here(sock, client, verdict, greeted)  # every link is full: serve it here
+        self._run_here(sock, client, handover.verdict, handover.greeted)  # every link is full
 
     def _run_here(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         self.slots.take(client)
@@ -239,25 +294,23 @@ class Supervisor(Front):
                 live.insert(0, recent)
         return live
 
-    def _message(self, worker: WorkerProcess, message: tuple[Any, ...], sock: Any) -> None:
+    def _message(self, worker: WorkerProcess, message: Message, sock: Any) -> None:
         if sock is not None:
             sock.close()  # workers send no descriptors
-        kind = message[0]
-        if kind == "closed":
-            for cid in message[1:]:
+        if isinstance(message, Closed):
+            for cid in message.conn_ids:
                 if self.connections.get(cid, (None, None))[1] is worker:  # its own only
                     self._release(cid)
-        elif kind == "strike":
-            addr, reason = str(message[1]), str(message[2])
-            if reason in STRIKE_REASONS:
-                self.defences.bans.strike(addr, reason)
-        elif kind == "failed":
-            worker.failure = str(message[1])[:500]
+        elif isinstance(message, Strike):
+            if message.reason in STRIKE_REASONS:
+                self.defences.bans.strike(message.address, message.reason)
+        elif isinstance(message, Failed):
+            worker.failure = message.error[:500]
             logs.event("worker_failed", logging.ERROR, pid=worker.pid, error=worker.failure)
-        elif kind == "ready":
+        elif isinstance(message, Ready):
             worker.ready = True
             if self.stress.active:
-                worker.link.send("stress", True)
+                worker.link.send(StressMode(True))
 
     def _serve(self, worker: WorkerProcess, name: str, args: tuple[Any, ...]) -> Any:
         if name == "store" and args and args[0] in OPERATIONS:
@@ -274,6 +327,7 @@ class Supervisor(Front):
     def _lost(self, worker: WorkerProcess) -> None:
         """A worker's link closed: it stopped or died. Its sessions are gone with it."""
         worker.ready = False
+        self._reroute(worker)  # decided for it, not sent yet: they go elsewhere
         for cid in [c for c, (_, w) in self.connections.items() if w is worker]:
             self._release(cid)
         if self.stopping:
@@ -298,7 +352,7 @@ class Supervisor(Front):
 
     def _stress_changed(self, on: bool) -> None:
         for worker in self._live():
-            worker.link.send("stress", on)
+            worker.link.send(StressMode(on))
 
     # ----------------------------------------------------------------- stats
     async def snapshot(self) -> dict[str, Any]:
@@ -351,9 +405,10 @@ class Supervisor(Front):
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()
+        self._hand_over()  # what was decided before the stop goes out before the stop
         workers = [w for w in self.workers if w is not None]
         for worker in workers:
-            worker.link.send("stop", grace)
+            worker.link.send(Stop(grace))
         deadline = time.monotonic() + grace + 5.0
         while any(w.proc.poll() is None for w in workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

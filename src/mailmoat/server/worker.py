@@ -25,47 +25,25 @@ from typing import Any
 from mailmoat import config, logs
 from mailmoat.assembly import Defences, Remote
 from mailmoat.policy.bans import BanList
-from mailmoat.policy.base import Check, Client, Decision, Verdict
+from mailmoat.policy.base import Check, Client
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.link import Link
-from mailmoat.smtp.replies import Reply
+from mailmoat.server.link import (
+    Closed,
+    Failed,
+    Handover,
+    Link,
+    Message,
+    Ready,
+    Stop,
+    StressMode,
+    Strike,
+)
 from mailmoat.stats import Stats
 from mailmoat.store import Store
 from mailmoat.store.remote import RemoteStore
 
 STOP_GRACE = 10.0
 """Seconds a stopping worker lets deliveries in flight finish (unless the supervisor says)."""
-
-
-# ------------------------------------------------------------- what travels
-def encode_verdict(verdict: Verdict) -> Any:
-    """Admission's verdict for a handed-over client: None or a held greeting."""
-    if verdict is None:
-        return None
-    if isinstance(verdict, Reply):
-        return {"reply": _reply(verdict)}
-    return {
-        "reply": _reply(verdict.reply) if verdict.reply is not None else None,
-        "delay": verdict.delay,
-        "close": verdict.close,
-    }
-
-
-def decode_verdict(data: Any) -> Verdict:
-    if data is None:
-        return None
-    answer = (
-        Reply(data["reply"][0], data["reply"][1], tuple(data["reply"][2]))
-        if data["reply"]
-        else None
-    )
-    if "delay" not in data:
-        return answer
-    return Decision(reply=answer, delay=float(data["delay"]), close=bool(data["close"]))
-
-
-def _reply(answer: Reply) -> list[Any]:
-    return [answer.code, answer.enhanced, list(answer.lines)]
 
 
 # -------------------------------------------------------- worker defences
@@ -90,7 +68,7 @@ class Release(Check):
     def _flush(self) -> None:
         ended, self._ended = self._ended, []
         for i in range(0, len(ended), 1000):
-            self.link.send("closed", *ended[i : i + 1000])
+            self.link.send(Closed(tuple(ended[i : i + 1000])))
 
 
 class RemoteBans(BanList):
@@ -111,7 +89,7 @@ class RemoteBans(BanList):
         if not self.enabled:
             return
         self._suspects.set(addr, self.clock() + self.settings.strike_window)
-        self.link.send("strike", addr, reason)
+        self.link.send(Strike(addr, reason))
 
 
 # ------------------------------------------------------------------ worker
@@ -135,34 +113,34 @@ class Worker:
             await self.gateway.start()
         except Exception as err:
             # the supervisor says why it cannot start (a missing directory file, say)
-            self.link.send("failed", f"{err}")
+            self.link.send(Failed(f"{err}"))
             await asyncio.sleep(0.1)  # let the message leave before the link closes
             raise SystemExit(1) from None
         gc.collect()
         gc.freeze()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        self.link.send("ready", os.getpid())
+        self.link.send(Ready(os.getpid()))
         await self.stopping.wait()
         await self.gateway.stop(self.grace)
         self.link.close()
 
-    def _message(self, message: tuple[Any, ...], sock: socket.socket | None) -> None:
-        kind = message[0]
-        if kind == "conn":
+    def _message(self, message: Message, sock: socket.socket | None) -> None:
+        if isinstance(message, Handover):
             if sock is None:
                 return
-            _, conn_id, address, port, trusted, tags, verdict, greeted = message
-            client = Client(address, port, trusted=bool(trusted), conn_id=int(conn_id))
-            client.tags = tuple(str(t) for t in tags)
-            self.gateway.adopt(sock, client, decode_verdict(verdict), bool(greeted))
+            client = Client(
+                message.address, message.port, trusted=message.trusted, conn_id=message.conn_id
+            )
+            client.tags = message.tags
+            self.gateway.adopt(sock, client, message.verdict, message.greeted)
             return
         if sock is not None:
             sock.close()
-        if kind == "stress":
-            self.gateway.stress.follow(bool(message[1]))
-        elif kind == "stop":
-            self.grace = float(message[1]) if len(message) > 1 else STOP_GRACE
+        if isinstance(message, StressMode):
+            self.gateway.stress.follow(message.on)
+        elif isinstance(message, Stop):
+            self.grace = message.grace
             self.stopping.set()
 
     def _serve(self, name: str, args: tuple[Any, ...]) -> Any:
