@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, TypeVar
 
+from mailmoat.config import ServerSettings, default_of
 from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
 
 CHUNK = 64 * 1024
@@ -60,7 +61,11 @@ class Spool:
     (Not `tempfile.SpooledTemporaryFile`: its Python-level file wrapper cost more than the
     rest of the spooling of a small message.)"""
 
-    def __init__(self, memory_limit: int = 256 * 1024, budget: SpoolBudget | None = None) -> None:
+    def __init__(
+        self,
+        memory_limit: int = default_of(ServerSettings, "spool_memory"),
+        budget: SpoolBudget | None = None,
+    ) -> None:
         self._limit = memory_limit
         self._budget = budget
         self._memory = bytearray()

@@ -14,7 +14,7 @@ from mailmoat.config.admission import (
     StressSettings,
     TarpitSettings,
 )
-from mailmoat.config.base import Action, KiB, MiB, dns_server, split_endpoint
+from mailmoat.config.base import Action, KiB, MiB, default_of, dns_server, split_endpoint
 from mailmoat.config.delivery import (
     CallAheadSettings,
     DirectorySettings,
@@ -81,6 +81,7 @@ __all__ = [
     "TarpitSettings",
     "TimeoutSettings",
     "build",
+    "default_of",
     "describe_defaults",
     "dns_server",
     "load",

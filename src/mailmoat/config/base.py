@@ -30,6 +30,12 @@ class Section(BaseModel):
         return v
 
 
+def default_of(section: type[BaseModel], name: str) -> Any:
+    """The documented default of one setting, for a keyword default of a constructor that tests
+    call without settings: the value stays written once, here in the settings."""
+    return section.model_fields[name].get_default(call_default_factory=True)
+
+
 def split_endpoint(value: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port); ValueError when it is neither."""
     host, sep, port = value.rpartition(":")

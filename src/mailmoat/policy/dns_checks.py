@@ -58,7 +58,7 @@ def build_dns_checks(
         ours = [settings.server.hostname, *settings.domains.local]
         checks.append(HeloCheck(settings.helo, resolver, karma, ours, _listen_addresses(settings)))
     if settings.spf.action != "off" or dmarc_on:
-        checks.append(SpfCheck(settings.spf, resolver, karma, settings.spf.timeout))
+        checks.append(SpfCheck(settings.spf, resolver, karma))
     if settings.dkim.action != "off" or dmarc_on:
         checks.append(DkimCheck(settings.dkim, resolver, karma))
     if dmarc_on:

@@ -28,7 +28,7 @@ from typing import Any
 
 import spf
 
-from mailmoat.config import SpfSettings
+from mailmoat.config import SpfSettings, default_of
 from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
@@ -149,7 +149,12 @@ class SpfEvaluator:
     answers it came from. Only results from cached answers are kept: a temporary error, or
     a result that used an answer with a TTL of 0, is evaluated again next time."""
 
-    def __init__(self, resolver: Resolver, timeout: float = 20.0, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        timeout: float = default_of(SpfSettings, "timeout"),
+        cache_size: int = default_of(SpfSettings, "cache_size"),
+    ) -> None:
         self.resolver = resolver
         self.timeout = timeout
         self.evaluations = 0
@@ -265,10 +270,9 @@ class SpfCheck(Check):
         settings: SpfSettings,
         resolver: Resolver,
         karma: Karma,
-        timeout: float = 20.0,
     ) -> None:
         self.s = settings
-        self.evaluator = SpfEvaluator(resolver, timeout, settings.cache_size)
+        self.evaluator = SpfEvaluator(resolver, settings.timeout, settings.cache_size)
         self.karma = karma
 
     async def evaluate(self, client: Client, sender: str, ip: str) -> SpfResults:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mailmoat import logs
-from mailmoat.config import Settings
+from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.directory import build_directories
 from mailmoat.policy.auth import ForgedResultsCheck
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
@@ -208,7 +208,7 @@ class Gateway(Front):
         self._close_cursor = slot + 1.0 / CLOSE_RATE
         return max(slot, now)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
         self.stop_listening()
         for session in list(self.sessions):

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from mailmoat import logs
-from mailmoat.config import Settings
+from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
@@ -347,7 +347,7 @@ class Supervisor(Front):
         return doc
 
     # ------------------------------------------------------------------ stop
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()

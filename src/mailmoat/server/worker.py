@@ -36,9 +36,6 @@ from mailmoat.stats import Stats
 from mailmoat.store import Store
 from mailmoat.store.remote import RemoteStore
 
-STOP_GRACE = 10.0
-"""Seconds a stopping worker lets deliveries in flight finish (unless the supervisor says)."""
-
 
 # ------------------------------------------------------------- what travels
 def encode_verdict(verdict: Verdict) -> Any:
@@ -143,7 +140,7 @@ class WorkerDefences(Defences):
 class Worker:
     def __init__(self, settings: config.Settings, sock: socket.socket) -> None:
         self.stopping = asyncio.Event()
-        self.grace = STOP_GRACE
+        self.grace = settings.server.drain_time  # unless the supervisor's stop says otherwise
         self.link = Link(sock, self._message, self._serve, self.stopping.set)
         self.gateway = Gateway(settings, store=RemoteStore(self.link), defences=self._defences)
 
@@ -184,7 +181,7 @@ class Worker:
         if kind == "stress":
             self.gateway.stress.follow(bool(message[1]))
         elif kind == "stop":
-            self.grace = float(message[1]) if len(message) > 1 else STOP_GRACE
+            self.grace = float(message[1]) if len(message) > 1 else self.grace
             self.stopping.set()
 
     def _serve(self, name: str, args: tuple[Any, ...]) -> Any:
