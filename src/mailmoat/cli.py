@@ -275,13 +275,5 @@ def check(file: Path) -> None:
 
 @config_group.command()
 def defaults() -> None:
-    """Print every setting with its default and what it does (like postconf -d)."""
-    section = ""
-    for key, default, doc in config.describe_defaults():
-        head = key.split(".", 1)[0]
-        if head != section:
-            if section:
-                click.echo()
-            click.echo(f"[{head}]")
-            section = head
-        click.echo(f"{key.split('.', 1)[1]} = {default}  # {doc}")
+    """Print every setting with its default and what it does, as a TOML file (like postconf -d)."""
+    click.echo(config.defaults_toml(), nl=False)

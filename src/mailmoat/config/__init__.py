@@ -36,7 +36,7 @@ from mailmoat.config.dnschecks import (
     ScoreSettings,
     SpfSettings,
 )
-from mailmoat.config.render import describe_defaults
+from mailmoat.config.render import defaults_toml, describe_defaults
 from mailmoat.config.server import (
     AdminSettings,
     LogSettings,
@@ -82,6 +82,7 @@ __all__ = [
     "TimeoutSettings",
     "build",
     "default_of",
+    "defaults_toml",
     "describe_defaults",
     "dns_server",
     "load",
