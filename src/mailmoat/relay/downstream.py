@@ -28,14 +28,9 @@ from mailmoat.config import Settings
 from mailmoat.message import Message
 from mailmoat.relay.base import DeliveryResult
 from mailmoat.relay.capabilities import Capabilities
+from mailmoat.relay.client_errors import DownstreamError, StaleConnection
 from mailmoat.relay.pool import DownstreamPool
-from mailmoat.relay.smtp_client import (
-    DownstreamClient,
-    DownstreamError,
-    StaleConnection,
-    Transaction,
-    positive,
-)
+from mailmoat.relay.smtp_client import DownstreamClient, Transaction, positive
 from mailmoat.smtp.replies import Reply, clean_text, reply
 
 log = logging.getLogger("mailmoat.relay.downstream")

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from mailmoat.config import Settings
 from mailmoat.relay.capabilities import Capabilities
-from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError, make_tls_context
+from mailmoat.relay.client_errors import DownstreamError
+from mailmoat.relay.smtp_client import DownstreamClient, make_tls_context
 from mailmoat.smtp.replies import reply
 
 log = logging.getLogger("mailmoat.relay.pool")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from mailmoat.config import Settings
 from mailmoat.config_checks import writable_dir
-from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError
+from mailmoat.relay.client_errors import DownstreamError
+from mailmoat.relay.smtp_client import DownstreamClient
 
 PROBE_EVERY = 5.0
 
