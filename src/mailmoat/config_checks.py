@@ -256,9 +256,11 @@ def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:
     try:
         # a password callback keeps OpenSSL from ever prompting on the terminal
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_password)
-    except (ssl.SSLError, OSError) as err:
+    except ssl.SSLError as err:
         what = "do not match" if "KEY_VALUES_MISMATCH" in str(err) else "cannot be used"
         return [("server.tls_cert", f"certificate and key {what}: {err.reason or err}")]
+    except OSError as err:  # not OpenSSL's: the file went away or became unreadable
+        return [("server.tls_cert", f"certificate and key cannot be used: {err.strerror or err}")]
     return []
 
 

@@ -73,8 +73,8 @@ class Client:
 
     def __post_init__(self) -> None:
         ip = ip_address(self.address.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         self.ip = ip
 
     def tag(self, name: str) -> None:

@@ -89,7 +89,7 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
 spf.DNSLookup = _dns_lookup
 
 
-class _Query(spf.query):  # type: ignore[misc]
+class _Query(spf.query):
     """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism and
     the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a name's
     address lookup skips that name. pyspf 2.0.14 turns either into temperror for the whole

@@ -150,7 +150,7 @@ def close_transport(transport: asyncio.BaseTransport) -> None:
         transport.close()
 
 
-def abort_transport(transport: asyncio.BaseTransport) -> None:
+def abort_transport(transport: asyncio.Transport) -> None:
     """Drop the connection at once; a no-op for a transport that has nothing left to drop.
 
     CPython 3.11.2's SSL transport raises AttributeError from abort() once its SSL protocol is

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import cast
 
 from mailmoat.config import RelaySettings, Settings, split_endpoint
 from mailmoat.message import Message, in_thread
@@ -116,8 +115,7 @@ class DownstreamClient:
         try:
             try:
                 async with asyncio.timeout(relay.connect_timeout):
-                    raw, proto = await loop.create_connection(ReplyReader, host, port)
-                    transport = cast(asyncio.Transport, raw)
+                    transport, proto = await loop.create_connection(ReplyReader, host, port)
                     client = cls(settings, transport, proto)  # the greeting is owed already
                     greeting = await proto.next_reply(relay.connect_timeout)
             except TimeoutError:
@@ -188,7 +186,7 @@ class DownstreamClient:
             raise TLSFailed(f"TLS handshake: {err}") from None
         if new is None:
             raise TLSFailed("TLS handshake: connection closed")
-        self._transport = cast(asyncio.Transport, new)
+        self._transport = new
         self._proto.transport = new
         self._proto.parser = ReplyParser()
         self.tls = True
