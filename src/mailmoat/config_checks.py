@@ -19,14 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MAX_CONFIG_FILE = 1024 * 1024
-"""Largest configuration file read, in octets."""
-
-MAX_SECONDS = 365 * 86400.0
-"""Largest value of any float setting (they are seconds or fractions): one year."""
-
-MAX_INT = 2**31
-"""Largest value of any integer setting (message sizes are capped at 2 GiB)."""
+from mailmoat.limits import MAX_CONFIG_FILE, MAX_INT, MAX_PEM_FILE, MAX_SECONDS, MIN_PUBLIC_PREFIX
 
 _LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
@@ -89,7 +82,6 @@ _LOCAL_SPACE = tuple(
         "::1/128",
     )
 )
-MIN_PUBLIC_PREFIX = {4: 16, 6: 32}
 
 
 def relay_network(value: str) -> str:
@@ -151,10 +143,6 @@ def read_config_file(path: Path) -> bytes:
     if len(data) > MAX_CONFIG_FILE:
         raise ValueError(f"larger than {MAX_CONFIG_FILE} octets")
     return data
-
-
-MAX_PEM_FILE = 1024 * 1024
-"""Largest certificate, key, CA or password file read by the checks, in octets."""
 
 
 def _readable(path: Path, max_size: int | None = MAX_PEM_FILE) -> str | None:

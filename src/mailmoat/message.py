@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, TypeVar
 
 from mailmoat.config import ServerSettings, default_of
-from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
-
-CHUNK = 64 * 1024
+from mailmoat.headers import WANTED, Headers, scan
+from mailmoat.limits import HEADER_SCAN_CHUNK as SCAN_CHUNK
+from mailmoat.limits import SPOOL_CHUNK as CHUNK
 
 T = TypeVar("T")
 

@@ -48,9 +48,9 @@ from mailmoat.directory.base import (
     SingleFlight,
     Status,
 )
+from mailmoat.limits import LDAP_PAGE_SIZE as PAGE_SIZE
 from mailmoat.store.base import Store
 
-PAGE_SIZE = 500
 _PLACEHOLDER = re.compile(r"%([sud%])")
 
 

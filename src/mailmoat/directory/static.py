@@ -26,9 +26,7 @@ from pathlib import Path
 from mailmoat import logs
 from mailmoat.config import DirectorySettings, default_of
 from mailmoat.directory.base import AddressSet, AddressSetBuilder, Directory, LookupResult, Status
-
-MAX_LINE = 4096
-"""Longest line of the file in characters."""
+from mailmoat.limits import STATIC_FILE_MAX_LINE as MAX_LINE
 
 
 class StaticFileError(Exception):

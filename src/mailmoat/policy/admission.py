@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from mailmoat.config import Settings
+from mailmoat.limits import RATE_RECHECK
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, HookResult, Verdict
 from mailmoat.policy.networks import ExpiringCache, NetworkSet, address_key, network_key
@@ -27,9 +28,6 @@ from mailmoat.policy.stress import Stress
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 from mailmoat.store import Store
-
-RATE_RECHECK = 1.0
-"""Seconds an address found over its rate is refused locally before the store is asked again."""
 
 _COUNTED = "admission.counted"
 

@@ -27,9 +27,10 @@ from typing import Any
 from mailmoat import logs
 from mailmoat.config import AuthSettings
 from mailmoat.headers import MAX_KEPT, Headers
+from mailmoat.limits import AUTH_RESULTS_CACHE as HEADER_CACHE
+from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dmarc import CACHED_LENGTH
 from mailmoat.policy.fcrdns import Iprev
 from mailmoat.policy.score import PENDING, Karma, SessionState
 from mailmoat.policy.spf import SpfResults
@@ -96,12 +97,6 @@ def _ready(st: SessionState, key: str) -> Any:
     value = st.ready(key)
     return None if value is PENDING else value
 
-
-HEADER_CACHE = 1024
-"""Authentication-Results fields remembered by what they say (least recently used dropped
-first): the messages of one sender repeat the same few. A key holds short strings only: names
-from DNS and the SMTP dialogue (bounded by their syntax), and those from the message when
-they add up to `dmarc.CACHED_LENGTH` at most."""
 
 _Pair = tuple[str, str] | None
 """(result, domain) of one SPF identity."""

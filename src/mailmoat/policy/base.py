@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from mailmoat.limits import MAX_REPLY_DELAY as MAX_DELAY
 from mailmoat.message import Message
 from mailmoat.smtp.events import Helo, MailFrom, RcptTo, Rejected
 from mailmoat.smtp.replies import Reply
-
-MAX_DELAY = 30.0
-"""Upper bound on the sum of the delays the checks ask for on one command."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,10 @@ from mailmoat.config import DmarcSettings
 from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.cache import TtlCache
 from mailmoat.headers import HeaderField, Headers
+from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
+from mailmoat.limits import DMARC_ORG_CACHE as ORG_CACHE
+from mailmoat.limits import DMARC_RESULTS_KEPT as JUDGED
+from mailmoat.limits import MAX_AUTHOR_DOMAINS
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim import DkimResult
@@ -65,10 +69,6 @@ from mailmoat.policy.score import (
 from mailmoat.policy.spf import SpfResults
 from mailmoat.smtp.replies import Reply, reply
 
-MAX_AUTHOR_DOMAINS = 10
-"""Distinct author domains evaluated for one message (each costs up to two TXT lookups); the
-others count as the strictest outcome."""
-
 
 class TxtSource(Protocol):
     """Where policy records come from: the `Resolver`, or a table in tests."""
@@ -76,13 +76,6 @@ class TxtSource(Protocol):
     async def query(self, name: str, rdtype: str) -> Answer: ...
 
     def cached(self, name: str, rdtype: str) -> Answer | None: ...
-
-
-ORG_CACHE = 4096
-"""Organizational domains and the author domains of From fields remembered (each, least
-recently used dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`)
-is not kept, so the caches stay small whatever a message holds."""
-CACHED_LENGTH = 512
 
 
 @cache
@@ -216,9 +209,6 @@ def judge(
         return _judged(*facts)
     return _judge(*facts, rng)
 
-
-JUDGED = 1024
-"""DMARC results remembered by what decides them (least recently used dropped first)."""
 
 _Pair = tuple[str, str]
 """(result, domain) of SPF's MAIL FROM identity or of one DKIM signature."""

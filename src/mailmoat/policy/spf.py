@@ -32,13 +32,13 @@ from mailmoat.config import SpfSettings, default_of
 from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
+from mailmoat.limits import SPF_MAX_EXPLANATION as MAX_EXPLANATION
+from mailmoat.limits import SPF_MAX_ROUNDS as MAX_ROUNDS
+from mailmoat.limits import SPF_RESULTS_KEPT as RESULTS_KEPT
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import reply
-
-MAX_ROUNDS = 200
-"""Evaluations of one identity at most (one per record fetched)."""
 
 R_SPF_FAIL = reply(550, "5.7.23", "SPF validation failed")
 
@@ -127,10 +127,6 @@ class SpfResults:
     helo: SpfResult | None
 
 
-RESULTS_KEPT = 1024
-MAX_EXPLANATION = 512
-"""Characters of an explanation kept: the sender's domain writes it (exp=, up to a whole DNS
-answer), and results are cached."""
 _result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
 """The result objects of cached outcomes, made once (a frozen dataclass costs more to make
 than to look up). Bounded: the domain by the SMTP syntax, the explanation by

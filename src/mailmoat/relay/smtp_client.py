@@ -25,6 +25,8 @@ import ssl
 from dataclasses import dataclass, field
 
 from mailmoat.config import RelaySettings, Settings, split_endpoint
+from mailmoat.limits import DOWNSTREAM_CLOSE_TIMEOUT
+from mailmoat.limits import DOWNSTREAM_WRITE_BATCH as WRITE_BATCH
 from mailmoat.message import Message, in_thread
 from mailmoat.relay.client_errors import (
     ConnectFailed,
@@ -43,9 +45,6 @@ from mailmoat.relay.reply_reader import ReplyReader, abort_transport, close_tran
 from mailmoat.smtp.replies import Reply, ReplyParser, reply
 
 log = logging.getLogger("mailmoat.relay.smtp_client")
-
-WRITE_BATCH = 64 * 1024
-"""Message octets gathered into one write (the spool's chunk size)."""
 
 
 def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
@@ -267,7 +266,7 @@ class DownstreamClient:
         self._broken = True
         abort_transport(self._transport)
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = DOWNSTREAM_CLOSE_TIMEOUT) -> None:
         """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
         try:
             if self.usable:

@@ -32,13 +32,10 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from mailmoat.config import split_endpoint
-
-MAX_CLIENTS = 8
-"""Admin connections served at once; more are closed at once (invariant 3)."""
-MAX_REQUEST = 8192
-"""Longest request head (request line and header fields) read."""
-REQUEST_TIMEOUT = 5.0
-"""Seconds a client has to send its request head."""
+from mailmoat.limits import ADMIN_CLIENT_TIMEOUT
+from mailmoat.limits import ADMIN_MAX_CLIENTS as MAX_CLIENTS
+from mailmoat.limits import ADMIN_MAX_REQUEST as MAX_REQUEST
+from mailmoat.limits import ADMIN_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 
 Snapshot = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 Health = Callable[[], Awaitable[dict[str, str]]]
@@ -210,7 +207,11 @@ def _bearer_ok(header: str, token: bytes) -> bool:
 
 
 def request(
-    listen: str, path: str, timeout: float = 5.0, token: str = "", method: str = "GET"
+    listen: str,
+    path: str,
+    timeout: float = ADMIN_CLIENT_TIMEOUT,
+    token: str = "",
+    method: str = "GET",
 ) -> tuple[int, bytes]:
     """One blocking request to a running mailmoat's admin endpoint: (status, body). For the
     CLI."""
@@ -238,7 +239,7 @@ def request(
     return int(status_line[1]), body
 
 
-def fetch(listen: str, timeout: float = 5.0, token: str = "") -> dict[str, object]:
+def fetch(listen: str, timeout: float = ADMIN_CLIENT_TIMEOUT, token: str = "") -> dict[str, object]:
     """Read the stats document from a running mailmoat's admin endpoint (blocking)."""
     status, body = request(listen, "/stats", timeout, token)
     if status != 200:

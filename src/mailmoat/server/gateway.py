@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mailmoat import logs
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.directory import build_directories
+from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, STRESS_SPREAD
 from mailmoat.policy.auth import ForgedResultsCheck
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.policy.dns_checks import build_dns_checks
@@ -41,16 +42,6 @@ if TYPE_CHECKING:
     from mailmoat.server.session import SmtpSession
 
 __all__ = ["Defences", "Gateway", "default_checks", "tls_context"]
-
-CLOSE_RATE = 4000.0
-CLOSE_BURST = 40
-"""Deadline closes per second, and how many may happen at once: a crowd of idle clients that
-connected together and so time out together is closed at this pace (each at its own place in
-the queue), so that it cannot stall everyone else."""
-
-STRESS_SPREAD = 1.0
-"""Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
-that thousands of idle clients are not all closed in one turn of the event loop."""
 
 
 def default_checks(

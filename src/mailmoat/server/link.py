@@ -26,18 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmoat import logs
-
-MAX_MESSAGE = 64 * 1024
-"""Largest message in octets (a stats snapshot is the largest, a few KiB)."""
-
-MAX_QUEUED = 10_000
-"""Messages that may wait for room in the socket buffer; past that the link is broken."""
-
-MAX_PENDING = 10_000
-"""Requests waiting for their answer at once; more fail at once (invariant 3)."""
-
-READS_PER_TURN = 64
-"""Packets read per turn of the event loop, so one busy link cannot starve the others."""
+from mailmoat.limits import LINK_MAX_MESSAGE as MAX_MESSAGE
+from mailmoat.limits import LINK_MAX_PENDING as MAX_PENDING
+from mailmoat.limits import LINK_MAX_QUEUED as MAX_QUEUED
+from mailmoat.limits import LINK_READS_PER_TURN as READS_PER_TURN
+from mailmoat.limits import LINK_REQUEST_TIMEOUT
 
 _FDS = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
 
@@ -142,7 +135,7 @@ class Link:
             queue.popleft()
         self._loop.remove_writer(self.sock.fileno())
 
-    async def request(self, name: str, *args: Any, timeout: float = 5.0) -> Any:
+    async def request(self, name: str, *args: Any, timeout: float = LINK_REQUEST_TIMEOUT) -> Any:
         """Ask the other side; its answer, or LinkError."""
         if self.closed:
             raise LinkError("link closed")
