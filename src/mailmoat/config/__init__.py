@@ -4,6 +4,13 @@
 The sections live in modules by group (`server`, `admission`, `delivery`, `dnschecks`), the whole
 model and its loading in `settings`, the listing of defaults in `render`; this module is the
 interface: `from mailmoat.config import Settings, load, ...`.
+
+Adding a setting: one `Field(default=..., description="one line")` with its bounds in its
+section's class; a constructor that tests call without settings takes the default with
+`default_of(Section, "name")`, never a literal; a test shows its effect (tests/
+test_settings_coverage.py fails until one names it); then `scripts/sync-readme-settings`.
+A new section is a `Section` subclass plus one field of `Settings`. A fixed number that no
+administrator would tune goes to `mailmoat.limits` instead.
 """
 
 from mailmoat.config.admission import (
