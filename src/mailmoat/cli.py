@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mailmoat import config, config_checks, logs, privileges, startup
+from mailmoat.limits import MANUAL_BAN_TIME
 from mailmoat.server import sdnotify
 
 
@@ -206,7 +207,7 @@ _ADMIN_OPTION = click.option(
 
 @main.command()
 @click.argument("target")
-@click.option("--for", "seconds", type=float, default=3600.0, show_default=True,
+@click.option("--for", "seconds", type=float, default=MANUAL_BAN_TIME, show_default=True,
               help="Seconds the ban lasts.")  # fmt: skip
 @_CONFIG_OPTION
 @_ADMIN_OPTION

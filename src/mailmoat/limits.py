@@ -125,6 +125,8 @@ MAX_REPLY_DELAY = 30.0
 """Upper bound on the sum of the delays the checks ask for on one command."""
 RATE_RECHECK = 1.0
 """Seconds an address found over its rate is refused locally before the store is asked again."""
+RATE_BLOCKED_CACHE = 100_000
+"""Addresses found over their rate that admission remembers locally (for RATE_RECHECK)."""
 STRIKE_COOLDOWN = 1.0
 """Seconds during which further strikes of one address are folded into the last one."""
 BAN_CACHE_SIZE = 100_000
@@ -137,6 +139,8 @@ LONGEST_BAN = 366 * DAY
 """Longest ban an administrator may set, in seconds."""
 LISTED_BANS = 10_000
 """Bans `mailmoat bans` lists at most."""
+MANUAL_BAN_TIME = 3600.0
+"""Seconds a ban set by hand (`mailmoat ban`, POST /bans) lasts unless its request says."""
 HARVEST_KEY_CACHE = 65536
 """Client addresses whose store keys are kept ready (the cache is emptied when full)."""
 FCRDNS_MAX_NAMES = 10

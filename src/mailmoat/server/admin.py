@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from mailmoat.config import split_endpoint
-from mailmoat.limits import ADMIN_CLIENT_TIMEOUT
+from mailmoat.limits import ADMIN_CLIENT_TIMEOUT, MANUAL_BAN_TIME
 from mailmoat.limits import ADMIN_MAX_CLIENTS as MAX_CLIENTS
 from mailmoat.limits import ADMIN_MAX_REQUEST as MAX_REQUEST
 from mailmoat.limits import ADMIN_REQUEST_TIMEOUT as REQUEST_TIMEOUT
@@ -154,7 +154,7 @@ class AdminServer:
             if method == "GET":
                 body = json.dumps(await self.bans.listed())
             elif method == "POST":
-                text = query.get("seconds", ["3600"])[0]
+                text = query.get("seconds", [str(MANUAL_BAN_TIME)])[0]
                 try:
                     seconds = float(text)
                 except ValueError:
