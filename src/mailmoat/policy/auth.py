@@ -26,9 +26,10 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import AuthSettings
-from mailmoat.headers import MAX_KEPT, Headers
+from mailmoat.headers import Headers
 from mailmoat.limits import AUTH_RESULTS_CACHE as HEADER_CACHE
 from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
+from mailmoat.limits import HEADER_MAX_KEPT as MAX_KEPT
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.fcrdns import Iprev

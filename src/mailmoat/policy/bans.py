@@ -222,7 +222,7 @@ class BanList(Check):
         """Ban `addr` now; returns the length in seconds (doubling with each recent ban)."""
         s = self.settings
         count = await self.store.incr(f"bans:{addr}", s.memory)
-        length = min(s.duration * 2 ** min(count - 1, 32), s.max_duration)
+        length = min(s.duration * 2.0 ** min(count - 1, 32), s.max_duration)
         await self.store.set(f"ban:{addr}", str(count), length)
         await self.store.delete(f"strikes:{addr}")
         now = self.clock()
