@@ -3,6 +3,7 @@ and serve's flags override the file."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -59,3 +60,25 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     s = config.load(f, {"domains.local": ["from-flag.test"]})
     assert s.domains.local == ["from-flag.test"]
     assert s.relay.pool_size == 3
+
+
+def test_defaults_are_a_toml_file_that_loads_back_as_the_defaults(tmp_path: Path) -> None:
+    """`config defaults > mailmoat.toml` is a starting configuration: valid TOML whose values
+    are the defaults; what TOML cannot write (unset, this host's name) is commented out."""
+    listing = CliRunner().invoke(main, ["config", "defaults"]).output
+    data = tomllib.loads(listing)
+    assert set(data) == set(config.Settings.model_fields)
+    written = {f"{section}.{key}" for section, table in data.items() for key in table}
+    assert written == {k for k, shown, _ in config.describe_defaults() if not shown.startswith("(")}
+    f = tmp_path / "defaults.toml"
+    f.write_text(listing)
+    assert config.load(f) == config.load(None)
+
+
+def test_a_default_string_keeps_quotes_backslashes_and_non_ascii() -> None:
+    from mailmoat.config.render import toml_value
+
+    text = 'say "hi" \\ (|(mail=%s)) ü'
+    assert tomllib.loads(f"k = {toml_value(text)}")["k"] == text
+    table = {"example.org": "static", "a b": "none"}
+    assert tomllib.loads(f"k = {toml_value(table)}")["k"] == table

@@ -4,6 +4,7 @@ starts, one line per problem, never a traceback, and never a hang on a file that
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +263,22 @@ def test_serve_refuses_unsafe_settings_before_starting(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("config error: server.tls_cert: certificate and key do not")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_pair_openssl_cannot_open_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """An OSError that is not an SSLError (the file became unreadable after the readability
+    check) is reported like any other problem, not as an AttributeError traceback."""
+    cert, key = self_signed_cert(tmp_path)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", refuse)
+    code, out = _check(_tls_file(tmp_path, cert, key))
+    assert code == 2
+    assert out.splitlines() == [
+        "config error: server.tls_cert: certificate and key cannot be used: Permission denied"
+    ]
 
 
 def test_default_hostname_is_checked_like_a_configured_one(monkeypatch) -> None:

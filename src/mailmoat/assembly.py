@@ -167,7 +167,7 @@ def _dns_checks(settings: Settings, store: Store, resolver: Resolver) -> list[Ch
         ours = [settings.server.hostname, *settings.domains.local]
         checks.append(HeloCheck(settings.helo, resolver, karma, ours, _listen_addresses(settings)))
     if settings.spf.action != "off" or dmarc_on:
-        checks.append(SpfCheck(settings.spf, resolver, karma, settings.spf.timeout))
+        checks.append(SpfCheck(settings.spf, resolver, karma))
     if settings.dkim.action != "off" or dmarc_on:
         checks.append(DkimCheck(settings.dkim, resolver, karma))
     if dmarc_on:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mailmoat import config, config_checks, logs, privileges, startup
+from mailmoat.limits import MANUAL_BAN_TIME
 from mailmoat.server import sdnotify
 
 
@@ -206,7 +207,7 @@ _ADMIN_OPTION = click.option(
 
 @main.command()
 @click.argument("target")
-@click.option("--for", "seconds", type=float, default=3600.0, show_default=True,
+@click.option("--for", "seconds", type=float, default=MANUAL_BAN_TIME, show_default=True,
               help="Seconds the ban lasts.")  # fmt: skip
 @_CONFIG_OPTION
 @_ADMIN_OPTION
@@ -275,13 +276,5 @@ def check(file: Path) -> None:
 
 @config_group.command()
 def defaults() -> None:
-    """Print every setting with its default and what it does (like postconf -d)."""
-    section = ""
-    for key, default, doc in config.describe_defaults():
-        head = key.split(".", 1)[0]
-        if head != section:
-            if section:
-                click.echo()
-            click.echo(f"[{head}]")
-            section = head
-        click.echo(f"{key.split('.', 1)[1]} = {default}  # {doc}")
+    """Print every setting with its default and what it does, as a TOML file (like postconf -d)."""
+    click.echo(config.defaults_toml(), nl=False)

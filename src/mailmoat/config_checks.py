@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MAX_CONFIG_FILE = 1024 * 1024
-"""Largest configuration file read, in octets."""
-
-MAX_SECONDS = 365 * 86400.0
-"""Largest value of any float setting (they are seconds or fractions): one year."""
-
-MAX_INT = 2**31
-"""Largest value of any integer setting (message sizes are capped at 2 GiB)."""
+from mailmoat.limits import (
+    MAX_CONFIG_FILE,
+    MAX_INT,
+    MAX_PEM_FILE,
+    MAX_SECONDS,
+    MIN_PUBLIC_PREFIX,
+    MIN_TIMEOUT,
+)
 
 _LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
@@ -89,7 +89,6 @@ _LOCAL_SPACE = tuple(
         "::1/128",
     )
 )
-MIN_PUBLIC_PREFIX = {4: 16, 6: 32}
 
 
 def _too_wide(value: str) -> bool:
@@ -155,10 +154,6 @@ def read_config_file(path: Path) -> bytes:
     if len(data) > MAX_CONFIG_FILE:
         raise ValueError(f"larger than {MAX_CONFIG_FILE} octets")
     return data
-
-
-MAX_PEM_FILE = 1024 * 1024
-"""Largest certificate, key, CA or password file read by the checks, in octets."""
 
 
 def _readable(path: Path, max_size: int | None = MAX_PEM_FILE) -> str | None:
@@ -242,11 +237,6 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
                 )
             )
     return out + setting_problems(settings)
-
-
-MIN_TIMEOUT = 1.0
-"""Shortest session timeout in seconds: below it no client on a real network can answer (a
-timeouts.greeting of 1e-300 refuses every client)."""
 
 
 def _exemption_problems(settings: Any) -> list[tuple[str, str]]:
@@ -384,9 +374,11 @@ def _tls_pair(cert: Path, key: Path | None) -> list[tuple[str, str]]:
     try:
         # a password callback keeps OpenSSL from ever prompting on the terminal
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_password)
-    except (ssl.SSLError, OSError) as err:
+    except ssl.SSLError as err:
         what = "do not match" if "KEY_VALUES_MISMATCH" in str(err) else "cannot be used"
         return [("server.tls_cert", f"certificate and key {what}: {err.reason or err}")]
+    except OSError as err:  # not OpenSSL's: the file went away or became unreadable
+        return [("server.tls_cert", f"certificate and key cannot be used: {err.strerror or err}")]
     return []
 
 

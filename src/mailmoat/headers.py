@@ -25,15 +25,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
 
-MAX_KEPT = 100
-MAX_FIELD = 64 * 1024
+from mailmoat.limits import HEADER_MAX_FIELD as MAX_FIELD
+from mailmoat.limits import HEADER_MAX_KEPT as MAX_KEPT
 
 WANTED = ("from", "authentication-results", "dkim-signature")
 """The header fields mailmoat reads: From (DMARC), Authentication-Results (forged ones
 removed), DKIM-Signature (none: no DKIM work at all)."""
-SCAN_CHUNK = 8192
-"""Read at a time for the scan of a spooled message: most header blocks fit, and the body is
-not read."""
 
 
 @dataclass(frozen=True, slots=True)

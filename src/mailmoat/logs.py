@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from mailmoat.config import LogSettings
+from mailmoat.limits import LOG_VALUES_SHOWN as _SHOWN_MAX
 
 log = logging.getLogger("mailmoat")
 
@@ -62,7 +63,6 @@ def _text(value: Any) -> str:
 _SHOWN: dict[str, str] = {}
 """Values as the text format shows them: a refusal's reply text, its reason and most other
 values repeat from line to line, and quoting costs more than a lookup."""
-_SHOWN_MAX = 4096
 
 
 def _escape(c: str) -> str:

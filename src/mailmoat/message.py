@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
-from mailmoat.headers import SCAN_CHUNK, WANTED, Headers, scan
+from mailmoat.config import ServerSettings, default_of
+from mailmoat.headers import WANTED, Headers, scan
+from mailmoat.limits import HEADER_SCAN_CHUNK as SCAN_CHUNK
+from mailmoat.limits import SPOOL_CHUNK as CHUNK
 from mailmoat.smtp.envelope import Envelope
-
-CHUNK = 64 * 1024
 
 T = TypeVar("T")
 
@@ -49,7 +50,11 @@ class Spool:
     (Not `tempfile.SpooledTemporaryFile`: its Python-level file wrapper cost more than the
     rest of the spooling of a small message.)"""
 
-    def __init__(self, memory_limit: int = 256 * 1024, budget: SpoolBudget | None = None) -> None:
+    def __init__(
+        self,
+        memory_limit: int = default_of(ServerSettings, "spool_memory"),
+        budget: SpoolBudget | None = None,
+    ) -> None:
         self._limit = memory_limit
         self._budget = budget
         self._memory = bytearray()

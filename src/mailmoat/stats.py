@@ -31,8 +31,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Upper bounds (seconds) of the latency histograms' buckets; one more counts the rest."""
+from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 
 class Histogram:

@@ -12,20 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailmoat.relay.smtp_client import (
-    WRITE_BATCH,
-    DotStuffer,
-    DownstreamClient,
+from mailmoat.relay.client_errors import (
     DownstreamTimeout,
     InternalError,
     ProtocolViolation,
     TLSFailed,
-    _address,
-    _check_quoting,
-    abort_transport,
-    close_transport,
-    stuff,
 )
+from mailmoat.relay.message_writer import DotStuffer, check_quoting, envelope_address, stuff
+from mailmoat.relay.reply_reader import abort_transport, close_transport
+from mailmoat.relay.smtp_client import WRITE_BATCH, DownstreamClient
 from tests.relay.relay_support import (
     TRACE,
     AiosmtpdFactory,
@@ -317,13 +312,13 @@ def test_tls_context_honours_settings(make_settings: SettingsFactory, tls_files:
 def test_envelope_address_check_skips_only_what_needs_no_look(address: str) -> None:
     def full(a: str) -> bytes | None:  # the quoting check run on every address
         try:
-            _check_quoting(a)
+            check_quoting(a)
             return a.encode("utf-8")
         except InternalError:
             return None
 
     try:
-        got: bytes | None = _address(address, utf8=True)
+        got: bytes | None = envelope_address(address, utf8=True)
     except InternalError:
         got = None
     assert got == full(address)

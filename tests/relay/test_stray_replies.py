@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
+from mailmoat.relay.client_errors import ProtocolViolation
 from mailmoat.relay.downstream import DownstreamDelivery
-from mailmoat.relay.smtp_client import DownstreamClient, ProtocolViolation
+from mailmoat.relay.smtp_client import DownstreamClient
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
 from tests.support.fake_downstream import FakeDownstream
 
@@ -129,9 +130,9 @@ async def test_the_greeting_is_owed_from_the_first_byte() -> None:
     """A downstream greets at once, and the greeting can reach the protocol before
     `create_connection` returns to the client (uvloop delivers it in the same loop turn): it
     is owed from the start, never a stray reply (it made legitimate mail get 451 4.5.0)."""
-    from mailmoat.relay.smtp_client import _ReplyProtocol
+    from mailmoat.relay.reply_reader import ReplyReader
 
-    proto = _ReplyProtocol()
+    proto = ReplyReader()
     proto.data_received(b"220 sink.test ESMTP\r\n")
     assert proto.error is None
     assert [r.code for r in proto.replies] == [220]

@@ -24,11 +24,11 @@ import logging
 from mailmoat import logs
 from mailmoat.config import Settings
 from mailmoat.directory.base import Directory, LookupResult, ResultCache, SingleFlight, Status
-from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError
+from mailmoat.limits import CALLAHEAD_RATE_WINDOW as WINDOW
+from mailmoat.relay.client_errors import DownstreamError
+from mailmoat.relay.smtp_client import DownstreamClient
 from mailmoat.smtp._abnf import routing_local_part
 from mailmoat.store.base import Store
-
-WINDOW = 60.0
 
 
 class CallAheadDirectory(Directory):

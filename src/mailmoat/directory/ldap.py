@@ -38,7 +38,7 @@ from ldap3.core.exceptions import LDAPException, LDAPSizeLimitExceededResult
 from ldap3.utils.conv import escape_filter_chars
 
 from mailmoat import logs
-from mailmoat.config import LdapSettings
+from mailmoat.config import DirectorySettings, LdapSettings, default_of
 from mailmoat.directory.base import (
     AddressSet,
     AddressSetBuilder,
@@ -48,9 +48,9 @@ from mailmoat.directory.base import (
     SingleFlight,
     Status,
 )
+from mailmoat.limits import LDAP_PAGE_SIZE as PAGE_SIZE
 from mailmoat.store.base import Store
 
-PAGE_SIZE = 500
 _PLACEHOLDER = re.compile(r"%([sud%])")
 
 
@@ -76,7 +76,7 @@ class LdapDirectory(Directory):
         self,
         settings: LdapSettings,
         store: Store | None = None,
-        max_entries: int = 1_000_000,
+        max_entries: int = default_of(DirectorySettings, "max_entries"),
     ) -> None:
         self.settings = settings
         self.max_entries = max_entries

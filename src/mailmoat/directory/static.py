@@ -24,10 +24,9 @@ import os
 from pathlib import Path
 
 from mailmoat import logs
+from mailmoat.config import DirectorySettings, default_of
 from mailmoat.directory.base import AddressSet, AddressSetBuilder, Directory, LookupResult, Status
-
-MAX_LINE = 4096
-"""Longest line of the file in characters."""
+from mailmoat.limits import STATIC_FILE_MAX_LINE as MAX_LINE
 
 
 class StaticFileError(Exception):
@@ -84,7 +83,12 @@ def parse(path: Path, max_entries: int) -> AddressSet:
 class StaticDirectory(Directory):
     name = "static"
 
-    def __init__(self, path: Path, check_interval: float = 2.0, max_entries: int = 1_000_000):
+    def __init__(
+        self,
+        path: Path,
+        check_interval: float = default_of(DirectorySettings, "static_check_interval"),
+        max_entries: int = default_of(DirectorySettings, "max_entries"),
+    ):
         self.path = path
         self.check_interval = check_interval
         self.max_entries = max_entries

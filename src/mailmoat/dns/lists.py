@@ -37,8 +37,8 @@ class DnsList:
         return all(o in allowed for o, allowed in zip(octets, self.filter, strict=True))
 
     def query_name(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         if ip.version == 4:
             reverse = ".".join(reversed(str(ip).split(".")))
         else:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from mailmoat.config import Settings
+from mailmoat.limits import RATE_BLOCKED_CACHE, RATE_RECHECK
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client, Decision, HookResult, Verdict
 from mailmoat.policy.networks import ExpiringCache, NetworkSet, address_key, network_key
@@ -27,9 +28,6 @@ from mailmoat.policy.stress import Stress
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 from mailmoat.store import Store
-
-RATE_RECHECK = 1.0
-"""Seconds an address found over its rate is refused locally before the store is asked again."""
 
 _COUNTED = "admission.counted"
 
@@ -61,7 +59,7 @@ class Admission(Check):
         self.peak = 0
         self.per_ip: dict[int, int] = {}
         self.per_net: dict[int, int] = {}
-        self._rate_blocked = ExpiringCache(100_000)
+        self._rate_blocked = ExpiringCache(RATE_BLOCKED_CACHE)
         host = settings.server.hostname
 
         def r(text: str) -> Reply:

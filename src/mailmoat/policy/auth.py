@@ -26,10 +26,13 @@ from typing import TypeVar
 
 from mailmoat import logs
 from mailmoat.config import AuthSettings
-from mailmoat.headers import MAX_KEPT, Headers
+from mailmoat.headers import Headers
+from mailmoat.limits import AUTH_RESULTS_CACHE as HEADER_CACHE
+from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
+from mailmoat.limits import HEADER_MAX_KEPT as MAX_KEPT
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Slot, Verdict
-from mailmoat.policy.results import CACHED_LENGTH, DKIM, DMARC, IPREV, SPF, Iprev, SpfResults
+from mailmoat.policy.results import DKIM, DMARC, IPREV, SPF, Iprev, SpfResults
 from mailmoat.policy.score import PENDING, Karma, SessionState
 from mailmoat.smtp.replies import reply
 
@@ -96,12 +99,6 @@ def _ready(st: SessionState, slot: Slot[T]) -> T | None:
     value = st.ready(slot)
     return None if value is PENDING else value
 
-
-HEADER_CACHE = 1024
-"""Authentication-Results fields remembered by what they say (least recently used dropped
-first): the messages of one sender repeat the same few. A key holds short strings only: names
-from DNS and the SMTP dialogue (bounded by their syntax), and those from the message when
-they add up to `results.CACHED_LENGTH` at most."""
 
 _Pair = tuple[str, str] | None
 """(result, domain) of one SPF identity."""

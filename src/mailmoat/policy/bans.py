@@ -25,6 +25,8 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import BanSettings
+from mailmoat.limits import BAN_CACHE_SIZE as CACHE_SIZE
+from mailmoat.limits import LISTED_BANS, LONGEST_BAN, MAX_NETWORK_BANS, STRIKE_COOLDOWN, WIDEST_BAN
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.policy.networks import ExpiringCache, NetworkSet, source_key
 from mailmoat.smtp.events import Rejected
@@ -48,21 +50,6 @@ STRIKE_REASONS = frozenset(
     }
 )
 """Reasons (admission refusals and `Rejected` tokens) that count as a strike."""
-
-STRIKE_COOLDOWN = 1.0
-"""Seconds during which further strikes of one address are folded into the last one."""
-
-CACHE_SIZE = 100_000
-"""Addresses each local cache remembers at most (invariant 3)."""
-
-MAX_NETWORK_BANS = 10_000
-"""Network bans the administrator may hold at once (each is checked at every accept)."""
-WIDEST_BAN = {4: 8, 6: 16}
-"""Shortest prefix an administrator's ban may have: a wider one would shut out the Internet."""
-LONGEST_BAN = 366 * 86400.0
-"""Longest ban an administrator may set, in seconds."""
-LISTED_BANS = 10_000
-"""Bans `bans()` lists at most."""
 
 
 def ban_target(text: str) -> IPv4Network | IPv6Network:
@@ -234,7 +221,7 @@ class BanList(Check):
         """Ban `addr` now; returns the length in seconds (doubling with each recent ban)."""
         s = self.settings
         count = await self.store.incr(f"bans:{addr}", s.memory)
-        length = min(s.duration * 2 ** min(count - 1, 32), s.max_duration)
+        length = min(s.duration * 2.0 ** min(count - 1, 32), s.max_duration)
         await self.store.set(f"ban:{addr}", str(count), length)
         await self.store.delete(f"strikes:{addr}")
         now = self.clock()

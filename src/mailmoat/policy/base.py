@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, ClassVar, Generic, TypeVar
 
+from mailmoat.limits import MAX_REPLY_DELAY as MAX_DELAY
 from mailmoat.message import Message
 from mailmoat.smtp.events import Helo, MailFrom, RcptTo, Rejected
 from mailmoat.smtp.replies import Reply
-
-MAX_DELAY = 30.0
-"""Upper bound on the sum of the delays the checks ask for on one command."""
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -75,8 +73,8 @@ class Client:
 
     def __post_init__(self) -> None:
         ip = ip_address(self.address.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         self.ip = ip
 
     def tag(self, name: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import dkim
 import nacl.signing  # noqa: F401  dkimpy verifies ed25519-sha256 (RFC 8463) only with PyNaCl
 
-from mailmoat.config import DkimSettings
+from mailmoat.config import DkimSettings, default_of
 from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.resolver import normalise
 from mailmoat.headers import Headers
@@ -133,7 +133,12 @@ def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResul
 
 
 class DkimVerifier:
-    def __init__(self, resolver: Resolver, workers: int = 2, max_signatures: int = 5) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        workers: int = default_of(DkimSettings, "workers"),
+        max_signatures: int = default_of(DkimSettings, "max_signatures"),
+    ) -> None:
         self.resolver = resolver
         self.workers = workers
         self.max_signatures = max_signatures

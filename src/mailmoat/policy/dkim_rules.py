@@ -30,17 +30,11 @@ from functools import lru_cache
 import dkim.util
 from dkim.crypto import UnparsableKeyError, parse_public_key
 
+from mailmoat.limits import DKIM_KEYS_KEPT as KEYS_KEPT
+from mailmoat.limits import MAX_RSA_BITS, MAX_RSA_EXPONENT_BITS
+
 MIN_RSA_BITS = 1024
 """RFC 8301 3.2."""
-MAX_RSA_BITS = 8192
-"""RFC 8301 3.2 asks verifiers for 1024 to 4096 bits; larger keys MAY be refused."""
-MAX_RSA_EXPONENT_BITS = 64
-"""As OpenSSL for moduli over 3072 bits. The sender's domain chooses the exponent, and RSA
-verification costs in proportion to its length: a 4096-bit key with an exponent as long as
-its modulus takes a second of a worker's CPU per signature (65537: under a millisecond)."""
-KEYS_KEPT = 256
-"""Key records (and RSA moduli) kept parsed: the ASN.1 of a modulus costs more to read than
-all the checks here together, and the same few keys sign most mail."""
 
 
 @lru_cache(maxsize=KEYS_KEPT)

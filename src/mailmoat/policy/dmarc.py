@@ -47,11 +47,14 @@ from mailmoat.config import DmarcSettings
 from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.cache import TtlCache
 from mailmoat.headers import HeaderField, Headers
+from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
+from mailmoat.limits import DMARC_ORG_CACHE as ORG_CACHE
+from mailmoat.limits import DMARC_RESULTS_KEPT as JUDGED
+from mailmoat.limits import MAX_AUTHOR_DOMAINS, MAX_FROM_FIELD
 from mailmoat.message import Message
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dmarc_record import POLICIES, Record, is_dmarc, parse_record
 from mailmoat.policy.results import (
-    CACHED_LENGTH,
     DKIM,
     DMARC,
     SPF,
@@ -71,10 +74,6 @@ from mailmoat.policy.score import (
 )
 from mailmoat.smtp.replies import Reply, reply
 
-MAX_AUTHOR_DOMAINS = 10
-"""Distinct author domains evaluated for one message (each costs up to two TXT lookups); the
-others count as the strictest outcome."""
-
 
 class TxtSource(Protocol):
     """Where policy records come from: the `Resolver`, or a table in tests."""
@@ -82,12 +81,6 @@ class TxtSource(Protocol):
     async def query(self, name: str, rdtype: str) -> Answer: ...
 
     def cached(self, name: str, rdtype: str) -> Answer | None: ...
-
-
-ORG_CACHE = 4096
-"""Organizational domains and the author domains of From fields remembered (each, least
-recently used dropped first): pure functions of short strings. Longer input (`CACHED_LENGTH`)
-is not kept, so the caches stay small whatever a message holds."""
 
 
 @cache
@@ -209,9 +202,6 @@ def judge(
     return _judge(*facts, rng)
 
 
-JUDGED = 1024
-"""DMARC results remembered by what decides them (least recently used dropped first)."""
-
 _Pair = tuple[str, str]
 """(result, domain) of SPF's MAIL FROM identity or of one DKIM signature."""
 
@@ -255,13 +245,6 @@ def _judge(
 
 _judged = lru_cache(maxsize=JUDGED)(_judge)
 
-
-MAX_FROM_FIELD = 4096
-"""Most octets of From fields (as sent, folded; all of a message's From fields together: RFC
-5322 allows one) whose addresses are parsed; past it the author is unreadable, without any
-parsing (the address parser and the "@" fallback cost far more than linear time on crafted
-input). A real From with a few display names is well under 1 KiB, and 4 KiB still holds
-`MAX_AUTHOR_DOMAINS` + 1 long addresses."""
 
 UNREADABLE = "(unreadable From)"
 """The author domain of a From field that is too long or that the address parser fails on."""

@@ -28,12 +28,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from mailmoat.limits import DMARC_CACHED_LENGTH as CACHED_LENGTH
+from mailmoat.limits import DMARC_RECORDS_KEPT as RECORDS_KEPT
+
 POLICIES = ("none", "quarantine", "reject")
 
-CACHED_LENGTH = 512
-"""Records longer than this are parsed each time instead of remembered."""
-RECORDS_KEPT = 4096
-"""Parsed records remembered (least recently used dropped first)."""
 
 _WSP = b" \t"
 _VERSION = re.compile(rb"[ \t]*[vV][ \t]*=[ \t]*DMARC1[ \t]*(?:;|\Z)")

@@ -17,13 +17,12 @@ from ipaddress import IPv4Address, IPv6Address
 from mailmoat.config import FcrdnsSettings
 from mailmoat.dns import Answer, Resolver, reverse_name
 from mailmoat.dns.cache import TtlCache
+from mailmoat.limits import FCRDNS_MAX_NAMES as MAX_NAMES
 from mailmoat.policy.base import Check, Client, HookResult, Verdict, plain_ip
 from mailmoat.policy.results import ALLOWLISTED, IPREV, Iprev
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
-
-MAX_NAMES = 10
 
 R_FCRDNS = reply(550, "5.7.25", "Client host rejected: cannot find your hostname")
 

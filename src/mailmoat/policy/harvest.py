@@ -28,14 +28,12 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from mailmoat import logs
 from mailmoat.config import HarvestSettings
+from mailmoat.limits import HARVEST_KEY_CACHE as KEY_CACHE
 from mailmoat.policy.base import Check, Client, Decision, Verdict
 from mailmoat.policy.networks import source_key
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
 from mailmoat.store.base import Store
-
-KEY_CACHE = 65536
-"""Client addresses whose store keys are kept ready (the cache is emptied when full)."""
 
 R_UNIFORM = reply(450, "4.7.1", "Requested action not taken, try again later")
 R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again later")

@@ -19,10 +19,6 @@ from dataclasses import dataclass
 
 from mailmoat.policy.base import Slot
 
-CACHED_LENGTH = 512
-"""Text the message chooses (author domains, DKIM d= and s=) longer than this is not used as a
-cache key: the caches that remember results by such text stay small whatever a message holds."""
-
 
 @dataclass(frozen=True, slots=True)
 class Iprev:

@@ -28,18 +28,18 @@ from typing import Any
 
 import spf
 
-from mailmoat.config import SpfSettings
+from mailmoat.config import SpfSettings, default_of
 from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
+from mailmoat.limits import SPF_MAX_EXPLANATION as MAX_EXPLANATION
+from mailmoat.limits import SPF_MAX_ROUNDS as MAX_ROUNDS
+from mailmoat.limits import SPF_RESULTS_KEPT as RESULTS_KEPT
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.results import SPF, SpfResult, SpfResults
 from mailmoat.policy.score import PENDING, Karma, Outcome, SessionState, apply
 from mailmoat.smtp.events import MailFrom, RcptTo
 from mailmoat.smtp.replies import reply
-
-MAX_ROUNDS = 200
-"""Evaluations of one identity at most (one per record fetched)."""
 
 R_SPF_FAIL = reply(550, "5.7.23", "SPF validation failed")
 
@@ -90,7 +90,7 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
 spf.DNSLookup = _dns_lookup
 
 
-class _Query(spf.query):  # type: ignore[misc]
+class _Query(spf.query):
     """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism and
     the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a name's
     address lookup skips that name. pyspf 2.0.14 turns either into temperror for the whole
@@ -111,10 +111,6 @@ class _Query(spf.query):  # type: ignore[misc]
         return valid
 
 
-RESULTS_KEPT = 1024
-MAX_EXPLANATION = 512
-"""Characters of an explanation kept: the sender's domain writes it (exp=, up to a whole DNS
-answer), and results are cached."""
 _result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
 """The result objects of cached outcomes, made once (a frozen dataclass costs more to make
 than to look up). Bounded: the domain by the SMTP syntax, the explanation by
@@ -133,7 +129,12 @@ class SpfEvaluator:
     answers it came from. Only results from cached answers are kept: a temporary error, or
     a result that used an answer with a TTL of 0, is evaluated again next time."""
 
-    def __init__(self, resolver: Resolver, timeout: float = 20.0, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        timeout: float = default_of(SpfSettings, "timeout"),
+        cache_size: int = default_of(SpfSettings, "cache_size"),
+    ) -> None:
         self.resolver = resolver
         self.timeout = timeout
         self.evaluations = 0
@@ -250,10 +251,9 @@ class SpfCheck(Check):
         settings: SpfSettings,
         resolver: Resolver,
         karma: Karma,
-        timeout: float = 20.0,
     ) -> None:
         self.s = settings
-        self.evaluator = SpfEvaluator(resolver, timeout, settings.cache_size)
+        self.evaluator = SpfEvaluator(resolver, settings.timeout, settings.cache_size)
         self.karma = karma
 
     async def evaluate(self, client: Client, sender: str, ip: str) -> SpfResults:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mailmoat.config import SmtpSettings
 from mailmoat.engine_limits import engine_limits
+from mailmoat.limits import SIZE_HEADER_ROOM as HEADER_ROOM
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.smtp.events import MailFrom
 from mailmoat.smtp.limits import Limits
@@ -31,8 +32,6 @@ from mailmoat.smtp.replies import reply
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-HEADER_ROOM = 1024
-"""Octets kept free under the downstream's SIZE for the header lines mailmoat adds."""
 
 R_UNREACHABLE = reply(451, "4.4.1", "Downstream server unreachable, try again later")
 R_NO_SMTPUTF8 = reply(451, "4.6.7", "SMTPUTF8 is not available now, try again later")

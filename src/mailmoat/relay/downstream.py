@@ -25,23 +25,17 @@ import contextlib
 import logging
 
 from mailmoat.config import Settings
+from mailmoat.limits import MAX_PASSED_LINES
 from mailmoat.message import Message
 from mailmoat.relay.base import DeliveryResult
 from mailmoat.relay.capabilities import Capabilities
+from mailmoat.relay.client_errors import DownstreamError, StaleConnection
 from mailmoat.relay.pool import DownstreamPool
-from mailmoat.relay.smtp_client import (
-    DownstreamClient,
-    DownstreamError,
-    StaleConnection,
-    Transaction,
-    positive,
-)
+from mailmoat.relay.smtp_client import DownstreamClient, Transaction, positive
 from mailmoat.smtp.replies import Reply, clean_text, reply
 
 log = logging.getLogger("mailmoat.relay.downstream")
 
-MAX_PASSED_LINES = 5
-"""Lines of a downstream reply passed on to the client."""
 
 _OUR_FAULT = {500, 502, 503}
 

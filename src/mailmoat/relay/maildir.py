@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mailmoat.config import Settings
+from mailmoat.limits import MAILDIR_SWEEP_EVERY as SWEEP_EVERY
+from mailmoat.limits import MAILDIR_TMP_MAX_AGE as TMP_MAX_AGE
 from mailmoat.message import Message, in_thread
 from mailmoat.relay.base import DeliveryResult
 from mailmoat.relay.capabilities import EVERYTHING, Capabilities
@@ -32,12 +34,6 @@ from mailmoat.smtp.replies import reply
 log = logging.getLogger("mailmoat.relay.maildir")
 
 _SUBDIRS = ("tmp", "new", "cur")
-
-TMP_MAX_AGE = 36 * 3600.0
-"""Seconds after which a file in tmp/ is a crash's leftover (the Maildir convention)."""
-
-SWEEP_EVERY = 3600.0
-"""Seconds between two looks for such leftovers."""
 
 
 def _safe_host(name: str) -> str:

@@ -16,14 +16,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from mailmoat.config import Settings
+from mailmoat.limits import DOWNSTREAM_CLOSE_TIMEOUT as CLOSE_TIMEOUT
 from mailmoat.relay.capabilities import Capabilities
-from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError, make_tls_context
+from mailmoat.relay.client_errors import DownstreamError
+from mailmoat.relay.smtp_client import DownstreamClient, make_tls_context
 from mailmoat.smtp.replies import reply
 
 log = logging.getLogger("mailmoat.relay.pool")
-
-CLOSE_TIMEOUT = 5.0
-"""Most seconds spent closing one connection politely (QUIT) before it is dropped."""
 
 
 class PoolExhausted(DownstreamError):

@@ -19,260 +19,32 @@ serialises itself from a `Message`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import re
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 from mailmoat.config import RelaySettings, Settings, split_endpoint
+from mailmoat.limits import DOWNSTREAM_CLOSE_TIMEOUT
+from mailmoat.limits import DOWNSTREAM_WRITE_BATCH as WRITE_BATCH
 from mailmoat.message import Message, in_thread
-from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser, reply
+from mailmoat.relay.client_errors import (
+    ConnectFailed,
+    ConnectionLost,
+    DownstreamError,
+    DownstreamRefused,
+    DownstreamTimeout,
+    InternalError,
+    ProtocolViolation,
+    StaleConnection,
+    TLSFailed,
+    Unsupported,
+)
+from mailmoat.relay.message_writer import DotStuffer, envelope_address
+from mailmoat.relay.reply_reader import ReplyReader, abort_transport, close_transport
+from mailmoat.smtp.replies import Reply, ReplyParser, reply
 
 log = logging.getLogger("mailmoat.relay.smtp_client")
-
-WRITE_BATCH = 64 * 1024
-"""Message octets gathered into one write (the spool's chunk size)."""
-
-
-# --- errors: each carries the reply the SMTP client should get --------------------------------
-
-
-class DownstreamError(Exception):
-    """Delivery could not be completed; `reply` is what to tell the sending client."""
-
-    def __init__(self, answer: Reply, detail: str) -> None:
-        super().__init__(detail)
-        self.reply = answer
-        self.detail = detail
-
-
-class ConnectFailed(DownstreamError):
-    """TCP connection refused, unreachable or timed out (451 4.4.1)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            reply(451, "4.4.1", "Downstream server unreachable, try again later"), detail
-        )
-
-
-class DownstreamRefused(DownstreamError):
-    """The server refused the session itself: greeting or EHLO/LHLO not positive (451 4.3.2)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            reply(451, "4.3.2", "Downstream server not accepting mail, try later"), detail
-        )
-
-
-class DownstreamTimeout(DownstreamError):
-    """No reply within the configured time (451 4.4.2)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            reply(451, "4.4.2", "Downstream server timed out, try again later"), detail
-        )
-
-
-class ConnectionLost(DownstreamError):
-    """The server closed the connection or it broke during a command or the data (451 4.4.2)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            reply(451, "4.4.2", "Connection to downstream lost, try again later"), detail
-        )
-
-
-class StaleConnection(ConnectionLost):
-    """A reused connection was found dead before the server answered anything in a transaction.
-
-    Nothing of the message was accepted, so the transaction may be retried on a new connection.
-    """
-
-
-class ProtocolViolation(DownstreamError):
-    """The server sent something that is not SMTP, or more than was asked for (451 4.5.0)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(reply(451, "4.5.0", "Downstream protocol error, try again later"), detail)
-
-
-class TLSFailed(DownstreamError):
-    """STARTTLS was required but not offered, or the handshake failed (451 4.7.5)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(reply(451, "4.7.5", "Downstream TLS failure, try again later"), detail)
-
-
-class Unsupported(DownstreamError):
-    """The message needs a service extension the server lacks; nothing was sent."""
-
-
-class InternalError(DownstreamError):
-    """The envelope cannot be serialised safely (a bug upstream); nothing was sent (451 4.3.0)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(reply(451, "4.3.0", "Internal error, try again later"), detail)
-
-
-# --- the transport-facing half -----------------------------------------------------------------
-
-
-class _ReplyProtocol(asyncio.Protocol):
-    """Feeds every byte received into a bounded `ReplyParser`; queues the replies.
-
-    The server speaks only when spoken to: a byte that arrives when no reply is owed (while the
-    connection is idle in the pool, after 354 before the final dot was written, beyond the
-    replies to the commands sent) is a protocol violation, and the connection is dropped. A
-    stray reply must never be taken for the answer to a later command."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.parser = ReplyParser()
-        self.replies: collections.deque[Reply] = collections.deque()
-        self.owed = 1
-        """Replies the server owes: the greeting from the start (it may arrive in the same
-        loop turn as the connection, before `create_connection` returns: with uvloop it
-        does), then one per command written, not received yet."""
-        self.error: DownstreamError | None = None
-        self.closed = False
-        self.partial = False
-        """True while bytes of an unfinished reply line are buffered in the parser."""
-        self._tail = b"\r\n"
-        self._waiter: asyncio.Future[None] | None = None
-        self._timed_out = False
-        self._drain: asyncio.Future[None] | None = None
-        self.paused = False
-        """The transport's write buffer is above its high-water mark."""
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        if self.error is not None:
-            return
-        if self.owed <= 0:
-            self._fail(ProtocolViolation(f"unsolicited data from the server: {data[:60]!r}"))
-            return
-        try:
-            replies = self.parser.feed(data)
-        except ReplyError as err:
-            self._fail(ProtocolViolation(f"malformed reply: {err}"))
-            return
-        self._tail = (self._tail + data)[-2:]
-        self.partial = self._tail != b"\r\n"
-        if len(replies) > self.owed or (len(replies) == self.owed and self.partial):
-            self._fail(ProtocolViolation("server sent more replies than commands"))
-            return
-        self.owed -= len(replies)
-        self.replies.extend(replies)
-        self._wake()
-
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.lost.done():
-            self.lost.set_result(None)
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def _fail(self, error: DownstreamError) -> None:
-        self.error = error
-        if self.transport is not None:
-            abort_transport(self.transport)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _time_out(self) -> None:
-        self._timed_out = True
-        self._wake()
-
-    async def next_reply(self, timeout: float) -> Reply:
-        """The next reply; TimeoutError if none is complete within `timeout` seconds.
-
-        One timer per wait, and none when the reply is already here (the rest of a pipelined
-        group's replies usually is): cheaper than an `asyncio.timeout` scope per reply."""
-        if self.replies:
-            return self.replies.popleft()
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, self._time_out)
-        try:
-            while not self.replies:
-                if self.error is not None:
-                    raise self.error
-                if self.closed:
-                    raise ConnectionLost("connection closed by downstream")
-                if self._timed_out:
-                    raise TimeoutError
-                self._waiter = loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-        finally:
-            timer.cancel()
-            self._timed_out = False
-        return self.replies.popleft()
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
-        while self.paused and not self.closed:
-            self._drain = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-        if self.error is not None:
-            raise self.error
-        if self.closed:
-            raise ConnectionLost("connection closed by downstream while writing")
-
-
-# --- closing a transport -----------------------------------------------------------------------
-
-
-def close_transport(transport: asyncio.BaseTransport) -> None:
-    """Start an orderly close, unless one is under way or the connection is already gone.
-
-    Never close() twice: on CPython 3.11.2 (Debian 12) a second close() of an SSL transport, or a
-    close() after its connection was lost, detaches the transport from its SSL protocol, and every
-    later abort() of it raises AttributeError."""
-    if not transport.is_closing():
-        transport.close()
-
-
-def abort_transport(transport: asyncio.BaseTransport) -> None:
-    """Drop the connection at once; a no-op for a transport that has nothing left to drop.
-
-    CPython 3.11.2's SSL transport raises AttributeError from abort() once its SSL protocol is
-    detached (fixed in 3.11.3); that happens only to a transport already closed, so there is
-    nothing left to abort then."""
-    try:
-        transport.abort()
-    except AttributeError:
-        if not transport.is_closing():
-            raise
-
-
-# --- helpers -----------------------------------------------------------------------------------
 
 
 def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
@@ -282,70 +54,6 @@ def make_tls_context(relay: RelaySettings) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-_NEEDS_A_LOOK = re.compile(r'[\x00-\x1f\x7f<> "\\]')
-"""What `_check_quoting` looks at; the usual address has none of it."""
-
-
-def _address(address: str, utf8: bool) -> bytes:
-    """An envelope address for MAIL/RCPT. The session validated it already; this only makes
-    sure that it cannot break out of `<...>` (a line break, or a '>' or space outside quotes
-    that would add a parameter), whatever happened upstream."""
-    if _NEEDS_A_LOOK.search(address) is not None:
-        _check_quoting(address)
-    try:
-        return address.encode("utf-8" if utf8 else "ascii")
-    except UnicodeEncodeError:
-        raise InternalError("non-ASCII envelope address without SMTPUTF8") from None
-
-
-def _check_quoting(address: str) -> None:
-    quoted = escaped = False
-    for c in address:
-        if ord(c) < 0x20 or ord(c) == 0x7F:
-            raise InternalError("control character in envelope address")
-        if escaped:
-            escaped = False
-        elif quoted and c == "\\":
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif not quoted and c in "<> ":
-            raise InternalError(f"{c!r} outside quotes in envelope address")
-    if quoted:
-        raise InternalError("unterminated quoted string in envelope address")
-
-
-class DotStuffer:
-    """Transparency (RFC 5321 §4.5.2) for content whose lines all end in CRLF, chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._line_start = True
-        self._tail = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not chunk:
-            return b""
-        # memchr first: a chunk with no dot at all (base64, say) needs no search
-        out = chunk.replace(b"\n.", b"\n..") if b"." in chunk else chunk
-        if self._line_start and out[:1] == b".":
-            out = b"." + out
-        self._line_start = chunk.endswith(b"\n")
-        self._tail = chunk[-2:] if len(chunk) >= 2 else (self._tail + chunk)[-2:]
-        return out
-
-    def end(self) -> bytes:
-        """The end-of-data indicator, preceded by a CRLF if the content did not end in one."""
-        if self._tail in (b"", b"\r\n"):
-            return b".\r\n"
-        return b"\r\n.\r\n"
-
-
-def stuff(chunks: Iterator[bytes]) -> bytes:
-    """Dot-stuff a whole message and terminate it (convenience for small messages and tests)."""
-    s = DotStuffer()
-    return b"".join(s.feed(c) for c in chunks) + s.end()
 
 
 def positive(r: Reply | None) -> bool:
@@ -372,7 +80,7 @@ class DownstreamClient:
     """One connection to the downstream server. Use `connect()`, then `send()` per message."""
 
     def __init__(
-        self, settings: Settings, transport: asyncio.Transport, protocol: _ReplyProtocol
+        self, settings: Settings, transport: asyncio.Transport, protocol: ReplyReader
     ) -> None:
         self._relay = settings.relay
         helo = settings.relay.helo_name or settings.server.hostname
@@ -406,8 +114,7 @@ class DownstreamClient:
         try:
             try:
                 async with asyncio.timeout(relay.connect_timeout):
-                    raw, proto = await loop.create_connection(_ReplyProtocol, host, port)
-                    transport = cast(asyncio.Transport, raw)
+                    transport, proto = await loop.create_connection(ReplyReader, host, port)
                     client = cls(settings, transport, proto)  # the greeting is owed already
                     greeting = await proto.next_reply(relay.connect_timeout)
             except TimeoutError:
@@ -478,7 +185,7 @@ class DownstreamClient:
             raise TLSFailed(f"TLS handshake: {err}") from None
         if new is None:
             raise TLSFailed("TLS handshake: connection closed")
-        self._transport = cast(asyncio.Transport, new)
+        self._transport = new
         self._proto.transport = new
         self._proto.parser = ReplyParser()
         self.tls = True
@@ -559,7 +266,7 @@ class DownstreamClient:
         self._broken = True
         abort_transport(self._transport)
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = DOWNSTREAM_CLOSE_TIMEOUT) -> None:
         """QUIT politely if the connection is healthy, then wait (bounded) until it is closed."""
         try:
             if self.usable:
@@ -604,7 +311,7 @@ class DownstreamClient:
             params.append(b"BODY=8BITMIME")
         if env.smtputf8:
             params.append(b"SMTPUTF8")
-        path = _address(env.mail_from, env.smtputf8)
+        path = envelope_address(env.mail_from, env.smtputf8)
         return b"MAIL FROM:<" + path + b">" + b"".join(b" " + p for p in params) + b"\r\n"
 
     async def send(self, message: Message) -> Transaction:
@@ -618,7 +325,7 @@ class DownstreamClient:
         if not env.rcpt_to:
             raise InternalError("message without recipients")
         mail = self._mail_command(message)
-        rcpts = [b"RCPT TO:<" + _address(r, env.smtputf8) + b">\r\n" for r in env.rcpt_to]
+        rcpts = [b"RCPT TO:<" + envelope_address(r, env.smtputf8) + b">\r\n" for r in env.rcpt_to]
         reused = self.transactions > 0
         self._in_tx = True
         if "PIPELINING" in self.extensions:
@@ -658,10 +365,10 @@ class DownstreamClient:
                 reply(451, "4.6.7", "Downstream server does not support SMTPUTF8"),
                 "probe needs SMTPUTF8, downstream does not offer it",
             )
-        mail_line = b"MAIL FROM:<" + _address(sender, utf8) + b">"
+        mail_line = b"MAIL FROM:<" + envelope_address(sender, utf8) + b">"
         if utf8:
             mail_line += b" SMTPUTF8"
-        rcpt_line = b"RCPT TO:<" + _address(recipient, utf8) + b">\r\n"
+        rcpt_line = b"RCPT TO:<" + envelope_address(recipient, utf8) + b">\r\n"
         self._in_tx = True
         mail = await self._command(mail_line + b"\r\n")
         rcpt = await self._command(rcpt_line) if positive(mail) else None

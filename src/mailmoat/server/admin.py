@@ -40,19 +40,13 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from mailmoat.config import split_endpoint
+from mailmoat.limits import ADMIN_CLIENT_TIMEOUT, MANUAL_BAN_TIME
+from mailmoat.limits import ADMIN_HEAD_TIMEOUT as HEAD_TIMEOUT
+from mailmoat.limits import ADMIN_HEALTH_SLOTS as HEALTH_SLOTS
+from mailmoat.limits import ADMIN_MAX_CLIENTS as MAX_CLIENTS
+from mailmoat.limits import ADMIN_MAX_REQUEST as MAX_REQUEST
+from mailmoat.limits import ADMIN_REQUEST_TIMEOUT as REQUEST_TIMEOUT
 
-MAX_CLIENTS = 8
-"""Admin connections served at once (invariant 3)."""
-HEALTH_SLOTS = 2
-"""Connections past MAX_CLIENTS that may still ask for /healthz (anything else gets 503), so
-a monitor gets its answer while slow clients hold the other slots; past these, 503 at once."""
-MAX_REQUEST = 8192
-"""Longest request head (request line and header fields) read."""
-HEAD_TIMEOUT = 1.0
-"""Seconds a client has to send its request head: the administrator's tools send it at once,
-so a slow client holds a slot for little time."""
-REQUEST_TIMEOUT = 5.0
-"""Seconds for an answer to be made (a worker's stats) and sent."""
 STATE_HEADER = "x-mailmoat-admin"
 """Header POST and DELETE must carry: a browser cannot add it cross-site without preflight."""
 
@@ -223,7 +217,7 @@ class AdminServer:
             if method == "GET":
                 body = json.dumps(await self.bans.listed())
             elif method == "POST":
-                text = query.get("seconds", ["3600"])[0]
+                text = query.get("seconds", [str(MANUAL_BAN_TIME)])[0]
                 try:
                     seconds = float(text)
                 except ValueError:
@@ -286,7 +280,11 @@ def _bearer_ok(header: str, token: bytes) -> bool:
 
 
 def request(
-    listen: str, path: str, timeout: float = 5.0, token: str = "", method: str = "GET"
+    listen: str,
+    path: str,
+    timeout: float = ADMIN_CLIENT_TIMEOUT,
+    token: str = "",
+    method: str = "GET",
 ) -> tuple[int, bytes]:
     """One blocking request to a running mailmoat's admin endpoint: (status, body). For the
     CLI."""
@@ -317,7 +315,7 @@ def request(
     return int(status_line[1]), body
 
 
-def fetch(listen: str, timeout: float = 5.0, token: str = "") -> dict[str, object]:
+def fetch(listen: str, timeout: float = ADMIN_CLIENT_TIMEOUT, token: str = "") -> dict[str, object]:
     """Read the stats document from a running mailmoat's admin endpoint (blocking)."""
     status, body = request(listen, "/stats", timeout, token)
     if status != 200:

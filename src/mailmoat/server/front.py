@@ -23,6 +23,8 @@ from mailmoat import logs
 from mailmoat.assembly import Defences, DefencesFactory
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.config_checks import admin_token
+from mailmoat.limits import FD_RESERVE, LOCAL_SESSIONS
+from mailmoat.limits import HOUSEKEEPING_TICK as TICK
 from mailmoat.message import Spool, SpoolBudget
 from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server import eager
@@ -34,18 +36,6 @@ from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore, Store
 
 R_CONNECT_ERROR = reply(421, "4.3.0", "Error: local error, try again later")
-
-FD_RESERVE = 64
-"""File descriptors kept free for listeners, the downstream pool, spool files and logs."""
-
-TICK = 0.25
-"""Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
-
-
-LOCAL_SESSIONS = 2
-"""Sessions the supervisor runs itself before it hands connections over: a light load (a
-sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
-the decision is made (`supervisor.LocalSlots`), so a burst that arrives at once is spread too."""
 
 
 def local_spool_share(settings: Settings) -> int:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from mailmoat import assembly, logs
 from mailmoat.assembly import DefencesFactory
-from mailmoat.config import Settings
+from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.dns import Resolver
+from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, STRESS_SPREAD
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
     from mailmoat.server.session import SmtpSession
 
 __all__ = ["Gateway", "tls_context"]
-
-CLOSE_RATE = 4000.0
-CLOSE_BURST = 40
-"""Deadline closes per second, and how many may happen at once: a crowd of idle clients that
-connected together and so time out together is closed at this pace (each at its own place in
-the queue), so that it cannot stall everyone else."""
-
-STRESS_SPREAD = 1.0
-"""Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
-that thousands of idle clients are not all closed in one turn of the event loop."""
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -174,7 +165,7 @@ class Gateway(Front):
         self._close_cursor = slot + 1.0 / CLOSE_RATE
         return max(slot, now)
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
         self.stop_listening()
         for session in list(self.sessions):

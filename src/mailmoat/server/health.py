@@ -13,9 +13,9 @@ from pathlib import Path
 
 from mailmoat.config import Settings
 from mailmoat.config_checks import writable_dir
-from mailmoat.relay.smtp_client import DownstreamClient, DownstreamError
-
-PROBE_EVERY = 5.0
+from mailmoat.limits import HEALTH_PROBE_EVERY as PROBE_EVERY
+from mailmoat.relay.client_errors import DownstreamError
+from mailmoat.relay.smtp_client import DownstreamClient
 
 
 class Health:

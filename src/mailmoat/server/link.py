@@ -69,24 +69,14 @@ from operator import attrgetter
 from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 from mailmoat import logs
+from mailmoat.limits import LINK_MAX_FDS as MAX_FDS
+from mailmoat.limits import LINK_MAX_MESSAGE as MAX_MESSAGE
+from mailmoat.limits import LINK_MAX_PENDING as MAX_PENDING
+from mailmoat.limits import LINK_MAX_QUEUED as MAX_QUEUED
+from mailmoat.limits import LINK_READS_PER_TURN as READS_PER_TURN
+from mailmoat.limits import LINK_REQUEST_TIMEOUT
 from mailmoat.policy.base import Decision, Verdict
 from mailmoat.smtp.replies import Reply
-
-MAX_MESSAGE = 64 * 1024
-"""Largest packet in octets (a stats snapshot is the largest message, a few KiB)."""
-
-MAX_QUEUED = 10_000
-"""Packets that may wait for room in the socket buffer; past that the link is broken."""
-
-MAX_PENDING = 10_000
-"""Requests waiting for their answer at once; more fail at once (invariant 3)."""
-
-MAX_FDS = 64
-"""Descriptors per packet (the kernel allows 253); a larger batch is several packets."""
-
-READS_PER_TURN = 64
-"""Messages handled per turn of the event loop (whole packets: one more may pass it), so one
-busy link cannot starve the sessions of its process."""
 
 _FDS = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 
@@ -355,7 +345,7 @@ class Link:
             queue.popleft()
         self._loop.remove_writer(self.sock.fileno())
 
-    async def request(self, name: str, *args: Any, timeout: float = 5.0) -> Any:
+    async def request(self, name: str, *args: Any, timeout: float = LINK_REQUEST_TIMEOUT) -> Any:
         """Ask the other side; its answer, or LinkError."""
         if self.closed:
             raise LinkError("link closed")

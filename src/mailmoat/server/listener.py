@@ -22,15 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmoat import logs
-
-BATCH = 64
-"""Connections accepted per turn of the event loop and listening socket."""
-
-BACKLOG = 4096
-"""Kernel accept queue length asked for (Linux caps it at net.core.somaxconn)."""
-
-EMFILE_PAUSE = 0.5
-"""Seconds accepting pauses when the process is out of file descriptors."""
+from mailmoat.limits import ACCEPT_BATCH as BATCH
+from mailmoat.limits import EMFILE_PAUSE
+from mailmoat.limits import LISTEN_BACKLOG as BACKLOG
 
 
 async def open_sockets(host: str, port: int) -> list[socket.socket]:

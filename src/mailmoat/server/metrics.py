@@ -24,7 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from mailmoat.stats import BUCKETS
+from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LABELLED = {

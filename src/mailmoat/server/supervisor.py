@@ -28,13 +28,17 @@ from functools import partial
 from typing import Any
 
 from mailmoat import assembly, logs
-from mailmoat.config import Settings
+from mailmoat.config import ServerSettings, Settings, default_of
+from mailmoat.limits import LINK_MAX_FDS as MAX_FDS
+from mailmoat.limits import LOCAL_RATE, LOCAL_SESSIONS, SNAPSHOT_TIMEOUT
+from mailmoat.limits import WORKER_RESPAWN_DELAY as RESPAWN_DELAY
+from mailmoat.limits import WORKER_SPREAD as SPREAD
+from mailmoat.limits import WORKER_START_TIMEOUT as START_TIMEOUT
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
-from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
+from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.link import (
-    MAX_FDS,
     Closed,
     Failed,
     Handover,
@@ -50,26 +54,7 @@ from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
 
-START_TIMEOUT = 60.0
-"""Seconds the workers have to start."""
-
-RESPAWN_DELAY = 1.0
-"""Seconds before a worker that died is replaced (a worker that cannot start is not retried
-in a tight loop)."""
-
-SPREAD = 2
-"""Sessions a worker may hold above the least busy one and still get the next connection
-because it had the last one."""
-
-LOCAL_RATE = 10
-"""New connections a second up to which the supervisor still runs sessions itself. Past it
-(a flood of short connections frees the local places as fast as they fill) every connection
-goes to a worker, so the process that accepts for everyone does not run sessions as well."""
-
 _LOCAL = "supervisor.local"
-
-SNAPSHOT_TIMEOUT = 2.0
-"""Seconds a worker has to send its counters for `mailmoat stats`."""
 
 
 class WorkerProcess:
@@ -401,7 +386,7 @@ class Supervisor(Front):
         return doc
 
     # ------------------------------------------------------------------ stop
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()

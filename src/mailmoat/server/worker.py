@@ -42,9 +42,6 @@ from mailmoat.stats import Stats
 from mailmoat.store import Store
 from mailmoat.store.remote import RemoteStore
 
-STOP_GRACE = 10.0
-"""Seconds a stopping worker lets deliveries in flight finish (unless the supervisor says)."""
-
 
 # -------------------------------------------------------- worker defences
 class Release(Check):
@@ -96,7 +93,7 @@ class RemoteBans(BanList):
 class Worker:
     def __init__(self, settings: config.Settings, sock: socket.socket) -> None:
         self.stopping = asyncio.Event()
-        self.grace = STOP_GRACE
+        self.grace = settings.server.drain_time  # unless the supervisor's stop says otherwise
         self.link = Link(sock, self._message, self._serve, self.stopping.set)
         self.gateway = Gateway(settings, store=RemoteStore(self.link), defences=self._defences)
 

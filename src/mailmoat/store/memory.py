@@ -25,10 +25,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailmoat.config import StoreSettings
+from mailmoat.config import StoreSettings, default_of
 from mailmoat.store.base import BAN_PREFIX, is_security_key
-
-_DEFAULTS = StoreSettings()
 
 
 @dataclass(slots=True)
@@ -40,9 +38,9 @@ class _Entry:
 class MemoryStore:
     def __init__(
         self,
-        max_keys: int = _DEFAULTS.max_keys,
+        max_keys: int = default_of(StoreSettings, "max_keys"),
         clock: Callable[[], float] = time.monotonic,
-        max_security_keys: int = _DEFAULTS.max_security_keys,
+        max_security_keys: int = default_of(StoreSettings, "max_security_keys"),
     ) -> None:
         self.max_keys = max_keys
         self.max_security_keys = max_security_keys

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mailmoat.limits import REMOTE_STORE_TIMEOUT as TIMEOUT
+
 if TYPE_CHECKING:
     from mailmoat.server.link import Link
 
-TIMEOUT = 5.0
-"""Seconds a store call waits for the supervisor."""
 
 OPERATIONS = frozenset({"incr", "hit", "count", "get", "set", "ttl", "delete", "bans"})
 """The Store methods a worker may call (the supervisor serves nothing else)."""

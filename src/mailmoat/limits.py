@@ -1,0 +1,223 @@
+"""Internal limits: every fixed number that shapes mailmoat's behaviour, each with why.
+
+What an administrator would tune is a setting (`mailmoat.config`, listed by `mailmoat config
+defaults`); what is here is not: bounds that keep memory and time finite whatever the input
+(invariant 3), sizes of caches and batches chosen for speed, and pacing of internal work.
+Modeled on Postfix's mail_params.h: one name, one value, one line of why. Modules import their
+limits from here; tests/test_limits.py fails when a new behaviour constant appears in src/
+outside this table (only protocol constants from RFCs, and the sans-IO engine's own, which may
+import nothing outside smtp/, are listed there instead).
+"""
+
+from __future__ import annotations
+
+KiB = 1024
+DAY = 86400.0
+
+# --- configuration files and values (config_checks) -------------------------------------------
+MAX_CONFIG_FILE = 1024 * KiB
+"""Largest configuration file read, in octets (`config check /dev/zero` must return)."""
+MAX_PEM_FILE = 1024 * KiB
+"""Largest certificate, key, CA or password file read by the checks, in octets."""
+MAX_SECONDS = 365 * DAY
+"""Largest value of any float setting (they are seconds or fractions): one year."""
+MAX_INT = 2**31
+"""Largest value of any integer setting (message sizes are capped at 2 GiB)."""
+MIN_PUBLIC_PREFIX = {4: 16, 6: 32}
+"""Widest relay network outside private space, by IP version: no setting opens the relay to the
+Internet."""
+
+# --- listening and accepting (server/listener, server/front) -----------------------------------
+ACCEPT_BATCH = 64
+"""Connections accepted per turn of the event loop and listening socket."""
+LISTEN_BACKLOG = 4096
+"""Kernel accept queue length asked for (Linux caps it at net.core.somaxconn)."""
+EMFILE_PAUSE = 0.5
+"""Seconds accepting pauses when the process is out of file descriptors."""
+FD_RESERVE = 64
+"""File descriptors kept free for listeners, the downstream pool, spool files and logs."""
+HOUSEKEEPING_TICK = 0.25
+"""Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
+
+# --- closing sessions in crowds (server/gateway) -----------------------------------------------
+CLOSE_RATE = 4000.0
+"""Deadline closes per second: a crowd of idle clients that connected together, and so time
+out together, is closed at this pace so that it cannot stall everyone else."""
+CLOSE_BURST = 40
+"""Deadline closes that may happen at once before CLOSE_RATE paces them."""
+STRESS_SPREAD = 1.0
+"""Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
+that thousands of idle clients are not all closed in one turn of the event loop."""
+
+# --- supervisor and workers (server/supervisor, server/link) -----------------------------------
+LOCAL_SESSIONS = 2
+"""Sessions the supervisor runs itself before it hands connections over: a light load (a
+sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
+the decision is made (`supervisor.LocalSlots`), so a burst that arrives at once is spread too."""
+LOCAL_RATE = 10
+"""New connections a second up to which the supervisor still runs sessions itself; past it
+every connection goes to a worker, so the process that accepts for everyone runs none."""
+WORKER_SPREAD = 2
+"""Sessions a worker may hold above the least busy one and still get the next connection
+because it had the last one."""
+WORKER_START_TIMEOUT = 60.0
+"""Seconds the workers have to start."""
+WORKER_RESPAWN_DELAY = 1.0
+"""Seconds before a worker that died is replaced (one that cannot start is not retried in a
+tight loop)."""
+SNAPSHOT_TIMEOUT = 2.0
+"""Seconds a worker has to send its counters for `mailmoat stats`."""
+LINK_MAX_MESSAGE = 64 * KiB
+"""Largest supervisor-worker message in octets (a stats snapshot is the largest, a few KiB)."""
+LINK_MAX_QUEUED = 10_000
+"""Link messages that may wait for room in the socket buffer; past that the link is broken."""
+LINK_MAX_PENDING = 10_000
+"""Link requests waiting for their answer at once; more fail at once."""
+LINK_READS_PER_TURN = 64
+"""Messages handled per turn of the event loop (whole packets: one more may pass it), so one
+busy link cannot starve the sessions of its process."""
+LINK_MAX_FDS = 64
+"""Descriptors per link packet (the kernel allows 253); a larger batch is several packets."""
+LINK_REQUEST_TIMEOUT = 5.0
+"""Seconds a link request waits for its answer unless the caller says otherwise."""
+REMOTE_STORE_TIMEOUT = 5.0
+"""Seconds a worker's store call waits for the supervisor."""
+
+# --- admin endpoint and health (server/admin, server/health) -----------------------------------
+ADMIN_MAX_CLIENTS = 8
+"""Admin connections served at once (invariant 3)."""
+ADMIN_HEALTH_SLOTS = 2
+"""Admin connections past ADMIN_MAX_CLIENTS that may still ask for /healthz (anything else gets
+503), so a monitor gets its answer while slow clients hold the other slots; past these, 503."""
+ADMIN_HEAD_TIMEOUT = 1.0
+"""Seconds an admin client has to send its request head: the administrator's tools send it at
+once, so a slow client holds a slot for little time."""
+ADMIN_MAX_REQUEST = 8192
+"""Longest admin request head (request line and header fields) read, in octets."""
+ADMIN_REQUEST_TIMEOUT = 5.0
+"""Seconds for an admin answer to be made (a worker's stats) and sent."""
+ADMIN_CLIENT_TIMEOUT = 5.0
+"""Seconds `mailmoat stats`, `ban` and `unban` wait for the running gateway's answer."""
+HEALTH_PROBE_EVERY = 5.0
+"""Seconds between two probes of the downstream for /healthz, however often it is asked."""
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Upper bounds (seconds) of the latency histograms' buckets; one more counts the rest."""
+
+# --- message data (message, headers) -----------------------------------------------------------
+SPOOL_CHUNK = 64 * KiB
+"""Octets a spool hands out per chunk when a message is read back."""
+HEADER_MAX_KEPT = 100
+"""Header fields of each wanted name kept (all are counted); more is a defect of the block."""
+HEADER_MAX_FIELD = 64 * KiB
+"""Octets of one wanted header field kept."""
+HEADER_SCAN_CHUNK = 8192
+"""Octets read at a time for the header scan of a spooled message: most header blocks fit,
+and the body is not read."""
+
+# --- defences (policy/) ------------------------------------------------------------------------
+MAX_REPLY_DELAY = 30.0
+"""Upper bound on the sum of the delays the checks ask for on one command."""
+RATE_RECHECK = 1.0
+"""Seconds an address found over its rate is refused locally before the store is asked again."""
+RATE_BLOCKED_CACHE = 100_000
+"""Addresses found over their rate that admission remembers locally (for RATE_RECHECK)."""
+STRIKE_COOLDOWN = 1.0
+"""Seconds during which further strikes of one address are folded into the last one."""
+BAN_CACHE_SIZE = 100_000
+"""Addresses each local ban cache remembers at most."""
+MAX_NETWORK_BANS = 10_000
+"""Network bans the administrator may hold at once (each is checked at every accept)."""
+WIDEST_BAN = {4: 8, 6: 16}
+"""Shortest prefix an administrator's ban may have: a wider one would shut out the Internet."""
+LONGEST_BAN = 366 * DAY
+"""Longest ban an administrator may set, in seconds."""
+LISTED_BANS = 10_000
+"""Bans `mailmoat bans` lists at most."""
+MANUAL_BAN_TIME = 3600.0
+"""Seconds a ban set by hand (`mailmoat ban`, POST /bans) lasts unless its request says."""
+HARVEST_KEY_CACHE = 65536
+"""Client addresses whose store keys are kept ready (the cache is emptied when full)."""
+FCRDNS_MAX_NAMES = 10
+"""PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
+SPF_MAX_ROUNDS = 200
+"""SPF evaluations of one identity at most (one per record fetched)."""
+SPF_RESULTS_KEPT = 1024
+"""SPF result objects of cached outcomes kept, made once."""
+SPF_MAX_EXPLANATION = 512
+"""Characters of an SPF explanation kept: the sender's domain writes it (exp=, up to a whole
+DNS answer), and results are cached."""
+MAX_RSA_BITS = 8192
+"""Largest DKIM RSA key verified: RFC 8301 3.2 asks for 1024 to 4096 bits; larger MAY be
+refused."""
+MAX_RSA_EXPONENT_BITS = 64
+"""Longest DKIM RSA exponent, as OpenSSL for moduli over 3072 bits: the sender's domain
+chooses it, and a modulus-long one costs a second of CPU per signature (65537: under 1 ms)."""
+DKIM_KEYS_KEPT = 256
+"""DKIM key records (and RSA moduli) kept parsed: the same few keys sign most mail."""
+MAX_FROM_FIELD = 4096
+"""Most octets of From fields (as sent, folded; all of a message's From fields together: RFC
+5322 allows one) whose addresses are parsed; past it the author is unreadable, without any
+parsing (the address parser and the "@" fallback cost far more than linear time on crafted
+input). A real From with a few display names is well under 1 KiB, and 4 KiB still holds
+`MAX_AUTHOR_DOMAINS` + 1 long addresses."""
+MAX_AUTHOR_DOMAINS = 10
+"""Distinct author domains evaluated by DMARC for one message (each costs up to two TXT
+lookups); the others count as the strictest outcome."""
+DMARC_ORG_CACHE = 4096
+"""Organizational domains and the author domains of From fields remembered (each, least
+recently used dropped first)."""
+DMARC_CACHED_LENGTH = 512
+"""Longest input (domain, From field, record, rendered result) the DMARC and
+Authentication-Results caches keep: longer is computed each time, so caches stay small."""
+DMARC_RESULTS_KEPT = 1024
+"""DMARC results remembered by what decides them (least recently used dropped first)."""
+DMARC_RECORDS_KEPT = 4096
+"""Parsed DMARC records remembered (least recently used dropped first)."""
+AUTH_RESULTS_CACHE = 1024
+"""Authentication-Results fields remembered by what they say (least recently used dropped
+first): the messages of one sender repeat the same few."""
+
+# --- directories (directory/) ------------------------------------------------------------------
+STATIC_FILE_MAX_LINE = 4096
+"""Longest line of the static directory file in characters."""
+LDAP_PAGE_SIZE = 500
+"""Entries per page of an LDAP snapshot search (RFC 2696 paged results)."""
+CALLAHEAD_RATE_WINDOW = 60.0
+"""Seconds of the window of callahead.probes_per_minute and source_probes_per_minute."""
+
+# --- delivery (relay/) -------------------------------------------------------------------------
+DOWNSTREAM_WRITE_BATCH = SPOOL_CHUNK
+"""Message octets gathered into one write downstream (the spool's chunk size)."""
+DOWNSTREAM_CLOSE_TIMEOUT = 5.0
+"""Most seconds spent closing one downstream connection politely (QUIT) before dropping it."""
+MAX_PASSED_LINES = 5
+"""Lines of a downstream reply passed on to the client."""
+SIZE_HEADER_ROOM = 1024
+"""Octets kept free under the downstream's SIZE for the header lines mailmoat adds."""
+MAILDIR_TMP_MAX_AGE = 36 * 3600.0
+"""Seconds after which a file in a Maildir's tmp/ is a crash's leftover (the Maildir
+convention)."""
+MAILDIR_SWEEP_EVERY = 3600.0
+"""Seconds between two looks for such leftovers."""
+
+MIN_TIMEOUT = 1.0
+"""Shortest session timeout in seconds `config check` accepts: below it no client on a real
+network can answer (a timeouts.greeting of 1e-300 refuses every client)."""
+LOG_VALUES_SHOWN = 4096
+"""Log values remembered as the text format shows them (a refusal's reply text and reason
+repeat from line to line); past it the memory is cleared."""
