@@ -10,9 +10,9 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from mailmoat.policy.base import Check, Client, HookResult
-from mailmoat.server import session
+from mailmoat.server import received
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.session import _address_literal, trace_date
+from mailmoat.server.received import _address_literal, trace_date
 from mailmoat.smtp.events import RcptTo
 from tests.gateway import gateway_settings
 
@@ -28,9 +28,9 @@ def test_trace_date_is_the_local_time_to_the_second() -> None:
 
 
 def test_trace_date_follows_the_clock(monkeypatch) -> None:
-    monkeypatch.setattr(session.time, "time", lambda: 1_000_000_000.5)
+    monkeypatch.setattr(received.time, "time", lambda: 1_000_000_000.5)
     first = trace_date()
-    monkeypatch.setattr(session.time, "time", lambda: 1_000_000_001.2)
+    monkeypatch.setattr(received.time, "time", lambda: 1_000_000_001.2)
     assert parsedate_to_datetime(trace_date()).timestamp() - 1 == (
         parsedate_to_datetime(first).timestamp()
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -34,13 +33,15 @@ from mailmoat.server.front import (
     Front,
     raise_fd_limit,
 )
+from mailmoat.server.host import HostState
+from mailmoat.server.session import SmtpSession
+from mailmoat.server.tls import tls_context
 from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
     from mailmoat.server.admin import AdminServer
-    from mailmoat.server.session import SmtpSession
 
-__all__ = ["Defences", "Gateway", "default_checks", "tls_context"]
+__all__ = ["Defences", "Gateway", "default_checks"]
 
 CLOSE_RATE = 4000.0
 CLOSE_BURST = 40
@@ -79,16 +80,6 @@ def default_checks(
     return checks
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    server = settings.server
-    if server.tls_cert is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(server.tls_cert, server.tls_key)
-    return ctx
-
-
 class Gateway(Front):
     def __init__(
         self,
@@ -104,30 +95,29 @@ class Gateway(Front):
         supervisor (their connect stage ran there, so it is left out here)."""
         store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
-        self.delivery = delivery if delivery is not None else make_delivery(settings)
-        elsewhere = self.defences.checks() if defences is not None else []
-        self.pipeline = Pipeline(
-            [
-                *(
-                    checks
-                    if checks is not None
-                    else default_checks(settings, self.store, self.defences)
-                ),
-                CapabilityCheck(self.delivery),
-            ],
-            skip_connect=elsewhere,
-        )
         self.worker = defences is not None
-        self.tls_context = tls_context(settings)
+        delivery = delivery if delivery is not None else make_delivery(settings)
+        if checks is None:
+            checks = default_checks(settings, self.store, self.defences)
+        self.state = HostState(
+            settings, self.session_pipeline(checks, delivery), delivery, tls_context(settings)
+        )
+        self.pipeline = self.state.pipeline
+        self.delivery = self.state.delivery
+        self.tls_context = self.state.tls_context
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
         self.stats.gauge("sessions", lambda: len(self.sessions))
 
+    def session_pipeline(self, checks: list[Check], delivery: Delivery) -> Pipeline:
+        """The checks a session runs, with delivery's capability check last (as a worker, the
+        connect hooks of the defences ran in the supervisor: they are skipped here)."""
+        elsewhere = self.defences.checks() if self.worker else []
+        return Pipeline([*checks, CapabilityCheck(delivery)], skip_connect=elsewhere)
+
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets (none as a worker); returns the bound (host, port)."""
-        from mailmoat.server import session  # noqa: F401 (imported now, not at the first client)
-
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         if not self.worker:
@@ -175,8 +165,6 @@ class Gateway(Front):
     ) -> None:
         """Give an admitted client a transport and a session (from here the session's
         connection_lost releases the client)."""
-        from mailmoat.server.session import SmtpSession
-
         try:
             # replies are whole lines written at once: no Nagle delay (uvloop sets it too)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
