@@ -138,4 +138,4 @@ def test_sighup_keeps_the_gateway_and_its_workers(
     finally:
         err = _stop(proc)
     assert proc.returncode == 0
-    assert b"SIGHUP" in err
+    assert b"reload status=ok" in err  # SIGHUP reloads the configuration (issue 13 item 2)

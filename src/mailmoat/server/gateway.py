@@ -34,6 +34,7 @@ from mailmoat.server.front import (
     raise_fd_limit,
 )
 from mailmoat.server.host import HostState
+from mailmoat.server.reload import reconfigure_defences
 from mailmoat.server.session import SmtpSession
 from mailmoat.server.tls import tls_context
 from mailmoat.store import MemoryStore, Store
@@ -48,6 +49,10 @@ CLOSE_BURST = 40
 """Deadline closes per second, and how many may happen at once: a crowd of idle clients that
 connected together and so time out together is closed at this pace (each at its own place in
 the queue), so that it cannot stall everyone else."""
+
+RETIRE_POLL = 1.0
+"""Seconds between looks, after a reload, for the end of the last session that runs under the
+old state (whose checks and delivery are closed then)."""
 
 STRESS_SPREAD = 1.0
 """Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
@@ -90,25 +95,43 @@ class Gateway(Front):
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
         defences: DefencesFactory | None = None,
+        extra_checks: list[Check] | None = None,
     ) -> None:
         """`defences` makes the connection-level defences; a worker's come from the
-        supervisor (their connect stage ran there, so it is left out here)."""
+        supervisor (their connect stage ran there, so it is left out here). `checks` replaces
+        the default checks (kept as they are by a reload); `extra_checks` follow them."""
         store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self.worker = defences is not None
+        self._fixed_checks = checks
+        self._extra_checks = extra_checks or []
         delivery = delivery if delivery is not None else make_delivery(settings)
-        if checks is None:
-            checks = default_checks(settings, self.store, self.defences)
-        self.state = HostState(
-            settings, self.session_pipeline(checks, delivery), delivery, tls_context(settings)
+        self.state: HostState
+        self._install(
+            HostState(
+                settings,
+                self.session_pipeline(self._checks(settings), delivery),
+                delivery,
+                tls_context(settings),
+            )
         )
-        self.pipeline = self.state.pipeline
-        self.delivery = self.state.delivery
-        self.tls_context = self.state.tls_context
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
         self.stats.gauge("sessions", lambda: len(self.sessions))
+
+    def _checks(self, settings: Settings) -> list[Check]:
+        if self._fixed_checks is not None:
+            return self._fixed_checks
+        return [*default_checks(settings, self.store, self.defences), *self._extra_checks]
+
+    def _install(self, state: HostState) -> None:
+        """`state` is what new sessions and connections get from now on."""
+        self.state = state
+        self.settings = state.settings
+        self.pipeline = state.pipeline
+        self.delivery = state.delivery
+        self.tls_context = state.tls_context
 
     def session_pipeline(self, checks: list[Check], delivery: Delivery) -> Pipeline:
         """The checks a session runs, with delivery's capability check last (as a worker, the
@@ -139,6 +162,43 @@ class Gateway(Front):
                 admin=self.settings.admin.listen or None,
             )
         return bound
+
+    # --------------------------------------------------------------- reload
+    async def reload(self, settings: Settings) -> list[str]:
+        """Build the state for `settings` as the start does and give it to new sessions;
+        the sessions in flight keep theirs. Raises, and changes nothing, when the new state
+        cannot be built (a certificate that does not load, a bad directory file)."""
+        old = self.state
+        same_relay = (
+            settings.relay == old.settings.relay and settings.maildir == old.settings.maildir
+        )
+        delivery = old.delivery if same_relay else make_delivery(settings)
+        pipeline = self.session_pipeline(self._checks(settings), delivery)
+        new_checks = [c for c in pipeline.checks if all(c is not o for o in old.pipeline.checks)]
+        try:
+            context = tls_context(settings)
+            for check in new_checks:
+                await check.start()
+            if delivery is not old.delivery:
+                await delivery.start()
+        except BaseException:
+            await _close_quietly(new_checks, None if same_relay else delivery)
+            raise
+        reconfigure_defences(self.defences, settings)
+        self._install(HostState(settings, pipeline, delivery, context))
+        self.spawn(self._retire(old))
+        return []
+
+    async def _retire(self, old: HostState) -> None:
+        """Close what only `old` used, once no session runs under it any more."""
+        while any(s.state is old for s in self.sessions):
+            await asyncio.sleep(RETIRE_POLL)
+        in_use = [self.state, *(s.state for s in self.sessions)]
+        checks = [
+            c for c in old.pipeline.checks if all(c not in st.pipeline.checks for st in in_use)
+        ]
+        unused = all(st.delivery is not old.delivery for st in in_use)
+        await _close_quietly(checks, old.delivery if unused else None)
 
     # ------------------------------------------------------------- sessions
     def adopt(self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool) -> None:
@@ -215,6 +275,19 @@ class Gateway(Front):
         await self.cancel_background()
         await self.delivery.close()
         await self.store.close()
+
+
+async def _close_quietly(checks: list[Check], delivery: Delivery | None) -> None:
+    for check in reversed(checks):
+        try:
+            await check.close()
+        except Exception:
+            logs.log.exception("closing %s after a reload", type(check).__name__)
+    if delivery is not None:
+        try:
+            await delivery.close()
+        except Exception:
+            logs.log.exception("closing the old delivery after a reload")
 
 
 async def _after(pending: Awaitable[Verdict], first: Verdict) -> Verdict:

@@ -31,8 +31,8 @@ from mailmoat.config import Settings
 from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import LOCAL_SESSIONS, Front, local_spool_share, raise_fd_limit
-from mailmoat.server.gateway import Gateway, default_checks
-from mailmoat.server.link import Link, socket_pair
+from mailmoat.server.gateway import Gateway
+from mailmoat.server.link import MAX_MESSAGE, Link, socket_pair
 from mailmoat.server.worker import encode_verdict
 from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
@@ -55,6 +55,9 @@ LOCAL_RATE = 10
 goes to a worker, so the process that accepts for everyone does not run sessions as well."""
 
 _LOCAL = "supervisor.local"
+
+RELOAD_TIMEOUT = 30.0
+"""Seconds a worker has to build its new state on a reload (a directory to load)."""
 
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
@@ -106,11 +109,7 @@ class Supervisor(Front):
         self._next_id = 0
         self._second = 0.0  # when the current one-second count of admissions started
         self._admitted = 0  # connections admitted in it
-        # the workers learn how many they are (server.workers 0 is resolved here): each
-        # takes its share of server.spool_memory_total
-        server = settings.server.model_copy(update={"workers": workers})
-        resolved = settings.model_copy(update={"server": server})
-        self._settings_json = resolved.model_dump_json().encode()
+        self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
         self.slots = LocalSlots()
@@ -118,7 +117,7 @@ class Supervisor(Front):
             settings,
             store=self.store,
             defences=lambda *_: self.defences,
-            checks=[*default_checks(settings, self.store, self.defences), self.slots],
+            extra_checks=[self.slots],
         )
         # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
         # messages in memory up to server.spool_memory each, past that on disk; the workers
@@ -161,6 +160,34 @@ class Supervisor(Front):
             admin=self.settings.admin.listen or None,
         )
         return bound
+
+    def _for_workers(self, settings: Settings) -> bytes:
+        """The settings a worker gets, as JSON: with how many they are (server.workers 0 is
+        resolved here), so each takes its share of server.spool_memory_total."""
+        server = settings.server.model_copy(update={"workers": self.size})
+        return settings.model_copy(update={"server": server}).model_dump_json().encode()
+
+    # --------------------------------------------------------------- reload
+    async def reload(self, settings: Settings) -> list[str]:
+        """Reload here (the defences, the sessions run here), then in every worker: each
+        builds its new state from the same validated settings. Returns the workers that
+        could not (they keep their old state), one line each."""
+        data = self._for_workers(settings)
+        if len(data) > MAX_MESSAGE - 1024:
+            raise ValueError(f"configuration too large to pass to the workers ({len(data)} B)")
+        await self.local.reload(settings)
+        self.settings = settings
+        self._settings_json = data  # a worker started from now on gets these
+        live = self._live()
+        answers = await asyncio.gather(
+            *(w.link.request("reload", data, timeout=RELOAD_TIMEOUT) for w in live),
+            return_exceptions=True,
+        )
+        return [
+            f"worker {w.pid}: {answer}"
+            for w, answer in zip(live, answers, strict=True)
+            if isinstance(answer, BaseException)
+        ]
 
     def _spawn(self, index: int) -> None:
         ours, theirs = socket_pair()
