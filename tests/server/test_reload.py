@@ -150,12 +150,18 @@ def test_new_sessions_get_the_new_settings_and_old_ones_keep_theirs(tmp_path: Pa
 
 def test_a_bad_file_is_refused_and_the_old_configuration_stays(tmp_path: Path) -> None:
     with served(tmp_path, **_settings(tmp_path)) as srv:
+        conf = (tmp_path / "mailmoat.toml").read_text()
         _edit(tmp_path, "max_message_size = 10000", "max_message_size = -1")
         line = _hup(srv, tmp_path, "status=refused")
         assert "smtp.max_message_size" in line, line
         assert "error" in line.split()[1], line
         (tmp_path / "mailmoat.toml").write_text("[smtp\n")
         _hup(srv, tmp_path, "status=refused")
+        # a valid file with a directory that cannot be loaded: refused when it is built
+        (tmp_path / "mailmoat.toml").write_text(conf)
+        (tmp_path / "users").write_text("# nobody\n")
+        line = _hup(srv, tmp_path, "status=refused")
+        assert "no address in the file" in line, line
         with _greeted(srv.port) as s:
             _old(s)
         assert srv.proc.poll() is None
