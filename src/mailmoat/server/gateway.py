@@ -190,7 +190,10 @@ class Gateway(Front):
         return []
 
     async def _retire(self, old: HostState) -> None:
-        """Close what only `old` used, once no session runs under it any more."""
+        """Close what only `old` used, once no session runs under it any more (looked at
+        after a pause first: a session made just before the reload joins `sessions` a loop
+        turn after it took its state)."""
+        await asyncio.sleep(RETIRE_POLL)
         while any(s.state is old for s in self.sessions):
             await asyncio.sleep(RETIRE_POLL)
         in_use = [self.state, *(s.state for s in self.sessions)]
