@@ -118,6 +118,7 @@ class Gateway(Front):
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
+        self._retiring: list[HostState] = []  # replaced by a reload, still used by sessions
         self.stats.gauge("sessions", lambda: len(self.sessions))
 
     def _checks(self, settings: Settings) -> list[Check]:
@@ -186,17 +187,24 @@ class Gateway(Front):
             raise
         reconfigure_defences(self.defences, settings)
         self._install(HostState(settings, pipeline, delivery, context))
+        self._retiring.append(old)
         self.spawn(self._retire(old))
         return []
 
     async def _retire(self, old: HostState) -> None:
-        """Close what only `old` used, once no session runs under it any more (looked at
-        after a pause first: a session made just before the reload joins `sessions` a loop
-        turn after it took its state)."""
+        """Close what only `old` used once no session runs under it any more (looked at after
+        a pause first: a session made just before the reload joins `sessions` a loop turn
+        after it took its state). `stop` closes what is still retiring then."""
         await asyncio.sleep(RETIRE_POLL)
         while any(s.state is old for s in self.sessions):
             await asyncio.sleep(RETIRE_POLL)
-        in_use = [self.state, *(s.state for s in self.sessions)]
+        await self._close_retired(old)
+
+    async def _close_retired(self, old: HostState) -> None:
+        if old not in self._retiring:
+            return
+        self._retiring.remove(old)
+        in_use = [self.state, *self._retiring, *(s.state for s in self.sessions)]
         checks = [
             c for c in old.pipeline.checks if all(c not in st.pipeline.checks for st in in_use)
         ]
@@ -276,6 +284,8 @@ class Gateway(Front):
             await self.admin.stop()
         await self.defences.bans.close()
         await self.cancel_background()
+        for old in list(self._retiring):
+            await self._close_retired(old)
         await self.delivery.close()
         await self.store.close()
 
