@@ -99,3 +99,11 @@ async def test_a_failing_hook_gives_451_after_the_replies_before_it(tmp_path: Pa
         writer.close()
     finally:
         await gw.stop(grace=1)
+
+
+def test_a_session_is_slotted() -> None:
+    """Tens of thousands of sessions are held at once: each is a slotted object, with no
+    per-instance dict (every part of SmtpSession declares __slots__)."""
+    from mailmoat.server.session import SmtpSession
+
+    assert not hasattr(SmtpSession.__new__(SmtpSession), "__dict__")

@@ -65,6 +65,10 @@ _STAGES: dict[type, str] = {
 
 
 class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
+    """The engine driver, with the parts; its state is declared in `SessionBase`."""
+
+    __slots__ = ()
+
     # ------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
