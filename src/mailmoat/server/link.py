@@ -10,6 +10,10 @@ wrong, and the kernel bounds what is in flight. Either side can also ask the oth
 Nothing here blocks: sends are non-blocking, and a message that does not fit into the socket
 buffer now waits in a short queue (`MAX_QUEUED`); a connection handed over with its descriptor
 is never queued (`send_fd` says False and the supervisor tries elsewhere).
+
+Requests: `snapshot` (supervisor -> worker: its counters), `store` (worker -> supervisor: one
+store operation), `reload` (supervisor -> worker: the validated settings as JSON octets; the
+answer is "ok", or the error that kept the worker on its old settings).
 """
 
 from __future__ import annotations
