@@ -229,10 +229,12 @@ class Gateway(Front):
     def admitted(
         self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
     ) -> None:
-        self.spawn(self._open_session(sock, client, verdict, greeted))
+        # the state its connect stage ran under: a reload before the session exists does not
+        # give it checks that never saw its connect
+        self.spawn(self._open_session(sock, client, verdict, greeted, self.state))
 
     async def _open_session(
-        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool, state: HostState
     ) -> None:
         """Give an admitted client a transport and a session (from here the session's
         connection_lost releases the client)."""
@@ -240,14 +242,14 @@ class Gateway(Front):
             # replies are whole lines written at once: no Nagle delay (uvloop sets it too)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await self.loop.connect_accepted_socket(
-                lambda: SmtpSession(self, client, verdict, greeted), sock
+                lambda: SmtpSession(self, client, verdict, greeted, state), sock
             )
         except asyncio.CancelledError:
             self._refuse(sock, client, None)
             raise
         except Exception:
             sock.close()
-            self.pipeline.disconnect(client)
+            state.pipeline.disconnect(client)
 
     def _stress_changed(self, on: bool) -> None:
         """Tighter deadlines apply to the open sessions at once: the ones already past them

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 
 from mailmoat.message import Envelope, Spool
 from mailmoat.policy.base import Client, Verdict
-from mailmoat.server.host import Host
+from mailmoat.server.host import Host, HostState
 from mailmoat.server.received import new_queue_id
 from mailmoat.smtp.connection import ServerConnection
 from mailmoat.smtp.events import Command
@@ -49,13 +49,20 @@ class SessionBase(asyncio.Protocol):
     )
 
     def __init__(
-        self, host: Host, client: Client, verdict: Verdict = None, greeted: bool = False
+        self,
+        host: Host,
+        client: Client,
+        verdict: Verdict = None,
+        greeted: bool = False,
+        state: HostState | None = None,
     ) -> None:
         """`client` passed admission (the host ran the connect stage on the bare socket);
         `verdict` is what that stage said: go on, or hold the greeting (a Decision's delay);
-        `greeted`: the listener wrote the 220 on the bare socket already."""
+        `greeted`: the listener wrote the 220 on the bare socket already; `state`: what the
+        session runs under to its end (the host's current one unless given), a reload does
+        not change a session in flight."""
         self.host = host
-        self.state = host.state  # kept to the end: a reload does not change a session in flight
+        self.state = state or host.state
         self._pre_greeted = greeted
         self.client = client
         self.transport: asyncio.Transport | None = None
