@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,20 @@ def _load(path: Path | None, overrides: dict[str, Any], *, files: bool = False) 
     """The settings, or exit 2 with one line per problem; `files`: also check every file a
     setting names (what `config check` and `serve` need before anything starts)."""
     try:
-        settings = config.load(path, overrides)
-        if files and (problems := config_checks.file_problems(settings)):
-            raise config.ConfigError(problems)
-        return settings
+        return _read(path, overrides) if files else config.load(path, overrides)
     except config.ConfigError as err:
         for key, reason in err.problems:
             click.echo(f"config error: {key}: {reason}", err=True)
         sys.exit(2)
+
+
+def _read(path: Path | None, overrides: dict[str, Any]) -> config.Settings:
+    """The settings with every file a setting names checked too (start, `config check` and
+    reload), or ConfigError."""
+    settings = config.load(path, overrides)
+    if problems := config_checks.file_problems(settings):
+        raise config.ConfigError(problems)
+    return settings
 
 
 @main.command()
@@ -86,7 +93,7 @@ def serve(
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             pass
-    asyncio.run(_serve(settings, worker_count(settings)))
+    asyncio.run(_serve(settings, worker_count(settings), lambda: _read(config_file, overrides)))
 
 
 def worker_count(settings: config.Settings) -> int:
@@ -96,9 +103,13 @@ def worker_count(settings: config.Settings) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-async def _serve(settings: config.Settings, workers: int) -> None:
+async def _serve(
+    settings: config.Settings, workers: int, load: Callable[[], config.Settings]
+) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration (`load`)."""
     from mailmoat.directory.static import StaticFileError
     from mailmoat.server.gateway import Gateway
+    from mailmoat.server.reload import Reloader
     from mailmoat.server.supervisor import Supervisor
 
     gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
@@ -124,9 +135,8 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # SIGHUP (systemctl reload, logrotate) must never kill a mail gateway; reloading the
-    # configuration is not built yet, so say so instead of dying.
-    loop.add_signal_handler(signal.SIGHUP, _hangup)
+    # SIGHUP (systemctl reload, logrotate) reloads the configuration; it never kills the gateway
+    loop.add_signal_handler(signal.SIGHUP, Reloader(gateway, load).request)
     sdnotify.notify("READY=1", f"STATUS=listening on {', '.join(settings.server.listen)}")
     pings = asyncio.create_task(sdnotify.watchdog())
     warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
@@ -136,12 +146,6 @@ async def _serve(settings: config.Settings, workers: int) -> None:
     warned.cancel()
     logs.event("stopping", drain_time=settings.server.drain_time)
     await gateway.stop(settings.server.drain_time)
-
-
-def _hangup() -> None:
-    logs.event(
-        "warning", 30, message="SIGHUP: reloading is not supported yet; restart to apply changes"
-    )
 
 
 @main.command()

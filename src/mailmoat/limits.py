@@ -221,3 +221,8 @@ network can answer (a timeouts.greeting of 1e-300 refuses every client)."""
 LOG_VALUES_SHOWN = 4096
 """Log values remembered as the text format shows them (a refusal's reply text and reason
 repeat from line to line); past it the memory is cleared."""
+RELOAD_RETIRE_POLL = 1.0
+"""Seconds between looks, after a reload, for the end of the last session that runs under the
+old state (whose checks and delivery are closed then)."""
+RELOAD_TIMEOUT = 30.0
+"""Seconds a worker has to build its new state on a reload (a directory to load)."""

@@ -23,7 +23,7 @@ on both sides of the 250."""
 
 MAX_KILLS = 30
 
-BODY = b"Subject: big\r\n\r\n" + b"".join(
+BODY = b"From: <a@b.test>\r\nSubject: big\r\n\r\n" + b"".join(
     b"line %07d " % i + b"x" * 60 + b"\r\n" for i in range(30000)
 )
 

@@ -124,6 +124,9 @@ def test_sighup_keeps_the_gateway_and_its_workers(
         # group, as a terminal hang-up does.
         proc.send_signal(signal.SIGHUP)
         os.killpg(proc.pid, signal.SIGHUP)
+        # each reload says so to systemd, and says when it is done
+        got = _datagrams(sock, "READY=1", time.monotonic() + 30)
+        assert any("RELOADING=1" in g.split("\n") for g in got), got
         watch_until = time.monotonic() + 1.0
         while time.monotonic() < watch_until:
             assert _alive(proc.pid) and all(_alive(w) for w in workers)
@@ -138,4 +141,4 @@ def test_sighup_keeps_the_gateway_and_its_workers(
     finally:
         err = _stop(proc)
     assert proc.returncode == 0
-    assert b"SIGHUP" in err
+    assert b"reload status=ok" in err  # SIGHUP reloads the configuration (issue 13 item 2)

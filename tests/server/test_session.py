@@ -10,9 +10,9 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from mailmoat.policy.base import Check, Client, HookResult
-from mailmoat.server import session
+from mailmoat.server import received
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.session import _address_literal, trace_date
+from mailmoat.server.received import _address_literal, trace_date
 from mailmoat.smtp.events import RcptTo
 from tests.support.gateway import gateway_settings
 
@@ -28,9 +28,9 @@ def test_trace_date_is_the_local_time_to_the_second() -> None:
 
 
 def test_trace_date_follows_the_clock(monkeypatch) -> None:
-    monkeypatch.setattr(session.time, "time", lambda: 1_000_000_000.5)
+    monkeypatch.setattr(received.time, "time", lambda: 1_000_000_000.5)
     first = trace_date()
-    monkeypatch.setattr(session.time, "time", lambda: 1_000_000_001.2)
+    monkeypatch.setattr(received.time, "time", lambda: 1_000_000_001.2)
     assert parsedate_to_datetime(trace_date()).timestamp() - 1 == (
         parsedate_to_datetime(first).timestamp()
     )
@@ -99,3 +99,11 @@ async def test_a_failing_hook_gives_451_after_the_replies_before_it(tmp_path: Pa
         writer.close()
     finally:
         await gw.stop(grace=1)
+
+
+def test_a_session_is_slotted() -> None:
+    """Tens of thousands of sessions are held at once: each is a slotted object, with no
+    per-instance dict (every part of SmtpSession declares __slots__)."""
+    from mailmoat.server.session import SmtpSession
+
+    assert not hasattr(SmtpSession.__new__(SmtpSession), "__dict__")

@@ -253,12 +253,14 @@ class Front:
                     reply=answer.text,
                 )
 
-    def new_spool(self) -> Spool:
-        """A spool for a DATA transaction: stress mode keeps less of each message in memory,
-        and all of them share this process's budget."""
-        memory = self.settings.server.spool_memory
+    def new_spool(self, settings: Settings | None = None) -> Spool:
+        """A spool for a DATA transaction under `settings` (a session's, else the current
+        ones): stress mode keeps less of each message in memory, and all of them share this
+        process's budget."""
+        settings = settings or self.settings
+        memory = settings.server.spool_memory
         if self.stress.active:
-            memory = min(memory, self.settings.stress.spool_memory)
+            memory = min(memory, settings.stress.spool_memory)
         return Spool(memory, self.spool_budget)
 
     # ---------------------------------------------------------- housekeeping

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -20,28 +19,22 @@ from mailmoat.assembly import DefencesFactory
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.dns import Resolver
 from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, STRESS_SPREAD
+from mailmoat.limits import RELOAD_RETIRE_POLL as RETIRE_POLL
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
 from mailmoat.relay.capabilities import CapabilityCheck
 from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit
+from mailmoat.server.host import HostState
+from mailmoat.server.reload import reconfigure_defences
+from mailmoat.server.session import SmtpSession
+from mailmoat.server.tls import tls_context
 from mailmoat.store import MemoryStore, Store
 
 if TYPE_CHECKING:
     from mailmoat.server.admin import AdminServer
-    from mailmoat.server.session import SmtpSession
 
 __all__ = ["Gateway", "tls_context"]
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    server = settings.server
-    if server.tls_cert is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(server.tls_cert, server.tls_key)
-    return ctx
 
 
 class Gateway(Front):
@@ -55,36 +48,56 @@ class Gateway(Front):
         clock: Callable[[], float] = time.monotonic,
         defences: DefencesFactory | None = None,
         resolver: Resolver | None = None,
+        extra_checks: list[Check] | None = None,
     ) -> None:
         """`defences` makes the connection-level defences; a worker's come from the
-        supervisor (their connect stage ran there, so it is left out here). `resolver` serves
-        the DNS checks (default: one from the settings)."""
+        supervisor (their connect stage ran there, so it is left out here). `checks` replaces
+        the assembly's checks (kept as they are by a reload); `extra_checks` follow them.
+        `resolver` serves the DNS checks (default: one from the settings)."""
         store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
         super().__init__(settings, store, clock, defences)
-        self.delivery = delivery if delivery is not None else make_delivery(settings)
-        elsewhere = self.defences.checks() if defences is not None else []
-        self.pipeline = Pipeline(
-            [
-                *(
-                    checks
-                    if checks is not None
-                    else assembly.build(settings, self.store, self.defences, resolver)
-                ),
-                CapabilityCheck(self.delivery),
-            ],
-            skip_connect=elsewhere,
-        )
+        self._resolver = resolver
         self.worker = defences is not None
-        self.tls_context = tls_context(settings)
+        self._fixed_checks = checks
+        self._extra_checks = extra_checks or []
+        delivery = delivery if delivery is not None else make_delivery(settings)
+        self.state: HostState
+        self._install(
+            HostState(
+                settings,
+                self.session_pipeline(self._checks(settings), delivery),
+                delivery,
+                tls_context(settings),
+            )
+        )
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
+        self._retiring: list[HostState] = []  # replaced by a reload, still used by sessions
         self.stats.gauge("sessions", lambda: len(self.sessions))
+
+    def _checks(self, settings: Settings) -> list[Check]:
+        if self._fixed_checks is not None:
+            return self._fixed_checks
+        built = assembly.build(settings, self.store, self.defences, self._resolver)
+        return [*built, *self._extra_checks]
+
+    def _install(self, state: HostState) -> None:
+        """`state` is what new sessions and connections get from now on."""
+        self.state = state
+        self.settings = state.settings
+        self.pipeline = state.pipeline
+        self.delivery = state.delivery
+        self.tls_context = state.tls_context
+
+    def session_pipeline(self, checks: list[Check], delivery: Delivery) -> Pipeline:
+        """The checks a session runs, with delivery's capability check last (as a worker, the
+        connect hooks of the defences ran in the supervisor: they are skipped here)."""
+        elsewhere = self.defences.checks() if self.worker else []
+        return Pipeline([*checks, CapabilityCheck(delivery)], skip_connect=elsewhere)
 
     async def start(self) -> list[tuple[str, int]]:
         """Open the listening sockets (none as a worker); returns the bound (host, port)."""
-        from mailmoat.server import session  # noqa: F401 (imported now, not at the first client)
-
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         if not self.worker:
@@ -107,6 +120,53 @@ class Gateway(Front):
             )
         return bound
 
+    # --------------------------------------------------------------- reload
+    async def reload(self, settings: Settings) -> list[str]:
+        """Build the state for `settings` as the start does and give it to new sessions;
+        the sessions in flight keep theirs. Raises, and changes nothing, when the new state
+        cannot be built (a certificate that does not load, a bad directory file)."""
+        old = self.state
+        same_relay = (
+            settings.relay == old.settings.relay and settings.maildir == old.settings.maildir
+        )
+        delivery = old.delivery if same_relay else make_delivery(settings)
+        pipeline = self.session_pipeline(self._checks(settings), delivery)
+        new_checks = [c for c in pipeline.checks if all(c is not o for o in old.pipeline.checks)]
+        try:
+            context = tls_context(settings)
+            for check in new_checks:
+                await check.start()
+            if delivery is not old.delivery:
+                await delivery.start()
+        except BaseException:
+            await _close_quietly(new_checks, None if same_relay else delivery)
+            raise
+        reconfigure_defences(self.defences, settings)
+        self._install(HostState(settings, pipeline, delivery, context))
+        self._retiring.append(old)
+        self.spawn(self._retire(old))
+        return []
+
+    async def _retire(self, old: HostState) -> None:
+        """Close what only `old` used once no session runs under it any more (looked at after
+        a pause first: a session made just before the reload joins `sessions` a loop turn
+        after it took its state). `stop` closes what is still retiring then."""
+        await asyncio.sleep(RETIRE_POLL)
+        while any(s.state is old for s in self.sessions):
+            await asyncio.sleep(RETIRE_POLL)
+        await self._close_retired(old)
+
+    async def _close_retired(self, old: HostState) -> None:
+        if old not in self._retiring:
+            return
+        self._retiring.remove(old)
+        in_use = [self.state, *self._retiring, *(s.state for s in self.sessions)]
+        checks = [
+            c for c in old.pipeline.checks if all(c not in st.pipeline.checks for st in in_use)
+        ]
+        unused = all(st.delivery is not old.delivery for st in in_use)
+        await _close_quietly(checks, old.delivery if unused else None)
+
     # ------------------------------------------------------------- sessions
     def adopt(self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool) -> None:
         """A connection the supervisor admitted (and `greeted` perhaps): the rest of the
@@ -125,27 +185,27 @@ class Gateway(Front):
     def admitted(
         self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
     ) -> None:
-        self.spawn(self._open_session(sock, client, verdict, greeted))
+        # the state its connect stage ran under: a reload before the session exists does not
+        # give it checks that never saw its connect
+        self.spawn(self._open_session(sock, client, verdict, greeted, self.state))
 
     async def _open_session(
-        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool, state: HostState
     ) -> None:
         """Give an admitted client a transport and a session (from here the session's
         connection_lost releases the client)."""
-        from mailmoat.server.session import SmtpSession
-
         try:
             # replies are whole lines written at once: no Nagle delay (uvloop sets it too)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await self.loop.connect_accepted_socket(
-                lambda: SmtpSession(self, client, verdict, greeted), sock
+                lambda: SmtpSession(self, client, verdict, greeted, state), sock
             )
         except asyncio.CancelledError:
             self._refuse(sock, client, None)
             raise
         except Exception:
             sock.close()
-            self.pipeline.disconnect(client)
+            state.pipeline.disconnect(client)
 
     def _stress_changed(self, on: bool) -> None:
         """Tighter deadlines apply to the open sessions at once: the ones already past them
@@ -182,8 +242,23 @@ class Gateway(Front):
             await self.admin.stop()
         await self.defences.bans.close()
         await self.cancel_background()
+        for old in list(self._retiring):
+            await self._close_retired(old)
         await self.delivery.close()
         await self.store.close()
+
+
+async def _close_quietly(checks: list[Check], delivery: Delivery | None) -> None:
+    for check in reversed(checks):
+        try:
+            await check.close()
+        except Exception:
+            logs.log.exception("closing %s after a reload", type(check).__name__)
+    if delivery is not None:
+        try:
+            await delivery.close()
+        except Exception:
+            logs.log.exception("closing the old delivery after a reload")
 
 
 async def _after(pending: Awaitable[Verdict], first: Verdict) -> Verdict:

@@ -43,7 +43,9 @@ PROTOCOL
     req     Request(request_id, name, args)
             Ask the other side (`Link.request`): "store" with a Store method and its
             arguments (worker to supervisor, store.remote.OPERATIONS), "snapshot" for the
-            counters (supervisor to worker).
+            counters (supervisor to worker), "reload" with the validated settings as JSON
+            octets (supervisor to worker; the answer is "ok", or the error that kept the
+            worker on its old settings).
     res     Answer(request_id, ok, value)
             The answer to request `request_id`: its value, or (ok false) the error's text.
 

@@ -27,10 +27,11 @@ import time
 from functools import partial
 from typing import Any
 
-from mailmoat import assembly, logs
+from mailmoat import logs
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.limits import LINK_MAX_FDS as MAX_FDS
-from mailmoat.limits import LOCAL_RATE, LOCAL_SESSIONS, SNAPSHOT_TIMEOUT
+from mailmoat.limits import LINK_MAX_MESSAGE as MAX_MESSAGE
+from mailmoat.limits import LOCAL_RATE, LOCAL_SESSIONS, RELOAD_TIMEOUT, SNAPSHOT_TIMEOUT
 from mailmoat.limits import WORKER_RESPAWN_DELAY as RESPAWN_DELAY
 from mailmoat.limits import WORKER_SPREAD as SPREAD
 from mailmoat.limits import WORKER_START_TIMEOUT as START_TIMEOUT
@@ -108,11 +109,7 @@ class Supervisor(Front):
         self._second = 0.0  # when the current one-second count of admissions started
         self._admitted = 0  # connections admitted in it
         self._outboxes: set[WorkerProcess] = set()  # workers with hand-overs to send
-        # the workers learn how many they are (server.workers 0 is resolved here): each
-        # takes its share of server.spool_memory_total
-        server = settings.server.model_copy(update={"workers": workers})
-        resolved = settings.model_copy(update={"server": server})
-        self._settings_json = resolved.model_dump_json().encode()
+        self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
         self.slots = LocalSlots()
@@ -120,7 +117,7 @@ class Supervisor(Front):
             settings,
             store=self.store,
             defences=lambda *_: self.defences,
-            checks=[*assembly.build(settings, self.store, self.defences), self.slots],
+            extra_checks=[self.slots],
         )
         # its own sessions (LOCAL_SESSIONS, unless every worker is busy or down) keep their
         # messages in memory up to server.spool_memory each, past that on disk; the workers
@@ -163,6 +160,34 @@ class Supervisor(Front):
             admin=self.settings.admin.listen or None,
         )
         return bound
+
+    def _for_workers(self, settings: Settings) -> bytes:
+        """The settings a worker gets, as JSON: with how many they are (server.workers 0 is
+        resolved here), so each takes its share of server.spool_memory_total."""
+        server = settings.server.model_copy(update={"workers": self.size})
+        return settings.model_copy(update={"server": server}).model_dump_json().encode()
+
+    # --------------------------------------------------------------- reload
+    async def reload(self, settings: Settings) -> list[str]:
+        """Reload here (the defences, the sessions run here), then in every worker: each
+        builds its new state from the same validated settings. Returns the workers that
+        could not (they keep their old state), one line each."""
+        data = self._for_workers(settings)
+        if len(data) > MAX_MESSAGE - 1024:
+            raise ValueError(f"configuration too large to pass to the workers ({len(data)} B)")
+        await self.local.reload(settings)
+        self.settings = settings
+        self._settings_json = data  # a worker started from now on gets these
+        live = self._live()
+        answers = await asyncio.gather(
+            *(w.link.request("reload", data, timeout=RELOAD_TIMEOUT) for w in live),
+            return_exceptions=True,
+        )
+        return [
+            f"worker {w.pid}: {answer}"
+            for w, answer in zip(live, answers, strict=True)
+            if isinstance(answer, BaseException)
+        ]
 
     def _spawn(self, index: int) -> None:
         ours, theirs = socket_pair()

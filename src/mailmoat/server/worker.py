@@ -6,7 +6,8 @@ handed-over connection arrives with what admission decided (the client's trust, 
 held greeting); the worker runs the rest of the connect stage and the session. What the
 defences share lives with the supervisor: the worker's store is the supervisor's
 (`RemoteStore`), its strikes go there, an ended connection gives its admission slots back
-there, and stress mode is switched from there. Ctrl-C reaches the whole process group, so a
+there, and stress mode is switched from there. A reload comes from there too, as a `reload`
+request with the validated settings. Ctrl-C reaches the whole process group, so a
 worker ignores SIGINT and waits for the supervisor's "stop"; SIGTERM or a lost supervisor
 stop it too, after the deliveries in flight.
 """
@@ -143,7 +144,14 @@ class Worker:
     def _serve(self, name: str, args: tuple[Any, ...]) -> Any:
         if name == "snapshot":
             return self.gateway.stats.snapshot()
+        if name == "reload":
+            return self._reload(bytes(args[0]))
         raise ValueError(f"unknown request {name!r}")
+
+    async def _reload(self, data: bytes) -> str:
+        """The supervisor's validated settings: new sessions here run under them."""
+        await self.gateway.reload(config.Settings.model_validate_json(data))
+        return "ok"
 
 
 async def _main(settings: config.Settings, fd: int) -> None:
@@ -151,8 +159,9 @@ async def _main(settings: config.Settings, fd: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    # The supervisor decides about stopping and reloading: a terminal's ^C or hang-up reaching
-    # the whole process group must not kill a worker under it.
+    # The supervisor decides about stopping and reloading (it passes a reload on over the
+    # link): a terminal's ^C or hang-up reaching the whole process group must not kill a
+    # worker under it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fd = int(argv[1])

@@ -1,0 +1,102 @@
+"""What follows a refusal in a session: the counter, the log line (issue 13 item 1) and the
+`rejected` stage, whose checks may close the session or hold the next reply (tarpit, strikes)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable
+
+from mailmoat import logs
+from mailmoat.policy.base import Decision, Verdict
+from mailmoat.server.session_base import SessionBase
+from mailmoat.smtp.events import (
+    Command,
+    DataStart,
+    Expn,
+    MailFrom,
+    MessageEnd,
+    RcptTo,
+    Rejected,
+    Vrfy,
+)
+from mailmoat.smtp.replies import Reply, reply
+
+R_CLOSING = reply(421, "4.7.0", "Closing connection")
+
+_VERBS: dict[type, str] = {
+    MailFrom: "MAIL",
+    RcptTo: "RCPT",
+    DataStart: "DATA",
+    MessageEnd: "END-OF-DATA",
+    Vrfy: "VRFY",
+    Expn: "EXPN",
+}
+"""The command a refused event stands for, as logged (HELO/EHLO is the engine's own)."""
+
+
+class Refusals(SessionBase):
+    """The session's refusals (a part of `SmtpSession`)."""
+
+    __slots__ = ()
+
+    def _refused(self, answer: Reply, ev: Command, reason: str = "") -> Awaitable[None] | None:
+        """A check (or the session) refused a command: the `rejected` stage sees it too;
+        `reason` names the check (the counter is `rejected.<reason>`)."""
+        if answer.positive:
+            return None
+        if self.conn.closing:
+            self._close_reason = "policy"
+        verb = _VERBS.get(type(ev)) or ("EHLO" if getattr(ev, "extended", False) else "HELO")
+        rcpt = ev.address if type(ev) is RcptTo else None
+        return self._rejected(Rejected(reason or "policy", answer, verb), rcpt)
+
+    def _rejected(self, ev: Rejected, rcpt: str | None = None) -> Awaitable[None] | None:
+        """The client got an error reply: log and count it, and let the checks react
+        (tarpit, strikes)."""
+        self.client.errors = self.conn.errors
+        self.host.stats.incr(f"rejected.{ev.reason}")
+        if logs.enabled():
+            envelope = self.conn.envelope or self.envelope
+            logs.event(
+                "refused",
+                session=self.session_id,
+                client=self.client.address,
+                helo=self.conn.helo,
+                sender=f"<{envelope.mail_from}>" if envelope else None,
+                rcpt=f"<{rcpt}>" if rcpt is not None else None,
+                command=ev.command or None,
+                code=ev.reply.code,
+                status=ev.reply.enhanced,
+                reason=ev.reason,
+                reply=ev.reply.text,
+            )
+        verdict = self.state.pipeline.run("rejected", self.client, ev)
+        if verdict is not None and inspect.isawaitable(verdict):
+            return self._rejected_later(verdict)
+        self._after_rejected(verdict)
+        return None
+
+    async def _rejected_later(self, pending: Awaitable[Verdict]) -> None:
+        self._after_rejected(await pending)
+
+    def _after_rejected(self, verdict: Verdict) -> None:
+        if not isinstance(verdict, Decision) or self.transport is None:
+            return
+        conn = self.conn
+        if verdict.close or verdict.reply is not None:
+            self._flush()
+            self._write((verdict.reply or R_CLOSING).to_bytes())
+            self._close("policy")
+        elif verdict.delay and not conn.closing:
+            self.host.stats.incr("tarpit.delayed")
+            self._hold = self.host.loop.call_later(verdict.delay, self._release)
+
+    def _release(self) -> None:
+        """A tarpit delay is over: send what was held and go on."""
+        self._hold = None
+        if self.transport is None:
+            return
+        self._flush()
+        if self._task is None:
+            self._pump()
+        self._rearm_timer()

@@ -1,0 +1,109 @@
+"""The end of a mail transaction: the message checks, delivery, and the transaction's log line.
+
+Invariant 1 lives here: the client gets 250 only once delivery said the message is accepted;
+every other outcome is the reply delivery or a check gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+
+from mailmoat import logs
+from mailmoat.message import Message
+from mailmoat.policy.base import Decision, HookResult
+from mailmoat.server.received import received_header
+from mailmoat.server.session_base import SessionBase
+from mailmoat.smtp.events import MessageEnd
+from mailmoat.smtp.replies import Reply, reply
+
+
+class Transactions(SessionBase):
+    """The session's end-of-data part (a part of `SmtpSession`)."""
+
+    __slots__ = ()
+
+    async def _deliver(self) -> None:
+        """End of DATA: a header block that parsers read differently is refused (554 5.6.0,
+        `headers.Headers.defect`), so the checks and the internal server see the same fields,
+        and one longer than smtp.max_header_size (552 5.3.4); then the checks, then delivery."""
+        envelope = self.conn.envelope
+        assert envelope is not None and self.spool is not None
+        trace = received_header(self.conn, self.client, self.queue_id)
+        limit = self.state.settings.smtp.max_header_size
+        message = Message(envelope, self.spool, self.queue_id, trace, max_header=limit)
+        try:
+            headers = message.headers_now()
+            if headers is None:
+                headers = await message.read_headers()
+            verdict: HookResult
+            if headers.too_big:
+                verdict = Decision(
+                    reply(552, "5.3.4", f"Message rejected: {headers.defect}"),
+                    reason="header_too_big",
+                )
+            elif headers.defect:  # the checks and the internal server would read other fields
+                verdict = Decision(
+                    reply(554, "5.6.0", f"Message rejected: {headers.defect}"),
+                    reason="header_defect",
+                )
+            else:
+                verdict = self.state.pipeline.run("message", self.client, message)
+            if verdict is not None and inspect.isawaitable(verdict):
+                verdict = await verdict
+            if isinstance(verdict, Decision) and verdict.delay:
+                await asyncio.sleep(verdict.delay)
+            refusal = verdict.reply if isinstance(verdict, Decision) else verdict
+            if refusal is not None:
+                close = isinstance(verdict, Decision) and verdict.close
+                self.conn.send(refusal, close=close)
+                self._count_message(refusal, message)
+                self._log_transaction(refusal, None, message)
+                reason = verdict.reason if isinstance(verdict, Decision) else ""
+                more = self._refused(refusal, MessageEnd(message.size), reason)
+                if more is not None:
+                    await more
+                return
+            self._delivering = True
+            result = await self.state.delivery.deliver(message)
+        finally:
+            self._delivering = False
+            self._drop_spool()
+        self.conn.send(result.reply)
+        self._count_message(result.reply, message)
+        if result.accepted:
+            self.transactions += 1
+        self._log_transaction(result.reply, result.detail, message)
+
+    def _count_message(self, answer: Reply, message: Message) -> None:
+        """The end of data answered: its outcome, its size and how long the checks and the
+        delivery took."""
+        stats = self.host.stats
+        stats.histogram("latency.message").observe(time.monotonic() - self._cmd_started)
+        if answer.positive:
+            stats.incr("messages.accepted")
+            stats.incr("messages.bytes", message.size)
+        else:
+            stats.incr("messages.deferred" if answer.transient else "messages.refused")
+
+    def _log_transaction(
+        self, outcome: str | Reply, downstream: str | None, message: Message | None = None
+    ) -> None:
+        """`outcome`: the reply the client got, or why the message was dropped."""
+        if not logs.enabled():
+            return
+        envelope = self.envelope
+        logs.event(
+            "transaction",
+            session=self.session_id,
+            queue_id=self.queue_id,
+            client=self.client.address,
+            helo=self.conn.helo,
+            sender=f"<{envelope.mail_from}>" if envelope else None,
+            recipients=[f"<{r}>" for r in envelope.rcpt_to] if envelope else None,
+            size=message.size if message else None,
+            result=str(outcome),
+            downstream=downstream,
+            duration=time.monotonic() - self._tx_started,
+        )
