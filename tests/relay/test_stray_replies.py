@@ -12,6 +12,7 @@ from mailmoat.relay.client_errors import ProtocolViolation
 from mailmoat.relay.downstream import DownstreamDelivery
 from mailmoat.relay.smtp_client import DownstreamClient
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
+from tests.support.dns_gateway import captured_logs
 from tests.support.fake_downstream import FakeDownstream
 
 BIG = b"Subject: big\r\n\r\n" + b"".join(
@@ -138,3 +139,65 @@ async def test_the_greeting_is_owed_from_the_first_byte() -> None:
     assert [r.code for r in proto.replies] == [220]
     proto.data_received(b"250 stray\r\n")  # nothing else is owed until a command is written
     assert proto.error is not None and "unsolicited" in str(proto.error)
+
+
+async def _early_verdict_server(done: asyncio.Event) -> tuple[asyncio.Server, int]:
+    """A downstream that answers 250 to the end of data as soon as the first bytes of the
+    message arrive, reads the rest, and only then gives its real answer, 451."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 early.test ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-early.test\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go\r\n")
+                    await reader.readexactly(10)
+                    writer.write(b"250 2.0.0 queued (too early)\r\n")
+                    await writer.drain()
+                    await reader.readuntil(b"\r\n.\r\n")
+                    await asyncio.sleep(0.2)
+                    writer.write(b"451 4.3.0 not stored after all\r\n")
+                    await writer.drain()
+                    done.set()
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_reply_after_the_verdict_is_logged_with_the_message(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """A server that answers before it has the whole message cannot be told from an honest one
+    when its whole message fits in the socket buffers: the client gets its 250. What the
+    server says after that verdict is never lost silently: an error line names the message
+    and the later reply, so the administrator can find a message that may be lost."""
+    done = asyncio.Event()
+    server, port = await _early_verdict_server(done)
+    d = DownstreamDelivery(make_settings(port))
+    try:
+        with captured_logs() as logs:
+            result = await d.deliver(make_message(queue_id="4Qearly1"))
+            await asyncio.wait_for(done.wait(), 10)
+            await _until(lambda: logs.of("downstream replied after its verdict"))
+        [line] = logs.of("downstream replied after its verdict")
+        assert result.accepted
+        assert line["message"].startswith("4Qearly1 250 2.0.0 queued (too early)"), line
+        assert line["reply"].startswith("451 4.3.0 not stored after all"), line
+        await _until(lambda: d.pool.open == 0)  # the connection is not reused
+    finally:
+        await d.close()
+        server.close()
+        await server.wait_closed()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from typing import cast
 
+from mailmoat import logs
 from mailmoat.relay.client_errors import ConnectionLost, DownstreamError, ProtocolViolation
 from mailmoat.smtp.replies import Reply, ReplyError, ReplyParser
 
@@ -39,6 +41,11 @@ class ReplyReader(asyncio.Protocol):
         self.paused = False
         """The transport's write buffer is above its high-water mark."""
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.answered = ""
+        """The queue id and verdict of the last message this connection's server answered,
+        until the next transaction starts: a reply that comes after that verdict means the
+        server answered before it had the whole message, and the verdict may have been
+        wrong (logged loudly; the client already has it)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -47,6 +54,15 @@ class ReplyReader(asyncio.Protocol):
         if self.error is not None:
             return
         if self.owed <= 0:
+            if self.answered:
+                logs.event(
+                    "downstream replied after its verdict",
+                    logging.ERROR,
+                    message=self.answered,
+                    reply=data[:120].decode("ascii", "replace"),
+                    detail="the server answered the end of data before it had the message;"
+                    " this message may be lost: check the downstream's log",
+                )
             self._fail(ProtocolViolation(f"unsolicited data from the server: {data[:60]!r}"))
             return
         try:

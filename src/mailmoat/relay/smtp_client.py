@@ -328,6 +328,7 @@ class DownstreamClient:
         rcpts = [b"RCPT TO:<" + envelope_address(r, env.smtputf8) + b">\r\n" for r in env.rcpt_to]
         reused = self.transactions > 0
         self._in_tx = True
+        self._proto.answered = ""
         if "PIPELINING" in self.extensions:
             tx = await self._pipelined(mail, rcpts, reused)
         else:
@@ -348,6 +349,7 @@ class DownstreamClient:
         for _ in range(count):
             r = await self._read(self._relay.data_timeout, "end of data")
             tx.end.append(self._answers(r, "end of data", "245"))
+        self._proto.answered = f"{message.queue_id} {' / '.join(str(r) for r in tx.end)}"
         self._in_tx = False
         self.transactions += 1
         if not all(positive(r) for r in tx.end):
