@@ -1,0 +1,105 @@
+"""Edges of the engine's command side that mutation testing (scripts/mutation over
+smtp/connection.py) showed no test held: MAIL parameters are matched by their exact name, a
+command line that reaches the limit without a line end is answered at once, and the engine
+refuses to apply STARTTLS on any positive reply but 220."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat.config import SmtpSettings
+from mailmoat.smtp.connection import ServerConnection
+from mailmoat.smtp.events import Event, MailFrom, Noop, Rejected, StartTls
+from mailmoat.smtp.replies import ReplyParser, reply
+from tests.smtp.test_connection import EHLO, PARAMS, drain, session
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        # a value SIZE or BODY would take, under a name sorting before or after theirs
+        b"AAAA=10",
+        b"ZZZZ=10",
+        b"AUTH=10",
+        b"XSIZE=10",
+        b"AAAA=7BIT",
+        b"ZZZZ=7BIT",
+        b"AAAA=8BITMIME",
+        b"ZZZZ=8BITMIME",
+        b"SMTPUTF8=1",
+        b"SMTPUTF8=8BITMIME",
+    ],
+)
+def test_mail_parameters_are_known_by_their_exact_name(param: bytes) -> None:
+    """RFC 5321 4.1.1.11: a parameter not offered is refused (555); none is taken for SIZE,
+    BODY or SMTPUTF8 because its value would fit one of them."""
+    run = session(EHLO + b"MAIL FROM:<a@example.org> " + param + b"\r\n", smtputf8=True)
+    assert run.codes[-1] == PARAMS, run.codes
+    assert not run.of(MailFrom)
+    assert run.of(Rejected)[-1].reason == "syntax"
+
+
+def test_the_known_parameters_are_taken() -> None:
+    run = session(
+        EHLO + b"MAIL FROM:<a@example.org> SIZE=10 BODY=8BITMIME SMTPUTF8\r\n", smtputf8=True
+    )
+    assert run.of(MailFrom) == [
+        MailFrom(address="a@example.org", size=10, body="8BITMIME", smtputf8=True)
+    ]
+
+
+@pytest.mark.parametrize("limit", [512, 1000])
+def test_a_command_line_reaching_the_limit_without_its_end_is_answered_at_once(
+    limit: int,
+) -> None:
+    """`max_command_line` octets with no LF among them can no longer be a legal line: the
+    client hears 500 5.5.2 now, not after it sends more (a client waiting for an answer would
+    otherwise hang until the command timeout), and the rest of that line is skipped."""
+    conn = ServerConnection(SmtpSettings(max_command_line=limit), "mx.test")
+    events: list[Event] = []
+    conn.greeting()
+    conn.receive_data(EHLO)
+    drain(conn, events, None)
+    conn.data_to_send()
+    conn.receive_data(b"NOOP " + b"x" * (limit - 5))
+    drain(conn, events, None)
+    [answer] = ReplyParser().feed(conn.data_to_send())
+    assert (answer.code, answer.enhanced) == (500, "5.5.2")
+    assert isinstance(events[-1], Rejected) and events[-1].reason == "line_too_long"
+    conn.receive_data(b"yyy\r\nNOOP\r\n")  # the rest of the long line, then a good command
+    drain(conn, events, None)
+    assert [type(e) for e in events[-2:]] == [Rejected, Noop]
+    assert [r.code for r in ReplyParser().feed(conn.data_to_send())] == [250]
+
+
+def test_a_line_one_octet_under_the_limit_waits_for_its_end() -> None:
+    conn = ServerConnection(SmtpSettings(), "mx.test")
+    events: list[Event] = []
+    conn.greeting()
+    conn.receive_data(EHLO)
+    drain(conn, events, None)
+    conn.data_to_send()
+    conn.receive_data(b"NOOP " + b"x" * (512 - 7) + b"\r")  # 511 octets: the LF may still come
+    drain(conn, events, None)
+    assert conn.data_to_send() == b""
+    conn.receive_data(b"\n")
+    drain(conn, events, None)
+    assert isinstance(events[-1], Noop)
+
+
+@pytest.mark.parametrize("code", [211, 214, 250])
+def test_starttls_cannot_be_accepted_with_another_positive_reply(code: int) -> None:
+    """Only 220 starts TLS (RFC 3207): any other positive answer to STARTTLS is a programming
+    error of the caller, refused before the engine changes state."""
+    conn = ServerConnection(SmtpSettings(), "mx.test", tls_available=True)
+    events: list[Event] = []
+    conn.greeting()
+    conn.receive_data(EHLO)
+    drain(conn, events, None)
+    conn.receive_data(b"STARTTLS\r\n")
+    assert isinstance(conn.next_event(), StartTls)
+    with pytest.raises(ValueError, match="STARTTLS"):
+        conn.send(reply(code, None, "go ahead"))
+    conn.send(reply(220, "2.0.0", "Ready to start TLS"))
+    conn.tls_started()
+    assert conn.tls_active
