@@ -1,0 +1,89 @@
+"""How downstream replies become the client's verdict, pinned where mutation testing
+(scripts/mutation over relay/downstream.py) found nothing holding them: the bound on the lines
+passed on, which refusals say the downstream did not understand *us* (451, not the 5xx), a
+temporary RCPT refusal winning over a permanent one at every 4xx code, an RCPT not sent, and the
+4xx a bug in delivery gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mailmoat.relay import DownstreamDelivery
+from mailmoat.relay.downstream import outcome, pass_through
+from mailmoat.relay.smtp_client import Transaction
+from mailmoat.smtp.replies import Reply, reply
+from tests.relay.relay_support import MessageFactory, SettingsFactory
+
+OK = reply(250, "2.1.5", "ok")
+
+
+def test_at_most_five_lines_of_a_downstream_refusal_are_passed_on() -> None:
+    lines = tuple(f"line {i}" for i in range(1, 8))
+    passed = pass_through(Reply(550, "5.7.1", lines))
+    assert passed.lines == lines[:5]
+    assert pass_through(Reply(550, "5.7.1", lines[:5])).lines == lines[:5]
+    assert pass_through(Reply(550, "5.7.1", lines[:4])).lines == lines[:4]
+
+
+@pytest.mark.parametrize("code", [500, 502, 503])
+def test_a_downstream_that_did_not_understand_us_gives_451(code: int) -> None:
+    """500/502/503 say nothing about the message: the sender must retry, not bounce it."""
+    passed = pass_through(reply(code, "5.5.1", "what?"))
+    assert (passed.code, passed.enhanced) == (451, "4.5.0")
+
+
+@pytest.mark.parametrize("code", [501, 504, 550, 552, 553, 554])
+def test_other_permanent_refusals_pass_as_they_are(code: int) -> None:
+    passed = pass_through(reply(code, "5.1.1", "no"))
+    assert (passed.code, passed.enhanced, passed.lines) == (code, "5.1.1", ("no",))
+
+
+@pytest.mark.parametrize("soft", [400, 450, 452, 499])
+def test_a_temporary_rcpt_refusal_wins_over_a_permanent_one(soft: int) -> None:
+    """One recipient 5xx, another 4xx: the message must be retried (4xx), whatever the 4xx."""
+    tx = Transaction(
+        mail=reply(250, "2.1.0", "ok"),
+        rcpts=[OK, reply(550, "5.1.1", "no such user"), reply(soft, "4.2.2", "full")],
+    )
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == (soft, "4.2.2")
+    assert detail.startswith("RCPT: ")
+
+
+def test_a_recipient_whose_rcpt_was_never_sent_is_no_accept() -> None:
+    tx = Transaction(mail=reply(250, "2.1.0", "ok"), rcpts=[OK, None])
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == (451, "4.3.0")
+    assert detail == "RCPT not sent"
+
+
+class BrokenPool:
+    """A pool with a bug: acquiring a connection raises something no DownstreamError."""
+
+    capabilities = None
+
+    async def acquire(self) -> Any:
+        raise RuntimeError("bug in the pool")
+
+    def release(self, client: Any, reuse: bool = False) -> None:
+        raise AssertionError("nothing was acquired")
+
+    def discard_idle(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_bug_in_delivery_gives_451_4_3_0_never_a_traceback(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    d = DownstreamDelivery(make_settings(1), pool=BrokenPool())  # type: ignore[arg-type]
+    result = await d.deliver(make_message())
+    assert not result.accepted
+    assert (result.reply.code, result.reply.enhanced) == (451, "4.3.0")
+    assert "RuntimeError" in result.detail
