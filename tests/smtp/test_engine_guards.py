@@ -9,7 +9,7 @@ import pytest
 
 from mailmoat.config import SmtpSettings
 from mailmoat.smtp.connection import ServerConnection
-from mailmoat.smtp.events import Event, MailFrom, Noop, Rejected, StartTls
+from mailmoat.smtp.events import Command, Event, MailFrom, Noop, RcptTo, Rejected, StartTls
 from mailmoat.smtp.replies import ReplyParser, reply
 from tests.smtp.test_connection import EHLO, PARAMS, drain, session
 
@@ -103,3 +103,48 @@ def test_starttls_cannot_be_accepted_with_another_positive_reply(code: int) -> N
     conn.send(reply(220, "2.0.0", "Ready to start TLS"))
     conn.tls_started()
     assert conn.tls_active
+
+
+def test_an_empty_line_ended_by_a_bare_lf_is_answered_at_once() -> None:
+    """A lone LF is a complete (bad) line: 500 5.5.2 now, not when more bytes come."""
+    conn = ServerConnection(SmtpSettings(), "mx.test")
+    events: list[Event] = []
+    conn.greeting()
+    conn.receive_data(EHLO)
+    drain(conn, events, None)
+    conn.data_to_send()
+    conn.receive_data(b"\n")
+    drain(conn, events, None)
+    [answer] = ReplyParser().feed(conn.data_to_send())
+    assert (answer.code, answer.enhanced) == (500, "5.5.2")
+    assert isinstance(events[-1], Rejected) and events[-1].reason == "bare_eol"
+
+
+@pytest.mark.parametrize("command", [b"RCPT TO:<bob@example.net>\r\n", b"DATA\r\n"])
+def test_a_command_out_of_order_says_what_is_missing(command: bytes) -> None:
+    before_helo = session(command)
+    before_mail = session(EHLO + command)
+    assert before_helo.codes == ["503 5.5.1"]
+    assert before_mail.codes[-1] == "503 5.5.1"
+    assert "HELO" in before_helo.replies[-1].text
+    assert "MAIL" in before_mail.replies[-1].text
+
+
+@pytest.mark.parametrize("code", [400, 450, 499, 550])
+def test_any_refusal_of_rcpt_leaves_the_recipient_out(code: int) -> None:
+    """The caller refuses RCPT with whatever 4xx or 5xx: the recipient is not added."""
+
+    def answer(conn: ServerConnection, ev: Command) -> None:
+        if isinstance(ev, RcptTo) and ev.address.startswith("no"):
+            conn.send(reply(code, f"{code // 100}.0.0", "refused"))
+        else:
+            conn.accept()
+
+    run = session(
+        EHLO + b"MAIL FROM:<a@example.org>\r\nRCPT TO:<no@example.net>\r\n"
+        b"RCPT TO:<yes@example.net>\r\n",
+        answer=answer,
+    )
+    assert run.conn.envelope is not None
+    assert run.conn.envelope.rcpt_to == ["yes@example.net"]
+    assert run.conn.errors == 1
