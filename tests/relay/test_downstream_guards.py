@@ -34,7 +34,7 @@ def test_a_downstream_that_did_not_understand_us_gives_451(code: int) -> None:
     assert (passed.code, passed.enhanced) == (451, "4.5.0")
 
 
-@pytest.mark.parametrize("code", [501, 504, 550, 552, 553, 554])
+@pytest.mark.parametrize("code", [501, 504, 550, 552, 553, 554, 599])
 def test_other_permanent_refusals_pass_as_they_are(code: int) -> None:
     passed = pass_through(reply(code, "5.1.1", "no"))
     assert (passed.code, passed.enhanced, passed.lines) == (code, "5.1.1", ("no",))
@@ -87,3 +87,39 @@ async def test_a_bug_in_delivery_gives_451_4_3_0_never_a_traceback(
     assert not result.accepted
     assert (result.reply.code, result.reply.enhanced) == (451, "4.3.0")
     assert "RuntimeError" in result.detail
+
+
+@pytest.mark.parametrize("code", [400, 450, 452, 499])
+def test_temporary_refusals_pass_with_their_code(code: int) -> None:
+    passed = pass_through(reply(code, "4.2.0", "later"))
+    assert (passed.code, passed.enhanced) == (code, "4.2.0")
+    assert pass_through(reply(421, "4.3.2", "closing")).code == 451
+
+
+@pytest.mark.parametrize("answer", [reply(250, "2.0.0", "ok"), reply(334, None, "go")])
+def test_data_answered_with_anything_but_354_is_no_accept(answer: Reply) -> None:
+    """Whatever end-of-data replies follow, a DATA that was not answered 354 is a refusal."""
+    mail = reply(250, "2.1.0", "ok")
+    tx = Transaction(mail=mail, rcpts=[OK], data=answer, end=[reply(250, "2.0.0", "queued")])
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == (451, "4.5.0")
+    assert detail.startswith("DATA: ")
+
+
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        ([OK, reply(500, "5.5.1", "what?")], (451, "4.5.0")),  # did not understand us
+        ([OK, reply(550, "5.1.1", "no")], (550, "5.1.1")),
+        ([OK, reply(550, "5.1.1", "no"), reply(452, "4.2.2", "full")], (451, "4.2.2")),
+        ([OK, reply(354, None, "go on")], (451, "4.5.0")),  # a protocol violation
+    ],
+)
+def test_lmtp_end_of_data_verdicts(end: list[Reply], expected: tuple[int, str]) -> None:
+    mail = reply(250, "2.1.0", "ok")
+    go = reply(354, None, "go")
+    tx = Transaction(mail=mail, rcpts=[OK] * len(end), data=go, end=end)
+    refusal, _ = outcome(tx, lmtp=True)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == expected
