@@ -11,7 +11,7 @@ from mailmoat.config import SmtpSettings
 from mailmoat.smtp.connection import ServerConnection
 from mailmoat.smtp.events import Command, Event, MailFrom, Noop, RcptTo, Rejected, StartTls
 from mailmoat.smtp.replies import ReplyParser, reply
-from tests.smtp.test_connection import EHLO, PARAMS, drain, session
+from tests.smtp.test_connection import DATA, EHLO, MAIL, PARAMS, RCPT, drain, session
 
 
 @pytest.mark.parametrize(
@@ -148,3 +148,20 @@ def test_any_refusal_of_rcpt_leaves_the_recipient_out(code: int) -> None:
     assert run.conn.envelope is not None
     assert run.conn.envelope.rcpt_to == ["yes@example.net"]
     assert run.conn.errors == 1
+
+
+def test_the_error_that_reaches_max_errors_in_data_reports_in_order() -> None:
+    """A refused message that is also the session's last allowed error queues three events at
+    once; they come out in the order they happened: the message aborted, its refusal, then
+    the closing refusal."""
+    run = session(
+        [EHLO, MAIL, RCPT, DATA, b"x" * 2000 + b"\r\n", b".\r\n"],
+        max_errors=1,
+    )
+    assert run.types[-3:] == [
+        "MessageAborted:line_too_long",
+        "Rejected:line_too_long",
+        "Rejected:too_many_errors",
+    ]
+    assert run.codes[-2:] == ["554 5.6.0", "421 4.7.0"]
+    assert run.closed
