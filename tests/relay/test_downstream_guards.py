@@ -123,3 +123,52 @@ def test_lmtp_end_of_data_verdicts(end: list[Reply], expected: tuple[int, str]) 
     refusal, _ = outcome(tx, lmtp=True)
     assert refusal is not None
     assert (refusal.code, refusal.enhanced) == expected
+
+
+@pytest.mark.parametrize("code", [354, 399])
+def test_a_3xx_where_a_refusal_belongs_is_451_4_5_0(code: int) -> None:
+    passed = pass_through(reply(code, None, "go on"))
+    assert (passed.code, passed.enhanced) == (451, "4.5.0")
+
+
+@pytest.mark.parametrize(
+    ("refusals", "expected"),
+    [
+        ([(550, "5.1.1"), (500, "5.5.1")], (550, "5.1.1")),  # the first 5xx, no 4xx among them
+        ([(500, "5.5.1"), (550, "5.1.1")], (451, "4.5.0")),
+        ([(599, "5.0.0"), (550, "5.1.1")], (599, "5.0.0")),
+    ],
+)
+def test_the_first_permanent_rcpt_refusal_is_the_verdict(
+    refusals: list[tuple[int, str]], expected: tuple[int, str]
+) -> None:
+    rcpts: list[Reply | None] = [OK, *(reply(c, e, "no") for c, e in refusals)]
+    refusal, _ = outcome(Transaction(mail=reply(250, "2.1.0", "ok"), rcpts=rcpts), lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == expected
+
+
+def test_data_never_sent_is_451_4_3_0() -> None:
+    tx = Transaction(mail=reply(250, "2.1.0", "ok"), rcpts=[OK], data=None)
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced, detail) == (451, "4.3.0", "DATA not sent")
+
+
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        ([OK, reply(550, "5.1.1", "no"), reply(400, "4.0.0", "later")], (451, "4.0.0")),
+        ([OK, reply(550, "5.1.1", "no"), reply(499, "4.9.9", "later")], (451, "4.9.9")),
+        ([OK, reply(500, "5.5.1", "what?"), reply(550, "5.1.1", "no")], (451, "4.5.0")),
+        ([OK, reply(599, "5.0.0", "no"), reply(550, "5.1.1", "no")], (599, "5.0.0")),
+    ],
+)
+def test_lmtp_first_temporary_then_first_permanent(
+    end: list[Reply], expected: tuple[int, str]
+) -> None:
+    mail = reply(250, "2.1.0", "ok")
+    tx = Transaction(mail=mail, rcpts=[OK] * len(end), data=reply(354, None, "go"), end=end)
+    refusal, _ = outcome(tx, lmtp=True)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == expected
