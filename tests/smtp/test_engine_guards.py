@@ -165,3 +165,18 @@ def test_the_error_that_reaches_max_errors_in_data_reports_in_order() -> None:
     ]
     assert run.codes[-2:] == ["554 5.6.0", "421 4.7.0"]
     assert run.closed
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (EHLO + "ABCDEFGHIJKLMNOPQRSTUVWXYZ é\r\n".encode(), "8bit"),
+        (b"X-Header-" + b"A" * 40 + b": value\r\n", "non_smtp"),
+        (b"HELLO" + b"X" * 40 + b"\r\n", "unknown_command"),
+    ],
+)
+def test_the_command_named_in_a_refusal_is_at_most_16_characters(line: bytes, reason: str) -> None:
+    """The verb a refusal reports (for the log) is bounded, whatever the client sent."""
+    run = session(line)
+    [refused] = [e for e in run.of(Rejected) if e.reason == reason]
+    assert 0 < len(refused.command) <= 16
