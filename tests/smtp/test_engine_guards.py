@@ -180,3 +180,11 @@ def test_the_command_named_in_a_refusal_is_at_most_16_characters(line: bytes, re
     run = session(line)
     [refused] = [e for e in run.of(Rejected) if e.reason == reason]
     assert 0 < len(refused.command) <= 16
+
+
+@pytest.mark.parametrize("verb", ["HELO", "EHLO"])
+def test_a_bad_greeting_name_is_refused_in_the_clients_own_words(verb: str) -> None:
+    run = session(verb.encode() + b" bad\x01name\r\n")
+    assert run.codes == ["501 5.5.4"]
+    assert run.replies[-1].text == f"Syntax: {verb} hostname"
+    assert run.of(Rejected)[-1].command == verb
