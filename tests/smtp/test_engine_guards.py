@@ -188,3 +188,19 @@ def test_a_bad_greeting_name_is_refused_in_the_clients_own_words(verb: str) -> N
     assert run.codes == ["501 5.5.4"]
     assert run.replies[-1].text == f"Syntax: {verb} hostname"
     assert run.of(Rejected)[-1].command == verb
+
+
+@pytest.mark.parametrize(
+    ("commands", "verb", "code"),
+    [
+        (EHLO + b"MAIL FROM:<bad address>\r\n", "MAIL", "501 5.1.7"),
+        (EHLO + MAIL + b"RCPT TO:<bad address>\r\n", "RCPT", "501 5.1.3"),
+        (EHLO + MAIL + b"RCPT TO:<>\r\n", "RCPT", "501 5.1.3"),
+    ],
+)
+def test_a_bad_address_is_reported_against_its_own_command(
+    commands: bytes, verb: str, code: str
+) -> None:
+    run = session(commands)
+    assert run.codes[-1] == code
+    assert run.of(Rejected)[-1].command == verb
