@@ -172,3 +172,12 @@ def test_lmtp_first_temporary_then_first_permanent(
     refusal, _ = outcome(tx, lmtp=True)
     assert refusal is not None
     assert (refusal.code, refusal.enhanced) == expected
+
+
+def test_no_end_of_data_reply_is_451_4_4_2() -> None:
+    """The data went out and no verdict came back: the sender keeps the message and retries."""
+    mail = reply(250, "2.1.0", "ok")
+    tx = Transaction(mail=mail, rcpts=[OK], data=reply(354, None, "go"), end=[])
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced, detail) == (451, "4.4.2", "no end reply")
