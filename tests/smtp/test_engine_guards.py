@@ -204,3 +204,23 @@ def test_a_bad_address_is_reported_against_its_own_command(
     run = session(commands)
     assert run.codes[-1] == code
     assert run.of(Rejected)[-1].command == verb
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("NOOP é\r\n".encode(), "8bit"),
+        (b"NOOP\n", "bare_eol"),
+        (b"NO\x00OP\r\n", "nul"),
+        (b"FROB\r\n", "unknown_command"),
+        (b"NOOP " + b"x" * 600 + b"\r\n", "line_too_long"),
+        (b"\r\n", "syntax"),
+        (b"NOOP \xff\r\n", "bad_utf8"),
+        (b"MAIL FROM:<bad address>\r\n", "syntax"),
+    ],
+)
+def test_the_error_that_reaches_max_errors_comes_before_the_close(line: bytes, reason: str) -> None:
+    """Two events queued by one bad line come out in the order they happened."""
+    run = session(EHLO + line, max_errors=1)
+    assert run.types[-2:] == [f"Rejected:{reason}", "Rejected:too_many_errors"]
+    assert run.codes[-1] == "421 4.7.0"
