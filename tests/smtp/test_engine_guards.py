@@ -224,3 +224,16 @@ def test_the_error_that_reaches_max_errors_comes_before_the_close(line: bytes, r
     run = session(EHLO + line, max_errors=1)
     assert run.types[-2:] == [f"Rejected:{reason}", "Rejected:too_many_errors"]
     assert run.codes[-1] == "421 4.7.0"
+
+
+@pytest.mark.parametrize(
+    ("digits", "code"),
+    [
+        (20, "552 5.3.4"),  # a SIZE the engine reads, far over the limit
+        (21, PARAMS),  # longer than any SIZE: a malformed parameter
+    ],
+)
+def test_size_has_at_most_20_digits(digits: int, code: str) -> None:
+    run = session(EHLO + b"MAIL FROM:<a@example.org> SIZE=" + b"9" * digits + b"\r\n")
+    assert run.codes[-1] == code
+    assert not run.of(MailFrom)
