@@ -9,7 +9,16 @@ import pytest
 
 from mailmoat.config import SmtpSettings
 from mailmoat.smtp.connection import ServerConnection
-from mailmoat.smtp.events import Command, Event, MailFrom, Noop, RcptTo, Rejected, StartTls
+from mailmoat.smtp.events import (
+    Command,
+    DataStart,
+    Event,
+    MailFrom,
+    Noop,
+    RcptTo,
+    Rejected,
+    StartTls,
+)
 from mailmoat.smtp.replies import ReplyParser, reply
 from tests.smtp.test_connection import DATA, EHLO, MAIL, PARAMS, RCPT, drain, session
 
@@ -176,10 +185,12 @@ def test_the_error_that_reaches_max_errors_in_data_reports_in_order() -> None:
     ],
 )
 def test_the_command_named_in_a_refusal_is_at_most_16_characters(line: bytes, reason: str) -> None:
-    """The verb a refusal reports (for the log) is bounded, whatever the client sent."""
+    """The verb a refusal reports (for the log) is bounded, whatever the client sent: its
+    first 16 characters."""
     run = session(line)
     [refused] = [e for e in run.of(Rejected) if e.reason == reason]
-    assert 0 < len(refused.command) <= 16
+    assert len(refused.command) == 16
+    assert line.split(b"\r\n")[-2].upper().startswith(refused.command.encode())
 
 
 @pytest.mark.parametrize("verb", ["HELO", "EHLO"])
@@ -237,3 +248,18 @@ def test_size_has_at_most_20_digits(digits: int, code: str) -> None:
     run = session(EHLO + b"MAIL FROM:<a@example.org> SIZE=" + b"9" * digits + b"\r\n")
     assert run.codes[-1] == code
     assert not run.of(MailFrom)
+
+
+@pytest.mark.parametrize("code", [250, 355])
+def test_data_cannot_be_accepted_with_another_positive_reply(code: int) -> None:
+    conn = ServerConnection(SmtpSettings(), "mx.test")
+    events: list[Event] = []
+    conn.greeting()
+    for line in (EHLO, MAIL, RCPT):
+        conn.receive_data(line)
+        drain(conn, events, None)
+    conn.receive_data(DATA)
+    assert isinstance(conn.next_event(), DataStart)
+    with pytest.raises(ValueError, match="354"):
+        conn.send(reply(code, None, "go ahead"))
+    conn.send(reply(354, None, "go ahead"))
