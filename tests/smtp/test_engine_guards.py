@@ -263,3 +263,10 @@ def test_data_cannot_be_accepted_with_another_positive_reply(code: int) -> None:
     with pytest.raises(ValueError, match="354"):
         conn.send(reply(code, None, "go ahead"))
     conn.send(reply(354, None, "go ahead"))
+
+
+@pytest.mark.parametrize("value", [b"0BIT", b"6BIT", b"7BITS", b"8BIT", b"9BITMIME", b"BINARYMIME"])
+def test_body_takes_only_7bit_or_8bitmime(value: bytes) -> None:
+    run = session(EHLO + b"MAIL FROM:<a@example.org> BODY=" + value + b"\r\n")
+    assert run.codes[-1] == PARAMS
+    assert not run.of(MailFrom)
