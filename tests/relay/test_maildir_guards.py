@@ -99,3 +99,39 @@ async def test_tmp_files_go_at_36_hours_not_before_and_are_counted(
     assert await md.sweep_tmp() == 2
     await md.close()
     assert os.listdir(tmp) == ["younger"]
+
+
+async def test_a_space_in_a_quoted_address_is_written(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    settings = make_settings()
+    result = await MaildirDelivery(settings).deliver(make_message(rcpts=['"a b"@example.test']))
+    assert result.accepted
+
+
+async def test_a_restart_on_an_existing_maildir_delivers(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    settings = make_settings()
+    for _ in range(2):  # the second start finds tmp/, new/ and cur/ there
+        md = MaildirDelivery(settings)
+        await md.start()
+        result = await md.deliver(make_message())
+        await md.close()
+        assert result.accepted
+
+
+@pytest.mark.parametrize("off", [100, -5])
+@pytest.mark.parametrize("limit", [256 * 1024, 16])
+async def test_a_message_read_back_at_another_size_never_reaches_new(
+    make_settings: SettingsFactory, make_message: MessageFactory, off: int, limit: int
+) -> None:
+    """The spool says the message has `off` octets more (or fewer) than it gives back, as a
+    truncated temporary file would: 451, and nothing in new/ or tmp/."""
+    settings = make_settings()
+    msg = make_message(b"Subject: x\r\n\r\n" + b"line\r\n" * 100, memory_limit=limit)
+    msg.spool.size += off
+    result = await MaildirDelivery(settings).deliver(msg)
+    assert (result.accepted, result.reply.code) == (False, 451)
+    assert os.listdir(settings.maildir.path / "new") == []
+    assert os.listdir(settings.maildir.path / "tmp") == []
