@@ -181,3 +181,41 @@ def test_no_end_of_data_reply_is_451_4_4_2() -> None:
     refusal, detail = outcome(tx, lmtp=False)
     assert refusal is not None
     assert (refusal.code, refusal.enhanced, detail) == (451, "4.4.2", "no end reply")
+
+
+@pytest.mark.parametrize(
+    ("refusals", "expected"),
+    [
+        ([(399, None), (550, "5.1.1")], (550, "5.1.1")),  # a 3xx is no refusal to prefer
+        ([(354, None), (399, None)], (451, "4.5.0")),  # out of protocol: retry later
+        ([(399, None)], (451, "4.5.0")),
+    ],
+)
+def test_a_3xx_answer_to_rcpt_is_never_an_accept(
+    refusals: list[tuple[int, str | None]], expected: tuple[int, str]
+) -> None:
+    rcpts: list[Reply | None] = [OK, *(reply(c, e, "odd") for c, e in refusals)]
+    tx = Transaction(mail=reply(250, "2.1.0", "ok"), rcpts=rcpts)
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == expected
+    assert detail == f"RCPT: {rcpts[1] if expected[0] == 451 else rcpts[-1]}"
+
+
+@pytest.mark.parametrize(("code", "enhanced"), [(451, "4.3.0"), (554, "5.5.0")])
+def test_a_refused_data_command_is_the_verdict(code: int, enhanced: str) -> None:
+    mail = reply(250, "2.1.0", "ok")
+    tx = Transaction(mail=mail, rcpts=[OK], data=reply(code, enhanced, "no"))
+    refusal, detail = outcome(tx, lmtp=False)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == (code, enhanced)
+    assert detail.startswith("DATA: ")
+
+
+def test_lmtp_a_3xx_end_reply_is_451_4_5_0() -> None:
+    mail = reply(250, "2.1.0", "ok")
+    end = [OK, reply(399, None, "odd")]
+    tx = Transaction(mail=mail, rcpts=[OK, OK], data=reply(354, None, "go"), end=end)
+    refusal, _ = outcome(tx, lmtp=True)
+    assert refusal is not None
+    assert (refusal.code, refusal.enhanced) == (451, "4.5.0")
