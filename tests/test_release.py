@@ -104,7 +104,9 @@ def test_wheel_installs_into_a_clean_venv_and_serves(dist: Path, tmp_path: Path)
                 time.sleep(0.1)
         with client:
             refused = client.sendmail(
-                "bob@sender.test", ["alice@example.test"], b"Subject: release\r\n\r\nhello\r\n"
+                "bob@sender.test",
+                ["alice@example.test"],
+                b"From: <bob@sender.test>\r\nSubject: release\r\n\r\nhello\r\n",
             )
         assert refused == {}
         files = list((maildir / "new").iterdir())

@@ -36,7 +36,7 @@ async def test_old_state_is_closed_after_its_sessions_or_at_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[tuple[str, int]] = []
-    monkeypatch.setattr(gateway_module, "default_checks", lambda *_: [Recorder(events)])
+    monkeypatch.setattr(gateway_module.assembly, "build", lambda *_: [Recorder(events)])
     settings = gateway_settings(tmp_path / "md")
     gw = Gateway(settings)
     [port] = [p for _, p in await gw.start()]

@@ -134,7 +134,9 @@ def test_sighup_keeps_the_gateway_and_its_workers(
         for _ in range(3):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
                 refused = client.sendmail(
-                    "bob@sender.test", ["alice@example.test"], b"Subject: x\r\n\r\nhi\r\n"
+                    "bob@sender.test",
+                    ["alice@example.test"],
+                    b"From: <bob@sender.test>\r\nSubject: x\r\n\r\nhi\r\n",
                 )
             assert refused == {}
         assert _children(proc.pid) == workers
