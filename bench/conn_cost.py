@@ -39,17 +39,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.fake_downstream import FakeDownstream
+
 from bench.attack import (
     CLK_TCK,
     LEGIT_NAMES,
     NICE,
     SCENARIOS,
+    SINK_EXTENSIONS,
     Attack,
     Mailmoat,
     base_config,
     free_port,
 )
-from bench.peers import LegitDns, Sink
+from bench.peers import LegitDns
 
 
 def cpu_of(pid: int) -> tuple[float, float]:
@@ -69,8 +72,7 @@ COUNT_DEADLINE = 300.0
 async def measure(
     seconds: float, ramp: float, profile: Path | None, traffic: str, count: int = 0
 ) -> dict[str, Any]:
-    sink = Sink()
-    await sink.start()
+    sink = await FakeDownstream(record=False, extensions=SINK_EXTENSIONS).start()
     combined = next(sc for sc in SCENARIOS if sc.key == "combined")
     with tempfile.TemporaryDirectory(prefix="mailmoat-cost-") as tmp:
         workdir = Path(tmp)

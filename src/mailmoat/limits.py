@@ -67,6 +67,14 @@ WORKER_RESPAWN_DELAY = 1.0
 tight loop)."""
 SNAPSHOT_TIMEOUT = 2.0
 """Seconds a worker has to send its counters for `mailmoat stats`."""
+HOLD_MAX = 1000
+"""Greeted connections the supervisor holds at once until their client talks (`server.hold`):
+a flood that closes after the 220 keeps a few held (1,000 a second leaving within 100 ms is
+100); past it a connection is handed over at once, as without the hold."""
+HOLD_TIME = 1.0
+"""Most seconds a greeted, silent connection is held before it is handed over anyway: a real
+client talks within a round trip of the 220, a flood client closes within one; a silent one
+is left to its session's deadlines (which count the time held)."""
 LINK_MAX_MESSAGE = 64 * KiB
 """Largest supervisor-worker message in octets (a stats snapshot is the largest, a few KiB)."""
 LINK_MAX_QUEUED = 10_000

@@ -4,6 +4,8 @@ Counters only ever grow; their names come from a fixed vocabulary, so the table 
 (invariant 3) whatever clients do:
 
 - ``connections.accepted``: every TCP connection accepted (refused ones included)
+- ``connections.left_after_greeting``: admitted connections whose client closed after the
+  220, before sending anything, while the supervisor held them (server/hold.py): no session
 - ``refused.<reason>``: connections refused at accept time (``denied``, ``not_allowed``,
   ``max_connections``, ``max_per_ip``, ``max_per_network``, ``rate``, ``banned``, ``pregreet``)
 - ``rejected.<reason>``: error replies, by the engine's reason token or ``policy`` for a check's
@@ -16,10 +18,10 @@ Counters only ever grow; their names come from a fixed vocabulary, so the table 
   (4xx), ``messages.refused`` (5xx, by a check or the downstream), ``messages.bytes`` (the
   size of the accepted ones)
 
-Gauges are read when a snapshot is taken (``connections.active``, ``connections.peak``,
-``stress.active``, ...). Histograms count how long each stage took, in fixed buckets
-(``latency.command``: a command's reply, ``latency.message``: the end of data's reply,
-checks and delivery included). `GET /metrics` renders the same snapshot.
+Gauges are read when a snapshot is taken (``connections.active``, ``connections.held``,
+``connections.peak``, ``stress.active``, ...). Histograms count how long each stage took, in
+fixed buckets (``latency.command``: a command's reply, ``latency.message``: the end of data's
+reply, checks and delivery included). `GET /metrics` renders the same snapshot.
 """
 
 from __future__ import annotations

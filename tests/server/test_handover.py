@@ -65,6 +65,7 @@ def supervisor_with(tmp_path: Path, workers: int) -> tuple[Supervisor, list[Fake
     supervisor.loop = asyncio.get_running_loop()
     supervisor.stopping = True  # no worker is restarted here
     supervisor.slots.taken = LOCAL_SESSIONS  # its own places are taken: everything goes out
+    supervisor.hold.limit = 0  # nothing held till it talks (server/hold.py): out at once
     fakes = [FakeWorker(supervisor, i) for i in range(workers)]
     supervisor.workers = [f.process for f in fakes]
     return supervisor, fakes

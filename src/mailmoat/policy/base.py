@@ -62,6 +62,10 @@ class Client:
     """Error replies the client got in this session so far."""
     conn_id: int = 0
     """The supervisor's number for this connection (worker processes only; 0 otherwise)."""
+    waited: float = 0.0
+    """Seconds the client had been greeted and silent when its session started elsewhere than
+    where it was greeted (the supervisor holds a greeted connection until it talks,
+    `server.hold`): its session's deadlines count them."""
     ip: IPv4Address | IPv6Address = field(init=False)
     """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
     state: object | None = field(default=None, init=False, repr=False)

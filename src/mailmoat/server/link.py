@@ -15,11 +15,13 @@ buffer now waits in a short queue (`MAX_QUEUED`); messages with descriptors are 
 PROTOCOL
     Supervisor to worker:
 
-    conn    Handover(conn_id, address, port, trusted, tags, verdict, greeted) + a descriptor
+    conn    Handover(conn_id, address, port, trusted, tags, verdict, greeted, waited)
+            + a descriptor
             An admitted client connection, now the worker's: `conn_id` is the supervisor's
             number for it (the worker says Closed with it at the end), `trusted` and `tags`
             what admission marked, `verdict` admission's held greeting or None, `greeted`
-            whether the 220 went out already. No answer.
+            whether the 220 went out already, `waited` the seconds since then that the
+            supervisor held it (server/hold.py). No answer.
     stress  StressMode(on)
             Stress mode switched on or off (the supervisor counts the connections). No answer.
     stop    Stop(grace)
@@ -130,6 +132,7 @@ class Handover(Message):
     tags: tuple[str, ...]
     verdict: Verdict
     greeted: bool
+    waited: float = 0.0
 
     def wire(self) -> tuple[Any, ...]:
         return (
@@ -140,12 +143,14 @@ class Handover(Message):
             self.tags,
             _verdict_out(self.verdict),
             self.greeted,
+            self.waited,
         )
 
     @classmethod
     def from_wire(cls, values: Sequence[Any]) -> Message:
-        conn_id, address, port, trusted, tags, verdict, greeted = values
-        return cls(conn_id, address, port, trusted, tags, _verdict_in(verdict), greeted)
+        conn_id, address, port, trusted, tags, verdict, greeted, waited = values
+        held = _verdict_in(verdict)
+        return cls(conn_id, address, port, trusted, tags, held, greeted, float(waited))
 
 
 @message

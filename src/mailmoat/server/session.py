@@ -81,7 +81,10 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
             tls_available=state.tls_context is not None,
         )
         host.sessions.add(self)
-        self._started = self._waiting_since = self._last_byte = host.loop.time()
+        # a client the supervisor held greeted (server/hold.py) has waited since its 220
+        self._started = self._waiting_since = self._last_byte = (
+            host.loop.time() - self.client.waited
+        )
         self._arm_timer()
         verdict, self._greeting = self._greeting, None
         if isinstance(verdict, Decision) and verdict.delay:

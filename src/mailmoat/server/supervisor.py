@@ -7,7 +7,8 @@ at once. The supervisor runs up to `LOCAL_SESSIONS` sessions itself while at mos
 connections arrive a second (so a light load never waits for a hand-over); any further
 connection is handed to a worker, descriptor and all, over that worker's link (to the worker
 that had the last connection while it is at most `SPREAD` sessions busier than the least
-busy one, else to the least busy). So every limit is
+busy one, else to the least busy), once its client has sent something (`hold`: a client
+that leaves after the 220 is closed here, without a session). So every limit is
 counted in one place and holds across the workers: a worker gives a connection's slots back
 when it ends, sends its strikes here, and uses this store for everything the defences share.
 
@@ -29,9 +30,9 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import ServerSettings, Settings, default_of
+from mailmoat.limits import HOLD_TIME, LOCAL_RATE, LOCAL_SESSIONS, RELOAD_TIMEOUT, SNAPSHOT_TIMEOUT
 from mailmoat.limits import LINK_MAX_FDS as MAX_FDS
 from mailmoat.limits import LINK_MAX_MESSAGE as MAX_MESSAGE
-from mailmoat.limits import LOCAL_RATE, LOCAL_SESSIONS, RELOAD_TIMEOUT, SNAPSHOT_TIMEOUT
 from mailmoat.limits import WORKER_RESPAWN_DELAY as RESPAWN_DELAY
 from mailmoat.limits import WORKER_SPREAD as SPREAD
 from mailmoat.limits import WORKER_START_TIMEOUT as START_TIMEOUT
@@ -39,6 +40,7 @@ from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
+from mailmoat.server.hold import GreetedHold
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -51,6 +53,7 @@ from mailmoat.server.link import (
     Strike,
     socket_pair,
 )
+from mailmoat.server.session import R_SHUTDOWN
 from mailmoat.stats import merge_histograms
 from mailmoat.store import MemoryStore
 from mailmoat.store.remote import OPERATIONS
@@ -126,10 +129,13 @@ class Supervisor(Front):
         self.stats.gauge("workers.ready", lambda: len(self._live()))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
         self.stats.gauge("sessions.local", lambda: self.slots.taken)
+        # greeted connections waiting for their client's first byte before a hand-over
+        self.hold = GreetedHold(self._talked, self._left)
+        self.stats.gauge("connections.held", self.hold.__len__)
 
     # ---------------------------------------------------------------- start
     async def start(self) -> list[tuple[str, int]]:
-        self.loop = asyncio.get_running_loop()
+        self.loop = self.hold.loop = asyncio.get_running_loop()
         self.fit_connection_cap(raise_fd_limit(), self.settings.relay.pool_size)
         await self.pipeline.start()
         await self.local.start()
@@ -225,6 +231,31 @@ class Supervisor(Front):
         if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
+        if greeted and self.hold.hold(sock, client, self._hold_time()):
+            return  # handed over once its client talks; closed here if it leaves
+        self._to_worker(sock, client, verdict, greeted)
+
+    def _hold_time(self) -> float:
+        """How long a greeted connection is held: never past a greeting timeout that its
+        session may apply (the session counts the time held, so none is late)."""
+        return min(HOLD_TIME, self.settings.timeouts.greeting, self.settings.stress.greeting)
+
+    def _talked(self, sock: socket.socket, client: Client) -> None:
+        """A held client sent its first byte, or stayed silent to the end of its hold."""
+        if self._live():
+            self._to_worker(sock, client, None, True)
+        else:
+            self._run_here(sock, client, None, True)
+
+    def _left(self, sock: socket.socket, client: Client) -> None:
+        """A held client closed the connection after the 220: no session was ever needed."""
+        sock.close()
+        self.stats.incr("connections.left_after_greeting")
+        self.pipeline.disconnect(client)  # its admission slots back
+        if logs.enabled(logging.DEBUG):
+            logs.event("left_after_greeting", logging.DEBUG, client=client.address)
+
+    def _to_worker(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         self._next_id += 1
         client.conn_id = cid = self._next_id
         worker = self._choice()[0]
@@ -239,6 +270,7 @@ class Supervisor(Front):
             client.tags,
             verdict,
             greeted,
+            client.waited,
         )
         worker.outbox.append((handover, sock))
         self._assign(cid, client, worker)
@@ -415,6 +447,9 @@ class Supervisor(Front):
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()
+        for client in self.hold.close_all(R_SHUTDOWN.to_bytes()):  # they said nothing yet
+            self.stats.incr("closed.shutdown")
+            self.pipeline.disconnect(client)
         self._hand_over()  # what was decided before the stop goes out before the stop
         workers = [w for w in self.workers if w is not None]
         for worker in workers:

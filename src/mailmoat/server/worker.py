@@ -131,6 +131,7 @@ class Worker:
                 message.address, message.port, trusted=message.trusted, conn_id=message.conn_id
             )
             client.tags = message.tags
+            client.waited = message.waited
             self.gateway.adopt(sock, client, message.verdict, message.greeted)
             return
         if sock is not None:

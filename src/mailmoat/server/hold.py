@@ -1,0 +1,113 @@
+"""The supervisor's hold on greeted connections: nothing is handed over until its client talks.
+
+A flood client that reads the 220 and leaves never needs a session; handed over at once it cost
+a worker a session, the DNS checks' lookups for its address and a disconnect line. So the
+supervisor (`server.workers` > 0) keeps a greeted connection that it would hand to a worker,
+watching it on its own event loop; when it becomes readable, a non-blocking peek (the bytes stay
+in the socket, for the session) tells data from an end:
+
+- data: it is handed over exactly as it would have been at once (the session reads what the
+  client sent as its first input: pipelining and pregreet rules are the same);
+- end of file or an error: it is closed here and its admission slot given back
+  (`connections.left_after_greeting`, a debug line: it is not a refusal);
+- silence: at its deadline (at most `HOLD_TIME`, never more than the greeting timeouts) it is
+  handed over, with the seconds it waited (`Client.waited`): its session's deadlines count them,
+  so the silence a client is allowed stays what `timeouts.greeting` says.
+
+At most `HOLD_MAX` connections are held at once; past that they are handed over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+
+from mailmoat.limits import HOLD_MAX
+from mailmoat.policy.base import Client
+
+Handler = Callable[[socket.socket, Client], None]
+
+
+class _Held:
+    __slots__ = ("client", "since", "sock", "timer")
+
+    def __init__(
+        self, sock: socket.socket, client: Client, since: float, timer: asyncio.TimerHandle
+    ) -> None:
+        self.sock = sock
+        self.client = client
+        self.since = since
+        self.timer = timer
+
+
+class GreetedHold:
+    """The greeted connections held, by descriptor. `talked(sock, client)` gets one whose
+    client sent something or stayed silent to its deadline (`client.waited` set), `left(sock,
+    client)` one whose client closed or reset it; either owns the socket from then on."""
+
+    def __init__(self, talked: Handler, left: Handler) -> None:
+        self.loop: asyncio.AbstractEventLoop  # the supervisor's, set when it starts
+        self.talked = talked
+        self.left = left
+        self.held: dict[int, _Held] = {}
+        self.limit = HOLD_MAX
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    def hold(self, sock: socket.socket, client: Client, seconds: float) -> bool:
+        """Hold `sock` for up to `seconds`; False (nothing done) when `limit` are held."""
+        if len(self.held) >= self.limit:
+            return False
+        fd = sock.fileno()
+        try:
+            self.loop.add_reader(fd, self._readable, fd)
+        except (OSError, ValueError):
+            return False
+        now = self.loop.time()
+        timer = self.loop.call_at(now + seconds, self._expired, fd)
+        self.held[fd] = _Held(sock, client, now, timer)
+        return True
+
+    def _release(self, fd: int) -> _Held | None:
+        entry = self.held.pop(fd, None)
+        if entry is not None:
+            entry.timer.cancel()
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_reader(fd)
+            entry.client.waited = max(0.0, self.loop.time() - entry.since)
+        return entry
+
+    def _readable(self, fd: int) -> None:
+        entry = self.held.get(fd)
+        if entry is None:
+            return
+        try:
+            data = entry.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # nothing after all: go on watching
+        except OSError:
+            data = b""  # reset: gone
+        self._release(fd)
+        (self.talked if data else self.left)(entry.sock, entry.client)
+
+    def _expired(self, fd: int) -> None:
+        entry = self._release(fd)
+        if entry is not None:
+            self.talked(entry.sock, entry.client)
+
+    def close_all(self, farewell: bytes) -> list[Client]:
+        """Stopping: write `farewell` to every connection held and close it (their clients
+        sent nothing, so nothing is lost); returns their clients, whose slots are to go back."""
+        clients = []
+        for fd in list(self.held):
+            entry = self._release(fd)
+            if entry is None:
+                continue
+            with contextlib.suppress(OSError):
+                entry.sock.send(farewell, socket.MSG_DONTWAIT)
+            entry.sock.close()
+            clients.append(entry.client)
+        return clients
