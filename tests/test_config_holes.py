@@ -44,6 +44,14 @@ def _token(tmp_path: Path, mode: int) -> Path:
         ('[admission]\nallow_networks = ["::/0"]\n', "admission.allow_networks", "Internet"),
         ('[score]\nexempt_networks = ["0.0.0.0/1"]\n', "score.exempt_networks", "Internet"),
         ('[harvest]\nexempt_networks = ["2000::/3"]\n', "harvest.exempt_networks", "Internet"),
+        # IPv6 prefixes that embed the IPv4 Internet: Teredo, NAT64 (well-known, local-use)
+        ('[admission]\nallow_networks = ["2001::/32"]\n', "admission.allow_networks", "Internet"),
+        ('[score]\nexempt_networks = ["64:ff9b::/96"]\n', "score.exempt_networks", "Internet"),
+        (
+            '[harvest]\nexempt_networks = ["64:ff9b:1::/48"]\n',
+            "harvest.exempt_networks",
+            "Internet",
+        ),
         (
             '[server]\nlisten = ["[::ffff:127.0.0.1]:2600"]\n',
             "server.listen",
@@ -114,7 +122,7 @@ def test_admin_token_file_naming_passwd_is_refused(tmp_path: Path) -> None:
     [
         # the width rule lets private and local space and narrow public networks through
         '[admission]\nallow_networks = ["10.0.0.0/8", "198.51.100.0/24", "fc00::/7"]\n'
-        '[score]\nexempt_networks = ["192.168.0.0/16", "2001:db8::/32"]\n'
+        '[score]\nexempt_networks = ["192.168.0.0/16", "2001:db8::/32", "64:ff9b::c000:200/120"]\n'
         '[harvest]\nexempt_networks = ["127.0.0.0/8", "203.0.0.0/16"]\n',
         '[server]\nlisten = ["127.0.0.1:2600", "[::1]:2600", "127.0.0.1:0", "127.0.0.1:0"]\n'
         '[relay]\ndownstream = "127.0.0.1:2601"\n[admin]\nlisten = "127.0.0.1:2602"\n',

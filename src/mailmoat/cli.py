@@ -67,6 +67,9 @@ def serve(
     workers: int | None,
 ) -> None:
     """Run the gateway. Flags override the config file."""
+    # From here on a SIGHUP (logrotate, systemd) is never fatal: ignored until the reload
+    # handler is in place (binding, workers and a directory to load take a while).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides: dict[str, Any] = {}
     if workers is not None:
         overrides["server.workers"] = workers
@@ -141,6 +144,8 @@ async def _serve(
     pings = asyncio.create_task(sdnotify.watchdog())
     warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)  # no reload builds anything while stopping
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sdnotify.notify("STOPPING=1")
     pings.cancel()
     warned.cancel()

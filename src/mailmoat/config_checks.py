@@ -91,8 +91,28 @@ _LOCAL_SPACE = tuple(
 )
 
 
+# IPv6 prefixes that carry IPv4 addresses, and the bit where the IPv4 address starts: Teredo
+# (the client's address, obfuscated, in the last 32 bits), NAT64's well-known and local-use
+# prefixes (RFC 6052, RFC 8215) and 6to4. A network inside one is as wide as the IPv4 network
+# it embeds: 2001::/32 or 64:ff9b::/96 stand for the whole IPv4 Internet.
+_V4_EMBEDDING = tuple(
+    (ipaddress.IPv6Network(n), offset)
+    for n, offset in (
+        ("2001::/32", 96),
+        ("64:ff9b::/96", 96),
+        ("64:ff9b:1::/48", 48),
+        ("2002::/16", 16),
+    )
+)
+
+
 def _too_wide(value: str) -> bool:
     net = ipaddress.ip_network(value, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and any(
+        net.overlaps(prefix) and net.prefixlen - offset < MIN_PUBLIC_PREFIX[4]
+        for prefix, offset in _V4_EMBEDDING
+    ):
+        return True
     return net.prefixlen < MIN_PUBLIC_PREFIX[net.version] and not any(
         net.version == s.version and net.subnet_of(s)  # type: ignore[arg-type]
         for s in _LOCAL_SPACE

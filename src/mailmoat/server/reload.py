@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from mailmoat import logs
 from mailmoat.assembly import Defences
 from mailmoat.config import ConfigError, Settings
+from mailmoat.config_checks import setting_problems
 from mailmoat.policy.networks import NetworkSet
 from mailmoat.server import sdnotify
 
@@ -144,8 +145,12 @@ class Reloader:
             return _refused(_one_line(err))
         changed = changed_keys(old, new)
         restart = [key for key in changed if needs_restart(key)]
+        applied = keep_restart_only(old, new, restart)
+        problems = setting_problems(applied)  # restart-only values put back can make a loop
+        if problems:
+            return _refused("; ".join(f"{key}: {reason}" for key, reason in problems))
         try:
-            failed = await self.target.reload(keep_restart_only(old, new, restart))
+            failed = await self.target.reload(applied)
         except Exception as err:
             return _refused(_one_line(err))
         logs.event(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,7 @@ _LOCAL = "supervisor.local"
 class WorkerProcess:
     __slots__ = (
         "failure", "index", "last", "link", "outbox", "pid", "proc", "ready", "sessions",
+        "settings",
     )  # fmt: skip
 
     def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
@@ -75,6 +77,7 @@ class WorkerProcess:
         self.sessions = 0
         self.last = 0  # the number of the last connection it was given
         self.failure = ""  # why it could not start, as it said
+        self.settings = b""  # the settings (JSON) it was started with
         # connections decided for it in this turn of the event loop, sent together at its end
         self.outbox: list[tuple[Handover, socket.socket]] = []
 
@@ -197,6 +200,9 @@ class Supervisor(Front):
 
     def _spawn(self, index: int) -> None:
         ours, theirs = socket_pair()
+        # SIGHUP blocked across the exec: the worker starts with it pending, not fatal, and
+        # unblocks it once it ignores it (a group SIGHUP during its start-up never kills it)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mailmoat.server.worker", str(theirs.fileno())],
@@ -204,11 +210,13 @@ class Supervisor(Front):
                 pass_fds=[theirs.fileno()],
             )
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
         assert proc.stdin is not None
         with proc.stdin:
             proc.stdin.write(self._settings_json)
         worker = WorkerProcess(index, proc)
+        worker.settings = self._settings_json
         worker.link = Link(
             ours,
             partial(self._message, worker),
@@ -350,9 +358,23 @@ class Supervisor(Front):
             worker.failure = message.error[:500]
             logs.event("worker_failed", logging.ERROR, pid=worker.pid, error=worker.failure)
         elif isinstance(message, Ready):
+            if worker.settings is not self._settings_json:  # a reload came while it started
+                self.spawn(self._catch_up(worker))
+                return
             worker.ready = True
             if self.stress.active:
                 worker.link.send(StressMode(True))
+
+    async def _catch_up(self, worker: WorkerProcess) -> None:
+        """A worker started with settings a reload has since replaced gets the new ones before
+        it is given a connection (else it would serve the old ones with no word said)."""
+        data = worker.settings = self._settings_json  # tried once: a failure is said, not retried
+        try:
+            await worker.link.request("reload", data, timeout=RELOAD_TIMEOUT)
+        except Exception as err:  # it keeps its old state: said, as a reload says it
+            logs.event("reload", logging.ERROR, status="failed", worker=worker.pid, error=str(err))
+        if not worker.link.closed:
+            self._message(worker, Ready(worker.pid), None)
 
     def _serve(self, worker: WorkerProcess, name: str, args: tuple[Any, ...]) -> Any:
         if name == "store" and args and args[0] in OPERATIONS:

@@ -165,6 +165,7 @@ def main(argv: list[str]) -> None:
     # worker under it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the supervisor
     fd = int(argv[1])
     settings = config.Settings.model_validate_json(sys.stdin.buffer.read())
     logs.setup(settings.log)
