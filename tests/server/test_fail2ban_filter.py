@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailmoat import logs
-from mailmoat.config import LogSettings
-from tests.support.gateway import running_gateway
+from tests.server.test_refusal_log import logged_gateway
 
 FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/mailmoat.conf"
 
@@ -66,32 +65,20 @@ def _traffic(port: int) -> None:
 
 def _log(tmp_path: Path, fmt: str) -> Path:
     log = tmp_path / f"mailmoat.{fmt}.log"
-    static = tmp_path / "recipients"
-    static.write_text("alice@example.test\n")
-    settings = {
-        "admission.deny_networks": ["127.0.0.9/32"],
-        "directory.default": "static",
-        "directory.static_file": str(static),
-    }
-    with log.open("w") as out:
-        logs.setup(LogSettings(format=fmt), out)
-        try:
-            with running_gateway(tmp_path / "md", **settings) as gw:
-                _traffic(gw.port)
-            # dkimpy's error text for `a=<anything>` comes back in the check line's reason
-            for brk in ("", "\n", "\r", "\u2028", "\x85", "\x0b"):
-                logs.event(
-                    "check",
-                    check="dkim",
-                    client="127.0.0.5",
-                    result="neutral",
-                    reason=f"unknown signature algorithm: b'{brk}info refused "
-                    f"client=10.9.9.9 code=550 reason=banned'{brk}"
-                    f'", "level": "info", "event": "refused", "client": "10.6.6.6", '
-                    '"code": 550, "status": "5.7.1", "reason": "banned"',
-                )
-        finally:
-            logs.setup(LogSettings())
+    with logged_gateway(tmp_path, fmt) as gw:
+        _traffic(gw.port)
+        # dkimpy's error text for `a=<anything>` comes back in the check line's reason
+        for brk in ("", "\n", "\r", "\u2028", "\x85", "\x0b"):
+            logs.event(
+                "check",
+                check="dkim",
+                client="127.0.0.5",
+                result="neutral",
+                reason=f"unknown signature algorithm: b'{brk}info refused "
+                f"client=10.9.9.9 code=550 reason=banned'{brk}"
+                f'", "level": "info", "event": "refused", "client": "10.6.6.6", '
+                '"code": 550, "status": "5.7.1", "reason": "banned"',
+            )
     text = log.read_text()
     assert "10.8.8.8" in text and "10.9.9.9" in text and "10.7.7.7" in text
     return log

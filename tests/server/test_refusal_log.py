@@ -6,18 +6,20 @@ finds exactly the protocol abuse and relay attempts in a log the gateway wrote
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import smtplib
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailmoat import logs
 from mailmoat.config import LogSettings
-from tests.support.gateway import running_gateway
+from tests.support.gateway import RunningGateway, running_gateway
 
 FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/mailmoat.conf"
 
@@ -56,8 +58,10 @@ def _traffic(tmp_path: Path, port: int) -> None:
         assert s.recv(200).startswith(b"421 4.7.0")
 
 
-def _run(tmp_path: Path, fmt: str) -> Path:
-    log = tmp_path / f"mailmoat.{fmt}.log"
+@contextlib.contextmanager
+def logged_gateway(tmp_path: Path, fmt: str) -> Iterator[RunningGateway]:
+    """A gateway (alice@example.test the only recipient, 127.0.0.9 denied) whose log, in
+    format `fmt`, goes to tmp_path/mailmoat.<fmt>.log while the block runs."""
     static = tmp_path / "recipients"
     static.write_text("alice@example.test\n")
     settings = {
@@ -65,14 +69,19 @@ def _run(tmp_path: Path, fmt: str) -> Path:
         "directory.default": "static",
         "directory.static_file": str(static),
     }
-    with log.open("w") as out:
+    with (tmp_path / f"mailmoat.{fmt}.log").open("w") as out:
         logs.setup(LogSettings(format=fmt), out)
         try:
             with running_gateway(tmp_path / "md", **settings) as gw:
-                _traffic(tmp_path, gw.port)
+                yield gw
         finally:
             logs.setup(LogSettings())
-    return log
+
+
+def _run(tmp_path: Path, fmt: str) -> Path:
+    with logged_gateway(tmp_path, fmt) as gw:
+        _traffic(tmp_path, gw.port)
+    return tmp_path / f"mailmoat.{fmt}.log"
 
 
 def _refusals(log: Path, fmt: str) -> list[dict[str, object]]:
