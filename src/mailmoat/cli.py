@@ -144,8 +144,9 @@ async def _serve(
     pings = asyncio.create_task(sdnotify.watchdog())
     warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
     await stop.wait()
-    loop.remove_signal_handler(signal.SIGHUP)  # no reload builds anything while stopping
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # no reload builds anything while stopping: the handler is replaced by one that does
+    # nothing (removing it would leave SIGHUP fatal for a moment)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
     sdnotify.notify("STOPPING=1")
     pings.cancel()
     warned.cancel()

@@ -107,7 +107,7 @@ def test_sighup_during_start_up_never_kills_it(tmp_path: Path) -> None:
 def test_sighup_while_stopping_reloads_nothing(tmp_path: Path) -> None:
     with served(tmp_path, **{"log.level": "info"}) as srv:
         srv.proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: "stopping" in (tmp_path / "mailmoat.log").read_text(), "stopping")
+        wait_until(lambda: " stopping " in (tmp_path / "mailmoat.log").read_text(), "stopping")
         for _ in range(3):
             with contextlib.suppress(ProcessLookupError):
                 srv.proc.send_signal(signal.SIGHUP)
