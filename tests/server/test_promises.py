@@ -26,8 +26,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailmoat.server.admin import fetch
 from mailmoat.server.front import FD_RESERVE
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 POOL = 10  # relay.pool_size, kept free for the downstream connections
 
@@ -125,9 +127,15 @@ def test_max_connections_is_lowered_to_fit_the_descriptor_limit(
         server={"workers": workers},
         admission={"max_connections": 10000, "max_per_ip": 1000, "max_per_network": 1000},
         stress={"start_at": 1.0, "stop_at": 1.0},
+        admin={"listen": str(tmp_path / "admin.sock")},
     )
     held: list[socket.socket] = []
     with serve(conf, port, nofile=nofile) as proc:
+        # the readiness probe's connection holds a place until the server has seen it close
+        wait_until(
+            lambda: fetch(str(tmp_path / "admin.sock"))["gauges"]["connections.active"] == 0,  # type: ignore[index]
+            "the readiness probe's place given back",
+        )
         try:
             # distinct addresses, so no per-address rate or limit interferes
             for i in range(cap):
