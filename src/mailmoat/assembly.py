@@ -32,7 +32,10 @@ The roles select from this list; none builds its own:
 * the supervisor: the `front` part at accept (`Defences.checks`), and all of it for the few
   sessions it runs itself, the front's connect hooks skipped (they ran at accept);
 * a worker: all of it, the front's connect hooks skipped (the supervisor admitted the client),
-  with `Remote` parts in place of admission and bans, whose state lives with the supervisor.
+  with `Remote` parts in place of admission and bans, whose state lives with the supervisor;
+* the Postfix policy service (`role="policy"`): admission and bans of the front (Postfix owns
+  the SMTP dialogue: no pregreet, no tarpit of errors), relay_access, harvest and recipients;
+  the DNS checks and Authentication-Results belong to the milter, which sees the message.
 
 `Defences` is built once per process: it holds live state (connection counts, strikes, stress
 mode). `build` makes the whole list from the settings and is what a reload (SIGHUP) calls
@@ -48,7 +51,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.directory import build_directories
@@ -127,22 +130,27 @@ def build(
     store: Store,
     defences: Defences,
     resolver: Resolver | None = None,
+    *,
+    role: Literal["gateway", "policy"] = "gateway",
 ) -> list[Check]:
     """Every check of a process for `settings`, in order: the front (`defences`, kept as it
     is), then the session's checks, made anew. `resolver`: the DNS checks' (default: one
-    from `settings.dns`).
+    from `settings.dns`). `role="policy"`: the policy service's part of the list.
 
     For a reload: start the new list's checks (`Pipeline.start`) before it serves, and once
     the sessions under the old list have ended, close only the old checks that are not in
     `defences.checks()`: the front is shared by both lists."""
-    checks: list[Check] = [*defences.checks(), RelayAccess(settings.domains)]
+    policy = role == "policy"
+    front = [defences.first, defences.bans] if policy else defences.checks()
+    checks: list[Check] = [*front, RelayAccess(settings.domains)]
     directories = build_directories(settings, store)
     detector = None
     if directories is not None and settings.harvest.enabled:
         detector = HarvestDetector(settings.harvest, store, settings.domains.relay_networks)
         checks.append(HarvestCheck(detector))
-    checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
-    if settings.dns.checks:
+    if not policy:
+        checks.append(ForgedResultsCheck(settings.auth, settings.server.hostname))
+    if settings.dns.checks and not policy:
         checks += _dns_checks(
             settings, store, resolver if resolver is not None else Resolver(settings.dns)
         )

@@ -234,3 +234,28 @@ RELOAD_RETIRE_POLL = 1.0
 old state (whose checks and delivery are closed then)."""
 RELOAD_TIMEOUT = 30.0
 """Seconds a worker has to build its new state on a reload (a directory to load)."""
+
+# --- Postfix policy service (postfix_policy) ----------------------------------------------------
+POLICY_MAX_LINE = 4096
+"""Longest `name=value` line of a policy request, in octets (Postfix's longest attribute, a
+recipient or a certificate subject, is well under 1 KiB)."""
+POLICY_MAX_ATTRIBUTES = 64
+"""Attributes in one policy request (Postfix 3.7 sends about 30)."""
+POLICY_MAX_REQUEST = 16 * KiB
+"""Octets of one policy request, all its lines together."""
+POLICY_READ_CHUNK = 16 * KiB
+"""Octets read from a policy connection at a time."""
+POLICY_READ_TIME = 10.0
+"""Seconds a policy request may take to arrive once its first octet came (Postfix writes a
+request at once; a peer that stops mid-request is closed)."""
+POLICY_IDLE_TIME = 330.0
+"""Seconds a policy connection may stay idle between requests: longer than Postfix's
+smtpd_policy_service_max_idle (300 s), so Postfix closes first."""
+POLICY_CONNECTIONS = 256
+"""Policy connections served at once (one per busy Postfix smtpd process); more are closed."""
+POLICY_SESSIONS = 20000
+"""Postfix SMTP sessions the policy service remembers (its connect-stage verdict, its unknown
+recipients), the oldest forgotten first."""
+POLICY_SESSION_TIME = 600.0
+"""Seconds a remembered Postfix SMTP session is kept: a request after that (or with
+protocol_state CONNECT) runs the connect stage again."""

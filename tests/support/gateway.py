@@ -34,7 +34,7 @@ class RunningGateway:
         try:
             self.gateway = Gateway(self.settings, clock=self.clock)
             bound = self.loop.run_until_complete(self.gateway.start())
-            self.port = bound[0][1]
+            self.port = bound[0][1] if bound else 0  # 0: only side services (server.listen = [])
         except BaseException as err:  # reported to the test thread
             self._error = err
             self._ready.set()

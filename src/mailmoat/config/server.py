@@ -16,7 +16,7 @@ from mailmoat.config.base import KiB, MiB, Section, split_endpoint
 class ServerSettings(Section):
     listen: list[str] = Field(
         default=["127.0.0.1:2525"],
-        description="Addresses to listen on, HOST:PORT each ([::1]:PORT for IPv6); use port 25 in production.",
+        description="Addresses to listen on, HOST:PORT each ([::1]:PORT for IPv6); use port 25 in production. Empty: run only the side services (policy.listen).",
     )
     hostname: str = Field(
         default_factory=lambda: socket.getfqdn(),
@@ -72,8 +72,6 @@ class ServerSettings(Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one listen address is needed")
         for x in v:
             host, _ = split_endpoint(x)
             try:

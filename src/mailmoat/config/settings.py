@@ -39,6 +39,7 @@ from mailmoat.config.dnschecks import (
     ScoreSettings,
     SpfSettings,
 )
+from mailmoat.config.integrated import PolicySettings
 from mailmoat.config.server import (
     AdminSettings,
     LogSettings,
@@ -76,10 +77,20 @@ class Settings(Section):
     dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     def directory_for(self, domain: str) -> DirectorySource:
         """The directory that vouches for recipients in `domain` (a local domain)."""
         return self.directory.domains.get(domain, self.directory.default)
+
+    @model_validator(mode="after")
+    def _something_to_serve(self) -> Settings:
+        if not self.server.listen and not self.policy.listen:
+            raise ValueError(
+                "server.listen is empty and no side service is on (policy.listen):"
+                " there is nothing to serve"
+            )
+        return self
 
     @model_validator(mode="after")
     def _directories(self) -> Settings:

@@ -30,6 +30,7 @@ from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
+from mailmoat.server.side import SideService, build_sides
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.smtp.writers import greeting_bytes
 from mailmoat.stats import Stats
@@ -81,6 +82,7 @@ class Front:
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
         self.servers: list[Listener] = []
+        self.sides: list[SideService] = []
         self.admin: AdminServer | None = None
         self.loop: asyncio.AbstractEventLoop
         self._ticker: asyncio.TimerHandle | None = None
@@ -298,6 +300,27 @@ class Front:
             admin.listen, snapshot, health.problems, token, bans=self.defences.bans
         )
         await self.admin.start()
+
+    async def start_sides(self) -> list[str]:
+        """Start the side services the settings switch on (`server.side`); returns their
+        endpoints. Raises OSError, with none left running, when one cannot start."""
+        self.sides = build_sides(self.settings, self)
+        bound: list[str] = []
+        try:
+            for service in self.sides:
+                bound += await service.start()
+        except BaseException:
+            await self.close_sides()
+            raise
+        return bound
+
+    async def close_sides(self) -> None:
+        for service in reversed(self.sides):
+            try:
+                await service.close()
+            except Exception:
+                logs.log.exception("closing the %s service", service.name)
+        self.sides = []
 
     def stop_listening(self) -> None:
         if self._ticker is not None:

@@ -107,6 +107,7 @@ class Gateway(Front):
         bound = [] if self.worker else await self.listen()
         if self.settings.admin.listen and not self.worker:
             await self.start_admin(self.stats.snapshot)
+        sides = [] if self.worker else await self.start_sides()
         self.start_ticker()
         if not self.worker:
             logs.event(
@@ -117,6 +118,7 @@ class Gateway(Front):
                 domains=self.settings.domains.local,
                 max_connections=self.defences.admission.max_connections,
                 admin=self.settings.admin.listen or None,
+                side=sides or None,
             )
         return bound
 
@@ -228,6 +230,7 @@ class Gateway(Front):
     async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
         self.stop_listening()
+        await self.close_sides()
         for session in list(self.sessions):
             session.shutdown()
         loop = asyncio.get_running_loop()

@@ -155,6 +155,7 @@ class Supervisor(Front):
             bound = await self.listen()
             if self.settings.admin.listen:
                 await self.start_admin(self.snapshot)
+            sides = await self.start_sides()
         except OSError:
             await self.stop(0)  # no worker outlives a supervisor that could not start
             raise
@@ -167,6 +168,7 @@ class Supervisor(Front):
             max_connections=self.defences.admission.max_connections,
             workers=self.size,
             admin=self.settings.admin.listen or None,
+            side=sides or None,
         )
         return bound
 
@@ -469,6 +471,7 @@ class Supervisor(Front):
         """Stop accepting; the workers finish their deliveries (up to `grace` s) and exit."""
         self.stopping = True
         self.stop_listening()
+        await self.close_sides()
         for client in self.hold.close_all(R_SHUTDOWN.to_bytes()):  # they said nothing yet
             self.stats.incr("closed.shutdown")
             self.pipeline.disconnect(client)

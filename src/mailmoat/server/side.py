@@ -1,0 +1,58 @@
+"""Side services: what runs beside an existing MTA (the Postfix policy service, the milter),
+on the same defences, store and counters as the gateway of this process.
+
+Each is made by a factory in `FACTORIES` from the settings and the host (the one-process
+`Gateway` or the `Supervisor`: never a worker), returning None when its setting is off. The
+host starts them after its own listeners (`Front.start_sides`) and closes them first when it
+stops. With `server.listen = []` the host listens on nothing and only they serve.
+
+Adding one: a factory here, and its name in `FACTORIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from mailmoat.assembly import Defences
+from mailmoat.config import Settings
+from mailmoat.stats import Stats
+from mailmoat.store import Store
+
+
+class Host(Protocol):
+    """What a side service may use of the process it runs in."""
+
+    settings: Settings
+    store: Store
+    defences: Defences
+    stats: Stats
+
+
+class SideService(Protocol):
+    name: str
+
+    async def start(self) -> list[str]:
+        """Listen; returns the bound endpoints (`HOST:PORT` or a socket path). Raises OSError
+        when it cannot (the process does not start)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening, end the connections, release what `start` took."""
+        ...
+
+
+def policy_service(settings: Settings, host: Host) -> SideService | None:
+    if not settings.policy.listen:
+        return None
+    from mailmoat.postfix_policy.service import PolicyService
+
+    return PolicyService(settings, host.store, host.defences, host.stats)
+
+
+FACTORIES: tuple[Callable[[Settings, Host], SideService | None], ...] = (policy_service,)
+
+
+def build_sides(settings: Settings, host: Host) -> list[SideService]:
+    """The side services `settings` switch on."""
+    return [s for make in FACTORIES if (s := make(settings, host)) is not None]

@@ -1,0 +1,202 @@
+"""The policy service on the gateway's state, driven as Postfix's smtpd drives it."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat.postfix_policy.answers import DEFER_TIMEOUT
+from tests.support.gateway import RunningGateway, gateway_settings, running_gateway
+from tests.support.policy_client import PolicyClient
+from tests.support.ports import free_port
+
+UNKNOWN = "550 5.1.1 Recipient address rejected: no such user"
+
+
+def policy_settings(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\nbob@example.test\n")
+    return {
+        "server.listen": [],
+        "policy.listen": f"127.0.0.1:{free_port()}",
+        "directory.default": "static",
+        "directory.static_file": str(users),
+        "harvest.tarpit_after": 3,
+        "harvest.threshold": 3,
+        "harvest.ban_after": 3,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Iterator[tuple[RunningGateway, tuple[str, int]]]:
+    overrides = policy_settings(tmp_path)
+    with running_gateway(tmp_path / "Maildir", **overrides) as gw:
+        host, port = overrides["policy.listen"].split(":")
+        yield gw, (host, int(port))
+
+
+def test_only_side_services_listen(policy: tuple[RunningGateway, tuple[str, int]]) -> None:
+    gw, address = policy
+    assert gw.port == 0 and gw.gateway is not None and not gw.gateway.servers
+    with PolicyClient(address) as client:
+        assert client.ask("RCPT", recipient="alice@example.test") == "DUNNO"
+
+
+def test_known_unknown_and_relay(policy: tuple[RunningGateway, tuple[str, int]]) -> None:
+    _, address = policy
+    with PolicyClient(address) as client:
+        assert client.ask("RCPT", recipient="bob@example.test") == "DUNNO"
+        assert client.ask("RCPT", recipient="nobody@example.test") == UNKNOWN
+        assert client.ask("RCPT", recipient="x@elsewhere.test").startswith("554 5.7.1")
+        assert client.ask("RCPT", recipient="postmaster") == "DUNNO"
+        # the other stages have nothing to refuse for a clean client
+        for state in ("CONNECT", "EHLO", "MAIL", "DATA", "END-OF-MESSAGE", "ETRN"):
+            assert client.ask(state) == "DUNNO"
+
+
+def test_unknown_recipients_ban_the_client_for_everyone(
+    policy: tuple[RunningGateway, tuple[str, int]],
+) -> None:
+    """Harvest scores are the gateway's: three unknown recipients (harvest.ban_after) ban the
+    address, and a new session of it is refused at once; another address is not."""
+    gw, address = policy
+    with PolicyClient(address) as client:
+        for i in range(3):
+            assert client.ask("RCPT", recipient=f"guess{i}@example.test") == UNKNOWN
+    assert gw.gateway is not None
+    assert gw.run(gw.gateway.store.get("ban:dha:ip:192.0.2.7")) is not None
+    with PolicyClient(address) as client:
+        refused = client.ask("RCPT", client_port="40001", recipient="alice@example.test")
+        assert refused.startswith("421 4.7.0")
+        assert client.ask("RCPT", client_address="192.0.2.8") == "DUNNO"
+
+
+def test_denied_network_and_manual_ban(tmp_path: Path) -> None:
+    overrides = policy_settings(tmp_path, **{"admission.deny_networks": ["198.51.100.0/24"]})
+    host, port = overrides["policy.listen"].split(":")
+    with (
+        running_gateway(tmp_path / "Maildir", **overrides) as gw,
+        PolicyClient((host, int(port))) as client,
+    ):
+        assert client.ask(client_address="198.51.100.9").startswith("421 4.7.0")
+        assert gw.gateway is not None
+        gw.run(gw.gateway.defences.bans.ban_manually("203.0.113.5", 600))
+        assert client.ask(client_address="203.0.113.5", client_port="1").startswith("421 4.7.0")
+        assert client.ask(client_address="203.0.113.6") == "DUNNO"
+
+
+def test_connection_rate_counts_sessions_not_requests(tmp_path: Path) -> None:
+    """admission.max_rate counts Postfix's SMTP sessions (client_port): one session asks for
+    many recipients without being limited; the third session in the window is refused."""
+    overrides = policy_settings(tmp_path, **{"admission.max_rate": 2})
+    host, port = overrides["policy.listen"].split(":")
+    with (
+        running_gateway(tmp_path / "Maildir", **overrides),
+        PolicyClient((host, int(port))) as client,
+    ):
+        for _ in range(5):
+            assert client.ask(client_port="1000") == "DUNNO"
+        assert client.ask(client_port="1001") == "DUNNO"
+        assert client.ask(client_port="1002").startswith("421 4.7.0")
+
+
+def test_malformed_input_closes_only_that_connection(
+    policy: tuple[RunningGateway, tuple[str, int]],
+) -> None:
+    gw, address = policy
+    assert gw.gateway is not None
+    with PolicyClient(address) as good:
+        assert good.ask() == "DUNNO"
+        for bad in (
+            b"this is not a policy request\n\n",
+            b"request=smtpd_access_policy\n" + b"x=" + b"y" * 10000 + b"\n\n",
+            b"request=something_else\nclient_address=192.0.2.1\n\n",
+            b"request=smtpd_access_policy\nclient_address=not-an-ip\n\n",
+        ):
+            with PolicyClient(address) as client:
+                client.send(bad)
+                assert client.closed()
+            assert good.ask() == "DUNNO"
+    snapshot = gw.call(gw.gateway.stats.snapshot)
+    counters = snapshot.get("counters", snapshot)
+    malformed = {k: v for k, v in counters.items() if k.startswith("policy.malformed.")}
+    assert malformed == {
+        "policy.malformed.malformed_line": 1,
+        "policy.malformed.line_too_long": 1,
+        "policy.malformed.unknown_request": 1,
+        "policy.malformed.bad_client_address": 1,
+    }
+
+
+def test_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "policy.sock")
+    overrides = policy_settings(tmp_path, **{"policy.listen": path})
+    with running_gateway(tmp_path / "Maildir", **overrides), PolicyClient(path) as client:
+        assert client.ask(recipient="nobody@example.test") == UNKNOWN
+
+
+def test_slow_directory_gets_defer_if_permit(tmp_path: Path) -> None:
+    """A call-ahead server that never answers: past policy.timeout the answer is a temporary
+    DEFER_IF_PERMIT, never DUNNO (invariant 6)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    overrides = policy_settings(
+        tmp_path,
+        **{
+            "directory.default": "callahead",
+            "callahead.server": f"127.0.0.1:{silent.getsockname()[1]}",
+            "policy.timeout": 1.0,
+        },
+    )
+    host, port = overrides["policy.listen"].split(":")
+    try:
+        with (
+            running_gateway(tmp_path / "Maildir", **overrides),
+            PolicyClient((host, int(port))) as client,
+        ):
+            assert client.ask(recipient="alice@example.test") == DEFER_TIMEOUT
+    finally:
+        stop.set()
+        thread.join()
+        silent.close()
+        for sock in held:
+            sock.close()
+
+
+def test_beside_the_gateway_one_state(tmp_path: Path) -> None:
+    """The policy service beside a listening gateway: a harvester it bans is refused by the
+    gateway's SMTP listener too (one store, one set of bans)."""
+    overrides = policy_settings(tmp_path, **{"server.listen": ["127.0.0.1:0"]})
+    host, port = overrides["policy.listen"].split(":")
+    settings = gateway_settings(tmp_path / "Maildir", **overrides)
+    gw = RunningGateway(settings).start()
+    try:
+        with PolicyClient((host, int(port))) as client:
+            for i in range(3):
+                assert client.ask(client_address="127.0.0.1", recipient=f"g{i}@example.test")
+        with pytest.raises(smtplib.SMTPConnectError) as err:
+            smtplib.SMTP("127.0.0.1", gw.port, timeout=10)
+        assert err.value.smtp_code == 421
+    finally:
+        gw.stop()
