@@ -9,8 +9,16 @@ out of time) is `DEFER_IF_PERMIT`: a temporary failure unless Postfix refuses an
 
 from __future__ import annotations
 
+import re
+
 from mailmoat.policy.base import Decision, Verdict
 from mailmoat.smtp.replies import Reply, clean_text
+
+# Postfix puts "<address>: Recipient address rejected: " (or the client's, sender's, HELO's)
+# before the text of an action: the same words at the start of ours would be said twice.
+_POSTFIX_SAYS = re.compile(
+    r"^(Client host|Sender address|Recipient address|Helo command) rejected: "
+)
 
 DUNNO = "DUNNO"
 DEFER_FAILURE = "DEFER_IF_PERMIT 4.3.0 Policy check failed, try again later"
@@ -31,4 +39,5 @@ def action(verdict: Verdict) -> str:
     if reply is None:
         return DUNNO
     status = f" {reply.enhanced}" if reply.enhanced else ""
-    return f"{reply.code}{status} {clean_text(reply.text)}"
+    text = _POSTFIX_SAYS.sub("", clean_text(reply.text), count=1)
+    return f"{reply.code}{status} {text or 'Rejected'}"
