@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from mailmoat.config import ConfigError
 from mailmoat.postfix_policy.answers import DEFER_TIMEOUT
 from tests.support.gateway import RunningGateway, gateway_settings, running_gateway
 from tests.support.policy_client import PolicyClient
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 UNKNOWN = "550 5.1.1 no such user"  # Postfix says "Recipient address rejected:" itself
 
@@ -200,3 +202,46 @@ def test_beside_the_gateway_one_state(tmp_path: Path) -> None:
         assert err.value.smtp_code == 421
     finally:
         gw.stop()
+
+
+def test_peer_stuck_mid_request_or_leaving_is_closed_and_counted(
+    policy: tuple[RunningGateway, tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw, address = policy
+    assert gw.gateway is not None
+    monkeypatch.setattr("mailmoat.postfix_policy.service.POLICY_READ_TIME", 0.3)
+    with PolicyClient(address) as good:
+        with PolicyClient(address) as stuck:
+            stuck.send(b"request=smtpd_access_policy\nclient_addr")
+            assert stuck.closed()
+        with PolicyClient(address) as leaving:
+            leaving.send(b"request=smtpd_access_policy\n")
+        assert good.ask() == "DUNNO"
+
+    def counters() -> dict[str, int]:
+        snapshot = gw.call(gw.gateway.stats.snapshot)
+        return snapshot.get("counters", snapshot)
+
+    wait_until(lambda: counters().get("policy.malformed.truncated") == 1, "truncated counted")
+    assert counters().get("policy.closed.timeout") == 1
+
+
+def test_connections_are_capped(
+    policy: tuple[RunningGateway, tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, address = policy
+    monkeypatch.setattr("mailmoat.postfix_policy.service.POLICY_CONNECTIONS", 2)
+    with PolicyClient(address) as one, PolicyClient(address) as two:
+        assert one.ask() == two.ask() == "DUNNO"
+        with PolicyClient(address) as three:
+            assert three.closed()
+        assert one.ask() == "DUNNO"
+    with PolicyClient(address) as again:  # the places are given back
+        assert again.ask() == "DUNNO"
+
+
+def test_nothing_to_serve_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.listen is empty"):
+        gateway_settings(tmp_path, **{"server.listen": []})
+    with pytest.raises(ConfigError, match="policy"):
+        gateway_settings(tmp_path, **{"policy.listen": "localhost"})
