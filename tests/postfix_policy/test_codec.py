@@ -123,7 +123,7 @@ def test_encode_action() -> None:
 SMALL = PolicyLimits(max_line=64, max_attributes=5, max_request=200)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=80), max_size=12))
 def test_fuzz_never_more_than_the_bounds(chunks: list[bytes]) -> None:
     """Any bytes, in any pieces: requests within the bounds, or PolicyProtocolError; the
@@ -139,12 +139,15 @@ def test_fuzz_never_more_than_the_bounds(chunks: list[bytes]) -> None:
         assert err.reason
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.lists(
         st.dictionaries(
             st.from_regex(r"[a-z_]{1,20}", fullmatch=True),
-            st.text(st.characters(blacklist_characters="\n\r\x00"), max_size=30),
+            st.text(
+                st.characters(blacklist_characters="\n\r\x00", blacklist_categories=("Cs",)),
+                max_size=30,
+            ),
             min_size=1,
             max_size=5,
         ),

@@ -245,3 +245,24 @@ def test_nothing_to_serve_is_a_clear_error(tmp_path: Path) -> None:
         gateway_settings(tmp_path, **{"server.listen": []})
     with pytest.raises(ConfigError, match="policy"):
         gateway_settings(tmp_path, **{"policy.listen": "localhost"})
+
+
+def test_reload_gives_the_policy_service_the_new_directory_and_lists(tmp_path: Path) -> None:
+    overrides = policy_settings(tmp_path)
+    host, port = overrides["policy.listen"].split(":")
+    with (
+        running_gateway(tmp_path / "Maildir", **overrides) as gw,
+        PolicyClient((host, int(port))) as client,
+    ):
+        assert gw.gateway is not None
+        assert client.ask(recipient="carol@example.test") == UNKNOWN
+        assert client.ask(client_address="192.0.2.99") == "DUNNO"
+        (tmp_path / "users").write_text("alice@example.test\ncarol@example.test\n")
+        denied = {**overrides, "admission.deny_networks": ["192.0.2.99/32"]}
+        new = gateway_settings(tmp_path / "Maildir", **denied)
+        assert gw.run(gw.gateway.reload(new)) == []
+        assert client.ask(recipient="carol@example.test") == "DUNNO"
+        assert client.ask(recipient="alice@example.test") == "DUNNO"
+        assert client.ask(recipient="bob@example.test") == UNKNOWN
+        # the session of 192.0.2.99 was let in before: it is asked again under the new lists
+        assert client.ask(client_address="192.0.2.99").startswith("421 4.7.0")

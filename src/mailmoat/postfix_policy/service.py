@@ -73,9 +73,12 @@ class PolicyService:
     def __init__(self, settings: Settings, store: Store, defences: Defences, stats: Stats) -> None:
         self.settings = settings
         self.stats = stats
+        self.store = store
         self.defences = defences
         self.pipeline = Pipeline(assembly.build(settings, store, defences, role="policy"))
         self.server: asyncio.Server | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._old: list[Pipeline] = []  # replaced by a reload, closed once past their use
         self.connections: set[asyncio.Task[None]] = set()
         self.sessions: OrderedDict[tuple[str, str], _Session] = OrderedDict()
         stats.gauge("policy.connections", lambda: len(self.connections))
@@ -106,7 +109,7 @@ class PolicyService:
                 h, p = sock.getsockname()[:2]
                 bound = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}"]
         except BaseException:
-            await self._close_checks()
+            await self._close_checks(self.pipeline)
             raise
         logs.event("policy_service", action="listening", address=bound[0])
         return bound
@@ -117,17 +120,51 @@ class PolicyService:
         for task in list(self.connections):
             task.cancel()
         await asyncio.gather(*self.connections, return_exceptions=True)
-        for session in self.sessions.values():
-            self.pipeline.disconnect(session.client)
-        self.sessions.clear()
-        await self._close_checks()
+        self._forget_all()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for pipeline in [*self._old, self.pipeline]:
+            await self._close_checks(pipeline)
+        self._old.clear()
 
-    async def _close_checks(self) -> None:
+    async def reload(self, settings: Settings) -> None:
+        """Answer from `settings` from now on (a new directory, new lists): the checks are
+        built and started anew (raises, changing nothing, when they cannot); the old ones are
+        closed once the requests in flight are past their deadline. The remembered sessions
+        are forgotten: their next request runs the connect stage under the new lists."""
+        pipeline = Pipeline(assembly.build(settings, self.store, self.defences, role="policy"))
+        try:
+            await pipeline.start()
+        except BaseException:
+            await self._close_checks(pipeline)
+            raise
+        old, self.pipeline, self.settings = self.pipeline, pipeline, settings
+        self._forget_all(old)
+        self._old.append(old)
+        task = asyncio.create_task(self._retire(old, settings.policy.timeout))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Pipeline, after: float) -> None:
+        await asyncio.sleep(after)
+        self._old.remove(old)
+        await self._close_checks(old)
+
+    async def _close_checks(self, pipeline: Pipeline) -> None:
         """Close the checks this service made (the front belongs to the host)."""
         front = self.defences.checks()
-        for check in reversed(self.pipeline.checks):
+        for check in reversed(pipeline.checks):
             if all(check is not f for f in front):
-                await check.close()
+                try:
+                    await check.close()
+                except Exception:
+                    logs.log.exception("closing the policy service's %s", check.name)
+
+    def _forget_all(self, pipeline: Pipeline | None = None) -> None:
+        for session in self.sessions.values():
+            (pipeline or self.pipeline).disconnect(session.client)
+        self.sessions.clear()
 
     # ------------------------------------------------------------------ connections
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -314,6 +314,17 @@ class Front:
             raise
         return bound
 
+    async def reload_sides(self, settings: Settings) -> list[str]:
+        """Reload every side service; returns those that could not, one line each (they
+        keep their old settings)."""
+        failed = []
+        for service in self.sides:
+            try:
+                await service.reload(settings)
+            except Exception as err:
+                failed.append(f"{service.name} service: {err}")
+        return failed
+
     async def close_sides(self) -> None:
         for service in reversed(self.sides):
             try:

@@ -105,9 +105,9 @@ class Gateway(Front):
         await self.pipeline.start()
         await self.delivery.start()
         bound = [] if self.worker else await self.listen()
+        sides = [] if self.worker else await self.start_sides()
         if self.settings.admin.listen and not self.worker:
             await self.start_admin(self.stats.snapshot)
-        sides = [] if self.worker else await self.start_sides()
         self.start_ticker()
         if not self.worker:
             logs.event(
@@ -147,7 +147,7 @@ class Gateway(Front):
         self._install(HostState(settings, pipeline, delivery, context))
         self._retiring.append(old)
         self.spawn(self._retire(old))
-        return []
+        return await self.reload_sides(settings)
 
     async def _retire(self, old: HostState) -> None:
         """Close what only `old` used once no session runs under it any more (looked at after

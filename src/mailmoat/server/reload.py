@@ -43,6 +43,7 @@ RESTART = (
     "store",  # the store and what it holds live on
     "admin",  # the admin listener
     "log",
+    "policy.listen",  # a side service's listener is opened once
 )
 """Settings (or whole sections) a reload does not change: they keep the value they started
 with, and the reload's log line names them when the file changed them."""

@@ -37,6 +37,11 @@ class SideService(Protocol):
         when it cannot (the process does not start)."""
         ...
 
+    async def reload(self, settings: Settings) -> None:
+        """Serve from `settings` from now on (SIGHUP; its listen address is restart-only).
+        Raises, and keeps the old settings, when it cannot."""
+        ...
+
     async def close(self) -> None:
         """Stop listening, end the connections, release what `start` took."""
         ...

@@ -153,9 +153,9 @@ class Supervisor(Front):
             await asyncio.sleep(0.02)
         try:
             bound = await self.listen()
+            sides = await self.start_sides()  # before the admin: its /healthz means all is up
             if self.settings.admin.listen:
                 await self.start_admin(self.snapshot)
-            sides = await self.start_sides()
         except OSError:
             await self.stop(0)  # no worker outlives a supervisor that could not start
             raise
@@ -187,6 +187,7 @@ class Supervisor(Front):
         if len(data) > MAX_MESSAGE - 1024:
             raise ValueError(f"configuration too large to pass to the workers ({len(data)} B)")
         await self.local.reload(settings)
+        failed = await self.reload_sides(settings)
         self.settings = settings
         self._settings_json = data  # a worker started from now on gets these
         live = self._live()
@@ -194,7 +195,7 @@ class Supervisor(Front):
             *(w.link.request("reload", data, timeout=RELOAD_TIMEOUT) for w in live),
             return_exceptions=True,
         )
-        return [
+        return failed + [
             f"worker {w.pid}: {answer}"
             for w, answer in zip(live, answers, strict=True)
             if isinstance(answer, BaseException)
