@@ -58,6 +58,7 @@ def test_known_unknown_and_relay(policy: tuple[RunningGateway, tuple[str, int]])
         assert client.ask("RCPT", recipient="nobody@example.test") == UNKNOWN
         assert client.ask("RCPT", recipient="x@elsewhere.test").startswith("554 5.7.1")
         assert client.ask("RCPT", recipient="postmaster") == "DUNNO"
+        assert client.ask("VRFY", recipient="nobody@example.test") == UNKNOWN
         # the other stages have nothing to refuse for a clean client
         for state in ("CONNECT", "EHLO", "MAIL", "DATA", "END-OF-MESSAGE", "ETRN"):
             assert client.ask(state) == "DUNNO"
@@ -107,6 +108,9 @@ def test_connection_rate_counts_sessions_not_requests(tmp_path: Path) -> None:
             assert client.ask(client_port="1000") == "DUNNO"
         assert client.ask(client_port="1001") == "DUNNO"
         assert client.ask(client_port="1002").startswith("421 4.7.0")
+        # a CONNECT request starts a new session on the same port: counted, and refused
+        assert client.ask("CONNECT", client_port="1000").startswith("421 4.7.0")
+        assert client.ask("RCPT", client_port="1000").startswith("421 4.7.0")
 
 
 def test_malformed_input_closes_only_that_connection(
