@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,20 @@ def test_reload_gives_the_policy_service_the_new_directory_and_lists(tmp_path: P
         assert client.ask(recipient="bob@example.test") == UNKNOWN
         # the session of 192.0.2.99 was let in before: it is asked again under the new lists
         assert client.ask(client_address="192.0.2.99").startswith("421 4.7.0")
+
+
+def test_harvest_tarpit_delays_the_answer(tmp_path: Path) -> None:
+    """Past harvest.tarpit_after unknown recipients, every answer to that client waits, valid
+    recipient or not, as at the gateway."""
+    overrides = policy_settings(
+        tmp_path,
+        **{"harvest.tarpit_after": 1, "harvest.tarpit_delay": 0.4, "harvest.tarpit_max": 0.4},
+    )
+    host, port = overrides["policy.listen"].split(":")
+    with running_gateway(tmp_path / "Maildir", **overrides), PolicyClient(
+        (host, int(port))
+    ) as client:
+        assert client.ask(recipient="guess@example.test") == UNKNOWN
+        started = time.monotonic()
+        assert client.ask(recipient="alice@example.test") == "DUNNO"
+        assert time.monotonic() - started >= 0.4

@@ -261,11 +261,8 @@ class PolicyService:
         key = (client.address, request.get("client_port") or request.get("instance", ""))
         now = asyncio.get_running_loop().time()
         session = self.sessions.get(key)
-        if (
-            session is not None
-            and state != "CONNECT"
-            and now - session.started < (POLICY_SESSION_TIME)
-        ):
+        fresh = session is not None and now - session.started < POLICY_SESSION_TIME
+        if session is not None and fresh and state != "CONNECT":
             return session
         if session is not None:
             self._forget(key)
