@@ -323,11 +323,13 @@ def _endpoint_problems(settings: Any) -> list[tuple[str, str]]:
             out.append(("server.listen", f"{value} is listed twice (as {seen[bound]})"))
         seen.setdefault(bound, value)
     admin = settings.admin.listen
+    policy = settings.policy.listen
     admin_at = _endpoint(admin) if admin and not admin.startswith("/") else None
     others: tuple[tuple[str, str | None], ...] = (
         ("relay.downstream", settings.relay.downstream),
         ("callahead.server", settings.callahead.server),
         ("admin.listen", admin if admin_at else None),
+        ("policy.listen", None if policy.startswith("/") else policy),
     )
     for key, value in others:
         target = _endpoint(value) if value else None
@@ -335,7 +337,8 @@ def _endpoint_problems(settings: Any) -> list[tuple[str, str]]:
             continue
         for listen, at in listens:
             if _same_endpoint(at, target) or _same_endpoint(target, at):
-                why = "a mail loop" if key != "admin.listen" else "the port is taken"
+                loop = key not in ("admin.listen", "policy.listen")
+                why = "a mail loop" if loop else "the port is taken"
                 out.append((key, f"{value} is the gateway's own server.listen {listen}: {why}"))
                 break
     return out

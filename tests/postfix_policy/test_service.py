@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mailmoat.config import ConfigError
+from mailmoat.config_checks import setting_problems
 from mailmoat.postfix_policy.answers import DEFER_TIMEOUT
 from tests.support.gateway import RunningGateway, gateway_settings, running_gateway
 from tests.support.policy_client import PolicyClient
@@ -281,10 +282,24 @@ def test_harvest_tarpit_delays_the_answer(tmp_path: Path) -> None:
         **{"harvest.tarpit_after": 1, "harvest.tarpit_delay": 0.4, "harvest.tarpit_max": 0.4},
     )
     host, port = overrides["policy.listen"].split(":")
-    with running_gateway(tmp_path / "Maildir", **overrides), PolicyClient(
-        (host, int(port))
-    ) as client:
+    with (
+        running_gateway(tmp_path / "Maildir", **overrides),
+        PolicyClient((host, int(port))) as client,
+    ):
         assert client.ask(recipient="guess@example.test") == UNKNOWN
         started = time.monotonic()
         assert client.ask(recipient="alice@example.test") == "DUNNO"
         assert time.monotonic() - started >= 0.4
+
+
+def test_policy_listen_on_the_gateways_port_is_refused(tmp_path: Path) -> None:
+    """`mailmoat config check` and `serve` say so (one line), before anything binds."""
+    settings = gateway_settings(
+        tmp_path, **{"server.listen": ["127.0.0.1:2600"], "policy.listen": "127.0.0.1:2600"}
+    )
+    assert setting_problems(settings) == [
+        (
+            "policy.listen",
+            "127.0.0.1:2600 is the gateway's own server.listen 127.0.0.1:2600: the port is taken",
+        )
+    ]
