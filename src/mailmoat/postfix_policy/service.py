@@ -175,6 +175,10 @@ class PolicyService:
             writer.transport.abort()
             return
         self.connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            # one short answer per request, written at once: no Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await self._requests(reader, writer)
         except PolicyProtocolError as err:
