@@ -30,7 +30,7 @@ from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
-from mailmoat.server.side import SideService, build_sides
+from mailmoat.server.side import SideService, build_sides, service_name
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.smtp.writers import greeting_bytes
 from mailmoat.stats import Stats
@@ -308,7 +308,8 @@ class Front:
         bound: list[str] = []
         try:
             for service in self.sides:
-                bound += await service.start()
+                where = await service.start()
+                bound += [str(w) for w in where] if isinstance(where, list) else [str(where)]
         except BaseException:
             await self.close_sides()
             raise
@@ -319,10 +320,13 @@ class Front:
         keep their old settings)."""
         failed = []
         for service in self.sides:
+            reload = getattr(service, "reload", None)
+            if reload is None:
+                continue
             try:
-                await service.reload(settings)
+                await reload(settings)
             except Exception as err:
-                failed.append(f"{service.name} service: {err}")
+                failed.append(f"{service_name(service)} service: {err}")
         return failed
 
     async def close_sides(self) -> None:
@@ -330,7 +334,7 @@ class Front:
             try:
                 await service.close()
             except Exception:
-                logs.log.exception("closing the %s service", service.name)
+                logs.log.exception("closing the %s service", service_name(service))
         self.sides = []
 
     def stop_listening(self) -> None:

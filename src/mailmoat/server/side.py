@@ -30,21 +30,22 @@ class Host(Protocol):
 
 
 class SideService(Protocol):
-    name: str
+    """A service that starts and closes. It may also have `name` (for its log lines) and
+    `async reload(settings)` (SIGHUP: serve from the new settings, raising and keeping the
+    old ones when it cannot; one without keeps its start-up settings to the next restart)."""
 
-    async def start(self) -> list[str]:
-        """Listen; returns the bound endpoints (`HOST:PORT` or a socket path). Raises OSError
-        when it cannot (the process does not start)."""
-        ...
-
-    async def reload(self, settings: Settings) -> None:
-        """Serve from `settings` from now on (SIGHUP; its listen address is restart-only).
-        Raises, and keeps the old settings, when it cannot."""
+    async def start(self) -> object:
+        """Listen; returns where (a `HOST:PORT`, a socket path, a list of them: for the
+        start-up log line). Raises OSError when it cannot (the process does not start)."""
         ...
 
     async def close(self) -> None:
         """Stop listening, end the connections, release what `start` took."""
         ...
+
+
+def service_name(service: SideService) -> str:
+    return str(getattr(service, "name", type(service).__name__))
 
 
 def policy_service(settings: Settings, host: Host) -> SideService | None:
