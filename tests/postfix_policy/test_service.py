@@ -15,6 +15,7 @@ import pytest
 from mailmoat.config import ConfigError
 from mailmoat.config_checks import setting_problems
 from mailmoat.postfix_policy.answers import DEFER_TIMEOUT
+from mailmoat.server.admin import request
 from tests.support.gateway import RunningGateway, gateway_settings, running_gateway
 from tests.support.policy_client import PolicyClient
 from tests.support.ports import free_port
@@ -51,6 +52,17 @@ def test_only_side_services_listen(policy: tuple[RunningGateway, tuple[str, int]
     assert gw.port == 0 and gw.gateway is not None and not gw.gateway.servers
     with PolicyClient(address) as client:
         assert client.ask("RCPT", recipient="alice@example.test") == "DUNNO"
+
+
+def test_only_side_services_healthy_and_nothing_delivered(tmp_path: Path) -> None:
+    """With server.listen = [] the health check asks for the side services, not for a
+    listener or a Maildir; the Maildir, never used, is not made."""
+    admin = str(tmp_path / "admin.sock")
+    overrides = policy_settings(tmp_path, **{"admin.listen": admin})
+    with running_gateway(tmp_path / "Maildir", **overrides):
+        status, body = request(admin, "/healthz")
+        assert (status, body.strip()) == (200, b"ok")
+    assert not (tmp_path / "Maildir").exists()
 
 
 def test_known_unknown_and_relay(policy: tuple[RunningGateway, tuple[str, int]]) -> None:

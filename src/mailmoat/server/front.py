@@ -287,6 +287,8 @@ class Front:
         fut.add_done_callback(self._background.discard)
 
     def accepting(self) -> bool:
+        if not self.settings.server.listen:  # only the side services serve
+            return bool(self.sides)
         return bool(self.servers) and all(listener.accepting for listener in self.servers)
 
     async def start_admin(self, snapshot: Snapshot) -> None:

@@ -103,7 +103,8 @@ class Gateway(Front):
         if not self.worker:
             self.fit_connection_cap(fd_limit, self.settings.relay.pool_size)
         await self.pipeline.start()
-        await self.delivery.start()
+        if self.settings.server.listen or self.worker:  # else only side services: no mail
+            await self.delivery.start()
         bound = [] if self.worker else await self.listen()
         sides = [] if self.worker else await self.start_sides()
         if self.settings.admin.listen and not self.worker:

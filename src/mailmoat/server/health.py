@@ -30,6 +30,8 @@ class Health:
         found: dict[str, str] = {}
         if not self.listening():
             found["listen"] = "not accepting connections"
+        if not self.settings.server.listen:  # only the side services: nothing is delivered
+            return found
         if self.settings.relay.downstream:
             why = await self._probe()
             if why:
