@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -160,6 +162,8 @@ def test_unix_socket(tmp_path: Path) -> None:
     overrides = policy_settings(tmp_path, **{"policy.listen": path})
     with running_gateway(tmp_path / "Maildir", **overrides), PolicyClient(path) as client:
         assert client.ask(recipient="nobody@example.test") == UNKNOWN
+        # srw-rw----: Postfix's user reaches it through mailmoat's group, nobody else does
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
 
 
 def test_slow_directory_gets_defer_if_permit(tmp_path: Path) -> None:
