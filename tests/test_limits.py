@@ -19,6 +19,9 @@ PROTOCOL: dict[str, str] = {
     "policy.dkim_rules.MIN_RSA_BITS": "RFC 8301 3.2: shorter RSA keys are not valid",
     "relay.downstream._OUR_FAULT": "RFC 5321 reply codes (500, 502, 503) for a bad command",
     "smtp.replies.clean_text(limit)": "RFC 5321 reply text, within MAX_REPLY_LINE",
+    "server.proxy_header.V1_MAX": "PROXY protocol spec 2.1: a v1 line is at most 107 octets",
+    "server.proxy_header.V2_FIXED": "PROXY protocol spec 2.2: the fixed v2 header is 16 octets",
+    "server.proxy_header._V2_ADDRESS_BLOCK": "PROXY protocol spec 2.2: TCP address block sizes",
 }
 ENGINE: dict[str, str] = {
     # the sans-IO engine imports nothing outside smtp/ (DESIGN.md): its own fixed bounds

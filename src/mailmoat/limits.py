@@ -39,6 +39,17 @@ FD_RESERVE = 64
 HOUSEKEEPING_TICK = 0.25
 """Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
 
+# --- PROXY protocol (server/proxy_header, server/proxied) ---------------------------------------
+PROXY_HEADER_TIMEOUT = 5.0
+"""Seconds a connection from a trusted proxy has to send its whole PROXY header (HAProxy sends
+it with its first packet); past it the connection is closed."""
+PROXY_PENDING_MAX = 1024
+"""Connections from trusted proxies whose header is still being read, at once: they are not yet
+admitted (no address to count), so this bounds them; past it a new one is closed."""
+PROXY_V2_MAX_LENGTH = 1024
+"""Longest v2 address block in octets, TLVs included (the spec allows 65,535; HAProxy's TLVs
+for TLS or a unique id are a few hundred): a longer one is refused, not read."""
+
 # --- closing sessions in crowds (server/gateway) -----------------------------------------------
 CLOSE_RATE = 4000.0
 """Deadline closes per second: a crowd of idle clients that connected together, and so time

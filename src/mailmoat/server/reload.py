@@ -31,6 +31,7 @@ from mailmoat.server import sdnotify
 
 RESTART = (
     "server.listen",  # the listening sockets are bound once, before privileges are dropped
+    "server.proxy_protocol",  # read by the listeners, which are set up once with them
     "server.workers",
     "server.user",
     "server.group",

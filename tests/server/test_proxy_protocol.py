@@ -1,0 +1,198 @@
+"""`server.proxy_protocol` end to end on loopback: the header is read only from the trusted
+networks, its address is the client's for admission, pregreet, logs and `Received:`; a trusted
+peer without a valid header is closed and counted; LOCAL is answered and not counted; and a
+header from anywhere else is just a bad SMTP line. (tests/integration/test_haproxy.py puts a
+real HAProxy in front.)"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from mailmoat import logs
+from mailmoat.config import LogSettings
+from mailmoat.server import front
+from mailmoat.server.proxy_header import V2_SIGNATURE
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.raw_client import RawClient, closed, connect, read_line, read_reply
+from tests.support.waiting import wait_until
+
+PROXY = "127.0.0.1/32"  # the test's sockets bound to 127.0.0.1 play the proxy
+
+
+def v2_tcp4(src: str, sport: int = 40000) -> bytes:
+    block = IPv4Address(src).packed + IPv4Address("127.0.0.1").packed
+    return V2_SIGNATURE + b"\x21\x11\x00\x0c" + block + struct.pack("!HH", sport, 25)
+
+
+def v2_local() -> bytes:
+    return V2_SIGNATURE + b"\x20\x00\x00\x00"
+
+
+def _counter(gw: RunningGateway, name: str) -> int:
+    assert gw.gateway is not None
+    return int(gw.call(gw.gateway.stats.get, name))
+
+
+def _messages(maildir: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((maildir / "new").glob("*"))]
+
+
+def _send_one(c: RawClient) -> None:
+    assert c.command(b"EHLO client.test\r\n").code == 250
+    assert c.command(b"MAIL FROM:<a@sender.test>\r\n").code == 250
+    assert c.command(b"RCPT TO:<alice@example.test>\r\n").code == 250
+    assert c.command(b"DATA\r\n").code == 354
+    assert c.command(b"Subject: hi\r\n\r\nhello\r\n.\r\n").code == 250
+    assert c.command(b"QUIT\r\n").code == 221
+
+
+def test_the_header_address_is_the_client_in_logs_and_received(tmp_path: Path) -> None:
+    out = io.StringIO()
+    logs.setup(LogSettings(format="text"), out)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(v2_tcp4("192.0.2.77"))
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+        assert _counter(gw, "connections.accepted") == 1
+    (message,) = _messages(tmp_path / "md")
+    assert b"Received: from client.test ([192.0.2.77])" in message
+    lines = out.getvalue().splitlines()
+    assert any(" transaction " in x and "client=192.0.2.77" in x for x in lines), lines
+    assert not any("client=127.0.0.1" in x for x in lines), lines
+
+
+def test_v1_header_sent_in_pieces(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            line = b"PROXY TCP4 192.0.2.78 127.0.0.1 40001 25\r\n"
+            for i in range(0, len(line), 7):
+                c.send(line[i : i + 7])
+                time.sleep(0.01)
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+    assert b"([192.0.2.78])" in _messages(tmp_path / "md")[0]
+
+
+def test_admission_counts_the_proxied_address(tmp_path: Path) -> None:
+    """Every connection comes from 127.0.0.1; the cap per address and the deny list see the
+    addresses in the headers."""
+    settings = {
+        "server.proxy_protocol": [PROXY],
+        "admission.max_per_ip": 1,
+        "admission.deny_networks": ["192.0.2.66/32"],
+    }
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        first = connect(gw.port, "127.0.0.1")
+        second = connect(gw.port, "127.0.0.1")
+        other = connect(gw.port, "127.0.0.1")
+        denied = connect(gw.port, "127.0.0.1")
+        try:
+            first.sendall(v2_tcp4("192.0.2.10"))
+            assert read_line(first).startswith(b"220 ")
+            second.sendall(v2_tcp4("192.0.2.10", 40002))
+            assert b"too many connections from your address" in read_reply(second)
+            other.sendall(v2_tcp4("192.0.2.11"))
+            assert read_line(other).startswith(b"220 ")
+            denied.sendall(b"PROXY TCP4 192.0.2.66 127.0.0.1 5000 25\r\n")
+            assert b"access denied" in read_reply(denied)
+        finally:
+            for s in (first, second, other, denied):
+                s.close()
+        assert _counter(gw, "refused.max_per_ip") == 1
+        assert _counter(gw, "refused.denied") == 1
+
+
+def test_client_bytes_after_the_header_stay_for_pregreet(tmp_path: Path) -> None:
+    """A client that talks before the 220 in the same packet as the header: the header is
+    read, not its bytes, so pregreet catches the client, and remembers the proxied address
+    (refused at connect next time) while another address behind the same proxy is greeted."""
+    settings = {"server.proxy_protocol": [PROXY], "pregreet.wait": 0.5}
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        with connect(gw.port, "127.0.0.1") as s:
+            s.sendall(v2_tcp4("192.0.2.12") + b"EHLO early.test\r\n")
+            assert not read_reply(s).startswith(b"2")
+            assert closed(s)
+        wait_until(lambda: _counter(gw, "pregreet.failed") == 1)
+        with connect(gw.port, "127.0.0.1") as s:
+            s.sendall(v2_tcp4("192.0.2.12"))
+            assert read_reply(s).startswith(b"421 4.7.0")
+        assert _counter(gw, "refused.pregreet") == 1
+        with connect(gw.port, "127.0.0.1") as s:
+            s.sendall(v2_tcp4("192.0.2.13"))
+            assert read_line(s).startswith(b"220 ")  # after the wait: it said nothing
+
+
+def test_untrusted_peer_header_is_plain_bad_smtp(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": ["127.0.0.1/32"]}) as gw:
+        with RawClient(gw.port, source="127.0.0.2") as c:
+            c.expect(220)
+            reply = c.command(b"PROXY TCP4 192.0.2.99 127.0.0.1 5000 25\r\n")
+            assert reply.code >= 500
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+        assert _counter(gw, "proxy.bad_header") == 0
+    message = _messages(tmp_path / "md")[0]
+    assert b"([127.0.0.2])" in message and b"192.0.2.99" not in message
+
+
+def test_no_proxy_configured_never_reads_a_header(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md") as gw, RawClient(gw.port) as c:
+        c.expect(220)  # greeted at once: nothing is waited for
+        assert c.command(v2_local() + b"\r\n").code >= 500
+
+
+BAD = {
+    "garbage": b"EHLO client.test\r\n",
+    "v1 too long": b"PROXY TCP4 " + b"1" * 120,
+    "AF_UNIX": V2_SIGNATURE + b"\x21\x31\x00\xd8" + b"\x00" * 216,
+    "closed half-way": b"PROXY TCP4 192.0.2.1",
+}
+
+
+@pytest.mark.parametrize("data", BAD.values(), ids=BAD.keys())
+def test_trusted_peer_without_a_valid_header_is_closed(tmp_path: Path, data: bytes) -> None:
+    out = io.StringIO()
+    logs.setup(LogSettings(format="text"), out)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with connect(gw.port, "127.0.0.1") as s:
+            s.sendall(data)
+            if data.startswith(b"PROXY TCP4 192"):
+                s.shutdown(socket.SHUT_WR)
+            assert closed(s)
+        wait_until(lambda: _counter(gw, "proxy.bad_header") == 1)
+        assert _counter(gw, "connections.accepted") == 0
+    assert any("proxy_refused" in x and "proxy=127.0.0.1" in x for x in out.getvalue().splitlines())
+
+
+def test_a_silent_trusted_peer_is_closed_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front, "PROXY_HEADER_TIMEOUT", 0.3)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with connect(gw.port, "127.0.0.1") as s:
+            assert closed(s)  # no greeting: the header comes first
+        wait_until(lambda: _counter(gw, "proxy.bad_header") == 1)
+
+
+def test_local_is_answered_and_not_counted(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        for header in (v2_local(), b"PROXY UNKNOWN\r\n"):
+            with RawClient(gw.port, source="127.0.0.1") as c:
+                c.send(header)
+                c.expect(220)
+                assert c.command(b"EHLO probe.example\r\n").code == 250
+                assert gw.gateway is not None
+                assert gw.call(lambda: gw.gateway.defences.admission.connections) == 0
+                assert c.command(b"QUIT\r\n").code == 221
+        wait_until(lambda: _counter(gw, "proxy.local") == 2)
+        assert _counter(gw, "connections.accepted") == 0
