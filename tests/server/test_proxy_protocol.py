@@ -195,4 +195,6 @@ def test_local_is_answered_and_not_counted(tmp_path: Path) -> None:
                 assert gw.call(lambda: gw.gateway.defences.admission.connections) == 0
                 assert c.command(b"QUIT\r\n").code == 221
         wait_until(lambda: _counter(gw, "proxy.local") == 2)
+        wait_until(lambda: not gw.gateway.sessions)  # type: ignore[union-attr]
         assert _counter(gw, "connections.accepted") == 0
+        assert _counter(gw, "closed.quit") == 0
