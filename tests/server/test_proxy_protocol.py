@@ -19,6 +19,9 @@ from mailmoat import logs
 from mailmoat.config import LogSettings
 from mailmoat.server import front
 from mailmoat.server.proxy_header import V2_SIGNATURE
+from tests.support import dns_zone as zone
+from tests.support.dns_gateway import dns_gateway
+from tests.support.fake_dns import ZoneNameserver
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.raw_client import RawClient, closed, connect, read_line, read_reply
 from tests.support.waiting import wait_until
@@ -198,3 +201,32 @@ def test_local_is_answered_and_not_counted(tmp_path: Path) -> None:
         wait_until(lambda: not gw.gateway.sessions)  # type: ignore[union-attr]
         assert _counter(gw, "connections.accepted") == 0
         assert _counter(gw, "closed.quit") == 0
+
+
+# --- the DNS checks ask about the proxied address -----------------------------------------------
+DNS_CHECKS = {
+    "server.proxy_protocol": [PROXY],
+    "fcrdns.action": "reject",
+    "helo.action": "log",
+    "spf.action": "log",
+    "dmarc.action": "log",
+    "dmarc.quarantine_action": "log",
+    "dnsbl.lists": ["bl.test"],
+}
+
+
+async def test_dns_checks_use_the_proxied_address(fake_dns: ZoneNameserver) -> None:
+    """The connection comes from 127.0.0.1 (the proxy, no PTR in the test zone); the header
+    names the client that the FCrDNS and the DNS list look up."""
+    async with dns_gateway(fake_dns, **DNS_CHECKS) as gw:
+        good = await gw.send(source="127.0.0.1", preamble=v2_tcp4(zone.GOOD_IP))
+        assert good.code("message") == 250, good.replies
+        listed = await gw.send(source="127.0.0.1", preamble=v2_tcp4(zone.LISTED_IP))
+        assert listed.replies["rcpt"] == (
+            b"554 5.7.1 Service unavailable; client [127.0.0.5] blocked using bl.test\r\n"
+        )
+        no_ptr = await gw.send(source="127.0.0.1", preamble=v2_tcp4(zone.NOPTR_IP))
+        assert no_ptr.code("rcpt") == 550 and b"5.7.25" in no_ptr.replies["rcpt"]
+        assert fake_dns.asked("5.0.0.127.bl.test") == 1
+    (message,) = gw.downstream.messages
+    assert f"([{zone.GOOD_IP}])".encode() in message
