@@ -230,3 +230,44 @@ async def test_dns_checks_use_the_proxied_address(fake_dns: ZoneNameserver) -> N
         assert fake_dns.asked("5.0.0.127.bl.test") == 1
     (message,) = gw.downstream.messages
     assert f"([{zone.GOOD_IP}])".encode() in message
+
+
+def test_a_proxy_in_the_relay_networks_relays_for_no_one(tmp_path: Path) -> None:
+    """Invariant 5: the proxy's own address is in domains.relay_networks, its clients' are
+    not; relaying is decided on the client's."""
+    settings = {"server.proxy_protocol": [PROXY], "domains.relay_networks": ["127.0.0.0/8"]}
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(v2_tcp4("192.0.2.20"))
+            c.expect(220)
+            assert c.command(b"EHLO client.test\r\n").code == 250
+            assert c.command(b"MAIL FROM:<a@sender.test>\r\n").code == 250
+            assert c.command(b"RCPT TO:<x@elsewhere.test>\r\n").code == 554
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(v2_tcp4("127.0.0.30"))  # a client inside the relay network may
+            c.expect(220)
+            assert c.command(b"EHLO client.test\r\n").code == 250
+            assert c.command(b"MAIL FROM:<a@sender.test>\r\n").code == 250
+            assert c.command(b"RCPT TO:<x@elsewhere.test>\r\n").code == 250
+
+
+def test_headers_read_at_once_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front, "PROXY_PENDING_MAX", 2)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        assert gw.gateway is not None
+        proxies = gw.gateway._proxies
+        silent = [connect(gw.port, "127.0.0.1"), connect(gw.port, "127.0.0.1")]
+        try:
+            wait_until(lambda: gw.call(lambda: proxies.pending) == 2, "two headers awaited")
+            with connect(gw.port, "127.0.0.1") as s:
+                assert closed(s)
+            assert _counter(gw, "proxy.overflow") == 1
+            for s in silent:
+                s.close()
+            wait_until(lambda: gw.call(lambda: proxies.pending) == 0, "both given up")
+            with RawClient(gw.port, source="127.0.0.1") as c:  # room again
+                c.send(v2_tcp4("192.0.2.21"))
+                c.expect(220)
+        finally:
+            for s in silent:
+                s.close()
