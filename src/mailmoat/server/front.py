@@ -157,6 +157,7 @@ class Front:
                 self.stats.incr("proxy.overflow")
                 sock.close()
                 return
+            self._proxies.pending += 1  # now: a batch of accepts must not pass the bound
             self.spawn(self._proxied(sock, address))
             return
         self._admit(sock, Client(address[0], address[1]))
@@ -164,7 +165,6 @@ class Front:
     async def _proxied(self, sock: socket.socket, address: tuple[str, int]) -> None:
         """Read the PROXY header, then admit the client it names. No valid header: closed,
         logged and counted. LOCAL (the proxy's own health check): a session, not a client."""
-        self._proxies.pending += 1
         try:
             header = await read_header(sock, PROXY_HEADER_TIMEOUT)
         except ProxyReadError as err:
