@@ -271,3 +271,20 @@ def test_headers_read_at_once_are_bounded(tmp_path: Path, monkeypatch: pytest.Mo
         finally:
             for s in silent:
                 s.close()
+
+
+def test_an_ipv6_proxy_and_an_ipv6_client(tmp_path: Path) -> None:
+    settings = {"server.listen": ["[::1]:0"], "server.proxy_protocol": ["::1/128"]}
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        with socket.create_connection(("::1", gw.port), timeout=20) as s:
+            s.sendall(b"PROXY TCP6 2001:db8::25 ::1 40000 25\r\n")
+            assert read_line(s).startswith(b"220 ")
+            for line in (b"EHLO c.test", b"MAIL FROM:<a@b.test>", b"RCPT TO:<alice@example.test>"):
+                s.sendall(line + b"\r\n")
+                assert read_reply(s).startswith(b"250")
+            s.sendall(b"DATA\r\n")
+            assert read_reply(s).startswith(b"354")
+            s.sendall(b"Subject: v6\r\n\r\nhi\r\n.\r\n")
+            assert read_reply(s).startswith(b"250")
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+    assert b"([IPv6:2001:db8::25])" in _messages(tmp_path / "md")[0]
