@@ -4,8 +4,11 @@ only its own connection."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 import struct
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
 from tests.support import milter_peer as mta
 from tests.support.milter_peer import MilterPeer
+from tests.support.ports import free_port, is_listening
 from tests.support.waiting import wait_for
 
 CONTINUE = (b"c", b"")
@@ -218,3 +222,28 @@ async def test_a_unix_socket(tmp_path: Path) -> None:
         assert milter.address == str(path)
         assert path.stat().st_mode & 0o777 == 0o660
     assert not path.exists()
+
+
+async def test_serve_runs_the_milter_beside_the_gateway(tmp_path: Path) -> None:
+    """`mailmoat serve` with milter.listen answers the MTA's negotiation, and SIGTERM ends it."""
+    smtp_port, milter_port = free_port(), free_port()
+    conf = tmp_path / "m.toml"
+    conf.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{smtp_port}"]\nworkers = 1\n'
+        'hostname = "mx.example.test"\n[domains]\nlocal = ["example.test"]\n'
+        f'[maildir]\npath = "{tmp_path / "md"}"\n[dns]\nchecks = false\n'
+        f'[milter]\nlisten = "127.0.0.1:{milter_port}"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)
+    )
+    try:
+        await wait_for(lambda: is_listening(milter_port), "the milter port", timeout=60)
+        peer = await MilterPeer.open(milter_port)
+        actions, _ = await peer.negotiate()
+        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS
+        await peer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
