@@ -111,6 +111,8 @@ def mailmoat_milter(work: Path, port: int) -> contextlib.AbstractContextManager[
         f'[domains]\nlocal = ["example.test"]\n[maildir]\npath = "{work / "md"}"\n'
         f'[dns]\nnameservers = ["{DNS_IP}:53"]\n[milter]\nlisten = "127.0.0.1:{port}"\n'
         '[log]\nlevel = "warning"\n'
+        # one client address sends everything: no connection-rate limit (60 a minute)
+        "[admission]\nmax_rate = 0\n"
     )
     argv = [sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)]
     return process(argv, port, "mailmoat", work / "mailmoat.log")

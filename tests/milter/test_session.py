@@ -208,6 +208,17 @@ async def test_no_negotiation_first_closes() -> None:
         await wait_for(lambda: milter.stats.get("milter.errors.bad_sequence") == 1)
 
 
+@pytest.mark.parametrize("address", ["2001:db8::1", "IPv6:2001:db8::1"])
+async def test_an_ipv6_client_as_postfix_and_sendmail_write_it(address: str) -> None:
+    async with service(**{"admission.deny_networks": ["2001:db8::/32"]}) as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        await peer.negotiate()
+        command, text = await peer.ask(mta.connect(address))
+        assert command == b"y" and text[:1] in (b"4", b"5"), text
+        await peer.close()
+        await wait_for(lambda: milter.stats.get("refused.denied") == 1)
+
+
 async def test_a_local_submission_is_accepted_unchecked() -> None:
     async with service() as milter:
         peer = await MilterPeer.open(port_of(milter))

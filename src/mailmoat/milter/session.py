@@ -224,8 +224,10 @@ class MilterSession:
         if ev.family not in "46":
             self.passthrough = True
             return codec.ACCEPT
+        # Sendmail writes an IPv6 address as an address literal's "IPv6:2001:db8::1"
+        address = ev.address.removeprefix("IPv6:")
         try:
-            self.client = Client(ev.address, ev.port)
+            self.client = Client(address, ev.port)
         except ValueError:
             raise MilterError("bad_connect", f"address {ev.address!r}") from None
         self.host.stats.incr("milter.connections")
