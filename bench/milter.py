@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -39,6 +40,16 @@ from tests.support.talk import Talk
 from bench.relay import cpu_seconds, stop_process
 
 DNS_IP = "127.0.0.77"
+REPORT = Path(__file__).resolve().parent / "results" / "milter.md"
+LINES: list[str] = []
+
+
+def say(line: str) -> None:
+    """Print a line of the report and keep it for bench/results/milter.md."""
+    print(line, flush=True)
+    LINES.append(line)
+
+
 AUTHSERV = "mx.bench.test"
 RCPT = "alice@example.test"
 
@@ -204,10 +215,9 @@ def run_case(
         "p95": lat[int(len(lat) * 0.95) - 1] * 1000,
         "cpu": cpu * 1000 / args.messages,
     }
-    print(
+    say(
         f"  {name:<28} {row['rate']:7.1f} msg/s  p50 {row['p50']:6.1f} ms  "
-        f"p95 {row['p95']:6.1f} ms  milter CPU {row['cpu']:5.2f} s/1000  spoof: {spoof[:9]!r}",
-        flush=True,
+        f"p95 {row['p95']:6.1f} ms  milter CPU {row['cpu']:5.2f} s/1000  spoof: {spoof[:9]!r}"
     )
     return row
 
@@ -228,10 +238,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mailmoat-bench-milter-"))
     work.chmod(0o755)
     rows: dict[str, dict[str, float]] = {}
-    print(
+    say(
         f"{args.messages} DKIM-signed messages, {args.concurrency} clients, "
-        f"{args.per_connection} per connection",
-        flush=True,
+        f"{args.per_connection} per connection; {os.cpu_count()} CPUs"
     )
     try:
         with dnsmasq(work):
@@ -259,17 +268,23 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base, ours, peers = rows["postfix"], rows["mailmoat"], rows["peers"]
-    print("ratios (same run):")
+    say("ratios (same run):")
     for key, label in (("mailmoat", "mailmoat"), ("peers", "OpenDKIM+OpenDMARC")):
         r = rows[key]
-        print(
+        say(
             f"  Postfix + {label:<20} throughput {r['rate'] / base['rate']:.2f}x of Postfix alone,"
             f" p50 latency {r['p50'] / base['p50']:.2f}x"
         )
-    print(
+    say(
         f"  mailmoat vs OpenDKIM+OpenDMARC: throughput {ours['rate'] / peers['rate']:.2f}x, "
         f"p50 latency {ours['p50'] / peers['p50']:.2f}x, "
         f"milter CPU per message {ours['cpu'] / peers['cpu']:.2f}x"
+    )
+    command = f"python -m bench milter {' '.join(sys.argv[1:])}".strip()
+    REPORT.write_text(
+        f"# Milter cost\n\n`{command}`, {time.strftime('%Y-%m-%d')}\n\n```\n"
+        + "\n".join(LINES)
+        + "\n```\n"
     )
     return 0
 

@@ -114,6 +114,9 @@ class MilterSession:
             stats.incr("milter.errors.timeout")
         except ConnectionError:
             stats.incr("milter.errors.connection")
+        except Exception as exc:  # a bug of ours: this connection ends, the MTA's default
+            stats.incr("milter.errors.internal")  # action (tempfail) applies, others go on
+            logs.event("milter error", logging.ERROR, **logs.failure(exc))
         finally:
             self._end_connection()
             self.writer.close()
