@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from mailmoat import config
@@ -18,6 +19,7 @@ from tests.support.peer_fixtures import PostfixFactory
 from tests.support.ports import free_port
 from tests.support.postfix import PostfixInstance
 from tests.support.talk import Talk
+from tests.support.waiting import wait_for
 
 RCPT = "alice@example.test"
 
@@ -148,3 +150,34 @@ async def test_milter_down_postfix_tempfails(postfix_instance: PostfixFactory) -
     # the service is closed: Postfix's milter_default_action (tempfail) applies
     replies = await send(mx.port, "a@sender.test", message("a@sender.test"))
     assert replies["mail"].startswith(b"451 4.7.1"), replies
+
+
+async def test_recipients_postfix_refused_count_for_harvest(
+    postfix_instance: PostfixFactory, tmp_path: Path
+) -> None:
+    """Postfix refuses unknown users itself (550 5.1.1) and passes them on (SMFIP_RCPT_REJ):
+    past harvest.threshold of them, the source gets the uniform answer for every recipient."""
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\nbob@example.test\n")
+    port = free_port()
+    harvest = {
+        "directory.default": "static",
+        "directory.static_file": str(users),
+        "harvest.tarpit_after": 3,
+        "harvest.tarpit_delay": 0.0,
+        "harvest.threshold": 3,
+        "harvest.tarpit_max": 0.0,
+    }
+    async with milter(port, **harvest) as service:
+        mx = await postfix(postfix_instance, port)
+        talk = await Talk.open(mx.port, source=zone.GOOD_IP, timeout=30)
+        try:
+            await talk.start_mail(zone.GOOD_HELO, "a@sender.test")
+            for n in range(3):
+                answer = await talk.command(f"RCPT TO:<nobody{n}@example.test>")
+                assert answer.startswith(b"550 5.1.1"), answer  # Postfix's own refusal
+            answer = await talk.command(f"RCPT TO:<{RCPT}>")
+            assert answer.startswith(b"450 4.7.1"), answer
+        finally:
+            await talk.close()
+        await wait_for(lambda: service.stats.get("milter.rcpt_refused_by_mta") == 3)

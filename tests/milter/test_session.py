@@ -200,6 +200,19 @@ async def test_bad_input_closes_its_connection_only(case: str) -> None:
         await other.close()
 
 
+async def test_steps_outside_a_transaction_and_a_header_after_the_body() -> None:
+    async with service() as milter:
+        peer = await connected(milter)
+        # after a MAIL the MTA refused, it may go on: those steps pass unchecked
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        assert await peer.ask(packet(b"E")) == CONTINUE
+        # a header once the body has begun is out of sequence
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        await peer.send(packet(b"N"), mta.header("Late", " x"))
+        assert await peer.closed()
+        await wait_for(lambda: milter.stats.get("milter.errors.bad_sequence") == 1)
+
+
 async def test_no_negotiation_first_closes() -> None:
     async with service() as milter:
         peer = await MilterPeer.open(port_of(milter))

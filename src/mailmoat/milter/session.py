@@ -179,22 +179,24 @@ class MilterSession:
             return await self._mail(client, ev)
         tx = self.tx
         if tx is None:
-            if isinstance(ev, codec.Unknown):
-                return codec.CONTINUE
-            raise MilterError("bad_sequence", f"{type(ev).__name__} outside a transaction")
+            # the MTA goes on after a MAIL that was refused (by us or another milter): nothing
+            # to check, the steps that wait for an answer get one
+            return b"" if self._no_answer(ev) else codec.CONTINUE
         if isinstance(ev, codec.Rcpt):
             return await self._rcpt(client, tx, ev)
         if isinstance(ev, codec.Data):
             return await self._stage("data", client)
         if isinstance(ev, codec.Header):
+            if tx.in_body:
+                raise MilterError("bad_sequence", "a header after the end of headers")
             self._header(tx, ev)
-            return b"" if self.steps & codec.P_NR_HDR else codec.CONTINUE
+            return b"" if self._no_answer(ev) else codec.CONTINUE
         if isinstance(ev, codec.EndOfHeaders):
             self._body(tx, b"")
-            return b"" if self.steps & codec.P_NR_EOH else codec.CONTINUE
+            return b"" if self._no_answer(ev) else codec.CONTINUE
         if isinstance(ev, codec.Body):
             self._body(tx, ev.chunk)
-            return b"" if self.steps & codec.P_NR_BODY else codec.CONTINUE
+            return b"" if self._no_answer(ev) else codec.CONTINUE
         if isinstance(ev, codec.EndOfMessage):
             self._body(tx, ev.chunk)
             try:
@@ -202,6 +204,15 @@ class MilterSession:
             finally:
                 self._end_transaction()
         return codec.CONTINUE  # an unknown SMTP command: Postfix refuses it already
+
+    def _no_answer(self, ev: codec.Event) -> bool:
+        """A step the MTA expects no answer to (as negotiated)."""
+        steps = self.steps
+        return (
+            (isinstance(ev, codec.Header) and bool(steps & codec.P_NR_HDR))
+            or (isinstance(ev, codec.EndOfHeaders) and bool(steps & codec.P_NR_EOH))
+            or (isinstance(ev, codec.Body) and bool(steps & codec.P_NR_BODY))
+        )
 
     def _optneg(self, ev: codec.OptNeg) -> bytes:
         if self.negotiated:
