@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from mailmoat import config
+from mailmoat.dns import Resolver
 from mailmoat.milter import codec
 from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
+from tests.support import dns_zone as zone
 from tests.support import milter_peer as mta
+from tests.support.fake_dns import world
 from tests.support.milter_peer import MilterPeer
 from tests.support.ports import free_port, is_listening
 from tests.support.waiting import wait_for
@@ -271,3 +274,32 @@ async def test_serve_runs_the_milter_beside_the_gateway(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await proc.wait() == 0
+
+
+async def test_the_dns_checks_decide_at_rcpt() -> None:
+    """A client on a DNS block list is refused at RCPT, as by the gateway (the test zone's
+    name server in process)."""
+    overrides = {"dns.checks": True, "dnsbl.lists": ["bl.test"], "dns.timeout": 1.0}
+    settings = config.load(
+        None,
+        {
+            "server.hostname": "mx.example.test",
+            "domains.local": ["example.test"],
+            "milter.listen": "127.0.0.1:0",
+            **overrides,
+        },
+    )
+    milter = MilterService(settings, resolver=Resolver(settings.dns, nameservers=[world()]))
+    await milter.start()
+    try:
+        for address, listed in ((zone.LISTED_IP, True), (zone.GOOD_IP, False)):
+            peer = await connected(milter, address)
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            command, text = await peer.ask(mta.strings(b"R", "<bob@example.test>"))
+            if listed:
+                assert (command, text[:9]) == (b"y", b"554 5.7.1"), text
+            else:
+                assert (command, text) == CONTINUE
+            await peer.close()
+    finally:
+        await milter.close()

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from mailmoat import logs
 from mailmoat.config import Settings
@@ -33,7 +33,7 @@ from mailmoat.limits import (
     MILTER_READ_SIZE,
 )
 from mailmoat.message import Message, Spool
-from mailmoat.milter import codec
+from mailmoat.milter import arguments, codec
 from mailmoat.milter.codec import MilterError
 from mailmoat.policy.base import Client, Decision, HookResult, Pipeline, Verdict
 from mailmoat.policy.harvest import HarvestDetector
@@ -47,9 +47,6 @@ R_CLOSING = reply(421, "4.7.0", "Closing connection")
 R_HEADER_TOO_BIG = reply(552, "5.3.4", "Message rejected: header block too big")
 R_TOO_MANY_HEADERS = reply(552, "5.3.4", "Message rejected: too many header fields")
 R_TOO_BIG = reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-R_ERROR = reply(451, "4.3.0", "Error: local error in processing, try again later")
-
-MailBody = Literal["7BIT", "8BITMIME"] | None
 
 _STAGE_VERB = {"helo": "HELO", "mail": "MAIL", "rcpt": "RCPT", "data": "DATA"}
 
@@ -249,8 +246,8 @@ class MilterSession:
 
     async def _mail(self, client: Client, ev: codec.Mail) -> bytes:
         self._end_transaction()
-        address = _path(ev.args[0])
-        size, body, utf8 = _mail_params(ev.args[1:])
+        address = arguments.path(ev.args[0])
+        size, body, utf8 = arguments.mail_params(ev.args[1:])
         event = MailFrom(address, size, body, utf8)
         queue_id = self.macros.get("i", "")
         self.tx = _Transaction(Envelope(address, body=body, smtputf8=utf8), queue_id)
@@ -260,7 +257,7 @@ class MilterSession:
         return answer
 
     async def _rcpt(self, client: Client, tx: _Transaction, ev: codec.Rcpt) -> bytes:
-        address = _path(ev.args[0])
+        address = arguments.path(ev.args[0])
         if self.macros.get("{rcpt_mailer}") == "error":
             return await self._refused_by_mta(client, address)
         _local, at, domain = address.rpartition("@")
@@ -364,7 +361,7 @@ class MilterSession:
                 i += 1
         edits = [edit for _, edit in sorted(out, reverse=True)]
         lead = bool(self.steps & codec.P_HDR_LEADSPC)  # else the MTA puts ": " itself
-        for position, (name, value) in enumerate(_fields(message.trace)):
+        for position, (name, value) in enumerate(arguments.fields(message.trace)):
             value = value if lead else value.lstrip(b" ")
             edits.append(codec.encode_insert_header(position, name, value))
         return b"".join(edits)
@@ -425,48 +422,3 @@ def _refusal(verdict: Verdict) -> Reply | None:
 
 def _rejected(reason: str, answer: Reply, verb: str) -> Rejected:
     return Rejected(reason or "policy", answer, verb)
-
-
-def _path(arg: str) -> str:
-    """The address of a MAIL or RCPT argument as the client sent it: angle brackets and a
-    source route dropped."""
-    address = arg.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
-    if address.startswith("@") and ":" in address:
-        address = address.split(":", 1)[1]
-    return address
-
-
-def _mail_params(params: tuple[str, ...]) -> tuple[int | None, MailBody, bool]:
-    size: int | None = None
-    body: MailBody = None
-    utf8 = False
-    for param in params:
-        key, _, value = param.partition("=")
-        key = key.upper()
-        if key == "SIZE" and value.isdigit() and len(value) < 20:
-            size = int(value)
-        elif key == "BODY" and value.upper() == "8BITMIME":
-            body = "8BITMIME"
-        elif key == "BODY" and value.upper() == "7BIT":
-            body = "7BIT"
-        elif key == "SMTPUTF8":
-            utf8 = True
-    return size, body, utf8
-
-
-def _fields(trace: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields of `trace` (CRLF lines, continuation lines folded in) as (name, value
-    with its leading space)."""
-    out: list[tuple[bytes, bytes]] = []
-    for line in trace.split(b"\r\n"):
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t") and out:
-            name, value = out[-1]
-            out[-1] = (name, value + b"\r\n" + line)
-        else:
-            name, _, value = line.partition(b":")
-            out.append((name, value))
-    return out
