@@ -137,7 +137,8 @@ async def test_recipients_the_mta_refused_count_for_harvest(tmp_path: Path) -> N
             # Postfix refused it (its own recipient check) and tells us so (SMFIP_RCPT_REJ)
             await peer.send(mta.macros(b"R", **{"{rcpt_mailer}": "error", "{rcpt_host}": "5.1.1"}))
             assert await peer.ask(mta.strings(b"R", f"<nobody{n}@example.test>")) == CONTINUE
-        await peer.send(mta.macros(b"R", **{"{rcpt_mailer}": "virtual", "{rcpt_host}": ""}))
+        # the next recipient's macros replace the last one's: no "error" lingers
+        await peer.send(mta.macros(b"R", **{"{rcpt_addr}": "alice@example.test"}))
         # the source is a harvester now: even a valid recipient gets the uniform answer
         command, text = await peer.ask(mta.strings(b"R", "<alice@example.test>"))
         assert (command, text[:9]) == (b"y", b"450 4.7.1"), text

@@ -87,7 +87,9 @@ class MilterSession:
         self.packets = codec.PacketReader(MILTER_MAX_PACKET)
         self.negotiated = False
         self.steps = 0
-        self.macros: dict[str, str] = {}
+        self.macros: dict[str, dict[str, str]] = {}
+        """By the stage they came before: each packet replaces its stage's set (as in
+        Sendmail), so a recipient's macros never linger on to the next one."""
         self.client: Client | None = None
         self.passthrough = False
         self.tx: _Transaction | None = None
@@ -221,13 +223,23 @@ class MilterSession:
         return codec.encode_optneg(ev.actions & codec.WANTED_ACTIONS, self.steps)
 
     def _macros(self, ev: codec.Macros) -> None:
-        macros = self.macros
-        for name, value in ev.values:
-            macros[name] = value
-        if len(macros) > MILTER_MAX_MACROS:
-            raise MilterError("too_many_macros", str(len(macros)))
-        if sum(len(v) for v in macros.values()) > MILTER_MAX_MACRO_OCTETS:
+        self.macros.pop(ev.stage, None)  # the latest set last
+        self.macros[ev.stage] = dict(ev.values)
+        sets = self.macros.values()
+        count = sum(len(m) for m in sets)
+        if len(self.macros) > MILTER_MAX_MACROS or count > MILTER_MAX_MACROS:
+            raise MilterError("too_many_macros", str(count))
+        if sum(len(v) for m in sets for v in m.values()) > MILTER_MAX_MACRO_OCTETS:
             raise MilterError("macros_too_big")
+
+    def _macro(self, name: str, stage: str = "") -> str:
+        """A macro's value, from `stage`'s set, or else from the latest set that has it."""
+        if stage:
+            return self.macros.get(stage, {}).get(name, "")
+        for values in reversed(self.macros.values()):
+            if name in values:
+                return values[name]
+        return ""
 
     async def _connect(self, ev: codec.Connect) -> bytes:
         if self.client is not None or self.passthrough:
@@ -249,7 +261,7 @@ class MilterSession:
         address = arguments.path(ev.args[0])
         size, body, utf8 = arguments.mail_params(ev.args[1:])
         event = MailFrom(address, size, body, utf8)
-        queue_id = self.macros.get("i", "")
+        queue_id = self._macro("i")
         self.tx = _Transaction(Envelope(address, body=body, smtputf8=utf8), queue_id)
         answer = await self._stage("mail", client, event)
         if answer != codec.CONTINUE:
@@ -258,7 +270,7 @@ class MilterSession:
 
     async def _rcpt(self, client: Client, tx: _Transaction, ev: codec.Rcpt) -> bytes:
         address = arguments.path(ev.args[0])
-        if self.macros.get("{rcpt_mailer}") == "error":
+        if self._macro("{rcpt_mailer}", "R") == "error":
             return await self._refused_by_mta(client, address)
         _local, at, domain = address.rpartition("@")
         event = RcptTo(address, ascii_lower(domain) if at else "")
@@ -272,7 +284,7 @@ class MilterSession:
     async def _refused_by_mta(self, client: Client, address: str) -> bytes:
         """A recipient the MTA refused itself (SMFIP_RCPT_REJ): an unknown user counts for
         harvest detection as one the directory refused; any refusal feeds the strikes."""
-        status = self.macros.get("{rcpt_host}", "")
+        status = self._macro("{rcpt_host}", "R")
         self.host.stats.incr("milter.rcpt_refused_by_mta")
         detector = self.host.detector
         if detector is not None and status.startswith(("5.1.", "4.1.")):
@@ -401,7 +413,7 @@ class MilterSession:
                 "refused",
                 client=client.address,
                 helo=client.helo,
-                queue_id=self.macros.get("i") or None,
+                queue_id=self._macro("i") or None,
                 command=verb,
                 code=refusal.code,
                 reason=reason,
