@@ -112,8 +112,8 @@ async def test_forged_results_removed_ours_added_the_rest_unchanged(
         f"Authentication-Results: {zone.OUR_HOSTNAME};\r\n\tdmarc=pass header.from=sender.test\r\n"
     )
     other = "Authentication-Results: elsewhere.test; spf=pass\r\n"
-    # one 50 KB header field, folded: one packet (a 90 KB one reached the mailbox cut to
-    # about 60 KB with this milter in Postfix 3.7, changes or not: docs/integrated-mode.md)
+    # one 50 KB header field, folded: one packet (a 90 KB one reaches the mailbox cut to
+    # about 60 KB with any milter in Postfix 3.7, OpenDKIM too: docs/integrated-mode.md)
     long_value = "X-Long: " + "\r\n\t".join(["y" * 70] * 700) + "\r\n"
     body = "Hello.\r\n\r\n  indented line\r\n100% sure\r\n" * 50
     original = message("a@sender.test", body=body, extra=forged + other + long_value)
