@@ -111,11 +111,14 @@ async def _serve(
 ) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration (`load`)."""
     from mailmoat.directory.static import StaticFileError
+    from mailmoat.milter.service import MilterService
     from mailmoat.server.gateway import Gateway
     from mailmoat.server.reload import Reloader
     from mailmoat.server.supervisor import Supervisor
 
     gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
+    # the integrated mode's milter (milter.listen), its counters in the gateway's stats
+    milter = MilterService(settings, stats=gateway.stats) if settings.milter.listen else None
     try:
         await gateway.bind()
         who = privileges.drop(settings.server.user, settings.server.group)
@@ -124,8 +127,12 @@ async def _serve(
         elif os.geteuid() == 0:
             logs.event("warning", 30, message=privileges.ROOT_WARNING)
         await gateway.start()
+        if milter is not None:
+            await milter.start()
     except (OSError, StaticFileError, privileges.PrivilegeError) as err:
         click.echo(f"cannot start: {err}", err=True)
+        if milter is not None:
+            await milter.close()
         await gateway.pipeline.close()
         if isinstance(gateway, Gateway):
             await gateway.delivery.close()
@@ -152,6 +159,8 @@ async def _serve(
     warned.cancel()
     logs.event("stopping", drain_time=settings.server.drain_time)
     await gateway.stop(settings.server.drain_time)
+    if milter is not None:
+        await milter.close()
 
 
 @main.command()

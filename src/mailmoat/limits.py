@@ -245,3 +245,24 @@ RELOAD_RETIRE_POLL = 1.0
 old state (whose checks and delivery are closed then)."""
 RELOAD_TIMEOUT = 30.0
 """Seconds a worker has to build its new state on a reload (a directory to load)."""
+
+# --- the milter (milter/) ------------------------------------------------------------------------
+MILTER_MAX_PACKET = 256 * KiB
+"""Longest milter packet in octets: Postfix sends a header field of up to header_size_limit
+(100 KiB by default) as one packet, and body chunks of 64 KiB; a longer one closes the
+connection (a 64 KiB bound would break mail)."""
+MILTER_READ_SIZE = 64 * KiB
+"""Octets read from a milter connection at a time."""
+MILTER_IDLE_TIMEOUT = 900.0
+"""Seconds a milter connection may stay silent: the MTA is quiet while its client is slow
+(Postfix's smtpd_timeout is 300 s a command), so this is longer than any command's wait."""
+MILTER_MAX_CONNECTIONS = 2000
+"""Milter connections open at once (the MTA opens one per SMTP session); past it a new one
+is closed at once and the MTA applies its milter_default_action."""
+MILTER_MAX_MACROS = 64
+"""Macro names one milter connection may hold at once."""
+MILTER_MAX_MACRO_OCTETS = 16 * KiB
+"""Octets of macro values one milter connection may hold at once."""
+MILTER_MAX_HEADERS = 2000
+"""Header fields of one message seen through the milter: past it the message gets 552 at its
+end (each field costs a little bookkeeping, so their number is bounded as their size is)."""

@@ -39,6 +39,7 @@ from mailmoat.config.dnschecks import (
     ScoreSettings,
     SpfSettings,
 )
+from mailmoat.config.milter import MilterSettings
 from mailmoat.config.server import (
     AdminSettings,
     LogSettings,
@@ -76,6 +77,7 @@ class Settings(Section):
     dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    milter: MilterSettings = Field(default_factory=MilterSettings)
 
     def directory_for(self, domain: str) -> DirectorySource:
         """The directory that vouches for recipients in `domain` (a local domain)."""
