@@ -43,6 +43,7 @@ from mailmoat.config.dnschecks import (
     ScoreSettings,
     SpfSettings,
 )
+from mailmoat.config.packetfilter import PacketFilterSettings
 from mailmoat.config.render import defaults_toml, describe_defaults
 from mailmoat.config.server import (
     AdminSettings,
@@ -76,6 +77,7 @@ __all__ = [
     "LogSettings",
     "MaildirSettings",
     "MiB",
+    "PacketFilterSettings",
     "PregreetSettings",
     "RelaySettings",
     "ScoreSettings",
