@@ -86,7 +86,7 @@ def served(
     tmp_path: Path, ns: Netns, *, wrapper: tuple[str, ...] = (), **settings: Any
 ) -> Iterator[Served]:
     """`mailmoat serve` inside `ns` with the packet filter on (`settings`: "section.key" ->
-    value, with "__" for the dot), until the block ends."""
+    value), until the block ends."""
     admin = tmp_path / "admin.sock"
     values: dict[str, Any] = {
         "server.listen": [f"127.0.0.1:{PORT}", f"[::1]:{PORT}"],
@@ -101,7 +101,7 @@ def served(
         "packetfilter.backend": "nftables",
         "packetfilter.table": TABLE,
     }
-    values.update({k.replace("__", "."): v for k, v in settings.items()})
+    values.update(settings)
     sections: dict[str, list[str]] = {}
     for key, value in values.items():
         section, name = key.split(".")
@@ -173,7 +173,7 @@ def test_the_table_is_made_afresh_and_filled_from_the_store_and_kept_with_the_op
     tmp_path: Path, ns: Netns
 ) -> None:
     ns.run("nft", "add", "table", "inet", "someone_else")
-    with served(tmp_path, ns, packetfilter__keep_at_stop=True) as gw:
+    with served(tmp_path, ns, **{"packetfilter.keep_at_stop": True}) as gw:
         gw.ban("127.0.0.7", 600)
         wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.7"}, "the ban in the kernel")
     assert TABLE in _tables(ns)  # kept, bans and all
@@ -201,7 +201,9 @@ def test_bans_mailmoat_makes_reach_the_kernel_from_the_supervisor(
     tmp_path: Path, ns: Netns
 ) -> None:
     """Connection-rate strikes ban the address (server.workers 2: the supervisor admits)."""
-    with served(tmp_path, ns, server__workers=2, admission__max_rate=2, bans__strikes=1) as gw:
+    with served(
+        tmp_path, ns, **{"server.workers": 2, "admission.max_rate": 2, "bans.strikes": 1}
+    ) as gw:
         answers = [gw.greeting("127.0.0.9") for _ in range(3)]
         assert answers[2].startswith(b"421 ")  # over the rate: refused, a strike, a ban
         wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.9"}, "the ban in the kernel")
@@ -210,7 +212,9 @@ def test_bans_mailmoat_makes_reach_the_kernel_from_the_supervisor(
 
 def test_the_rate_meter_drops_a_flood_above_the_rate(tmp_path: Path, ns: Netns) -> None:
     with served(
-        tmp_path, ns, admission__max_rate=5, packetfilter__rate_meter=True, bans__strikes=0
+        tmp_path,
+        ns,
+        **{"admission.max_rate": 5, "packetfilter.rate_meter": True, "bans.strikes": 0},
     ) as gw:
         for _ in range(5):
             assert gw.greeting("127.0.0.10").startswith(b"220 ")
@@ -235,7 +239,7 @@ def test_without_net_admin_one_line_and_mailmoat_still_refuses_bans(
 
 
 def test_a_default_start_leaves_the_ruleset_alone(tmp_path: Path, ns: Netns) -> None:
-    with served(tmp_path, ns, packetfilter__backend="none") as gw:
+    with served(tmp_path, ns, **{"packetfilter.backend": "none"}) as gw:
         gw.ban("127.0.0.13", 600)
         assert gw.greeting("127.0.0.13").startswith(b"421 ")
         assert _tables(ns) == set()
