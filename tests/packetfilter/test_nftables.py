@@ -92,3 +92,9 @@ def test_a_batch_is_three_commands_per_set_whatever_its_size() -> None:
 def test_a_bad_table_name_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=r"^packetfilter\.table: "):
         config.load(None, {"packetfilter.table": name})
+
+
+def test_packet_filter_settings_wait_for_a_restart() -> None:
+    from mailmoat.server.reload import needs_restart
+
+    assert needs_restart("packetfilter.backend") and needs_restart("packetfilter.rate_meter")
