@@ -170,10 +170,10 @@ class PacketFilter:
         before: dict[Net, tuple[float, float] | None] = {}
         for net, end in batch:
             if end is None:
-                if net in self._known:
+                if net in self._known:  # else not in the kernel (or a network kept out)
                     before[net] = self._known[net]
                     self._forget(net)
-                lift.append(net)
+                    lift.append(net)
             elif end - now >= 1:
                 if net not in self._known and (
                     len(self._known) >= MAX_ELEMENTS or self._overlaps(net)
