@@ -8,9 +8,11 @@ refuses banned addresses itself."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,6 +238,27 @@ def test_without_net_admin_one_line_and_mailmoat_still_refuses_bans(
         gw.ban("127.0.0.12", 600)
         assert gw.greeting("127.0.0.12").startswith(b"421 ")  # refused by mailmoat itself
     assert "Traceback" not in gw.text()
+
+
+def test_an_unprivileged_user_with_cap_net_admin_runs_the_filter(ns: Netns) -> None:
+    """The deployment docs/packet-filter.md describes: an unprivileged user holding
+    CAP_NET_ADMIN as an ambient capability (systemd's AmbientCapabilities=), which `nft`
+    inherits."""
+    as_nobody = (
+        "setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+        "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", "--",
+    )  # fmt: skip
+    home = Path(tempfile.mkdtemp(prefix="mm-nobody-"))
+    try:
+        home.chmod(0o777)  # nobody writes its Maildir and admin socket here
+        with served(home, ns, wrapper=as_nobody) as gw:
+            assert "action=on" in gw.text()
+            gw.ban("127.0.0.14", 600)
+            wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.14"}, "the ban in the kernel")
+            assert gw.dropped("127.0.0.14")
+        assert TABLE not in _tables(ns)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_default_start_leaves_the_ruleset_alone(tmp_path: Path, ns: Netns) -> None:
