@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import ip_network
+from ipaddress import IPv6Network, ip_network
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
@@ -46,9 +46,14 @@ def ban_target(key: str) -> Net | None:
             rest = rest[len(prefix) :]
             break
     try:
-        return ip_network(rest, strict=False)
+        net = ip_network(rest, strict=False)
     except ValueError:
         return None
+    if isinstance(net, IPv6Network) and net.prefixlen == 128:
+        mapped = net.network_address.ipv4_mapped  # an IPv4 client, as the kernel sees it
+        if mapped is not None:
+            return ip_network(mapped)
+    return net
 
 
 class PacketFilter:
