@@ -100,8 +100,12 @@ class PacketFilter:
             )
             return
         self.nft, self.active = nft, True
-        await self.sync()
-        await self._drain()
+        try:
+            await self.sync()  # the bans in the store now
+        except Exception as err:  # a store that does not answer: the next comparison
+            logs.event("packetfilter", logging.WARNING, action="sync", error=repr(err))
+        if self._flush is not None:
+            await self._flush
         self._sync = asyncio.get_running_loop().create_task(self._sync_loop())
         logs.event(
             "packetfilter",
