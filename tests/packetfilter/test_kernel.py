@@ -202,14 +202,26 @@ def test_an_element_expires_in_the_kernel(tmp_path: Path, ns: Netns) -> None:
 def test_bans_mailmoat_makes_reach_the_kernel_from_the_supervisor(
     tmp_path: Path, ns: Netns
 ) -> None:
-    """Connection-rate strikes ban the address (server.workers 2: the supervisor admits)."""
-    with served(
-        tmp_path, ns, **{"server.workers": 2, "admission.max_rate": 2, "bans.strikes": 1}
-    ) as gw:
+    """Connection-rate and pregreet strikes ban the address (server.workers 2: the
+    supervisor admits and owns the filter)."""
+    settings = {
+        "server.workers": 2,
+        "admission.max_rate": 2,
+        "bans.strikes": 1,
+        "pregreet.wait": 1.0,
+    }
+    with served(tmp_path, ns, **settings) as gw:
         answers = [gw.greeting("127.0.0.9") for _ in range(3)]
         assert answers[2].startswith(b"421 ")  # over the rate: refused, a strike, a ban
-        wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.9"}, "the ban in the kernel")
+        with ns.connect("127.0.0.15", PORT, timeout=10) as early:
+            early.sendall(b"EHLO early.example\r\n")  # before the greeting
+            assert early.recv(512)[:1] in (b"4", b"5")
+        wait_until(
+            lambda: _addresses(ns, "addr4") == {"127.0.0.9", "127.0.0.15"},
+            "the bans in the kernel",
+        )
         assert gw.dropped("127.0.0.9")
+        assert gw.dropped("127.0.0.15")
 
 
 def test_the_rate_meter_drops_a_flood_above_the_rate(tmp_path: Path, ns: Netns) -> None:
