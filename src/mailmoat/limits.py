@@ -211,6 +211,25 @@ AUTH_RESULTS_CACHE = 1024
 """Authentication-Results fields remembered by what they say (least recently used dropped
 first): the messages of one sender repeat the same few."""
 
+# --- the packet filter (packetfilter/) ---------------------------------------------------------
+PACKETFILTER_MAX_ELEMENTS = 65536
+"""Most elements in each of the packet filter's kernel sets (and bans waiting for the next
+batch): the kernel memory it may take stays bounded; a ban past it is enforced by mailmoat."""
+PACKETFILTER_BATCH = 4096
+"""Most element updates in one `nft -j -f -` call (a wave of bans is split in such batches)."""
+PACKETFILTER_TIMEOUT = 10.0
+"""Seconds one `nft` call may take before it is killed and counted as failed."""
+PACKETFILTER_SYNC = 5.0
+"""Seconds between two comparisons of the kernel sets with the store's bans: bans made and
+lifted by other nodes (a shared store) reach this node's filter within that."""
+PACKETFILTER_PRIORITY = -10
+"""Priority of the table's input hook: ahead of the usual filter chains (priority 0)."""
+PACKETFILTER_ERROR_CHARS = 300
+"""Characters of an `nft` error message kept in a log line."""
+PACKETFILTER_EXPIRY_MARGIN = 2.0
+"""Seconds an element still counts as in the kernel after its ban ended (element timeouts are
+rounded up to whole seconds)."""
+
 # --- directories (directory/) ------------------------------------------------------------------
 STATIC_FILE_MAX_LINE = 4096
 """Longest line of the static directory file in characters."""

@@ -44,6 +44,7 @@ from mailmoat.config.dnschecks import (
     SpfSettings,
 )
 from mailmoat.config.milter import MilterSettings
+from mailmoat.config.packetfilter import PacketFilterSettings
 from mailmoat.config.render import defaults_toml, describe_defaults
 from mailmoat.config.server import (
     AdminSettings,
@@ -78,6 +79,7 @@ __all__ = [
     "MaildirSettings",
     "MiB",
     "MilterSettings",
+    "PacketFilterSettings",
     "PregreetSettings",
     "RelaySettings",
     "ScoreSettings",

@@ -40,6 +40,7 @@ from mailmoat.config.dnschecks import (
     SpfSettings,
 )
 from mailmoat.config.milter import MilterSettings
+from mailmoat.config.packetfilter import PacketFilterSettings
 from mailmoat.config.server import (
     AdminSettings,
     LogSettings,
@@ -62,6 +63,7 @@ class Settings(Section):
     pregreet: PregreetSettings = Field(default_factory=PregreetSettings)
     stress: StressSettings = Field(default_factory=StressSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    packetfilter: PacketFilterSettings = Field(default_factory=PacketFilterSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)

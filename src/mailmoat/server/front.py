@@ -26,6 +26,8 @@ from mailmoat.config_checks import admin_token
 from mailmoat.limits import FD_RESERVE, LOCAL_SESSIONS, PROXY_HEADER_TIMEOUT, PROXY_PENDING_MAX
 from mailmoat.limits import HOUSEKEEPING_TICK as TICK
 from mailmoat.message import Spool, SpoolBudget
+from mailmoat.packetfilter.filter import from_settings as packet_filter
+from mailmoat.packetfilter.watch import WatchedStore
 from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
@@ -76,8 +78,11 @@ class Front:
     ) -> None:
         self.settings = settings
         self.stats = Stats()
-        self.store = store
-        self.defences = (defences or Defences)(settings, self.stats, store, clock)
+        # the one process or the supervisor, never a worker, owns the packet filter (if any)
+        self.packet_filter = None if defences else packet_filter(settings, self.stats)
+        watched = store if self.packet_filter is None else WatchedStore(store, self.packet_filter)
+        self.store: Store = watched
+        self.defences = (defences or Defences)(settings, self.stats, watched, clock)
         self.stress = self.defences.stress
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
@@ -118,6 +123,8 @@ class Front:
         """Open the listening sockets (unless `bind` did) and start accepting; returns the
         bound (host, port)."""
         await self.bind()
+        if self.packet_filter is not None:
+            await self.packet_filter.start()
         bound = []
         for listener in self.servers:
             for sock in listener.sockets:

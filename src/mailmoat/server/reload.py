@@ -42,6 +42,7 @@ RESTART = (
     "admission.ipv4_prefix",  # the open connections are counted per network of this size
     "admission.ipv6_prefix",
     "store",  # the store and what it holds live on
+    "packetfilter",  # the kernel table is made once, at start
     "admin",  # the admin listener
     "log",
 )
