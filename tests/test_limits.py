@@ -19,6 +19,18 @@ PROTOCOL: dict[str, str] = {
     "policy.dkim_rules.MIN_RSA_BITS": "RFC 8301 3.2: shorter RSA keys are not valid",
     "relay.downstream._OUR_FAULT": "RFC 5321 reply codes (500, 502, 503) for a bad command",
     "smtp.replies.clean_text(limit)": "RFC 5321 reply text, within MAX_REPLY_LINE",
+    "server.proxy_header.V1_MAX": "PROXY protocol spec 2.1: a v1 line is at most 107 octets",
+    "server.proxy_header.V2_FIXED": "PROXY protocol spec 2.2: the fixed v2 header is 16 octets",
+    "server.proxy_header._V2_ADDRESS_BLOCK": "PROXY protocol spec 2.2: TCP address block sizes",
+    "milter.codec.VERSION": "libmilter mfdef.h: the milter protocol version spoken (6)",
+    "milter.codec.ACT_ADDHDRS": "libmilter mfdef.h: SMFIF_ADDHDRS",
+    "milter.codec.ACT_CHGHDRS": "libmilter mfdef.h: SMFIF_CHGHDRS",
+    "milter.codec.P_NOUNKNOWN": "libmilter mfdef.h: SMFIP_NOUNKNOWN",
+    "milter.codec.P_RCPT_REJ": "libmilter mfdef.h: SMFIP_RCPT_REJ",
+    "milter.codec.P_NR_HDR": "libmilter mfdef.h: SMFIP_NR_HDR",
+    "milter.codec.P_NR_EOH": "libmilter mfdef.h: SMFIP_NR_EOH",
+    "milter.codec.P_NR_BODY": "libmilter mfdef.h: SMFIP_NR_BODY",
+    "milter.codec.P_HDR_LEADSPC": "libmilter mfdef.h: SMFIP_HDR_LEADSPC",
 }
 ENGINE: dict[str, str] = {
     # the sans-IO engine imports nothing outside smtp/ (DESIGN.md): its own fixed bounds

@@ -39,6 +39,17 @@ FD_RESERVE = 64
 HOUSEKEEPING_TICK = 0.25
 """Seconds between housekeeping runs (stress mode's end, loop-lag gauge)."""
 
+# --- PROXY protocol (server/proxy_header, server/proxied) ---------------------------------------
+PROXY_HEADER_TIMEOUT = 5.0
+"""Seconds a connection from a trusted proxy has to send its whole PROXY header (HAProxy sends
+it with its first packet); past it the connection is closed."""
+PROXY_PENDING_MAX = 1024
+"""Connections from trusted proxies whose header is still being read, at once: they are not yet
+admitted (no address to count), so this bounds them; past it a new one is closed."""
+PROXY_V2_MAX_LENGTH = 1024
+"""Longest v2 address block in octets, TLVs included (the spec allows 65,535; HAProxy's TLVs
+for TLS or a unique id are a few hundred): a longer one is refused, not read."""
+
 # --- closing sessions in crowds (server/gateway) -----------------------------------------------
 CLOSE_RATE = 4000.0
 """Deadline closes per second: a crowd of idle clients that connected together, and so time
@@ -200,6 +211,25 @@ AUTH_RESULTS_CACHE = 1024
 """Authentication-Results fields remembered by what they say (least recently used dropped
 first): the messages of one sender repeat the same few."""
 
+# --- the packet filter (packetfilter/) ---------------------------------------------------------
+PACKETFILTER_MAX_ELEMENTS = 65536
+"""Most elements in each of the packet filter's kernel sets (and bans waiting for the next
+batch): the kernel memory it may take stays bounded; a ban past it is enforced by mailmoat."""
+PACKETFILTER_BATCH = 4096
+"""Most element updates in one `nft -j -f -` call (a wave of bans is split in such batches)."""
+PACKETFILTER_TIMEOUT = 10.0
+"""Seconds one `nft` call may take before it is killed and counted as failed."""
+PACKETFILTER_SYNC = 5.0
+"""Seconds between two comparisons of the kernel sets with the store's bans: bans made and
+lifted by other nodes (a shared store) reach this node's filter within that."""
+PACKETFILTER_PRIORITY = -10
+"""Priority of the table's input hook: ahead of the usual filter chains (priority 0)."""
+PACKETFILTER_ERROR_CHARS = 300
+"""Characters of an `nft` error message kept in a log line."""
+PACKETFILTER_EXPIRY_MARGIN = 2.0
+"""Seconds an element still counts as in the kernel after its ban ended (element timeouts are
+rounded up to whole seconds)."""
+
 # --- directories (directory/) ------------------------------------------------------------------
 STATIC_FILE_MAX_LINE = 4096
 """Longest line of the static directory file in characters."""
@@ -235,6 +265,26 @@ old state (whose checks and delivery are closed then)."""
 RELOAD_TIMEOUT = 30.0
 """Seconds a worker has to build its new state on a reload (a directory to load)."""
 
+# --- the milter (milter/) ------------------------------------------------------------------------
+MILTER_MAX_PACKET = 256 * KiB
+"""Longest milter packet in octets: Postfix sends a header field of up to header_size_limit
+(100 KiB by default) as one packet, and body chunks of 64 KiB; a longer one closes the
+connection (a 64 KiB bound would break mail)."""
+MILTER_READ_SIZE = 64 * KiB
+"""Octets read from a milter connection at a time."""
+MILTER_IDLE_TIMEOUT = 900.0
+"""Seconds a milter connection may stay silent: the MTA is quiet while its client is slow
+(Postfix's smtpd_timeout is 300 s a command), so this is longer than any command's wait."""
+MILTER_MAX_CONNECTIONS = 2000
+"""Milter connections open at once (the MTA opens one per SMTP session); past it a new one
+is closed at once and the MTA applies its milter_default_action."""
+MILTER_MAX_MACROS = 64
+"""Macro names one milter connection may hold at once."""
+MILTER_MAX_MACRO_OCTETS = 16 * KiB
+"""Octets of macro values one milter connection may hold at once."""
+MILTER_MAX_HEADERS = 2000
+"""Header fields of one message seen through the milter: past it the message gets 552 at its
+end (each field costs a little bookkeeping, so their number is bounded as their size is)."""
 # --- Postfix policy service (postfix_policy) ----------------------------------------------------
 POLICY_MAX_LINE = 4096
 """Longest `name=value` line of a policy request, in octets (Postfix's longest attribute, a

@@ -3,7 +3,12 @@
 Counters only ever grow; their names come from a fixed vocabulary, so the table stays small
 (invariant 3) whatever clients do:
 
-- ``connections.accepted``: every TCP connection accepted (refused ones included)
+- ``connections.accepted``: every client connection accepted (refused ones included; behind
+  a trusted proxy, once its PROXY header named the client)
+- ``proxy.bad_header``: connections from a trusted proxy closed for want of a valid PROXY
+  header (malformed, missing, too slow); ``proxy.local``: the proxy's own LOCAL connections
+  (health checks), answered but not counted as clients; ``proxy.overflow``: closed because
+  too many headers were being read at once
 - ``connections.left_after_greeting``: admitted connections whose client closed after the
   220, before sending anything, while the supervisor held them (server/hold.py): no session
 - ``refused.<reason>``: connections refused at accept time (``denied``, ``not_allowed``,

@@ -79,10 +79,12 @@ class DnsGateway:
         sender: str = "a@sender.test",
         msg: bytes | None = None,
         rcpt: str = RCPT,
+        preamble: bytes = b"",
     ) -> Outcome:
-        """One transaction; stops at the first refusal. msg None: message(sender)."""
+        """One transaction; stops at the first refusal. msg None: message(sender).
+        `preamble`: sent first (a PROXY header)."""
         out = Outcome()
-        talk = await Talk.open(self.port, source=source)
+        talk = await Talk.open(self.port, source=source, preamble=preamble)
         try:
             out.replies["connect"] = talk.greeting
             if not talk.greeting.startswith(b"220"):

@@ -18,9 +18,13 @@ class Talk:
         self.greeting = b""
 
     @classmethod
-    async def open(cls, port: int, source: str = "127.0.0.1", timeout: float = 10.0) -> Talk:
-        """Connect from `source` (any 127.0.0.0/8 address) and read the greeting."""
+    async def open(
+        cls, port: int, source: str = "127.0.0.1", timeout: float = 10.0, preamble: bytes = b""
+    ) -> Talk:
+        """Connect from `source` (any 127.0.0.0/8 address), send `preamble` (a PROXY header,
+        say) and read the greeting."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        writer.write(preamble)
         talk = cls(reader, writer, timeout)
         talk.greeting = await talk.reply()
         return talk

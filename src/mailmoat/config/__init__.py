@@ -44,6 +44,8 @@ from mailmoat.config.dnschecks import (
     SpfSettings,
 )
 from mailmoat.config.integrated import PolicySettings
+from mailmoat.config.milter import MilterSettings
+from mailmoat.config.packetfilter import PacketFilterSettings
 from mailmoat.config.render import defaults_toml, describe_defaults
 from mailmoat.config.server import (
     AdminSettings,
@@ -77,6 +79,8 @@ __all__ = [
     "LogSettings",
     "MaildirSettings",
     "MiB",
+    "MilterSettings",
+    "PacketFilterSettings",
     "PolicySettings",
     "PregreetSettings",
     "RelaySettings",

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mailmoat import config_checks, privileges
-from mailmoat.config.base import KiB, MiB, Section, split_endpoint
+from mailmoat.config.base import KiB, MiB, Section, check_networks, split_endpoint
 
 
 class ServerSettings(Section):
@@ -68,6 +68,13 @@ class ServerSettings(Section):
         ge=0,
         description="Message bytes all sessions of the node keep in memory together (split among the worker processes); past it, new data spools to temporary files.",
     )
+
+    proxy_protocol: list[str] = Field(
+        default=[],
+        description="Networks (CIDR) of trusted proxies, such as HAProxy with send-proxy-v2: a connection from one must start with a PROXY v1 or v2 header, whose client address is then used everywhere; one from elsewhere is plain SMTP, header never read (empty = no proxy).",
+    )
+
+    _proxy_networks = field_validator("proxy_protocol")(check_networks)
 
     @field_validator("listen")
     @classmethod

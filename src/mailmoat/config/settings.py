@@ -40,6 +40,8 @@ from mailmoat.config.dnschecks import (
     SpfSettings,
 )
 from mailmoat.config.integrated import PolicySettings
+from mailmoat.config.milter import MilterSettings
+from mailmoat.config.packetfilter import PacketFilterSettings
 from mailmoat.config.server import (
     AdminSettings,
     LogSettings,
@@ -62,6 +64,7 @@ class Settings(Section):
     pregreet: PregreetSettings = Field(default_factory=PregreetSettings)
     stress: StressSettings = Field(default_factory=StressSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    packetfilter: PacketFilterSettings = Field(default_factory=PacketFilterSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
@@ -78,6 +81,7 @@ class Settings(Section):
     score: ScoreSettings = Field(default_factory=ScoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    milter: MilterSettings = Field(default_factory=MilterSettings)
 
     def directory_for(self, domain: str) -> DirectorySource:
         """The directory that vouches for recipients in `domain` (a local domain)."""
@@ -85,9 +89,10 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _something_to_serve(self) -> Settings:
-        if not self.server.listen and not self.policy.listen:
+        if not self.server.listen and not self.policy.listen and not self.milter.listen:
             raise ValueError(
-                "server.listen is empty and no side service is on (policy.listen):"
+                "server.listen is empty and no side service is on (policy.listen,"
+                " milter.listen):"
                 " there is nothing to serve"
             )
         return self

@@ -23,13 +23,16 @@ from mailmoat import logs
 from mailmoat.assembly import Defences, DefencesFactory
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.config_checks import admin_token
-from mailmoat.limits import FD_RESERVE, LOCAL_SESSIONS
+from mailmoat.limits import FD_RESERVE, LOCAL_SESSIONS, PROXY_HEADER_TIMEOUT, PROXY_PENDING_MAX
 from mailmoat.limits import HOUSEKEEPING_TICK as TICK
 from mailmoat.message import Spool, SpoolBudget
+from mailmoat.packetfilter.filter import from_settings as packet_filter
+from mailmoat.packetfilter.watch import WatchedStore
 from mailmoat.policy.base import Client, Decision, Pipeline, Verdict
 from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
+from mailmoat.server.proxied import PROXY_LOCAL, ProxyReadError, TrustedProxies, read_header
 from mailmoat.server.side import SideService, build_sides, service_name
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.smtp.writers import greeting_bytes
@@ -76,8 +79,11 @@ class Front:
     ) -> None:
         self.settings = settings
         self.stats = Stats()
-        self.store = store
-        self.defences = (defences or Defences)(settings, self.stats, store, clock)
+        # the one process or the supervisor, never a worker, owns the packet filter (if any)
+        self.packet_filter = None if defences else packet_filter(settings, self.stats)
+        watched = store if self.packet_filter is None else WatchedStore(store, self.packet_filter)
+        self.store: Store = watched
+        self.defences = (defences or Defences)(settings, self.stats, watched, clock)
         self.stress = self.defences.stress
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
@@ -95,6 +101,7 @@ class Front:
             self.stats.gauge("store.keys", store.__len__)
             self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
         self._greeting = greeting_bytes(settings.server.hostname)
+        self._proxies = TrustedProxies(settings.server.proxy_protocol)
         self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))
         self.stats.gauge("spool.memory", lambda: self.spool_budget.used)
 
@@ -118,6 +125,8 @@ class Front:
         """Open the listening sockets (unless `bind` did) and start accepting; returns the
         bound (host, port)."""
         await self.bind()
+        if self.packet_filter is not None:
+            await self.packet_filter.start()
         bound = []
         for listener in self.servers:
             for sock in listener.sockets:
@@ -149,11 +158,48 @@ class Front:
 
     # ------------------------------------------------------------- admission
     def _accept(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        """A new connection, before any transport exists: run the connect stage; a refusal
-        is one line and a close, anything else goes on to `admitted`."""
-        self.stats.incr("connections.accepted")
+        """A new connection, before any transport exists. The one place that decides the
+        client's address: the peer's own, or the one in the PROXY header that a trusted proxy
+        (`server.proxy_protocol`) must send first."""
+        if self._proxies.networks and self._proxies.trusts(address[0]):
+            if self._proxies.pending >= PROXY_PENDING_MAX:
+                self.stats.incr("proxy.overflow")
+                sock.close()
+                return
+            self._proxies.pending += 1  # now: a batch of accepts must not pass the bound
+            self.spawn(self._proxied(sock, address))
+            return
+        self._admit(sock, Client(address[0], address[1]))
+
+    async def _proxied(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        """Read the PROXY header, then admit the client it names. No valid header: closed,
+        logged and counted. LOCAL (the proxy's own health check): a session, not a client."""
         try:
-            client = Client(address[0], address[1])
+            header = await read_header(sock, PROXY_HEADER_TIMEOUT)
+        except ProxyReadError as err:
+            sock.close()
+            self.stats.incr("proxy.bad_header")
+            logs.event("proxy_refused", logging.WARNING, proxy=address[0], error=str(err))
+            return
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            self._proxies.pending -= 1
+        if header.source is None:
+            self.stats.incr("proxy.local")
+            client = Client(address[0], address[1], trusted=True)
+            client.tag(PROXY_LOCAL)
+            self.admitted(sock, client, None, self._greet(sock))
+            return
+        self._admit(sock, Client(*header.source))
+
+    def _admit(self, sock: socket.socket, client: Client) -> None:
+        """Run the connect stage; a refusal is one line and a close, anything else goes on
+        to `admitted`."""
+        self.stats.incr("connections.accepted")
+        address = (client.address, client.port)
+        try:
             verdict = self.pipeline.run("connect", client)
         except Exception:
             logs.log.exception("connect checks failed for %s", address[0])

@@ -31,6 +31,7 @@ from mailmoat.server import sdnotify
 
 RESTART = (
     "server.listen",  # the listening sockets are bound once, before privileges are dropped
+    "server.proxy_protocol",  # read by the listeners, which are set up once with them
     "server.workers",
     "server.user",
     "server.group",
@@ -41,9 +42,11 @@ RESTART = (
     "admission.ipv4_prefix",  # the open connections are counted per network of this size
     "admission.ipv6_prefix",
     "store",  # the store and what it holds live on
+    "packetfilter",  # the kernel table is made once, at start
     "admin",  # the admin listener
     "log",
     "policy.listen",  # a side service's listener is opened once
+    "milter.listen",
 )
 """Settings (or whole sections) a reload does not change: they keep the value they started
 with, and the reload's log line names them when the file changed them."""

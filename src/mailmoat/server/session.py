@@ -28,6 +28,7 @@ from mailmoat import logs
 from mailmoat.policy.base import Decision, Verdict
 from mailmoat.relay.capabilities import offered_limits
 from mailmoat.server.deadlines import Deadlines
+from mailmoat.server.proxied import PROXY_LOCAL
 from mailmoat.server.received import new_queue_id
 from mailmoat.server.refusals import R_CLOSING, Refusals
 from mailmoat.server.tls import TlsUpgrade
@@ -152,7 +153,9 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
         host.sessions.discard(self)
         self.state.pipeline.disconnect(self.client)
         reason = self._close_reason if exc is None else "error"
-        host.stats.incr(f"closed.{reason}")
+        health_check = self.client.has(PROXY_LOCAL)  # a proxy's own: not a client's session
+        if not health_check:
+            host.stats.incr(f"closed.{reason}")
         if self.transport is None:
             return
         self.transport = None
@@ -161,6 +164,7 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
         conn = self.conn
         logs.event(
             "disconnect",
+            logging.DEBUG if health_check else logging.INFO,
             session=self.session_id,
             client=self.client.address,
             helo=conn.helo,

@@ -56,7 +56,18 @@ def policy_service(settings: Settings, host: Host) -> SideService | None:
     return PolicyService(settings, host.store, host.defences, host.stats)
 
 
-FACTORIES: tuple[Callable[[Settings, Host], SideService | None], ...] = (policy_service,)
+def milter_service(settings: Settings, host: Host) -> SideService | None:
+    if not settings.milter.listen:
+        return None
+    from mailmoat.milter.service import MilterService
+
+    return MilterService(settings, store=host.store, stats=host.stats, defences=host.defences)
+
+
+FACTORIES: tuple[Callable[[Settings, Host], SideService | None], ...] = (
+    policy_service,
+    milter_service,
+)
 
 
 def build_sides(settings: Settings, host: Host) -> list[SideService]:

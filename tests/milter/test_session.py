@@ -1,0 +1,306 @@
+"""The milter service on a loopback socket, driven packet by packet as Postfix drives it: the
+negotiation, replies, harvest counting of recipients the MTA refused, and bad input closing
+only its own connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat import config
+from mailmoat.dns import Resolver
+from mailmoat.milter import codec
+from mailmoat.milter.codec import packet
+from mailmoat.milter.service import MilterService
+from tests.support import dns_zone as zone
+from tests.support import milter_peer as mta
+from tests.support.fake_dns import world
+from tests.support.milter_peer import MilterPeer
+from tests.support.ports import free_port, is_listening
+from tests.support.waiting import wait_for
+
+CONTINUE = (b"c", b"")
+
+
+@contextlib.asynccontextmanager
+async def service(**overrides: Any) -> AsyncIterator[MilterService]:
+    settings = config.load(
+        None,
+        {
+            "server.hostname": "mx.example.test",
+            "domains.local": ["example.test"],
+            "milter.listen": "127.0.0.1:0",
+            "dns.checks": False,
+            **overrides,
+        },
+    )
+    milter = MilterService(settings)
+    await milter.start()
+    try:
+        yield milter
+    finally:
+        await milter.close()
+
+
+def port_of(milter: MilterService) -> int:
+    assert isinstance(milter.address, tuple)
+    return milter.address[1]
+
+
+async def connected(milter: MilterService, address: str = "192.0.2.10") -> MilterPeer:
+    peer = await MilterPeer.open(port_of(milter))
+    await peer.negotiate()
+    assert await peer.ask(mta.connect(address)) == CONTINUE
+    assert await peer.ask(mta.strings(b"H", "mail.client.test")) == CONTINUE
+    return peer
+
+
+async def test_negotiation_asks_for_rejected_recipients_and_header_edits() -> None:
+    async with service() as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        actions, steps = await peer.negotiate()
+        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS
+        assert steps & codec.P_RCPT_REJ and steps & codec.P_HDR_LEADSPC
+        assert steps & codec.P_NR_HDR and steps & codec.P_NR_BODY
+        await peer.close()
+        # an MTA offering fewer steps is asked for no more than it offers
+        peer = await MilterPeer.open(port_of(milter))
+        _, steps = await peer.negotiate(steps=codec.P_RCPT_REJ)
+        assert steps == codec.P_RCPT_REJ
+        # without NR_HDR each header gets its answer
+        await peer.send(mta.connect("192.0.2.10"))
+        assert await peer.answer() == CONTINUE
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        assert await peer.ask(mta.header("Subject", "x")) == CONTINUE
+        await peer.close()
+
+
+async def test_a_refusal_is_a_reply_code_with_percent_doubled() -> None:
+    async with service() as milter:
+        peer = await connected(milter)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        # not an open relay: the gateway's relay check, through the milter
+        command, text = await peer.ask(mta.strings(b"R", "<x@elsewhere.test>"))
+        assert (command, text) == (b"y", b"554 5.7.1 Relay access denied\0")
+        # sender-specified routing: the reply text holds a %, which the MTA reads as a format
+        command, text = await peer.ask(mta.strings(b"R", "<victim%outside@example.test>"))
+        assert command == b"y" and text.startswith(b"550 5.7.1 Sender-specified routing (%%, !")
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        await peer.close()
+        await wait_for(lambda: milter.stats.get("milter.rejected.relay_access") == 2)
+
+
+async def test_abort_twice_then_a_new_transaction_and_quit_nc(tmp_path: Path) -> None:
+    async with service() as milter:
+        peer = await connected(milter)
+        for _ in range(2):
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+            await peer.send(mta.header("Subject", " hi"), packet(b"N"), packet(b"B", b"x\r\n"))
+            assert await peer.ask(packet(b"E")) == CONTINUE
+            await peer.send(packet(b"A"), packet(b"A"))
+        # the next SMTP connection on the same milter connection
+        await peer.send(packet(b"K"))
+        assert await peer.ask(mta.connect("192.0.2.11")) == CONTINUE
+        assert await peer.ask(mta.strings(b"M", "<>")) == CONTINUE
+        await peer.send(packet(b"Q"))
+        assert await peer.closed()
+        await wait_for(lambda: milter.stats.get("milter.messages.accepted") == 2)
+        assert not any(k.startswith("milter.errors") for k in milter.stats.snapshot())
+
+
+async def test_recipients_the_mta_refused_count_for_harvest(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\n")
+    overrides = {
+        "directory.default": "static",
+        "directory.static_file": str(users),
+        "harvest.threshold": 3,
+        "harvest.tarpit_after": 3,
+        "harvest.tarpit_delay": 0.0,
+        "harvest.tarpit_max": 0.0,
+        "harvest.session_max_unknown": 100,
+    }
+    async with service(**overrides) as milter:
+        peer = await connected(milter)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        for n in range(3):
+            # Postfix refused it (its own recipient check) and tells us so (SMFIP_RCPT_REJ)
+            await peer.send(mta.macros(b"R", **{"{rcpt_mailer}": "error", "{rcpt_host}": "5.1.1"}))
+            assert await peer.ask(mta.strings(b"R", f"<nobody{n}@example.test>")) == CONTINUE
+        # the next recipient's macros replace the last one's: no "error" lingers
+        await peer.send(mta.macros(b"R", **{"{rcpt_addr}": "alice@example.test"}))
+        # the source is a harvester now: even a valid recipient gets the uniform answer
+        command, text = await peer.ask(mta.strings(b"R", "<alice@example.test>"))
+        assert (command, text[:9]) == (b"y", b"450 4.7.1"), text
+        assert milter.stats.get("milter.rcpt_refused_by_mta") == 3
+        await peer.close()
+
+
+async def test_a_100k_header_field_passes_and_an_oversized_block_is_refused() -> None:
+    async with service(**{"smtp.max_header_size": 200 * 1024}) as milter:
+        peer = await connected(milter)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        await peer.send(mta.header("X-Big", b" " + b"x" * 100 * 1024), packet(b"N"))
+        assert await peer.ask(packet(b"E", b"body\r\n")) == CONTINUE
+        # a second one makes the header block longer than smtp.max_header_size
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        big = mta.header("X-Big", b" " + b"x" * 100 * 1024)
+        await peer.send(big, big, packet(b"N"))
+        command, text = await peer.ask(packet(b"E"))
+        assert (command, text[:9]) == (b"y", b"552 5.3.4")
+        await peer.close()
+
+
+BAD_INPUT = {
+    "unknown command": (packet(b"Z", b"x"), "unknown_command"),
+    "oversized packet": (struct.pack(">I", 10 * 1024 * 1024) + b"B", "packet_too_big"),
+    "stops mid-packet": (struct.pack(">I", 100) + b"B" + b"x" * 10, "truncated"),
+    "header without its NUL": (packet(b"L", b"Subject\0x"), "unterminated"),
+    "mail before connect": (mta.strings(b"M", "<a@b.test>"), "bad_sequence"),
+    "connect with a bad address": (
+        packet(b"C", b"h\x004\0\x19not-an-ip\0"),
+        "bad_connect",
+    ),
+    "too many macros": (
+        mta.macros(b"C", **{f"m{i}": "v" for i in range(100)}),
+        "too_many_macros",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+async def test_bad_input_closes_its_connection_only(case: str) -> None:
+    data, reason = BAD_INPUT[case]
+    async with service() as milter:
+        other = await connected(milter)
+        assert await other.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        bad = await MilterPeer.open(port_of(milter))
+        await bad.negotiate()
+        await bad.send(data)
+        if reason == "truncated":
+            bad.writer.write_eof()
+        assert await bad.closed()
+        await wait_for(
+            lambda: milter.stats.get(f"milter.errors.{reason}") == 1,
+            describe=milter.stats.snapshot,
+        )
+        # the other MTA connection goes on undisturbed
+        assert await other.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        await other.send(mta.header("Subject", " fine"), packet(b"N"))
+        assert await other.ask(packet(b"E", b"body\r\n")) == CONTINUE
+        await bad.close()
+        await other.close()
+
+
+async def test_steps_outside_a_transaction_and_a_header_after_the_body() -> None:
+    async with service() as milter:
+        peer = await connected(milter)
+        # after a MAIL the MTA refused, it may go on: those steps pass unchecked
+        assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+        assert await peer.ask(packet(b"E")) == CONTINUE
+        # a header once the body has begun is out of sequence
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        await peer.send(packet(b"N"), mta.header("Late", " x"))
+        assert await peer.closed()
+        await wait_for(lambda: milter.stats.get("milter.errors.bad_sequence") == 1)
+
+
+async def test_no_negotiation_first_closes() -> None:
+    async with service() as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        await peer.send(mta.connect("192.0.2.1"))
+        assert await peer.closed()
+        await wait_for(lambda: milter.stats.get("milter.errors.bad_sequence") == 1)
+
+
+@pytest.mark.parametrize("address", ["2001:db8::1", "IPv6:2001:db8::1"])
+async def test_an_ipv6_client_as_postfix_and_sendmail_write_it(address: str) -> None:
+    async with service(**{"admission.deny_networks": ["2001:db8::/32"]}) as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        await peer.negotiate()
+        command, text = await peer.ask(mta.connect(address))
+        assert command == b"y" and text[:1] in (b"4", b"5"), text
+        await peer.close()
+        await wait_for(lambda: milter.stats.get("refused.denied") == 1)
+
+
+async def test_a_local_submission_is_accepted_unchecked() -> None:
+    async with service() as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        await peer.negotiate()
+        assert await peer.ask(packet(b"C", b"localhost\0U")) == (b"a", b"")
+        await peer.close()
+
+
+async def test_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "milter.sock"
+    async with service(**{"milter.listen": str(path)}) as milter:
+        assert milter.address == str(path)
+        assert path.stat().st_mode & 0o777 == 0o660
+    assert not path.exists()
+
+
+async def test_serve_runs_the_milter_beside_the_gateway(tmp_path: Path) -> None:
+    """`mailmoat serve` with milter.listen answers the MTA's negotiation, and SIGTERM ends it."""
+    smtp_port, milter_port = free_port(), free_port()
+    conf = tmp_path / "m.toml"
+    conf.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{smtp_port}"]\nworkers = 1\n'
+        'hostname = "mx.example.test"\n[domains]\nlocal = ["example.test"]\n'
+        f'[maildir]\npath = "{tmp_path / "md"}"\n[dns]\nchecks = false\n'
+        f'[milter]\nlisten = "127.0.0.1:{milter_port}"\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)
+    )
+    try:
+        await wait_for(lambda: is_listening(milter_port), "the milter port", timeout=60)
+        peer = await MilterPeer.open(milter_port)
+        actions, _ = await peer.negotiate()
+        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS
+        await peer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+
+
+async def test_the_dns_checks_decide_at_rcpt() -> None:
+    """A client on a DNS block list is refused at RCPT, as by the gateway (the test zone's
+    name server in process)."""
+    overrides = {"dns.checks": True, "dnsbl.lists": ["bl.test"], "dns.timeout": 1.0}
+    settings = config.load(
+        None,
+        {
+            "server.hostname": "mx.example.test",
+            "domains.local": ["example.test"],
+            "milter.listen": "127.0.0.1:0",
+            **overrides,
+        },
+    )
+    milter = MilterService(settings, resolver=Resolver(settings.dns, nameservers=[world()]))
+    await milter.start()
+    try:
+        for address, listed in ((zone.LISTED_IP, True), (zone.GOOD_IP, False)):
+            peer = await connected(milter, address)
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            command, text = await peer.ask(mta.strings(b"R", "<bob@example.test>"))
+            if listed:
+                assert (command, text[:9]) == (b"y", b"554 5.7.1"), text
+            else:
+                assert (command, text) == CONTINUE
+            await peer.close()
+    finally:
+        await milter.close()

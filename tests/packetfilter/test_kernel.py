@@ -1,0 +1,281 @@
+"""The packet filter against the real kernel: a `mailmoat serve` in a network namespace of the
+test's own drives its nftables table. A banned address's connection attempts go unanswered
+(the connect times out: no accept, no 421), unban restores them, elements expire in the
+kernel, the table is gone after stop (or kept), bans made by mailmoat itself reach the kernel
+(through the supervisor of worker processes), the rate meter drops a flood above
+admission.max_rate, and a start without CAP_NET_ADMIN says so in one line and mailmoat still
+refuses banned addresses itself."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat.server.admin import bans_path, fetch, request
+from tests.support.netns import Netns, needs_root, netns
+from tests.support.waiting import wait_until
+
+pytestmark = needs_root
+
+PORT = 2525  # the namespace is the test's own: no other listener there
+TABLE = "mmtest"
+DROPPED = 1.5  # seconds a connect waits before it counts as dropped (SYN unanswered)
+
+
+class Served:
+    def __init__(self, ns: Netns, proc: subprocess.Popen[bytes], log: Path, admin: Path) -> None:
+        self.ns, self.proc, self.log, self.admin = ns, proc, log, admin
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ban(self, target: str, seconds: float) -> None:
+        """What `mailmoat ban TARGET --for SECONDS` does (the admin endpoint's /bans)."""
+        status, body = request(str(self.admin), bans_path(target, seconds), method="POST")
+        assert status == 200, body
+
+    def unban(self, target: str) -> None:
+        status, body = request(str(self.admin), bans_path(target), method="DELETE")
+        assert status == 200, body
+
+    def counters(self) -> dict[str, int]:
+        return fetch(str(self.admin))["counters"]  # type: ignore[return-value]
+
+    def greeting(self, source: str) -> bytes:
+        """The first line mailmoat sends a connection from `source`."""
+        with self.ns.connect(source, PORT, timeout=10) as sock:
+            return sock.recv(512)
+
+    def dropped(self, source: str) -> bool:
+        """A connect from `source` gets no answer at all (its SYN is dropped)."""
+        try:
+            self.ns.connect(source, PORT, timeout=DROPPED).close()
+        except TimeoutError:
+            return True
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+@contextmanager
+def served(
+    tmp_path: Path, ns: Netns, *, wrapper: tuple[str, ...] = (), **settings: Any
+) -> Iterator[Served]:
+    """`mailmoat serve` inside `ns` with the packet filter on (`settings`: "section.key" ->
+    value), until the block ends."""
+    admin = tmp_path / "admin.sock"
+    values: dict[str, Any] = {
+        "server.listen": [f"127.0.0.1:{PORT}", f"[::1]:{PORT}"],
+        "server.hostname": "mx.example.test",
+        "server.workers": 1,
+        "server.uvloop": False,
+        "domains.local": ["example.test"],
+        "maildir.path": str(tmp_path / "Maildir"),
+        "admin.listen": str(admin),
+        "dns.checks": False,
+        "server.drain_time": 0,
+        "packetfilter.backend": "nftables",
+        "packetfilter.table": TABLE,
+    }
+    values.update(settings)
+    sections: dict[str, list[str]] = {}
+    for key, value in values.items():
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f"{name} = {_toml(value)}")
+    config = tmp_path / "mailmoat.toml"
+    config.write_text("".join(f"[{s}]\n" + "\n".join(v) + "\n" for s, v in sections.items()))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ns.command(*wrapper, sys.executable, "-m", "mailmoat", "serve", "-c", str(config)),
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = Served(ns, proc, log, admin)
+    try:
+        wait_until(
+            lambda: " listening " in running.text() or proc.poll() is not None,
+            "mailmoat listening",
+            timeout=60,
+        )
+        assert proc.poll() is None, running.text()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    with netns() as made:
+        yield made
+
+
+def _addresses(ns: Netns, name: str) -> set[str]:
+    out = set()
+    for item in ns.elements(TABLE, name):
+        val = item["elem"]["val"] if isinstance(item, dict) and "elem" in item else item
+        if isinstance(val, dict) and "prefix" in val:
+            val = f"{val['prefix']['addr']}/{val['prefix']['len']}"
+        out.add(str(val))
+    return out
+
+
+def _tables(ns: Netns) -> set[str]:
+    return {item["table"]["name"] for item in ns.ruleset() if "table" in item}
+
+
+def test_a_ban_drops_connections_in_the_kernel_and_unban_restores_them(
+    tmp_path: Path, ns: Netns
+) -> None:
+    with served(tmp_path, ns) as gw:
+        assert gw.greeting("127.0.0.5").startswith(b"220 ")
+        gw.ban("127.0.0.5", 600)
+        gw.ban("::1", 600)
+        gw.ban("10.9.0.0/16", 600)
+        wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.5"}, "the ban in the kernel")
+        assert _addresses(ns, "addr6") == {"::1"}
+        assert _addresses(ns, "net4") == {"10.9.0.0/16"}
+        # no accept, no 421: the SYN is dropped and the connect times out
+        assert gw.dropped("127.0.0.5")
+        assert gw.dropped("::1")
+        assert gw.greeting("127.0.0.6").startswith(b"220 ")  # others are not touched
+        gw.unban("127.0.0.5")
+        wait_until(lambda: not _addresses(ns, "addr4"), "the element removed")
+        assert gw.greeting("127.0.0.5").startswith(b"220 ")
+        assert _addresses(ns, "addr6") == {"::1"}
+    assert TABLE not in _tables(ns)  # deleted at stop
+
+
+def test_the_table_is_made_afresh_and_filled_from_the_store_and_kept_with_the_option(
+    tmp_path: Path, ns: Netns
+) -> None:
+    ns.run("nft", "add", "table", "inet", "someone_else")
+    with served(tmp_path, ns, **{"packetfilter.keep_at_stop": True}) as gw:
+        gw.ban("127.0.0.7", 600)
+        wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.7"}, "the ban in the kernel")
+    assert TABLE in _tables(ns)  # kept, bans and all
+    assert _addresses(ns, "addr4") == {"127.0.0.7"}
+    assert "someone_else" in _tables(ns)  # another table is never touched
+    # a new start replaces the kept table: its own store (in memory) is empty now
+    with served(tmp_path, ns) as gw:
+        wait_until(lambda: not _addresses(ns, "addr4"), "the table made afresh")
+        assert gw.greeting("127.0.0.7").startswith(b"220 ")
+    assert _tables(ns) == {"someone_else"}
+
+
+def test_an_element_expires_in_the_kernel(tmp_path: Path, ns: Netns) -> None:
+    with served(tmp_path, ns) as gw:
+        gw.ban("127.0.0.8", 2)
+        wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.8"}, "the ban in the kernel")
+        (elem,) = ns.elements(TABLE, "addr4")
+        assert elem["elem"]["timeout"] == 2  # the ban's length, in the kernel
+        wait_until(lambda: not _addresses(ns, "addr4"), "the element expired", timeout=30)
+        assert not gw.counters().get("packetfilter.lifted")  # the kernel expired it, not mailmoat
+        assert gw.greeting("127.0.0.8").startswith(b"220 ")
+
+
+def test_bans_mailmoat_makes_reach_the_kernel_from_the_supervisor(
+    tmp_path: Path, ns: Netns
+) -> None:
+    """Connection-rate and pregreet strikes ban the address (server.workers 2: the
+    supervisor admits and owns the filter)."""
+    settings = {
+        "server.workers": 2,
+        "admission.max_rate": 2,
+        "bans.strikes": 1,
+        "pregreet.wait": 1.0,
+    }
+    with served(tmp_path, ns, **settings) as gw:
+        answers = [gw.greeting("127.0.0.9") for _ in range(3)]
+        assert answers[2].startswith(b"421 ")  # over the rate: refused, a strike, a ban
+        with ns.connect("127.0.0.15", PORT, timeout=10) as early:
+            early.sendall(b"EHLO early.example\r\n")  # before the greeting
+            assert early.recv(512)[:1] in (b"4", b"5")
+        wait_until(
+            lambda: _addresses(ns, "addr4") == {"127.0.0.9", "127.0.0.15"},
+            "the bans in the kernel",
+        )
+        assert gw.dropped("127.0.0.9")
+        assert gw.dropped("127.0.0.15")
+
+
+def test_the_rate_meter_drops_a_flood_above_the_rate(tmp_path: Path, ns: Netns) -> None:
+    with served(
+        tmp_path,
+        ns,
+        **{"admission.max_rate": 5, "packetfilter.rate_meter": True, "bans.strikes": 0},
+    ) as gw:
+        for _ in range(5):
+            assert gw.greeting("127.0.0.10").startswith(b"220 ")
+        assert gw.dropped("127.0.0.10")  # the 6th in the minute never reaches mailmoat
+        assert gw.greeting("127.0.0.11").startswith(b"220 ")  # a meter per source
+        assert "127.0.0.10" in _addresses(ns, "rate4")
+
+
+def test_without_net_admin_one_line_and_mailmoat_still_refuses_bans(
+    tmp_path: Path, ns: Netns
+) -> None:
+    no_net_admin = ("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--")
+    with served(tmp_path, ns, wrapper=no_net_admin) as gw:
+        lines = [line for line in gw.text().splitlines() if "packetfilter" in line]
+        assert len(lines) == 1, lines
+        assert "action=off" in lines[0] and "CAP_NET_ADMIN" in lines[0]
+        assert "Operation not permitted" in lines[0]
+        assert TABLE not in _tables(ns)
+        gw.ban("127.0.0.12", 600)
+        assert gw.greeting("127.0.0.12").startswith(b"421 ")  # refused by mailmoat itself
+    assert "Traceback" not in gw.text()
+
+
+def test_an_unprivileged_user_with_cap_net_admin_runs_the_filter(ns: Netns) -> None:
+    """The deployment docs/packet-filter.md describes: an unprivileged user holding
+    CAP_NET_ADMIN as an ambient capability (systemd's AmbientCapabilities=), which `nft`
+    inherits."""
+    as_nobody = (
+        "setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+        "--inh-caps", "+net_admin", "--ambient-caps", "+net_admin", "--",
+    )  # fmt: skip
+    home = Path(tempfile.mkdtemp(prefix="mm-nobody-"))
+    try:
+        home.chmod(0o777)  # nobody writes its Maildir and admin socket here
+        with served(home, ns, wrapper=as_nobody) as gw:
+            assert "action=on" in gw.text()
+            gw.ban("127.0.0.14", 600)
+            wait_until(lambda: _addresses(ns, "addr4") == {"127.0.0.14"}, "the ban in the kernel")
+            assert gw.dropped("127.0.0.14")
+        assert TABLE not in _tables(ns)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_default_start_leaves_the_ruleset_alone(tmp_path: Path, ns: Netns) -> None:
+    with served(tmp_path, ns, **{"packetfilter.backend": "none"}) as gw:
+        gw.ban("127.0.0.13", 600)
+        assert gw.greeting("127.0.0.13").startswith(b"421 ")
+        assert _tables(ns) == set()
+    assert "packetfilter" not in gw.text()
