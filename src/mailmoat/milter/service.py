@@ -108,6 +108,14 @@ class MilterService:
         finally:
             self._tasks.discard(task)
 
+    async def _close_checks(self) -> None:
+        """Close the checks this service made; a shared front (the gateway's defences) is
+        closed by its owner, after the side services."""
+        front = [] if self._own_defences else self.defences.checks()
+        for check in reversed(self.pipeline.checks):
+            if all(check is not f for f in front):
+                await check.close()
+
     async def close(self) -> None:
         """Stop listening, end the open connections (the MTA applies its default action to
         the transactions in flight), close the checks."""
@@ -124,7 +132,7 @@ class MilterService:
             if isinstance(self.address, str):
                 with contextlib.suppress(OSError):
                     os.unlink(self.address)
-            await self.pipeline.close()
+            await self._close_checks()
         if self._own_defences:
             await self.defences.bans.close()
         if self._own_store:
