@@ -14,7 +14,6 @@ is the only place that says which checks a process runs and in what order:
     dnsbl           DNS block and allow lists                               [dns.checks]
     fcrdns          forward-confirmed reverse DNS                           [dns.checks]
     helo            the HELO/EHLO name                                      [dns.checks]
-    sender_domain   the MAIL FROM domain exists for mail                    [dns.checks]
     spf             SPF of MAIL FROM and HELO                               [dns.checks]
     dkim            DKIM signatures                                         [dns.checks]
     dmarc           DMARC policy of the From domain                         [dns.checks]
@@ -52,7 +51,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailmoat.config import Settings, split_endpoint
-from mailmoat.config.sections import section_of
 from mailmoat.directory import build_directories
 from mailmoat.dns import Resolver
 from mailmoat.policy.admission import Admission
@@ -69,7 +67,6 @@ from mailmoat.policy.pregreet import Pregreet
 from mailmoat.policy.recipients import RecipientCheck
 from mailmoat.policy.relay_access import RelayAccess
 from mailmoat.policy.score import Karma, ScoreGate, ScoreStart
-from mailmoat.policy.sender_domain import SenderDomainCheck, SenderDomainSettings
 from mailmoat.policy.spf import SpfCheck
 from mailmoat.policy.stress import Stress
 from mailmoat.policy.tarpit import Tarpit
@@ -169,8 +166,6 @@ def _dns_checks(settings: Settings, store: Store, resolver: Resolver) -> list[Ch
     if settings.helo.action != "off":
         ours = [settings.server.hostname, *settings.domains.local]
         checks.append(HeloCheck(settings.helo, resolver, karma, ours, _listen_addresses(settings)))
-    if (sender_domain := section_of(settings, SenderDomainSettings)).action != "off":
-        checks.append(SenderDomainCheck(sender_domain, resolver, karma))
     if settings.spf.action != "off" or dmarc_on:
         checks.append(SpfCheck(settings.spf, resolver, karma))
     if settings.dkim.action != "off" or dmarc_on:
