@@ -83,3 +83,13 @@ def test_a_settings_block_is_filled_from_the_listing() -> None:
     assert "[own]" in _sync_docs().render(LISTING)
     with pytest.raises(ValueError, match=r"\[nothing\], which no check declares"):
         _sync_docs().fill_settings("<!-- settings: nothing -->\n<!-- end settings -->\n", LISTING)
+
+
+def test_a_check_section_without_a_settings_block_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A section a check declares must be listed somewhere: on exactly one page."""
+    sync_docs = _sync_docs()
+    monkeypatch.setattr(sync_docs, "own_sections", lambda: frozenset({"tarpit"}))
+    with pytest.raises(ValueError, match=r"exactly one .* block on a page: tarpit"):
+        sync_docs.generated()
