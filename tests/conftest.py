@@ -20,6 +20,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+import mailmoat.assembly  # every check, so that their own settings sections exist
 import mailmoat.dns.resolver
 
 settings.register_profile(

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+# every check, so that the sections checks declare beside their code exist (config.sections)
+import mailmoat.assembly  # noqa: F401
 from mailmoat import config, config_checks, logs, privileges, startup
 from mailmoat.limits import MANUAL_BAN_TIME
 from mailmoat.server import sdnotify

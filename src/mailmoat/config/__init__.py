@@ -9,8 +9,9 @@ Adding a setting: one `Field(default=..., description="one line")` with its boun
 section's class; a constructor that tests call without settings takes the default with
 `default_of(Section, "name")`, never a literal; a test shows its effect (tests/
 test_settings_coverage.py fails until one names it); then `scripts/sync-docs`.
-A new section is a `Section` subclass plus one field of `Settings`. A fixed number that no
-administrator would tune goes to `mailmoat.limits` instead.
+A new section is a `Section` subclass plus one field of `Settings`; a check's own section is
+declared beside the check instead, with `@own_section` (`config/sections.py`), and this package
+is not edited. A fixed number that no administrator would tune goes to `mailmoat.limits`.
 """
 
 from mailmoat.config.admission import (
