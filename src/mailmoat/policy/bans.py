@@ -189,6 +189,24 @@ class BanList(Check):
                 out.append({"target": rest, "kind": "address", "seconds": round(left, 1)})
         return out
 
+    def learn(self, name: str, seconds: float | None) -> None:
+        """A ban another node set (`seconds` left) or lifted (None), pushed by a shared
+        store: the next accept of that address decides on it, without asking the store."""
+        now = self.clock()
+        if name.startswith("net:"):
+            net = name[4:]
+            if seconds is None:
+                self._drop_network(net)
+            elif net in self._networks or len(self._networks) < MAX_NETWORK_BANS:
+                self._networks[net] = now + seconds
+                self._network_set = NetworkSet(self._networks)
+        elif not name.startswith("dha:"):  # harvest bans are read from the store at RCPT
+            self._clear.discard(name)
+            if seconds is None:
+                self._banned.discard(name)
+            else:
+                self._banned.set(name, now + seconds)
+
     def _drop_network(self, net: str) -> None:
         if self._networks.pop(net, None) is not None:
             self._network_set = NetworkSet(self._networks)

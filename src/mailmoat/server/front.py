@@ -78,6 +78,9 @@ class Front:
         self.store = store
         self.defences = (defences or Defences)(settings, self.stats, store, clock)
         self.stress = self.defences.stress
+        watch = getattr(store, "watch_bans", None)
+        if watch is not None:  # a shared store pushes the bans other nodes decide
+            watch(self.defences.bans.learn)
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
         self.servers: list[Listener] = []
