@@ -154,6 +154,8 @@ class RedisStore:
             self.fallbacks += 1
             raise Unavailable
         self.calls += 1
+        if asyncio.current_task() is None:  # run eagerly by admission (server.eager): go on
+            await asyncio.sleep(0)  # in the task it makes for the rest (timeouts need one)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT * 2):  # a backstop to redis-py's own
                 result = await self._fcall(fn, key, *args)
