@@ -480,8 +480,8 @@ class Mailmoat(System):
         for line in out.splitlines():
             if line.startswith("[") and line.endswith("]"):
                 section = line[1:-1]
-            elif " = " in line:
-                known.add(f"{section}.{line.split(' = ', 1)[0].strip()}")
+            elif " = " in line:  # "# name = (unset)": a setting without a default
+                known.add(f"{section}.{line.removeprefix('# ').split(' = ', 1)[0].strip()}")
         values: dict[str, object] = {
             "server.listen": [f"{HOST}:{self.port}"],
             "domains.local": [DOMAIN],
