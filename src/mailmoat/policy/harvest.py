@@ -1,7 +1,7 @@
 """Directory harvest detection: count unknown recipients per client IP and per network over a
 sliding window, and escalate.
 
-Scores live in the Store (so several nodes can share them later): `dha:ip:<ip>` and
+Scores live in the Store (shared by several nodes with the Redis store): `dha:ip:<ip>` and
 `dha:net:<network>`, each a sliding window of `harvest.window` seconds holding one event per
 unknown recipient and per RCPT answered uniformly. For a source (IP, or its /24 or /48
 network with the `network_*` thresholds):
