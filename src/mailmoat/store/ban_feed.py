@@ -87,7 +87,7 @@ class BanFeed:
         if not key.startswith(BAN_PREFIX):
             return
         local = self.local
-        if parts[0] == "set" and len(parts) == 4 and parts[2].isdigit():
+        if parts[0] == "set" and len(parts) == 4 and parts[2].isascii() and parts[2].isdigit():
             seconds = int(parts[2]) / 1000
             await local.set(key, parts[3], seconds)
             self.notify(key, seconds)
