@@ -172,6 +172,8 @@ async def test_mail_flows_while_redis_hangs_and_after_it_restarts(
             answers = await send_one(gw, "127.0.0.10")
             assert not any(r.startswith(b"5") for r in answers), answers
             assert answers[-1].startswith((b"250", b"4")), answers
+        gauges = a.stats.snapshot()["gauges"]
+        assert gauges["store.redis.fallbacks"] > 0 and gauges["store.redis.feed_synced"] == 0
         server.start()  # back, empty and without functions
         for gw in (a, b):
             store = gw.store
@@ -182,4 +184,9 @@ async def test_mail_flows_while_redis_hangs_and_after_it_restarts(
             assert (await greeting(gw, "127.0.0.11")).startswith(b"220")
         assert (await greeting(b, "127.0.0.11")).startswith(b"421")
         assert server.command("FUNCTION", "LIST") != b"*0"
+        gauges = a.stats.snapshot()["gauges"]
+        assert gauges["store.redis.breaker_open"] == 0 and gauges["store.redis.feed_synced"] == 1
+        await wait_for(  # the heartbeats of both nodes, the next second
+            lambda: a.stats.snapshot()["gauges"]["store.redis.nodes"] == 2, "two nodes counted"
+        )
         await wait_for(lambda: delivered(tmp_path) >= 1 + 2 + 2, "every accepted message delivered")

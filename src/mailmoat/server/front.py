@@ -95,6 +95,8 @@ class Front:
         if isinstance(store, MemoryStore):  # a full store shows here (a ban evicted: too small)
             self.stats.gauge("store.keys", store.__len__)
             self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
+        for name, read in getattr(store, "gauges", dict)().items():  # a shared store's own
+            self.stats.gauge(name, read)
         self._greeting = greeting_bytes(settings.server.hostname)
         self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))
         self.stats.gauge("spool.memory", lambda: self.spool_budget.used)

@@ -127,6 +127,18 @@ class RedisStore:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def gauges(self) -> dict[str, Callable[[], int]]:
+        """What the stats show of this store: a breaker open or a feed lost is a node
+        deciding on its own."""
+        return {
+            "store.keys": self.local.__len__,
+            "store.redis.calls": lambda: self.calls,
+            "store.redis.fallbacks": lambda: self.fallbacks,
+            "store.redis.breaker_open": lambda: int(not self.breaker.closed),
+            "store.redis.feed_synced": lambda: int(self.feed is not None and self.feed.synced),
+            "store.redis.nodes": lambda: self.live_nodes,
+        }
+
     def notify(self, name: str, seconds: float | None) -> None:
         for listener in self._listeners:
             listener(name[len(BAN_PREFIX) :], seconds)
