@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from mailmoat.limits import BREAKER_FAILURES
+from mailmoat.limits import BREAKER_FAILURES, REDIS_POOL
 from mailmoat.store import MemoryStore
 from mailmoat.store.redis_store import RedisStore
 from tests.support.redis import RedisServer, available, redis_server
@@ -123,3 +123,36 @@ async def test_a_ban_reaches_the_other_node_through_the_feed(server: RedisServer
     finally:
         await a.close()
         await b.close()
+
+
+def connections_to(port: int) -> int:
+    """TCP sockets of this machine connected to `port` on loopback (/proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if int(remote.split(":")[1], 16) == port and state == "01":  # ESTABLISHED
+            count += 1
+    return count
+
+
+async def test_a_crowd_of_calls_on_a_hung_redis_stays_within_the_pool(
+    server: RedisServer, store: RedisStore
+) -> None:
+    await store.set("pregreet:192.0.2.40", "ok", ttl=60)
+    await wait_for(lambda: store.feed is not None and store.feed.synced, "feed subscribed")
+    server.pause()
+    try:
+        seen: list[int] = []
+        crowd = [store.get(f"pregreet:192.0.2.{n}") for n in range(40, 140)]
+        done = asyncio.ensure_future(asyncio.gather(*crowd))
+        while not done.done():
+            seen.append(connections_to(server.port))
+            await asyncio.sleep(0.01)
+        answers = done.result()
+        # every call was answered (from the local store), none waited for Redis to wake up
+        assert answers[0] == "ok" and answers[1:] == [None] * 99
+        assert max(seen) <= REDIS_POOL  # the ban feed's subscription is one of them
+        assert not store.breaker.closed
+    finally:
+        server.resume()
