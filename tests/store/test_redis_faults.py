@@ -152,7 +152,10 @@ async def test_a_crowd_of_calls_on_a_hung_redis_stays_within_the_pool(
         answers = done.result()
         # every call was answered (from the local store), none waited for Redis to wake up
         assert answers[0] == "ok" and answers[1:] == [None] * 99
-        assert max(seen) <= REDIS_POOL  # the ban feed's subscription is one of them
+        # at most REDIS_POOL at a time (the ban feed's subscription is one of them), plus
+        # timed-out ones caught while they are closed and a waiter opens their replacement;
+        # an unbounded pool opens one per call (101 here)
+        assert max(seen) < 2 * REDIS_POOL
         assert not store.breaker.closed
     finally:
         server.resume()

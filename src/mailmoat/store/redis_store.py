@@ -103,6 +103,7 @@ class RedisStore:
         self.feed: BanFeed | None = None  # started with the first call
         self._listeners: list[BanListener] = []
         self._pending: dict[str, tuple[str, float] | None] = {}  # ban changes to write back
+        self._replaying = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
@@ -179,6 +180,8 @@ class RedisStore:
             raise Unavailable from err
         if self.breaker.success():
             logs.event("store", logging.WARNING, backend="redis", action="up")
+        if self._pending and not self._replaying:  # even if the breaker never opened
+            self._replaying = True
             self._spawn(self._replay())
         return result
 
@@ -274,6 +277,12 @@ class RedisStore:
     async def _replay(self) -> None:
         """Write the ban changes made while Redis was away (the longer ban wins)."""
         pending, self._pending = self._pending, {}
+        try:
+            await self._write_back(pending)
+        finally:
+            self._replaying = False
+
+    async def _write_back(self, pending: dict[str, tuple[str, float] | None]) -> None:
         for key, change in pending.items():
             try:
                 if change is None:
