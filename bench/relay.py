@@ -57,6 +57,7 @@ from pathlib import Path
 from tests.support.host import PeerError
 from tests.support.ports import free_port, is_listening
 from tests.support.postfix import RELAY, new_instance
+from tests.support.redis import RedisServer
 from tests.support.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,12 +70,17 @@ HELO = "client.sender.test"
 SYSTEMS = ("direct", "mailmoat", "mailmoat-1p", "mailmoat-nodns", "haraka", "haraka-2n", "postfix")
 # mailmoat-1p: one process (server.workers = 1); mailmoat-nodns: DNS checks off (dns.checks =
 # false), to show what they cost; haraka-2n: Haraka with nodes=2 (a worker per core)
-EXTRA_SYSTEMS: tuple[str, ...] = ()
+EXTRA_SYSTEMS: tuple[str, ...] = ("mailmoat-dir", "mailmoat-redis")
+# not in the default matrix (`--systems mailmoat-nodns,mailmoat-dir,mailmoat-redis`): the cost
+# of a recipient directory (harvest windows in the store) with the memory and the Redis store,
+# each with DNS checks off as mailmoat-nodns
 LABELS = {
     "direct": "direct",
     "mailmoat": "mailmoat",
     "mailmoat-1p": "mailmoat, one process",
     "mailmoat-nodns": "mailmoat, DNS checks off",
+    "mailmoat-dir": "mailmoat, static directory, memory store",
+    "mailmoat-redis": "mailmoat, static directory, Redis store",
     "haraka": "Haraka",
     "haraka-2n": "Haraka, nodes=2",
     "postfix": "Postfix",
@@ -474,8 +480,8 @@ class Mailmoat(System):
         for line in out.splitlines():
             if line.startswith("[") and line.endswith("]"):
                 section = line[1:-1]
-            elif " = " in line:
-                known.add(f"{section}.{line.split(' = ', 1)[0].strip()}")
+            elif " = " in line:  # "# name = (unset)": a setting without a default
+                known.add(f"{section}.{line.removeprefix('# ').split(' = ', 1)[0].strip()}")
         values: dict[str, object] = {
             "server.listen": [f"{HOST}:{self.port}"],
             "domains.local": [DOMAIN],
@@ -641,6 +647,55 @@ class Postfix(System):
 
     def log_tail(self) -> str:
         return self.instance.log_tail()
+
+
+class MailmoatStore(Mailmoat):
+    """mailmoat-nodns with a static directory of the bench's recipient, on the memory store or
+    on a private redis-server (tests/support/redis.py), whose FCALLs are counted."""
+
+    def __init__(self, workdir: Path, sink: SmtpSink, name: str) -> None:
+        users = workdir / f"{name}-recipients"
+        users.write_text(RECIPIENT + "\n")
+        extra: dict[str, object] = {
+            "dns.checks": False,
+            "directory.default": "static",
+            "directory.static_file": str(users),
+        }
+        self.redis: RedisServer | None = None
+        if name == "mailmoat-redis":
+            self.redis = RedisServer(workdir / "redis")
+            extra |= {"store.backend": "redis", "store.url": self.redis.url}
+        super().__init__(workdir, sink, name, extra)
+        self.store_calls = 0
+
+    def start(self) -> None:
+        if self.redis is not None:
+            self.redis.start()
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.redis is not None:
+            self.store_calls = fcalls(self.redis.port)
+            self.redis.shutdown()
+
+
+def fcalls(port: int) -> int:
+    """FCALLs a redis-server has run (INFO commandstats)."""
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data[-4:] and len(data) < 1 << 20:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"cmdstat_fcall:" in data and data.endswith(b"\r\n"):
+                break
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("cmdstat_fcall:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -882,7 +937,7 @@ def summarise(runs: list[Run], lats: list[LatencyRun]) -> Summary:
 
 def tables(s: Summary, points: list[Point], systems: list[str], sizes: list[int]) -> str:
     out = []
-    ref = "mailmoat" if "mailmoat" in systems else None
+    ref = next((x for x in ("mailmoat", "mailmoat-nodns") if x in systems), None)
     head = ["size x sessions x rcpts"] + [f"{LABELS[x]} msg/s" for x in systems]
     if "postfix" in systems:
         head.append("Postfix end-to-end msg/s")
@@ -1009,6 +1064,8 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
         "mailmoat": "#1f77b4",
         "mailmoat-1p": "#17becf",
         "mailmoat-nodns": "#aec7e8",
+        "mailmoat-dir": "#9467bd",
+        "mailmoat-redis": "#c5b0d5",
         "haraka": "#d62728",
         "haraka-2n": "#ff9896",
         "postfix": "#2ca02c",
@@ -1373,6 +1430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     systems[name] = Mailmoat(tmp, sink, name, {"server.workers": 1})
                 elif name == "mailmoat-nodns":
                     systems[name] = Mailmoat(tmp, sink, name, {"dns.checks": False})
+                elif name in ("mailmoat-dir", "mailmoat-redis"):
+                    systems[name] = MailmoatStore(tmp, sink, name)
                 elif name in ("haraka", "haraka-2n"):
                     assert script is not None
                     systems[name] = Haraka(tmp, sink, script, name, 2 if name == "haraka-2n" else 1)
@@ -1439,6 +1498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys_.stop()
             sink.cleanup()
         for sys_ in systems.values():
+            if isinstance(sys_, MailmoatStore) and sys_.redis is not None:
+                sent = 200 + sum(r.messages for r in runs if r.system == sys_.name)  # + warm-up
+                sys_.notes.append(
+                    f"{sys_.store_calls:,} Redis FCALLs for {sent:,} messages:"
+                    f" {sys_.store_calls / sent:.2f} store calls per message (heartbeats included)"
+                )
             notes += [f"{LABELS[sys_.name]}: {n}" for n in sys_.notes]
     minutes = (time.monotonic() - started) / 60
     summary = summarise(runs, lats)

@@ -239,9 +239,14 @@ def test_stress_timeouts_do_not_apply_outside_stress_mode(tmp_path: Path) -> Non
 
 
 def test_store_backend() -> None:
+    from mailmoat.store import MemoryStore, open_store
+    from mailmoat.store.redis_store import RedisStore
+
     with pytest.raises(config.ConfigError, match=r"store\.backend"):
-        config.load(None, {"store.backend": "redis"})
-    assert config.load(None, {"store.backend": "memory"}).store.backend == "memory"
+        config.load(None, {"store.backend": "sqlite"})
+    assert isinstance(open_store(config.load(None, {}).store), MemoryStore)
+    shared = open_store(config.load(None, {"store.backend": "redis"}).store)
+    assert isinstance(shared, RedisStore)  # connects on first use
 
 
 async def test_store_max_keys_bounds_the_gateway_store(tmp_path: Path) -> None:

@@ -102,6 +102,29 @@ LINK_REQUEST_TIMEOUT = 5.0
 REMOTE_STORE_TIMEOUT = 5.0
 """Seconds a worker's store call waits for the supervisor."""
 
+# --- the Redis store (store/redis_store, store/breaker, store/ban_feed) -------------------------
+REDIS_TIMEOUT = 0.5
+"""Seconds one Redis call (connecting, waiting for a pooled connection, or the answer) may take
+before it counts as failed. A call that timed out is not retried: its outcome is unknown."""
+REDIS_POOL = 32
+"""Connections to Redis a node holds at most (a call that finds none free waits REDIS_TIMEOUT)."""
+BREAKER_FAILURES = 3
+"""Consecutive failed Redis calls that open the circuit breaker (calls go to the local store)."""
+BREAKER_OPEN = 1.0
+"""Seconds the breaker stays open before one probe call may try Redis again."""
+REDIS_HEARTBEAT = 1.0
+"""Seconds between a node's heartbeats (its live-node count, and the breaker's probe)."""
+REDIS_NODE_ALIVE = 5.0
+"""Seconds a node counts as live after its last heartbeat (the fallback's scale)."""
+BAN_FEED_RETRY = 0.5
+"""Seconds before the ban feed subscribes again after losing its connection."""
+BAN_RESYNC_MAX = 100_000
+"""Bans read from Redis at most when the ban feed (re)subscribes."""
+BAN_RESYNC_BATCH = 500
+"""Bans read per round trip during that resync."""
+REPLAY_MAX = 10_000
+"""Ban changes made while Redis was away kept to write there when it returns."""
+
 # --- admin endpoint and health (server/admin, server/health) -----------------------------------
 ADMIN_MAX_CLIENTS = 8
 """Admin connections served at once (invariant 3)."""
@@ -171,6 +194,11 @@ MANUAL_BAN_TIME = 3600.0
 """Seconds a ban set by hand (`mailmoat ban`, POST /bans) lasts unless its request says."""
 HARVEST_KEY_CACHE = 65536
 """Client addresses whose store keys are kept ready (the cache is emptied when full)."""
+HARVEST_CLEAN_TRUST = 1.0
+"""Seconds a worker trusts a store answer that a client address has no harvest ban and scores
+below every tarpit threshold, so that RCPTs from ordinary senders cost no store round trip
+(a shared store's); its own unknown recipients end that trust at once, other workers' and
+nodes' within this bound."""
 FCRDNS_MAX_NAMES = 10
 """PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
 SPF_MAX_ROUNDS = 200

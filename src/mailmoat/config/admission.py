@@ -171,8 +171,19 @@ class StressSettings(Section):
 
 
 class StoreSettings(Section):
-    backend: Literal["memory"] = Field(
-        default="memory", description="Where bans, rates and caches live (memory: this node only)."
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="Where bans, rates and caches live (memory: this node only; redis: shared by every node using store.url).",
+    )
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis server of the redis backend: redis://, rediss:// (TLS) or unix:///path/to/socket.",
+    )
+    fallback_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Least number of nodes assumed while Redis is unreachable: each node counts its own events times the nodes, so a cluster-wide rate still holds.",
     )
     max_keys: int = Field(
         default=200_000,
@@ -184,3 +195,10 @@ class StoreSettings(Section):
         ge=100,
         description="Most ban, strike and harvest keys, held apart so ordinary keys never evict them; when full, strikes and scores go first, then the bans that end soonest.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("store.url must start with redis://, rediss:// or unix://")
+        return value

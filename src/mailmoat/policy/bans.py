@@ -20,7 +20,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
 from typing import Any
 
 from mailmoat import logs
@@ -188,6 +195,33 @@ class BanList(Check):
             else:
                 out.append({"target": rest, "kind": "address", "seconds": round(left, 1)})
         return out
+
+    def learn(self, name: str, seconds: float | None) -> None:
+        """A ban another node set (`seconds` left) or lifted (None), pushed by a shared
+        store: the next accept of that address decides on it, without asking the store."""
+        now = self.clock()
+        if seconds is not None:
+            seconds = min(seconds, LONGEST_BAN)
+        if name.startswith("net:"):
+            try:  # what Redis says is checked as the administrator's own ban would be
+                net = str(ban_target(name[4:]))
+            except ValueError:
+                return
+            if seconds is None:
+                self._drop_network(net)
+            elif net in self._networks or len(self._networks) < MAX_NETWORK_BANS:
+                self._networks[net] = now + seconds
+                self._network_set = NetworkSet(self._networks)
+        elif not name.startswith("dha:"):  # harvest bans are read from the store at RCPT
+            try:
+                name = str(ip_address(name))
+            except ValueError:
+                return
+            self._clear.discard(name)
+            if seconds is None:
+                self._banned.discard(name)
+            else:
+                self._banned.set(name, now + seconds)
 
     def _drop_network(self, net: str) -> None:
         if self._networks.pop(net, None) is not None:

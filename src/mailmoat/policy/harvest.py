@@ -1,7 +1,7 @@
 """Directory harvest detection: count unknown recipients per client IP and per network over a
 sliding window, and escalate.
 
-Scores live in the Store (so several nodes can share them later): `dha:ip:<ip>` and
+Scores live in the Store (shared by several nodes with the Redis store): `dha:ip:<ip>` and
 `dha:net:<network>`, each a sliding window of `harvest.window` seconds holding one event per
 unknown recipient and per RCPT answered uniformly. For a source (IP, or its /24 or /48
 network with the `network_*` thresholds):
@@ -23,14 +23,16 @@ Clients in `harvest.exempt_networks` or `domains.relay_networks` are never count
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from mailmoat import logs
 from mailmoat.config import HarvestSettings
+from mailmoat.limits import HARVEST_CLEAN_TRUST
 from mailmoat.limits import HARVEST_KEY_CACHE as KEY_CACHE
 from mailmoat.policy.base import Check, Client, Decision, Verdict
-from mailmoat.policy.networks import source_key
+from mailmoat.policy.networks import ExpiringCache, source_key
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import reply
 from mailmoat.store.base import Store
@@ -53,6 +55,7 @@ class HarvestDetector:
         )
         self._session_unknown: dict[int, int] = {}
         self._keys: dict[IPv4Address | IPv6Address, tuple[str, str]] = {}
+        self._clean = ExpiringCache(KEY_CACHE)  # ip -> until: no ban, scores below the tarpit
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class HarvestDetector:
         if self.exempt(client.ip):
             return None
         s = self.s
+        now = time.monotonic()
+        if self._clean.live(client.ip, now):  # an ordinary sender: no store round trip
+            return None
         if await self.banned(client):
             return Decision(R_UNIFORM, delay=s.tarpit_max, close=True)
         ip_score, net_score = await self.scores(client)
@@ -147,7 +153,10 @@ class HarvestDetector:
             if net_score >= s.network_tarpit_after
             else 0,
         )
-        return Decision(delay=min(delay, s.tarpit_max)) if delay > 0 else None
+        if delay > 0:
+            return Decision(delay=min(delay, s.tarpit_max))
+        self._clean.set(client.ip, now + HARVEST_CLEAN_TRUST)
+        return None
 
     async def unknown(self, client: Client) -> Decision:
         """The directory said the recipient does not exist: count it; 550, maybe closing."""
@@ -155,6 +164,7 @@ class HarvestDetector:
         self._session_unknown[id(client)] = count
         close = count >= self.s.session_max_unknown
         if not self.exempt(client.ip):
+            self._clean.discard(client.ip)
             ip_score, net_score = await self._score(client)
             close = close or ip_score >= self.s.ban_after or net_score >= self.s.network_ban_after
         return Decision(R_UNKNOWN, close=close)

@@ -85,6 +85,9 @@ class Front:
         self.store: Store = watched
         self.defences = (defences or Defences)(settings, self.stats, watched, clock)
         self.stress = self.defences.stress
+        watch = getattr(store, "watch_bans", None)
+        if watch is not None:  # a shared store pushes the bans other nodes decide
+            watch(self.defences.bans.learn)
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
         self.servers: list[Listener] = []
@@ -100,6 +103,8 @@ class Front:
         if isinstance(store, MemoryStore):  # a full store shows here (a ban evicted: too small)
             self.stats.gauge("store.keys", store.__len__)
             self.stats.gauge("store.evicted_bans", lambda: store.evicted_bans)
+        for name, read in getattr(store, "gauges", dict)().items():  # a shared store's own
+            self.stats.gauge(name, read)
         self._greeting = greeting_bytes(settings.server.hostname)
         self._proxies = TrustedProxies(settings.server.proxy_protocol)
         self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))

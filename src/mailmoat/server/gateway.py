@@ -29,7 +29,7 @@ from mailmoat.server.host import HostState
 from mailmoat.server.reload import reconfigure_defences
 from mailmoat.server.session import SmtpSession
 from mailmoat.server.tls import tls_context
-from mailmoat.store import MemoryStore, Store
+from mailmoat.store import Store, open_store
 
 if TYPE_CHECKING:
     from mailmoat.server.admin import AdminServer
@@ -54,7 +54,7 @@ class Gateway(Front):
         supervisor (their connect stage ran there, so it is left out here). `checks` replaces
         the assembly's checks (kept as they are by a reload); `extra_checks` follow them.
         `resolver` serves the DNS checks (default: one from the settings)."""
-        store = store if store is not None else MemoryStore.from_settings(settings.store, clock)
+        store = store if store is not None else open_store(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self._resolver = resolver
         self.worker = defences is not None

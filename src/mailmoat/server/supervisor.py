@@ -56,7 +56,7 @@ from mailmoat.server.link import (
 )
 from mailmoat.server.session import R_SHUTDOWN
 from mailmoat.stats import merge_histograms
-from mailmoat.store import MemoryStore
+from mailmoat.store import open_store
 from mailmoat.store.remote import OPERATIONS
 
 _LOCAL = "supervisor.local"
@@ -104,7 +104,7 @@ class LocalSlots(Check):
 
 class Supervisor(Front):
     def __init__(self, settings: Settings, workers: int) -> None:
-        super().__init__(settings, MemoryStore.from_settings(settings.store), time.monotonic)
+        super().__init__(settings, open_store(settings.store), time.monotonic)
         self.pipeline = Pipeline(self.defences.checks())
         self.size = workers
         self.workers: list[WorkerProcess | None] = [None] * workers

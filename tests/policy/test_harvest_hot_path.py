@@ -1,0 +1,63 @@
+"""An ordinary sender's RCPTs do not ask the store for its harvest state again within
+HARVEST_CLEAN_TRUST; a harvester's unknown recipients end that trust at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mailmoat.limits import HARVEST_CLEAN_TRUST
+from mailmoat.policy.base import Client
+from mailmoat.policy.harvest import HarvestDetector
+from mailmoat.store import MemoryStore
+from tests.policy.test_harvest import harvest_settings
+
+
+class CountingStore(MemoryStore):
+    """The real memory store, counting the calls it answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def get(self, key: str) -> Any:
+        self.calls += 1
+        return await super().get(key)
+
+    async def count(self, key: str, window: float) -> int:
+        self.calls += 1
+        return await super().count(key, window)
+
+
+async def test_a_clean_sender_costs_no_store_call_within_the_trust() -> None:
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.20", 40000)
+    assert await detector.rcpt(sender) is None
+    asked = store.calls
+    assert asked > 0
+    for _ in range(5):
+        assert await detector.rcpt(sender) is None
+    assert store.calls == asked  # answered from the trust, no round trip
+    # an unknown recipient ends the trust: the next RCPT asks the store again
+    await detector.unknown(sender)
+    calls = store.calls
+    assert await detector.rcpt(sender) is None
+    assert store.calls > calls
+
+
+async def test_the_trust_ends_after_its_bound() -> None:
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(tarpit_after=1), store)
+    sender = Client("192.0.2.21", 40000)
+    assert await detector.rcpt(sender) is None
+    # another worker or node scores this source meanwhile (the shared store says so): once
+    # the trust ends, this worker tarpits it too
+    await store.hit("dha:ip:192.0.2.21", 100.0, 8)
+    for _ in range(int(HARVEST_CLEAN_TRUST * 20 / 0.05)):  # bounded: 20 times the trust
+        verdict = await detector.rcpt(sender)
+        if verdict is not None and verdict.delay > 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the source was trusted past HARVEST_CLEAN_TRUST")

@@ -1,0 +1,96 @@
+"""A private redis-server on a free loopback port, for the Redis store's tests.
+
+No persistence (`--save ''`, `--appendonly no`), its own directory, run in the foreground as
+a child of the test (so `pause`/`resume` can send it SIGSTOP/SIGCONT) and always stopped in
+teardown, also after a failure. `shutdown` + `start` restart it on the same port with no data
+and no functions, as a crashed Redis comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.waiting import wait_until
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def available() -> bool:
+    return os.access(REDIS_SERVER, os.X_OK)
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.socket = workdir / "redis.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> RedisServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
+        with log:
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
+                 "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
+                 "--unixsocket", str(self.socket), "--unixsocketperm", "700"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        wait_until(lambda: self.command("PING") == b"+PONG", "redis-server answers PING")
+        return self
+
+    def command(self, *words: str) -> bytes | None:
+        """One inline command on a fresh connection; its first reply line, None on no answer."""
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=2) as s:
+                s.sendall(" ".join(words).encode() + b"\r\n")
+                return s.recv(4096).split(b"\r\n", 1)[0]
+        except OSError:
+            return None
+
+    def pause(self) -> None:
+        """Hang it: connections are accepted by the kernel, nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def shutdown(self) -> None:
+        """Stop it without saving (connections are refused until `start`)."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
