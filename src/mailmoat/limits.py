@@ -116,6 +116,9 @@ REDIS_HEARTBEAT = 1.0
 """Seconds between a node's heartbeats (its live-node count, and the breaker's probe)."""
 REDIS_NODE_ALIVE = 5.0
 """Seconds a node counts as live after its last heartbeat (the fallback's scale)."""
+REDIS_SLOTS_TTL = 3600.0
+"""Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
+address whose connections stay open longer without any new one may be under-counted after."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000

@@ -17,7 +17,7 @@ import pytest
 
 from mailmoat.policy.harvest import R_BANNED
 from tests.server.test_workers import BODY, Served, served
-from tests.support.haproxy import contrib_config, needs_haproxy, running_haproxy
+from tests.support.haproxy import HAProxy, contrib_config, needs_haproxy, running_haproxy
 from tests.support.ports import free_port
 from tests.support.raw_client import connect, read_all, read_reply
 from tests.support.redis import RedisServer, available, redis_server
@@ -33,10 +33,11 @@ CLIENT = "127.0.0.77"
 
 
 class Cluster:
-    def __init__(self, redis: RedisServer, nodes: list[Served], port: int) -> None:
+    def __init__(self, redis: RedisServer, nodes: list[Served], haproxy: HAProxy) -> None:
         self.redis = redis
         self.nodes = nodes
-        self.port = port  # HAProxy's
+        self.haproxy = haproxy
+        self.port = haproxy.port
 
     def accepted(self) -> list[int]:
         """Client connections each node admitted (health checks are not counted)."""
@@ -110,10 +111,10 @@ def cluster(tmp_path: Path, **settings: object) -> Iterator[Cluster]:
             (tmp_path / name).mkdir()
             nodes.append(stack.enter_context(served(tmp_path / name, 1, **common)))
         config = contrib_config(port, [n.port for n in nodes])
-        stack.enter_context(running_haproxy(tmp_path, config, port))
+        haproxy = stack.enter_context(running_haproxy(tmp_path, config, port))
         for node in nodes:  # HAProxy's checks (rise 2) reached each node: both are up
             wait_until(lambda n=node: n.counter("proxy.local") >= 2, "a node checked up")
-        yield Cluster(redis, nodes, port)
+        yield Cluster(redis, nodes, haproxy)
 
 
 def test_a_harvest_split_over_the_nodes_is_banned_at_the_cluster_threshold(
@@ -189,3 +190,54 @@ def test_mail_flows_while_redis_is_down_and_the_limits_recover(tmp_path: Path) -
             assert refused.startswith(b"421") and b"too many connections" in refused, refused
         assert c.redis.command("FUNCTION", "LIST") != b"*0"
         assert c.delivered() == accepted
+
+
+def _slots(c: Cluster, ip: str) -> bytes | None:
+    """How many nodes hold open connections from `ip` in Redis (`:n`), as Redis says."""
+    key = sum(int(part) << (8 * (3 - i)) for i, part in enumerate(ip.split(".")))
+    return c.redis.command("HLEN", f"mm:slots:ip:{key}")
+
+
+def test_the_caps_on_open_connections_hold_across_the_nodes(tmp_path: Path) -> None:
+    caps = {"admission.max_per_ip": 2, "admission.max_per_network": 3, "admission.max_rate": 0}
+    with cluster(tmp_path, **caps) as c:
+        held = [connect(c.port, CLIENT), connect(c.port, CLIENT)]  # one on each node
+        try:
+            assert [read_reply(s)[:4] for s in held] == [b"220 "] * 2
+            assert c.accepted() == [1, 1]
+            # a third: the node it reaches holds only one, the cluster two
+            refused = c.greeting(CLIENT)
+            assert refused.startswith(b"421") and b"from your address" in refused, refused
+            # the network's cap: a neighbour is the third of the /24, another the fourth
+            held.append(connect(c.port, "127.0.0.78"))
+            assert read_reply(held[-1]).startswith(b"220 ")
+            refused = c.greeting("127.0.0.79")
+            assert refused.startswith(b"421") and b"from your network" in refused, refused
+            # a connection that ends gives its slot back to the cluster
+            held.pop(0).close()
+            wait_until(lambda: _slots(c, CLIENT) == b":1", "one node holds the client")
+            held.pop().close()
+            wait_until(lambda: c.greeting(CLIENT).startswith(b"220"), "admitted again", timeout=5)
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_a_crashed_node_does_not_hold_its_slots_for_ever(tmp_path: Path) -> None:
+    caps = {"admission.max_per_ip": 2, "admission.max_rate": 0}
+    with cluster(tmp_path, **caps) as c:
+        held = [connect(c.port, CLIENT), connect(c.port, CLIENT)]  # one on each node
+        try:
+            assert [read_reply(s)[:4] for s in held] == [b"220 "] * 2
+            assert _slots(c, CLIENT) == b":2"
+            a, b = c.nodes
+            a.proc.kill()  # its connection dies with it, without a word to Redis
+            a.proc.wait(10)
+            # b stops counting a once its heartbeats stop (REDIS_NODE_ALIVE)
+            wait_until(lambda: b.stats()["gauges"]["store.redis.nodes"] == 1, "a seen gone")
+            wait_until(lambda: "mx1 is DOWN" in c.haproxy.output(), "HAProxy sends all to b")
+            assert c.greeting(CLIENT).startswith(b"220")  # to b: a's slot is not counted
+            wait_until(lambda: _slots(c, CLIENT) == b":1", "a's count dropped from Redis")
+        finally:
+            for s in held:
+                s.close()

@@ -7,7 +7,9 @@ connection-rate block this node already decided. All of that is local state, so 
 synchronous: the session writes one prebuilt `421 4.7.0` line and closes, with no engine, no
 timer and no task. Only a client that passes goes on to the shared state in the store: one
 sliding-window hit for the connection rate and, when the local "not banned" answer is stale,
-one ban lookup.
+one ban lookup; with a store shared by several nodes (`SharedSlots`), also the cluster's count
+of the address's and the network's open connections (one call each; a connection that ends
+reports its node's new counts without waiting).
 
 Clients in `admission.allow_networks` (the internal network, or the filtering service that
 relays to us) are marked `trusted` and skip every limit here (they count only towards the
@@ -28,6 +30,7 @@ from mailmoat.policy.stress import Stress
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 from mailmoat.store import Store
+from mailmoat.store.base import SharedSlots
 
 _COUNTED = "admission.counted"
 
@@ -60,6 +63,8 @@ class Admission(Check):
         self.per_ip: dict[int, int] = {}
         self.per_net: dict[int, int] = {}
         self._rate_blocked = ExpiringCache(RATE_BLOCKED_CACHE)
+        # several nodes: the caps on open connections are also checked against the cluster's
+        self.slots = store if isinstance(store, SharedSlots) else None
         host = settings.server.hostname
 
         def r(text: str) -> Reply:
@@ -113,12 +118,24 @@ class Admission(Check):
             self.bans.strike(addr, "rate")
             return self._refuse("rate")
         self._count(client, ip_key, net_key)
-        if a.max_rate or (self.bans.enabled and not self.bans.clear_now(addr)):
-            return self._shared(addr, ip_key)
+        if (
+            self.slots is not None
+            or a.max_rate
+            or (self.bans.enabled and not self.bans.clear_now(addr))
+        ):
+            return self._shared(addr, ip_key, net_key)
         return None
 
-    async def _shared(self, addr: str, ip_key: int) -> Verdict:
+    async def _shared(self, addr: str, ip_key: int, net_key: int) -> Verdict:
         a = self.settings
+        if self.slots is not None:
+            limit = self.stress.settings.max_per_ip if self.stress.active else a.max_per_ip
+            if await self.slots.slots(f"slots:ip:{ip_key}", self.per_ip.get(ip_key, 0)) > limit:
+                self.bans.strike(addr, "max_per_ip")
+                return self._refuse("max_per_ip")
+            own = self.per_net.get(net_key, 0)
+            if await self.slots.slots(f"slots:net:{net_key}", own) > a.max_per_network:
+                return self._refuse("max_per_network")
         if a.max_rate:
             n = await self.store.hit(f"rate:{addr}", a.rate_window, a.max_rate + 1)
             if n > a.max_rate:
@@ -138,8 +155,13 @@ class Admission(Check):
             return
         a = self.settings
         ip = client.ip
-        _release(self.per_ip, address_key(ip))
-        _release(self.per_net, network_key(ip, a.ipv4_prefix, a.ipv6_prefix))
+        ip_key = address_key(ip)
+        net_key = network_key(ip, a.ipv4_prefix, a.ipv6_prefix)
+        _release(self.per_ip, ip_key)
+        _release(self.per_net, net_key)
+        if self.slots is not None:
+            self.slots.report_slots(f"slots:ip:{ip_key}", self.per_ip.get(ip_key, 0))
+            self.slots.report_slots(f"slots:net:{net_key}", self.per_net.get(net_key, 0))
 
     # -------------------------------------------------------------- mechanics
     def _count(self, client: Client, ip_key: int | None, net_key: int | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 SECURITY_PREFIXES = ("ban:", "bans:", "strikes:", "dha:", "ca:")
 """Keys of the security state: bans (`ban:<addr>`, `ban:dha:...`), their escalation counters
@@ -51,3 +51,17 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SharedSlots(Protocol):
+    """A store shared by several nodes that also counts open connections cluster-wide."""
+
+    async def slots(self, key: str, own: int) -> int:
+        """Set this node's count of open connections for `key` to `own`; return the
+        cluster's (never below `own`)."""
+        ...
+
+    def report_slots(self, key: str, own: int) -> None:
+        """`slots` without waiting for the answer."""
+        ...

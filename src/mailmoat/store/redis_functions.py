@@ -101,13 +101,42 @@ local function del(keys, args)
   return n
 end
 
--- mm_nodes KEYS[1]; node, alive_us, ttl_ms: a node's heartbeat, returns the live nodes
+-- mm_nodes KEYS[1]; node, alive_us, ttl_ms: a node's heartbeat, returns the live nodes' names
 local function nodes(keys, args)
   local now = now_us()
   redis.call('ZADD', keys[1], num(now), args[1])
   redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', num(now - tonumber(args[2])))
   redis.call('PEXPIRE', keys[1], args[3])
-  return redis.call('ZCARD', keys[1])
+  return redis.call('ZRANGE', keys[1], 0, -1)
+end
+
+-- mm_slots KEYS[1]; node, own, alive_us, ttl_ms, live nodes...: set this node's count of open
+-- connections (a hash field per node, "count time_us"), return the sum over the nodes that are
+-- live or reported within alive_us; the fields of other nodes (crashed ones) are dropped
+local function slots(keys, args)
+  local key, now, alive = keys[1], now_us(), tonumber(args[3])
+  if tonumber(args[2]) > 0 then
+    redis.call('HSET', key, args[1], args[2] .. ' ' .. num(now))
+  else
+    redis.call('HDEL', key, args[1])
+  end
+  local live = {}
+  for i = 5, #args do
+    live[args[i]] = true
+  end
+  local total, fields = 0, redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local n, at = string.match(fields[i + 1], '^(%d+) (%d+)$')
+    if n and (live[fields[i]] or now - tonumber(at) < alive) then
+      total = total + tonumber(n)
+    else
+      redis.call('HDEL', key, fields[i])
+    end
+  end
+  if total > 0 then
+    redis.call('PEXPIRE', key, args[4])
+  end
+  return total
 end
 
 redis.register_function('mm_incr', incr)
@@ -118,5 +147,6 @@ redis.register_function('mm_set', set)
 redis.register_function{function_name='mm_ttl', callback=ttl, flags={'no-writes'}}
 redis.register_function('mm_del', del)
 redis.register_function('mm_nodes', nodes)
+redis.register_function('mm_slots', slots)
 """
 )

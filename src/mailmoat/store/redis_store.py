@@ -41,6 +41,7 @@ from mailmoat.limits import (
     REDIS_HEARTBEAT,
     REDIS_NODE_ALIVE,
     REDIS_POOL,
+    REDIS_SLOTS_TTL,
     REDIS_TIMEOUT,
     REPLAY_MAX,
 )
@@ -95,6 +96,7 @@ class RedisStore:
         self.clock = clock
         self.fallback_nodes = fallback_nodes
         self.live_nodes = 1  # from the last heartbeat
+        self.live: list[str] = []  # their names
         self.breaker = Breaker(clock=clock)
         self.node = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.calls = 0  # calls sent to Redis
@@ -103,6 +105,7 @@ class RedisStore:
         self.feed: BanFeed | None = None  # started with the first call
         self._listeners: list[BanListener] = []
         self._pending: dict[str, tuple[str, float] | None] = {}  # ban changes to write back
+        self._slots_pending: dict[str, int] = {}  # connection counts Redis has not got yet
         self._replaying = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -260,6 +263,26 @@ class RedisStore:
     async def bans(self, limit: int) -> list[tuple[str, float]]:
         return await self.local.bans(limit)  # the feed copies every node's bans here
 
+    async def slots(self, key: str, own: int) -> int:
+        """Set this node's count of open connections for `key` to `own` (an absolute value,
+        so a lost or repeated report is corrected by the next) and return the cluster's; while
+        Redis cannot say, `own` times the number of nodes."""
+        try:
+            total = await self.call(
+                "mm_slots", key, self.node, own, _us(REDIS_NODE_ALIVE), _ms(REDIS_SLOTS_TTL),
+                *self.live,
+            )  # fmt: skip
+        except Unavailable:
+            if key in self._slots_pending or len(self._slots_pending) < REPLAY_MAX:
+                self._slots_pending[key] = own  # sent again with the next heartbeat
+            return self._scaled(own)
+        self._slots_pending.pop(key, None)
+        return max(int(total), own)
+
+    def report_slots(self, key: str, own: int) -> None:
+        """`slots` without waiting for the answer (a connection ended)."""
+        self._spawn(self.slots(key, own))
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -307,7 +330,11 @@ class RedisStore:
                     _us(REDIS_NODE_ALIVE),
                     _ms(REDIS_NODE_ALIVE * 2),
                 )
-                self.live_nodes = max(int(n), 1)
+                self.live = [m.decode() if isinstance(m, bytes) else str(m) for m in n]
+                self.live_nodes = max(len(self.live), 1)
+                pending, self._slots_pending = self._slots_pending, {}
+                for key, own in pending.items():
+                    await self.slots(key, own)
             except Unavailable:
                 pass
             await asyncio.sleep(REDIS_HEARTBEAT)
