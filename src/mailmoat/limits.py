@@ -45,6 +45,11 @@ CLOSE_RATE = 4000.0
 out together, is closed at this pace so that it cannot stall everyone else."""
 CLOSE_BURST = 40
 """Deadline closes that may happen at once before CLOSE_RATE paces them."""
+CLOSES_PER_TURN = 8
+"""Deadline closes in one turn of the event loop; the next ones wait for the next turn. A close
+costs a few hundred microseconds (the 421, the close, the log line, the supervisor told): a
+turn that ran a loop turn's worth of CLOSE_RATE after a slow turn (a hundred closes and more)
+made every other session of the process wait tens of milliseconds."""
 STRESS_SPREAD = 1.0
 """Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
 that thousands of idle clients are not all closed in one turn of the event loop."""

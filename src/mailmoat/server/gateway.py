@@ -18,7 +18,7 @@ from mailmoat import assembly, logs
 from mailmoat.assembly import DefencesFactory
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.dns import Resolver
-from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, STRESS_SPREAD
+from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, CLOSES_PER_TURN, STRESS_SPREAD
 from mailmoat.limits import RELOAD_RETIRE_POLL as RETIRE_POLL
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
@@ -73,6 +73,7 @@ class Gateway(Front):
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
+        self._turn_closes = 0  # deadline closes in this turn of the event loop
         self._retiring: list[HostState] = []  # replaced by a reload, still used by sessions
         self.stats.gauge("sessions", lambda: len(self.sessions))
 
@@ -224,6 +225,19 @@ class Gateway(Front):
         slot = max(self._close_cursor, now - CLOSE_BURST / CLOSE_RATE)
         self._close_cursor = slot + 1.0 / CLOSE_RATE
         return max(slot, now)
+
+    def may_close(self) -> bool:
+        """At most CLOSES_PER_TURN deadline closes per turn of the event loop: after a slow
+        turn, the closes whose places in the queue came meanwhile are due together."""
+        if self._turn_closes >= CLOSES_PER_TURN:
+            return False
+        if self._turn_closes == 0:
+            self.loop.call_soon(self._new_turn)
+        self._turn_closes += 1
+        return True
+
+    def _new_turn(self) -> None:
+        self._turn_closes = 0
 
     async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
