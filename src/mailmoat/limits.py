@@ -76,6 +76,9 @@ HOLD_MAX = 1000
 """Greeted connections the supervisor holds at once until their client talks (`server.hold`):
 a flood that closes after the 220 keeps a few held (1,000 a second leaving within 100 ms is
 100); past it a connection is handed over at once, as without the hold."""
+HOLD_PER_TURN = 32
+"""Held connections whose readiness is handled in one turn of the supervisor's event loop (a
+peek and a close or a hand-over each); the rest wait for the next turn."""
 HOLD_TIME = 1.0
 """Most seconds a greeted, silent connection is held before it is handed over anyway: a real
 client talks within a round trip of the 220, a flood client closes within one; a silent one
