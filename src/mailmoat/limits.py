@@ -45,6 +45,11 @@ CLOSE_RATE = 4000.0
 out together, is closed at this pace so that it cannot stall everyone else."""
 CLOSE_BURST = 40
 """Deadline closes that may happen at once before CLOSE_RATE paces them."""
+ADOPTS_PER_TURN = 8
+"""Connections handed over by the supervisor that a process starts sessions for in one turn of
+its event loop (the connect checks, their DNS queries, a transport and a session each, about
+half a millisecond); the rest wait for the next turn. A packet of 64 started in one turn took a
+worker 30-60 ms of CPU while its other sessions waited."""
 CLOSES_PER_TURN = 8
 """Deadline closes in one turn of the event loop; the next ones wait for the next turn. A close
 costs a few hundred microseconds (the 421, the close, the log line, the supervisor told): a

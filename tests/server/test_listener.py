@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from mailmoat import config
-from mailmoat.limits import CLOSES_PER_TURN
+from mailmoat.limits import ADOPTS_PER_TURN, CLOSES_PER_TURN
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.server.gateway import CLOSE_BURST, CLOSE_RATE, Gateway
 from mailmoat.store import MemoryStore
@@ -138,4 +139,41 @@ async def test_closes_due_together_after_a_slow_turn_are_spread_over_turns(
     finally:
         for _, writer in clients:
             writer.close()
+        await gw.stop(grace=1)
+
+
+async def test_handed_over_connections_start_a_few_per_turn(tmp_path: Path) -> None:
+    """Forty connections handed over at once (one link packet carries up to 64): their
+    sessions start at most ADOPTS_PER_TURN per turn of the event loop, all of them greeted."""
+    gw = Gateway(_settings(tmp_path))
+    await gw.start()
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    clients, per_turn = [], []
+    try:
+        for i in range(40):
+            clients.append(
+                await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.{i}.1", 0))
+            )
+        accepted = [listener.accept() for _ in range(40)]
+
+        def count() -> None:  # the sessions so far, once per turn
+            per_turn.append(len(gw.sessions))
+            if per_turn[-1] < 40:
+                loop.call_soon(count)
+
+        loop.call_soon(count)
+        for sock, (address, client_port) in accepted:  # as a worker does for a packet
+            sock.setblocking(False)
+            gw.adopt(sock, Client(address, client_port), None, False)
+        await wait_for(lambda: len(gw.sessions) == 40, "40 sessions")
+        steps = [b - a for a, b in itertools.pairwise(per_turn)]
+        assert max(steps) <= ADOPTS_PER_TURN, steps
+        for reader, _ in clients:
+            assert (await asyncio.wait_for(reader.readline(), DEADLINE)).startswith(b"220 ")
+    finally:
+        for _, writer in clients:
+            writer.close()
+        listener.close()
         await gw.stop(grace=1)
