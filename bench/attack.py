@@ -699,6 +699,13 @@ async def run_all(
             f"{ms(pct(r.probes, 0.99))} max {ms(pct(r.probes, 1))} ms",
             file=sys.stderr,
         )
+        for i, spans in sorted(r.legit.phases.items()):
+            print(
+                f"   new connection @ {r.legit.started[i]:.1f} s: "
+                + ", ".join(f"{k} {v * 1000:.1f}" for k, v in spans.items())
+                + " ms",
+                file=sys.stderr,
+            )
         print(
             f"   legit {r.legit.delivered}/{r.legit.attempted} p50 "
             f"{ms(r.legit.percentile(50))} ms p99 {ms(r.legit.percentile(99))} ms; "

@@ -82,6 +82,10 @@ class LegitResult:
     started: list[float] = field(default_factory=list)
     """When each timed message began, in seconds from the start of the run."""
     errors: list[str] = field(default_factory=list)
+    phases: dict[int, dict[str, float]] = field(default_factory=dict)
+    """For each message that opened a connection (by its index in `latencies`): seconds spent
+    on the previous connection's QUIT, the connect, the 220, the EHLO and each reply of the
+    transaction (MAIL, RCPT, DATA, end of data)."""
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
@@ -142,26 +146,39 @@ class Legit:
             next_at += self.interval
             result.attempted += 1
             started = time.perf_counter()
+            marks: dict[str, float] = {}
             try:
                 if writer is None or sent_here >= self.per_connection:
                     if writer is not None:
                         await _quit(reader, writer)
+                    marks["quit"] = time.perf_counter()
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(
                             "127.0.0.1", self.port, local_addr=(self.source, 0)
                         ),
                         step_timeout,
                     )
+                    marks["connect"] = time.perf_counter()
                     sent_here = 0
                     assert reader is not None and writer is not None
                     await asyncio.wait_for(_expect(reader, 220, "greeting"), step_timeout)
+                    marks["220"] = time.perf_counter()
                     writer.write(b"EHLO legit.test\r\n")
                     await asyncio.wait_for(_expect(reader, 250, "EHLO"), step_timeout)
+                    marks["ehlo"] = time.perf_counter()
                 assert reader is not None and writer is not None
-                await asyncio.wait_for(_send_one(reader, writer), step_timeout)
+                await asyncio.wait_for(
+                    _send_one(reader, writer, marks if marks else None), step_timeout
+                )
                 sent_here += 1
                 result.delivered += 1
-                result.latencies.append(time.perf_counter() - started)
+                done = time.perf_counter()
+                if marks:
+                    last, spans = started, {}
+                    for name, at in marks.items():
+                        spans[name], last = at - last, at
+                    result.phases[len(result.latencies)] = spans
+                result.latencies.append(done - started)
                 result.started.append(round(next_at - self.interval - t0, 2))
             except (OSError, RuntimeError, TimeoutError, ConnectionError) as err:
                 result.errors.append(f"{type(err).__name__}: {err}")
@@ -189,15 +206,22 @@ class Legit:
         return out
 
 
-async def _send_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"MAIL FROM:<sender@legit.test>\r\n")
-    await _expect(reader, 250, "MAIL")
-    writer.write(b"RCPT TO:<alice@example.test>\r\n")
-    await _expect(reader, 250, "RCPT")
-    writer.write(b"DATA\r\n")
-    await _expect(reader, 354, "DATA")
-    writer.write(MESSAGE + b".\r\n")
-    await _expect(reader, 250, "end of data")
+async def _send_one(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    marks: dict[str, float] | None = None,
+) -> None:
+    """One transaction; with `marks`, when each reply came (keyed by command)."""
+    for command, code, what in (
+        (b"MAIL FROM:<sender@legit.test>\r\n", 250, "MAIL"),
+        (b"RCPT TO:<alice@example.test>\r\n", 250, "RCPT"),
+        (b"DATA\r\n", 354, "DATA"),
+        (MESSAGE + b".\r\n", 250, "end of data"),
+    ):
+        writer.write(command)
+        await _expect(reader, code, what)
+        if marks is not None:
+            marks[what] = time.perf_counter()
 
 
 async def _quit(reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter) -> None:

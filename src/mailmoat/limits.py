@@ -56,6 +56,16 @@ CLOSE_RATE = 4000.0
 out together, is closed at this pace so that it cannot stall everyone else."""
 CLOSE_BURST = 40
 """Deadline closes that may happen at once before CLOSE_RATE paces them."""
+ADOPTS_PER_TURN = 8
+"""Connections handed over by the supervisor that a process starts sessions for in one turn of
+its event loop (the connect checks, their DNS queries, a transport and a session each, about
+half a millisecond); the rest wait for the next turn. A packet of 64 started in one turn took a
+worker 30-60 ms of CPU while its other sessions waited."""
+CLOSES_PER_TURN = 8
+"""Deadline closes in one turn of the event loop; the next ones wait for the next turn. A close
+costs a few hundred microseconds (the 421, the close, the log line, the supervisor told): a
+turn that ran a loop turn's worth of CLOSE_RATE after a slow turn (a hundred closes and more)
+made every other session of the process wait tens of milliseconds."""
 STRESS_SPREAD = 1.0
 """Seconds over which the sessions that stress mode's tighter deadlines catch are closed, so
 that thousands of idle clients are not all closed in one turn of the event loop."""
@@ -82,6 +92,9 @@ HOLD_MAX = 1000
 """Greeted connections the supervisor holds at once until their client talks (`server.hold`):
 a flood that closes after the 220 keeps a few held (1,000 a second leaving within 100 ms is
 100); past it a connection is handed over at once, as without the hold."""
+HOLD_PER_TURN = 32
+"""Held connections whose readiness is handled in one turn of the supervisor's event loop (a
+peek and a close or a hand-over each); the rest wait for the next turn."""
 HOLD_TIME = 1.0
 """Most seconds a greeted, silent connection is held before it is handed over anyway: a real
 client talks within a round trip of the 220, a flood client closes within one; a silent one

@@ -4,12 +4,16 @@ are paced, and a burst of refused connections does not keep a session waiting.""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mailmoat import config
+from mailmoat.limits import ADOPTS_PER_TURN, CLOSES_PER_TURN
 from mailmoat.policy.base import Check, Client, HookResult
 from mailmoat.server.gateway import CLOSE_BURST, CLOSE_RATE, Gateway
 from mailmoat.store import MemoryStore
@@ -101,4 +105,75 @@ async def test_a_burst_of_refusals_does_not_hold_up_a_session(tmp_path: Path) ->
         assert gw.stats.get("refused.denied") == 400 and gw.stats.get("closed.refused") == 400
         writer.close()
     finally:
+        await gw.stop(grace=1)
+
+
+async def test_closes_due_together_after_a_slow_turn_are_spread_over_turns(
+    tmp_path: Path,
+) -> None:
+    """Forty idle clients pass their greeting deadline while the event loop is stalled: when it
+    runs again, each turn closes at most CLOSES_PER_TURN of them (all forty were due at once,
+    within CLOSE_BURST), so the other sessions wait for a few closes, not for forty."""
+    gw = Gateway(_settings(tmp_path, **{"timeouts.greeting": 0.5}))
+    port = (await gw.start())[0][1]
+    loop = asyncio.get_running_loop()
+    clients = []
+    per_turn: list[int] = []
+    try:
+        for i in range(40):  # one address per /24: no per-address or per-network cap
+            clients.append(
+                await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.{i}.1", 0))
+            )
+        await wait_for(lambda: len(gw.sessions) == 40, "40 sessions")
+        time.sleep(0.7)  # a slow turn: every greeting deadline passes meanwhile
+
+        def count() -> None:  # the closes so far, once per turn
+            per_turn.append(gw.stats.get("closed.timeout"))
+            if per_turn[-1] < 40:
+                loop.call_soon(count)
+
+        loop.call_soon(count)
+        await wait_for(lambda: gw.stats.get("closed.timeout") == 40, "every client closed")
+        steps = [b - a for a, b in itertools.pairwise(per_turn)]
+        assert max(steps) <= CLOSES_PER_TURN, steps
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await gw.stop(grace=1)
+
+
+async def test_handed_over_connections_start_a_few_per_turn(tmp_path: Path) -> None:
+    """Forty connections handed over at once (one link packet carries up to 64): their
+    sessions start at most ADOPTS_PER_TURN per turn of the event loop, all of them greeted."""
+    gw = Gateway(_settings(tmp_path))
+    await gw.start()
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    clients, per_turn = [], []
+    try:
+        for i in range(40):
+            clients.append(
+                await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.{i}.1", 0))
+            )
+        accepted = [listener.accept() for _ in range(40)]
+
+        def count() -> None:  # the sessions so far, once per turn
+            per_turn.append(len(gw.sessions))
+            if per_turn[-1] < 40:
+                loop.call_soon(count)
+
+        loop.call_soon(count)
+        for sock, (address, client_port) in accepted:  # as a worker does for a packet
+            sock.setblocking(False)
+            gw.adopt(sock, Client(address, client_port), None, False)
+        await wait_for(lambda: len(gw.sessions) == 40, "40 sessions")
+        steps = [b - a for a, b in itertools.pairwise(per_turn)]
+        assert max(steps) <= ADOPTS_PER_TURN, steps
+        for reader, _ in clients:
+            assert (await asyncio.wait_for(reader.readline(), DEADLINE)).startswith(b"220 ")
+    finally:
+        for _, writer in clients:
+            writer.close()
+        listener.close()
         await gw.stop(grace=1)

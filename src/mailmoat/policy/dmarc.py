@@ -419,6 +419,11 @@ class DmarcCheck(Check):
         self.policies: TtlCache[str, _Policy] = TtlCache(resolver.s.cache_size, resolver.clock)
         """Policies found from cached answers, by author domain, until the first expires."""
 
+    async def start(self) -> None:
+        """Load the public suffix list now (a few hundred ms of CPU): loaded by the first
+        message, it stalled every session of the process meanwhile."""
+        _psl()
+
     def message(self, client: Client, message: Message) -> HookResult:
         st = self.karma.state(client)
         if st.exempt:

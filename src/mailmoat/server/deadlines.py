@@ -119,6 +119,11 @@ class Deadlines(SessionBase):
                 self._timer_at = slot
                 self._timer = loop.call_at(slot, self._on_timer)
                 return
+        if not self.host.may_close():  # this turn closed its share: the next one
+            self._close_due = True
+            self._timer_at = now
+            self._timer = loop.call_at(now, self._on_timer)
+            return
         answer = {"timeout": R_TIMEOUT, "min_data_rate": R_SLOW_DATA}.get(why, R_SESSION_TIME)
         self._write(answer.to_bytes())
         self._close(why)

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from mailmoat import assembly, logs
 from mailmoat.assembly import DefencesFactory
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.dns import Resolver
-from mailmoat.limits import CLOSE_BURST, CLOSE_RATE, STRESS_SPREAD
+from mailmoat.limits import ADOPTS_PER_TURN, CLOSE_BURST, CLOSE_RATE, CLOSES_PER_TURN, STRESS_SPREAD
 from mailmoat.limits import RELOAD_RETIRE_POLL as RETIRE_POLL
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
@@ -73,6 +74,8 @@ class Gateway(Front):
         self.sessions: set[SmtpSession] = set()
         self.admin: AdminServer | None = None
         self._close_cursor = 0.0  # the next free place in the deadline-close queue
+        self._turn_closes = 0  # deadline closes in this turn of the event loop
+        self._adopting: deque[tuple[socket.socket, Client, Verdict, bool]] = deque()
         self._retiring: list[HostState] = []  # replaced by a reload, still used by sessions
         self.stats.gauge("sessions", lambda: len(self.sessions))
 
@@ -173,7 +176,23 @@ class Gateway(Front):
     # ------------------------------------------------------------- sessions
     def adopt(self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool) -> None:
         """A connection the supervisor admitted (and `greeted` perhaps): the rest of the
-        connect stage (the checks that run in this process), then a session."""
+        connect stage (the checks that run in this process), then a session; at most
+        ADOPTS_PER_TURN start in one turn of the event loop, in the order they came."""
+        if not self._adopting:
+            self.loop.call_soon(self._adopt_some)
+        self._adopting.append((sock, client, verdict, greeted))
+
+    def _adopt_some(self) -> None:
+        try:
+            for _ in range(min(ADOPTS_PER_TURN, len(self._adopting))):
+                self._adopt_now(*self._adopting.popleft())
+        finally:
+            if self._adopting:
+                self.loop.call_soon(self._adopt_some)
+
+    def _adopt_now(
+        self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool
+    ) -> None:
         try:
             mine = self.pipeline.run("connect", client)
         except Exception:
@@ -228,10 +247,25 @@ class Gateway(Front):
         self._close_cursor = slot + 1.0 / CLOSE_RATE
         return max(slot, now)
 
+    def may_close(self) -> bool:
+        """At most CLOSES_PER_TURN deadline closes per turn of the event loop: after a slow
+        turn, the closes whose places in the queue came meanwhile are due together."""
+        if self._turn_closes >= CLOSES_PER_TURN:
+            return False
+        if self._turn_closes == 0:
+            self.loop.call_soon(self._new_turn)
+        self._turn_closes += 1
+        return True
+
+    def _new_turn(self) -> None:
+        self._turn_closes = 0
+
     async def stop(self, grace: float = default_of(ServerSettings, "drain_time")) -> None:
         """Stop accepting, let deliveries in flight finish (up to `grace` s), then close."""
         self.stop_listening()
         await self.close_sides()
+        while self._adopting:  # handed over before the stop: served as before it
+            self._adopt_now(*self._adopting.popleft())
         for session in list(self.sessions):
             session.shutdown()
         loop = asyncio.get_running_loop()

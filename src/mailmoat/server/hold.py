@@ -14,7 +14,10 @@ in the socket, for the session) tells data from an end:
   handed over, with the seconds it waited (`Client.waited`): its session's deadlines count them,
   so the silence a client is allowed stays what `timeouts.greeting` says.
 
-At most `HOLD_MAX` connections are held at once; past that they are handed over at once.
+At most `HOLD_MAX` connections are held at once; past that they are handed over at once. At
+most `HOLD_PER_TURN` of them are looked at in one turn of the event loop: a flood's clients
+leave together, and after a slow turn hundreds are readable at once (the poll is
+level-triggered: the others are reported again next turn).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 
-from mailmoat.limits import HOLD_MAX
+from mailmoat.limits import HOLD_MAX, HOLD_PER_TURN
 from mailmoat.policy.base import Client
 
 Handler = Callable[[socket.socket, Client], None]
@@ -53,6 +56,7 @@ class GreetedHold:
         self.left = left
         self.held: dict[int, _Held] = {}
         self.limit = HOLD_MAX
+        self._turn = 0  # readable connections looked at in this turn of the event loop
 
     def __len__(self) -> int:
         return len(self.held)
@@ -84,6 +88,11 @@ class GreetedHold:
         entry = self.held.get(fd)
         if entry is None:
             return
+        if self._turn >= HOLD_PER_TURN:
+            return  # still readable: reported again next turn
+        if self._turn == 0:
+            self.loop.call_soon(self._new_turn)
+        self._turn += 1
         try:
             data = entry.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -92,6 +101,9 @@ class GreetedHold:
             data = b""  # reset: gone
         self._release(fd)
         (self.talked if data else self.left)(entry.sock, entry.client)
+
+    def _new_turn(self) -> None:
+        self._turn = 0
 
     def _expired(self, fd: int) -> None:
         entry = self._release(fd)

@@ -54,6 +54,10 @@ class Host(Protocol):
         """When a session that missed its deadline at `now` may be closed."""
         ...
 
+    def may_close(self) -> bool:
+        """Whether a deadline close may happen in this turn of the event loop (counted)."""
+        ...
+
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run `work` in the background."""
         ...
