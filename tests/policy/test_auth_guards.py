@@ -1,0 +1,69 @@
+"""Authentication-Results promises that mutation testing (scripts/mutation over policy/auth.py)
+found nothing holding: a reverse-DNS name that is not a plain token never reaches our own
+field (it could carry forged results into it); the SPF HELO result is reported only for the
+HELO identity; an authserv-id ending in a lone backslash is read, not a crash; and a message
+with as many Authentication-Results fields as can be tracked passes with the forged ones
+removed, one more is refused."""
+
+from __future__ import annotations
+
+from mailmoat.config import AuthSettings
+from mailmoat.limits import HEADER_MAX_KEPT
+from mailmoat.message import Envelope, Message, Spool
+from mailmoat.policy.auth import R_TOO_MANY, ForgedResultsCheck, forged_id, results_header
+from mailmoat.policy.base import Client
+from mailmoat.policy.results import IPREV, SPF, Iprev, SpfResult, SpfResults
+from mailmoat.policy.score import SessionState
+
+OURS = "mx.mailmoat.test"
+
+
+def _message(head: bytes = b"", sender: str = "a@sender.test") -> Message:
+    spool = Spool()
+    spool.write(head + b"Subject: s\r\n\r\nbody\r\n")
+    return Message(Envelope(sender, ["alice@example.test"]), spool, "Q1")
+
+
+def _header(st: SessionState, sender: str = "a@sender.test") -> bytes:
+    return results_header(OURS, st, _message(sender=sender))
+
+
+def test_a_reverse_name_that_is_not_a_token_stays_out_of_our_field() -> None:
+    st = SessionState(Client("192.0.2.1", 1))
+    st.set(IPREV, Iprev("pass", "mail.sender.test"))
+    assert b"policy.iprev=192.0.2.1 (mail.sender.test)" in _header(st)
+    st.set(IPREV, Iprev("pass", "x) ; dkim=pass header.d=bank.test"))
+    header = _header(st)
+    assert (
+        header
+        == b"Authentication-Results: mx.mailmoat.test;\r\n\tiprev=pass policy.iprev=192.0.2.1\r\n"
+    )
+
+
+def test_the_helo_result_is_reported_for_the_helo_identity_only() -> None:
+    st = SessionState(Client("192.0.2.2", 1))
+    mailfrom = SpfResult("mailfrom", "sender.test", "pass")
+    st.set(SPF, SpfResults(mailfrom, None))  # no HELO check made
+    header = _header(st)
+    assert b"spf=pass smtp.mailfrom=sender.test" in header and b"smtp.helo" not in header
+    # the null sender: the MAIL FROM result is the HELO identity's
+    st.set(SPF, SpfResults(SpfResult("helo", "mail.sender.test", "fail"), None))
+    header = _header(st, sender="")
+    assert b"spf=fail smtp.helo=mail.sender.test" in header and b"smtp.mailfrom" not in header
+
+
+def test_a_quoted_id_ending_in_a_backslash_is_read_as_ours() -> None:
+    assert forged_id('"MX.MailMoat.Test\\', OURS)
+    assert forged_id('"mx.mailmoat.test\\"; spf=pass', OURS)
+    assert not forged_id('"other.example\\', OURS)
+
+
+def test_as_many_results_fields_as_are_tracked_pass_one_more_is_refused() -> None:
+    check = ForgedResultsCheck(AuthSettings(), OURS)
+    forged = b"Authentication-Results: mx.mailmoat.test; dkim=pass header.d=bank.test\r\n"
+    other = b"Authentication-Results: other.example; spf=pass\r\n"
+    full = _message(forged + other * (HEADER_MAX_KEPT - 1))
+    assert check.message(Client("192.0.2.3", 1), full) is None
+    assert full.omit == [(0, len(forged))]
+    over = _message(forged + other * HEADER_MAX_KEPT)
+    assert check.message(Client("192.0.2.3", 1), over) == R_TOO_MANY
