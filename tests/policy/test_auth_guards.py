@@ -1,18 +1,25 @@
 """Authentication-Results promises that mutation testing (scripts/mutation over policy/auth.py)
 found nothing holding: a reverse-DNS name that is not a plain token never reaches our own
 field (it could carry forged results into it); the SPF HELO result is reported only for the
-HELO identity; an authserv-id ending in a lone backslash is read, not a crash; and a message
-with as many Authentication-Results fields as can be tracked passes with the forged ones
-removed, one more is refused."""
+HELO identity; an authserv-id ending in a lone backslash is read, not a crash; forged fields
+apart are cut apart (never the field between them); a message with as many
+Authentication-Results fields as can be tracked passes with the forged ones removed, one more
+is refused; and a header the message's long DKIM domain made is not cached."""
 
 from __future__ import annotations
 
 from mailmoat.config import AuthSettings
 from mailmoat.limits import HEADER_MAX_KEPT
 from mailmoat.message import Envelope, Message, Spool
-from mailmoat.policy.auth import R_TOO_MANY, ForgedResultsCheck, forged_id, results_header
+from mailmoat.policy.auth import (
+    R_TOO_MANY,
+    ForgedResultsCheck,
+    _render,
+    forged_id,
+    results_header,
+)
 from mailmoat.policy.base import Client
-from mailmoat.policy.results import IPREV, SPF, Iprev, SpfResult, SpfResults
+from mailmoat.policy.results import DKIM, IPREV, SPF, DkimResult, Iprev, SpfResult, SpfResults
 from mailmoat.policy.score import SessionState
 
 OURS = "mx.mailmoat.test"
@@ -67,3 +74,22 @@ def test_as_many_results_fields_as_are_tracked_pass_one_more_is_refused() -> Non
     assert full.omit == [(0, len(forged))]
     over = _message(forged + other * HEADER_MAX_KEPT)
     assert check.message(Client("192.0.2.3", 1), over) == R_TOO_MANY
+
+
+def test_forged_fields_apart_are_cut_apart_and_the_field_between_kept() -> None:
+    check = ForgedResultsCheck(AuthSettings(), OURS)
+    forged = b"Authentication-Results: mx.mailmoat.test; dkim=pass header.d=bank.test\r\n"
+    kept = b"Authentication-Results: other.example; spf=pass\r\n"
+    msg = _message(forged + kept + forged + forged)
+    assert check.message(Client("192.0.2.4", 1), msg) is None
+    a, b = len(forged), len(forged) + len(kept)
+    assert msg.omit == [(0, a), (b, b + 2 * len(forged))]
+
+
+def test_a_long_dkim_domain_without_a_selector_is_not_cached() -> None:
+    st = SessionState(Client("192.0.2.5", 1))
+    st.set(DKIM, [DkimResult("permerror", "d" * 600 + ".test", "", "")])
+    size = _render.cache_info().currsize
+    header = _header(st)
+    assert header.startswith(b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=permerror")
+    assert _render.cache_info().currsize == size

@@ -48,10 +48,12 @@ def test_the_mode_ends_hold_seconds_after_the_last_high_count() -> None:
 
 def test_a_follower_takes_the_supervisors_off_as_well_as_on() -> None:
     seen: list[bool] = []
-    s = Stress(StressSettings(), 100, Stats())
+    clock = Clock()
+    clock.now = 1000.0  # long past any hold: only following keeps the mode on
+    s = Stress(StressSettings(), 100, Stats(), clock)
     s.listeners.append(seen.append)
     s.follow(True)
-    s.tick()  # a follower's own tick (nothing counted, no hold) changes nothing
+    s.tick()  # a follower's own tick (nothing counted) changes nothing
     assert s.active
     s.follow(True)  # no change: the listeners hear nothing
     s.follow(False)
