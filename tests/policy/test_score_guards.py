@@ -1,0 +1,53 @@
+"""Score promises that mutation testing (scripts/mutation over policy/score.py) found nothing
+holding: a check under `tempfail` refuses a failure with 4xx (never the 5xx of `reject`); a
+result that is neither a failure nor temporary adds neither points nor pending points; and the
+gate refuses from exactly `score.threshold` on, with 4xx while pending points decide."""
+
+from __future__ import annotations
+
+from mailmoat.config import ScoreSettings
+from mailmoat.policy.base import Client
+from mailmoat.policy.score import R_DNS_TEMP, Karma, Outcome, ScoreGate, SessionState, apply
+from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.replies import Reply, reply
+
+REFUSAL = reply(550, "5.7.1", "SPF fail")
+
+
+def _state() -> SessionState:
+    return SessionState(Client("192.0.2.50", 1))
+
+
+def test_tempfail_answers_a_failure_with_4xx_and_reject_with_5xx() -> None:
+    verdict = apply(_state(), Outcome("spf", "fail"), "tempfail", REFUSAL, failed=True, points=3)
+    assert verdict is not None and (verdict.code, verdict.enhanced) == (450, "4.7.1")
+    verdict = apply(_state(), Outcome("spf", "fail"), "reject", REFUSAL, failed=True, points=3)
+    assert verdict == REFUSAL
+
+
+def test_a_pass_adds_no_points_and_none_pending() -> None:
+    st = _state()
+    assert apply(st, Outcome("spf", "pass"), "score", REFUSAL, failed=False, points=5) is None
+    assert st.totals() == (0, 0)
+    apply(st, Outcome("dkim", "temperror"), "score", REFUSAL, failed=False, points=4)
+    assert st.totals() == (0, 4)  # a temporary error holds its points pending
+    apply(st, Outcome("dnsbl", "listed"), "score", REFUSAL, failed=True, points=2)
+    assert st.totals() == (2, 4)
+
+
+def _gate_verdict(points: int, pending: int) -> Reply | None:
+    karma = Karma(ScoreSettings(threshold=5, action="reject"))
+    client = Client("192.0.2.51", 1)
+    st = karma.state(client)
+    st.client_outcomes["dnsbl"] = Outcome("dnsbl", "listed", points=points, pending=pending)
+    verdict = ScoreGate(karma).rcpt(client, RcptTo("alice@example.test", "example.test"))
+    assert verdict is None or isinstance(verdict, Reply)
+    return verdict
+
+
+def test_the_gate_refuses_from_the_threshold_on_and_4xx_while_pending_decides() -> None:
+    assert _gate_verdict(4, 0) is None
+    refused = _gate_verdict(5, 0)
+    assert refused is not None and refused.code == 550
+    assert _gate_verdict(4, 1) == R_DNS_TEMP
+    assert _gate_verdict(3, 1) is None
