@@ -93,3 +93,18 @@ def test_a_long_dkim_domain_without_a_selector_is_not_cached() -> None:
     header = _header(st)
     assert header.startswith(b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=permerror")
     assert _render.cache_info().currsize == size
+
+
+def test_a_quoted_pair_in_a_comment_before_our_id_hides_nothing() -> None:
+    """`(\\;)` is a comment holding a quoted ";": the id after it is ours, although the
+    text before the first ";" does not name it."""
+    assert forged_id("(\\;) MX.MailMoat.Test; dkim=pass header.d=bank.test", OURS)
+    assert forged_id("(a\\)) mx.mailmoat.test; spf=pass", OURS)
+
+
+def test_a_signature_value_that_is_not_base64_is_not_reported() -> None:
+    st = SessionState(Client("192.0.2.6", 1))
+    st.set(DKIM, [DkimResult("fail", "sender.test", "sel", "ab.cd-ef")])
+    header = _header(st)
+    assert b"dkim=fail header.d=sender.test header.s=sel\r\n" in header
+    assert b"header.b" not in header

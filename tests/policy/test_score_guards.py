@@ -1,12 +1,16 @@
 """Score promises that mutation testing (scripts/mutation over policy/score.py) found nothing
 holding: a check under `tempfail` refuses a failure with 4xx (never the 5xx of `reject`); a
-result that is neither a failure nor temporary adds neither points nor pending points; and the
-gate refuses from exactly `score.threshold` on, with 4xx while pending points decide."""
+result that is neither a failure nor temporary adds neither points nor pending points (nor
+takes any away); the gate refuses from exactly `score.threshold` on, with 4xx while pending
+points decide; and the end of a session cancels the DNS work still running for it."""
 
 from __future__ import annotations
 
+import asyncio
+
 from mailmoat.config import ScoreSettings
 from mailmoat.policy.base import Client
+from mailmoat.policy.results import IPREV
 from mailmoat.policy.score import R_DNS_TEMP, Karma, Outcome, ScoreGate, SessionState, apply
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import Reply, reply
@@ -51,3 +55,15 @@ def test_the_gate_refuses_from_the_threshold_on_and_4xx_while_pending_decides() 
     assert refused is not None and refused.code == 550
     assert _gate_verdict(4, 1) == R_DNS_TEMP
     assert _gate_verdict(3, 1) is None
+
+
+async def test_the_end_of_a_session_cancels_its_dns_work() -> None:
+    karma = Karma(ScoreSettings())
+    client = Client("192.0.2.52", 1)
+    st = karma.state(client)
+    st.start(IPREV, asyncio.Event().wait())  # a lookup that never answers
+    [task] = st.tasks.values()
+    karma.end(client)
+    assert client.state is None and not st.tasks
+    await asyncio.sleep(0)
+    assert task.cancelled()
