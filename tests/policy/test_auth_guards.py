@@ -19,7 +19,17 @@ from mailmoat.policy.auth import (
     results_header,
 )
 from mailmoat.policy.base import Client
-from mailmoat.policy.results import DKIM, IPREV, SPF, DkimResult, Iprev, SpfResult, SpfResults
+from mailmoat.policy.results import (
+    DKIM,
+    DMARC,
+    IPREV,
+    SPF,
+    DkimResult,
+    DmarcResult,
+    Iprev,
+    SpfResult,
+    SpfResults,
+)
 from mailmoat.policy.score import SessionState
 
 OURS = "mx.mailmoat.test"
@@ -108,3 +118,20 @@ def test_a_signature_value_that_is_not_base64_is_not_reported() -> None:
     header = _header(st)
     assert b"dkim=fail header.d=sender.test header.s=sel\r\n" in header
     assert b"header.b" not in header
+
+
+def test_only_the_id_before_the_first_semicolon_makes_a_field_ours() -> None:
+    assert not forged_id("a.example; spf=pass", OURS)  # sorts before ours: still not ours
+    assert not forged_id("other.example; spf=pass smtp.helo=mx.mailmoat.test", OURS)
+    # an encoded word (or junk a lenient parser reads past) naming our id is ours
+    assert forged_id("=?utf-8?q?mx.mailmoat.test?=; dkim=pass", OURS)
+
+
+def test_the_dmarc_comment_shows_the_policy_unless_there_is_none() -> None:
+    st = SessionState(Client("192.0.2.7", 1))
+    for result in ("fail", "pass"):
+        st.set(DMARC, DmarcResult(result, "sender.test", "reject", "reject"))
+        line = f"dmarc={result} (p=reject dis=reject) header.from=sender.test\r\n"
+        assert line.encode() in _header(st)
+    st.set(DMARC, DmarcResult("none", "sender.test"))
+    assert b"dmarc=none header.from=sender.test\r\n" in _header(st)

@@ -11,7 +11,15 @@ import asyncio
 from mailmoat.config import ScoreSettings
 from mailmoat.policy.base import Client
 from mailmoat.policy.results import IPREV
-from mailmoat.policy.score import R_DNS_TEMP, Karma, Outcome, ScoreGate, SessionState, apply
+from mailmoat.policy.score import (
+    R_DNS_TEMP,
+    Karma,
+    Outcome,
+    ScoreGate,
+    SessionState,
+    apply,
+    ip_text,
+)
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import Reply, reply
 
@@ -27,6 +35,9 @@ def test_tempfail_answers_a_failure_with_4xx_and_reject_with_5xx() -> None:
     assert verdict is not None and (verdict.code, verdict.enhanced) == (450, "4.7.1")
     verdict = apply(_state(), Outcome("spf", "fail"), "reject", REFUSAL, failed=True, points=3)
     assert verdict == REFUSAL
+    other = reply(554, "5.7.1", "listed")
+    verdict = apply(_state(), Outcome("dnsbl", "listed"), "tempfail", other, failed=True)
+    assert verdict is not None and (verdict.code, verdict.enhanced) == (451, "4.7.1")
 
 
 def test_a_pass_adds_no_points_and_none_pending() -> None:
@@ -37,6 +48,16 @@ def test_a_pass_adds_no_points_and_none_pending() -> None:
     assert st.totals() == (0, 4)  # a temporary error holds its points pending
     apply(st, Outcome("dnsbl", "listed"), "score", REFUSAL, failed=True, points=2)
     assert st.totals() == (2, 4)
+    # under "log" a failure is only reported: it adds nothing, pending or not
+    apply(st, Outcome("helo", "fail"), "log", REFUSAL, failed=True, points=3)
+    assert st.totals() == (2, 4)
+
+
+def test_the_address_checked_is_the_plain_ipv4_one_for_a_mapped_client() -> None:
+    """The DNS checks (SPF, DNSBL) and Authentication-Results use this text."""
+    assert ip_text(Client("::ffff:192.0.2.53", 1)) == "192.0.2.53"
+    assert ip_text(Client("192.0.2.53", 1)) == "192.0.2.53"
+    assert ip_text(Client("2001:db8::1", 1)) == "2001:db8::1"
 
 
 def _gate_verdict(points: int, pending: int) -> Reply | None:
