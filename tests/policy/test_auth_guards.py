@@ -135,3 +135,9 @@ def test_the_dmarc_comment_shows_the_policy_unless_there_is_none() -> None:
         assert line.encode() in _header(st)
     st.set(DMARC, DmarcResult("none", "sender.test"))
     assert b"dmarc=none header.from=sender.test\r\n" in _header(st)
+
+
+def test_a_quoted_pair_inside_a_quoted_id_is_undone() -> None:
+    """The comment holds a ";", so only the unquoted id can tell that the field is ours."""
+    assert forged_id('(;) "MX.MailMoat.Tes\\t"; dkim=pass header.d=bank.test', OURS)
+    assert forged_id('(;) "MX.MailMoat.Tes\\t', OURS)  # not even closed

@@ -2,7 +2,9 @@
 holding: a check under `tempfail` refuses a failure with 4xx (never the 5xx of `reject`); a
 result that is neither a failure nor temporary adds neither points nor pending points (nor
 takes any away); the gate refuses from exactly `score.threshold` on, with 4xx while pending
-points decide; and the end of a session cancels the DNS work still running for it."""
+points decide; a single pending point is a temporary failure too; the end of a transaction
+drops its sender's results (the session's stay), the end of a session cancels the DNS work
+still running for it; and an exempt network written with host bits exempts it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import asyncio
 
 from mailmoat.config import ScoreSettings
 from mailmoat.policy.base import Client
-from mailmoat.policy.results import IPREV
+from mailmoat.policy.results import IPREV, SPF, Iprev, SpfResult, SpfResults
 from mailmoat.policy.score import (
     R_DNS_TEMP,
     Karma,
@@ -88,3 +90,31 @@ async def test_the_end_of_a_session_cancels_its_dns_work() -> None:
     assert client.state is None and not st.tasks
     await asyncio.sleep(0)
     assert task.cancelled()
+
+
+def test_one_pending_point_under_reject_is_a_temporary_failure() -> None:
+    st = _state()
+    verdict = apply(st, Outcome("dnsbl", "clean"), "reject", REFUSAL, failed=False, pending=1)
+    assert verdict == R_DNS_TEMP
+
+
+async def test_a_new_transaction_drops_the_last_senders_results_only() -> None:
+    st = _state()
+    st.start(SPF, asyncio.Event().wait())  # the last sender's SPF check, still running
+    [spf_task] = st.tasks.values()
+    st.set(IPREV, Iprev("pass", "mail.sender.test"))  # the client's: it stays
+    st.new_transaction()
+    assert SPF not in st.tasks and IPREV in st.done
+    await asyncio.sleep(0)
+    assert spf_task.cancelled()
+    st.set(SPF, SpfResults(SpfResult("mailfrom", "sender.test", "fail"), None))
+    st.new_transaction()
+    assert st.ready(SPF) is None
+
+
+def test_an_exempt_network_with_host_bits_set_is_exempt() -> None:
+    """The setting is validated leniently ("198.51.100.7/24" is accepted): so is its use."""
+    karma = Karma(ScoreSettings(exempt_networks=["198.51.100.7/24"]), ["203.0.113.9/30"])
+    assert karma.state(Client("198.51.100.200", 1)).exempt
+    assert karma.state(Client("203.0.113.10", 1)).exempt
+    assert not karma.state(Client("198.51.101.1", 1)).exempt
