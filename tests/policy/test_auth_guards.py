@@ -98,11 +98,12 @@ def test_forged_fields_apart_are_cut_apart_and_the_field_between_kept() -> None:
 
 def test_a_long_dkim_domain_without_a_selector_is_not_cached() -> None:
     st = SessionState(Client("192.0.2.5", 1))
-    st.set(DKIM, [DkimResult("permerror", "d" * 600 + ".test", "", "")])
-    size = _render.cache_info().currsize
-    header = _header(st)
-    assert header.startswith(b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=permerror")
-    assert _render.cache_info().currsize == size
+    for domain, selector in (("d" * 600 + ".test", ""), ("e" * 400 + ".test", "s" * 300)):
+        st.set(DKIM, [DkimResult("permerror", domain, selector, "")])
+        size = _render.cache_info().currsize
+        header = _header(st)
+        assert header.startswith(b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=permerror")
+        assert _render.cache_info().currsize == size
 
 
 def test_a_quoted_pair_in_a_comment_before_our_id_hides_nothing() -> None:
@@ -141,3 +142,9 @@ def test_a_quoted_pair_inside_a_quoted_id_is_undone() -> None:
     """The comment holds a ";", so only the unquoted id can tell that the field is ours."""
     assert forged_id('(;) "MX.MailMoat.Tes\\t"; dkim=pass header.d=bank.test', OURS)
     assert forged_id('(;) "MX.MailMoat.Tes\\t', OURS)  # not even closed
+    assert forged_id('(;) " MX.MailMoat.Test"; spf=pass', OURS)  # blanks inside the quotes
+
+
+def test_an_empty_or_comment_only_value_is_read_as_no_id() -> None:
+    for value in ("", "   ", "(only a comment)", "(\\", "(open comment"):
+        assert not forged_id(value, OURS), value
