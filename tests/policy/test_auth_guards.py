@@ -111,6 +111,7 @@ def test_a_quoted_pair_in_a_comment_before_our_id_hides_nothing() -> None:
     text before the first ";" does not name it."""
     assert forged_id("(\\;) MX.MailMoat.Test; dkim=pass header.d=bank.test", OURS)
     assert forged_id("(a\\)) mx.mailmoat.test; spf=pass", OURS)
+    assert forged_id("(a ;) MX.MailMoat.Test; dkim=pass", OURS)  # a comment with blanks
 
 
 def test_a_signature_value_that_is_not_base64_is_not_reported() -> None:
@@ -119,6 +120,9 @@ def test_a_signature_value_that_is_not_base64_is_not_reported() -> None:
     header = _header(st)
     assert b"dkim=fail header.d=sender.test header.s=sel\r\n" in header
     assert b"header.b" not in header
+    # base64 with "+", "/" or "=" is no token: reported quoted
+    st.set(DKIM, [DkimResult("pass", "sender.test", "sel", "ab+/cd==")])
+    assert b'header.s=sel header.b="ab+/cd=="\r\n' in _header(st)
 
 
 def test_only_the_id_before_the_first_semicolon_makes_a_field_ours() -> None:

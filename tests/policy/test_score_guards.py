@@ -112,6 +112,15 @@ async def test_a_new_transaction_drops_the_last_senders_results_only() -> None:
     assert st.ready(SPF) is None
 
 
+def test_a_client_checks_points_last_the_session_a_senders_one_transaction() -> None:
+    st = _state()
+    apply(st, Outcome("dnsbl", "listed"), "score", REFUSAL, failed=True, points=3)
+    apply(st, Outcome("spf", "fail"), "score", REFUSAL, failed=True, points=2, per_transaction=True)
+    assert st.totals() == (5, 0)
+    st.new_transaction()  # the next MAIL
+    assert st.totals() == (3, 0)
+
+
 def test_an_exempt_network_with_host_bits_set_is_exempt() -> None:
     """The setting is validated leniently ("198.51.100.7/24" is accepted): so is its use."""
     karma = Karma(ScoreSettings(exempt_networks=["198.51.100.7/24"]), ["203.0.113.9/30"])
