@@ -76,6 +76,7 @@ def test_the_gate_refuses_from_the_threshold_on_and_4xx_while_pending_decides() 
     assert _gate_verdict(4, 0) is None
     refused = _gate_verdict(5, 0)
     assert refused is not None and refused.code == 550
+    assert _gate_verdict(7, 0) == refused  # and above it
     assert _gate_verdict(4, 1) == R_DNS_TEMP
     assert _gate_verdict(3, 1) is None
 
