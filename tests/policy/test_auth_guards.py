@@ -152,3 +152,11 @@ def test_a_quoted_pair_inside_a_quoted_id_is_undone() -> None:
 def test_an_empty_or_comment_only_value_is_read_as_no_id() -> None:
     for value in ("", "   ", "(only a comment)", "(\\", "(open comment"):
         assert not forged_id(value, OURS), value
+
+
+def test_a_signatures_domain_or_selector_that_is_no_token_stays_out() -> None:
+    """d= and s= are the message's own text: "; dmarc=pass" in them must not become a
+    result in our field."""
+    st = SessionState(Client("192.0.2.8", 1))
+    st.set(DKIM, [DkimResult("fail", "bank.test; dmarc=pass", "s el", "")])
+    assert _header(st) == b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=fail\r\n"
