@@ -8,6 +8,8 @@ is refused; and a header the message's long DKIM domain made is not cached."""
 
 from __future__ import annotations
 
+import inspect
+
 from mailmoat.config import AuthSettings
 from mailmoat.limits import HEADER_MAX_KEPT
 from mailmoat.message import Envelope, Message, Spool
@@ -35,8 +37,8 @@ from mailmoat.policy.score import SessionState
 OURS = "mx.mailmoat.test"
 
 
-def _message(head: bytes = b"", sender: str = "a@sender.test") -> Message:
-    spool = Spool()
+def _message(head: bytes = b"", sender: str = "a@sender.test", memory: int = 65536) -> Message:
+    spool = Spool(memory)  # 0: the content goes to a file at once
     spool.write(head + b"Subject: s\r\n\r\nbody\r\n")
     return Message(Envelope(sender, ["alice@example.test"]), spool, "Q1")
 
@@ -112,6 +114,7 @@ def test_a_quoted_pair_in_a_comment_before_our_id_hides_nothing() -> None:
     assert forged_id("(\\;) MX.MailMoat.Test; dkim=pass header.d=bank.test", OURS)
     assert forged_id("(a\\)) mx.mailmoat.test; spf=pass", OURS)
     assert forged_id("(a ;) MX.MailMoat.Test; dkim=pass", OURS)  # a comment with blanks
+    assert forged_id("(a\\); x) MX.MailMoat.Test; dkim=pass", OURS)  # a quoted ")"
 
 
 def test_a_signature_value_that_is_not_base64_is_not_reported() -> None:
@@ -160,3 +163,17 @@ def test_a_signatures_domain_or_selector_that_is_no_token_stays_out() -> None:
     st = SessionState(Client("192.0.2.8", 1))
     st.set(DKIM, [DkimResult("fail", "bank.test; dmarc=pass", "s el", "")])
     assert _header(st) == b"Authentication-Results: mx.mailmoat.test;\r\n\tdkim=fail\r\n"
+
+
+async def test_forged_fields_of_a_message_spooled_to_a_file_are_removed() -> None:
+    """The header scan is not ready at once then: the check reads it, later."""
+    check = ForgedResultsCheck(AuthSettings(), OURS)
+    forged = b"Authentication-Results: mx.mailmoat.test; dkim=pass header.d=bank.test\r\n"
+    msg = _message(forged, memory=0)
+    try:
+        assert msg.headers_now() is None
+        verdict = check.message(Client("192.0.2.9", 1), msg)
+        assert inspect.isawaitable(verdict) and await verdict is None
+        assert msg.omit == [(0, len(forged))]
+    finally:
+        msg.spool.close()
