@@ -12,7 +12,7 @@ import asyncio
 
 from mailmoat.config import ScoreSettings
 from mailmoat.policy.base import Client
-from mailmoat.policy.results import IPREV, SPF, Iprev, SpfResult, SpfResults
+from mailmoat.policy.results import ALLOWLISTED, IPREV, SPF, Iprev, SpfResult, SpfResults
 from mailmoat.policy.score import (
     R_DNS_TEMP,
     Karma,
@@ -62,10 +62,11 @@ def test_the_address_checked_is_the_plain_ipv4_one_for_a_mapped_client() -> None
     assert ip_text(Client("2001:db8::1", 1)) == "2001:db8::1"
 
 
-def _gate_verdict(points: int, pending: int) -> Reply | None:
+def _gate_verdict(points: int, pending: int, allowlisted: bool = False) -> Reply | None:
     karma = Karma(ScoreSettings(threshold=5, action="reject"))
     client = Client("192.0.2.51", 1)
     st = karma.state(client)
+    st.set(ALLOWLISTED, allowlisted)
     st.client_outcomes["dnsbl"] = Outcome("dnsbl", "listed", points=points, pending=pending)
     verdict = ScoreGate(karma).rcpt(client, RcptTo("alice@example.test", "example.test"))
     assert verdict is None or isinstance(verdict, Reply)
@@ -79,6 +80,8 @@ def test_the_gate_refuses_from_the_threshold_on_and_4xx_while_pending_decides() 
     assert _gate_verdict(7, 0) == refused  # and above it
     assert _gate_verdict(4, 1) == R_DNS_TEMP
     assert _gate_verdict(3, 1) is None
+    # an allowlisted client (dnsbl allowlist) passes whatever its score
+    assert _gate_verdict(9, 0, allowlisted=True) is None
 
 
 async def test_the_end_of_a_session_cancels_its_dns_work() -> None:
