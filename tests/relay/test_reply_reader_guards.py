@@ -3,8 +3,9 @@ relay/reply_reader.py) found nothing holding: the start of a reply nobody asked 
 same read as the owed ones, breaks the connection (else it would complete later and be taken
 for the answer to the next command); a malformed reply is a protocol violation too; the end of
 a wait for the write buffer to drain comes with the buffer's resumption or the connection's
-loss (and neither breaks when nobody waits); and `close_transport` closes an open
-transport, once."""
+loss (and neither breaks when nobody waits); a silent server's reply is waited for no longer
+than asked; the server's end of file closes our side too; and `close_transport` closes an
+open transport, once."""
 
 from __future__ import annotations
 
@@ -79,5 +80,27 @@ async def test_close_transport_closes_an_open_transport_once() -> None:
         await asyncio.wait_for(reader.lost, 10)  # the connection is gone
         theirs.settimeout(10)
         assert theirs.recv(1) == b""  # and the other end sees the close
+    finally:
+        theirs.close()
+
+
+async def test_waiting_for_a_silent_server_times_out() -> None:
+    reader = ReplyReader()
+    waiting = asyncio.ensure_future(reader.next_reply(0.05))
+    # asyncio.wait, not wait_for: wait_for's own TimeoutError would pass for next_reply's
+    done, _ = await asyncio.wait({waiting}, timeout=10)
+    waiting.cancel()
+    assert waiting in done, "next_reply still waiting"
+    assert isinstance(waiting.exception(), TimeoutError)
+
+
+async def test_the_servers_end_of_file_closes_the_connection() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        loop = asyncio.get_running_loop()
+        _, reader = await loop.create_connection(ReplyReader, sock=ours)
+        theirs.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(reader.lost, 10)
+        assert reader.closed
     finally:
         theirs.close()
