@@ -128,9 +128,11 @@ async def _serve(
         await gateway.start()
     except (OSError, StaticFileError, privileges.PrivilegeError) as err:
         click.echo(f"cannot start: {err}", err=True)
+        await gateway.close_sides()
         await gateway.pipeline.close()
         if isinstance(gateway, Gateway):
             await gateway.delivery.close()
+        await gateway.store.close()  # a packet filter's table goes with its store
         sys.exit(1)
     # Everything made at start-up lives as long as the process: keep it out of every garbage
     # collection, so a full collection only walks the sessions (shorter pauses under load).

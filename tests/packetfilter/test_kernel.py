@@ -279,3 +279,21 @@ def test_a_default_start_leaves_the_ruleset_alone(tmp_path: Path, ns: Netns) -> 
         assert gw.greeting("127.0.0.13").startswith(b"421 ")
         assert _tables(ns) == set()
     assert "packetfilter" not in gw.text()
+
+
+def test_a_start_that_fails_after_the_table_was_made_removes_it(tmp_path: Path, ns: Netns) -> None:
+    # the admin endpoint starts after the listeners (and the filter): its socket cannot be made
+    config = tmp_path / "mailmoat.toml"
+    config.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{PORT}"]\nhostname = "mx.example.test"\nuvloop = false\n'
+        f'[domains]\nlocal = ["example.test"]\n[maildir]\npath = "{tmp_path / "Maildir"}"\n'
+        f'[admin]\nlisten = "{tmp_path / "missing" / "admin.sock"}"\n[dns]\nchecks = false\n'
+        f'[packetfilter]\nbackend = "nftables"\ntable = "{TABLE}"\n'
+    )
+    done = subprocess.run(
+        ns.command(sys.executable, "-m", "mailmoat", "serve", "-c", str(config)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "cannot start" in done.stderr, done.stderr
+    assert "packetfilter" in done.stdout + done.stderr  # the table had been made
+    assert TABLE not in _tables(ns)
