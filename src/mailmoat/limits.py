@@ -139,6 +139,9 @@ CONSOLE_HISTORY_MINUTES = 60
 """Minutes of accepted/refused counts the console's chart keeps."""
 CONSOLE_SAMPLE_EVERY = 10.0
 """Seconds between the console's readings of the gateway's counters."""
+CONSOLE_RECENT_TRANSACTIONS = 200
+"""Transaction summaries each process keeps for the console's recent transactions page (the
+newest; each a few hundred octets)."""
 CONSOLE_CHART_WIDTH = 600
 """Width of the console's chart, in SVG units."""
 CONSOLE_CHART_HEIGHT = 160

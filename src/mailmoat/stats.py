@@ -27,6 +27,9 @@ Gauges are read when a snapshot is taken (``connections.active``, ``connections.
 ``connections.peak``, ``stress.active``, ...). Histograms count how long each stage took, in
 fixed buckets (``latency.command``: a command's reply, ``latency.message``: the end of data's
 reply, checks and delivery included). `GET /metrics` renders the same snapshot.
+
+``recent`` holds the last CONSOLE_RECENT_TRANSACTIONS transaction summaries (when, client,
+sender, recipients, size, result), newest last, for the web console.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ import os
 import resource
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from mailmoat.limits import CONSOLE_RECENT_TRANSACTIONS
 from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 
@@ -72,6 +77,7 @@ class Stats:
         self._gauges: dict[str, Callable[[], float | int]] = {}
         self.histograms: dict[str, Histogram] = {}
         self.started = time.time()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=CONSOLE_RECENT_TRANSACTIONS)
 
     def histogram(self, name: str) -> Histogram:
         found = self.histograms.get(name)
@@ -99,6 +105,7 @@ class Stats:
             "gauges": {name: read() for name, read in sorted(self._gauges.items())},
             "counters": dict(sorted(self.counters.items())),
             "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
+            "recent": list(self.recent),
         }
 
 

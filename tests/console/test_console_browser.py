@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from mailmoat.limits import CONSOLE_HISTORY_MINUTES
 from tests.support.console import PASSWORD, USER, running_console
 from tests.support.raw_client import greeting
 
@@ -71,7 +72,7 @@ async def test_log_in_ban_unban_and_the_chart(browser: object, tmp_path: Path) -
             chart = page.locator("svg#chart")
             await chart.wait_for()
             assert await chart.locator("polyline").count() == 2
-            assert await chart.locator("circle.point").count() >= 1
+            assert await chart.locator("circle.point").count() == CONSOLE_HISTORY_MINUTES
             await _shot(page, "overview")
             # ban from the bans page: the gateway refuses the address at connect at once
             await page.click("nav >> text=Bans")
@@ -82,6 +83,12 @@ async def test_log_in_ban_unban_and_the_chart(browser: object, tmp_path: Path) -
             await _shot(page, "banned")
             reply = await asyncio.to_thread(greeting, gw.port, "127.0.0.88")
             assert reply.startswith(b"421 4.7.0"), reply
+            # the refusal shows in the chart: this minute's point counts it
+            await page.click("nav >> text=Overview")
+            refused = page.locator("svg#chart circle.point").last
+            assert int(await refused.get_attribute("data-refused") or 0) >= 1
+            await _shot(page, "overview-after-ban")
+            await page.click("nav >> text=Bans")
             await page.click("button[aria-label='unban 127.0.0.88']")
             await page.get_by_role("status").wait_for()
             assert "unbanned 127.0.0.88" in await page.get_by_role("status").inner_text()

@@ -39,5 +39,11 @@ class History:
         else:
             self.buckets.append([minute, da, dr])
 
-    def series(self) -> list[tuple[int, int, int]]:
-        return [(m, a, r) for m, a, r in self.buckets]
+    def series(self, now: float) -> list[tuple[int, int, int]]:
+        """(minute, accepted, refused) for each minute of the last hour, oldest first (0 for a
+        minute with no reading)."""
+        last = int(now // 60)
+        counts = {m: (a, r) for m, a, r in self.buckets}
+        return [
+            (m, *counts.get(m, (0, 0))) for m in range(last - CONSOLE_HISTORY_MINUTES + 1, last + 1)
+        ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from html import escape
 from typing import Any
 
@@ -15,7 +16,7 @@ nav{background:#234;padding:.5em 1em}nav a,nav button{color:#fff;margin-right:1e
 nav form{display:inline}nav button{background:none;border:0;cursor:pointer;font:inherit}
 main{padding:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;
 text-align:left}.err{color:#a00}.ok{color:#060}svg{background:#f8f8f8;border:1px solid #ccc}
-.acc{stroke:#070;fill:none;stroke-width:2}.ref{stroke:#b00;fill:none;stroke-width:2}
+.point{fill:#070}.acc{stroke:#070;fill:none;stroke-width:2}.ref{stroke:#b00;fill:none;stroke-width:2}
 pre{background:#f4f4f4;padding:1em;overflow:auto}
 """
 
@@ -26,6 +27,7 @@ PAGES = (
     ("/offenders", "Top offenders"),
     ("/bans", "Bans"),
     ("/directory", "Directory"),
+    ("/transactions", "Transactions"),
     ("/config", "Configuration"),
 )
 
@@ -168,6 +170,28 @@ def directory(csrf: str, address: str = "", answer: tuple[str, str] | None = Non
         f' value="{escape(address)}"></label> <button type=submit>Look up</button></form>' + result
     )
     return layout("Directory lookup", body, csrf)
+
+
+def transactions(recent: list[dict[str, Any]], csrf: str, search: str = "") -> bytes:
+    """The newest first; `search` keeps those whose client, sender, recipients or result
+    contain it (case-insensitive)."""
+    wanted = search.lower()
+    rows = []
+    for t in sorted(recent, key=lambda t: t.get("when", 0), reverse=True):
+        fields = [str(t.get("client") or ""), str(t.get("sender") or ""),
+                  " ".join(t.get("recipients") or []), str(t.get("result") or "")]  # fmt: skip
+        if wanted and not any(wanted in f.lower() for f in fields):
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t.get("when", 0)))
+        rows.append([when, *(escape(f) for f in fields), t.get("size") or ""])
+    body = (
+        "<form method=get action=/transactions><label>Search <input name=q"
+        f' value="{escape(search)}"></label> <button type=submit>Search</button></form>'
+        + table(
+            ["when (UTC)", "client", "sender", "recipients", "result", "size"], rows, "transactions"
+        )
+    )
+    return layout("Recent transactions", body, csrf)
 
 
 def masked(value: Any, key: str = "") -> Any:

@@ -216,8 +216,9 @@ class Console:
         path = request.path
         if path == "/":
             doc = await self.view.snapshot()
-            self.history.add(time.time(), doc)
-            return _html(pages.overview(doc, self.history.series(), csrf), 200)
+            now = time.time()
+            self.history.add(now, doc)
+            return _html(pages.overview(doc, self.history.series(now), csrf), 200)
         if path == "/offenders":
             doc = await self.view.snapshot()
             listed = await self.view.on_gateway(self.view.bans.listed())
@@ -229,6 +230,10 @@ class Console:
             address = request.query.get("address", "").strip()
             answer = await self.view.lookup(address) if address else None
             return _html(pages.directory(csrf, address, answer), 200)
+        if path == "/transactions":
+            doc = await self.view.snapshot()
+            search = request.query.get("q", "").strip()
+            return _html(pages.transactions(doc.get("recent", []), csrf, search), 200)
         if path == "/config":
             return _html(pages.configuration(self.view.settings.model_dump(mode="json"), csrf), 200)
         return 404, {"Content-Type": "text/plain"}, b"not found\n"

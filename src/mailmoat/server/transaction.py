@@ -91,9 +91,19 @@ class Transactions(SessionBase):
         self, outcome: str | Reply, downstream: str | None, message: Message | None = None
     ) -> None:
         """`outcome`: the reply the client got, or why the message was dropped."""
+        envelope = self.envelope
+        self.host.stats.recent.append(
+            {
+                "when": round(time.time()),
+                "client": self.client.address,
+                "sender": envelope.mail_from if envelope else None,
+                "recipients": list(envelope.rcpt_to) if envelope else [],
+                "size": message.size if message else None,
+                "result": str(outcome)[:200],
+            }
+        )
         if not logs.enabled():
             return
-        envelope = self.envelope
         logs.event(
             "transaction",
             session=self.session_id,

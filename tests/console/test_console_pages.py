@@ -1,0 +1,73 @@
+"""What the console's pages show, against a running gateway: recent transactions (searchable),
+the directory lookup with its source, the configuration with its secrets masked, and the
+per-minute history behind the chart."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+from mailmoat.console.history import History
+from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_RECENT_TRANSACTIONS
+from mailmoat.stats import Stats
+from tests.support.console import Browserless, running_console
+
+
+def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
+    users = tmp_path / "directory"
+    users.write_text("alice@example.test\n")
+    settings = {"directory.default": "static", "directory.static_file": str(users)}
+    with running_console(tmp_path, **settings) as (gw, port):
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=20) as smtp:
+            smtp.sendmail("carol@sender.test", ["alice@example.test"], b"Subject: hi\r\n\r\nhi\r\n")
+            smtp.sendmail("dave@other.test", ["alice@example.test"], b"Subject: yo\r\n\r\nyo\r\n")
+        client = Browserless(port)
+        assert client.login() == 303
+        status, _, page = client.request("GET", "/transactions")
+        assert status == 200
+        assert "carol@sender.test" in page and "dave@other.test" in page
+        _, _, found = client.request("GET", "/transactions?q=CAROL")
+        assert "carol@sender.test" in found and "dave@other.test" not in found
+        # the directory: which addresses exist, and which source says so
+        _, _, page = client.request("GET", "/directory?address=alice@example.test")
+        assert "alice@example.test</strong>: valid (source: static)" in page
+        _, _, page = client.request("GET", "/directory?address=mallory@example.test")
+        assert "mallory@example.test</strong>: unknown (source: static)" in page
+        _, _, page = client.request("GET", "/directory?address=x@elsewhere.test")
+        assert "not a local domain" in page
+
+
+def test_the_configuration_is_shown_with_secrets_masked(tmp_path: Path) -> None:
+    secret = tmp_path / "ldap-password"
+    secret.write_text("hunter2\n")
+    with running_console(tmp_path, **{"ldap.bind_password_file": str(secret)}) as (_, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        status, _, page = client.request("GET", "/config")
+        assert status == 200
+        assert "&quot;hostname&quot;: &quot;mx.mailmoat.test&quot;" in page
+        assert "&quot;bind_password_file&quot;: &quot;********&quot;" in page
+        assert str(secret) not in page
+
+
+def test_the_ring_and_the_history_are_bounded() -> None:
+    stats = Stats()
+    for n in range(CONSOLE_RECENT_TRANSACTIONS + 5):
+        stats.recent.append({"when": n})
+    recent = stats.snapshot()["recent"]
+    assert len(recent) == CONSOLE_RECENT_TRANSACTIONS and recent[-1]["when"] == n
+    history = History()
+    minute = 60.0 * 1000
+    history.add(minute, {"counters": {"messages.accepted": 10, "refused.banned": 1}})
+    history.add(minute + 61, {"counters": {"messages.accepted": 13, "refused.banned": 3}})
+    history.add(
+        minute + 62,
+        {"counters": {"messages.accepted": 14, "refused.banned": 3, "messages.refused": 1}},
+    )
+    series = history.series(minute + 62)
+    assert len(series) == CONSOLE_HISTORY_MINUTES
+    assert series[-1][1:] == (4, 3)  # the first reading is the baseline; then +3 +1, +2 +1
+    assert series[-2][1:] == (0, 0)
+    for step in range(3 * CONSOLE_HISTORY_MINUTES):
+        history.add(minute + 120 + 60 * step, {"counters": {"messages.accepted": 20 + step}})
+    assert len(history.buckets) == CONSOLE_HISTORY_MINUTES
