@@ -69,12 +69,14 @@ HELO = "client.sender.test"
 SYSTEMS = ("direct", "mailmoat", "mailmoat-1p", "mailmoat-nodns", "haraka", "haraka-2n", "postfix")
 # mailmoat-1p: one process (server.workers = 1); mailmoat-nodns: DNS checks off (dns.checks =
 # false), to show what they cost; haraka-2n: Haraka with nodes=2 (a worker per core)
-EXTRA_SYSTEMS: tuple[str, ...] = ()
+EXTRA_SYSTEMS: tuple[str, ...] = ("mailmoat-console",)
+# mailmoat-console: the web console on, its pages fetched back to back (bench/console_load.py)
 LABELS = {
     "direct": "direct",
     "mailmoat": "mailmoat",
     "mailmoat-1p": "mailmoat, one process",
     "mailmoat-nodns": "mailmoat, DNS checks off",
+    "mailmoat-console": "mailmoat, console refreshing",
     "haraka": "Haraka",
     "haraka-2n": "Haraka, nodes=2",
     "postfix": "Postfix",
@@ -1009,6 +1011,7 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
         "mailmoat": "#1f77b4",
         "mailmoat-1p": "#17becf",
         "mailmoat-nodns": "#aec7e8",
+        "mailmoat-console": "#9467bd",
         "haraka": "#d62728",
         "haraka-2n": "#ff9896",
         "postfix": "#2ca02c",
@@ -1373,6 +1376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     systems[name] = Mailmoat(tmp, sink, name, {"server.workers": 1})
                 elif name == "mailmoat-nodns":
                     systems[name] = Mailmoat(tmp, sink, name, {"dns.checks": False})
+                elif name == "mailmoat-console":
+                    from bench.console_load import ConsoleMailmoat
+
+                    systems[name] = ConsoleMailmoat(tmp, sink)
                 elif name in ("haraka", "haraka-2n"):
                     assert script is not None
                     systems[name] = Haraka(tmp, sink, script, name, 2 if name == "haraka-2n" else 1)

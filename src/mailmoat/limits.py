@@ -142,6 +142,11 @@ CONSOLE_SAMPLE_EVERY = 10.0
 CONSOLE_RECENT_TRANSACTIONS = 200
 """Transaction summaries each process keeps for the console's recent transactions page (the
 newest; each a few hundred octets)."""
+CONSOLE_OFFENDERS = 512
+"""Client addresses whose refusals each process counts for the console's top offenders; when
+full, the lower half is forgotten (the heavy hitters stay: amortised O(log n) a refusal)."""
+CONSOLE_TOP_OFFENDERS = 25
+"""Addresses the top offenders page lists."""
 CONSOLE_CHART_WIDTH = 600
 """Width of the console's chart, in SVG units."""
 CONSOLE_CHART_HEIGHT = 160

@@ -29,7 +29,8 @@ fixed buckets (``latency.command``: a command's reply, ``latency.message``: the 
 reply, checks and delivery included). `GET /metrics` renders the same snapshot.
 
 ``recent`` holds the last CONSOLE_RECENT_TRANSACTIONS transaction summaries (when, client,
-sender, recipients, size, result), newest last, for the web console.
+sender, recipients, size, result), newest last, and ``offenders`` the refusals per client
+address (at most CONSOLE_OFFENDERS addresses), for the web console.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from mailmoat.limits import CONSOLE_RECENT_TRANSACTIONS
+from mailmoat.limits import CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
 from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 
@@ -71,6 +72,14 @@ def merge_histograms(into: dict[str, Any], part: dict[str, Any]) -> None:
         mine["sum"] = round(mine["sum"] + h["sum"], 6)
 
 
+def merge_console(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add the console's parts of `part` (recent transactions, offenders) into `into`."""
+    into["recent"] = into.get("recent", []) + part.get("recent", [])
+    offenders = into.setdefault("offenders", {})
+    for address, count in part.get("offenders", {}).items():
+        offenders[address] = offenders.get(address, 0) + count
+
+
 class Stats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
@@ -78,6 +87,16 @@ class Stats:
         self.histograms: dict[str, Histogram] = {}
         self.started = time.time()
         self.recent: deque[dict[str, Any]] = deque(maxlen=CONSOLE_RECENT_TRANSACTIONS)
+        self.offenders: dict[str, int] = {}
+
+    def offender(self, address: str) -> None:
+        """`address` was refused (at connect or a command)."""
+        known = self.offenders
+        if address not in known and len(known) >= CONSOLE_OFFENDERS:
+            top = sorted(known.items(), key=lambda kv: -kv[1])[: CONSOLE_OFFENDERS // 2]
+            known.clear()
+            known.update(top)
+        known[address] = known.get(address, 0) + 1
 
     def histogram(self, name: str) -> Histogram:
         found = self.histograms.get(name)
@@ -106,6 +125,7 @@ class Stats:
             "counters": dict(sorted(self.counters.items())),
             "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
             "recent": list(self.recent),
+            "offenders": dict(self.offenders),
         }
 
 

@@ -8,9 +8,10 @@ import smtplib
 from pathlib import Path
 
 from mailmoat.console.history import History
-from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_RECENT_TRANSACTIONS
+from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
 from mailmoat.stats import Stats
 from tests.support.console import Browserless, running_console
+from tests.support.raw_client import greeting
 
 
 def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
@@ -71,3 +72,25 @@ def test_the_ring_and_the_history_are_bounded() -> None:
     for step in range(3 * CONSOLE_HISTORY_MINUTES):
         history.add(minute + 120 + 60 * step, {"counters": {"messages.accepted": 20 + step}})
     assert len(history.buckets) == CONSOLE_HISTORY_MINUTES
+
+
+def test_top_offenders_are_the_addresses_refused_most(tmp_path: Path) -> None:
+    with running_console(tmp_path, **{"admission.deny_networks": ["127.0.40.0/24"]}) as (gw, port):
+        for source in ("127.0.40.1", "127.0.40.2", "127.0.40.1", "127.0.40.1"):
+            assert greeting(gw.port, source).startswith(b"421")
+        client = Browserless(port)
+        assert client.login() == 303
+        status, _, page = client.request("GET", "/offenders")
+        assert status == 200
+        table = page.partition("<table id=offenders>")[2].partition("</table>")[0]
+        assert "<td>127.0.40.1</td><td>3</td></tr><tr><td>127.0.40.2</td><td>1</td>" in table
+
+
+def test_the_offender_table_is_bounded_and_keeps_the_heavy_hitters() -> None:
+    stats = Stats()
+    for _ in range(50):
+        stats.offender("192.0.2.1")
+    for n in range(3 * CONSOLE_OFFENDERS):
+        stats.offender(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+    assert len(stats.offenders) <= CONSOLE_OFFENDERS
+    assert stats.offenders["192.0.2.1"] == 50

@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 
 from mailmoat.console.history import refused_total
-from mailmoat.limits import CONSOLE_CHART_HEIGHT, CONSOLE_CHART_WIDTH
+from mailmoat.limits import CONSOLE_CHART_HEIGHT, CONSOLE_CHART_WIDTH, CONSOLE_TOP_OFFENDERS
 
 CSS = b"""body{font:14px system-ui,sans-serif;margin:0;color:#222}
 nav{background:#234;padding:.5em 1em}nav a,nav button{color:#fff;margin-right:1em}
@@ -122,15 +122,22 @@ def overview(doc: dict[str, Any], series: list[tuple[int, int, int]], csrf: str)
     return layout("Overview", body, csrf, refresh=10)
 
 
-def offenders(listed: list[dict[str, Any]], counters: dict[str, int], csrf: str) -> bytes:
-    rows = [
+def offenders(doc: dict[str, Any], listed: list[dict[str, Any]], csrf: str) -> bytes:
+    """Addresses by refusals (since start), the bans with their time left, the strike and
+    harvest counters."""
+    counts = doc.get("offenders", {})
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:CONSOLE_TOP_OFFENDERS]
+    banned = [
         [escape(str(e["target"])), escape(str(e["kind"])), f"{e['seconds']:.0f}"] for e in listed
     ]
     kinds = ("bans", "strikes", "harvest")
+    counters = doc.get("counters", {})
     strikes = [[escape(k), v] for k, v in sorted(counters.items()) if k.startswith(kinds)]
     body = (
-        "<p>Addresses and networks the gateway holds against, longest ban first.</p>"
-        + table(["address or network", "why", "seconds left"], rows, "offenders")
+        "<h2>Addresses by refusals</h2>"
+        + table(["address", "refusals"], [[escape(a), n] for a, n in top], "offenders")
+        + "<h2>Banned now</h2>"
+        + table(["address or network", "why", "seconds left"], banned, "banned")
         + "<h2>Strikes and harvest counts</h2>"
         + table(["counter", "count"], strikes)
     )

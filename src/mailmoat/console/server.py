@@ -222,7 +222,7 @@ class Console:
         if path == "/offenders":
             doc = await self.view.snapshot()
             listed = await self.view.on_gateway(self.view.bans.listed())
-            return _html(pages.offenders(listed, doc.get("counters", {}), csrf), 200)
+            return _html(pages.offenders(doc, listed, csrf), 200)
         if path == "/bans":
             listed = await self.view.on_gateway(self.view.bans.listed())
             return _html(pages.bans(listed, csrf, request.query.get("done", "")), 200)
