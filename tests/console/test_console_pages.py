@@ -4,6 +4,7 @@ per-minute history behind the chart."""
 
 from __future__ import annotations
 
+import re
 import smtplib
 from pathlib import Path
 
@@ -75,15 +76,33 @@ def test_the_ring_and_the_history_are_bounded() -> None:
 
 
 def test_top_offenders_are_the_addresses_refused_most(tmp_path: Path) -> None:
-    with running_console(tmp_path, **{"admission.deny_networks": ["127.0.40.0/24"]}) as (gw, port):
+    users = tmp_path / "directory"
+    users.write_text("alice@example.test\n")
+    settings = {
+        "admission.deny_networks": ["127.0.40.0/24"],
+        "directory.default": "static",
+        "directory.static_file": str(users),
+    }
+    with running_console(tmp_path, **settings) as (gw, port):
         for source in ("127.0.40.1", "127.0.40.2", "127.0.40.1", "127.0.40.1"):
             assert greeting(gw.port, source).startswith(b"421")
+        # a harvester: unknown recipients are refused and raise its harvest score
+        with smtplib.SMTP("127.0.0.1", gw.port, timeout=20, source_address=("127.0.41.7", 0)) as c:
+            c.ehlo("harvest.test")
+            c.mail("h@harvest.test")
+            assert c.rcpt("nobody1@example.test")[0] == 550
+            assert c.rcpt("nobody2@example.test")[0] == 550
         client = Browserless(port)
         assert client.login() == 303
         status, _, page = client.request("GET", "/offenders")
         assert status == 200
         table = page.partition("<table id=offenders>")[2].partition("</table>")[0]
-        assert "<td>127.0.40.1</td><td>3</td></tr><tr><td>127.0.40.2</td><td>1</td>" in table
+        rows = [re.findall(r"<td>(.*?)</td>", row) for row in table.split("<tr>")[2:]]
+        assert rows == [
+            ["127.0.40.1", "3", "0", "0"],
+            ["127.0.41.7", "2", "2", "2"],
+            ["127.0.40.2", "1", "0", "0"],
+        ]
 
 
 def test_the_offender_table_is_bounded_and_keeps_the_heavy_hitters() -> None:

@@ -3,7 +3,6 @@ its cookie like a browser would (for the auth/CSRF tests that need no browser)."
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import re
 from collections.abc import Iterator
@@ -14,8 +13,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mailmoat.console import users
-from mailmoat.console.server import COOKIE, Console, ConsoleThread
-from mailmoat.console.view import GatewayView, directories_of
+from mailmoat.console.server import COOKIE, Console, ConsoleThread, view_of
+from mailmoat.console.view import GatewayView
 from tests.support.gateway import RunningGateway, running_gateway
 
 USER, PASSWORD = "admin", "correct horse battery staple"
@@ -42,11 +41,7 @@ def running_console(tmp_path: Path, **overrides: Any) -> Iterator[tuple[RunningG
         assert gateway is not None
 
         async def view() -> GatewayView:
-            loop = asyncio.get_running_loop()
-            bans = gateway.defences.bans
-            return GatewayView(
-                gw.settings, loop, gateway.stats.snapshot, bans, directories_of(gateway)
-            )
+            return view_of(gw.settings, gateway)
 
         thread = ConsoleThread(Console(gw.settings, gw.run(view())))
         port = thread.start()[1]

@@ -122,11 +122,21 @@ def overview(doc: dict[str, Any], series: list[tuple[int, int, int]], csrf: str)
     return layout("Overview", body, csrf, refresh=10)
 
 
-def offenders(doc: dict[str, Any], listed: list[dict[str, Any]], csrf: str) -> bytes:
-    """Addresses by refusals (since start), the bans with their time left, the strike and
-    harvest counters."""
+def top_offenders(doc: dict[str, Any]) -> list[tuple[str, int]]:
     counts = doc.get("offenders", {})
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:CONSOLE_TOP_OFFENDERS]
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:CONSOLE_TOP_OFFENDERS]
+
+
+def offenders(
+    top: list[tuple[str, int]],
+    scores: dict[str, tuple[int, int]],
+    doc: dict[str, Any],
+    listed: list[dict[str, Any]],
+    csrf: str,
+) -> bytes:
+    """Addresses by refusals (since start) with their harvest scores, the bans with their time
+    left, the strike and harvest counters."""
+    rows = [[escape(a), n, *scores.get(a, ("", ""))] for a, n in top]
     banned = [
         [escape(str(e["target"])), escape(str(e["kind"])), f"{e['seconds']:.0f}"] for e in listed
     ]
@@ -135,7 +145,7 @@ def offenders(doc: dict[str, Any], listed: list[dict[str, Any]], csrf: str) -> b
     strikes = [[escape(k), v] for k, v in sorted(counters.items()) if k.startswith(kinds)]
     body = (
         "<h2>Addresses by refusals</h2>"
-        + table(["address", "refusals"], [[escape(a), n] for a, n in top], "offenders")
+        + table(["address", "refusals", "harvest score", "its network's"], rows, "offenders")
         + "<h2>Banned now</h2>"
         + table(["address or network", "why", "seconds left"], banned, "banned")
         + "<h2>Strikes and harvest counts</h2>"

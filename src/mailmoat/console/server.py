@@ -222,7 +222,9 @@ class Console:
         if path == "/offenders":
             doc = await self.view.snapshot()
             listed = await self.view.on_gateway(self.view.bans.listed())
-            return _html(pages.offenders(doc, listed, csrf), 200)
+            top = pages.top_offenders(doc)
+            scores = await self.view.harvest_scores([a for a, _ in top])
+            return _html(pages.offenders(top, scores, doc, listed, csrf), 200)
         if path == "/bans":
             listed = await self.view.on_gateway(self.view.bans.listed())
             return _html(pages.bans(listed, csrf, request.query.get("done", "")), 200)
@@ -316,16 +318,21 @@ class ConsoleThread:
             self.loop.close()
 
 
-def start(settings: Settings, gateway: Any) -> ConsoleThread:
-    """The console for `gateway` (a started Gateway or Supervisor), listening. UsersError or
-    OSError when it cannot start."""
-    from mailmoat.console.view import directories_of
+def view_of(settings: Settings, gateway: Any) -> GatewayView:
+    """What the console reads of `gateway` (a started Gateway or Supervisor); call it on the
+    gateway's own loop."""
+    from mailmoat.console.view import recipient_check_of
 
     snapshot = getattr(gateway, "snapshot", None) or gateway.stats.snapshot
-    view = GatewayView(
+    check = recipient_check_of(gateway)
+    return GatewayView(
         settings, asyncio.get_running_loop(), snapshot, gateway.defences.bans,
-        directories_of(gateway),
+        check and check.directories, check and check.detector,
     )  # fmt: skip
-    thread = ConsoleThread(Console(settings, view))
+
+
+def start(settings: Settings, gateway: Any) -> ConsoleThread:
+    """The console for `gateway`, listening. UsersError or OSError when it cannot start."""
+    thread = ConsoleThread(Console(settings, view_of(settings, gateway)))
     thread.start()
     return thread

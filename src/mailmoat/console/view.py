@@ -23,6 +23,7 @@ class GatewayView:
         snapshot: Snapshot,
         bans: Any,
         directories: Any = None,
+        harvest: Any = None,
     ) -> None:
         self.settings = settings
         self.loop = loop
@@ -31,6 +32,8 @@ class GatewayView:
         """policy.bans.BanList (ban_manually, unban, listed)."""
         self.directories = directories
         """directory.base.Directories or None (no directory configured)."""
+        self.harvest = harvest
+        """policy.harvest.HarvestDetector or None (harvest detection off)."""
 
     async def on_gateway(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` on the gateway's loop; the console's loop waits without blocking."""
@@ -43,6 +46,17 @@ class GatewayView:
             return await doc if inspect.isawaitable(doc) else doc
 
         return await self.on_gateway(take())
+
+    async def harvest_scores(self, addresses: list[str]) -> dict[str, tuple[int, int]]:
+        """Address -> its harvest score and its network's, within harvest.window."""
+        if self.harvest is None or not addresses:
+            return {}
+        from mailmoat.policy.base import Client
+
+        async def ask() -> dict[str, tuple[int, int]]:
+            return {a: await self.harvest.scores(Client(a, 0)) for a in addresses}
+
+        return await self.on_gateway(ask())
 
     async def lookup(self, address: str) -> tuple[str, str]:
         """(status, source) for `address`: valid, unknown, unavailable... and which directory."""
@@ -64,12 +78,13 @@ class GatewayView:
         return await self.on_gateway(ask()), source
 
 
-def directories_of(gateway: Any) -> Any:
-    """The Directories the gateway's recipient check uses (a supervisor's local sessions')."""
+def recipient_check_of(gateway: Any) -> Any:
+    """The gateway's recipient check (a supervisor's local sessions'), or None: its
+    `directories` answer the lookups, its `detector` the harvest scores."""
     from mailmoat.policy.recipients import RecipientCheck
 
     host = getattr(gateway, "local", gateway)
     for check in getattr(host.pipeline, "checks", []):
         if isinstance(check, RecipientCheck):
-            return check.directories
+            return check
     return None
