@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
@@ -54,15 +55,22 @@ def running_console(tmp_path: Path, **overrides: Any) -> Iterator[tuple[RunningG
 class Browserless:
     """Requests to the console that carry its cookie and an Origin, as a browser would."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
-        self.origin = f"http://127.0.0.1:{port}"
+        self.tls = tls
+        self.origin = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.cookie = ""
+        self.last_cookie = ""
+        """The last Set-Cookie field heard, as sent."""
 
     def request(
         self, method: str, path: str, form: dict[str, str] | None = None, **headers: str
     ) -> tuple[int, dict[str, str], str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        conn = (
+            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=self.tls)
+            if self.tls
+            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        )
         fields = {"Origin": self.origin} if method == "POST" else {}
         if self.cookie:
             fields["Cookie"] = f"{COOKIE}={self.cookie}"
@@ -77,6 +85,7 @@ class Browserless:
             found = {k.lower(): v for k, v in response.getheaders()}
         finally:
             conn.close()
+        self.last_cookie = found.get("set-cookie", "")
         if "set-cookie" in found:
             jar: SimpleCookie = SimpleCookie()
             jar.load(found["set-cookie"])
