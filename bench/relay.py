@@ -14,6 +14,8 @@ What it does, in one run:
                     warning); its DNS checks (on by default) ask a private dnsmasq on loopback
                     in which the sending client passes FCrDNS, HELO, SPF and DMARC;
     mailmoat-nodns  the same with dns.checks = false: what the DNS checks cost;
+    mailmoat-console (only when asked for) the web console on, a page fetched every second
+                    (bench/console_load.py): what the console costs the SMTP path;
     haraka          Haraka, plugins rcpt_to.in_host_list + queue/smtp_forward, log level WARN,
                     nodes=1;
     postfix         a private Postfix instance relaying example.test to the sink (after-queue);

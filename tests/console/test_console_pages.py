@@ -12,7 +12,7 @@ from mailmoat.console.history import History
 from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
 from mailmoat.stats import Stats
 from tests.support.console import Browserless, running_console
-from tests.support.raw_client import greeting
+from tests.support.raw_client import connect, greeting, read_reply
 
 
 def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
@@ -113,3 +113,21 @@ def test_the_offender_table_is_bounded_and_keeps_the_heavy_hitters() -> None:
         stats.offender(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
     assert len(stats.offenders) <= CONSOLE_OFFENDERS
     assert stats.offenders["192.0.2.1"] == 50
+
+
+def test_the_overview_shows_stress_mode_and_live_connections(tmp_path: Path) -> None:
+    settings = {"admission.max_connections": 10, "stress.start_at": 0.2, "stress.stop_at": 0.1}
+    with running_console(tmp_path, **settings) as (gw, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        assert "<strong id=stress>off</strong>" in client.request("GET", "/")[2]
+        held = [connect(gw.port) for _ in range(3)]  # past 2 of 10: stress mode
+        try:
+            for sock in held:
+                assert read_reply(sock).startswith(b"220")
+            page = client.request("GET", "/")[2]
+            assert "<strong id=stress>on</strong>" in page
+            assert "<td>gateway</td><td>3</td><td>3</td>" in page
+        finally:
+            for sock in held:
+                sock.close()
