@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from hypothesis import strategies as st
 
 from mailmoat import config
 from mailmoat.console import users
-from mailmoat.console.server import Console
+from mailmoat.console.server import Console, ConsoleThread
 from mailmoat.console.view import GatewayView
-from mailmoat.limits import CONSOLE_MAX_BODY, CONSOLE_MAX_HEAD
+from mailmoat.limits import CONSOLE_MAX_BODY, CONSOLE_MAX_CLIENTS, CONSOLE_MAX_HEAD
 from tests.support.console import PASSWORD, USER, Browserless, running_console
 from tests.support.tls import self_signed_cert
+from tests.support.waiting import wait_until
 
 
 def _raw(port: int, data: bytes) -> bytes:
@@ -61,10 +63,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         "console.audit_log": str(folder / "audit"),
     }
     s = config.load(None, keys)
-    loop = asyncio.new_event_loop()
+    loop = asyncio.new_event_loop()  # the "gateway's" loop: its snapshot is {}
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
     try:
         yield Console(s, GatewayView(s, loop, dict, None))
     finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(20)
         loop.close()
 
 
@@ -100,3 +106,18 @@ def test_over_tls_the_cookie_is_secure_and_the_origin_https(tmp_path: Path) -> N
         assert client.login() == 303
         assert "; Secure" in client.last_cookie and "HttpOnly" in client.last_cookie
         assert client.request("GET", "/")[0] == 200
+
+
+def test_past_max_clients_a_connection_gets_503_at_once(console: Console) -> None:
+    thread = ConsoleThread(console)
+    port = thread.start()[1]
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(CONSOLE_MAX_CLIENTS):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=20))
+        wait_until(lambda: console._busy >= CONSOLE_MAX_CLIENTS, "idle clients hold every slot")
+        assert _raw(port, b"GET /login HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in idle:
+            sock.close()
+        thread.stop()

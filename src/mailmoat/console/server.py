@@ -93,7 +93,13 @@ class Console:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
         self.server = await asyncio.start_server(
-            self._serve, host, port, ssl=context, limit=CONSOLE_MAX_HEAD, reuse_address=True
+            self._serve,
+            host,
+            port,
+            ssl=context,
+            ssl_handshake_timeout=CONSOLE_READ_TIMEOUT if context else None,
+            limit=CONSOLE_MAX_HEAD,
+            reuse_address=True,
         )
         self.address = self.server.sockets[0].getsockname()[:2]
         self._sampler = asyncio.create_task(self._sample())
