@@ -19,6 +19,7 @@ from mailmoat.console import users
 from mailmoat.console.server import Console, ConsoleThread
 from mailmoat.console.view import GatewayView
 from mailmoat.limits import CONSOLE_MAX_BODY, CONSOLE_MAX_CLIENTS, CONSOLE_MAX_HEAD
+from mailmoat.server.gateway import Gateway
 from tests.support.console import PASSWORD, USER, Browserless, running_console
 from tests.support.tls import self_signed_cert
 from tests.support.waiting import wait_until
@@ -54,20 +55,22 @@ def test_malformed_requests_get_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    """A console whose view is never asked (no request a fuzzer makes gets past the login)."""
+    """A console on a gateway that is built but not started: no request a fuzzer makes gets
+    past the login."""
     folder = tmp_path_factory.mktemp("console-fuzz")
     users.add(folder / "users", USER, PASSWORD)
     keys = {
         "console.listen": "127.0.0.1:0",
         "console.users_file": str(folder / "users"),
         "console.audit_log": str(folder / "audit"),
+        "maildir.path": str(folder / "md"),
     }
     s = config.load(None, keys)
     loop = asyncio.new_event_loop()  # the "gateway's" loop: its snapshot is {}
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
     try:
-        yield Console(s, GatewayView(s, loop, dict, None))
+        yield Console(s, GatewayView(Gateway(s), loop))
     finally:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(20)

@@ -11,7 +11,8 @@ from pathlib import Path
 from mailmoat.console.history import History
 from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
 from mailmoat.stats import Stats
-from tests.support.console import Browserless, running_console
+from tests.support.console import Browserless, console_overrides, running_console
+from tests.support.gateway import gateway_settings
 from tests.support.raw_client import connect, greeting, read_reply
 
 
@@ -131,3 +132,26 @@ def test_the_overview_shows_stress_mode_and_live_connections(tmp_path: Path) -> 
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_after_a_reload_the_console_shows_the_new_settings_and_directory(tmp_path: Path) -> None:
+    users = tmp_path / "directory"
+    users.write_text("alice@example.test\n")
+    settings = {"directory.default": "static", "directory.static_file": str(users)}
+    with running_console(tmp_path, **settings) as (gw, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        assert (
+            "bob@example.test</strong>: unknown"
+            in client.request("GET", "/directory?address=bob@example.test")[2]
+        )
+        users.write_text("bob@example.test\n")
+        newer = gateway_settings(tmp_path / "md", **console_overrides(tmp_path), **settings,
+                                 **{"server.hostname": "mx2.mailmoat.test"})  # fmt: skip
+        assert gw.gateway is not None
+        gw.run(gw.gateway.reload(newer))
+        assert (
+            "bob@example.test</strong>: valid"
+            in client.request("GET", "/directory?address=bob@example.test")[2]
+        )
+        assert "mx2.mailmoat.test" in client.request("GET", "/config")[2]

@@ -3,6 +3,7 @@ its cookie like a browser would (for the auth/CSRF tests that need no browser)."
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import re
 import ssl
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mailmoat.console import users
-from mailmoat.console.server import COOKIE, Console, ConsoleThread, view_of
+from mailmoat.console.server import COOKIE, Console, ConsoleThread
 from mailmoat.console.view import GatewayView
 from tests.support.gateway import RunningGateway, running_gateway
 
@@ -42,7 +43,7 @@ def running_console(tmp_path: Path, **overrides: Any) -> Iterator[tuple[RunningG
         assert gateway is not None
 
         async def view() -> GatewayView:
-            return view_of(gw.settings, gateway)
+            return GatewayView(gateway, asyncio.get_running_loop())
 
         thread = ConsoleThread(Console(gw.settings, gw.run(view())))
         port = thread.start()[1]

@@ -85,6 +85,7 @@ class Console:
         self.address: tuple[str, int] | None = None
         self._busy = 0
         self._sampler: asyncio.Task[None] | None = None
+        self._clients: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         host, port = split_endpoint(self.settings.listen)
@@ -117,11 +118,18 @@ class Console:
                 await self._sampler
         if self.server is not None:
             self.server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._busy += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
         try:
             if self._busy > CONSOLE_MAX_CLIENTS:
                 answer: Response = 503, {"Content-Type": "text/plain"}, b"busy\n"
@@ -139,6 +147,8 @@ class Console:
             pass
         finally:
             self._busy -= 1
+            if task is not None:
+                self._clients.discard(task)
             writer.close()
 
     def _security(self) -> dict[str, str]:
@@ -227,12 +237,12 @@ class Console:
             return _html(pages.overview(doc, self.history.series(now), csrf), 200)
         if path == "/offenders":
             doc = await self.view.snapshot()
-            listed = await self.view.on_gateway(self.view.bans.listed())
+            listed = await self.view.bans()
             top = pages.top_offenders(doc)
             scores = await self.view.harvest_scores([a for a, _ in top])
             return _html(pages.offenders(top, scores, doc, listed, csrf), 200)
         if path == "/bans":
-            listed = await self.view.on_gateway(self.view.bans.listed())
+            listed = await self.view.bans()
             return _html(pages.bans(listed, csrf, request.query.get("done", "")), 200)
         if path == "/directory":
             address = request.query.get("address", "").strip()
@@ -279,7 +289,7 @@ class Console:
         text = request.form.get("duration", "") or str(MANUAL_BAN_TIME)
         try:
             seconds = float(text)
-            done = await self.view.on_gateway(self.view.bans.ban_manually(target, seconds))
+            done = await self.view.ban(target, seconds)
         except ValueError as err:
             self.audit.write(user, request.peer, "ban", f"refused: {err}", target=target)
             return _html(pages.bans([], "", f"ban refused: {err}"), 400)
@@ -289,7 +299,7 @@ class Console:
     async def _unban(self, request: Request, user: str) -> Response:
         target = request.form.get("address", "").strip()
         try:
-            lifted = await self.view.on_gateway(self.view.bans.unban(target))
+            lifted = await self.view.unban(target)
         except ValueError as err:
             lifted, target = False, f"{target} ({err})"
         self.audit.write(user, request.peer, "unban", "ok" if lifted else "not banned",
@@ -324,21 +334,8 @@ class ConsoleThread:
             self.loop.close()
 
 
-def view_of(settings: Settings, gateway: Any) -> GatewayView:
-    """What the console reads of `gateway` (a started Gateway or Supervisor); call it on the
-    gateway's own loop."""
-    from mailmoat.console.view import recipient_check_of
-
-    snapshot = getattr(gateway, "snapshot", None) or gateway.stats.snapshot
-    check = recipient_check_of(gateway)
-    return GatewayView(
-        settings, asyncio.get_running_loop(), snapshot, gateway.defences.bans,
-        check and check.directories, check and check.detector,
-    )  # fmt: skip
-
-
 def start(settings: Settings, gateway: Any) -> ConsoleThread:
     """The console for `gateway`, listening. UsersError or OSError when it cannot start."""
-    thread = ConsoleThread(Console(settings, view_of(settings, gateway)))
+    thread = ConsoleThread(Console(settings, GatewayView(gateway, asyncio.get_running_loop())))
     thread.start()
     return thread
