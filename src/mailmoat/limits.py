@@ -139,14 +139,19 @@ CONSOLE_HISTORY_MINUTES = 60
 """Minutes of accepted/refused counts the console's chart keeps."""
 CONSOLE_SAMPLE_EVERY = 10.0
 """Seconds between the console's readings of the gateway's counters."""
-CONSOLE_RECENT_TRANSACTIONS = 200
+CONSOLE_RECENT_TRANSACTIONS = 40
 """Transaction summaries each process keeps for the console's recent transactions page (the
-newest; each a few hundred octets)."""
+newest). They travel in a worker's stats snapshot: with CONSOLE_FIELD_CHARS and
+CONSOLE_RECIPIENTS_SHOWN they stay far below LINK_MAX_MESSAGE (a test checks the worst case)."""
+CONSOLE_FIELD_CHARS = 80
+"""Characters of a sender, a recipient or a result kept in a transaction summary."""
+CONSOLE_RECIPIENTS_SHOWN = 3
+"""Recipients named in a transaction summary (then "+N more")."""
 CONSOLE_OFFENDERS = 512
 """Client addresses whose refusals each process counts for the console's top offenders; when
 full, the lower half is forgotten (the heavy hitters stay: amortised O(log n) a refusal)."""
 CONSOLE_TOP_OFFENDERS = 25
-"""Addresses the top offenders page lists."""
+"""Addresses the top offenders page lists; a snapshot carries twice as many of each process's."""
 CONSOLE_CHART_WIDTH = 600
 """Width of the console's chart, in SVG units."""
 CONSOLE_CHART_HEIGHT = 160

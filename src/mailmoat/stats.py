@@ -43,7 +43,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from mailmoat.limits import CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
+from mailmoat.limits import (
+    CONSOLE_FIELD_CHARS,
+    CONSOLE_OFFENDERS,
+    CONSOLE_RECENT_TRANSACTIONS,
+    CONSOLE_RECIPIENTS_SHOWN,
+    CONSOLE_TOP_OFFENDERS,
+)
 from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 
@@ -89,6 +95,26 @@ class Stats:
         self.recent: deque[dict[str, Any]] = deque(maxlen=CONSOLE_RECENT_TRANSACTIONS)
         self.offenders: dict[str, int] = {}
 
+    def transaction(
+        self, client: str, sender: str | None, recipients: list[str], size: int | None, result: str
+    ) -> None:
+        """Keep a summary of a finished transaction, each field cut short (a worker's snapshot
+        carries them over the link, whose messages are bounded)."""
+        cut = CONSOLE_FIELD_CHARS
+        shown = [r[:cut] for r in recipients[:CONSOLE_RECIPIENTS_SHOWN]]
+        if len(recipients) > CONSOLE_RECIPIENTS_SHOWN:
+            shown.append(f"+{len(recipients) - CONSOLE_RECIPIENTS_SHOWN} more")
+        self.recent.append(
+            {
+                "when": round(time.time()),
+                "client": client[:cut],
+                "sender": None if sender is None else sender[:cut],
+                "recipients": shown,
+                "size": size,
+                "result": result[:cut],
+            }
+        )
+
     def offender(self, address: str) -> None:
         """`address` was refused (at connect or a command)."""
         known = self.offenders
@@ -125,7 +151,9 @@ class Stats:
             "counters": dict(sorted(self.counters.items())),
             "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
             "recent": list(self.recent),
-            "offenders": dict(self.offenders),
+            "offenders": dict(
+                sorted(self.offenders.items(), key=lambda kv: -kv[1])[: 2 * CONSOLE_TOP_OFFENDERS]
+            ),
         }
 
 

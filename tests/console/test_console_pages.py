@@ -4,16 +4,23 @@ per-minute history behind the chart."""
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 from pathlib import Path
 
 from mailmoat.console.history import History
-from mailmoat.limits import CONSOLE_HISTORY_MINUTES, CONSOLE_OFFENDERS, CONSOLE_RECENT_TRANSACTIONS
+from mailmoat.limits import (
+    CONSOLE_HISTORY_MINUTES,
+    CONSOLE_OFFENDERS,
+    CONSOLE_RECENT_TRANSACTIONS,
+    LINK_MAX_MESSAGE,
+)
 from mailmoat.stats import Stats
 from tests.support.console import Browserless, console_overrides, running_console
 from tests.support.gateway import gateway_settings
 from tests.support.raw_client import connect, greeting, read_reply
+from tests.support.waiting import wait_until
 
 
 def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
@@ -56,9 +63,9 @@ def test_the_configuration_is_shown_with_secrets_masked(tmp_path: Path) -> None:
 def test_the_ring_and_the_history_are_bounded() -> None:
     stats = Stats()
     for n in range(CONSOLE_RECENT_TRANSACTIONS + 5):
-        stats.recent.append({"when": n})
+        stats.transaction("192.0.2.1", f"s{n}@x.test", ["a@example.test"], 10, "250 ok")
     recent = stats.snapshot()["recent"]
-    assert len(recent) == CONSOLE_RECENT_TRANSACTIONS and recent[-1]["when"] == n
+    assert len(recent) == CONSOLE_RECENT_TRANSACTIONS and recent[-1]["sender"] == f"s{n}@x.test"
     history = History()
     minute = 60.0 * 1000
     history.add(minute, {"counters": {"messages.accepted": 10, "refused.banned": 1}})
@@ -126,9 +133,12 @@ def test_the_overview_shows_stress_mode_and_live_connections(tmp_path: Path) -> 
         try:
             for sock in held:
                 assert read_reply(sock).startswith(b"220")
-            page = client.request("GET", "/")[2]
-            assert "<strong id=stress>on</strong>" in page
-            assert "<td>gateway</td><td>3</td><td>3</td>" in page
+            wanted = ("<strong id=stress>on</strong>", "<td>gateway</td><td>3</td><td>3</td>")
+            wait_until(
+                lambda: all(w in client.request("GET", "/")[2] for w in wanted),
+                "the overview shows stress mode and the three sessions",
+                describe=lambda: client.request("GET", "/")[2].partition("<h2>Processes")[2],
+            )
         finally:
             for sock in held:
                 sock.close()
@@ -155,3 +165,17 @@ def test_after_a_reload_the_console_shows_the_new_settings_and_directory(tmp_pat
             in client.request("GET", "/directory?address=bob@example.test")[2]
         )
         assert "mx2.mailmoat.test" in client.request("GET", "/config")[2]
+
+
+def test_a_worker_snapshot_stays_far_below_the_link_bound_at_worst() -> None:
+    """The snapshot crosses the supervisor-worker link (LINK_MAX_MESSAGE): the longest
+    summaries and the most offenders a process keeps must leave room for the counters."""
+    stats = Stats()
+    long = "x" * 300 + "@" + "d" * 250
+    for _ in range(CONSOLE_RECENT_TRANSACTIONS):
+        stats.transaction("ffff:" * 7 + "ffff", long, [long] * 1000, 2**40, "550 " + "y" * 500)
+    for n in range(CONSOLE_OFFENDERS):
+        stats.offender(f"2001:db8:ffff:ffff:ffff:ffff:ffff:{n:x}")
+    size = len(json.dumps(stats.snapshot()))
+    assert size < LINK_MAX_MESSAGE // 2, size
+    assert stats.snapshot()["recent"][0]["recipients"][-1] == "+997 more"

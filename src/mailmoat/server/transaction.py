@@ -92,15 +92,12 @@ class Transactions(SessionBase):
     ) -> None:
         """`outcome`: the reply the client got, or why the message was dropped."""
         envelope = self.envelope
-        self.host.stats.recent.append(
-            {
-                "when": round(time.time()),
-                "client": self.client.address,
-                "sender": envelope.mail_from if envelope else None,
-                "recipients": list(envelope.rcpt_to) if envelope else [],
-                "size": message.size if message else None,
-                "result": str(outcome)[:200],
-            }
+        self.host.stats.transaction(
+            self.client.address,
+            envelope.mail_from if envelope else None,
+            envelope.rcpt_to if envelope else [],
+            message.size if message else None,
+            str(outcome),
         )
         if not logs.enabled():
             return
