@@ -119,3 +119,18 @@ def test_a_login_unused_for_session_time_ends(tmp_path: Path) -> None:
         assert client.request("GET", "/")[0] == 200
         wait_until(lambda: time.monotonic() > used + 1.5, "the session time has passed")
         assert client.request("GET", "/")[0] == 303
+
+
+def test_an_unban_of_a_crafted_target_cannot_add_a_header(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        token = client.csrf()
+        crafted = "1.2.3.4\r\nSet-Cookie: evil=1"
+        status, headers, _ = client.request(
+            "POST", "/bans/remove", {"address": crafted, "csrf_token": token}
+        )
+        assert status == 303 and "evil" not in headers.get("set-cookie", "")
+        assert "\r" not in headers["location"] and "\n" not in headers["location"]
+        status, _, page = client.request("GET", headers["location"])
+        assert status == 200 and "not banned: 1.2.3.4" in page

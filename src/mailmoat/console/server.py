@@ -16,13 +16,13 @@ import time
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.console import pages, users
 from mailmoat.console.audit import Audit
-from mailmoat.console.auth import LoginThrottle, Sessions, csrf_ok
+from mailmoat.console.auth import Login, LoginThrottle, Sessions, csrf_ok
 from mailmoat.console.history import History
 from mailmoat.console.view import GatewayView
 from mailmoat.limits import (
@@ -216,14 +216,14 @@ class Console:
                 self.audit.write(login.user, request.peer, f"POST {request.path}",
                                  "refused: bad CSRF token")  # fmt: skip
                 return 403, {"Content-Type": "text/plain"}, b"forbidden: bad CSRF token\n"
-            posts: dict[str, Callable[[Request, str], Awaitable[Response]]] = {
+            posts: dict[str, Callable[[Request, Login], Awaitable[Response]]] = {
                 "/logout": self._logout,
                 "/bans": self._ban,
                 "/bans/remove": self._unban,
             }
             if request.path not in posts:
                 return 404, {"Content-Type": "text/plain"}, b"not found\n"
-            return await posts[request.path](request, login.user)
+            return await posts[request.path](request, login)
         if request.method != "GET":
             return 405, {"Content-Type": "text/plain"}, b"GET or POST\n"
         return await self._page(request, login.csrf)
@@ -279,12 +279,13 @@ class Console:
         cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict{secure}"
         return _see("/", **{"Set-Cookie": cookie})
 
-    async def _logout(self, request: Request, user: str) -> Response:
+    async def _logout(self, request: Request, login: Login) -> Response:
         self.sessions.close(request.sid)
-        self.audit.write(user, request.peer, "logout", "ok")
+        self.audit.write(login.user, request.peer, "logout", "ok")
         return _see("/login", **{"Set-Cookie": f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly"})
 
-    async def _ban(self, request: Request, user: str) -> Response:
+    async def _ban(self, request: Request, login: Login) -> Response:
+        user = login.user
         target = request.form.get("address", "").strip()
         text = request.form.get("duration", "") or str(MANUAL_BAN_TIME)
         try:
@@ -292,11 +293,12 @@ class Console:
             done = await self.view.ban(target, seconds)
         except ValueError as err:
             self.audit.write(user, request.peer, "ban", f"refused: {err}", target=target)
-            return _html(pages.bans([], "", f"ban refused: {err}"), 400)
+            return _html(pages.bans(await self.view.bans(), login.csrf, f"ban refused: {err}"), 400)
         self.audit.write(user, request.peer, "ban", "ok", target=done["target"], seconds=seconds)
-        return _see(f"/bans?done=banned+{done['target']}")
+        return _see("/bans?" + urlencode({"done": f"banned {done['target']}"}))
 
-    async def _unban(self, request: Request, user: str) -> Response:
+    async def _unban(self, request: Request, login: Login) -> Response:
+        user = login.user
         target = request.form.get("address", "").strip()
         try:
             lifted = await self.view.unban(target)
@@ -304,7 +306,8 @@ class Console:
             lifted, target = False, f"{target} ({err})"
         self.audit.write(user, request.peer, "unban", "ok" if lifted else "not banned",
                          target=target)  # fmt: skip
-        return _see(f"/bans?done={'unbanned' if lifted else 'not+banned'}+{target}")
+        done = f"{'unbanned' if lifted else 'not banned:'} {target}"
+        return _see("/bans?" + urlencode({"done": done}))  # quoted: no header injection
 
 
 class ConsoleThread:
