@@ -14,6 +14,8 @@ What it does, in one run:
                     warning); its DNS checks (on by default) ask a private dnsmasq on loopback
                     in which the sending client passes FCrDNS, HELO, SPF and DMARC;
     mailmoat-nodns  the same with dns.checks = false: what the DNS checks cost;
+    mailmoat-console (only when asked for) the web console on, a page fetched every second
+                    (bench/console_load.py): what the console costs the SMTP path;
     haraka          Haraka, plugins rcpt_to.in_host_list + queue/smtp_forward, log level WARN,
                     nodes=1;
     postfix         a private Postfix instance relaying example.test to the sink (after-queue);
@@ -70,10 +72,11 @@ HELO = "client.sender.test"
 SYSTEMS = ("direct", "mailmoat", "mailmoat-1p", "mailmoat-nodns", "haraka", "haraka-2n", "postfix")
 # mailmoat-1p: one process (server.workers = 1); mailmoat-nodns: DNS checks off (dns.checks =
 # false), to show what they cost; haraka-2n: Haraka with nodes=2 (a worker per core)
-EXTRA_SYSTEMS: tuple[str, ...] = ("mailmoat-dir", "mailmoat-redis")
+EXTRA_SYSTEMS: tuple[str, ...] = ("mailmoat-dir", "mailmoat-redis", "mailmoat-console")
 # not in the default matrix (`--systems mailmoat-nodns,mailmoat-dir,mailmoat-redis`): the cost
 # of a recipient directory (harvest windows in the store) with the memory and the Redis store,
 # each with DNS checks off as mailmoat-nodns
+# mailmoat-console: the web console on, its pages fetched back to back (bench/console_load.py)
 LABELS = {
     "direct": "direct",
     "mailmoat": "mailmoat",
@@ -81,6 +84,7 @@ LABELS = {
     "mailmoat-nodns": "mailmoat, DNS checks off",
     "mailmoat-dir": "mailmoat, static directory, memory store",
     "mailmoat-redis": "mailmoat, static directory, Redis store",
+    "mailmoat-console": "mailmoat, console refreshing",
     "haraka": "Haraka",
     "haraka-2n": "Haraka, nodes=2",
     "postfix": "Postfix",
@@ -1066,6 +1070,7 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
         "mailmoat-nodns": "#aec7e8",
         "mailmoat-dir": "#9467bd",
         "mailmoat-redis": "#c5b0d5",
+        "mailmoat-console": "#8c564b",
         "haraka": "#d62728",
         "haraka-2n": "#ff9896",
         "postfix": "#2ca02c",
@@ -1432,6 +1437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     systems[name] = Mailmoat(tmp, sink, name, {"dns.checks": False})
                 elif name in ("mailmoat-dir", "mailmoat-redis"):
                     systems[name] = MailmoatStore(tmp, sink, name)
+                elif name == "mailmoat-console":
+                    from bench.console_load import ConsoleMailmoat
+
+                    systems[name] = ConsoleMailmoat(tmp, sink)
                 elif name in ("haraka", "haraka-2n"):
                     assert script is not None
                     systems[name] = Haraka(tmp, sink, script, name, 2 if name == "haraka-2n" else 1)

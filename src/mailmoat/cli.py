@@ -112,11 +112,13 @@ async def _serve(
     settings: config.Settings, workers: int, load: Callable[[], config.Settings]
 ) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration (`load`)."""
+    from mailmoat.console.users import UsersError
     from mailmoat.directory.static import StaticFileError
     from mailmoat.server.gateway import Gateway
     from mailmoat.server.reload import Reloader
     from mailmoat.server.supervisor import Supervisor
 
+    console = None
     gateway = Supervisor(settings, workers) if workers > 1 else Gateway(settings)
     try:
         await gateway.bind()
@@ -134,6 +136,15 @@ async def _serve(
             await gateway.delivery.close()
         await gateway.store.close()  # a packet filter's table goes with its store
         sys.exit(1)
+    if settings.console.listen:  # its own thread and loop, outside the sessions' loops
+        from mailmoat.console import server as console_server
+
+        try:
+            console = console_server.start(settings, gateway)
+        except (OSError, UsersError) as err:
+            click.echo(f"cannot start the console: {err}", err=True)
+            await gateway.stop(0)
+            sys.exit(1)
     # Everything made at start-up lives as long as the process: keep it out of every garbage
     # collection, so a full collection only walks the sessions (shorter pauses under load).
     gc.collect()
@@ -144,7 +155,8 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP (systemctl reload, logrotate) reloads the configuration; it never kills the gateway
     loop.add_signal_handler(signal.SIGHUP, Reloader(gateway, load).request)
-    sdnotify.notify("READY=1", f"STATUS=listening on {', '.join(settings.server.listen)}")
+    where = ", ".join(settings.server.listen) or "side services only"
+    sdnotify.notify("READY=1", f"STATUS=listening on {where}")
     pings = asyncio.create_task(sdnotify.watchdog())
     warned = asyncio.create_task(startup.warn(settings))  # a dead resolver takes dns.timeout
     await stop.wait()
@@ -155,6 +167,8 @@ async def _serve(
     pings.cancel()
     warned.cancel()
     logs.event("stopping", drain_time=settings.server.drain_time)
+    if console is not None:
+        await asyncio.to_thread(console.stop)
     await gateway.stop(settings.server.drain_time)
 
 
@@ -292,3 +306,25 @@ def check(file: Path) -> None:
 def defaults() -> None:
     """Print every setting with its default and what it does, as a TOML file (like postconf -d)."""
     click.echo(config.defaults_toml(), nl=False)
+
+
+@main.group(name="console")
+def console_group() -> None:
+    """The web console's users."""
+
+
+@console_group.command()
+@click.argument("name")
+@click.option("--file", "users_file", type=click.Path(path_type=Path), required=True,
+              help="The users file (console.users_file).")  # fmt: skip
+def adduser(name: str, users_file: Path) -> None:
+    """Add NAME (or change its password) in FILE; the password is read from standard input."""
+    from mailmoat.console.users import UsersError, add
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        add(users_file, name, password)
+    except UsersError as err:
+        click.echo(f"cannot add {name}: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"{name} added to {users_file}")

@@ -256,6 +256,14 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
                     f" chmod 600 it",
                 )
             )
+    users = settings.console.users_file
+    if settings.console.listen and users is not None:
+        from mailmoat.console.users import UsersError, load
+
+        try:
+            load(users)
+        except UsersError as err:
+            out.append(("console.users_file", str(err)))
     return out + setting_problems(settings)
 
 

@@ -156,6 +156,47 @@ ADMIN_REQUEST_TIMEOUT = 5.0
 """Seconds for an admin answer to be made (a worker's stats) and sent."""
 ADMIN_CLIENT_TIMEOUT = 5.0
 """Seconds `mailmoat stats`, `ban` and `unban` wait for the running gateway's answer."""
+
+# --- web console (console/) ---------------------------------------------------------------------
+CONSOLE_MAX_CLIENTS = 16
+"""Console connections served at once; past it 503 (invariant 3)."""
+CONSOLE_MAX_HEAD = 8192
+"""Longest console request head, in octets."""
+CONSOLE_MAX_BODY = 4096
+"""Longest console request body (a login or ban form), in octets."""
+CONSOLE_READ_TIMEOUT = 5.0
+"""Seconds a console client has to send its whole request."""
+CONSOLE_MAX_SESSIONS = 256
+"""Console logins kept at once; the oldest is dropped past it."""
+CONSOLE_LOGIN_FAILURES = 5
+"""Failed logins an address may make per CONSOLE_LOGIN_WINDOW before it gets 429."""
+CONSOLE_LOGIN_WINDOW = 300.0
+"""Seconds over which failed console logins are counted per address."""
+CONSOLE_LOGIN_ADDRESSES = 4096
+"""Addresses whose failed logins are remembered at once (the oldest forgotten past it)."""
+CONSOLE_HISTORY_MINUTES = 60
+"""Minutes of accepted/refused counts the console's chart keeps."""
+CONSOLE_SAMPLE_EVERY = 10.0
+"""Seconds between the console's readings of the gateway's counters."""
+CONSOLE_RECENT_TRANSACTIONS = 40
+"""Transaction summaries each process keeps for the console's recent transactions page (the
+newest). They travel in a worker's stats snapshot: with CONSOLE_FIELD_CHARS and
+CONSOLE_RECIPIENTS_SHOWN they stay far below LINK_MAX_MESSAGE (a test checks the worst case)."""
+CONSOLE_FIELD_CHARS = 80
+"""Characters of a sender, a recipient or a result kept in a transaction summary."""
+CONSOLE_RECIPIENTS_SHOWN = 3
+"""Recipients named in a transaction summary (then "+N more")."""
+CONSOLE_OFFENDERS = 512
+"""Client addresses whose refusals each process counts for the console's top offenders; when
+full, the lower half is forgotten (the heavy hitters stay: amortised O(log n) a refusal)."""
+CONSOLE_TOP_OFFENDERS = 25
+"""Addresses the top offenders page lists; a snapshot carries twice as many of each process's."""
+CONSOLE_CHART_WIDTH = 600
+"""Width of the console's chart, in SVG units."""
+CONSOLE_CHART_HEIGHT = 160
+"""Height of the console's chart, in SVG units."""
+CONSOLE_USERS_MAX = 1000
+"""Users a console users_file may hold."""
 HEALTH_PROBE_EVERY = 5.0
 """Seconds between two probes of the downstream for /healthz, however often it is asked."""
 LATENCY_BUCKETS = (

@@ -27,6 +27,10 @@ Gauges are read when a snapshot is taken (``connections.active``, ``connections.
 ``connections.peak``, ``stress.active``, ...). Histograms count how long each stage took, in
 fixed buckets (``latency.command``: a command's reply, ``latency.message``: the end of data's
 reply, checks and delivery included). `GET /metrics` renders the same snapshot.
+
+``recent`` holds the last CONSOLE_RECENT_TRANSACTIONS transaction summaries (when, client,
+sender, recipients, size, result), newest last, and ``offenders`` the refusals per client
+address (at most CONSOLE_OFFENDERS addresses), for the web console.
 """
 
 from __future__ import annotations
@@ -35,9 +39,17 @@ import os
 import resource
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from mailmoat.limits import (
+    CONSOLE_FIELD_CHARS,
+    CONSOLE_OFFENDERS,
+    CONSOLE_RECENT_TRANSACTIONS,
+    CONSOLE_RECIPIENTS_SHOWN,
+    CONSOLE_TOP_OFFENDERS,
+)
 from mailmoat.limits import LATENCY_BUCKETS as BUCKETS
 
 
@@ -66,12 +78,51 @@ def merge_histograms(into: dict[str, Any], part: dict[str, Any]) -> None:
         mine["sum"] = round(mine["sum"] + h["sum"], 6)
 
 
+def merge_console(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add the console's parts of `part` (recent transactions, offenders) into `into`."""
+    into["recent"] = into.get("recent", []) + part.get("recent", [])
+    offenders = into.setdefault("offenders", {})
+    for address, count in part.get("offenders", {}).items():
+        offenders[address] = offenders.get(address, 0) + count
+
+
 class Stats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self._gauges: dict[str, Callable[[], float | int]] = {}
         self.histograms: dict[str, Histogram] = {}
         self.started = time.time()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=CONSOLE_RECENT_TRANSACTIONS)
+        self.offenders: dict[str, int] = {}
+
+    def transaction(
+        self, client: str, sender: str | None, recipients: list[str], size: int | None, result: str
+    ) -> None:
+        """Keep a summary of a finished transaction, each field cut short (a worker's snapshot
+        carries them over the link, whose messages are bounded)."""
+        cut = CONSOLE_FIELD_CHARS
+        shown = [r[:cut] for r in recipients[:CONSOLE_RECIPIENTS_SHOWN]]
+        if len(recipients) > CONSOLE_RECIPIENTS_SHOWN:
+            shown.append(f"+{len(recipients) - CONSOLE_RECIPIENTS_SHOWN} more")
+        self.recent.append(
+            {
+                "when": round(time.time()),
+                "client": client[:cut],
+                "sender": None if sender is None else sender[:cut],
+                "recipients": shown,
+                "size": size,
+                "result": result[:cut],
+            }
+        )
+
+    def offender(self, address: str) -> None:
+        """`address` was refused (at connect or a command)."""
+        known = self.offenders
+        if address not in known and len(known) >= CONSOLE_OFFENDERS:
+            top = sorted(known.items(), key=lambda kv: -kv[1])[: CONSOLE_OFFENDERS // 2]
+            known.clear()
+            known.update(top)
+        known[address] = known.get(address, 0) + 1
 
     def histogram(self, name: str) -> Histogram:
         found = self.histograms.get(name)
@@ -99,6 +150,10 @@ class Stats:
             "gauges": {name: read() for name, read in sorted(self._gauges.items())},
             "counters": dict(sorted(self.counters.items())),
             "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
+            "recent": list(self.recent),
+            "offenders": dict(
+                sorted(self.offenders.items(), key=lambda kv: -kv[1])[: 2 * CONSOLE_TOP_OFFENDERS]
+            ),
         }
 
 

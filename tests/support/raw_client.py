@@ -160,3 +160,9 @@ class RawClient:
         while (r := self.reply()) is not None:
             got.append(r)
         return got
+
+
+def greeting(port: int, src: str = "127.0.0.1") -> bytes:
+    """Connect and return the first reply (220 when admitted, 421 when refused at connect)."""
+    with connect(port, src) as s:
+        return read_reply(s)

@@ -18,6 +18,7 @@ from mailmoat.config.admission import (
     TarpitSettings,
 )
 from mailmoat.config.base import Section
+from mailmoat.config.console import ConsoleSettings
 from mailmoat.config.delivery import (
     CallAheadSettings,
     DirectorySettings,
@@ -82,6 +83,7 @@ class Settings(Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     milter: MilterSettings = Field(default_factory=MilterSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     def directory_for(self, domain: str) -> DirectorySource:
         """The directory that vouches for recipients in `domain` (a local domain)."""

@@ -295,6 +295,8 @@ class Front:
         self.stats.incr("closed.refused")
         if client is not None:
             self.pipeline.disconnect(client)
+            if answer is not None:
+                self.stats.offender(client.address)
             if answer is not None and logs.enabled():
                 logs.event(
                     "refused",

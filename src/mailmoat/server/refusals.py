@@ -55,6 +55,7 @@ class Refusals(SessionBase):
         (tarpit, strikes)."""
         self.client.errors = self.conn.errors
         self.host.stats.incr(f"rejected.{ev.reason}")
+        self.host.stats.offender(self.client.address)
         if logs.enabled():
             envelope = self.conn.envelope or self.envelope
             logs.event(

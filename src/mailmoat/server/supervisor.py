@@ -55,7 +55,7 @@ from mailmoat.server.link import (
     socket_pair,
 )
 from mailmoat.server.session import R_SHUTDOWN
-from mailmoat.stats import merge_histograms
+from mailmoat.stats import merge_console, merge_histograms
 from mailmoat.store import open_store
 from mailmoat.store.remote import OPERATIONS
 
@@ -432,6 +432,7 @@ class Supervisor(Front):
         for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
             doc["gauges"][name] = here["gauges"][name]
         doc["loop_lag_max_ms"] = here["gauges"]["loop.lag_max_ms"]  # this process's own
+        merge_console(doc, here)
         live = self._live()
         answers = await asyncio.gather(
             *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
@@ -458,6 +459,7 @@ class Supervisor(Front):
             for name, value in part["counters"].items():
                 counters[name] = counters.get(name, 0) + value
             merge_histograms(doc["histograms"], part.get("histograms", {}))
+            merge_console(doc, part)
             for name, value in part["gauges"].items():
                 if name in gauges and name.startswith("loop."):
                     gauges[name] = max(gauges[name], value)

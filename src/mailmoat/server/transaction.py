@@ -91,9 +91,16 @@ class Transactions(SessionBase):
         self, outcome: str | Reply, downstream: str | None, message: Message | None = None
     ) -> None:
         """`outcome`: the reply the client got, or why the message was dropped."""
+        envelope = self.envelope
+        self.host.stats.transaction(
+            self.client.address,
+            envelope.mail_from if envelope else None,
+            envelope.rcpt_to if envelope else [],
+            message.size if message else None,
+            str(outcome),
+        )
         if not logs.enabled():
             return
-        envelope = self.envelope
         logs.event(
             "transaction",
             session=self.session_id,

@@ -1,0 +1,136 @@
+"""The console's logins, sessions, CSRF and Origin checks over real HTTP (no browser), against
+a running gateway: a ban made in the console is refused at connect at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mailmoat.console.auth import Sessions
+from mailmoat.limits import CONSOLE_LOGIN_FAILURES
+from tests.support.console import PASSWORD, USER, Browserless, running_console
+from tests.support.raw_client import greeting
+from tests.support.waiting import wait_until
+
+
+def _audit(tmp_path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def test_pages_need_a_login_and_the_cookie_is_locked_down(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        for path in ("/", "/bans", "/config", "/directory", "/offenders"):
+            status, headers, _ = client.request("GET", path)
+            assert (status, headers["location"]) == (303, "/login")
+        status, headers, _ = client.request(
+            "POST", "/login", {"username": USER, "password": PASSWORD}
+        )
+        assert status == 303
+        cookie = headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+        assert len(client.cookie) >= 40
+        status, headers, page = client.request("GET", "/")
+        assert status == 200 and "<svg id=chart" in page
+        assert "default-src 'none'" in headers["content-security-policy"]
+        assert "script" not in page
+        # logging out ends the session on the server: the old cookie opens nothing
+        old = client.cookie
+        assert client.request("POST", "/logout", {"csrf_token": client.csrf("/")})[0] == 303
+        client.cookie = old
+        assert client.request("GET", "/")[0] == 303
+        entries = _audit(tmp_path)
+        assert [(e["who"], e["what"], e["result"]) for e in entries] == [
+            (USER, "login", "ok"),
+            (USER, "logout", "ok"),
+        ]
+        assert entries[0]["from"] == "127.0.0.1" and entries[0]["when"]
+
+
+def test_a_wrong_password_is_refused_and_failures_are_throttled(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        assert client.login(password="wrong") == 403
+        assert client.login(user="nobody") == 403
+        assert client.cookie == ""
+        for _ in range(CONSOLE_LOGIN_FAILURES - 2):
+            assert client.login(password="wrong") == 403
+        # past the limit even the right password is refused from this address for a while
+        assert client.login() == 429
+        assert client.cookie == ""
+        results = [e["result"] for e in _audit(tmp_path)]
+        assert results[-1] == "refused: too many failures"
+        assert results.count("refused: wrong user or password") == CONSOLE_LOGIN_FAILURES
+
+
+def test_a_ban_needs_the_csrf_token_and_the_own_origin(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (gw, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        token = client.csrf()
+        target = {"address": "127.0.0.77", "duration": "600"}
+        assert client.request("POST", "/bans", target)[0] == 403  # no token
+        assert client.request("POST", "/bans", target | {"csrf_token": "x" * 43})[0] == 403
+        assert client.request("POST", "/bans", target | {"csrf_token": token},
+                              Origin="http://attacker.example")[0] == 403  # fmt: skip
+        assert greeting(gw.port, "127.0.0.77").startswith(b"220")
+        # the right token from the console's own origin: refused at connect at once
+        status, headers, _ = client.request("POST", "/bans", target | {"csrf_token": token})
+        assert status == 303, headers
+        assert greeting(gw.port, "127.0.0.77").startswith(b"421 4.7.0")
+        assert "127.0.0.77" in client.request("GET", "/bans")[2]
+        status, _, _ = client.request(
+            "POST", "/bans/remove", {"address": "127.0.0.77", "csrf_token": token}
+        )
+        assert status == 303
+        assert greeting(gw.port, "127.0.0.77").startswith(b"220")
+        # a bad address: a clear 400, nothing banned
+        status, _, page = client.request(
+            "POST", "/bans", {"address": "not-an-ip", "duration": "60", "csrf_token": token}
+        )
+        assert status == 400 and "ban refused" in page
+        what = [(e["what"], e["result"]) for e in _audit(tmp_path)]
+        assert what.count(("POST /bans", "refused: bad CSRF token")) == 2
+        assert ("POST /bans", "refused: cross-origin") in what
+        assert ("ban", "ok") in what and ("unban", "ok") in what
+
+
+def test_a_login_form_from_another_site_is_refused(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        form = {"username": USER, "password": PASSWORD}
+        assert client.request("POST", "/login", form, Origin="http://evil.example")[0] == 403
+        assert client.cookie == ""
+
+
+def test_sessions_are_bounded_and_expire() -> None:
+    sessions = Sessions(lifetime=0.0)
+    sid, _ = sessions.open("a", "127.0.0.1")
+    assert sessions.get(sid) is None
+    assert sessions.get("made-up") is None
+
+
+def test_a_login_unused_for_session_time_ends(tmp_path: Path) -> None:
+    with running_console(tmp_path, **{"console.session_time": 1.0}) as (_, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        used = time.monotonic()
+        assert client.request("GET", "/")[0] == 200
+        wait_until(lambda: time.monotonic() > used + 1.5, "the session time has passed")
+        assert client.request("GET", "/")[0] == 303
+
+
+def test_an_unban_of_a_crafted_target_cannot_add_a_header(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        token = client.csrf()
+        crafted = "1.2.3.4\r\nSet-Cookie: evil=1"
+        status, headers, _ = client.request(
+            "POST", "/bans/remove", {"address": crafted, "csrf_token": token}
+        )
+        assert status == 303 and "evil" not in headers.get("set-cookie", "")
+        assert "\r" not in headers["location"] and "\n" not in headers["location"]
+        status, _, page = client.request("GET", headers["location"])
+        assert status == 200 and "not banned: 1.2.3.4" in page
