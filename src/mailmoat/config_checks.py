@@ -260,21 +260,24 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
 
 
 def _exemption_problems(settings: Any) -> list[tuple[str, str]]:
-    """The width rule of domains.relay_networks, for every list that exempts clients."""
+    """The width rule of domains.relay_networks, for every list that exempts or trusts
+    clients: an exemption, a proxy allowed to name the client's address, a peer allowed to
+    name clients to the milter or the policy service."""
     out = []
-    for key, networks in (
-        ("admission.allow_networks", settings.admission.allow_networks),
-        ("harvest.exempt_networks", settings.harvest.exempt_networks),
-        ("score.exempt_networks", settings.score.exempt_networks),
+    exempt = "it would exempt the Internet"
+    trust = "it would let the Internet name any client address"
+    for key, networks, why in (
+        ("admission.allow_networks", settings.admission.allow_networks, exempt),
+        ("harvest.exempt_networks", settings.harvest.exempt_networks, exempt),
+        ("score.exempt_networks", settings.score.exempt_networks, exempt),
+        ("server.proxy_protocol", settings.server.proxy_protocol, trust),
+        ("milter.clients", settings.milter.clients, trust),
+        ("policy.clients", settings.policy.clients, trust),
     ):
         for n in networks:
             if _too_wide(n):
                 out.append(
-                    (
-                        key,
-                        f"{n} covers public addresses wider than /16 (IPv4) or /32 (IPv6):"
-                        " it would exempt the Internet",
-                    )
+                    (key, f"{n} covers public addresses wider than /16 (IPv4) or /32 (IPv6): {why}")
                 )
     return out
 

@@ -304,3 +304,26 @@ async def test_the_dns_checks_decide_at_rcpt() -> None:
             await peer.close()
     finally:
         await milter.close()
+
+
+async def test_a_peer_outside_milter_clients_is_closed_at_accept() -> None:
+    """The milter believes the client address and recipients its peer names: a peer not in
+    milter.clients is closed before it can say anything (red-team H1)."""
+    async with service(**{"milter.clients": ["127.0.0.2/32"]}) as milter:
+        stranger = await MilterPeer.open(port_of(milter))
+        assert await stranger.closed()
+        await wait_for(lambda: milter.stats.get("milter.refused_peer") == 1)
+        await stranger.close()
+        mta_peer = await MilterPeer.open(port_of(milter), source="127.0.0.2")
+        await mta_peer.negotiate()
+        assert await mta_peer.ask(mta.connect("192.0.2.10")) == CONTINUE
+        await mta_peer.close()
+        assert milter.stats.get("milter.refused_peer") == 1
+
+
+async def test_milter_clients_default_to_loopback() -> None:
+    async with service() as milter:
+        assert milter.settings.milter.clients == ["127.0.0.0/8", "::1/128"]
+        peer = await connected(milter)
+        await peer.close()
+        assert milter.stats.get("milter.refused_peer") == 0
