@@ -203,6 +203,37 @@ def test_local_is_answered_and_not_counted(tmp_path: Path) -> None:
         assert _counter(gw, "closed.quit") == 0
 
 
+@pytest.mark.parametrize("header", [v2_local(), b"PROXY UNKNOWN\r\n"])
+def test_local_is_a_health_check_that_takes_no_mail(tmp_path: Path, header: bytes) -> None:
+    """Red-team M1: a LOCAL or UNKNOWN connection names no client, so it gets no mail
+    session: with the proxy's address in relay_networks it used to relay for anyone, uncounted
+    and unbanned. EHLO, NOOP, RSET, HELP and QUIT are answered; MAIL and VRFY are
+    refused with 550 5.7.0, and the refusals strike no one (the proxy stays unbanned)."""
+    settings = {
+        "server.proxy_protocol": [PROXY],
+        "domains.relay_networks": ["127.0.0.0/8"],
+        "bans.strikes": 1,
+    }
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(header)
+            c.expect(220)
+            assert c.command(b"EHLO probe.example\r\n").code == 250
+            for command in (b"NOOP", b"RSET", b"HELP"):
+                assert c.command(command + b"\r\n").code // 100 == 2, command
+            for command in (b"MAIL FROM:<a@sender.test>", b"VRFY alice"):
+                refused = c.command(command + b"\r\n")
+                assert refused.code == 550 and "5.7.0" in refused.text, (command, refused)
+            assert c.command(b"RCPT TO:<x@elsewhere.test>\r\n").code >= 500
+            assert c.command(b"DATA\r\n").code >= 500
+            assert c.command(b"QUIT\r\n").code == 221
+        with RawClient(gw.port, source="127.0.0.1") as c:  # the proxy is not banned
+            c.send(v2_tcp4("192.0.2.20"))
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+
+
 # --- the DNS checks ask about the proxied address -----------------------------------------------
 DNS_CHECKS = {
     "server.proxy_protocol": [PROXY],
