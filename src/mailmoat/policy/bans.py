@@ -59,12 +59,32 @@ STRIKE_REASONS = frozenset(
 """Reasons (admission refusals and `Rejected` tokens) that count as a strike."""
 
 
+_MAPPED = IPv6Network("::ffff:0:0/96")
+"""IPv4-mapped IPv6 addresses: a client is known by its IPv4 address (`Client.ip`)."""
+
+
 def ban_target(text: str) -> IPv4Network | IPv6Network:
-    """An address or network to ban, or ValueError saying what is wrong with `text`."""
+    """An address or network to ban, or ValueError saying what is wrong with `text`. An
+    IPv4-mapped address or network (::ffff:198.51.0.0/112) is given in its IPv4 form, since
+    clients are matched by their IPv4 address; an IPv6 network holding mapped addresses and
+    more cannot be said in IPv4 and is refused."""
     try:
         net = ip_network(text.strip(), strict=False)
     except ValueError:
         raise ValueError(f"not an address or network: {text!r}") from None
+    _width(net)
+    if isinstance(net, IPv6Network) and net.overlaps(_MAPPED):
+        if not net.subnet_of(_MAPPED):
+            raise ValueError(
+                f"{net} holds IPv4-mapped addresses (::ffff:0:0/96) and more:"
+                " ban the IPv4 network in IPv4 form"
+            )
+        mapped = IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        net = _width(IPv4Network((mapped, net.prefixlen - 96)))
+    return net
+
+
+def _width(net: IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
     if net.prefixlen < WIDEST_BAN[net.version]:
         raise ValueError(
             f"{net} is wider than /{WIDEST_BAN[net.version]}: that would shut out too much"
