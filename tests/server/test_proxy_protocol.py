@@ -10,7 +10,7 @@ import io
 import socket
 import struct
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,35 @@ def test_the_header_address_is_the_client_in_logs_and_received(tmp_path: Path) -
     lines = out.getvalue().splitlines()
     assert any(" transaction " in x and "client=192.0.2.77" in x for x in lines), lines
     assert not any("client=127.0.0.1" in x for x in lines), lines
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PROXY TCP6 ::ffff:192.0.2.78 ::1 40000 25\r\n",
+        V2_SIGNATURE
+        + b"\x21\x21\x00\x24"
+        + IPv6Address("::ffff:192.0.2.78").packed
+        + IPv6Address("::1").packed
+        + struct.pack("!HH", 40000, 25),
+    ],
+)
+def test_an_ipv4_mapped_client_is_named_in_ipv4(tmp_path: Path, header: bytes) -> None:
+    """Red-team L1: a TCP6 header naming ::ffff:192.0.2.78 was logged as
+    client=::ffff:c04e:024e; the log lines and Received: name 192.0.2.78."""
+    out = io.StringIO()
+    logs.setup(LogSettings(format="text"), out)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(header)
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+        wait_until(lambda: " disconnect " in out.getvalue(), "the session's last line")
+    (message,) = _messages(tmp_path / "md")
+    assert b"([192.0.2.78])" in message
+    lines = [x for x in out.getvalue().splitlines() if "client=" in x]
+    assert lines and all("client=192.0.2.78" in x for x in lines), lines
 
 
 def test_v1_header_sent_in_pieces(tmp_path: Path) -> None:
