@@ -106,6 +106,21 @@ _V4_EMBEDDING = tuple(
 )
 
 
+MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+"""IPv4-mapped IPv6 addresses: a client with one is known by its IPv4 address."""
+
+
+def plain_network(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped network (::ffff:198.51.0.0/112) as the IPv4 network it is, since
+    clients are matched by their IPv4 address; any other network as it is."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(MAPPED):
+        mapped = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
+
+
 def _too_wide(value: str) -> bool:
     net = ipaddress.ip_network(value, strict=False)
     if isinstance(net, ipaddress.IPv6Network) and any(
@@ -122,7 +137,7 @@ def _too_wide(value: str) -> bool:
 def relay_network(value: str) -> str:
     """A network allowed to relay: refused when wider than /16 (IPv4) or /32 (IPv6) outside
     private and local space, since that would make an open relay (0.0.0.0/0, ::/0, 2000::/3).
-    (An IPv4-mapped IPv6 client is matched as IPv4, so ::ffff:0:0/96 matches no one.)"""
+    (An IPv4-mapped network is read as its IPv4 one first: ::ffff:0:0/96 is 0.0.0.0/0.)"""
     if _too_wide(value):
         raise ValueError(
             f"{value} covers public addresses wider than /16 (IPv4) or /32 (IPv6): an open relay"

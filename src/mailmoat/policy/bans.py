@@ -32,6 +32,7 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import BanSettings
+from mailmoat.config_checks import MAPPED, plain_network
 from mailmoat.limits import BAN_CACHE_SIZE as CACHE_SIZE
 from mailmoat.limits import LISTED_BANS, LONGEST_BAN, MAX_NETWORK_BANS, STRIKE_COOLDOWN, WIDEST_BAN
 from mailmoat.policy.base import Check, Client, HookResult
@@ -59,10 +60,6 @@ STRIKE_REASONS = frozenset(
 """Reasons (admission refusals and `Rejected` tokens) that count as a strike."""
 
 
-_MAPPED = IPv6Network("::ffff:0:0/96")
-"""IPv4-mapped IPv6 addresses: a client is known by its IPv4 address (`Client.ip`)."""
-
-
 def ban_target(text: str) -> IPv4Network | IPv6Network:
     """An address or network to ban, or ValueError saying what is wrong with `text`. An
     IPv4-mapped address or network (::ffff:198.51.0.0/112) is given in its IPv4 form, since
@@ -73,15 +70,12 @@ def ban_target(text: str) -> IPv4Network | IPv6Network:
     except ValueError:
         raise ValueError(f"not an address or network: {text!r}") from None
     _width(net)
-    if isinstance(net, IPv6Network) and net.overlaps(_MAPPED):
-        if not net.subnet_of(_MAPPED):
-            raise ValueError(
-                f"{net} holds IPv4-mapped addresses (::ffff:0:0/96) and more:"
-                " ban the IPv4 network in IPv4 form"
-            )
-        mapped = IPv4Address(int(net.network_address) & 0xFFFFFFFF)
-        net = _width(IPv4Network((mapped, net.prefixlen - 96)))
-    return net
+    if isinstance(net, IPv6Network) and net.overlaps(MAPPED) and not net.subnet_of(MAPPED):
+        raise ValueError(
+            f"{net} holds IPv4-mapped addresses (::ffff:0:0/96) and more:"
+            " ban the IPv4 network in IPv4 form"
+        )
+    return _width(plain_network(net))
 
 
 def _width(net: IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
