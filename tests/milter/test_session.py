@@ -17,6 +17,7 @@ import pytest
 
 from mailmoat import config
 from mailmoat.dns import Resolver
+from mailmoat.limits import MILTER_MAX_PACKET
 from mailmoat.milter import codec
 from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
@@ -327,3 +328,27 @@ async def test_milter_clients_default_to_loopback() -> None:
         peer = await connected(milter)
         await peer.close()
         assert milter.stats.get("milter.refused_peer") == 0
+
+
+async def test_packets_being_read_count_against_the_node_memory_budget() -> None:
+    """Red-team M3: connections each declaring a 256 KiB packet and sending all but its last
+    octet held 420 MB at 1,200 connections. The packets being read share
+    server.spool_memory_total: one that would go past it is closed, the others go on."""
+    budget = 300 * 1024
+    async with service(**{"server.spool_memory_total": budget}) as milter:
+        declared = struct.pack("!I", MILTER_MAX_PACKET)  # and 200 KiB of it sent
+        first = await MilterPeer.open(port_of(milter))
+        await first.send(declared + b"O" + bytes(200 * 1024))
+        await wait_for(lambda: milter.packet_budget.used >= 200 * 1024)
+        second = await MilterPeer.open(port_of(milter))
+        with contextlib.suppress(ConnectionError):  # closed with our data unread: a reset
+            await second.send(declared + b"O" + bytes(200 * 1024))
+        await wait_for(lambda: milter.stats.get("milter.errors.memory") == 1)
+        with contextlib.suppress(ConnectionError):
+            assert await second.reader.read(1) == b""
+        await second.close()
+        assert milter.packet_budget.used <= budget
+        await first.close()
+        await wait_for(lambda: milter.packet_budget.used == 0)
+        peer = await connected(milter)  # the memory is back for the next MTA
+        await peer.close()

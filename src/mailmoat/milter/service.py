@@ -60,6 +60,9 @@ class MilterService:
             (c.detector for c in checks if isinstance(c, HarvestCheck)), None
         )
         self._budget = SpoolBudget(settings.server.spool_memory_total)
+        self.packet_budget = SpoolBudget(settings.server.spool_memory_total)
+        """The packets being read, all connections together: a packet cannot spool to a
+        file, so one past it closes its connection (`milter.errors.memory`)."""
         self.gate = PeerGate("milter", settings.milter.clients, self.stats)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
