@@ -35,6 +35,7 @@ def _problem(overrides: dict[str, object]) -> tuple[str, str]:
         ("domains.relay_networks", ["64.0.0.0/8"], "open relay"),
         ("domains.relay_networks", ["2001:db8::/16"], "open relay"),
         ("domains.relay_networks", ["10.0.0.0/8", "198.51.0.0/15"], "open relay"),
+        ("domains.relay_networks", ["::ffff:0:0/96"], "open relay"),  # = 0.0.0.0/0
         ("relay.helo_name", "mx.example\r\nRCPT TO:<x@evil.test>", "non-printing"),
         ("relay.helo_name", "mx.example\n", "non-printing"),
         ("relay.helo_name", "mx example", "host name"),

@@ -91,6 +91,20 @@ def _token(tmp_path: Path, mode: int) -> Path:
             "the port is taken",
         ),
         ("[bans]\nduration = 600\nmax_duration = 60\n", "bans.max_duration", "shorter"),
+        # a trusted proxy or side-service peer names the client address: never the Internet
+        ('[server]\nproxy_protocol = ["0.0.0.0/0"]\n', "server.proxy_protocol", "any client"),
+        ('[server]\nproxy_protocol = ["::/0"]\n', "server.proxy_protocol", "any client"),
+        ('[server]\nproxy_protocol = ["2000::/3"]\n', "server.proxy_protocol", "any client"),
+        ('[server]\nproxy_protocol = ["128.0.0.0/1"]\n', "server.proxy_protocol", "any client"),
+        ('[milter]\nclients = ["0.0.0.0/0"]\n', "milter.clients", "any client"),
+        ('[policy]\nclients = ["2001::/32"]\n', "policy.clients", "any client"),
+        ('[milter]\nlisten = "0.0.0.0:2600"\n', "milter.listen", "milter.clients"),
+        ('[policy]\nlisten = "[::]:2600"\n', "policy.listen", "policy.clients"),
+        (
+            '[policy]\nlisten = "192.0.2.1:2600"\nclients = ["127.0.0.0/8"]\n',
+            "policy.listen",
+            "reachable from other hosts",
+        ),
     ],
 )
 def test_refused_with_one_line(tmp_path: Path, body: str, key: str, words: str) -> None:
@@ -126,6 +140,9 @@ def test_admin_token_file_naming_passwd_is_refused(tmp_path: Path) -> None:
         '[harvest]\nexempt_networks = ["127.0.0.0/8", "203.0.0.0/16"]\n',
         '[server]\nlisten = ["127.0.0.1:2600", "[::1]:2600", "127.0.0.1:0", "127.0.0.1:0"]\n'
         '[relay]\ndownstream = "127.0.0.1:2601"\n[admin]\nlisten = "127.0.0.1:2602"\n',
+        '[server]\nproxy_protocol = ["10.0.0.0/8", "198.51.100.7/32", "fd00::/8"]\n'
+        '[milter]\nlisten = "0.0.0.0:2603"\nclients = ["10.1.0.0/16", "127.0.0.1/32"]\n'
+        '[policy]\nlisten = "[::]:2604"\nclients = ["2001:db8::/32"]\n',
         "[timeouts]\ngreeting = 1\ncommand = 1\ndata = 1\nsession = 1\n"
         "[bans]\nduration = 60\nmax_duration = 60\n",
     ],

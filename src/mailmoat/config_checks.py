@@ -106,6 +106,21 @@ _V4_EMBEDDING = tuple(
 )
 
 
+MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+"""IPv4-mapped IPv6 addresses: a client with one is known by its IPv4 address."""
+
+
+def plain_network(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped network (::ffff:198.51.0.0/112) as the IPv4 network it is, since
+    clients are matched by their IPv4 address; any other network as it is."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(MAPPED):
+        mapped = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
+
+
 def _too_wide(value: str) -> bool:
     net = ipaddress.ip_network(value, strict=False)
     if isinstance(net, ipaddress.IPv6Network) and any(
@@ -122,7 +137,7 @@ def _too_wide(value: str) -> bool:
 def relay_network(value: str) -> str:
     """A network allowed to relay: refused when wider than /16 (IPv4) or /32 (IPv6) outside
     private and local space, since that would make an open relay (0.0.0.0/0, ::/0, 2000::/3).
-    (An IPv4-mapped IPv6 client is matched as IPv4, so ::ffff:0:0/96 matches no one.)"""
+    (An IPv4-mapped network is read as its IPv4 one first: ::ffff:0:0/96 is 0.0.0.0/0.)"""
     if _too_wide(value):
         raise ValueError(
             f"{value} covers public addresses wider than /16 (IPv4) or /32 (IPv6): an open relay"
@@ -268,21 +283,24 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
 
 
 def _exemption_problems(settings: Any) -> list[tuple[str, str]]:
-    """The width rule of domains.relay_networks, for every list that exempts clients."""
+    """The width rule of domains.relay_networks, for every list that exempts or trusts
+    clients: an exemption, a proxy allowed to name the client's address, a peer allowed to
+    name clients to the milter or the policy service."""
     out = []
-    for key, networks in (
-        ("admission.allow_networks", settings.admission.allow_networks),
-        ("harvest.exempt_networks", settings.harvest.exempt_networks),
-        ("score.exempt_networks", settings.score.exempt_networks),
+    exempt = "it would exempt the Internet"
+    trust = "it would let the Internet name any client address"
+    for key, networks, why in (
+        ("admission.allow_networks", settings.admission.allow_networks, exempt),
+        ("harvest.exempt_networks", settings.harvest.exempt_networks, exempt),
+        ("score.exempt_networks", settings.score.exempt_networks, exempt),
+        ("server.proxy_protocol", settings.server.proxy_protocol, trust),
+        ("milter.clients", settings.milter.clients, trust),
+        ("policy.clients", settings.policy.clients, trust),
     ):
         for n in networks:
             if _too_wide(n):
                 out.append(
-                    (
-                        key,
-                        f"{n} covers public addresses wider than /16 (IPv4) or /32 (IPv6):"
-                        " it would exempt the Internet",
-                    )
+                    (key, f"{n} covers public addresses wider than /16 (IPv4) or /32 (IPv6): {why}")
                 )
     return out
 

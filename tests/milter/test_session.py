@@ -17,6 +17,7 @@ import pytest
 
 from mailmoat import config
 from mailmoat.dns import Resolver
+from mailmoat.limits import MILTER_MAX_PACKET
 from mailmoat.milter import codec
 from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
@@ -304,3 +305,50 @@ async def test_the_dns_checks_decide_at_rcpt() -> None:
             await peer.close()
     finally:
         await milter.close()
+
+
+async def test_a_peer_outside_milter_clients_is_closed_at_accept() -> None:
+    """The milter believes the client address and recipients its peer names: a peer not in
+    milter.clients is closed before it can say anything (red-team H1)."""
+    async with service(**{"milter.clients": ["127.0.0.2/32"]}) as milter:
+        stranger = await MilterPeer.open(port_of(milter))
+        assert await stranger.closed()
+        await wait_for(lambda: milter.stats.get("milter.refused_peer") == 1)
+        await stranger.close()
+        mta_peer = await MilterPeer.open(port_of(milter), source="127.0.0.2")
+        await mta_peer.negotiate()
+        assert await mta_peer.ask(mta.connect("192.0.2.10")) == CONTINUE
+        await mta_peer.close()
+        assert milter.stats.get("milter.refused_peer") == 1
+
+
+async def test_milter_clients_default_to_loopback() -> None:
+    async with service() as milter:
+        assert milter.settings.milter.clients == ["127.0.0.0/8", "::1/128"]
+        peer = await connected(milter)
+        await peer.close()
+        assert milter.stats.get("milter.refused_peer") == 0
+
+
+async def test_packets_being_read_count_against_the_node_memory_budget() -> None:
+    """Red-team M3: connections each declaring a 256 KiB packet and sending all but its last
+    octet held 420 MB at 1,200 connections. The packets being read share
+    server.spool_memory_total: one that would go past it is closed, the others go on."""
+    budget = 300 * 1024
+    async with service(**{"server.spool_memory_total": budget}) as milter:
+        declared = struct.pack("!I", MILTER_MAX_PACKET)  # and 200 KiB of it sent
+        first = await MilterPeer.open(port_of(milter))
+        await first.send(declared + b"O" + bytes(200 * 1024))
+        await wait_for(lambda: milter.packet_budget.used >= 200 * 1024)
+        second = await MilterPeer.open(port_of(milter))
+        with contextlib.suppress(ConnectionError):  # closed with our data unread: a reset
+            await second.send(declared + b"O" + bytes(200 * 1024))
+        await wait_for(lambda: milter.stats.get("milter.errors.memory") == 1)
+        with contextlib.suppress(ConnectionError):
+            assert await second.reader.read(1) == b""
+        await second.close()
+        assert milter.packet_budget.used <= budget
+        await first.close()
+        await wait_for(lambda: milter.packet_budget.used == 0)
+        peer = await connected(milter)  # the memory is back for the next MTA
+        await peer.close()

@@ -25,6 +25,8 @@ from mailmoat.packetfilter.nftables import rate_limit, update
         ("ban:dha:ip:192.0.2.9", "192.0.2.9/32"),
         ("ban:dha:net:2001:db8::/48", "2001:db8::/48"),
         ("ban:::ffff:192.0.2.3", "192.0.2.3/32"),  # an IPv4 client's packets are IPv4
+        ("ban:net:::ffff:198.51.0.0/112", "198.51.0.0/16"),  # so are a mapped network's
+        ("ban:dha:net:::ffff:203.0.113.0/120", "203.0.113.0/24"),
     ],
 )
 def test_ban_keys_name_their_target(key: str, target: str) -> None:

@@ -319,3 +319,24 @@ def test_policy_listen_on_the_gateways_port_is_refused(tmp_path: Path) -> None:
             "127.0.0.1:2600 is the gateway's own server.listen 127.0.0.1:2600: the port is taken",
         )
     ]
+
+
+def test_a_peer_outside_policy_clients_is_closed_at_accept(tmp_path: Path) -> None:
+    """The service believes client_address and recipient: a peer not in policy.clients is
+    closed before its request is read, so it cannot get 127.0.0.1 harvest-banned (red-team
+    H2: 5 connections x 20 unknown recipients banned the gateway's own address)."""
+    overrides = policy_settings(tmp_path, **{"policy.clients": ["127.0.0.2/32"]})
+    with running_gateway(tmp_path / "Maildir", **overrides) as gw:
+        host, port = overrides["policy.listen"].split(":")
+        address = (host, int(port))
+
+        def counters() -> dict[str, int]:
+            snapshot = gw.call(gw.gateway.stats.snapshot)
+            return snapshot.get("counters", snapshot)
+
+        with PolicyClient(address) as stranger:
+            assert stranger.closed()
+        wait_until(lambda: counters().get("policy.refused_peer") == 1, "stranger counted")
+        with PolicyClient(address, source="127.0.0.2") as mta:
+            assert mta.ask("RCPT", client_address="127.0.0.1") == "DUNNO"
+        assert counters().get("policy.refused_peer") == 1

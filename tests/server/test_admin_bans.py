@@ -65,6 +65,26 @@ def test_ban_a_network_until_it_runs_out(tmp_path: Path) -> None:
         assert json.loads(_cli(endpoint, "bans", "--json").output) == []
 
 
+def test_ipv4_mapped_targets_ban_the_ipv4_clients(tmp_path: Path) -> None:
+    """Red-team M2: clients are matched by their IPv4 address, so a ban of
+    ::ffff:127.0.0.60 or of ::ffff:127.0.61.0/120 used to match no one."""
+    with running_gateway(tmp_path / "md", **{"admin.listen": "127.0.0.1:0"}) as gw:
+        endpoint = _endpoint(gw)
+        done = _cli(endpoint, "ban", "::ffff:127.0.0.60", "--for", "600")
+        assert done.exit_code == 0 and done.output == "banned 127.0.0.60 for 600 s\n"
+        assert _greeting(gw.port, "127.0.0.60").startswith(b"421 4.7.0")
+        done = _cli(endpoint, "ban", "::ffff:127.0.61.0/120")
+        assert done.exit_code == 0 and done.output.startswith("banned 127.0.61.0/24 for ")
+        assert _greeting(gw.port, "127.0.61.9").startswith(b"421 4.7.0")
+        assert _greeting(gw.port, "127.0.62.9").startswith(b"220 ")
+        listed = json.loads(_cli(endpoint, "bans", "--json").output)
+        assert sorted(b["target"] for b in listed) == ["127.0.0.60", "127.0.61.0/24"]
+        assert _cli(endpoint, "unban", "::ffff:127.0.0.60").exit_code == 0
+        assert _greeting(gw.port, "127.0.0.60").startswith(b"220 ")
+        refused = _cli(endpoint, "ban", "::/64")  # holds mapped addresses and more
+        assert refused.exit_code == 2 and "IPv4 form" in refused.output, refused.output
+
+
 def test_unban_a_network_and_its_harvest_ban(tmp_path: Path) -> None:
     with running_gateway(tmp_path / "md", **{"admin.listen": "127.0.0.1:0"}) as gw:
         endpoint = _endpoint(gw)

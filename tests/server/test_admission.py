@@ -52,6 +52,20 @@ def test_deny_list_refuses_with_421_and_closes(tmp_path: Path) -> None:
         assert _counter(gw, "connections.accepted") == 2
 
 
+def test_ipv4_mapped_networks_in_the_lists_match_ipv4_clients(tmp_path: Path) -> None:
+    """A client is matched by its IPv4 address: a list entry written IPv4-mapped
+    (::ffff:127.0.9.0/120) is the IPv4 network it means, not a silent no-op."""
+    lists = {
+        "admission.deny_networks": ["::ffff:127.0.9.0/120"],
+        "admission.allow_networks": ["::ffff:127.0.9.8"],
+    }
+    with running_gateway(tmp_path / "md", **lists) as gw:
+        assert gw.settings.admission.deny_networks == ["127.0.9.0/24"]
+        assert refused_at_connect(gw.port, "127.0.9.7") == _refusal(b"access denied")
+        with _greeted(gw.port, "127.0.9.8"):
+            pass
+
+
 def test_the_most_specific_network_decides(tmp_path: Path) -> None:
     lists = {
         "admission.allow_networks": ["127.0.0.0/8", "127.0.9.9/32"],

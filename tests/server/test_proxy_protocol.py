@@ -10,7 +10,7 @@ import io
 import socket
 import struct
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,35 @@ def test_the_header_address_is_the_client_in_logs_and_received(tmp_path: Path) -
     lines = out.getvalue().splitlines()
     assert any(" transaction " in x and "client=192.0.2.77" in x for x in lines), lines
     assert not any("client=127.0.0.1" in x for x in lines), lines
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"PROXY TCP6 ::ffff:192.0.2.78 ::1 40000 25\r\n",
+        V2_SIGNATURE
+        + b"\x21\x21\x00\x24"
+        + IPv6Address("::ffff:192.0.2.78").packed
+        + IPv6Address("::1").packed
+        + struct.pack("!HH", 40000, 25),
+    ],
+)
+def test_an_ipv4_mapped_client_is_named_in_ipv4(tmp_path: Path, header: bytes) -> None:
+    """Red-team L1: a TCP6 header naming ::ffff:192.0.2.78 was logged as
+    client=::ffff:c04e:024e; the log lines and Received: name 192.0.2.78."""
+    out = io.StringIO()
+    logs.setup(LogSettings(format="text"), out)
+    with running_gateway(tmp_path / "md", **{"server.proxy_protocol": [PROXY]}) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(header)
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
+        wait_until(lambda: " disconnect " in out.getvalue(), "the session's last line")
+    (message,) = _messages(tmp_path / "md")
+    assert b"([192.0.2.78])" in message
+    lines = [x for x in out.getvalue().splitlines() if "client=" in x]
+    assert lines and all("client=192.0.2.78" in x for x in lines), lines
 
 
 def test_v1_header_sent_in_pieces(tmp_path: Path) -> None:
@@ -201,6 +230,37 @@ def test_local_is_answered_and_not_counted(tmp_path: Path) -> None:
         wait_until(lambda: not gw.gateway.sessions)  # type: ignore[union-attr]
         assert _counter(gw, "connections.accepted") == 0
         assert _counter(gw, "closed.quit") == 0
+
+
+@pytest.mark.parametrize("header", [v2_local(), b"PROXY UNKNOWN\r\n"])
+def test_local_is_a_health_check_that_takes_no_mail(tmp_path: Path, header: bytes) -> None:
+    """Red-team M1: a LOCAL or UNKNOWN connection names no client, so it gets no mail
+    session: with the proxy's address in relay_networks it used to relay for anyone, uncounted
+    and unbanned. EHLO, NOOP, RSET, HELP and QUIT are answered; MAIL and VRFY are
+    refused with 550 5.7.0, and the refusals strike no one (the proxy stays unbanned)."""
+    settings = {
+        "server.proxy_protocol": [PROXY],
+        "domains.relay_networks": ["127.0.0.0/8"],
+        "bans.strikes": 1,
+    }
+    with running_gateway(tmp_path / "md", **settings) as gw:
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.send(header)
+            c.expect(220)
+            assert c.command(b"EHLO probe.example\r\n").code == 250
+            for command in (b"NOOP", b"RSET", b"HELP"):
+                assert c.command(command + b"\r\n").code // 100 == 2, command
+            for command in (b"MAIL FROM:<a@sender.test>", b"VRFY alice"):
+                refused = c.command(command + b"\r\n")
+                assert refused.code == 550 and "5.7.0" in refused.text, (command, refused)
+            assert c.command(b"RCPT TO:<x@elsewhere.test>\r\n").code >= 500
+            assert c.command(b"DATA\r\n").code >= 500
+            assert c.command(b"QUIT\r\n").code == 221
+        with RawClient(gw.port, source="127.0.0.1") as c:  # the proxy is not banned
+            c.send(v2_tcp4("192.0.2.20"))
+            c.expect(220)
+            _send_one(c)
+        wait_until(lambda: len(_messages(tmp_path / "md")) == 1)
 
 
 # --- the DNS checks ask about the proxied address -----------------------------------------------

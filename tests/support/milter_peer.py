@@ -49,8 +49,10 @@ class MilterPeer:
         self.writer = writer
 
     @classmethod
-    async def open(cls, port: int) -> MilterPeer:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, source: str | None = None) -> MilterPeer:
+        """Connect to 127.0.0.1:`port`, from the loopback address `source` if given."""
+        local = (source, 0) if source is not None else None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, *packets: bytes) -> None:

@@ -27,10 +27,18 @@ def request(state: str = "RCPT", **attributes: str) -> dict[str, str]:
 
 
 class PolicyClient:
-    def __init__(self, address: tuple[str, int] | str, timeout: float = DEADLINE) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int] | str,
+        timeout: float = DEADLINE,
+        source: str | None = None,
+    ) -> None:
+        """`source`: the loopback address to connect from (TCP only)."""
         family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        if source is not None:
+            self.sock.bind((source, 0))
         self.sock.connect(address)
         self._buffer = b""
 

@@ -50,12 +50,17 @@ def check_endpoint(value: str) -> str:
 
 
 def check_networks(v: list[str]) -> list[str]:
+    """Valid CIDR networks; an IPv4-mapped one is written as the IPv4 network it means (a
+    client is matched by its IPv4 address, so ::ffff:198.51.100.0/120 would match no one)."""
+    out = []
     for n in v:
         try:
-            ipaddress.ip_network(n, strict=False)
+            net = ipaddress.ip_network(n, strict=False)
         except ValueError as err:
             raise ValueError(f"not a network: {n!r} ({err})") from None
-    return v
+        plain = config_checks.plain_network(net)
+        out.append(n if plain is net else str(plain))
+    return out
 
 
 def dns_server(value: str) -> tuple[str, int]:

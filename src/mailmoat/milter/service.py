@@ -23,6 +23,7 @@ from mailmoat.dns import Resolver
 from mailmoat.limits import MILTER_MAX_CONNECTIONS
 from mailmoat.message import Spool, SpoolBudget
 from mailmoat.milter.session import MilterSession
+from mailmoat.peers import PeerGate
 from mailmoat.policy.base import Check, Pipeline
 from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
 from mailmoat.stats import Stats
@@ -59,6 +60,10 @@ class MilterService:
             (c.detector for c in checks if isinstance(c, HarvestCheck)), None
         )
         self._budget = SpoolBudget(settings.server.spool_memory_total)
+        self.packet_budget = SpoolBudget(settings.server.spool_memory_total)
+        """The packets being read, all connections together: a packet cannot spool to a
+        file, so one past it closes its connection (`milter.errors.memory`)."""
+        self.gate = PeerGate("milter", settings.milter.clients, self.stats)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] | str | None = None
@@ -93,6 +98,9 @@ class MilterService:
         return self.address
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.gate.admits(writer):
+            writer.close()
+            return
         if len(self._tasks) >= MILTER_MAX_CONNECTIONS:
             self.stats.incr("milter.errors.max_connections")
             writer.close()

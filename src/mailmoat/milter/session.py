@@ -7,7 +7,8 @@ back as a reply code the MTA gives its client; at the end of the message the hea
 check removed (forged Authentication-Results) are deleted and the ones it added (ours) are
 inserted at the top; the body is never changed.
 
-Bounded: one packet at a time (`MILTER_MAX_PACKET`), macros, header fields and the header
+Bounded: one packet at a time (`MILTER_MAX_PACKET`, and all connections' packets together
+within `server.spool_memory_total`), macros, header fields and the header
 block (`smtp.max_header_size`); the body goes to a spool (memory up to its budget, then a
 temporary file) and stops being kept past `smtp.max_message_size` (then 552). A protocol
 violation, an oversized packet, a peer gone mid-packet or silent too long closes this
@@ -32,7 +33,7 @@ from mailmoat.limits import (
     MILTER_MAX_PACKET,
     MILTER_READ_SIZE,
 )
-from mailmoat.message import Message, Spool
+from mailmoat.message import Message, Spool, SpoolBudget
 from mailmoat.milter import arguments, codec
 from mailmoat.milter.codec import MilterError
 from mailmoat.policy.base import Client, Decision, HookResult, Pipeline, Verdict
@@ -58,6 +59,7 @@ class Host(Protocol):
     pipeline: Pipeline
     stats: Stats
     detector: HarvestDetector | None
+    packet_budget: SpoolBudget
 
     def new_spool(self) -> Spool: ...
 
@@ -85,6 +87,7 @@ class MilterSession:
         self.reader = reader
         self.writer = writer
         self.packets = codec.PacketReader(MILTER_MAX_PACKET)
+        self._held = 0  # octets of `packets` counted in the host's packet budget
         self.negotiated = False
         self.steps = 0
         self.macros: dict[str, dict[str, str]] = {}
@@ -125,6 +128,7 @@ class MilterSession:
         while True:
             found = self.packets.next_packet()
             if found is not None:
+                self._hold(self.packets.buffered)
                 return codec.decode(*found)
             async with asyncio.timeout(MILTER_IDLE_TIMEOUT):
                 data = await self.reader.read(MILTER_READ_SIZE)
@@ -132,9 +136,22 @@ class MilterSession:
                 if self.packets.buffered:
                     raise MilterError("truncated", f"{self.packets.buffered} octets")
                 return None
+            self._hold(self.packets.buffered + len(data))
             self.packets.feed(data)
 
+    def _hold(self, octets: int) -> None:
+        """Count `octets` of buffered packet in the host's packet budget (all connections
+        together: server.spool_memory_total); a connection that would go past it is closed,
+        since a packet, unlike a message body, cannot go to a file."""
+        more = octets - self._held
+        if more > 0 and not self.host.packet_budget.take(more):
+            raise MilterError("memory", f"{octets} octets of packet past server.spool_memory_total")
+        if more < 0:
+            self.host.packet_budget.give(-more)
+        self._held = octets
+
     def _end_connection(self) -> None:
+        self._hold(0)
         self._end_transaction()
         if self.client is not None:
             self.host.pipeline.disconnect(self.client)

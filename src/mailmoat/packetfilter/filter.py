@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv6Network, ip_network
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
@@ -31,13 +30,16 @@ from mailmoat.limits import PACKETFILTER_MAX_ELEMENTS as MAX_ELEMENTS
 from mailmoat.limits import PACKETFILTER_SYNC as SYNC
 from mailmoat.packetfilter import nftables
 from mailmoat.packetfilter.nftables import Net
+from mailmoat.policy import bans
 from mailmoat.stats import Stats
 from mailmoat.store.base import BAN_PREFIX, Store
 
 
 def ban_target(key: str) -> Net | None:
     """The address or network a `ban:` key bans (`ban:<ip>`, `ban:net:<cidr>`,
-    `ban:dha:ip:<ip>`, `ban:dha:net:<cidr>`), None for any other key."""
+    `ban:dha:ip:<ip>`, `ban:dha:net:<cidr>`), None for any other key. Read as the ban list
+    reads it (`policy.bans.ban_target`): an IPv4-mapped address or network is the IPv4 one,
+    as the kernel sees that client."""
     if not key.startswith(BAN_PREFIX):
         return None
     rest = key[len(BAN_PREFIX) :]
@@ -46,14 +48,9 @@ def ban_target(key: str) -> Net | None:
             rest = rest[len(prefix) :]
             break
     try:
-        net = ip_network(rest, strict=False)
+        return bans.ban_target(rest)
     except ValueError:
         return None
-    if isinstance(net, IPv6Network) and net.prefixlen == 128:
-        mapped = net.network_address.ipv4_mapped  # an IPv4 client, as the kernel sees it
-        if mapped is not None:
-            return ip_network(mapped)
-    return net
 
 
 class PacketFilter:

@@ -32,6 +32,7 @@ from typing import Any
 
 from mailmoat import logs
 from mailmoat.config import BanSettings
+from mailmoat.config_checks import MAPPED, plain_network
 from mailmoat.limits import BAN_CACHE_SIZE as CACHE_SIZE
 from mailmoat.limits import LISTED_BANS, LONGEST_BAN, MAX_NETWORK_BANS, STRIKE_COOLDOWN, WIDEST_BAN
 from mailmoat.policy.base import Check, Client, HookResult
@@ -60,11 +61,24 @@ STRIKE_REASONS = frozenset(
 
 
 def ban_target(text: str) -> IPv4Network | IPv6Network:
-    """An address or network to ban, or ValueError saying what is wrong with `text`."""
+    """An address or network to ban, or ValueError saying what is wrong with `text`. An
+    IPv4-mapped address or network (::ffff:198.51.0.0/112) is given in its IPv4 form, since
+    clients are matched by their IPv4 address; an IPv6 network holding mapped addresses and
+    more cannot be said in IPv4 and is refused."""
     try:
         net = ip_network(text.strip(), strict=False)
     except ValueError:
         raise ValueError(f"not an address or network: {text!r}") from None
+    _width(net)
+    if isinstance(net, IPv6Network) and net.overlaps(MAPPED) and not net.subnet_of(MAPPED):
+        raise ValueError(
+            f"{net} holds IPv4-mapped addresses (::ffff:0:0/96) and more:"
+            " ban the IPv4 network in IPv4 form"
+        )
+    return _width(plain_network(net))
+
+
+def _width(net: IPv4Network | IPv6Network) -> IPv4Network | IPv6Network:
     if net.prefixlen < WIDEST_BAN[net.version]:
         raise ValueError(
             f"{net} is wider than /{WIDEST_BAN[net.version]}: that would shut out too much"

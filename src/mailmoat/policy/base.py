@@ -67,7 +67,8 @@ class Client:
     where it was greeted (the supervisor holds a greeted connection until it talks,
     `server.hold`): its session's deadlines count them."""
     ip: IPv4Address | IPv6Address = field(init=False)
-    """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one."""
+    """The client's address; an IPv4-mapped IPv6 address is given as the IPv4 one (and so is
+    `address`, so that logs, `Received:`, bans and rate keys all name it alike)."""
     state: object | None = field(default=None, init=False, repr=False)
     """The DNS checks' state for this session (policy.score.SessionState, holding their
     `Slot`s), kept here so that each of their hooks finds it with one attribute read."""
@@ -79,6 +80,7 @@ class Client:
         ip = ip_address(self.address.split("%", 1)[0])
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+            self.address = str(ip)
         self.ip = ip
 
     def tag(self, name: str) -> None:

@@ -44,6 +44,7 @@ from mailmoat.limits import (
     POLICY_SESSION_TIME,
     POLICY_SESSIONS,
 )
+from mailmoat.peers import PeerGate
 from mailmoat.policy.base import Client, Decision, HookResult, Pipeline, Verdict
 from mailmoat.postfix_policy import answers
 from mailmoat.postfix_policy.codec import (
@@ -76,6 +77,7 @@ class PolicyService:
         self.store = store
         self.defences = defences
         self.pipeline = Pipeline(assembly.build(settings, store, defences, role="policy"))
+        self.gate = PeerGate("policy", settings.policy.clients, stats)
         self.server: asyncio.Server | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._old: list[Pipeline] = []  # replaced by a reload, closed once past their use
@@ -140,6 +142,7 @@ class PolicyService:
             await self._close_checks(pipeline)
             raise
         old, self.pipeline, self.settings = self.pipeline, pipeline, settings
+        self.gate = PeerGate("policy", settings.policy.clients, self.stats)
         self._forget_all(old)
         self._old.append(old)
         task = asyncio.create_task(self._retire(old, settings.policy.timeout))
@@ -170,6 +173,9 @@ class PolicyService:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if not self.gate.admits(writer):
+            writer.close()
+            return
         if len(self.connections) >= POLICY_CONNECTIONS:
             self.stats.incr("policy.refused_connections")
             writer.transport.abort()

@@ -178,7 +178,8 @@ class Front:
 
     async def _proxied(self, sock: socket.socket, address: tuple[str, int]) -> None:
         """Read the PROXY header, then admit the client it names. No valid header: closed,
-        logged and counted. LOCAL (the proxy's own health check): a session, not a client."""
+        logged and counted. LOCAL or UNKNOWN (the proxy's own health check): a session that
+        answers EHLO, NOOP, RSET and QUIT and refuses MAIL (`Session._health_check`)."""
         try:
             header = await read_header(sock, PROXY_HEADER_TIMEOUT)
         except ProxyReadError as err:
@@ -193,7 +194,7 @@ class Front:
             self._proxies.pending -= 1
         if header.source is None:
             self.stats.incr("proxy.local")
-            client = Client(address[0], address[1], trusted=True)
+            client = Client(address[0], address[1])  # never trusted: it gets no mail session
             client.tag(PROXY_LOCAL)
             self.admitted(sock, client, None, self._greet(sock))
             return

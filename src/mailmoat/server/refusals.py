@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 
 from mailmoat import logs
 from mailmoat.policy.base import Decision, Verdict
+from mailmoat.server.proxied import PROXY_LOCAL
 from mailmoat.server.session_base import SessionBase
 from mailmoat.smtp.events import (
     Command,
@@ -71,6 +72,8 @@ class Refusals(SessionBase):
                 reason=ev.reason,
                 reply=ev.reply.text,
             )
+        if self.client.has(PROXY_LOCAL):  # the proxy's health check: no strikes, no tarpit
+            return None
         verdict = self.state.pipeline.run("rejected", self.client, ev)
         if verdict is not None and inspect.isawaitable(verdict):
             return self._rejected_later(verdict)

@@ -42,11 +42,15 @@ from mailmoat.smtp.events import (
     Event,
     Expn,
     Helo,
+    Help,
     MailFrom,
     MessageAborted,
     MessageEnd,
+    Noop,
+    Quit,
     RcptTo,
     Rejected,
+    Rset,
     StartTls,
     Vrfy,
 )
@@ -54,6 +58,8 @@ from mailmoat.smtp.replies import reply
 
 R_SHUTDOWN = reply(421, "4.3.2", "Service shutting down, try again later")
 R_VRFY_NOT_IMPLEMENTED = reply(502, "5.5.1", "VRFY and EXPN are not offered")
+R_HEALTH_CHECK = reply(550, "5.7.0", "Health check connection: no mail accepted")
+_HEALTH_CHECK_COMMANDS = frozenset({Helo, Rset, Noop, Help, Quit})
 R_TEMP_ERROR = reply(451, "4.3.0", "Error: local error in processing, try again later")
 
 
@@ -263,6 +269,8 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
         self._cmd_started = time.monotonic()
         client = self.client
         kind = type(ev)  # the events are final classes: cheaper than a chain of isinstance
+        if client.tags and client.has(PROXY_LOCAL):
+            return self._health_check(ev)
         if kind is Helo:
             return self._verdict(self.state.pipeline.run("helo", client, ev), ev)
         if kind is MailFrom:
@@ -286,6 +294,16 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
             return self._starttls()
         conn.accept()  # RSET, NOOP, HELP, QUIT
         return None
+
+    def _health_check(self, ev: Command) -> Awaitable[None] | None:
+        """A proxy's own connection (PROXY LOCAL, v1 UNKNOWN) names no client: EHLO/HELO,
+        NOOP, RSET, HELP and QUIT are answered, anything else refused; no check runs, and
+        nothing is ever accepted for delivery or relay."""
+        if type(ev) in _HEALTH_CHECK_COMMANDS:
+            self.conn.accept()
+            return None
+        self.conn.send(R_HEALTH_CHECK)
+        return self._refused(R_HEALTH_CHECK, ev, "health_check")
 
     def _verdict(self, result: Verdict | Awaitable[Verdict], ev: Command) -> Awaitable[None] | None:
         # None, the usual answer, without inspect.isawaitable (an ABC check)
