@@ -151,3 +151,28 @@ def test_bans_written_by_another_node_reach_the_kernel_and_leave_it(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_bans_pushed_by_a_shared_store_reach_the_kernel_at_once(tmp_path: Path, ns: Netns) -> None:
+    """What the Redis store's ban feed pushes (`watch_bans`) goes to the kernel without
+    waiting for the comparison (SYNC left at its 5 s: none runs within this test's waits)."""
+
+    async def main() -> None:
+        pf, _, store = _filter()
+        await pf.start()
+        try:
+            store.learn("10.5.0.1", 600)
+            store.learn("net:10.6.0.0/16", 600)
+            store.learn("dha:ip:2001:db8::9", 600)
+            store.learn("not an address", 600)  # bad input from Redis: ignored
+            await wait_for(lambda: pf.stats.get("packetfilter.added") == 3, "the bans sent")
+            assert _count(ns, "addr4") == 1 and _nets(ns) == {"10.6.0.0/16"}
+            assert _count(ns, "addr6") == 1
+            assert pf.stats.get("packetfilter.pushed") == 3
+            store.learn("10.5.0.1", None)  # lifted on another node
+            await wait_for(lambda: pf.stats.get("packetfilter.lifted") == 1, "the lift sent")
+            assert _count(ns, "addr4") == 0
+        finally:
+            await store.close()
+
+    asyncio.run(main())

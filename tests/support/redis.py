@@ -3,7 +3,8 @@
 No persistence (`--save ''`, `--appendonly no`), its own directory, run in the foreground as
 a child of the test (so `pause`/`resume` can send it SIGSTOP/SIGCONT) and always stopped in
 teardown, also after a failure. `shutdown` + `start` restart it on the same port with no data
-and no functions, as a crashed Redis comes back.
+and no functions, as a crashed Redis comes back. Given a network namespace (`ns`), it runs
+and is reached inside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.netns import Netns
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.waiting import wait_until
 
@@ -28,8 +30,9 @@ def available() -> bool:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, ns: Netns | None = None) -> None:
         self.dir = workdir
+        self.ns = ns
         self.port = free_port()
         self.socket = workdir / "redis.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,8 +49,9 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
         with log:
+            prefix = self.ns.command() if self.ns is not None else []
             self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
+                [*prefix, REDIS_SERVER, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
                  "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
                  "--unixsocket", str(self.socket), "--unixsocketperm", "700"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -58,11 +62,23 @@ class RedisServer:
     def command(self, *words: str) -> bytes | None:
         """One inline command on a fresh connection; its first reply line, None on no answer."""
         try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=2) as s:
+            with self._connect() as s:
                 s.sendall(" ".join(words).encode() + b"\r\n")
                 return s.recv(4096).split(b"\r\n", 1)[0]
         except OSError:
             return None
+
+    def _connect(self) -> socket.socket:
+        if self.ns is None:
+            return socket.create_connection((LOOPBACK, self.port), timeout=2)
+        sock = self.ns.socket()
+        try:
+            sock.settimeout(2)
+            sock.connect((LOOPBACK, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def pause(self) -> None:
         """Hang it: connections are accepted by the kernel, nothing answers."""
@@ -88,9 +104,9 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(workdir).start()
+def redis_server(workdir: Path, ns: Netns | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, ns)
     try:
-        yield server
+        yield server.start()
     finally:
         server.shutdown()

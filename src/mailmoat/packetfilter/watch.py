@@ -4,12 +4,14 @@ Every ban, whatever made it (strikes, pregreet, harvest, the administrator), is 
 set with its length as the time to live, and every unban deletes such a key; a worker's writes
 reach the supervisor's store over its link. So the store the one process (or the supervisor)
 owns is wrapped, and each such write is passed on to the filter after the store took it.
+A shared store also pushes the bans other nodes make and lift (`watch_bans`); `learn` passes
+those on the same way, so they reach the kernel at once rather than at the next comparison.
 """
 
 from __future__ import annotations
 
 from mailmoat.packetfilter.filter import PacketFilter, ban_target
-from mailmoat.store.base import Store
+from mailmoat.store.base import BAN_PREFIX, Store
 
 
 class WatchedStore:
@@ -44,6 +46,18 @@ class WatchedStore:
         net = ban_target(key)
         if net is not None:
             self.filter.lift(net)
+
+    def learn(self, name: str, seconds: float | None) -> None:
+        """A ban change pushed by a shared store: the key without `ban:`, and its seconds
+        left (None: lifted)."""
+        net = ban_target(BAN_PREFIX + name)
+        if net is None:
+            return
+        self.filter.stats.incr("packetfilter.pushed")
+        if seconds is None:
+            self.filter.lift(net)
+        else:
+            self.filter.add(net, seconds)
 
     async def bans(self, limit: int) -> list[tuple[str, float]]:
         return await self.inner.bans(limit)

@@ -88,6 +88,8 @@ class Front:
         watch = getattr(store, "watch_bans", None)
         if watch is not None:  # a shared store pushes the bans other nodes decide
             watch(self.defences.bans.learn)
+            if isinstance(watched, WatchedStore):  # and to the kernel at once
+                watch(watched.learn)
         self.stress.listeners.append(self._stress_changed)
         self.pipeline: Pipeline  # set by the subclass: it runs at least the defences
         self.servers: list[Listener] = []
