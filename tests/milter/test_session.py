@@ -25,6 +25,7 @@ from mailmoat.policy.base import Check, Client, HookResult, Pipeline
 from tests.support import dns_zone as zone
 from tests.support import milter_peer as mta
 from tests.support.fake_dns import world
+from tests.support.gateway import gateway_settings, running_gateway
 from tests.support.milter_peer import MilterPeer
 from tests.support.ports import free_port, is_listening
 from tests.support.waiting import wait_for
@@ -396,3 +397,35 @@ async def test_reload_new_connections_get_the_new_checks_open_ones_keep_theirs(
         assert await again.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
         assert await again.ask(carol) == CONTINUE
         await again.close()
+
+
+def test_the_gateways_reload_reaches_its_milter(tmp_path: Path) -> None:
+    """The host's reload (what SIGHUP runs) passes the new settings on to the milter beside
+    it, as to the policy service: a new directory file is in force for new connections."""
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\n")
+    port = free_port()
+    overrides = {
+        "server.listen": [],
+        "milter.listen": f"127.0.0.1:{port}",
+        "directory.default": "static",
+        "directory.static_file": str(users),
+    }
+
+    async def carol() -> tuple[bytes, bytes]:
+        peer = await MilterPeer.open(port)
+        try:
+            await peer.negotiate()
+            assert await peer.ask(mta.connect("192.0.2.10")) == CONTINUE
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            return await peer.ask(mta.strings(b"R", "<carol@example.test>"))
+        finally:
+            await peer.close()
+
+    with running_gateway(tmp_path / "Maildir", **overrides) as gw:
+        assert gw.gateway is not None
+        assert asyncio.run(carol())[0] == b"y"
+        users.write_text("alice@example.test\ncarol@example.test\n")
+        new = gateway_settings(tmp_path / "Maildir", **overrides)
+        assert gw.run(gw.gateway.reload(new)) == []
+        assert asyncio.run(carol()) == CONTINUE
