@@ -19,6 +19,7 @@ import pytest
 from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.milter import codec
+from mailmoat.milter import session as session_module
 from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
 from mailmoat.policy.base import Check, Client, HookResult, Pipeline
@@ -429,3 +430,21 @@ def test_the_gateways_reload_reaches_its_milter(tmp_path: Path) -> None:
         new = gateway_settings(tmp_path / "Maildir", **overrides)
         assert gw.run(gw.gateway.reload(new)) == []
         assert asyncio.run(carol()) == CONTINUE
+
+
+async def test_a_silent_mta_is_closed_a_slow_one_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle bound counts each wait for the MTA, not the connection's age: packets every
+    0.1 s for longer than the bound keep it open; silence past the bound closes it, counted
+    under milter.errors.timeout."""
+    monkeypatch.setattr(session_module, "MILTER_IDLE_TIMEOUT", 1.5)
+    async with service() as milter:
+        peer = await connected(milter)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 3.2:  # twice the bound, never silent past it
+            await peer.send(mta.macros(b"M", i="Q1"))
+            await asyncio.sleep(0.1)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert milter.stats.get("milter.errors.timeout") == 0
+        assert await peer.closed(timeout=30)
+        await wait_for(lambda: milter.stats.get("milter.errors.timeout") == 1)
