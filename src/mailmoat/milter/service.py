@@ -101,8 +101,10 @@ class MilterService:
     async def _retire(self, old: Pipeline, users: set[asyncio.Task[None]]) -> None:
         if users:
             await asyncio.wait(users)
-        self._old.remove(old)
+        # dropped from `_old` only once closed: a `close()` that cancels this half-way
+        # closes it (again) itself
         await self._close_checks(old, front=False)
+        self._old.remove(old)
 
     def new_spool(self) -> Spool:
         return Spool(self.settings.server.spool_memory, self._budget)
