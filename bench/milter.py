@@ -3,6 +3,7 @@ mailmoat's milter, and Postfix with OpenDKIM + OpenDMARC (Debian's) doing the sa
 (DKIM, SPF, DMARC; mailmoat adds iprev and HELO), in one run.
 
     python -m bench milter [--messages 300] [--concurrency 8] [--per-connection 5]
+    python -m bench milter --profile FILE   # only Postfix + mailmoat, its process in cProfile
 
 Needs root (a private Postfix, the milters' own users, a private mount namespace for the
 milters' /etc/resolv.conf). Every peer runs on loopback: a private dnsmasq on
@@ -115,7 +116,9 @@ def in_own_resolv(work: Path, argv: list[str]) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
-def mailmoat_milter(work: Path, port: int) -> contextlib.AbstractContextManager[Any]:
+def mailmoat_milter(
+    work: Path, port: int, profile: Path | None = None
+) -> contextlib.AbstractContextManager[Any]:
     conf = work / "mailmoat.toml"
     conf.write_text(
         f'[server]\nlisten = ["127.0.0.1:{free_port()}"]\nworkers = 1\nhostname = "{AUTHSERV}"\n'
@@ -126,6 +129,8 @@ def mailmoat_milter(work: Path, port: int) -> contextlib.AbstractContextManager[
         "[admission]\nmax_rate = 0\n"
     )
     argv = [sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)]
+    if profile is not None:  # written when the process ends (SIGTERM: a clean stop)
+        argv[1:1] = ["-m", "cProfile", "-o", str(profile)]
     return process(argv, port, "mailmoat", work / "mailmoat.log")
 
 
@@ -229,12 +234,35 @@ def postfix_with(milters: list[int]) -> PostfixInstance:
     return new_instance("downstream", main_cf=cf, myhostname="mx.example.test").start()
 
 
+def profile(args: argparse.Namespace) -> int:
+    """Only the mailmoat case, its process run under cProfile (its figures are not the
+    product's: the profiler slows it); read the file with `python -m pstats`."""
+    work = Path(tempfile.mkdtemp(prefix="mailmoat-bench-milter-"))
+    work.chmod(0o755)
+    try:
+        with dnsmasq(work):
+            port = free_port()
+            with mailmoat_milter(work, port, args.profile.resolve()) as proc:
+                mx = postfix_with([port])
+                try:
+                    run_case("Postfix + mailmoat (cProfile)", mx, [proc.pid], args)
+                finally:
+                    mx.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"profile written to {args.profile}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--per-connection", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="cProfile mailmoat into this file")
     args = parser.parse_args()
+    if args.profile is not None:
+        return profile(args)
     work = Path(tempfile.mkdtemp(prefix="mailmoat-bench-milter-"))
     work.chmod(0o755)
     rows: dict[str, dict[str, float]] = {}

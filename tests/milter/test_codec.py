@@ -176,3 +176,17 @@ def test_fuzz_every_command_with_any_data(command: int, data: bytes) -> None:
         decode(bytes([command]), data)
     except MilterError as err:
         assert err.reason
+
+
+@given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=12)), max_size=8))
+def test_macros_decoded_in_one_go_match_each_string_decoded_alone(
+    pairs: list[tuple[bytes, bytes]],
+) -> None:
+    """A macro packet is decoded as one string, then split (the most frequent packet): the
+    same pairs as decoding each name and value alone, invalid UTF-8 included."""
+    pairs = [(n.replace(b"\0", b""), v.replace(b"\0", b"")) for n, v in pairs]
+    data = b"".join(n + b"\0" + v + b"\0" for n, v in pairs)
+    ev = decode(b"D", b"M" + data)
+    assert isinstance(ev, codec.Macros) and ev.stage == "M"
+    text = [(n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in pairs]
+    assert list(ev.values) == text

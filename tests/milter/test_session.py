@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import struct
 import sys
@@ -19,11 +20,14 @@ from mailmoat import config
 from mailmoat.dns import Resolver
 from mailmoat.limits import MILTER_MAX_PACKET
 from mailmoat.milter import codec
+from mailmoat.milter import session as session_module
 from mailmoat.milter.codec import packet
 from mailmoat.milter.service import MilterService
+from mailmoat.policy.base import Check, Client, HookResult, Pipeline
 from tests.support import dns_zone as zone
 from tests.support import milter_peer as mta
 from tests.support.fake_dns import world
+from tests.support.gateway import gateway_settings, running_gateway
 from tests.support.milter_peer import MilterPeer
 from tests.support.ports import free_port, is_listening
 from tests.support.waiting import wait_for
@@ -83,6 +87,50 @@ async def test_negotiation_asks_for_rejected_recipients_and_header_edits() -> No
         assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
         assert await peer.ask(mta.header("Subject", "x")) == CONTINUE
         await peer.close()
+
+
+class _LooksAtData(Check):
+    name = "looks_at_data"
+
+    def data(self, client: Client) -> HookResult:
+        return None
+
+
+async def test_negotiation_leaves_out_the_packets_no_check_needs() -> None:
+    """No end-of-headers packet ever, no DATA packet while no check looks at DATA: each one
+    saved is a packet parsed (and for DATA an answer written) per message."""
+    async with service() as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        _, steps = await peer.negotiate()
+        assert steps & codec.P_NOEOH and steps & codec.P_NODATA
+        await peer.close()
+        checks = Pipeline([*milter.pipeline.checks, _LooksAtData()])
+        milter.state = dataclasses.replace(milter.state, pipeline=checks)
+        peer = await MilterPeer.open(port_of(milter))
+        _, steps = await peer.negotiate()
+        assert steps & codec.P_NOEOH and not steps & codec.P_NODATA
+        await peer.close()
+
+
+async def test_without_an_end_of_headers_packet_the_body_ends_the_headers() -> None:
+    """SMFIP_NOEOH: the first body chunk (or the end of the message) ends the header block;
+    our forged Authentication-Results field is found there and deleted."""
+    forged = (b"Authentication-Results", b" mx.example.test; dmarc=pass")
+    async with service() as milter:
+        for body in (b"Hello.\r\n", b""):
+            peer = await connected(milter)
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            assert await peer.ask(mta.strings(b"R", "<bob@example.test>")) == CONTINUE
+            await peer.send(mta.header("Subject", b" hi"), mta.header(*forged))
+            if body:
+                await peer.send(packet(b"B", body))
+            assert await peer.ask(packet(b"E")) == (
+                b"m",
+                struct.pack(">I", 1) + b"authentication-results\0\0",
+            )
+            assert await peer.answer() == CONTINUE
+            await peer.close()
+        await wait_for(lambda: milter.stats.get("milter.messages.accepted") == 2)
 
 
 async def test_a_refusal_is_a_reply_code_with_percent_doubled() -> None:
@@ -352,3 +400,99 @@ async def test_packets_being_read_count_against_the_node_memory_budget() -> None
         await wait_for(lambda: milter.packet_budget.used == 0)
         peer = await connected(milter)  # the memory is back for the next MTA
         await peer.close()
+
+
+async def test_reload_new_connections_get_the_new_checks_open_ones_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP (`reload`): a connection opened after it runs checks built from the new
+    settings (a new directory file, a denied network); one open before it finishes under
+    the old checks; a reload whose checks cannot start changes nothing."""
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\n")
+    static = {"directory.default": "static", "directory.static_file": str(users)}
+    carol = mta.strings(b"R", "<carol@example.test>")
+    async with service(**static) as milter:
+        before = await connected(milter)
+        assert await before.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert (await before.ask(carol))[0] == b"y"
+        users.write_text("alice@example.test\ncarol@example.test\n")
+        overrides = {
+            "server.hostname": "mx.example.test",
+            "domains.local": ["example.test"],
+            "milter.listen": "127.0.0.1:0",
+            "dns.checks": False,
+            "admission.deny_networks": ["192.0.2.99/32"],
+            **static,
+        }
+        await milter.reload(config.load(None, overrides))
+        after = await connected(milter)
+        assert await after.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert await after.ask(carol) == CONTINUE
+        await after.close()
+        denied = await MilterPeer.open(port_of(milter))
+        await denied.negotiate()
+        command, text = await denied.ask(mta.connect("192.0.2.99"))
+        assert (command, text[:3]) == (b"y", b"421"), text
+        await denied.close()
+        # the connection from before the reload still has the old directory
+        assert (await before.ask(carol))[0] == b"y"
+        await before.close()
+        # a reload whose checks cannot start raises and leaves the new checks in place
+        missing = {"directory.static_file": str(tmp_path / "missing")}
+        with pytest.raises(Exception, match="missing"):
+            await milter.reload(config.load(None, {**overrides, **missing}))
+        again = await connected(milter)
+        assert await again.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert await again.ask(carol) == CONTINUE
+        await again.close()
+
+
+def test_the_gateways_reload_reaches_its_milter(tmp_path: Path) -> None:
+    """The host's reload (what SIGHUP runs) passes the new settings on to the milter beside
+    it, as to the policy service: a new directory file is in force for new connections."""
+    users = tmp_path / "users"
+    users.write_text("alice@example.test\n")
+    port = free_port()
+    overrides = {
+        "server.listen": [],
+        "milter.listen": f"127.0.0.1:{port}",
+        "directory.default": "static",
+        "directory.static_file": str(users),
+    }
+
+    async def carol() -> tuple[bytes, bytes]:
+        peer = await MilterPeer.open(port)
+        try:
+            await peer.negotiate()
+            assert await peer.ask(mta.connect("192.0.2.10")) == CONTINUE
+            assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+            return await peer.ask(mta.strings(b"R", "<carol@example.test>"))
+        finally:
+            await peer.close()
+
+    with running_gateway(tmp_path / "Maildir", **overrides) as gw:
+        assert gw.gateway is not None
+        assert asyncio.run(carol())[0] == b"y"
+        users.write_text("alice@example.test\ncarol@example.test\n")
+        new = gateway_settings(tmp_path / "Maildir", **overrides)
+        assert gw.run(gw.gateway.reload(new)) == []
+        assert asyncio.run(carol()) == CONTINUE
+
+
+async def test_a_silent_mta_is_closed_a_slow_one_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle bound counts each wait for the MTA, not the connection's age: packets every
+    0.1 s for longer than the bound keep it open; silence past the bound closes it, counted
+    under milter.errors.timeout."""
+    monkeypatch.setattr(session_module, "MILTER_IDLE_TIMEOUT", 1.5)
+    async with service() as milter:
+        peer = await connected(milter)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 3.2:  # twice the bound, never silent past it
+            await peer.send(mta.macros(b"M", i="Q1"))
+            await asyncio.sleep(0.1)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        assert milter.stats.get("milter.errors.timeout") == 0
+        assert await peer.closed(timeout=30)
+        await wait_for(lambda: milter.stats.get("milter.errors.timeout") == 1)

@@ -22,15 +22,18 @@ from mailmoat.config import Settings, split_endpoint
 from mailmoat.dns import Resolver
 from mailmoat.limits import MILTER_MAX_CONNECTIONS
 from mailmoat.message import Spool, SpoolBudget
-from mailmoat.milter.session import MilterSession
+from mailmoat.milter.session import MilterSession, MilterState
 from mailmoat.peers import PeerGate
 from mailmoat.policy.base import Check, Pipeline
-from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
+from mailmoat.policy.harvest import HarvestCheck
+from mailmoat.server.reload import reconfigure_defences
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore, Store
 
 
 class MilterService:
+    name = "milter"
+
     def __init__(
         self,
         settings: Settings,
@@ -53,12 +56,11 @@ class MilterService:
         self.defences = (
             defences if defences is not None else Defences(settings, self.stats, self.store, clock)
         )
-        built = assembly.build(settings, self.store, self.defences, resolver)
-        checks: list[Check] = [c for c in built if c is not self.defences.pregreet]
-        self.pipeline = Pipeline(checks)
-        self.detector: HarvestDetector | None = next(
-            (c.detector for c in checks if isinstance(c, HarvestCheck)), None
-        )
+        self._resolver = resolver
+        self.state = self._build(settings)
+        self._old: list[Pipeline] = []
+        """Replaced by a reload, closed once the connections that use them have ended."""
+        self._retiring: set[asyncio.Task[None]] = set()
         self._budget = SpoolBudget(settings.server.spool_memory_total)
         self.packet_budget = SpoolBudget(settings.server.spool_memory_total)
         """The packets being read, all connections together: a packet cannot spool to a
@@ -68,6 +70,46 @@ class MilterService:
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] | str | None = None
         self.stats.gauge("milter.sessions", lambda: len(self._tasks))
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The checks new connections run."""
+        return self.state.pipeline
+
+    def _build(self, settings: Settings) -> MilterState:
+        built = assembly.build(settings, self.store, self.defences, self._resolver)
+        checks: list[Check] = [c for c in built if c is not self.defences.pregreet]
+        detector = next((c.detector for c in checks if isinstance(c, HarvestCheck)), None)
+        return MilterState(settings, Pipeline(checks), detector)
+
+    async def reload(self, settings: Settings) -> None:
+        """SIGHUP: new connections run checks built from `settings` (a new directory, new
+        lists); raises, changing nothing, when they cannot start. The connections open now
+        finish under the old checks, which are closed once the last of them has ended."""
+        state = self._build(settings)
+        front = self.defences.checks()  # shared with the old checks, started already
+        try:
+            for check in state.pipeline.checks:
+                if all(check is not f for f in front):
+                    await check.start()
+        except BaseException:
+            await self._close_checks(state.pipeline, front=False)
+            raise
+        if self._own_defences:  # else the host that owns them reconfigures them
+            reconfigure_defences(self.defences, settings)
+        old, self.state, self.settings = self.state, state, settings
+        self._old.append(old.pipeline)
+        task = asyncio.create_task(self._retire(old.pipeline, set(self._tasks)))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Pipeline, users: set[asyncio.Task[None]]) -> None:
+        if users:
+            await asyncio.wait(users)
+        # dropped from `_old` only once closed: a `close()` that cancels this half-way
+        # closes it (again) itself
+        await self._close_checks(old, front=False)
+        self._old.remove(old)
 
     def new_spool(self) -> Spool:
         return Spool(self.settings.server.spool_memory, self._budget)
@@ -116,12 +158,13 @@ class MilterService:
         finally:
             self._tasks.discard(task)
 
-    async def _close_checks(self) -> None:
+    async def _close_checks(self, pipeline: Pipeline, *, front: bool = True) -> None:
         """Close the checks this service made; a shared front (the gateway's defences) is
-        closed by its owner, after the side services."""
-        front = [] if self._own_defences else self.defences.checks()
-        for check in reversed(self.pipeline.checks):
-            if all(check is not f for f in front):
+        closed by its owner, after the side services. `front=False`: keep our own front too
+        (a reload's pipelines share it)."""
+        keep = [] if self._own_defences and front else self.defences.checks()
+        for check in reversed(pipeline.checks):
+            if all(check is not f for f in keep):
                 await check.close()
 
     async def close(self) -> None:
@@ -134,13 +177,19 @@ class MilterService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for old in self._old:
+            await self._close_checks(old, front=False)
+        self._old.clear()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
             if isinstance(self.address, str):
                 with contextlib.suppress(OSError):
                     os.unlink(self.address)
-            await self._close_checks()
+            await self._close_checks(self.pipeline)
         if self._own_defences:
             await self.defences.bans.close()
         if self._own_store:

@@ -186,6 +186,10 @@ class Pipeline:
             c.disconnect for c in checks if type(c).disconnect is not Check.disconnect
         ]
 
+    def runs(self, stage: str) -> bool:
+        """Whether some check looks at `stage`."""
+        return bool(self._hooks[stage])
+
     def run(self, stage: str, *args: Any) -> HookResult:
         hooks = self._hooks[stage]
         delay = 0.0

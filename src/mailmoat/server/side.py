@@ -20,8 +20,9 @@ from mailmoat.stats import Stats
 from mailmoat.store import Store
 
 
-class Host(Protocol):
-    """What a side service may use of the process it runs in."""
+class SideHost(Protocol):
+    """What a side service may use of the process it runs in (the gateway or the
+    supervisor); not `server.host.Host`, which is what an SMTP session needs of it."""
 
     settings: Settings
     store: Store
@@ -48,7 +49,7 @@ def service_name(service: SideService) -> str:
     return str(getattr(service, "name", type(service).__name__))
 
 
-def policy_service(settings: Settings, host: Host) -> SideService | None:
+def policy_service(settings: Settings, host: SideHost) -> SideService | None:
     if not settings.policy.listen:
         return None
     from mailmoat.postfix_policy.service import PolicyService
@@ -56,7 +57,7 @@ def policy_service(settings: Settings, host: Host) -> SideService | None:
     return PolicyService(settings, host.store, host.defences, host.stats)
 
 
-def milter_service(settings: Settings, host: Host) -> SideService | None:
+def milter_service(settings: Settings, host: SideHost) -> SideService | None:
     if not settings.milter.listen:
         return None
     from mailmoat.milter.service import MilterService
@@ -64,12 +65,12 @@ def milter_service(settings: Settings, host: Host) -> SideService | None:
     return MilterService(settings, store=host.store, stats=host.stats, defences=host.defences)
 
 
-FACTORIES: tuple[Callable[[Settings, Host], SideService | None], ...] = (
+FACTORIES: tuple[Callable[[Settings, SideHost], SideService | None], ...] = (
     policy_service,
     milter_service,
 )
 
 
-def build_sides(settings: Settings, host: Host) -> list[SideService]:
+def build_sides(settings: Settings, host: SideHost) -> list[SideService]:
     """The side services `settings` switch on."""
     return [s for make in FACTORIES if (s := make(settings, host)) is not None]
