@@ -61,3 +61,29 @@ async def test_the_trust_ends_after_its_bound() -> None:
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the source was trusted past HARVEST_CLEAN_TRUST")
+
+
+async def test_a_clean_sender_connects_without_a_store_call_within_the_trust() -> None:
+    # one message per connection: the connect hook asked the store for both bans every time
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.22", 40000)
+    assert await detector.connect(sender) is None
+    assert await detector.rcpt(sender) is None  # found clean: trusted from here on
+    asked = store.calls
+    for _ in range(5):
+        assert await detector.connect(sender) is None
+        assert await detector.rcpt(sender) is None
+    assert store.calls == asked
+
+
+async def test_a_harvest_ban_is_still_refused_at_connect() -> None:
+    store = CountingStore()
+    s = harvest_settings()
+    detector = HarvestDetector(s, store)
+    harvester = Client("192.0.2.23", 40000)
+    assert await detector.rcpt(harvester) is None  # clean at first
+    for _ in range(s.ban_after):
+        await detector.unknown(harvester)  # ends the trust and scores up to the ban
+    verdict = await detector.connect(Client("192.0.2.23", 40001))
+    assert verdict is not None and verdict.close

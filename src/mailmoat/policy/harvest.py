@@ -128,7 +128,9 @@ class HarvestDetector:
     # -- hooks ------------------------------------------------------------------------------------
 
     async def connect(self, client: Client) -> Verdict:
-        if self.exempt(client.ip) or not await self.banned(client):
+        if self.exempt(client.ip) or self._clean.live(client.ip, time.monotonic()):
+            return None  # a source this worker found clean within HARVEST_CLEAN_TRUST
+        if not await self.banned(client):
             return None
         return Decision(R_BANNED, close=True)
 
