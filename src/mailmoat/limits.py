@@ -132,6 +132,9 @@ REDIS_NODE_ALIVE = 5.0
 REDIS_SLOTS_TTL = 3600.0
 """Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
 address whose connections stay open longer without any new one may be under-counted after."""
+SLOTS_REPORT_DELAY = 0.05
+"""Seconds an ended connection's count waits before it is sent to Redis, so that the reports
+of a busy address go as one (the next connection's own call usually makes it unneeded)."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000
