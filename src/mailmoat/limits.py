@@ -215,9 +215,9 @@ HARVEST_KEY_CACHE = 65536
 """Client addresses whose store keys are kept ready (the cache is emptied when full)."""
 HARVEST_CLEAN_TRUST = 1.0
 """Seconds a worker trusts a store answer that a client address has no harvest ban and scores
-below every tarpit threshold, so that RCPTs from ordinary senders cost no store round trip
-(a shared store's); its own unknown recipients end that trust at once, other workers' and
-nodes' within this bound."""
+below every tarpit threshold, so that the connections and RCPTs of ordinary senders cost no
+store round trip (a shared store's); its own unknown recipients end that trust at once, other
+workers' and nodes' within this bound."""
 FCRDNS_MAX_NAMES = 10
 """PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
 SPF_MAX_ROUNDS = 200
