@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -467,6 +468,8 @@ class Mailmoat(System):
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "mailmoat.log"
         self.dns: SenderDns | None = None
+        self.admin = free_port()
+        self.worker_calls: int | None = None  # store calls over the workers' links, from /stats
 
     def settings(self) -> dict[str, object]:
         out = subprocess.run(
@@ -485,6 +488,7 @@ class Mailmoat(System):
                 known.add(f"{section}.{line.removeprefix('# ').split(' = ', 1)[0].strip()}")
         values: dict[str, object] = {
             "server.listen": [f"{HOST}:{self.port}"],
+            "admin.listen": f"{HOST}:{self.admin}",
             "domains.local": [DOMAIN],
             "relay.downstream": f"{HOST}:{self.sink.port}",
             "log.level": "warning",
@@ -538,6 +542,7 @@ class Mailmoat(System):
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.worker_calls = worker_calls(self.admin)
             stop_process(self.proc)
         if self.dns is not None:
             queries = self.dns.queries()
@@ -679,6 +684,16 @@ class MailmoatStore(Mailmoat):
         if self.redis is not None:
             self.store_calls = fcalls(self.redis.port)
             self.redis.shutdown()
+
+
+def worker_calls(port: int) -> int | None:
+    """The `store.worker_calls` counter of a running mailmoat's /stats (None: unreadable)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/stats", timeout=10) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return int(doc.get("counters", {}).get("store.worker_calls", 0))
 
 
 def fcalls(port: int) -> int:
@@ -1511,8 +1526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys_.stop()
             sink.cleanup()
         for sys_ in systems.values():
+            sent = 200 + sum(r.messages for r in runs if r.system == sys_.name)  # + warm-up
+            sent += sum(len(x.samples) for x in lats if x.system == sys_.name)
+            if isinstance(sys_, Mailmoat) and sys_.worker_calls is not None:
+                sys_.notes.append(
+                    f"{sys_.worker_calls:,} store calls from the workers to the supervisor for"
+                    f" {sent:,} messages: {sys_.worker_calls / sent:.2f} per message"
+                )
             if isinstance(sys_, MailmoatStore) and sys_.redis is not None:
-                sent = 200 + sum(r.messages for r in runs if r.system == sys_.name)  # + warm-up
                 sys_.notes.append(
                     f"{sys_.store_calls:,} Redis FCALLs for {sent:,} messages:"
                     f" {sys_.store_calls / sent:.2f} store calls per message (heartbeats included)"
