@@ -87,3 +87,36 @@ async def test_a_harvest_ban_is_still_refused_at_connect() -> None:
         await detector.unknown(harvester)  # ends the trust and scores up to the ban
     verdict = await detector.connect(Client("192.0.2.23", 40001))
     assert verdict is not None and verdict.close
+
+
+class RemoteLikeStore(CountingStore):
+    """Each call takes a turn of the event loop, as a worker's round trip to the supervisor."""
+
+    async def get(self, key: str) -> Any:
+        await asyncio.sleep(0.01)
+        return await super().get(key)
+
+    async def count(self, key: str, window: float) -> int:
+        await asyncio.sleep(0.01)
+        return await super().count(key, window)
+
+
+async def test_sessions_of_one_source_share_one_store_read() -> None:
+    # 20 sessions of a busy sender find its trust run out together: one read, not twenty
+    store = RemoteLikeStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sessions = [Client("192.0.2.24", 40000 + i) for i in range(20)]
+    assert await asyncio.gather(*(detector.rcpt(c) for c in sessions)) == [None] * 20
+    assert store.calls == 4  # two bans, two windows
+    assert await asyncio.gather(*(detector.connect(c) for c in sessions)) == [None] * 20
+    assert store.calls == 4  # and now trusted
+
+
+async def test_a_connect_that_finds_a_source_clean_trusts_it() -> None:
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.25", 40000)
+    assert await detector.connect(sender) is None
+    asked = store.calls
+    assert await detector.rcpt(sender) is None
+    assert store.calls == asked  # the connect's read answered the RCPT too
