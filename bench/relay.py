@@ -52,9 +52,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.host import PeerError
 from tests.support.ports import free_port, is_listening
@@ -470,6 +472,8 @@ class Mailmoat(System):
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "mailmoat.log"
         self.dns: SenderDns | None = None
+        self.admin = free_port()
+        self.worker_calls: int | None = None  # store calls over the workers' links, from /stats
 
     def settings(self) -> dict[str, object]:
         out = subprocess.run(
@@ -488,6 +492,7 @@ class Mailmoat(System):
                 known.add(f"{section}.{line.removeprefix('# ').split(' = ', 1)[0].strip()}")
         values: dict[str, object] = {
             "server.listen": [f"{HOST}:{self.port}"],
+            "admin.listen": f"{HOST}:{self.admin}",
             "domains.local": [DOMAIN],
             "relay.downstream": f"{HOST}:{self.sink.port}",
             "log.level": "warning",
@@ -541,6 +546,7 @@ class Mailmoat(System):
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.worker_calls = worker_calls(self.admin)
             stop_process(self.proc)
         if self.dns is not None:
             queries = self.dns.queries()
@@ -682,6 +688,16 @@ class MailmoatStore(Mailmoat):
         if self.redis is not None:
             self.store_calls = fcalls(self.redis.port)
             self.redis.shutdown()
+
+
+def worker_calls(port: int) -> int | None:
+    """The `store.worker_calls` counter of a running mailmoat's /stats (None: unreadable)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/stats", timeout=10) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return int(doc.get("counters", {}).get("store.worker_calls", 0))
 
 
 def fcalls(port: int) -> int:
@@ -1104,6 +1120,20 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
 
     ax3 = fig.add_subplot(grid[1, 1])
     sizes = sorted({k[0] for k in s.lat})
+    if sizes:
+        _latency(ax3, s, systems, sizes, width, colours)
+    else:  # --latency-messages 0: nothing to draw (a log axis of nothing raises)
+        ax3.set_axis_off()
+        ax3.text(0.5, 0.5, "no latency runs (--latency-messages 0)", ha="center", va="center",
+                 transform=ax3.transAxes)  # fmt: skip
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _latency(
+    ax3: Any, s: Summary, systems: Sequence[str], sizes: list[int], width: float,
+    colours: dict[str, str],
+) -> None:  # fmt: skip
     for i, x in enumerate(systems):
         xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(sizes))]
         p50 = [s.lat[(z, 1, x)][0] * 1e3 if (z, 1, x) in s.lat else 0 for z in sizes]
@@ -1116,8 +1146,6 @@ def chart(s: Summary, points: list[Point], systems: list[str], path: Path) -> No
     ax3.set_title("Latency per message at 1 session (bars p50, dashes p99)")
     ax3.grid(axis="y", which="both", alpha=0.3)
     ax3.legend(fontsize="small")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -1507,8 +1535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys_.stop()
             sink.cleanup()
         for sys_ in systems.values():
+            sent = 200 + sum(r.messages for r in runs if r.system == sys_.name)  # + warm-up
+            sent += sum(len(x.samples) for x in lats if x.system == sys_.name)
+            if isinstance(sys_, Mailmoat) and sys_.worker_calls is not None:
+                sys_.notes.append(
+                    f"{sys_.worker_calls:,} store calls from the workers to the supervisor for"
+                    f" {sent:,} messages: {sys_.worker_calls / sent:.2f} per message"
+                )
             if isinstance(sys_, MailmoatStore) and sys_.redis is not None:
-                sent = 200 + sum(r.messages for r in runs if r.system == sys_.name)  # + warm-up
                 sys_.notes.append(
                     f"{sys_.store_calls:,} Redis FCALLs for {sent:,} messages:"
                     f" {sys_.store_calls / sent:.2f} store calls per message (heartbeats included)"

@@ -3,6 +3,8 @@ without starting anything; the benchmark itself runs by hand (see README)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from bench import __main__ as dispatcher
 from bench import relay
@@ -79,3 +81,14 @@ def test_message_has_the_requested_payload() -> None:
     body = msg.split(b"\r\n\r\n", 1)[1]
     assert abs(len(body) - 10240) <= 2
     assert all(len(line) <= 998 for line in body.split(b"\r\n"))
+
+
+@pytest.mark.parametrize("latency", [True, False])
+def test_chart_with_and_without_latency_runs(tmp_path: Path, latency: bool) -> None:
+    pytest.importorskip("matplotlib")
+    p = relay.Point(10240, 20, 1)
+    runs = [relay.Run(x, p, 0, 1000, seconds=1.0, end_to_end=1.0, cpu=0.7) for x in ("mailmoat",)]
+    lats = [relay.LatencyRun("mailmoat", 10240, 1, 0, [0.001] * 10)] if latency else []
+    out = tmp_path / "relay.png"
+    relay.chart(relay.summarise(runs, lats), [p], ["mailmoat"], out)  # --latency-messages 0
+    assert out.stat().st_size > 0

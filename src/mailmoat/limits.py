@@ -132,6 +132,9 @@ REDIS_NODE_ALIVE = 5.0
 REDIS_SLOTS_TTL = 3600.0
 """Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
 address whose connections stay open longer without any new one may be under-counted after."""
+SLOTS_REPORT_DELAY = 0.05
+"""Seconds an ended connection's count waits before it is sent to Redis, so that the reports
+of a busy address go as one (the next connection's own call usually makes it unneeded)."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000
@@ -253,9 +256,9 @@ HARVEST_KEY_CACHE = 65536
 """Client addresses whose store keys are kept ready (the cache is emptied when full)."""
 HARVEST_CLEAN_TRUST = 1.0
 """Seconds a worker trusts a store answer that a client address has no harvest ban and scores
-below every tarpit threshold, so that RCPTs from ordinary senders cost no store round trip
-(a shared store's); its own unknown recipients end that trust at once, other workers' and
-nodes' within this bound."""
+below every tarpit threshold, so that the connections and RCPTs of ordinary senders cost no
+store round trip (a shared store's); its own unknown recipients end that trust at once, other
+workers' and nodes' within this bound."""
 FCRDNS_MAX_NAMES = 10
 """PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
 SPF_MAX_ROUNDS = 200

@@ -61,3 +61,62 @@ async def test_the_trust_ends_after_its_bound() -> None:
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the source was trusted past HARVEST_CLEAN_TRUST")
+
+
+async def test_a_clean_sender_connects_without_a_store_call_within_the_trust() -> None:
+    # one message per connection: the connect hook asked the store for both bans every time
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.22", 40000)
+    assert await detector.connect(sender) is None
+    assert await detector.rcpt(sender) is None  # found clean: trusted from here on
+    asked = store.calls
+    for _ in range(5):
+        assert await detector.connect(sender) is None
+        assert await detector.rcpt(sender) is None
+    assert store.calls == asked
+
+
+async def test_a_harvest_ban_is_still_refused_at_connect() -> None:
+    store = CountingStore()
+    s = harvest_settings()
+    detector = HarvestDetector(s, store)
+    harvester = Client("192.0.2.23", 40000)
+    assert await detector.rcpt(harvester) is None  # clean at first
+    for _ in range(s.ban_after):
+        await detector.unknown(harvester)  # ends the trust and scores up to the ban
+    verdict = await detector.connect(Client("192.0.2.23", 40001))
+    assert verdict is not None and verdict.close
+
+
+class RemoteLikeStore(CountingStore):
+    """Each call takes a turn of the event loop, as a worker's round trip to the supervisor."""
+
+    async def get(self, key: str) -> Any:
+        await asyncio.sleep(0.01)
+        return await super().get(key)
+
+    async def count(self, key: str, window: float) -> int:
+        await asyncio.sleep(0.01)
+        return await super().count(key, window)
+
+
+async def test_sessions_of_one_source_share_one_store_read() -> None:
+    # 20 sessions of a busy sender find its trust run out together: one read, not twenty
+    store = RemoteLikeStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sessions = [Client("192.0.2.24", 40000 + i) for i in range(20)]
+    assert await asyncio.gather(*(detector.rcpt(c) for c in sessions)) == [None] * 20
+    assert store.calls == 4  # two bans, two windows
+    assert await asyncio.gather(*(detector.connect(c) for c in sessions)) == [None] * 20
+    assert store.calls == 4  # and now trusted
+
+
+async def test_a_connect_that_finds_a_source_clean_trusts_it() -> None:
+    store = CountingStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.25", 40000)
+    assert await detector.connect(sender) is None
+    asked = store.calls
+    assert await detector.rcpt(sender) is None
+    assert store.calls == asked  # the connect's read answered the RCPT too

@@ -22,6 +22,7 @@ Clients in `harvest.exempt_networks` or `domains.relay_networks` are never count
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -42,6 +43,10 @@ R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again lat
 R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
 
 
+State = tuple[bool, int, int]
+"""What the store says of a source: banned, IP score, network score."""
+
+
 class HarvestDetector:
     """Scores and bans per source; the harvest check and the recipient check share one."""
 
@@ -56,6 +61,7 @@ class HarvestDetector:
         self._session_unknown: dict[int, int] = {}
         self._keys: dict[IPv4Address | IPv6Address, tuple[str, str]] = {}
         self._clean = ExpiringCache(KEY_CACHE)  # ip -> until: no ban, scores below the tarpit
+        self._reading: dict[IPv4Address | IPv6Address, asyncio.Future[State]] = {}
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -83,6 +89,37 @@ class HarvestDetector:
         ip_key, net_key = self.keys(client)
         get = self.store.get
         return await get("ban:" + ip_key) is not None or await get("ban:" + net_key) is not None
+
+    async def state(self, client: Client) -> State:
+        """(banned, IP score, network score). Concurrent callers for one address share one
+        read: when a busy source's trust runs out, its sessions ask the store once, not each."""
+        ip = client.ip
+        pending = self._reading.get(ip)
+        if pending is None:
+            pending = self._reading[ip] = asyncio.ensure_future(self._read(client))
+
+            def done(read: asyncio.Future[State]) -> None:
+                if self._reading.get(ip) is read:
+                    del self._reading[ip]
+
+            pending.add_done_callback(done)
+        return await asyncio.shield(pending)  # a waiter cancelled leaves the read to the others
+
+    async def _read(self, client: Client) -> State:
+        if await self.banned(client):
+            return True, 0, 0
+        return (False, *await self.scores(client))
+
+    def _trust(self, client: Client, state: State, now: float) -> None:
+        """Trust a source with no ban and scores below every tarpit and uniform threshold."""
+        banned, ip_score, net_score = state
+        s = self.s
+        if (
+            not banned
+            and ip_score < min(s.tarpit_after, s.threshold)
+            and net_score < min(s.network_tarpit_after, s.network_threshold)
+        ):
+            self._clean.set(client.ip, now + HARVEST_CLEAN_TRUST)
 
     async def scores(self, client: Client) -> tuple[int, int]:
         ip_key, net_key = self.keys(client)
@@ -128,7 +165,12 @@ class HarvestDetector:
     # -- hooks ------------------------------------------------------------------------------------
 
     async def connect(self, client: Client) -> Verdict:
-        if self.exempt(client.ip) or not await self.banned(client):
+        now = time.monotonic()
+        if self.exempt(client.ip) or self._clean.live(client.ip, now):
+            return None  # a source this worker found clean within HARVEST_CLEAN_TRUST
+        state = await self.state(client)
+        if not state[0]:
+            self._trust(client, state, now)
             return None
         return Decision(R_BANNED, close=True)
 
@@ -140,9 +182,9 @@ class HarvestDetector:
         now = time.monotonic()
         if self._clean.live(client.ip, now):  # an ordinary sender: no store round trip
             return None
-        if await self.banned(client):
+        banned, ip_score, net_score = await self.state(client)
+        if banned:
             return Decision(R_UNIFORM, delay=s.tarpit_max, close=True)
-        ip_score, net_score = await self.scores(client)
         if ip_score >= s.threshold or net_score >= s.network_threshold:
             ip_score, net_score = await self._score(client)
             banned = ip_score >= s.ban_after or net_score >= s.network_ban_after
@@ -165,6 +207,7 @@ class HarvestDetector:
         close = count >= self.s.session_max_unknown
         if not self.exempt(client.ip):
             self._clean.discard(client.ip)
+            self._reading.pop(client.ip, None)  # a read begun before this count is stale
             ip_score, net_score = await self._score(client)
             close = close or ip_score >= self.s.ban_after or net_score >= self.s.network_ban_after
         return Decision(R_UNKNOWN, close=close)

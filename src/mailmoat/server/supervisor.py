@@ -381,6 +381,7 @@ class Supervisor(Front):
 
     def _serve(self, worker: WorkerProcess, name: str, args: tuple[Any, ...]) -> Any:
         if name == "store" and args and args[0] in OPERATIONS:
+            self.stats.incr("store.worker_calls")  # each one a round trip from a worker
             return getattr(self.store, args[0])(*args[1:])
         raise ValueError(f"unknown request {name!r}")
 

@@ -44,6 +44,7 @@ from mailmoat.limits import (
     REDIS_SLOTS_TTL,
     REDIS_TIMEOUT,
     REPLAY_MAX,
+    SLOTS_REPORT_DELAY,
 )
 from mailmoat.store.ban_feed import BanFeed
 from mailmoat.store.base import BAN_PREFIX
@@ -106,6 +107,8 @@ class RedisStore:
         self._listeners: list[BanListener] = []
         self._pending: dict[str, tuple[str, float] | None] = {}  # ban changes to write back
         self._slots_pending: dict[str, int] = {}  # connection counts Redis has not got yet
+        self._reports: dict[str, int] = {}  # ended connections' counts, sent together
+        self._reporting = False
         self._replaying = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -267,6 +270,7 @@ class RedisStore:
         """Set this node's count of open connections for `key` to `own` (an absolute value,
         so a lost or repeated report is corrected by the next) and return the cluster's; while
         Redis cannot say, `own` times the number of nodes."""
+        self._reports.pop(key, None)  # this absolute count supersedes one not sent yet
         try:
             total = await self.call(
                 "mm_slots", key, self.node, own, _us(REDIS_NODE_ALIVE), _ms(REDIS_SLOTS_TTL),
@@ -280,8 +284,24 @@ class RedisStore:
         return max(int(total), own)
 
     def report_slots(self, key: str, own: int) -> None:
-        """`slots` without waiting for the answer (a connection ended)."""
-        self._spawn(self.slots(key, own))
+        """`slots` without waiting for the answer (a connection ended). Reports wait
+        SLOTS_REPORT_DELAY and go together, the latest per key, unless the key's next
+        connection sends its count first: a lower count reaching Redis late only refuses
+        more, never less, and a busy address costs one call per connection, not two."""
+        if key in self._reports or len(self._reports) < REPLAY_MAX:
+            self._reports[key] = own
+        if not self._reporting:
+            self._reporting = True
+            self._spawn(self._report())
+
+    async def _report(self) -> None:
+        try:
+            await asyncio.sleep(SLOTS_REPORT_DELAY)
+            while self._reports:
+                key, own = self._reports.popitem()
+                await self.slots(key, own)
+        finally:
+            self._reporting = False
 
     async def close(self) -> None:
         for task in list(self._tasks):
