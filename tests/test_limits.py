@@ -31,6 +31,8 @@ PROTOCOL: dict[str, str] = {
     "milter.codec.P_NR_EOH": "libmilter mfdef.h: SMFIP_NR_EOH",
     "milter.codec.P_NR_BODY": "libmilter mfdef.h: SMFIP_NR_BODY",
     "milter.codec.P_HDR_LEADSPC": "libmilter mfdef.h: SMFIP_HDR_LEADSPC",
+    "milter.codec.P_NODATA": "libmilter mfdef.h: SMFIP_NODATA",
+    "milter.codec.P_NOEOH": "libmilter mfdef.h: SMFIP_NOEOH",
 }
 ENGINE: dict[str, str] = {
     # the sans-IO engine imports nothing outside smtp/ (DESIGN.md): its own fixed bounds

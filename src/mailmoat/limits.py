@@ -74,7 +74,7 @@ that thousands of idle clients are not all closed in one turn of the event loop.
 LOCAL_SESSIONS = 2
 """Sessions the supervisor runs itself before it hands connections over: a light load (a
 sender at a time) never waits for a hand-over, a heavy one goes to the workers. Counted when
-the decision is made (`supervisor.LocalSlots`), so a burst that arrives at once is spread too."""
+the decision is made (`local_slots.LocalSlots`), so a burst that arrives at once is spread too."""
 LOCAL_RATE = 10
 """New connections a second up to which the supervisor still runs sessions itself; past it
 every connection goes to a worker, so the process that accepts for everyone runs none."""

@@ -36,15 +36,16 @@ from mailmoat.limits import (
 from mailmoat.message import Message, Spool, SpoolBudget
 from mailmoat.milter import arguments, codec
 from mailmoat.milter.codec import MilterError
+from mailmoat.milter.verdicts import refusal_of, rejected_event
 from mailmoat.policy.base import Client, Decision, HookResult, Pipeline, Verdict
 from mailmoat.policy.harvest import HarvestDetector
+from mailmoat.server.refusals import R_CLOSING
 from mailmoat.smtp._abnf import ascii_lower
 from mailmoat.smtp.envelope import Envelope
-from mailmoat.smtp.events import Helo, MailFrom, RcptTo, Rejected
+from mailmoat.smtp.events import Helo, MailFrom, RcptTo
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.stats import Stats
 
-R_CLOSING = reply(421, "4.7.0", "Closing connection")
 R_HEADER_TOO_BIG = reply(552, "5.3.4", "Message rejected: header block too big")
 R_TOO_MANY_HEADERS = reply(552, "5.3.4", "Message rejected: too many header fields")
 R_TOO_BIG = reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
@@ -361,7 +362,7 @@ class MilterSession:
         code = 550 if status.startswith("5") else 450
         refused = reply(code, None, f"recipient <{address}> refused by the MTA")
         await self._settle(
-            self.state.pipeline.run("rejected", client, _rejected("mta", refused, "RCPT"))
+            self.state.pipeline.run("rejected", client, rejected_event("mta", refused, "RCPT"))
         )
         return codec.CONTINUE
 
@@ -417,7 +418,7 @@ class MilterSession:
             verdict = Decision(reply(*code, f"Message rejected: {headers.defect}"), reason="header")
         else:
             verdict = await self._settle(self.state.pipeline.run("message", client, message))
-        if _refusal(verdict) is not None:
+        if refusal_of(verdict) is not None:
             stats.incr("milter.messages.refused")
             return await self._refuse(client, verdict, "END-OF-DATA")
         stats.incr("milter.messages.accepted")
@@ -449,7 +450,7 @@ class MilterSession:
     # ---------------------------------------------------------------------- verdicts
     async def _stage(self, stage: str, client: Client, *args: object) -> bytes:
         verdict = await self._settle(self.state.pipeline.run(stage, client, *args))
-        if _refusal(verdict) is None:
+        if refusal_of(verdict) is None:
             return codec.CONTINUE
         return await self._refuse(client, verdict, _STAGE_VERB.get(stage, "CONNECT"))
 
@@ -463,14 +464,14 @@ class MilterSession:
     async def _refuse(self, client: Client, verdict: Verdict, verb: str) -> bytes:
         """The reply for a refusal, after the `rejected` stage saw it (strikes, tarpit). A
         refusal that closes the session becomes a 421, which makes the MTA hang up."""
-        refusal = _refusal(verdict)
+        refusal = refusal_of(verdict)
         assert refusal is not None
         reason = verdict.reason if isinstance(verdict, Decision) else "policy"
         close = isinstance(verdict, Decision) and verdict.close
         client.errors += 1
         self.host.stats.incr(f"milter.rejected.{reason or 'policy'}")
         after = await self._settle(
-            self.state.pipeline.run("rejected", client, _rejected(reason, refusal, verb))
+            self.state.pipeline.run("rejected", client, rejected_event(reason, refusal, verb))
         )
         if isinstance(after, Decision) and after.close:
             refusal, close = after.reply or R_CLOSING, True
@@ -488,17 +489,3 @@ class MilterSession:
                 reply=refusal.text,
             )
         return codec.encode_reply(refusal)
-
-
-def _refusal(verdict: Verdict) -> Reply | None:
-    if isinstance(verdict, Decision):
-        if verdict.reply is not None:
-            return verdict.reply if not verdict.reply.positive else None
-        return R_CLOSING if verdict.close else None
-    if verdict is not None and not verdict.positive:
-        return verdict
-    return None
-
-
-def _rejected(reason: str, answer: Reply, verb: str) -> Rejected:
-    return Rejected(reason or "policy", answer, verb)

@@ -38,7 +38,7 @@ from mailmoat.limits import WORKER_RESPAWN_DELAY as RESPAWN_DELAY
 from mailmoat.limits import WORKER_SPREAD as SPREAD
 from mailmoat.limits import WORKER_START_TIMEOUT as START_TIMEOUT
 from mailmoat.policy.bans import STRIKE_REASONS
-from mailmoat.policy.base import Check, Client, Pipeline, Verdict
+from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.hold import GreetedHold
@@ -54,12 +54,11 @@ from mailmoat.server.link import (
     Strike,
     socket_pair,
 )
+from mailmoat.server.local_slots import LocalSlots
 from mailmoat.server.session import R_SHUTDOWN
 from mailmoat.stats import merge_console, merge_histograms
 from mailmoat.store import open_store
 from mailmoat.store.remote import OPERATIONS
-
-_LOCAL = "supervisor.local"
 
 
 class WorkerProcess:
@@ -80,26 +79,6 @@ class WorkerProcess:
         self.settings = b""  # the settings (JSON) it was started with
         # connections decided for it in this turn of the event loop, sent together at its end
         self.outbox: list[tuple[Handover, socket.socket]] = []
-
-
-class LocalSlots(Check):
-    """The sessions the supervisor decided to run itself, from the decision to the session's
-    end. (Its gateway's `sessions` grows only once a session has started, a loop turn or more
-    later: counting those, a burst of connections that arrive at once all stayed here while
-    the workers idled.) Every way a client ends, refused or closed, passes `disconnect`."""
-
-    name = "local_slots"
-
-    def __init__(self) -> None:
-        self.taken = 0
-
-    def take(self, client: Client) -> None:
-        client.tag(_LOCAL)
-        self.taken += 1
-
-    def disconnect(self, client: Client) -> None:
-        if client.untag(_LOCAL):
-            self.taken -= 1
 
 
 class Supervisor(Front):

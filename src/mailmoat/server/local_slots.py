@@ -1,0 +1,27 @@
+"""The sessions the supervisor runs itself, counted from the decision (not the session start)."""
+
+from __future__ import annotations
+
+from mailmoat.policy.base import Check, Client
+
+_LOCAL = "supervisor.local"
+
+
+class LocalSlots(Check):
+    """The sessions the supervisor decided to run itself, from the decision to the session's
+    end. (Its gateway's `sessions` grows only once a session has started, a loop turn or more
+    later: counting those, a burst of connections that arrive at once all stayed here while
+    the workers idled.) Every way a client ends, refused or closed, passes `disconnect`."""
+
+    name = "local_slots"
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def take(self, client: Client) -> None:
+        client.tag(_LOCAL)
+        self.taken += 1
+
+    def disconnect(self, client: Client) -> None:
+        if client.untag(_LOCAL):
+            self.taken -= 1
