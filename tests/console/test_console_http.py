@@ -10,6 +10,7 @@ from pathlib import Path
 from mailmoat.console.auth import Sessions
 from mailmoat.limits import CONSOLE_LOGIN_FAILURES
 from tests.support.console import PASSWORD, USER, Browserless, running_console
+from tests.support.dns_gateway import captured_logs
 from tests.support.raw_client import greeting
 from tests.support.waiting import wait_until
 
@@ -93,7 +94,32 @@ def test_a_ban_needs_the_csrf_token_and_the_own_origin(tmp_path: Path) -> None:
         what = [(e["what"], e["result"]) for e in _audit(tmp_path)]
         assert what.count(("POST /bans", "refused: bad CSRF token")) == 2
         assert ("POST /bans", "refused: cross-origin") in what
-        assert ("ban", "ok") in what and ("unban", "ok") in what
+        assert what.index(("ban", "attempt")) < what.index(("ban", "ok"))
+        assert what.index(("unban", "attempt")) < what.index(("unban", "ok"))
+
+
+def test_an_action_that_cannot_be_audited_is_refused_and_logged(tmp_path: Path) -> None:
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    overrides = {"console.audit_log": str(folder / "audit.jsonl")}
+    with running_console(tmp_path, **overrides) as (gw, port), captured_logs() as logged:
+        client = Browserless(port)
+        assert client.login() == 303
+        token = client.csrf()
+        (folder / "audit.jsonl").unlink()
+        folder.rmdir()
+        form = {"address": "127.0.0.78", "duration": "600", "csrf_token": token}
+        status, _, page = client.request("POST", "/bans", form)
+        assert status == 503 and "audit log" in page
+        assert greeting(gw.port, "127.0.0.78").startswith(b"220")  # not banned, unrecorded
+        status, _, _ = client.request("POST", "/bans/remove", form)
+        assert status == 503
+        failed = logged.of("console_audit_failed")
+        assert [(f["what"], f["result"]) for f in failed] == [("ban", "attempt"),
+                                                              ("unban", "attempt")]  # fmt: skip
+        assert failed[0]["target"] == "127.0.0.78" and failed[0]["error"]
+        # a login that cannot be recorded opens no session
+        assert Browserless(port).login() == 503
 
 
 def test_a_login_form_from_another_site_is_refused(tmp_path: Path) -> None:

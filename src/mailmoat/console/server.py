@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.console import pages, users
-from mailmoat.console.audit import Audit
+from mailmoat.console.audit import Audit, AuditFailed
 from mailmoat.console.auth import Login, LoginThrottle, Sessions, csrf_ok
 from mailmoat.console.history import History
 from mailmoat.console.view import GatewayView
@@ -189,6 +189,8 @@ class Console:
             return await self._route(request)
         except TimeoutError:
             return 503, text, b"the gateway did not answer in time\n"
+        except AuditFailed:
+            return 503, text, b"the audit log cannot be written: nothing was done\n"
 
     def _same_origin(self, request: Request) -> bool:
         """A POST's Origin must be this console's own (scheme and the Host it was sent to)."""
@@ -272,9 +274,9 @@ class Console:
             self.throttle.failed(request.peer)
             self.audit.write(name, request.peer, "login", "refused: wrong user or password")
             return _html(pages.login_form("Wrong user name or password."), 403)
+        self.audit.write(name, request.peer, "login", "ok")
         self.throttle.succeeded(request.peer)
         sid, _ = self.sessions.open(name, request.peer)
-        self.audit.write(name, request.peer, "login", "ok")
         secure = "; Secure" if self.settings.tls else ""
         cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict{secure}"
         return _see("/", **{"Set-Cookie": cookie})
@@ -288,6 +290,7 @@ class Console:
         user = login.user
         target = request.form.get("address", "").strip()
         text = request.form.get("duration", "") or str(MANUAL_BAN_TIME)
+        self.audit.write(user, request.peer, "ban", "attempt", target=target, seconds=text)
         try:
             seconds = float(text)
             done = await self.view.ban(target, seconds)
@@ -300,6 +303,7 @@ class Console:
     async def _unban(self, request: Request, login: Login) -> Response:
         user = login.user
         target = request.form.get("address", "").strip()
+        self.audit.write(user, request.peer, "unban", "attempt", target=target)
         try:
             lifted = await self.view.unban(target)
         except ValueError as err:
