@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mailmoat.console.auth import Sessions
-from mailmoat.limits import CONSOLE_LOGIN_FAILURES
+from pytest import MonkeyPatch
+
+from mailmoat.console.auth import LoginThrottle, Sessions
+from mailmoat.limits import (
+    CONSOLE_LOGIN_FAILURES,
+    CONSOLE_LOGIN_GLOBAL_FAILURES,
+    CONSOLE_LOGIN_WINDOW,
+)
 from tests.support.console import PASSWORD, USER, Browserless, running_console
 from tests.support.dns_gateway import captured_logs
 from tests.support.raw_client import greeting
@@ -63,6 +70,29 @@ def test_a_wrong_password_is_refused_and_failures_are_throttled(tmp_path: Path) 
         results = [e["result"] for e in _audit(tmp_path)]
         assert results[-1] == "refused: too many failures"
         assert results.count("refused: wrong user or password") == CONSOLE_LOGIN_FAILURES
+
+
+def test_failures_count_per_network_so_rotating_addresses_gains_nothing(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (_, port):
+        for n in range(CONSOLE_LOGIN_FAILURES):
+            assert Browserless(port, source=f"127.0.0.{10 + n}").login(password="wrong") == 403
+        # another address of the same /24: refused even with the right password
+        assert Browserless(port, source="127.0.0.200").login() == 429
+        # another /24 is another network: the admin there logs in
+        assert Browserless(port, source="127.0.1.200").login() == 303
+
+
+def test_parallel_wrong_logins_cannot_outrun_the_count(tmp_path: Path) -> None:
+    tries = CONSOLE_LOGIN_FAILURES + 7
+    with running_console(tmp_path) as (_, port):
+        with ThreadPoolExecutor(tries) as pool:
+            answers = list(pool.map(
+                lambda n: Browserless(port, source="127.0.2.7").login(password=f"guess{n}"),
+                range(tries),
+            ))  # fmt: skip
+        assert sorted(answers) == [403] * CONSOLE_LOGIN_FAILURES + [429] * 7
+        guessed = [e for e in _audit(tmp_path) if e["result"] == "refused: wrong user or password"]
+        assert len(guessed) == CONSOLE_LOGIN_FAILURES
 
 
 def test_a_ban_needs_the_csrf_token_and_the_own_origin(tmp_path: Path) -> None:
@@ -160,3 +190,26 @@ def test_an_unban_of_a_crafted_target_cannot_add_a_header(tmp_path: Path) -> Non
         assert "\r" not in headers["location"] and "\n" not in headers["location"]
         status, _, page = client.request("GET", headers["location"])
         assert status == 200 and "not banned: 1.2.3.4" in page
+
+
+def test_the_throttle_counts_v6_per_64_and_has_a_global_budget(monkeypatch: MonkeyPatch) -> None:
+    throttle = LoginThrottle()
+    assert throttle.network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert throttle.network("::ffff:192.0.2.77") == "192.0.2.0/24"
+    for n in range(CONSOLE_LOGIN_FAILURES):
+        assert throttle.reserve(f"2001:db8:1:2::{n + 1:x}") is not None
+    assert throttle.reserve("2001:db8:1:2:ffff::9") is None
+    # a right password gives its reservation back
+    stamp = throttle.reserve("192.0.2.1")
+    assert stamp is not None
+    throttle.refund("192.0.2.1", stamp)
+    # failures spread over networks stop at the global budget, for every network
+    spread = CONSOLE_LOGIN_GLOBAL_FAILURES - CONSOLE_LOGIN_FAILURES
+    for n in range(spread):
+        assert throttle.reserve(f"198.51.{n}.1") is not None
+    assert throttle.reserve("203.0.113.1") is None
+    assert throttle.reserve("192.0.2.1") is None
+    # and all of it ages out after the window
+    later = time.monotonic() + CONSOLE_LOGIN_WINDOW + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert throttle.reserve("2001:db8:1:2::1") is not None

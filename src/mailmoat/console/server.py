@@ -4,7 +4,8 @@ a page that takes long, or many of them, never delays an SMTP session.
 Every page but /login needs a session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
 Every POST must come from the console's own origin (Origin equal to this listener's scheme and
 Host) and, once logged in, carry the session's CSRF token: otherwise 403. Failed logins are
-counted per address (429 past the limit). Every login and action goes to the audit log."""
+counted per network and in all (429 past the limit; auth.LoginThrottle). Every login and
+action goes to the audit log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -26,6 +28,7 @@ from mailmoat.console.auth import Login, LoginThrottle, Sessions, csrf_ok
 from mailmoat.console.history import History
 from mailmoat.console.view import GatewayView
 from mailmoat.limits import (
+    CONSOLE_LOGIN_VERIFIERS,
     CONSOLE_MAX_BODY,
     CONSOLE_MAX_CLIENTS,
     CONSOLE_MAX_HEAD,
@@ -79,6 +82,7 @@ class Console:
         self.users = users.load(self.settings.users_file)
         self.sessions = Sessions(self.settings.session_time)
         self.throttle = LoginThrottle()
+        self._verifier = ThreadPoolExecutor(CONSOLE_LOGIN_VERIFIERS, "console-login")
         self.audit = Audit(self.settings.audit_log)
         self.history = History()
         self.server: asyncio.Server | None = None
@@ -124,6 +128,7 @@ class Console:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._busy += 1
@@ -264,18 +269,18 @@ class Console:
         if request.method != "POST":
             return 405, {"Content-Type": "text/plain"}, b"GET or POST\n"
         name = request.form.get("username", "")[:64]
-        if self.throttle.blocked(request.peer):
+        stamp = self.throttle.reserve(request.peer)
+        if stamp is None:
             self.audit.write(name, request.peer, "login", "refused: too many failures")
             return _html(pages.login_form("Too many failed logins: try again later."), 429)
-        ok = await asyncio.to_thread(
-            users.verify, self.users, name, request.form.get("password", "")
-        )
+        password = request.form.get("password", "")
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._verifier, users.verify, self.users, name, password)
         if not ok:
-            self.throttle.failed(request.peer)
             self.audit.write(name, request.peer, "login", "refused: wrong user or password")
             return _html(pages.login_form("Wrong user name or password."), 403)
+        self.throttle.refund(request.peer, stamp)
         self.audit.write(name, request.peer, "login", "ok")
-        self.throttle.succeeded(request.peer)
         sid, _ = self.sessions.open(name, request.peer)
         secure = "; Secure" if self.settings.tls else ""
         cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict{secure}"
