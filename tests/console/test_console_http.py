@@ -3,23 +3,36 @@ a running gateway: a ban made in the console is refused at connect at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pytest import MonkeyPatch
 
+from mailmoat import config
+from mailmoat.console import users
 from mailmoat.console.auth import LoginThrottle, Sessions
+from mailmoat.console.server import Console
+from mailmoat.console.view import GatewayView
 from mailmoat.limits import (
     CONSOLE_LOGIN_FAILURES,
     CONSOLE_LOGIN_GLOBAL_FAILURES,
     CONSOLE_LOGIN_WINDOW,
 )
+from mailmoat.server.gateway import Gateway
 from tests.support.console import PASSWORD, USER, Browserless, running_console
 from tests.support.dns_gateway import captured_logs
 from tests.support.raw_client import greeting
 from tests.support.waiting import wait_until
+
+
+def _raw_status(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(request)
+        return sock.makefile("rb").readline().split(b" ")[1]
 
 
 def _audit(tmp_path: Path) -> list[dict[str, object]]:
@@ -158,6 +171,62 @@ def test_a_login_form_from_another_site_is_refused(tmp_path: Path) -> None:
         form = {"username": USER, "password": PASSWORD}
         assert client.request("POST", "/login", form, Origin="http://evil.example")[0] == 403
         assert client.cookie == ""
+
+
+def test_a_rebound_name_is_refused_for_every_request(tmp_path: Path) -> None:
+    with running_console(tmp_path) as (gw, port):
+        evil = f"evil.test:{port}"
+        client = Browserless(port)
+        client.origin = f"http://{evil}"  # what a rebinding page's requests carry
+        form = {"username": USER, "password": PASSWORD}
+        for method, path in (("GET", "/login"), ("GET", "/console.css"), ("POST", "/login")):
+            status, _, page = client.request(method, path, form, Host=evil)
+            assert status == 421 and "Host" in page, (method, path)
+        assert client.cookie == ""
+        # a session does not help it either
+        good = Browserless(port)
+        assert good.login() == 303
+        token = good.csrf()
+        target = {"address": "127.0.0.79", "duration": "600", "csrf_token": token}
+        assert good.request("POST", "/bans", target, Host=evil, Origin=f"http://{evil}")[0] == 421
+        assert greeting(gw.port, "127.0.0.79").startswith(b"220")
+        # the names the console is reached by, also through `ssh -L 9000:127.0.0.1:PORT`
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost:9000", "127.0.0.1"):
+            assert good.request("GET", "/", Host=host)[0] == 200, host
+        assert good.request("GET", "/", Host="127.0.0.1:x")[0] == 421
+        assert _raw_status(port, b"GET /login HTTP/1.0\r\n\r\n") == b"421"  # no Host at all
+
+
+def test_console_hostname_is_the_one_name_besides_the_address(tmp_path: Path) -> None:
+    with running_console(tmp_path, **{"console.hostname": "Console.Example.TEST"}) as (_, port):
+        client = Browserless(port)
+        assert client.request("GET", "/login", Host=f"console.example.test:{port}")[0] == 200
+        assert client.request("GET", "/login", Host=f"other.example.test:{port}")[0] == 421
+    with running_console(tmp_path) as (_, port):
+        client = Browserless(port)
+        assert client.request("GET", "/login", Host=f"console.example.test:{port}")[0] == 421
+
+
+def test_off_loopback_the_host_must_name_the_listen_address_and_port(tmp_path: Path) -> None:
+    keys = {"maildir.path": str(tmp_path), "console.users_file": str(tmp_path / "users"),
+            "console.tls_cert": "/c", "console.tls_key": "/k"}  # fmt: skip
+    users.add(tmp_path / "users", USER, PASSWORD)
+    loop = asyncio.new_event_loop()
+    for listen, hostname, host, ok in (
+        ("192.0.2.1:8443", "", "192.0.2.1:8443", True),
+        ("192.0.2.1:8443", "", "192.0.2.1:9443", False),
+        ("192.0.2.1:8443", "", "localhost:8443", False),
+        ("192.0.2.1:8443", "mx.example.test", "mx.example.test:8443", True),
+        ("0.0.0.0:8443", "", "198.51.100.7:8443", True),
+        ("0.0.0.0:8443", "", "[2001:db8::1]:8443", True),
+        ("0.0.0.0:8443", "", "rebound.example.test:8443", False),
+    ):
+        settings = config.load(
+            None, keys | {"console.listen": listen, "console.hostname": hostname}
+        )
+        console = Console(settings, GatewayView(Gateway(settings), loop))
+        assert console._our_host(host) is ok, (listen, host)
+    loop.close()
 
 
 def test_sessions_are_bounded_and_expire() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import threading
 import time
@@ -44,7 +45,8 @@ CSP = (
 )
 _REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-            429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
+            421: "Misdirected Request", 429: "Too Many Requests",
+            503: "Service Unavailable"}  # fmt: skip
 
 
 class Request:
@@ -186,6 +188,8 @@ class Console:
             return 400, text, b"request not sent in time\n"
         except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return 400, text, b"bad request\n"
+        if not self._our_host(fields.get("host", "")):
+            return 421, text, b"this console is not reached by that name (Host)\n"
         path, _, query = target.partition("?")
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
         qs = {k: v[0] for k, v in parse_qs(query).items()}
@@ -196,6 +200,27 @@ class Console:
             return 503, text, b"the gateway did not answer in time\n"
         except AuditFailed:
             return 503, text, b"the audit log cannot be written: nothing was done\n"
+
+    def _our_host(self, host: str) -> bool:
+        """The Host names this console: its listen address, console.hostname, or (on loopback)
+        localhost or a loopback address. A name an attacker controls, pointed at this address
+        (DNS rebinding), does not. On loopback any port goes (`ssh -L` may forward another)."""
+        try:
+            url = urlsplit(f"//{host}")
+            name, port = (url.hostname or "").lower(), url.port
+        except ValueError:
+            return False
+        listen, listen_port = split_endpoint(self.settings.listen)
+        loopback = _loopback(listen)
+        bound = self.address[1] if self.address else listen_port
+        if not loopback and port not in (None, bound):
+            return False
+        if name and name in (listen.lower(), self.settings.hostname):
+            return True
+        if loopback:
+            return name == "localhost" or _loopback(name)
+        # on every address (0.0.0.0, ::): any address literal, which no DNS answer can rebind
+        return _unspecified(listen) and _address(name)
 
     def _same_origin(self, request: Request) -> bool:
         """A POST's Origin must be this console's own (scheme and the Host it was sent to)."""
@@ -317,6 +342,25 @@ class Console:
                          target=target)  # fmt: skip
         done = f"{'unbanned' if lifted else 'not banned:'} {target}"
         return _see("/bans?" + urlencode({"done": done}))  # quoted: no header injection
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _unspecified(host: str) -> bool:
+    return _address(host) and ipaddress.ip_address(host).is_unspecified
+
+
+def _address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ConsoleThread:
