@@ -92,6 +92,8 @@ class Console:
         self._busy = 0
         self._sampler: asyncio.Task[None] | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self._reading: dict[asyncio.Task[Any], None] = {}
+        """Connections still sending their request, oldest first: the ones a newcomer evicts."""
 
     async def start(self) -> None:
         host, port = split_endpoint(self.settings.listen)
@@ -138,7 +140,7 @@ class Console:
         if task is not None:
             self._clients.add(task)
         try:
-            if self._busy > CONSOLE_MAX_CLIENTS:
+            if self._busy > CONSOLE_MAX_CLIENTS and not self._evict_a_slow_sender():
                 answer: Response = 503, {"Content-Type": "text/plain"}, b"busy\n"
             else:
                 peer = writer.get_extra_info("peername")
@@ -158,6 +160,17 @@ class Console:
                 self._clients.discard(task)
             writer.close()
 
+    def _evict_a_slow_sender(self) -> bool:
+        """Make room by closing the connection that has been sending its request longest
+        (slowloris: a browser sends its request at once, so idle or trickling connections
+        cannot keep an administrator out); False when every slot is serving a request."""
+        for task in self._reading:
+            if task is not asyncio.current_task():
+                del self._reading[task]
+                task.cancel()
+                return True
+        return False
+
     def _security(self) -> dict[str, str]:
         return {
             "Content-Security-Policy": CSP,
@@ -169,6 +182,9 @@ class Console:
 
     async def _read(self, reader: asyncio.StreamReader, peer: str) -> Response:
         text = {"Content-Type": "text/plain"}
+        task = asyncio.current_task()
+        if task is not None:
+            self._reading[task] = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONSOLE_READ_TIMEOUT)
             lines = head.decode("latin-1").split("\r\n")
@@ -188,6 +204,9 @@ class Console:
             return 400, text, b"request not sent in time\n"
         except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return 400, text, b"bad request\n"
+        finally:
+            if task is not None:
+                self._reading.pop(task, None)
         if not self._our_host(fields.get("host", "")):
             return 421, text, b"this console is not reached by that name (Host)\n"
         path, _, query = target.partition("?")
