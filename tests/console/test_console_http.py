@@ -59,6 +59,7 @@ def test_pages_need_a_login_and_the_cookie_is_locked_down(tmp_path: Path) -> Non
         # logging out ends the session on the server: the old cookie opens nothing
         old = client.cookie
         assert client.request("POST", "/logout", {"csrf_token": client.csrf("/")})[0] == 303
+        assert "Max-Age=0" in client.last_cookie and "SameSite=Strict" in client.last_cookie
         client.cookie = old
         assert client.request("GET", "/")[0] == 303
         entries = _audit(tmp_path)

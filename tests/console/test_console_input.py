@@ -110,6 +110,8 @@ def test_over_tls_the_cookie_is_secure_and_the_origin_https(tmp_path: Path) -> N
         assert client.login() == 303
         assert "; Secure" in client.last_cookie and "HttpOnly" in client.last_cookie
         assert client.request("GET", "/")[0] == 200
+        assert client.request("POST", "/logout", {"csrf_token": client.csrf("/")})[0] == 303
+        assert "Max-Age=0" in client.last_cookie and "; Secure" in client.last_cookie
 
 
 def test_slow_senders_filling_every_slot_cannot_keep_the_admin_out(console: Console) -> None:

@@ -46,6 +46,11 @@ def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
         assert "mallory@example.test</strong>: unknown (source: static)" in page
         _, _, page = client.request("GET", "/directory?address=x@elsewhere.test")
         assert "not a local domain" in page
+        # every lookup is audited: who asked about which address, and the answer
+        audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        asked = [(e["what"], e["result"], e["target"]) for e in audit if e["what"] == "lookup"]
+        assert ("lookup", "attempt", "mallory@example.test") in asked
+        assert ("lookup", "valid", "alice@example.test") in asked
 
 
 def test_the_configuration_is_shown_with_secrets_masked(tmp_path: Path) -> None:

@@ -277,10 +277,10 @@ class Console:
             return await posts[request.path](request, login)
         if request.method != "GET":
             return 405, {"Content-Type": "text/plain"}, b"GET or POST\n"
-        return await self._page(request, login.csrf)
+        return await self._page(request, login)
 
-    async def _page(self, request: Request, csrf: str) -> Response:
-        path = request.path
+    async def _page(self, request: Request, login: Login) -> Response:
+        path, csrf = request.path, login.csrf
         if path == "/":
             doc = await self.view.snapshot()
             now = time.time()
@@ -297,7 +297,11 @@ class Console:
             return _html(pages.bans(listed, csrf, request.query.get("done", "")), 200)
         if path == "/directory":
             address = request.query.get("address", "").strip()
-            answer = await self.view.lookup(address) if address else None
+            answer = None
+            if address:
+                self.audit.write(login.user, request.peer, "lookup", "attempt", target=address)
+                answer = await self.view.lookup(address)
+                self.audit.write(login.user, request.peer, "lookup", answer[0], target=address)
             return _html(pages.directory(csrf, address, answer), 200)
         if path == "/transactions":
             doc = await self.view.snapshot()
@@ -326,14 +330,16 @@ class Console:
         self.throttle.refund(request.peer, stamp)
         self.audit.write(name, request.peer, "login", "ok")
         sid, _ = self.sessions.open(name, request.peer)
-        secure = "; Secure" if self.settings.tls else ""
-        cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict{secure}"
-        return _see("/", **{"Set-Cookie": cookie})
+        return _see("/", **{"Set-Cookie": self._cookie(sid)})
 
     async def _logout(self, request: Request, login: Login) -> Response:
         self.sessions.close(request.sid)
         self.audit.write(login.user, request.peer, "logout", "ok")
-        return _see("/login", **{"Set-Cookie": f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly"})
+        return _see("/login", **{"Set-Cookie": self._cookie("", "; Max-Age=0")})
+
+    def _cookie(self, value: str, extra: str = "") -> str:
+        secure = "; Secure" if self.settings.tls else ""
+        return f"{COOKIE}={value}; Path=/{extra}; HttpOnly; SameSite=Strict{secure}"
 
     async def _ban(self, request: Request, login: Login) -> Response:
         user = login.user
