@@ -94,6 +94,11 @@ def test_failures_count_per_network_so_rotating_addresses_gains_nothing(tmp_path
         assert Browserless(port, source="127.0.0.200").login() == 429
         # another /24 is another network: the admin there logs in
         assert Browserless(port, source="127.0.1.200").login() == 303
+        # a flood of refused logins leaves one audit line per network, not one each
+        for n in range(30):
+            assert Browserless(port, source=f"127.0.0.{100 + n}").login() == 429
+        refused = [e for e in _audit(tmp_path) if e["result"] == "refused: too many failures"]
+        assert [e["from"] for e in refused] == ["127.0.0.200"]
 
 
 def test_parallel_wrong_logins_cannot_outrun_the_count(tmp_path: Path) -> None:
@@ -279,6 +284,12 @@ def test_the_throttle_counts_v6_per_64_and_has_a_global_budget(monkeypatch: Monk
         assert throttle.reserve(f"198.51.{n}.1") is not None
     assert throttle.reserve("203.0.113.1") is None
     assert throttle.reserve("192.0.2.1") is None
+    # refusals are audited once per network, and at most the global budget of them in all
+    assert throttle.worth_noting("203.0.113.1") and not throttle.worth_noting("203.0.113.2")
+    noted = [
+        throttle.worth_noting(f"2001:db8:{n:x}::1") for n in range(CONSOLE_LOGIN_GLOBAL_FAILURES)
+    ]
+    assert noted.count(True) == CONSOLE_LOGIN_GLOBAL_FAILURES - 1
     # and all of it ages out after the window
     later = time.monotonic() + CONSOLE_LOGIN_WINDOW + 1
     monkeypatch.setattr(time, "monotonic", lambda: later)

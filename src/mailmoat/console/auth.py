@@ -76,6 +76,8 @@ class LoginThrottle:
     def __init__(self) -> None:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._all: deque[float] = deque()
+        self._noted: OrderedDict[str, float] = OrderedDict()
+        self._all_noted: deque[float] = deque()
 
     @staticmethod
     def network(address: str) -> str:
@@ -118,3 +120,20 @@ class LoginThrottle:
             if times is not None:
                 with contextlib.suppress(ValueError):
                     times.remove(stamp)
+
+    def worth_noting(self, address: str) -> bool:
+        """Whether a refusal (429) from `address` goes to the audit log: the first per network
+        and window, and CONSOLE_LOGIN_GLOBAL_FAILURES per window in all, so a flood of
+        refused logins cannot grow the log without bound."""
+        now = time.monotonic()
+        key = self.network(address)
+        if now - self._noted.get(key, -CONSOLE_LOGIN_WINDOW) < CONSOLE_LOGIN_WINDOW:
+            return False
+        if len(self._trim(self._all_noted, now)) >= CONSOLE_LOGIN_GLOBAL_FAILURES:
+            return False
+        self._all_noted.append(now)
+        self._noted[key] = now
+        self._noted.move_to_end(key)
+        while len(self._noted) > CONSOLE_LOGIN_ADDRESSES:
+            self._noted.popitem(last=False)
+        return True

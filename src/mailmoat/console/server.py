@@ -319,7 +319,8 @@ class Console:
         name = request.form.get("username", "")[:64]
         stamp = self.throttle.reserve(request.peer)
         if stamp is None:
-            self.audit.write(name, request.peer, "login", "refused: too many failures")
+            if self.throttle.worth_noting(request.peer):
+                self.audit.write(name, request.peer, "login", "refused: too many failures")
             return _html(pages.login_form("Too many failed logins: try again later."), 429)
         password = request.form.get("password", "")
         loop = asyncio.get_running_loop()
