@@ -279,6 +279,9 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
             load(users)
         except UsersError as err:
             out.append(("console.users_file", str(err)))
+    audit = settings.console.audit_log
+    if settings.console.listen and audit is not None and (problem := _appendable(audit)):
+        out.append(("console.audit_log", problem))
     return out + setting_problems(settings)
 
 
@@ -388,6 +391,18 @@ def setting_problems(settings: Any) -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+def _appendable(path: Path) -> str | None:
+    """Why lines cannot be appended to `path` (made if missing, in a folder that exists)."""
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.W_OK):
+            return f"{path} is not a file mailmoat can append to"
+        return None
+    folder = path.absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not a folder mailmoat can write {path.name} in"
+    return None
 
 
 def writable_dir(path: Path) -> bool:

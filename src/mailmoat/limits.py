@@ -172,11 +172,22 @@ CONSOLE_READ_TIMEOUT = 5.0
 CONSOLE_MAX_SESSIONS = 256
 """Console logins kept at once; the oldest is dropped past it."""
 CONSOLE_LOGIN_FAILURES = 5
-"""Failed logins an address may make per CONSOLE_LOGIN_WINDOW before it gets 429."""
-CONSOLE_LOGIN_WINDOW = 300.0
-"""Seconds over which failed console logins are counted per address."""
+"""Failed logins a network (CONSOLE_LOGIN_PREFIX_V4/V6) may make per CONSOLE_LOGIN_WINDOW
+before it gets 429."""
+CONSOLE_LOGIN_GLOBAL_FAILURES = 20
+"""Failed logins from everywhere together per CONSOLE_LOGIN_WINDOW before every login gets 429
+(bounds the guesses, and the argon2 work, of an attacker who rotates networks)."""
+CONSOLE_LOGIN_WINDOW = 120.0
+"""Seconds over which failed console logins are counted (short: a lock-out ends soon)."""
+CONSOLE_LOGIN_PREFIX_V4 = 24
+"""IPv4 failed logins are counted per /24 (all of 127/8 is one user's to pick from)."""
+CONSOLE_LOGIN_PREFIX_V6 = 64
+"""IPv6 failed logins are counted per /64 (one site's subnet)."""
 CONSOLE_LOGIN_ADDRESSES = 4096
-"""Addresses whose failed logins are remembered at once (the oldest forgotten past it)."""
+"""Networks whose failed logins are remembered at once (the oldest forgotten past it)."""
+CONSOLE_LOGIN_VERIFIERS = 1
+"""Console password checks (argon2, a CPU- and memory-heavy hash) run at once, in a thread of
+their own; further logins wait their turn, so a login flood takes at most one core."""
 CONSOLE_HISTORY_MINUTES = 60
 """Minutes of accepted/refused counts the console's chart keeps."""
 CONSOLE_SAMPLE_EVERY = 10.0

@@ -10,6 +10,7 @@ import smtplib
 from pathlib import Path
 
 from mailmoat.console.history import History
+from mailmoat.console.pages import masked
 from mailmoat.limits import (
     CONSOLE_HISTORY_MINUTES,
     CONSOLE_OFFENDERS,
@@ -45,6 +46,11 @@ def test_recent_transactions_are_listed_and_searchable(tmp_path: Path) -> None:
         assert "mallory@example.test</strong>: unknown (source: static)" in page
         _, _, page = client.request("GET", "/directory?address=x@elsewhere.test")
         assert "not a local domain" in page
+        # every lookup is audited: who asked about which address, and the answer
+        audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        asked = [(e["what"], e["result"], e["target"]) for e in audit if e["what"] == "lookup"]
+        assert ("lookup", "attempt", "mallory@example.test") in asked
+        assert ("lookup", "valid", "alice@example.test") in asked
 
 
 def test_the_configuration_is_shown_with_secrets_masked(tmp_path: Path) -> None:
@@ -58,6 +64,43 @@ def test_the_configuration_is_shown_with_secrets_masked(tmp_path: Path) -> None:
         assert "&quot;hostname&quot;: &quot;mx.mailmoat.test&quot;" in page
         assert "&quot;bind_password_file&quot;: &quot;********&quot;" in page
         assert str(secret) not in page
+
+
+def test_passwords_inside_urls_are_masked_and_only_secret_names_are(tmp_path: Path) -> None:
+    overrides = {
+        "store.url": "redis://:RedisPw123@127.0.0.1:6390/0",
+        "ldap.url": "ldap://reader:LdapUrlPw@127.0.0.1:3890 ldaps://reader:LdapUrlPw2@[::1]:6360",
+        "ldap.bind_password": "BindPw",
+    }
+    with running_console(tmp_path, **overrides) as (_, port):
+        client = Browserless(port)
+        assert client.login() == 303
+        status, _, page = client.request("GET", "/config")
+        assert status == 200
+        for secret in ("RedisPw123", "LdapUrlPw", "BindPw"):
+            assert secret not in page
+        assert "redis://:********@127.0.0.1:6390/0" in page
+        assert "ldap://reader:********@127.0.0.1:3890 ldaps://reader:********@[::1]:6360" in page
+        # "key" as a word of the name (tls_key), not inside another word (max_keys)
+        assert "&quot;max_keys&quot;: 200000" in page
+        assert "&quot;max_security_keys&quot;: 100000" in page
+
+
+def test_url_passwords_are_masked_in_any_setting_and_odd_urls_stay_masked() -> None:
+    shown = masked(
+        {
+            "a": {"b": ["https://u:p@ss/w@h/x", "redis://h:6379/0", "unix:///run/r.sock"]},
+            "note": "see smtp://x:y@z",
+            "api_token": 5,
+            "secret": None,
+        }
+    )
+    assert shown == {
+        "a": {"b": ["https://u:********@h/x", "redis://h:6379/0", "unix:///run/r.sock"]},
+        "note": "see smtp://x:********@z",
+        "api_token": "********",
+        "secret": None,
+    }
 
 
 def test_the_ring_and_the_history_are_bounded() -> None:

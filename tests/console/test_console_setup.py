@@ -75,3 +75,24 @@ def test_the_settings_refuse_an_open_console_without_tls_or_users(tmp_path: Path
         _load(tmp_path, tls_cert="/x")
     _load(tmp_path, listen="0.0.0.0:8443", users_file="/x", tls_cert="/c", tls_key="/k")
     assert config.load(None, {}).console.listen == ""  # off unless asked for
+
+
+@pytest.mark.parametrize("where", ["missing/audit.jsonl", "a-file/audit.jsonl", "."])
+def test_config_check_refuses_an_audit_log_it_cannot_append_to(tmp_path: Path, where: str) -> None:
+    users.add(tmp_path / "users", "alice", "s3cret pass")
+    (tmp_path / "a-file").write_text("")
+    toml = tmp_path / "gw.toml"
+
+    def check(audit: Path) -> tuple[int, str]:
+        toml.write_text(
+            f'[maildir]\npath = "{tmp_path}"\n[console]\nlisten = "127.0.0.1:8026"\n'
+            f'users_file = "{tmp_path / "users"}"\naudit_log = "{audit}"\n'
+        )
+        done = CliRunner().invoke(main, ["config", "check", str(toml)])
+        return done.exit_code, done.output
+
+    code, output = check(tmp_path / where)
+    assert code == 2
+    assert output.count("\n") == 1 and "console.audit_log" in output, output
+    (tmp_path / "ok").mkdir()
+    assert check(tmp_path / "ok" / "audit.jsonl")[0] == 0

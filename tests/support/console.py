@@ -56,9 +56,11 @@ def running_console(tmp_path: Path, **overrides: Any) -> Iterator[tuple[RunningG
 class Browserless:
     """Requests to the console that carry its cookie and an Origin, as a browser would."""
 
-    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None, source: str = "") -> None:
         self.port = port
         self.tls = tls
+        self.source = (source, 0) if source else None
+        """The loopback address to connect from (127.0.0.0/8), or the system's choice."""
         self.origin = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.cookie = ""
         self.last_cookie = ""
@@ -68,9 +70,13 @@ class Browserless:
         self, method: str, path: str, form: dict[str, str] | None = None, **headers: str
     ) -> tuple[int, dict[str, str], str]:
         conn = (
-            http.client.HTTPSConnection("127.0.0.1", self.port, timeout=20, context=self.tls)
+            http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=20, source_address=self.source, context=self.tls
+            )
             if self.tls
-            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            else http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=20, source_address=self.source
+            )
         )
         fields = {"Origin": self.origin} if method == "POST" else {}
         if self.cookie:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from mailmoat import config_checks
 from mailmoat.config.base import Section, split_endpoint
 
 
@@ -27,9 +28,18 @@ class ConsoleSettings(Section):
         default=None,
         description="File every console login and action is appended to as one JSON line (who, when, from where, what, result); unset = the gateway's log.",
     )
+    hostname: str = Field(
+        default="",
+        description="Name the browser reaches the console by (e.g. console.example.com, with TLS); the Host header must be it or console.listen's address, else 421 (stops DNS rebinding); empty = addresses only (and localhost on loopback).",
+    )
     session_time: float = Field(
         default=3600.0, gt=0, description="Seconds a console login stays valid without use."
     )
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return config_checks.hostname(value).lower() if value else ""
 
     @model_validator(mode="after")
     def _needs(self) -> ConsoleSettings:

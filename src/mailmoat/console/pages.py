@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from html import escape
 from typing import Any
@@ -20,7 +21,13 @@ text-align:left}.err{color:#a00}.ok{color:#060}svg{background:#f8f8f8;border:1px
 pre{background:#f4f4f4;padding:1em;overflow:auto}
 """
 
-SECRET_WORDS = ("password", "secret", "token", "key")
+SECRET_WORDS = frozenset({"password", "passwd", "secret", "token", "key"})
+"""A setting is secret when one of the words of its name (split at "_") is one of these:
+tls_key and bind_password_file are, max_keys is not."""
+_MASK = "********"
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*):[^\s]*@")
+"""`scheme://user:password@`: the password (up to the last "@", so one with an unquoted "@"
+or "/" in it is masked whole, and at worst some host is masked too)."""
 
 PAGES = (
     ("/", "Overview"),
@@ -212,11 +219,16 @@ def transactions(recent: list[dict[str, Any]], csrf: str, search: str = "") -> b
 
 
 def masked(value: Any, key: str = "") -> Any:
-    """The settings with every value whose name says it is a secret replaced."""
+    """The settings with every value whose name says it is a secret replaced, and the password
+    of every URL (in any setting) masked."""
     if isinstance(value, dict):
         return {k: masked(v, k) for k, v in value.items()}
-    if value not in (None, "", []) and any(w in key.lower() for w in SECRET_WORDS):
-        return "********"
+    if value not in (None, "", []) and SECRET_WORDS.intersection(key.lower().split("_")):
+        return _MASK
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\1:{_MASK}@", value)
     return value
 
 

@@ -4,16 +4,19 @@ a page that takes long, or many of them, never delays an SMTP session.
 Every page but /login needs a session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
 Every POST must come from the console's own origin (Origin equal to this listener's scheme and
 Host) and, once logged in, carry the session's CSRF token: otherwise 403. Failed logins are
-counted per address (429 past the limit). Every login and action goes to the audit log."""
+counted per network and in all (429 past the limit; auth.LoginThrottle). Every login and
+action goes to the audit log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,11 +24,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
 from mailmoat.console import pages, users
-from mailmoat.console.audit import Audit
+from mailmoat.console.audit import Audit, AuditFailed
 from mailmoat.console.auth import Login, LoginThrottle, Sessions, csrf_ok
 from mailmoat.console.history import History
 from mailmoat.console.view import GatewayView
 from mailmoat.limits import (
+    CONSOLE_LOGIN_VERIFIERS,
     CONSOLE_MAX_BODY,
     CONSOLE_MAX_CLIENTS,
     CONSOLE_MAX_HEAD,
@@ -41,7 +45,8 @@ CSP = (
 )
 _REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-            429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
+            421: "Misdirected Request", 429: "Too Many Requests",
+            503: "Service Unavailable"}  # fmt: skip
 
 
 class Request:
@@ -79,6 +84,7 @@ class Console:
         self.users = users.load(self.settings.users_file)
         self.sessions = Sessions(self.settings.session_time)
         self.throttle = LoginThrottle()
+        self._verifier = ThreadPoolExecutor(CONSOLE_LOGIN_VERIFIERS, "console-login")
         self.audit = Audit(self.settings.audit_log)
         self.history = History()
         self.server: asyncio.Server | None = None
@@ -86,6 +92,8 @@ class Console:
         self._busy = 0
         self._sampler: asyncio.Task[None] | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self._reading: dict[asyncio.Task[Any], None] = {}
+        """Connections still sending their request, oldest first: the ones a newcomer evicts."""
 
     async def start(self) -> None:
         host, port = split_endpoint(self.settings.listen)
@@ -124,6 +132,7 @@ class Console:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._busy += 1
@@ -131,7 +140,7 @@ class Console:
         if task is not None:
             self._clients.add(task)
         try:
-            if self._busy > CONSOLE_MAX_CLIENTS:
+            if self._busy > CONSOLE_MAX_CLIENTS and not self._evict_a_slow_sender():
                 answer: Response = 503, {"Content-Type": "text/plain"}, b"busy\n"
             else:
                 peer = writer.get_extra_info("peername")
@@ -151,6 +160,17 @@ class Console:
                 self._clients.discard(task)
             writer.close()
 
+    def _evict_a_slow_sender(self) -> bool:
+        """Make room by closing the connection that has been sending its request longest
+        (slowloris: a browser sends its request at once, so idle or trickling connections
+        cannot keep an administrator out); False when every slot is serving a request."""
+        for task in self._reading:
+            if task is not asyncio.current_task():
+                del self._reading[task]
+                task.cancel()
+                return True
+        return False
+
     def _security(self) -> dict[str, str]:
         return {
             "Content-Security-Policy": CSP,
@@ -162,6 +182,9 @@ class Console:
 
     async def _read(self, reader: asyncio.StreamReader, peer: str) -> Response:
         text = {"Content-Type": "text/plain"}
+        task = asyncio.current_task()
+        if task is not None:
+            self._reading[task] = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONSOLE_READ_TIMEOUT)
             lines = head.decode("latin-1").split("\r\n")
@@ -181,6 +204,11 @@ class Console:
             return 400, text, b"request not sent in time\n"
         except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return 400, text, b"bad request\n"
+        finally:
+            if task is not None:
+                self._reading.pop(task, None)
+        if not self._our_host(fields.get("host", "")):
+            return 421, text, b"this console is not reached by that name (Host)\n"
         path, _, query = target.partition("?")
         form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
         qs = {k: v[0] for k, v in parse_qs(query).items()}
@@ -189,6 +217,29 @@ class Console:
             return await self._route(request)
         except TimeoutError:
             return 503, text, b"the gateway did not answer in time\n"
+        except AuditFailed:
+            return 503, text, b"the audit log cannot be written: nothing was done\n"
+
+    def _our_host(self, host: str) -> bool:
+        """The Host names this console: its listen address, console.hostname, or (on loopback)
+        localhost or a loopback address. A name an attacker controls, pointed at this address
+        (DNS rebinding), does not. On loopback any port goes (`ssh -L` may forward another)."""
+        try:
+            url = urlsplit(f"//{host}")
+            name, port = (url.hostname or "").lower(), url.port
+        except ValueError:
+            return False
+        listen, listen_port = split_endpoint(self.settings.listen)
+        loopback = _loopback(listen)
+        bound = self.address[1] if self.address else listen_port
+        if not loopback and port not in (None, bound):
+            return False
+        if name and name in (listen.lower(), self.settings.hostname):
+            return True
+        if loopback:
+            return name == "localhost" or _loopback(name)
+        # on every address (0.0.0.0, ::): any address literal, which no DNS answer can rebind
+        return _unspecified(listen) and _address(name)
 
     def _same_origin(self, request: Request) -> bool:
         """A POST's Origin must be this console's own (scheme and the Host it was sent to)."""
@@ -226,10 +277,10 @@ class Console:
             return await posts[request.path](request, login)
         if request.method != "GET":
             return 405, {"Content-Type": "text/plain"}, b"GET or POST\n"
-        return await self._page(request, login.csrf)
+        return await self._page(request, login)
 
-    async def _page(self, request: Request, csrf: str) -> Response:
-        path = request.path
+    async def _page(self, request: Request, login: Login) -> Response:
+        path, csrf = request.path, login.csrf
         if path == "/":
             doc = await self.view.snapshot()
             now = time.time()
@@ -246,7 +297,11 @@ class Console:
             return _html(pages.bans(listed, csrf, request.query.get("done", "")), 200)
         if path == "/directory":
             address = request.query.get("address", "").strip()
-            answer = await self.view.lookup(address) if address else None
+            answer = None
+            if address:
+                self.audit.write(login.user, request.peer, "lookup", "attempt", target=address)
+                answer = await self.view.lookup(address)
+                self.audit.write(login.user, request.peer, "lookup", answer[0], target=address)
             return _html(pages.directory(csrf, address, answer), 200)
         if path == "/transactions":
             doc = await self.view.snapshot()
@@ -262,32 +317,36 @@ class Console:
         if request.method != "POST":
             return 405, {"Content-Type": "text/plain"}, b"GET or POST\n"
         name = request.form.get("username", "")[:64]
-        if self.throttle.blocked(request.peer):
-            self.audit.write(name, request.peer, "login", "refused: too many failures")
+        stamp = self.throttle.reserve(request.peer)
+        if stamp is None:
+            if self.throttle.worth_noting(request.peer):
+                self.audit.write(name, request.peer, "login", "refused: too many failures")
             return _html(pages.login_form("Too many failed logins: try again later."), 429)
-        ok = await asyncio.to_thread(
-            users.verify, self.users, name, request.form.get("password", "")
-        )
+        password = request.form.get("password", "")
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._verifier, users.verify, self.users, name, password)
         if not ok:
-            self.throttle.failed(request.peer)
             self.audit.write(name, request.peer, "login", "refused: wrong user or password")
             return _html(pages.login_form("Wrong user name or password."), 403)
-        self.throttle.succeeded(request.peer)
-        sid, _ = self.sessions.open(name, request.peer)
+        self.throttle.refund(request.peer, stamp)
         self.audit.write(name, request.peer, "login", "ok")
-        secure = "; Secure" if self.settings.tls else ""
-        cookie = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict{secure}"
-        return _see("/", **{"Set-Cookie": cookie})
+        sid, _ = self.sessions.open(name, request.peer)
+        return _see("/", **{"Set-Cookie": self._cookie(sid)})
 
     async def _logout(self, request: Request, login: Login) -> Response:
         self.sessions.close(request.sid)
         self.audit.write(login.user, request.peer, "logout", "ok")
-        return _see("/login", **{"Set-Cookie": f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly"})
+        return _see("/login", **{"Set-Cookie": self._cookie("", "; Max-Age=0")})
+
+    def _cookie(self, value: str, extra: str = "") -> str:
+        secure = "; Secure" if self.settings.tls else ""
+        return f"{COOKIE}={value}; Path=/{extra}; HttpOnly; SameSite=Strict{secure}"
 
     async def _ban(self, request: Request, login: Login) -> Response:
         user = login.user
         target = request.form.get("address", "").strip()
         text = request.form.get("duration", "") or str(MANUAL_BAN_TIME)
+        self.audit.write(user, request.peer, "ban", "attempt", target=target, seconds=text)
         try:
             seconds = float(text)
             done = await self.view.ban(target, seconds)
@@ -300,6 +359,7 @@ class Console:
     async def _unban(self, request: Request, login: Login) -> Response:
         user = login.user
         target = request.form.get("address", "").strip()
+        self.audit.write(user, request.peer, "unban", "attempt", target=target)
         try:
             lifted = await self.view.unban(target)
         except ValueError as err:
@@ -308,6 +368,25 @@ class Console:
                          target=target)  # fmt: skip
         done = f"{'unbanned' if lifted else 'not banned:'} {target}"
         return _see("/bans?" + urlencode({"done": done}))  # quoted: no header injection
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _unspecified(host: str) -> bool:
+    return _address(host) and ipaddress.ip_address(host).is_unspecified
+
+
+def _address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ConsoleThread:
