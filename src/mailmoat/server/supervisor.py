@@ -38,7 +38,7 @@ from mailmoat.limits import WORKER_RESPAWN_DELAY as RESPAWN_DELAY
 from mailmoat.limits import WORKER_SPREAD as SPREAD
 from mailmoat.limits import WORKER_START_TIMEOUT as START_TIMEOUT
 from mailmoat.policy.bans import STRIKE_REASONS
-from mailmoat.policy.base import Check, Client, Pipeline, Verdict
+from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.hold import GreetedHold
@@ -54,12 +54,11 @@ from mailmoat.server.link import (
     Strike,
     socket_pair,
 )
+from mailmoat.server.local_slots import LocalSlots
 from mailmoat.server.session import R_SHUTDOWN
 from mailmoat.stats import merge_histograms
 from mailmoat.store import open_store
 from mailmoat.store.remote import OPERATIONS
-
-_LOCAL = "supervisor.local"
 
 
 class WorkerProcess:
@@ -82,26 +81,6 @@ class WorkerProcess:
         self.outbox: list[tuple[Handover, socket.socket]] = []
 
 
-class LocalSlots(Check):
-    """The sessions the supervisor decided to run itself, from the decision to the session's
-    end. (Its gateway's `sessions` grows only once a session has started, a loop turn or more
-    later: counting those, a burst of connections that arrive at once all stayed here while
-    the workers idled.) Every way a client ends, refused or closed, passes `disconnect`."""
-
-    name = "local_slots"
-
-    def __init__(self) -> None:
-        self.taken = 0
-
-    def take(self, client: Client) -> None:
-        client.tag(_LOCAL)
-        self.taken += 1
-
-    def disconnect(self, client: Client) -> None:
-        if client.untag(_LOCAL):
-            self.taken -= 1
-
-
 class Supervisor(Front):
     def __init__(self, settings: Settings, workers: int) -> None:
         super().__init__(settings, open_store(settings.store), time.monotonic)
@@ -118,7 +97,7 @@ class Supervisor(Front):
         self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.slots = LocalSlots()
+        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n))
         self.local = Gateway(
             settings,
             store=self.store,
@@ -135,6 +114,7 @@ class Supervisor(Front):
         # greeted connections waiting for their client's first byte before a hand-over
         self.hold = GreetedHold(self._talked, self._left)
         self.stats.gauge("connections.held", self.hold.__len__)
+        self.stats.gauge("connections.hold_engaged", lambda: int(self.hold.engaged()))
 
     # ---------------------------------------------------------------- start
     async def start(self) -> list[tuple[str, int]]:
@@ -242,7 +222,8 @@ class Supervisor(Front):
         if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
-        if greeted and self.hold.hold(sock, client, self._hold_time()):
+        holding = self.stress.active or self.hold.engaged()  # a greet-and-leave flood seen
+        if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
         self._to_worker(sock, client, verdict, greeted)
 
@@ -351,6 +332,8 @@ class Supervisor(Front):
         if sock is not None:
             sock.close()  # workers send no descriptors
         if isinstance(message, Closed):
+            if message.silent:
+                self.hold.saw_leaving(message.silent)
             for cid in message.conn_ids:
                 if self.connections.get(cid, (None, None))[1] is worker:  # its own only
                     self._release(cid)
