@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 
 from mailmoat.limits import HOLD_ENGAGED, HOLD_MAX, HOLD_PER_TURN, HOLD_TRIGGER, HOLD_WINDOW
@@ -74,11 +75,11 @@ class GreetedHold:
 
     def engaged(self) -> bool:
         """Whether greet-and-leave clients were seen lately: then hold, else hand over at once."""
-        return self.loop.time() < self._until
+        return time.monotonic() < self._until
 
     def saw_leaving(self, count: int) -> None:
         """`count` clients closed after the 220 without a word (here or in a session)."""
-        now = self.loop.time()
+        now = time.monotonic()
         if now - self._window >= HOLD_WINDOW:
             self._window, self._leaving = now, 0
         self._leaving += count
