@@ -95,6 +95,14 @@ a flood that closes after the 220 keeps a few held (1,000 a second leaving withi
 HOLD_PER_TURN = 32
 """Held connections whose readiness is handled in one turn of the supervisor's event loop (a
 peek and a close or a hand-over each); the rest wait for the next turn."""
+HOLD_TRIGGER = 10
+"""Clients that close after the 220 without a word, within `HOLD_WINDOW` seconds, that switch
+the supervisor's hold on (a health check or an odd prober now and then stays below it)."""
+HOLD_WINDOW = 10.0
+"""Seconds over which `HOLD_TRIGGER` greet-and-leave clients are counted."""
+HOLD_ENGAGED = 60.0
+"""Seconds the hold stays on after the count last reached `HOLD_TRIGGER` (held clients that
+leave keep counting, so it stays on while the flood lasts)."""
 HOLD_TIME = 1.0
 """Most seconds a greeted, silent connection is held before it is handed over anyway: a real
 client talks within a round trip of the 220, a flood client closes within one; a silent one

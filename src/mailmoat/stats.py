@@ -24,6 +24,7 @@ Counters only ever grow; their names come from a fixed vocabulary, so the table 
   size of the accepted ones)
 
 Gauges are read when a snapshot is taken (``connections.active``, ``connections.held``,
+``connections.hold_engaged``: 1 while a greet-and-leave flood makes the supervisor hold,
 ``connections.peak``, ``stress.active``, ...). Histograms count how long each stage took, in
 fixed buckets (``latency.command``: a command's reply, ``latency.message``: the end of data's
 reply, checks and delivery included). `GET /metrics` renders the same snapshot.

@@ -1,10 +1,12 @@
 """The supervisor holds a greeted connection it would hand over until its client talks
-(server/hold.py): a real `mailmoat serve` with two workers. A client that reads the 220 and
-leaves is closed in the supervisor and never reaches a worker; one that talks, at once or
-after a moment, is handed over with its bytes and served as before; a silent one is handed
-over at the end of its hold and times out as `timeouts.greeting` says, the time held counted.
-The burst test runs a real supervisor and its two worker processes in this process, with the
-hold's bound lowered so that a burst of a few connections passes it."""
+(server/hold.py), while a greet-and-leave flood is seen: a real `mailmoat serve` with two
+workers. With no flood seen, a connection is handed over at once, before its first byte (an
+ordinary sender pays nothing); `HOLD_TRIGGER` clients that leave after the 220 engage the
+hold. Then a client that reads the 220 and leaves is closed in the supervisor and never
+reaches a worker; one that talks, at once or after a moment, is handed over with its bytes
+and served as before; a silent one is handed over at the end of its hold and times out as
+`timeouts.greeting` says, the time held counted. The in-process tests run a real supervisor
+and its two worker processes in this process, with the hold's time or bound changed."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from mailmoat import config
-from mailmoat.limits import HOLD_TIME
+from mailmoat.limits import HOLD_TIME, HOLD_TRIGGER
 from mailmoat.server import supervisor as supervisor_module
 from mailmoat.server.supervisor import LOCAL_SESSIONS, Supervisor
 from tests.server.test_workers import Served, _deliver, _greeted, _wait, served
@@ -47,20 +49,32 @@ def _held(srv: Served) -> int:
     return int(srv.stats()["gauges"].get("connections.held", -1))
 
 
+def _engage(srv: Served) -> None:
+    """A greet-and-leave flood (the supervisor's places filled: they go to the workers,
+    whose sessions report them), then wait for the hold to engage."""
+    for i in range(1, HOLD_TRIGGER + 1):
+        _greeted(srv.port, f"127.0.6.{i}").close()
+    srv.wait_counter("closed.eof", HOLD_TRIGGER)
+    _wait(lambda: srv.stats()["gauges"]["connections.hold_engaged"] == 1, "hold engaged")
+    _wait(lambda: sum(w["sessions"] for w in srv.stats()["workers"]) == 0, "flood gone")
+
+
 def test_a_client_that_leaves_after_the_greeting_never_reaches_a_worker(
     tmp_path: Path,
 ) -> None:
     with served(tmp_path, **LOGGED) as srv:
         idle = srv.fill_local()  # from here every connection would go to a worker
+        _engage(srv)
+        handed = srv.counter("sessions.handed_over")
         addresses = [f"127.0.4.{i}" for i in range(1, 6)]
         for src in addresses:
             _greeted(srv.port, src).close()  # reads the 220 and leaves
         srv.wait_counter("connections.left_after_greeting", 5)
         _wait(lambda: srv.stats()["gauges"]["connections.active"] == LOCAL_SESSIONS)
         doc = srv.stats()
-        assert doc["counters"].get("sessions.handed_over", 0) == 0, "none went to a worker"
+        assert doc["counters"]["sessions.handed_over"] == handed, "none went to a worker"
         assert [w["sessions"] for w in doc["workers"]] == [0, 0]
-        assert doc["counters"].get("closed.eof", 0) == 0, "no session saw its end of file"
+        assert doc["counters"]["closed.eof"] == HOLD_TRIGGER, "no session saw its end of file"
         assert doc["gauges"]["connections.held"] == 0
         metrics = doc  # the same counter is what /metrics renders
         assert metrics["counters"]["connections.left_after_greeting"] == 5
@@ -77,6 +91,8 @@ def test_a_client_that_leaves_after_the_greeting_never_reaches_a_worker(
 def test_a_client_that_talks_is_held_then_served_by_a_worker(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
         idle = srv.fill_local()
+        _engage(srv)
+        handed = srv.counter("sessions.handed_over")
         s = _greeted(srv.port, "127.0.4.10")
         _wait(lambda: _held(srv) == 1, "the greeted, silent client held")
         assert [w["sessions"] for w in srv.stats()["workers"]] == [0, 0]
@@ -92,7 +108,7 @@ def test_a_client_that_talks_is_held_then_served_by_a_worker(tmp_path: Path) -> 
         assert read_reply(early).startswith(b"221")
         early.close()
         srv.wait_counter("closed.quit", 2)
-        assert srv.counter("sessions.handed_over") == 2
+        assert srv.counter("sessions.handed_over") == handed + 2
         names = os.listdir(srv.maildir / "new")
         assert len(names) == 1
         assert names[0].split("P", 1)[1].split("R", 1)[0] in map(str, srv.worker_pids())
@@ -107,12 +123,14 @@ def test_a_silent_client_is_handed_over_and_times_out_as_the_settings_say(
     greeting = 4.0  # the idle sessions that fill the supervisor's places time out too
     with served(tmp_path, **LOGGED, **{"timeouts.greeting": greeting}) as srv:
         idle = srv.fill_local()
+        _engage(srv)
+        handed = srv.counter("sessions.handed_over")
         s = _greeted(srv.port, "127.0.4.20")
         greeted_at = time.monotonic()
         _wait(lambda: _held(srv) == 1, "held")
         # at the end of its hold it goes to a worker, whose session times it out
         _wait(lambda: sum(w["sessions"] for w in srv.stats()["workers"]) == 1, "handed over")
-        assert srv.counter("sessions.handed_over") == 1
+        assert srv.counter("sessions.handed_over") == handed + 1
         assert read_all(s, 30.0).startswith(b"421 4.4.2")
         silence = time.monotonic() - greeted_at
         assert silence >= greeting
@@ -134,6 +152,7 @@ def test_held_clients_survive_a_reload_and_are_closed_cleanly_on_sigterm(
 ) -> None:
     with served(tmp_path, **LOGGED) as srv:
         idle = srv.fill_local()
+        _engage(srv)
         s = _greeted(srv.port, "127.0.4.30")
         _wait(lambda: _held(srv) == 1, "held")
         srv.proc.send_signal(signal.SIGHUP)
@@ -174,7 +193,7 @@ class InProcess:
 
 
 @contextlib.contextmanager
-def in_process(tmp_path: Path) -> Iterator[InProcess]:
+def in_process(tmp_path: Path, **overrides: object) -> Iterator[InProcess]:
     settings = config.load(
         None,
         {
@@ -185,6 +204,7 @@ def in_process(tmp_path: Path) -> Iterator[InProcess]:
             "maildir.path": str(tmp_path / "Maildir"),
             "dns.checks": False,
             "log.level": "warning",
+            **overrides,
         },
     )
     node = InProcess(settings)
@@ -204,6 +224,7 @@ def test_a_burst_above_the_hold_bound_is_handed_over_at_once_and_works(
     monkeypatch.setattr(supervisor_module, "HOLD_TIME", 60.0)  # held till they talk
     with in_process(tmp_path) as node:
         node.call(lambda: setattr(node.sup.hold, "limit", 5))
+        node.call(lambda: node.sup.hold.saw_leaving(HOLD_TRIGGER))  # as under a flood
         node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))  # all go out
         socks: list[socket.socket] = []
         try:
@@ -229,3 +250,82 @@ def test_a_burst_above_the_hold_bound_is_handed_over_at_once_and_works(
         finally:
             for s in socks:
                 s.close()
+
+
+PATIENT = {"timeouts.greeting": 120.0, "stress.greeting": 120.0}  # no hold ends before HOLD_TIME
+
+
+def _in_workers(node: InProcess) -> int:
+    return sum(w["sessions"] for w in node.stats()["workers"])
+
+
+def test_with_no_flood_seen_a_connection_is_handed_over_before_its_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HOLD_TIME", 60.0)  # a hold would last till it talks
+    with in_process(tmp_path, **PATIENT) as node:
+        node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))  # all go out
+        s = connect(node.port, "127.0.5.1")
+        try:
+            assert read_reply(s).startswith(b"220 ")
+            _wait(lambda: _in_workers(node) == 1, "in a worker, though it said nothing")
+            doc = node.stats()
+            assert doc["gauges"]["connections.held"] == 0
+            assert doc["gauges"]["connections.hold_engaged"] == 0
+            s.sendall(b"EHLO plain.test\r\n")
+            assert read_reply(s).startswith(b"250")
+            s.sendall(b"QUIT\r\n")
+            assert read_reply(s).startswith(b"221")
+        finally:
+            s.close()
+
+
+def test_a_greet_and_leave_flood_engages_the_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "HOLD_TIME", 60.0)  # held till they talk
+    with in_process(tmp_path, **PATIENT) as node:
+        node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))
+        flood = [connect(node.port, f"127.0.7.{i}") for i in range(1, HOLD_TRIGGER)]
+        for c in flood:  # one short of the trigger: handed over at once, left in the workers
+            assert read_reply(c).startswith(b"220 ")
+            c.close()
+        _wait(lambda: node.stats()["counters"].get("closed.eof", 0) == HOLD_TRIGGER - 1)
+        assert node.stats()["gauges"]["connections.hold_engaged"] == 0, "below the trigger"
+        last = connect(node.port, "127.0.7.250")
+        assert read_reply(last).startswith(b"220 ")
+        last.close()
+        _wait(lambda: node.stats()["gauges"]["connections.hold_engaged"] == 1, "engaged")
+        _wait(lambda: _in_workers(node) == 0, "the flood's sessions over")
+        handed = node.stats()["counters"]["sessions.handed_over"]
+        s = connect(node.port, "127.0.7.251")
+        try:
+            assert read_reply(s).startswith(b"220 ")
+            _wait(lambda: node.stats()["gauges"]["connections.held"] == 1, "held")
+            leaver = connect(node.port, "127.0.7.252")
+            assert read_reply(leaver).startswith(b"220 ")
+            leaver.close()  # closed in the supervisor: no session
+            _wait(lambda: node.stats()["counters"].get("connections.left_after_greeting") == 1)
+            assert _in_workers(node) == 0 and node.stats()["gauges"]["connections.held"] == 1
+            s.sendall(b"EHLO talker.test\r\n")  # it talks: handed over, served
+            assert read_reply(s).startswith(b"250")
+            s.sendall(b"QUIT\r\n")
+            assert read_reply(s).startswith(b"221")
+            assert node.stats()["counters"]["sessions.handed_over"] == handed + 1
+        finally:
+            s.close()
+
+
+def test_stress_mode_engages_the_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor_module, "HOLD_TIME", 60.0)
+    with in_process(tmp_path, **PATIENT, **{"stress.hold": 600.0}) as node:
+        node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))
+        node.call(lambda: node.sup.stress.observe(10**9))  # as when the connections pile up
+        s = connect(node.port, "127.0.8.1")
+        try:
+            assert read_reply(s).startswith(b"220 ")
+            _wait(lambda: node.stats()["gauges"]["connections.held"] == 1, "held")
+            assert _in_workers(node) == 0
+            assert node.stats()["gauges"]["connections.hold_engaged"] == 0, "no flood seen"
+        finally:
+            s.close()

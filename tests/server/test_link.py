@@ -43,7 +43,7 @@ EVERY_MESSAGE: list[Message] = [
     Stop(3.5),
     Ready(4242),
     Failed("no such file: /etc/mailmoat/users"),
-    Closed((1, 2, 3)),
+    Closed((1, 2, 3), 2),
     Strike("192.0.2.9", "rate"),
     Request(5, "store", ("hit", "rate:192.0.2.9", 60.0, 31)),
     Answer(5, True, 12),

@@ -1,10 +1,11 @@
-"""The supervisor's hold on greeted connections: nothing is handed over until its client talks.
+"""The supervisor's hold on greeted connections: under a greet-and-leave flood, nothing is
+handed over until its client talks.
 
 A flood client that reads the 220 and leaves never needs a session; handed over at once it cost
-a worker a session, the DNS checks' lookups for its address and a disconnect line. So the
-supervisor (`server.workers` > 0) keeps a greeted connection that it would hand to a worker,
-watching it on its own event loop; when it becomes readable, a non-blocking peek (the bytes stay
-in the socket, for the session) tells data from an end:
+a worker a session, the DNS checks' lookups for its address and a disconnect line. So while the
+hold is engaged, the supervisor (`server.workers` > 0) keeps a greeted connection that it would
+hand to a worker, watching it on its own event loop; when it becomes readable, a non-blocking
+peek (the bytes stay in the socket, for the session) tells data from an end:
 
 - data: it is handed over exactly as it would have been at once (the session reads what the
   client sent as its first input: pipelining and pregreet rules are the same);
@@ -13,6 +14,12 @@ in the socket, for the session) tells data from an end:
 - silence: at its deadline (at most `HOLD_TIME`, never more than the greeting timeouts) it is
   handed over, with the seconds it waited (`Client.waited`): its session's deadlines count them,
   so the silence a client is allowed stays what `timeouts.greeting` says.
+
+The hold engages only while such clients are seen (`HOLD_TRIGGER` within `HOLD_WINDOW`
+seconds, counted here and from the sessions that end without a word, `LEFT_SILENT`; it stays on
+`HOLD_ENGAGED` seconds after) or stress mode is on. Otherwise a connection is handed over at
+once: held, an ordinary client paid a wake-up, a peek and a hand-over inside its EHLO round
+trip, where the hand-over otherwise overlaps the greeting.
 
 At most `HOLD_MAX` connections are held at once; past that they are handed over at once. At
 most `HOLD_PER_TURN` of them are looked at in one turn of the event loop: a flood's clients
@@ -25,12 +32,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 
-from mailmoat.limits import HOLD_MAX, HOLD_PER_TURN
+from mailmoat.limits import HOLD_ENGAGED, HOLD_MAX, HOLD_PER_TURN, HOLD_TRIGGER, HOLD_WINDOW
 from mailmoat.policy.base import Client
 
 Handler = Callable[[socket.socket, Client], None]
+
+LEFT_SILENT = "left_silent"
+"""The tag a session leaves on its client when it ends without a HELO or a message: the client
+closed after the 220 (a worker's count of them reaches the supervisor with `Closed`)."""
 
 
 class _Held:
@@ -57,6 +69,22 @@ class GreetedHold:
         self.held: dict[int, _Held] = {}
         self.limit = HOLD_MAX
         self._turn = 0  # readable connections looked at in this turn of the event loop
+        self._window = 0.0  # when the current count of clients that left silent started
+        self._leaving = 0  # clients that left silent in it
+        self._until = 0.0  # the hold is engaged until then
+
+    def engaged(self) -> bool:
+        """Whether greet-and-leave clients were seen lately: then hold, else hand over at once."""
+        return time.monotonic() < self._until
+
+    def saw_leaving(self, count: int) -> None:
+        """`count` clients closed after the 220 without a word (here or in a session)."""
+        now = time.monotonic()
+        if now - self._window >= HOLD_WINDOW:
+            self._window, self._leaving = now, 0
+        self._leaving += count
+        if self._leaving >= HOLD_TRIGGER:
+            self._until = now + HOLD_ENGAGED
 
     def __len__(self) -> int:
         return len(self.held)
@@ -100,7 +128,11 @@ class GreetedHold:
         except OSError:
             data = b""  # reset: gone
         self._release(fd)
-        (self.talked if data else self.left)(entry.sock, entry.client)
+        if data:
+            self.talked(entry.sock, entry.client)
+        else:
+            self.saw_leaving(1)
+            self.left(entry.sock, entry.client)
 
     def _new_turn(self) -> None:
         self._turn = 0

@@ -33,9 +33,10 @@ PROTOCOL
             Started; connections may come.
     failed  Failed(error)
             Could not start, and why (one line); the worker exits.
-    closed  Closed(conn_ids)
-            These handed-over connections ended: give their admission slots back. At most
-            one a turn of the worker's event loop, however many ended in it.
+    closed  Closed(conn_ids, silent)
+            These handed-over connections ended: give their admission slots back; `silent`
+            of them closed after the 220 without a word (server/hold.py counts them). At
+            most one a turn of the worker's event loop, however many ended in it.
     strike  Strike(address, reason)
             The client at `address` did something that counts towards a ban (`reason`, one
             of policy.bans.STRIKE_REASONS; anything else is ignored).
@@ -181,6 +182,7 @@ class Failed(Message):
 class Closed(Message):
     tag = "closed"
     conn_ids: tuple[int, ...]
+    silent: int = 0
 
 
 @message

@@ -1,8 +1,11 @@
-"""The sessions the supervisor runs itself, counted from the decision (not the session start)."""
+"""The sessions the supervisor runs itself (server/supervisor.py), counted from the decision."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailmoat.policy.base import Check, Client
+from mailmoat.server.hold import LEFT_SILENT
 
 _LOCAL = "supervisor.local"
 
@@ -15,8 +18,9 @@ class LocalSlots(Check):
 
     name = "local_slots"
 
-    def __init__(self) -> None:
+    def __init__(self, left_silent: Callable[[int], None]) -> None:
         self.taken = 0
+        self.left_silent = left_silent  # a session here whose client left without a word
 
     def take(self, client: Client) -> None:
         client.tag(_LOCAL)
@@ -25,3 +29,5 @@ class LocalSlots(Check):
     def disconnect(self, client: Client) -> None:
         if client.untag(_LOCAL):
             self.taken -= 1
+            if client.untag(LEFT_SILENT):
+                self.left_silent(1)

@@ -28,6 +28,7 @@ from mailmoat import logs
 from mailmoat.policy.base import Decision, Verdict
 from mailmoat.relay.capabilities import offered_limits
 from mailmoat.server.deadlines import Deadlines
+from mailmoat.server.hold import LEFT_SILENT
 from mailmoat.server.proxied import PROXY_LOCAL
 from mailmoat.server.received import new_queue_id
 from mailmoat.server.refusals import R_CLOSING, Refusals
@@ -157,8 +158,10 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
         self._lost = None
         self._drop_spool()
         host.sessions.discard(self)
-        self.state.pipeline.disconnect(self.client)
         reason = self._close_reason if exc is None else "error"
+        if reason == "eof":  # closed after the 220 without a HELO: the supervisor counts them
+            self.client.tag(LEFT_SILENT)
+        self.state.pipeline.disconnect(self.client)
         health_check = self.client.has(PROXY_LOCAL)  # a proxy's own: not a client's session
         if not health_check:
             host.stats.incr(f"closed.{reason}")

@@ -97,7 +97,7 @@ class Supervisor(Front):
         self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.slots = LocalSlots()
+        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n))
         self.local = Gateway(
             settings,
             store=self.store,
@@ -114,6 +114,7 @@ class Supervisor(Front):
         # greeted connections waiting for their client's first byte before a hand-over
         self.hold = GreetedHold(self._talked, self._left)
         self.stats.gauge("connections.held", self.hold.__len__)
+        self.stats.gauge("connections.hold_engaged", lambda: int(self.hold.engaged()))
 
     # ---------------------------------------------------------------- start
     async def start(self) -> list[tuple[str, int]]:
@@ -221,7 +222,8 @@ class Supervisor(Front):
         if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
-        if greeted and self.hold.hold(sock, client, self._hold_time()):
+        holding = self.stress.active or self.hold.engaged()  # a greet-and-leave flood seen
+        if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
         self._to_worker(sock, client, verdict, greeted)
 
@@ -330,6 +332,8 @@ class Supervisor(Front):
         if sock is not None:
             sock.close()  # workers send no descriptors
         if isinstance(message, Closed):
+            if message.silent:
+                self.hold.saw_leaving(message.silent)
             for cid in message.conn_ids:
                 if self.connections.get(cid, (None, None))[1] is worker:  # its own only
                     self._release(cid)

@@ -28,6 +28,7 @@ from mailmoat.assembly import Defences, Remote
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client
 from mailmoat.server.gateway import Gateway
+from mailmoat.server.hold import LEFT_SILENT
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -55,18 +56,21 @@ class Release(Check):
     def __init__(self, link: Link) -> None:
         self.link = link
         self._ended: list[int] = []
+        self._silent = 0  # of them, clients that left after the 220 without a word
 
     def disconnect(self, client: Client) -> None:
         if client.conn_id:
             if not self._ended:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._ended.append(client.conn_id)
+            self._silent += client.untag(LEFT_SILENT)
             client.conn_id = 0
 
     def _flush(self) -> None:
         ended, self._ended = self._ended, []
+        silent, self._silent = self._silent, 0
         for i in range(0, len(ended), 1000):
-            self.link.send(Closed(tuple(ended[i : i + 1000])))
+            self.link.send(Closed(tuple(ended[i : i + 1000]), silent if i == 0 else 0))
 
 
 class RemoteBans(BanList):
