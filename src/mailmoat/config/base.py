@@ -36,6 +36,14 @@ def default_of(section: type[BaseModel], name: str) -> Any:
     return section.model_fields[name].get_default(call_default_factory=True)
 
 
+def loopback_host(host: str) -> bool:
+    """A listen address only this machine reaches: a loopback IP literal or `localhost`."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def split_endpoint(value: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port); ValueError when it is neither."""
     host, sep, port = value.rpartition(":")

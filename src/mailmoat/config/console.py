@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
 from mailmoat import config_checks
-from mailmoat.config.base import Section, split_endpoint
+from mailmoat.config.base import Section, loopback_host, split_endpoint
 
 
 class ConsoleSettings(Section):
@@ -48,10 +47,7 @@ class ConsoleSettings(Section):
         if not self.listen:
             return self
         host, _ = split_endpoint(self.listen)
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
+        loopback = loopback_host(host)
         if not loopback and self.tls_cert is None:
             raise ValueError(
                 "a non-loopback console.listen needs console.tls_cert and console.tls_key"

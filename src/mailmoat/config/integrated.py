@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from mailmoat.config.base import Section, check_networks, split_endpoint
+from mailmoat.config.base import Section, check_networks, loopback_host, split_endpoint
 
 LOOPBACK_ONLY = ["127.0.0.0/8", "::1/128"]
 """The default peers of a side service: the MTA on this host."""
@@ -37,10 +37,7 @@ def side_listen(section: str) -> Callable[[str, ValidationInfo], str]:
         if not value or value.startswith("/"):
             return value
         host, _ = split_endpoint(value)
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
+        loopback = loopback_host(host)
         clients = info.data.get("clients")
         if not loopback and clients is not None and all(_loopback(n) for n in clients):
             raise ValueError(

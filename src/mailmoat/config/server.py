@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mailmoat import config_checks, privileges
-from mailmoat.config.base import KiB, MiB, Section, check_networks, split_endpoint
+from mailmoat.config.base import KiB, MiB, Section, check_networks, loopback_host, split_endpoint
 
 
 class ServerSettings(Section):
@@ -216,10 +216,7 @@ class AdminSettings(Section):
         if not v or v.startswith("/"):
             return v
         host, _ = split_endpoint(v)
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
+        loopback = loopback_host(host)
         if not loopback and info.data.get("token_file") is None:
             raise ValueError(
                 "a non-loopback admin endpoint needs admin.token_file (or use a loopback"

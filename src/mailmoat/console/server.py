@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from mailmoat import logs
 from mailmoat.config import Settings, split_endpoint
+from mailmoat.config.base import loopback_host
 from mailmoat.console import pages, users
 from mailmoat.console.audit import Audit, AuditFailed
 from mailmoat.console.auth import Login, LoginThrottle, Sessions, csrf_ok
@@ -230,14 +231,14 @@ class Console:
         except ValueError:
             return False
         listen, listen_port = split_endpoint(self.settings.listen)
-        loopback = _loopback(listen)
+        loopback = loopback_host(listen)
         bound = self.address[1] if self.address else listen_port
         if not loopback and port not in (None, bound):
             return False
         if name and name in (listen.lower(), self.settings.hostname):
             return True
         if loopback:
-            return name == "localhost" or _loopback(name)
+            return name == "localhost" or loopback_host(name)
         # on every address (0.0.0.0, ::): any address literal, which no DNS answer can rebind
         return _unspecified(listen) and _address(name)
 
@@ -368,13 +369,6 @@ class Console:
                          target=target)  # fmt: skip
         done = f"{'unbanned' if lifted else 'not banned:'} {target}"
         return _see("/bans?" + urlencode({"done": done}))  # quoted: no header injection
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _unspecified(host: str) -> bool:
