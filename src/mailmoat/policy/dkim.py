@@ -34,6 +34,7 @@ from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.resolver import normalise
 from mailmoat.headers import Headers
 from mailmoat.message import Message
+from mailmoat.policy import dkim_openssl
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
 from mailmoat.policy.dkim_rules import refusal
 from mailmoat.policy.results import DKIM, DkimResult
@@ -52,6 +53,8 @@ R_DKIM = reply(550, "5.7.20", "No passing DKIM signature found")
 _quiet = logging.getLogger("mailmoat.dkimpy")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
+
+dkim_openssl.install()  # dkimpy's RSA arithmetic by OpenSSL: same answers, a fraction of the CPU
 
 
 @dataclass(slots=True)
