@@ -11,6 +11,7 @@ from typing import Any
 
 from mailmoat import config
 from mailmoat.dns import Resolver
+from mailmoat.milter import codec
 from mailmoat.milter.service import MilterService
 from tests.support import dns_zone as zone
 from tests.support.dns_gateway import message, sign, verify_with_zone
@@ -181,3 +182,31 @@ async def test_recipients_postfix_refused_count_for_harvest(
         finally:
             await talk.close()
         await wait_for(lambda: service.stats.get("milter.rcpt_refused_by_mta") == 3)
+
+
+async def test_postfix_sends_only_the_macros_the_milter_named(
+    postfix_instance: PostfixFactory, monkeypatch: Any
+) -> None:
+    """The macro lists of the option negotiation (SMFIF_SETSYMLIST) replace Postfix's
+    defaults: every macro packet Postfix sends holds only the queue ID, and the recipient's
+    its status and mailer; the message still passes, the queue ID known from DATA on."""
+    received: list[codec.Macros] = []
+    decode = codec.decode
+
+    def spied(command: bytes, data: bytes) -> codec.Event:  # records, then decodes as ever
+        event = decode(command, data)
+        if isinstance(event, codec.Macros):
+            received.append(event)
+        return event
+
+    monkeypatch.setattr(codec, "decode", spied)
+    port = free_port()
+    async with milter(port):
+        mx = await postfix(postfix_instance, port)
+        replies = await send(mx.port, "a@sender.test", sign(message("a@sender.test")))
+        assert replies["message"].startswith(b"250"), replies
+    names = {m.stage: {name for name, _ in m.values} for m in received}
+    assert set(names) >= {"C", "H", "M", "R", "T", "L", "B", "E"}, names
+    assert names["R"] == {"{rcpt_host}", "{rcpt_mailer}"}, names
+    assert all(n <= {"i"} for stage, n in names.items() if stage != "R"), names
+    assert names["T"] == names["E"] == {"i"}, names

@@ -72,7 +72,7 @@ async def test_negotiation_asks_for_rejected_recipients_and_header_edits() -> No
     async with service() as milter:
         peer = await MilterPeer.open(port_of(milter))
         actions, steps = await peer.negotiate()
-        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS
+        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS | codec.ACT_SETSYMLIST
         assert steps & codec.P_RCPT_REJ and steps & codec.P_HDR_LEADSPC
         assert steps & codec.P_NR_HDR and steps & codec.P_NR_BODY
         await peer.close()
@@ -109,6 +109,25 @@ async def test_negotiation_leaves_out_the_packets_no_check_needs() -> None:
         peer = await MilterPeer.open(port_of(milter))
         _, steps = await peer.negotiate()
         assert steps & codec.P_NOEOH and not steps & codec.P_NODATA
+        await peer.close()
+
+
+async def test_negotiation_names_the_macros_read_when_the_mta_lets_it() -> None:
+    """SMFIF_SETSYMLIST offered (Postfix offers it): the answer asks for the queue ID at every
+    stage and for what says the MTA refused a recipient, in place of the MTA's default lists
+    (client and daemon names, addresses, mailers: parsed for nothing). Not offered: the
+    answer is the three numbers alone, as before."""
+    async with service() as milter:
+        peer = await MilterPeer.open(port_of(milter))
+        actions, _, lists = await peer.negotiation()
+        assert actions & codec.ACT_SETSYMLIST
+        assert lists == {stage: "i" for stage in range(7)} | {
+            codec.M_ENVRCPT: "i {rcpt_host} {rcpt_mailer}"
+        }
+        await peer.close()
+        peer = await MilterPeer.open(port_of(milter))
+        actions, _, lists = await peer.negotiation(actions=mta.ALL_ACTIONS & ~0x100)
+        assert not actions & codec.ACT_SETSYMLIST and lists == {}
         await peer.close()
 
 
@@ -318,7 +337,7 @@ async def test_serve_runs_the_milter_beside_the_gateway(tmp_path: Path) -> None:
         await wait_for(lambda: is_listening(milter_port), "the milter port", timeout=60)
         peer = await MilterPeer.open(milter_port)
         actions, _ = await peer.negotiate()
-        assert actions == codec.ACT_ADDHDRS | codec.ACT_CHGHDRS
+        assert actions == codec.WANTED_ACTIONS
         await peer.close()
     finally:
         proc.send_signal(signal.SIGTERM)

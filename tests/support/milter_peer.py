@@ -41,6 +41,18 @@ def header(name: str, value: str | bytes) -> bytes:
     return strings(b"L", name, value)
 
 
+def macro_lists(data: bytes) -> dict[int, str]:
+    """The macro lists after the three numbers of an option negotiation answer (as Postfix's
+    milter8.c reads them: a 4-octet stage, then the names up to a NUL)."""
+    lists: dict[int, str] = {}
+    while data:
+        (stage,) = struct.unpack_from(">I", data)
+        names, nul, data = data[4:].partition(b"\0")
+        assert nul, "a macro list without its NUL"
+        lists[stage] = names.decode("ascii")
+    return lists
+
+
 class MilterPeer:
     """One connection to a milter, as the MTA."""
 
@@ -70,12 +82,21 @@ class MilterPeer:
         await self.send(*packets)
         return await self.answer()
 
-    async def negotiate(self, steps: int = ALL_STEPS) -> tuple[int, int]:
+    async def negotiate(
+        self, steps: int = ALL_STEPS, actions: int = ALL_ACTIONS
+    ) -> tuple[int, int]:
         """Option negotiation; the (actions, steps) the milter asked for."""
-        command, data = await self.ask(optneg(steps=steps))
+        return (await self.negotiation(steps, actions))[:2]
+
+    async def negotiation(
+        self, steps: int = ALL_STEPS, actions: int = ALL_ACTIONS
+    ) -> tuple[int, int, dict[int, str]]:
+        """Option negotiation; the (actions, steps, macro names by SMFIM_* stage) the milter
+        asked for."""
+        command, data = await self.ask(optneg(actions=actions, steps=steps))
         assert command == b"O", (command, data)
-        _version, actions, protocol = struct.unpack(">III", data)
-        return actions, protocol
+        _version, wanted, protocol = struct.unpack_from(">III", data)
+        return wanted, protocol, macro_lists(data[12:])
 
     async def closed(self, timeout: float = 10.0) -> bool:
         """True once the milter has closed the connection."""

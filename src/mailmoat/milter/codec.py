@@ -23,6 +23,8 @@ VERSION = 6
 # actions the milter may take (SMFIF_*)
 ACT_ADDHDRS = 0x01
 ACT_CHGHDRS = 0x10
+ACT_SETSYMLIST = 0x100
+"""The milter names the macros it wants per stage, after the three numbers of its answer."""
 
 # protocol steps (SMFIP_*): NO* = do not send this step, NR_* = send it, expect no answer
 P_NOEOH = 0x40
@@ -34,13 +36,32 @@ P_NR_EOH = 0x40000
 P_NR_BODY = 0x80000
 P_HDR_LEADSPC = 0x100000
 
-WANTED_ACTIONS = ACT_ADDHDRS | ACT_CHGHDRS
+WANTED_ACTIONS = ACT_ADDHDRS | ACT_CHGHDRS | ACT_SETSYMLIST
 WANTED_STEPS = P_NOUNKNOWN | P_NOEOH | P_RCPT_REJ | P_NR_HDR | P_NR_EOH | P_NR_BODY | P_HDR_LEADSPC
 """Asked for when the MTA offers them: rejected recipients too (harvest counting), headers
 with their leading space (the bytes as sent, so DKIM verifies), no answers to headers, end of
 headers and body chunks (a round trip saved each), no end of headers (the first body octets
 or the end of the message ends them) and no unknown commands. `P_NODATA` is asked for too
 when no check looks at DATA (a packet and an answer saved per message)."""
+
+# macro stages (SMFIM_*) of the lists sent with SMFIF_SETSYMLIST
+M_CONNECT, M_HELO, M_ENVFROM, M_ENVRCPT, M_DATA, M_EOM, M_EOH = range(7)
+
+WANTED_MACROS = {
+    M_CONNECT: "i",
+    M_HELO: "i",
+    M_ENVFROM: "i",
+    M_ENVRCPT: "i {rcpt_host} {rcpt_mailer}",
+    M_DATA: "i",
+    M_EOM: "i",
+    M_EOH: "i",
+}
+"""The macros read, asked for when the MTA offers SMFIF_SETSYMLIST in place of its defaults
+(Postfix: the client's name and address, the daemon's, the sender's and recipient's
+addresses and mailers, ...): the queue ID, and what says that the MTA refused a recipient
+(SMFIP_RCPT_REJ). Every stage is named: Postfix takes an empty list as "the defaults". The
+end-of-headers list is also the one sent before each header field, the end-of-message
+list the one sent before each body chunk."""
 
 _LEN = struct.Struct(">I")
 _OPTNEG = struct.Struct(">III")
@@ -318,8 +339,13 @@ ACCEPT = packet(b"a")
 TEMPFAIL = packet(b"t")
 
 
-def encode_optneg(actions: int, protocol: int) -> bytes:
-    return packet(b"O", _OPTNEG.pack(VERSION, actions, protocol))
+def encode_optneg(actions: int, protocol: int, macros: dict[int, str] | None = None) -> bytes:
+    """The answer to option negotiation; `macros`: the names wanted per SMFIM_* stage (only
+    with ACT_SETSYMLIST in `actions`)."""
+    lists = b"".join(
+        _LEN.pack(stage) + names.encode("ascii") + b"\0" for stage, names in (macros or {}).items()
+    )
+    return packet(b"O", _OPTNEG.pack(VERSION, actions, protocol) + lists)
 
 
 def encode_reply(answer: Reply) -> bytes:
