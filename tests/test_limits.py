@@ -25,6 +25,7 @@ PROTOCOL: dict[str, str] = {
     "milter.codec.VERSION": "libmilter mfdef.h: the milter protocol version spoken (6)",
     "milter.codec.ACT_ADDHDRS": "libmilter mfdef.h: SMFIF_ADDHDRS",
     "milter.codec.ACT_CHGHDRS": "libmilter mfdef.h: SMFIF_CHGHDRS",
+    "milter.codec.ACT_SETSYMLIST": "libmilter mfdef.h: SMFIF_SETSYMLIST",
     "milter.codec.P_NOUNKNOWN": "libmilter mfdef.h: SMFIP_NOUNKNOWN",
     "milter.codec.P_RCPT_REJ": "libmilter mfdef.h: SMFIP_RCPT_REJ",
     "milter.codec.P_NR_HDR": "libmilter mfdef.h: SMFIP_NR_HDR",

@@ -28,14 +28,13 @@ from mailmoat.config import Settings
 from mailmoat.limits import (
     MILTER_IDLE_TIMEOUT,
     MILTER_MAX_HEADERS,
-    MILTER_MAX_MACRO_OCTETS,
-    MILTER_MAX_MACROS,
     MILTER_MAX_PACKET,
     MILTER_READ_SIZE,
 )
 from mailmoat.message import Message, Spool, SpoolBudget
 from mailmoat.milter import arguments, codec
 from mailmoat.milter.codec import MilterError
+from mailmoat.milter.macros import MacroSets
 from mailmoat.milter.verdicts import refusal_of, rejected_event
 from mailmoat.policy.base import Client, Decision, HookResult, Pipeline, Verdict
 from mailmoat.policy.harvest import HarvestDetector
@@ -102,13 +101,7 @@ class MilterSession:
         self._held = 0  # octets of `packets` counted in the host's packet budget
         self.negotiated = False
         self.steps = 0
-        self.macros: dict[str, dict[str, str]] = {}
-        """By the stage they came before: each packet replaces its stage's set (as in
-        Sendmail), so a recipient's macros never linger on to the next one."""
-        self._macro_sizes: dict[str, tuple[int, int]] = {}
-        """(count, octets of the values) of each stage's set; their sums kept as they change."""
-        self._macro_count = 0
-        self._macro_octets = 0
+        self.macros = MacroSets()
         self.client: Client | None = None
         self.passthrough = False
         self.tx: _Transaction | None = None
@@ -222,7 +215,7 @@ class MilterSession:
         if isinstance(ev, codec.Macros):
             if not self.negotiated:
                 return None
-            self._macros(ev)
+            self.macros.update(ev)
             return b""
         tx = self.tx  # a transaction: negotiated, connected, not passed through
         if tx is None:
@@ -243,7 +236,7 @@ class MilterSession:
         if not self.negotiated:
             raise MilterError("bad_sequence", "no option negotiation first")
         if isinstance(ev, codec.Macros):
-            self._macros(ev)
+            self.macros.update(ev)
             return b""
         if isinstance(ev, codec.Abort):
             self._end_transaction()
@@ -317,31 +310,6 @@ class MilterSession:
         macros = codec.WANTED_MACROS if actions & codec.ACT_SETSYMLIST else None
         return codec.encode_optneg(actions, self.steps, macros)
 
-    def _macros(self, ev: codec.Macros) -> None:
-        stage, values = ev.stage, ev.values
-        octets = 0
-        for _, value in values:
-            octets += len(value)
-        old = self._macro_sizes.pop(stage, (0, 0))
-        self.macros.pop(stage, None)  # the latest set last
-        self.macros[stage] = dict(values)
-        self._macro_sizes[stage] = (len(values), octets)
-        count = self._macro_count = self._macro_count - old[0] + len(values)
-        self._macro_octets += octets - old[1]
-        if len(self.macros) > MILTER_MAX_MACROS or count > MILTER_MAX_MACROS:
-            raise MilterError("too_many_macros", str(count))
-        if self._macro_octets > MILTER_MAX_MACRO_OCTETS:
-            raise MilterError("macros_too_big")
-
-    def _macro(self, name: str, stage: str = "") -> str:
-        """A macro's value, from `stage`'s set, or else from the latest set that has it."""
-        if stage:
-            return self.macros.get(stage, {}).get(name, "")
-        for values in reversed(self.macros.values()):
-            if name in values:
-                return values[name]
-        return ""
-
     async def _connect(self, ev: codec.Connect) -> bytes:
         if self.client is not None or self.passthrough:
             raise MilterError("bad_sequence", "a second connect")
@@ -362,7 +330,7 @@ class MilterSession:
         address = arguments.path(ev.args[0])
         size, body, utf8 = arguments.mail_params(ev.args[1:])
         event = MailFrom(address, size, body, utf8)
-        queue_id = self._macro("i")
+        queue_id = self.macros.get("i")
         self.tx = _Transaction(Envelope(address, body=body, smtputf8=utf8), queue_id)
         answer = await self._stage("mail", client, event)
         if answer != codec.CONTINUE:
@@ -371,7 +339,7 @@ class MilterSession:
 
     async def _rcpt(self, client: Client, tx: _Transaction, ev: codec.Rcpt) -> bytes:
         address = arguments.path(ev.args[0])
-        if self._macro("{rcpt_mailer}", "R") == "error":
+        if self.macros.get("{rcpt_mailer}", "R") == "error":
             return await self._refused_by_mta(client, address)
         _local, at, domain = address.rpartition("@")
         event = RcptTo(address, ascii_lower(domain) if at else "")
@@ -385,7 +353,7 @@ class MilterSession:
     async def _refused_by_mta(self, client: Client, address: str) -> bytes:
         """A recipient the MTA refused itself (SMFIP_RCPT_REJ): an unknown user counts for
         harvest detection as one the directory refused; any refusal feeds the strikes."""
-        status = self._macro("{rcpt_host}", "R")
+        status = self.macros.get("{rcpt_host}", "R")
         self.host.stats.incr("milter.rcpt_refused_by_mta")
         detector = self.state.detector
         if detector is not None and status.startswith(("5.1.", "4.1.")):
@@ -514,7 +482,7 @@ class MilterSession:
                 "refused",
                 client=client.address,
                 helo=client.helo,
-                queue_id=self._macro("i") or None,
+                queue_id=self.macros.get("i") or None,
                 command=verb,
                 code=refusal.code,
                 reason=reason,
