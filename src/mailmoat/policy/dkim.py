@@ -1,12 +1,17 @@
 """DKIM verification (RFC 6376) of the message at the end of DATA, with dkimpy.
 
-Three steps, so that neither the DNS nor the hashing blocks the event loop:
+Neither the DNS nor the hashing blocks the event loop:
 
-1. in a worker thread, dkimpy parses the message and each DKIM-Signature (at most
-   `dkim.max_signatures`), giving the key names (selector._domainkey.domain);
-2. the keys are fetched through our DNS layer, concurrently and cached;
-3. in a worker thread, dkimpy verifies each signature, its DNS function answering from the
-   keys fetched in step 2.
+1. the key names (selector._domainkey.domain) of the first `dkim.max_signatures`
+   DKIM-Signature fields are read from the header scan the message checks share;
+2. those keys are fetched through our DNS layer, concurrently and cached;
+3. in a worker thread, dkimpy parses the message and each signature and verifies it, its DNS
+   function answering from the keys fetched in step 2. Should dkimpy's reading name a key
+   step 1 missed, the thread stops before verifying, that key is fetched, and a second
+   thread job verifies: one hand-off to a thread per message, two at worst. (Without a
+   header scan, `verify(message)`, dkimpy's parse comes first, in a thread of its own.)
+
+The RSA arithmetic is OpenSSL's (`dkim_openssl`).
 
 A message without a DKIM-Signature header field (found by the header scan the other message
 checks share) takes none of these steps: its result is "none" at once. The worker pool has
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dkim
+import dkim.util
 import nacl.signing  # noqa: F401  dkimpy verifies ed25519-sha256 (RFC 8463) only with PyNaCl
 
 from mailmoat.config import DkimSettings, default_of
@@ -66,6 +72,12 @@ class _Sig:
     error: str = ""
     fields: dict[bytes, bytes] = field(default_factory=dict)
     """The signature's tags, for the checks dkimpy leaves out (dkim_rules)."""
+    prep: Any = None
+    """dkimpy's `verify_headerprep` of it, kept for its `verify_sig` (not made twice)."""
+
+    @property
+    def key_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}".lower()
 
 
 def _text(value: Any) -> str:
@@ -87,7 +99,7 @@ def _prepare(message: Message, max_signatures: int) -> tuple[Any, list[_Sig]]:
     for i in range(min(count, max_signatures)):
         sig = _Sig(i)
         try:
-            prep = d.verify_headerprep(i)
+            prep = sig.prep = d.verify_headerprep(i)
             fields = sig.fields = prep[0] if prep else {}
             sig.domain = _text(fields.get(b"d")).lower()
             sig.selector = _text(fields.get(b"s"))
@@ -123,8 +135,9 @@ def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResul
         if refused:
             results.append(DkimResult("fail", reason=refused, **base))
             continue
-        try:
-            ok = d.verify(idx=sig.index, dnsfunc=dnsfunc)
+        try:  # dkimpy's `verify` less the header prep made already
+            prep = sig.prep
+            ok = bool(prep) and d.verify_sig(prep[0], prep[1], prep[2][sig.index], dnsfunc)
         except dkim.DKIMException as err:
             results.append(DkimResult("fail", reason=str(err) or type(err).__name__, **base))
             continue
@@ -133,6 +146,40 @@ def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResul
             continue
         results.append(DkimResult("pass" if ok else "fail", **base))
     return results
+
+
+def _prepare_and_verify(
+    message: Message, max_signatures: int, keys: dict[str, Answer]
+) -> tuple[Any, list[_Sig], list[DkimResult] | None]:
+    """Worker thread: both steps at once, with keys fetched before from the signatures as
+    mailmoat's header scan read them; results None when dkimpy's reading names a key that
+    was not fetched (then it is fetched and `_verify` runs)."""
+    d, sigs = _prepare(message, max_signatures)
+    if any(not s.error and s.key_name not in keys for s in sigs):
+        return d, sigs, None
+    try:
+        return d, sigs, _verify(d, sigs, keys)
+    except Exception as err:  # dkimpy on input it did not expect: no pass, no crash
+        return d, sigs, _permerrors(sigs, err)
+
+
+def _permerrors(sigs: list[_Sig], err: Exception) -> list[DkimResult]:
+    return [DkimResult("permerror", s.domain, s.selector, s.b, repr(err)) for s in sigs]
+
+
+def key_names(headers: Headers, max_signatures: int) -> list[str]:
+    """The key names (selector._domainkey.domain) of the message's first signatures, read
+    from the header scan; those whose tags cannot be read are left out (dkimpy's reading
+    decides; a name missed here costs a second round, not a wrong result)."""
+    names = []
+    for found in headers.get("dkim-signature")[:max_signatures]:
+        try:
+            tags = dkim.util.parse_tag_value(found.raw.split(b":", 1)[1])
+        except Exception:  # a signature dkimpy will not read either: it is neutral
+            continue
+        name = _Sig(0, domain=_text(tags.get(b"d")).lower(), selector=_text(tags.get(b"s")))
+        names.append(name.key_name)
+    return names
 
 
 class DkimVerifier:
@@ -152,14 +199,36 @@ class DkimVerifier:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mailmoat-dkim")
         return self._pool
 
-    async def verify(self, message: Message) -> list[DkimResult]:
+    async def verify(self, message: Message, headers: Headers | None = None) -> list[DkimResult]:
+        """Each signature's result. With `headers` (the message's header scan) the keys are
+        fetched first and dkimpy parses and verifies in one thread job (one hand-off, not
+        two, per message)."""
         loop = asyncio.get_running_loop()
-        d, sigs = await loop.run_in_executor(
-            self._executor(), _prepare, message, self.max_signatures
+        if headers is not None:
+            keys = await self._keys(key_names(headers, self.max_signatures))
+            d, sigs, results = await loop.run_in_executor(
+                self._executor(), _prepare_and_verify, message, self.max_signatures, keys
+            )
+            if results is not None:
+                return results
+        else:
+            d, sigs = await loop.run_in_executor(
+                self._executor(), _prepare, message, self.max_signatures
+            )
+            if not sigs:
+                return []
+            keys = {}
+        keys |= await self._keys(
+            [s.key_name for s in sigs if not s.error and s.key_name not in keys]
         )
-        if not sigs:
-            return []
-        names = sorted({f"{s.selector}._domainkey.{s.domain}".lower() for s in sigs if not s.error})
+        try:
+            return await loop.run_in_executor(self._executor(), _verify, d, sigs, keys)
+        except Exception as err:  # dkimpy on input it did not expect: no pass, no crash
+            return _permerrors(sigs, err)
+
+    async def _keys(self, wanted: list[str]) -> dict[str, Answer]:
+        """The usable key records of each name, fetched concurrently (cached by the resolver)."""
+        names = sorted(set(wanted))
         answers = await asyncio.gather(*(self.resolver.query(n, "TXT") for n in names))
         keys = {}
         for name, answer in zip(names, answers, strict=True):
@@ -170,10 +239,7 @@ class DkimVerifier:
                 )
                 answer = Answer(name, "TXT", Status.OK if usable else Status.NODATA, usable)
             keys[name] = answer
-        try:
-            return await loop.run_in_executor(self._executor(), _verify, d, sigs, keys)
-        except Exception as err:  # dkimpy on input it did not expect: no pass, no crash
-            return [DkimResult("permerror", s.domain, s.selector, s.b, repr(err)) for s in sigs]
+        return keys
 
     def close(self) -> None:
         if self._pool is not None:
@@ -217,9 +283,10 @@ class DkimCheck(Check):
         return self._verify(st, message)
 
     async def _verify(self, st: SessionState, message: Message) -> Verdict:
-        if unsigned(await message_headers(st, message)):
+        headers = await message_headers(st, message)
+        if unsigned(headers):
             return self._apply(st, [])
-        return self._apply(st, await self.verifier.verify(message))
+        return self._apply(st, await self.verifier.verify(message, headers))
 
     def _apply(self, st: SessionState, results: list[DkimResult]) -> Verdict:
         st.set(DKIM, results)
