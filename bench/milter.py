@@ -55,6 +55,12 @@ AUTHSERV = "mx.bench.test"
 RCPT = "alice@example.test"
 
 
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 minutes), as uptime shows it: the figures are
+    only comparable within a run on a busy machine."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not is_listening(port):
@@ -268,7 +274,7 @@ def main() -> int:
     rows: dict[str, dict[str, float]] = {}
     say(
         f"{args.messages} DKIM-signed messages, {args.concurrency} clients, "
-        f"{args.per_connection} per connection; {os.cpu_count()} CPUs"
+        f"{args.per_connection} per connection; {os.cpu_count()} CPUs, {load_average()}"
     )
     try:
         with dnsmasq(work):
@@ -296,7 +302,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base, ours, peers = rows["postfix"], rows["mailmoat"], rows["peers"]
-    say("ratios (same run):")
+    say(f"ratios (same run; at its end {load_average()}):")
     for key, label in (("mailmoat", "mailmoat"), ("peers", "OpenDKIM+OpenDMARC")):
         r = rows[key]
         say(
