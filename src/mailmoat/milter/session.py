@@ -119,7 +119,6 @@ class MilterSession:
             while True:
                 found = self.packets.next_packet()
                 if found is not None:  # one already read (Postfix sends headers in a burst)
-                    self._hold(self.packets.buffered)
                     event: codec.Event | None = codec.decode(*found)
                 else:
                     event = await self._next()
@@ -166,8 +165,9 @@ class MilterSession:
         while True:
             found = self.packets.next_packet()
             if found is not None:
-                self._hold(self.packets.buffered)
                 return codec.decode(*found)
+            # the packets taken out leave the budget once per read, not once per packet
+            self._hold(self.packets.buffered)
             self._waiting_since = self._loop.time()
             try:
                 data = await self.reader.read(MILTER_READ_SIZE)
