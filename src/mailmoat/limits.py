@@ -324,6 +324,16 @@ AUTH_RESULTS_CACHE = 1024
 """Authentication-Results fields remembered by what they say (least recently used dropped
 first): the messages of one sender repeat the same few."""
 
+# --- the DNS cache (dns/resolver) -------------------------------------------------------------
+DNS_MAX_CACHED_ANSWER = 16 * KiB
+"""Heaviest answer the DNS cache keeps, as accounted (records + overheads): what the checks
+read (SPF records, DKIM keys, DMARC policies) is far smaller; a bigger one is used, not kept."""
+DNS_ENTRY_OVERHEAD = 400
+"""Octets one cached answer costs besides its records (Answer, key tuple, name, dict node),
+as measured with tracemalloc on CPython 3.11."""
+DNS_RECORD_OVERHEAD = 50
+"""Octets one cached record costs besides its data (the bytes or str object, its slot)."""
+
 # --- the packet filter (packetfilter/) ---------------------------------------------------------
 PACKETFILTER_MAX_ELEMENTS = 65536
 """Most elements in each of the packet filter's kernel sets (and bans waiting for the next
