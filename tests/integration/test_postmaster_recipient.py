@@ -8,6 +8,7 @@ from __future__ import annotations
 import smtplib
 from pathlib import Path
 
+from mailmoat.server.transaction import addressed
 from tests.support.gateway import running_gateway
 from tests.support.postfix import PostfixInstance
 
@@ -27,3 +28,15 @@ def test_bare_postmaster_is_delivered_to_postmaster_at_the_first_local_domain(
     (only,) = pf.wait_for_messages("postmaster")
     assert only.envelope_recipient == "postmaster@example.test"
     assert only.content_crlf.endswith(msg)
+
+
+def test_addressed_names_postmaster_once() -> None:
+    local = ["example.test", "other.test"]
+    assert addressed(["Postmaster", "a@other.test"], local) == [
+        "postmaster@example.test",
+        "a@other.test",
+    ]
+    assert addressed(["postmaster@example.test", "POSTMASTER"], local) == [
+        "postmaster@example.test"
+    ]
+    assert addressed(["a@example.test"], local) == ["a@example.test"]

@@ -25,7 +25,10 @@ def addressed(recipients: list[str], local_domains: list[str]) -> list[str]:
     appends its own name (Postfix: $myorigin) and may route it elsewhere."""
     if not local_domains or all("@" in r for r in recipients):
         return recipients
-    return [r if "@" in r else f"postmaster@{local_domains[0]}" for r in recipients]
+    postmaster = f"postmaster@{local_domains[0]}"
+    if postmaster in recipients:  # named twice: once is enough
+        return [r for r in recipients if "@" in r]
+    return [r if "@" in r else postmaster for r in recipients]
 
 
 class Transactions(SessionBase):
