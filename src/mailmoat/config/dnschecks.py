@@ -31,6 +31,11 @@ class DnsSettings(Section):
         ge=0,
         description="Answers kept in the DNS cache, and FCrDNS and HELO results made from them; the least recently used go first (0: no cache).",
     )
+    cache_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="Octets of answers the DNS cache keeps (records plus a fixed overhead each); the least recently used go first; one answer over 16 KiB is used but not kept (0: no cache).",
+    )
     max_ttl: float = Field(
         default=3600.0, ge=0, description="Longest time an answer is cached, whatever its TTL says."
     )

@@ -6,7 +6,8 @@ followed by the server) pointed at the configured name servers (each with its ow
 * a cache that honours TTLs: an answer is kept for the smallest TTL in it (CNAMEs included),
   at most `dns.max_ttl`; "no such name" and "no such record" for the zone's SOA minimum, at
   most `dns.negative_ttl`. A TTL of 0 is not cached. The cache holds at most `dns.cache_size`
-  answers and drops the least recently used first (invariant 3).
+  answers and `dns.cache_bytes` octets of them (`weight`), and drops the least recently used
+  first; an answer over DNS_MAX_CACHED_ANSWER is used but not kept (invariant 3).
 * de-duplication: identical lookups in flight share one query.
 * a synchronous look into the cache (`cached`, `cached_addresses`), so that a check whose
   answers are all cached computes its result at once, without a task, a future or a timeout.
@@ -39,6 +40,9 @@ import dns.reversename
 
 from mailmoat.config import DnsSettings, dns_server
 from mailmoat.dns.cache import TtlCache
+from mailmoat.limits import DNS_ENTRY_OVERHEAD as ENTRY_OVERHEAD
+from mailmoat.limits import DNS_MAX_CACHED_ANSWER as MAX_CACHED_ANSWER
+from mailmoat.limits import DNS_RECORD_OVERHEAD as RECORD_OVERHEAD
 
 RESOLV_CONF = "/etc/resolv.conf"
 """Where the system's name servers are read from when `dns.nameservers` is empty."""
@@ -117,7 +121,9 @@ class Resolver:
         self.resolv_conf = resolv_conf or RESOLV_CONF
         self._nameservers = list(nameservers)
         self.stats = Stats()
-        self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(settings.cache_size, clock)
+        self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(
+            settings.cache_size, clock, weight, settings.cache_bytes, MAX_CACHED_ANSWER
+        )
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._config_error = ""
@@ -264,6 +270,14 @@ def _both(name: str, a: Answer, aaaa: Answer) -> Answer:
             error = a.error or aaaa.error
             return Answer(normalise(name), "A+AAAA", status, (), 0.0, error, expires=expires)
     return Answer(normalise(name), "A+AAAA", Status.NODATA, expires=expires)
+
+
+def weight(answer: Answer) -> int:
+    """What the cache accounts for `answer`: its records' octets plus fixed overheads."""
+    size = ENTRY_OVERHEAD + len(answer.name)
+    for r in answer.records:
+        size += RECORD_OVERHEAD + (len(r) if isinstance(r, bytes | str) else len(r[1]))
+    return size
 
 
 def _record(rdtype: str, rd: Any) -> Any:

@@ -21,6 +21,7 @@ than can be tracked (`headers.MAX_KEPT`) is refused rather than passed with some
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from typing import TypeVar
 
@@ -45,6 +46,9 @@ R_TOO_MANY = reply(550, "5.7.1", "Message refused: too many Authentication-Resul
 _TOKEN = re.compile(r"^[A-Za-z0-9._\-]+$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 
+
+_IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+"""The dots IDNA (RFC 3490 3.1) takes as label separators, after NFKC (which leaves U+3002)."""
 
 _TSPECIALS = re.compile(r'[\s()<>@,;:\\"/\[\]?=]')
 """What ends a token (RFC 2045 tspecials, space and controls)."""
@@ -83,7 +87,11 @@ def authserv_id(value: str) -> str:
 def forged_id(value: str, ours: str) -> bool:
     """Whether an Authentication-Results value claims to be ours (`ours`: lower case): its
     authserv-id in any spelling a consumer could take for ours, or (an encoded word, or junk
-    a lenient parser reads past) our id anywhere before the first ";"."""
+    a lenient parser reads past) our id anywhere before the first ";". A non-ASCII value is
+    compared after NFKC with the IDNA dots made "." (full-width letters, U+3002 for a dot),
+    the look-alikes a Unicode-aware consumer reads as ours (as `routing_local_part` does)."""
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value).translate(_IDNA_DOTS)
     if authserv_id(value) == ours:
         return True
     head = value.split(";", 1)[0].lower().replace("\\", "")

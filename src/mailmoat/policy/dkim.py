@@ -18,7 +18,8 @@ checks share) takes none of these steps: its result is "none" at once. The worke
 `dkim.workers` threads; each holds one message in memory while it works, so
 memory stays bounded whatever the number of sessions. Results per signature (RFC 8601 2.7.1):
 pass, fail (bad signature or body hash, or one that RFC 6376/8301 forbid and dkimpy
-passes: see dkim_rules), neutral (a signature that cannot be parsed),
+passes: see dkim_rules), policy (l= short of the body, or h= too long to verify within
+bounds: see dkim_rules), neutral (a signature that cannot be parsed),
 permerror (no usable key), temperror (the key lookup failed). RFC 6376 6.3 asks that a message
 whose signatures all fail be treated like an unsigned one, hence the default action "log".
 """
@@ -41,7 +42,7 @@ from mailmoat.headers import Headers
 from mailmoat.message import Message
 from mailmoat.policy import dkim_openssl
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dkim_rules import refusal
+from mailmoat.policy.dkim_rules import refusal, unacceptable
 from mailmoat.policy.results import DKIM, DkimResult
 from mailmoat.policy.score import (
     Karma,
@@ -121,6 +122,10 @@ def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResul
         base = {"domain": sig.domain, "selector": sig.selector, "b": sig.b}
         if sig.error:
             results.append(DkimResult("neutral", reason=sig.error, **base))
+            continue
+        bounded = unacceptable(sig.fields, len(d.headers), d.body)
+        if bounded:
+            results.append(DkimResult("policy", reason=bounded, **base))
             continue
         key = keys.get(f"{sig.selector}._domainkey.{sig.domain}".lower())
         if key is None or key.temporary:
@@ -260,7 +265,7 @@ def summary(results: list[DkimResult]) -> str:
     if not results:
         return "none"
     kinds = {r.result for r in results}
-    for kind in ("pass", "temperror", "fail", "permerror", "neutral"):
+    for kind in ("pass", "temperror", "fail", "policy", "permerror", "neutral"):
         if kind in kinds:
             return kind
     return "none"
@@ -304,7 +309,7 @@ class DkimCheck(Check):
             Outcome(self.name, result, reason),
             self.s.action,
             R_DKIM,
-            failed=result in ("fail", "permerror", "neutral"),
+            failed=result in ("fail", "policy", "permerror", "neutral"),
             points=self.s.points,
             per_transaction=True,
         )

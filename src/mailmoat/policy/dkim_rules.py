@@ -15,6 +15,16 @@ signature against its key record first and fails it with the reason:
 * an RSA key over 8192 bits or with a public exponent over 64 bits: not the RFCs' rule but a
   bound on the work one signature may cost (invariant 3), as OpenSSL bounds it.
 
+Two more make a signature `dkim=policy` (RFC 8601 2.7.1: signed, but not acceptable here)
+rather than fail: it is not verified, never passes and never counts for DMARC (`unacceptable`):
+
+* an l= that is not the canonicalized body's length (RFC 6376 8.2: content appended after the
+  signed part, or a count past the end, would pass under a signature that does not cover it);
+* a signature whose work is unbounded: more than DKIM_MAX_SIGNED_NAMES names in h=, or h=
+  names x header fields over DKIM_MAX_HEADER_WORK (dkimpy looks for each name through every
+  field; invariant 3). "policy" and not "permerror": the signature is well formed, it is our
+  bound that refuses it.
+
 Each of these belongs upstream in dkimpy's verify (validate_signature_fields, evaluate_pk,
 RSASSA_PKCS1_v1_5_verify); until then it is checked here. A key record or signature too broken
 to read is left to dkimpy, which fails it.
@@ -28,9 +38,12 @@ import re
 from functools import lru_cache
 
 import dkim.util
+from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 from dkim.crypto import UnparsableKeyError, parse_public_key
 
 from mailmoat.limits import DKIM_KEYS_KEPT as KEYS_KEPT
+from mailmoat.limits import DKIM_MAX_HEADER_WORK as MAX_HEADER_WORK
+from mailmoat.limits import DKIM_MAX_SIGNED_NAMES as MAX_SIGNED_NAMES
 from mailmoat.limits import MAX_RSA_BITS, MAX_RSA_EXPONENT_BITS
 
 MIN_RSA_BITS = 1024
@@ -83,6 +96,34 @@ def refusal(fields: dict[bytes, bytes], record: bytes) -> str:
             return "key t=s: i= may not be in a subdomain of d="
     if kind == b"rsa":
         return _rsa_refusal(key.get(b"p", b""), fields.get(b"b", b""))
+    return ""
+
+
+def unacceptable(fields: dict[bytes, bytes], header_fields: int, body: bytes) -> str:
+    """Why the signature with tags `fields`, on a message of `header_fields` header fields
+    and body `body`, gets dkim=policy without being verified; "" when nothing here refuses it.
+    Checked before any key or RSA work, so it costs a count and, with l=, one body pass."""
+    names = fields.get(b"h", b"").count(b":") + 1
+    if names > MAX_SIGNED_NAMES:
+        return f"h= lists {names} header fields, over {MAX_SIGNED_NAMES}"
+    if names * header_fields > MAX_HEADER_WORK:
+        return f"h= lists {names} header fields over {header_fields}: too much work"
+    return _length_refusal(fields, body)
+
+
+def _length_refusal(fields: dict[bytes, bytes], body: bytes) -> str:
+    length = re.sub(rb"\s+", b"", fields.get(b"l", b""))
+    if not length.isdigit() or len(length) > 76:
+        return ""  # no l=, or one dkimpy fails itself
+    try:
+        canon = CanonicalizationPolicy.from_c_value(
+            re.sub(rb"\s+", b"", fields.get(b"c", b"simple/simple"))
+        )
+    except InvalidCanonicalizationPolicyError:
+        return ""  # dkimpy fails it
+    size = len(canon.canonicalize_body(body))
+    if int(length) != size:
+        return f"l={int(length)} but the body is {size} octets (RFC 6376 8.2)"
     return ""
 
 

@@ -33,11 +33,14 @@ class RelayAccess(Check):
         self.networks = tuple(ip_network(n, strict=False) for n in settings.relay_networks)
 
     def rcpt(self, client: Client, event: RcptTo) -> Verdict:
-        # The bare <Postmaster> (RFC 5321 §4.5.1) is always local; domain is "" for it.
         if not event.domain:
-            return None
-        local, _, domain = event.address.rpartition("@")
-        is_local = ascii_lower(domain) in self.local
+            # The bare <Postmaster> (RFC 5321 §4.5.1) is always local. Through Postfix (policy
+            # service, milter) any address may come without a domain: `v%outside.test` or
+            # `outside.test!v` would be routed out by the MTA's percent hack or bang path.
+            local, is_local = event.address, True
+        else:
+            local, _, domain = event.address.rpartition("@")
+            is_local = ascii_lower(domain) in self.local
         if is_local and not routing_local_part(local):
             return None
         if any(client.ip in net for net in self.networks):

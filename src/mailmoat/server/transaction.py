@@ -19,6 +19,18 @@ from mailmoat.smtp.events import MessageEnd
 from mailmoat.smtp.replies import Reply, reply
 
 
+def addressed(recipients: list[str], local_domains: list[str]) -> list[str]:
+    """The recipients with the bare <Postmaster> (RFC 5321 4.5.1: accepted without a domain)
+    as postmaster@ the first local domain: an internal server given a domainless address
+    appends its own name (Postfix: $myorigin) and may route it elsewhere."""
+    if not local_domains or all("@" in r for r in recipients):
+        return recipients
+    postmaster = f"postmaster@{local_domains[0]}"
+    if postmaster in recipients:  # named twice: once is enough
+        return [r for r in recipients if "@" in r]
+    return [r if "@" in r else postmaster for r in recipients]
+
+
 class Transactions(SessionBase):
     """The session's end-of-data part (a part of `SmtpSession`)."""
 
@@ -30,6 +42,7 @@ class Transactions(SessionBase):
         and one longer than smtp.max_header_size (552 5.3.4); then the checks, then delivery."""
         envelope = self.conn.envelope
         assert envelope is not None and self.spool is not None
+        envelope.rcpt_to = addressed(envelope.rcpt_to, self.state.settings.domains.local)
         trace = received_header(self.conn, self.client, self.queue_id)
         limit = self.state.settings.smtp.max_header_size
         message = Message(envelope, self.spool, self.queue_id, trace, max_header=limit)
