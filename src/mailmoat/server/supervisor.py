@@ -97,7 +97,7 @@ class Supervisor(Front):
         self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n))
+        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n), lambda c: self.hold.vouch(c))
         self.local = Gateway(
             settings,
             store=self.store,
@@ -223,7 +223,12 @@ class Supervisor(Front):
             self._run_here(sock, client, verdict, greeted)
             return
         holding = self.stress.active or self.hold.engaged()  # a greet-and-leave flood seen
-        if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
+        if (
+            greeted
+            and holding
+            and not self.hold.vouched(client.address)  # delivered lately: no flood client
+            and self.hold.hold(sock, client, self._hold_time())
+        ):
             return  # handed over once its client talks; closed here if it leaves
         self._to_worker(sock, client, verdict, greeted)
 
@@ -334,6 +339,10 @@ class Supervisor(Front):
         if isinstance(message, Closed):
             if message.silent:
                 self.hold.saw_leaving(message.silent)
+            for cid in message.delivered:
+                entry = self.connections.get(cid)
+                if entry is not None and entry[1] is worker:
+                    self.hold.vouch(entry[0].address)
             for cid in message.conn_ids:
                 if self.connections.get(cid, (None, None))[1] is worker:  # its own only
                     self._release(cid)

@@ -1,0 +1,104 @@
+"""A sender that delivered lately is not held (server/hold.py `vouch`): while a greet-and-leave
+flood keeps the hold engaged, a new connection from an address whose session had a message
+accepted goes to a worker at once, before its first byte, whether that session ran in a worker
+or in the supervisor; an address that only talked, or had its message refused, is held as
+before. A real supervisor and its two worker processes in this process."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from mailmoat.limits import HOLD_TRIGGER
+from mailmoat.server import supervisor as supervisor_module
+from mailmoat.server.supervisor import LOCAL_SESSIONS
+from tests.server.test_hold import PATIENT, InProcess, _in_workers, in_process
+from tests.server.test_workers import _deliver, _greeted, _wait
+from tests.support.raw_client import read_reply
+
+
+def _flood_seen(node: InProcess) -> None:
+    node.call(lambda: node.sup.hold.saw_leaving(HOLD_TRIGGER))  # as under a flood
+    assert node.stats()["gauges"]["connections.hold_engaged"] == 1
+
+
+def _all_go_out(node: InProcess) -> None:
+    node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))
+
+
+def _next_connection(node: InProcess, src: str) -> tuple[socket.socket, str]:
+    """A new silent connection from `src`: 'held' or 'handed over'."""
+    s = _greeted(node.port, src)
+    _wait(
+        lambda: node.stats()["gauges"]["connections.held"] == 1 or _in_workers(node) == 1,
+        "held or handed over",
+    )
+    return s, "held" if node.stats()["gauges"]["connections.held"] == 1 else "handed over"
+
+
+def _refused_message(s: socket.socket) -> None:
+    """A session that talks, but whose only recipient is refused: no message accepted."""
+    for line in (b"EHLO client.test", b"MAIL FROM:<bob@sender.test>"):
+        s.sendall(line + b"\r\n")
+        assert read_reply(s).startswith(b"250")
+    s.sendall(b"RCPT TO:<alice@elsewhere.test>\r\n")
+    assert read_reply(s).startswith(b"5")
+    s.sendall(b"QUIT\r\n")
+    assert read_reply(s).startswith(b"221")
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def _long_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor_module, "HOLD_TIME", 60.0)  # held till it talks
+
+
+def test_a_sender_that_delivered_through_a_worker_is_handed_over_at_once(tmp_path: Path) -> None:
+    with in_process(tmp_path, **PATIENT) as node:
+        _all_go_out(node)
+        _flood_seen(node)
+        first, how = _next_connection(node, "127.0.9.1")
+        assert how == "held", "not known yet: held like any client"
+        _deliver(first)  # its EHLO takes it to a worker, which delivers
+        _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "first session over")
+        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        again, how = _next_connection(node, "127.0.9.1")
+        try:
+            assert how == "handed over", "a sender that delivered lately is not held"
+            assert node.stats()["gauges"]["connections.hold_engaged"] == 1, "flood still seen"
+            stranger, how = _next_connection(node, "127.0.9.2")  # beside it: still held
+            stranger.close()
+            assert how == "held"
+            _deliver(again)  # and it is served as before
+        finally:
+            again.close()
+        _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 2, "served")
+
+
+def test_a_sender_that_delivered_in_the_supervisor_is_not_held_later(tmp_path: Path) -> None:
+    with in_process(tmp_path, **PATIENT) as node:
+        _deliver(_greeted(node.port, "127.0.9.3"))  # a light load: run in the supervisor
+        _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "session over")
+        assert node.stats()["counters"]["sessions.run_here"] == 1
+        _wait(lambda: node.call(lambda: node.sup.slots.taken) == 0, "its place given back")
+        _all_go_out(node)
+        _flood_seen(node)
+        s, how = _next_connection(node, "127.0.9.3")
+        s.close()
+        assert how == "handed over"
+
+
+def test_a_session_that_talked_but_delivered_nothing_vouches_for_nobody(tmp_path: Path) -> None:
+    with in_process(tmp_path, **PATIENT) as node:
+        _all_go_out(node)
+        _flood_seen(node)
+        first, how = _next_connection(node, "127.0.9.4")
+        assert how == "held"
+        _refused_message(first)  # handed over when it talks; its recipient refused
+        _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "session over")
+        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        s, how = _next_connection(node, "127.0.9.4")
+        s.close()
+        assert how == "held"
