@@ -7,16 +7,18 @@ before. A real supervisor and its two worker processes in this process."""
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from mailmoat.limits import HOLD_TRIGGER
 from mailmoat.server import supervisor as supervisor_module
-from mailmoat.server.supervisor import LOCAL_SESSIONS
+from mailmoat.server.supervisor import LOCAL_SESSIONS, Supervisor
 from tests.server.test_hold import PATIENT, InProcess, _in_workers, in_process
 from tests.server.test_workers import _deliver, _greeted, _wait
 from tests.support.raw_client import read_reply
+from tests.support.waiting import DEADLINE
 
 
 def _flood_seen(node: InProcess) -> None:
@@ -102,3 +104,36 @@ def test_a_session_that_talked_but_delivered_nothing_vouches_for_nobody(tmp_path
         s, how = _next_connection(node, "127.0.9.4")
         s.close()
         assert how == "held"
+
+
+def test_a_known_sender_is_handed_over_before_the_rest_of_the_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its hand-over does not wait for the end of the supervisor's turn (a flood's 64
+    accepts and more): a worker answers its EHLO while that turn still runs."""
+    armed = threading.Event()
+    turn_over = threading.Event()
+    accept = Supervisor._accept
+
+    def long_turn(self: Supervisor, sock: socket.socket, address: tuple[str, int]) -> None:
+        accept(self, sock, address)
+        if armed.is_set() and address[0] == "127.0.9.5":
+            turn_over.wait(DEADLINE)  # the rest of a long turn of accepts
+
+    monkeypatch.setattr(Supervisor, "_accept", long_turn)
+    with in_process(tmp_path, **PATIENT) as node:
+        _all_go_out(node)
+        _flood_seen(node)
+        _deliver(_greeted(node.port, "127.0.9.5"))  # held, then delivered by a worker
+        _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "session over")
+        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        armed.set()
+        s = _greeted(node.port, "127.0.9.5")  # the 220 goes out at accept
+        try:
+            s.sendall(b"EHLO client.test\r\n")
+            answer = read_reply(s, 10.0)
+            assert not turn_over.is_set()
+            assert answer.startswith(b"250"), "a worker answered within the supervisor's turn"
+        finally:
+            turn_over.set()
+            s.close()

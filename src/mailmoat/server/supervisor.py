@@ -222,15 +222,13 @@ class Supervisor(Front):
         if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
-        holding = self.stress.active or self.hold.engaged()  # a greet-and-leave flood seen
-        if (
-            greeted
-            and holding
-            and not self.hold.vouched(client.address)  # delivered lately: no flood client
-            and self.hold.hold(sock, client, self._hold_time())
-        ):
+        known = self.hold.vouched(client.address)  # delivered lately: not a flood client
+        holding = not known and (self.stress.active or self.hold.engaged())  # a flood seen
+        if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
         self._to_worker(sock, client, verdict, greeted)
+        if known:  # its hand-over goes now, not after the rest of this turn's accepts
+            self._hand_over()
 
     def _hold_time(self) -> float:
         """How long a greeted connection is held: never past a greeting timeout that its
