@@ -6,14 +6,20 @@ before. A real supervisor and its two worker processes in this process."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from mailmoat.limits import HOLD_TRIGGER
+from mailmoat import config
+from mailmoat.assembly import Defences
+from mailmoat.limits import ADOPTS_PER_TURN, HOLD_TRIGGER
+from mailmoat.policy.base import Client
 from mailmoat.server import supervisor as supervisor_module
+from mailmoat.server.gateway import Gateway
+from mailmoat.server.hold import VOUCHED
 from mailmoat.server.supervisor import LOCAL_SESSIONS, Supervisor
 from tests.server.test_hold import PATIENT, InProcess, _in_workers, in_process
 from tests.server.test_workers import _deliver, _greeted, _wait
@@ -137,3 +143,40 @@ def test_a_known_sender_is_handed_over_before_the_rest_of_the_turn(
         finally:
             turn_over.set()
             s.close()
+
+
+def test_a_worker_starts_a_vouched_clients_session_before_those_waiting(
+    tmp_path: Path,
+) -> None:
+    """A packet of hand-overs is started ADOPTS_PER_TURN a turn, in order; one marked VOUCHED
+    by the supervisor goes first, however many wait (a real Gateway as a worker has it; what
+    it records is the order in which it would start the sessions)."""
+    settings = config.load(
+        None,
+        {
+            "server.listen": ["127.0.0.1:0"],  # a worker's Gateway: it never listens
+            "domains.local": ["example.test"],
+            "maildir.path": str(tmp_path / "Maildir"),
+            "dns.checks": False,
+        },
+    )
+    gateway = Gateway(settings, defences=Defences)
+    loop = asyncio.new_event_loop()
+    gateway.loop = loop
+    started: list[str] = []
+
+    def start_session(sock: object, client: Client, verdict: object, greeted: bool) -> None:
+        started.append(client.address)
+
+    gateway._adopt_now = start_session  # type: ignore[method-assign]
+    try:
+        for i in range(1, 3 * ADOPTS_PER_TURN):
+            gateway.adopt(None, Client(f"192.0.2.{i}", 25), None, True)  # type: ignore[arg-type]
+        known = Client("198.51.100.7", 25)
+        known.tag(VOUCHED)
+        gateway.adopt(None, known, None, True)  # type: ignore[arg-type]
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert started == ["198.51.100.7", *(f"192.0.2.{i}" for i in range(1, 3 * ADOPTS_PER_TURN))]
+        assert not known.has(VOUCHED), "the mark does not outlive the hand-over"
+    finally:
+        loop.close()

@@ -59,6 +59,10 @@ LEFT_SILENT = "left_silent"
 """The tag a session leaves on its client when it ends without a HELO or a message: the client
 closed after the 220 (a worker's count of them reaches the supervisor with `Closed`)."""
 
+VOUCHED = "vouched"
+"""The tag the supervisor gives a client whose address it vouches for (`vouch`): it travels with
+the hand-over, and the worker starts its session before the others waiting for one."""
+
 DELIVERED = "delivered"
 """The tag a session leaves on its client when a message of it was accepted: the supervisor
 vouches for the address when the session ends (from a worker, with `Closed`)."""

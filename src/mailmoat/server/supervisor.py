@@ -41,7 +41,7 @@ from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.hold import GreetedHold
+from mailmoat.server.hold import VOUCHED, GreetedHold
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -226,6 +226,8 @@ class Supervisor(Front):
         holding = not known and (self.stress.active or self.hold.engaged())  # a flood seen
         if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
+        if known:  # its worker starts it before the others that wait (gateway.adopt)
+            client.tag(VOUCHED)
         self._to_worker(sock, client, verdict, greeted)
         if known:  # its hand-over goes now, not after the rest of this turn's accepts
             self._hand_over()
