@@ -32,6 +32,12 @@ def _flood_seen(node: InProcess) -> None:
     assert node.stats()["gauges"]["connections.hold_engaged"] == 1
 
 
+def _handed(node: InProcess) -> int:
+    """Sessions the supervisor counts in its workers (its `Closed` messages, with their
+    `delivered`, taken into account)."""
+    return int(node.stats()["gauges"]["sessions.handed"])
+
+
 def _all_go_out(node: InProcess) -> None:
     node.call(lambda: setattr(node.sup.slots, "taken", LOCAL_SESSIONS))
 
@@ -71,7 +77,7 @@ def test_a_sender_that_delivered_through_a_worker_is_handed_over_at_once(tmp_pat
         assert how == "held", "not known yet: held like any client"
         _deliver(first)  # its EHLO takes it to a worker, which delivers
         _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "first session over")
-        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        _wait(lambda: _handed(node) == 0 and _in_workers(node) == 0, "its session over, told")
         again, how = _next_connection(node, "127.0.9.1")
         try:
             assert how == "handed over", "a sender that delivered lately is not held"
@@ -106,7 +112,7 @@ def test_a_session_that_talked_but_delivered_nothing_vouches_for_nobody(tmp_path
         assert how == "held"
         _refused_message(first)  # handed over when it talks; its recipient refused
         _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "session over")
-        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        _wait(lambda: _handed(node) == 0 and _in_workers(node) == 0, "its session over, told")
         s, how = _next_connection(node, "127.0.9.4")
         s.close()
         assert how == "held"
@@ -132,7 +138,7 @@ def test_a_known_sender_is_handed_over_before_the_rest_of_the_turn(
         _flood_seen(node)
         _deliver(_greeted(node.port, "127.0.9.5"))  # held, then delivered by a worker
         _wait(lambda: node.stats()["counters"].get("closed.quit", 0) == 1, "session over")
-        _wait(lambda: _in_workers(node) == 0, "its worker counted it gone")
+        _wait(lambda: _handed(node) == 0 and _in_workers(node) == 0, "its session over, told")
         armed.set()
         s = _greeted(node.port, "127.0.9.5")  # the 220 goes out at accept
         try:
