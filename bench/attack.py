@@ -57,6 +57,9 @@ LEGIT_RATE = 20.0
 """Messages per second the legitimate sender offers (enough samples for a p99)."""
 LEGIT_PER_CONNECTION = 50
 """Messages per connection: 24 new connections a minute, under admission.max_rate (60)."""
+START_DEADLINE = 60.0
+"""Seconds `mailmoat serve` has to answer its stats endpoint (its workers start in that time:
+on a machine loaded by other work, 15 s was not always enough)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -207,7 +210,7 @@ class Mailmoat:
             stdout=log, stderr=log, env=env, cwd=self.workdir,
         )  # fmt: skip
         log.close()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
                 raise RuntimeError(f"mailmoat exited: see {self.workdir / 'mailmoat.log'}")
@@ -215,7 +218,7 @@ class Mailmoat:
                 await self.stats()
                 return
             await asyncio.sleep(0.1)
-        raise RuntimeError("mailmoat did not start in 15 s")
+        raise RuntimeError(f"mailmoat did not start in {START_DEADLINE:g} s")
 
     async def stats(self) -> dict[str, Any]:
         """`mailmoat stats` (its own client, whatever the endpoint speaks)."""

@@ -107,6 +107,13 @@ HOLD_TIME = 1.0
 """Most seconds a greeted, silent connection is held before it is handed over anyway: a real
 client talks within a round trip of the 220, a flood client closes within one; a silent one
 is left to its session's deadlines (which count the time held)."""
+KNOWN_SENDERS_MAX = 10_000
+"""Client addresses the supervisor remembers as having delivered a message lately: their new
+connections skip the hold (`server.hold`) and go to a worker at once, so a regular sender's
+EHLO does not wait for a turn of the supervisor's event loop under a flood. The least
+recently seen go first."""
+KNOWN_SENDER_TTL = 3600.0
+"""Seconds a clean delivery vouches for its client's address (renewed by each one)."""
 LINK_MAX_MESSAGE = 64 * KiB
 """Largest supervisor-worker message in octets (a stats snapshot is the largest, a few KiB)."""
 LINK_MAX_QUEUED = 10_000

@@ -5,9 +5,11 @@ Callers give a short event name and flat key/value fields; this module alone dec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from mailmoat.config import LogSettings
@@ -28,18 +30,40 @@ class _Formatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             # log.exception(): the error in one line (never a traceback across lines)
             fields = {**fields, **failure(record.exc_info[1])}
-        second = int(record.created)
+        return self.line(record.created, record.levelname, record.getMessage(), fields)
+
+    def line(self, created: float, level: str, name: str, fields: dict[str, Any]) -> str:
+        second = int(created)
         if second != self._second:  # a flood logs thousands of lines a second: format once
             self._second = second
-            self._when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+            self._when = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
         when = self._when
         if self.as_json:
-            doc = {"time": when, "level": record.levelname.lower(), "event": record.getMessage()}
+            doc = {"time": when, "level": level.lower(), "event": name}
             doc.update(fields)
             return _printable(json.dumps(doc, default=str, ensure_ascii=False))
-        parts = [when, record.levelname.lower(), record.getMessage()]
+        parts = [when, level.lower(), name]
         parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None]
         return " ".join(parts)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler `setup` installs; `write` takes a line `event` formatted itself."""
+
+    formatter: _Formatter
+
+    def write(self, text: str) -> None:
+        try:
+            with self.lock or contextlib.nullcontext():
+                self.stream.write(text + self.terminator)
+                self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": text}))
+
+
+_handler: _Handler | None = None
+"""The handler `setup` installed; while it is the logger's only one (no test's or library's
+beside it), `event` writes to it directly."""
 
 
 def _text(value: Any) -> str:
@@ -111,8 +135,10 @@ def _frame(frame: tuple[Any, int] | None) -> str:
 
 
 def setup(settings: LogSettings, stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+    global _handler
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(_Formatter(settings.format == "json"))
+    _handler = handler
     log.handlers[:] = [handler]
     log.setLevel(settings.level.upper())
     log.propagate = False
@@ -125,7 +151,23 @@ def enabled(level: int = logging.INFO) -> bool:
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """One line (every refusal writes one, thousands a second under a flood: the record is
-    made without `Logger.log`'s search of the stack for the caller, which no line shows)."""
-    if log.isEnabledFor(level):
-        log.handle(log.makeRecord(log.name, level, "", 0, name, (), None, extra={"fields": fields}))
+    """One line. Every refusal and every connection writes one, thousands a second under a
+    flood: with only `setup`'s handler in place (no filter, no other handler) the line is
+    formatted and written at once, without the `LogRecord` (its thread, process and time
+    lookups) and the handler chain, which cost more than the line itself; otherwise the
+    record goes the usual way (made without `Logger.log`'s search of the stack)."""
+    if not log.isEnabledFor(level):
+        return
+    handler = _handler
+    handlers = log.handlers
+    if (
+        handler is not None
+        and len(handlers) == 1
+        and handlers[0] is handler
+        and not log.filters
+        and not handler.filters
+    ):
+        level_name = logging.getLevelName(level)
+        handler.write(handler.formatter.line(time.time(), level_name, name, fields))
+        return
+    log.handle(log.makeRecord(log.name, level, "", 0, name, (), None, extra={"fields": fields}))

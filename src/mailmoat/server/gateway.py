@@ -26,6 +26,7 @@ from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
 from mailmoat.relay.capabilities import CapabilityCheck
 from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit
+from mailmoat.server.hold import VOUCHED
 from mailmoat.server.host import HostState
 from mailmoat.server.reload import reconfigure_defences
 from mailmoat.server.session import SmtpSession
@@ -177,10 +178,14 @@ class Gateway(Front):
     def adopt(self, sock: socket.socket, client: Client, verdict: Verdict, greeted: bool) -> None:
         """A connection the supervisor admitted (and `greeted` perhaps): the rest of the
         connect stage (the checks that run in this process), then a session; at most
-        ADOPTS_PER_TURN start in one turn of the event loop, in the order they came."""
+        ADOPTS_PER_TURN start in one turn of the event loop, in the order they came (one
+        from an address the supervisor vouches for, `hold.VOUCHED`, before them)."""
         if not self._adopting:
             self.loop.call_soon(self._adopt_some)
-        self._adopting.append((sock, client, verdict, greeted))
+        if client.untag(VOUCHED):
+            self._adopting.appendleft((sock, client, verdict, greeted))
+        else:
+            self._adopting.append((sock, client, verdict, greeted))
 
     def _adopt_some(self) -> None:
         try:

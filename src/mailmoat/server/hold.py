@@ -21,6 +21,12 @@ seconds, counted here and from the sessions that end without a word, `LEFT_SILEN
 once: held, an ordinary client paid a wake-up, a peek and a hand-over inside its EHLO round
 trip, where the hand-over otherwise overlaps the greeting.
 
+A client address that delivered a message lately (`vouch`, for `KNOWN_SENDER_TTL` seconds, at
+most `KNOWN_SENDERS_MAX` addresses) is not held: its new connections are handed over at once,
+so a regular sender does not pay the supervisor's wake-up inside its EHLO round trip while a
+flood keeps the hold engaged. Nothing else changes for it: admission ran before, and its
+session's checks run as for anyone.
+
 At most `HOLD_MAX` connections are held at once; past that they are handed over at once. At
 most `HOLD_PER_TURN` of them are looked at in one turn of the event loop: a flood's clients
 leave together, and after a slow turn hundreds are readable at once (the poll is
@@ -35,14 +41,31 @@ import socket
 import time
 from collections.abc import Callable
 
-from mailmoat.limits import HOLD_ENGAGED, HOLD_MAX, HOLD_PER_TURN, HOLD_TRIGGER, HOLD_WINDOW
+from mailmoat.limits import (
+    HOLD_ENGAGED,
+    HOLD_MAX,
+    HOLD_PER_TURN,
+    HOLD_TRIGGER,
+    HOLD_WINDOW,
+    KNOWN_SENDER_TTL,
+    KNOWN_SENDERS_MAX,
+)
 from mailmoat.policy.base import Client
+from mailmoat.policy.networks import ExpiringCache
 
 Handler = Callable[[socket.socket, Client], None]
 
 LEFT_SILENT = "left_silent"
 """The tag a session leaves on its client when it ends without a HELO or a message: the client
 closed after the 220 (a worker's count of them reaches the supervisor with `Closed`)."""
+
+VOUCHED = "vouched"
+"""The tag the supervisor gives a client whose address it vouches for (`vouch`): it travels with
+the hand-over, and the worker starts its session before the others waiting for one."""
+
+DELIVERED = "delivered"
+"""The tag a session leaves on its client when a message of it was accepted: the supervisor
+vouches for the address when the session ends (from a worker, with `Closed`)."""
 
 
 class _Held:
@@ -72,6 +95,7 @@ class GreetedHold:
         self._window = 0.0  # when the current count of clients that left silent started
         self._leaving = 0  # clients that left silent in it
         self._until = 0.0  # the hold is engaged until then
+        self._known = ExpiringCache(KNOWN_SENDERS_MAX)  # addresses that delivered lately
 
     def engaged(self) -> bool:
         """Whether greet-and-leave clients were seen lately: then hold, else hand over at once."""
@@ -85,6 +109,13 @@ class GreetedHold:
         self._leaving += count
         if self._leaving >= HOLD_TRIGGER:
             self._until = now + HOLD_ENGAGED
+
+    def vouch(self, address: str) -> None:
+        """A session from `address` had a message accepted: do not hold it for a while."""
+        self._known.set(address, time.monotonic() + KNOWN_SENDER_TTL)
+
+    def vouched(self, address: str) -> bool:
+        return self._known.live(address, time.monotonic())
 
     def __len__(self) -> int:
         return len(self.held)

@@ -183,6 +183,8 @@ class Closed(Message):
     tag = "closed"
     conn_ids: tuple[int, ...]
     silent: int = 0
+    delivered: tuple[int, ...] = ()
+    """Of `conn_ids`, the sessions that had a message accepted (`hold.DELIVERED`)."""
 
 
 @message

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailmoat.policy.base import Check, Client
-from mailmoat.server.hold import LEFT_SILENT
+from mailmoat.server.hold import DELIVERED, LEFT_SILENT
 
 _LOCAL = "supervisor.local"
 
@@ -18,9 +18,12 @@ class LocalSlots(Check):
 
     name = "local_slots"
 
-    def __init__(self, left_silent: Callable[[int], None]) -> None:
+    def __init__(
+        self, left_silent: Callable[[int], None], delivered: Callable[[str], None]
+    ) -> None:
         self.taken = 0
         self.left_silent = left_silent  # a session here whose client left without a word
+        self.delivered = delivered  # a session here that had a message accepted
 
     def take(self, client: Client) -> None:
         client.tag(_LOCAL)
@@ -31,3 +34,5 @@ class LocalSlots(Check):
             self.taken -= 1
             if client.untag(LEFT_SILENT):
                 self.left_silent(1)
+            if client.untag(DELIVERED):
+                self.delivered(client.address)

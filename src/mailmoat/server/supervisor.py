@@ -41,7 +41,7 @@ from mailmoat.policy.bans import STRIKE_REASONS
 from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.hold import GreetedHold
+from mailmoat.server.hold import VOUCHED, GreetedHold
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -97,7 +97,7 @@ class Supervisor(Front):
         self._settings_json = self._for_workers(settings)
         # Sessions run here: the same gateway a worker has, on this process's own defences and
         # store (their connect stage ran at admission, so it is left out).
-        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n))
+        self.slots = LocalSlots(lambda n: self.hold.saw_leaving(n), lambda c: self.hold.vouch(c))
         self.local = Gateway(
             settings,
             store=self.store,
@@ -222,10 +222,15 @@ class Supervisor(Front):
         if light or not self._live():
             self._run_here(sock, client, verdict, greeted)
             return
-        holding = self.stress.active or self.hold.engaged()  # a greet-and-leave flood seen
+        known = self.hold.vouched(client.address)  # delivered lately: not a flood client
+        holding = not known and (self.stress.active or self.hold.engaged())  # a flood seen
         if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
+        if known:  # its worker starts it before the others that wait (gateway.adopt)
+            client.tag(VOUCHED)
         self._to_worker(sock, client, verdict, greeted)
+        if known:  # its hand-over goes now, not after the rest of this turn's accepts
+            self._hand_over()
 
     def _hold_time(self) -> float:
         """How long a greeted connection is held: never past a greeting timeout that its
@@ -334,6 +339,10 @@ class Supervisor(Front):
         if isinstance(message, Closed):
             if message.silent:
                 self.hold.saw_leaving(message.silent)
+            for cid in message.delivered:
+                entry = self.connections.get(cid)
+                if entry is not None and entry[1] is worker:
+                    self.hold.vouch(entry[0].address)
             for cid in message.conn_ids:
                 if self.connections.get(cid, (None, None))[1] is worker:  # its own only
                     self._release(cid)

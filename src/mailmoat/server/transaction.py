@@ -13,6 +13,7 @@ import time
 from mailmoat import logs
 from mailmoat.message import Message
 from mailmoat.policy.base import Decision, HookResult
+from mailmoat.server.hold import DELIVERED
 from mailmoat.server.received import received_header
 from mailmoat.server.session_base import SessionBase
 from mailmoat.smtp.events import MessageEnd
@@ -87,6 +88,8 @@ class Transactions(SessionBase):
         self._count_message(result.reply, message)
         if result.accepted:
             self.transactions += 1
+            if self.transactions == 1:
+                self.client.tag(DELIVERED)  # the supervisor holds it no more (server/hold.py)
         self._log_transaction(result.reply, result.detail, message)
 
     def _count_message(self, answer: Reply, message: Message) -> None:

@@ -28,7 +28,7 @@ from mailmoat.assembly import Defences, Remote
 from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Check, Client
 from mailmoat.server.gateway import Gateway
-from mailmoat.server.hold import LEFT_SILENT
+from mailmoat.server.hold import DELIVERED, LEFT_SILENT
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -57,6 +57,7 @@ class Release(Check):
         self.link = link
         self._ended: list[int] = []
         self._silent = 0  # of them, clients that left after the 220 without a word
+        self._delivered: list[int] = []  # of them, sessions that had a message accepted
 
     def disconnect(self, client: Client) -> None:
         if client.conn_id:
@@ -64,13 +65,18 @@ class Release(Check):
                 asyncio.get_running_loop().call_soon(self._flush)
             self._ended.append(client.conn_id)
             self._silent += client.untag(LEFT_SILENT)
+            if client.untag(DELIVERED):
+                self._delivered.append(client.conn_id)
             client.conn_id = 0
 
     def _flush(self) -> None:
         ended, self._ended = self._ended, []
         silent, self._silent = self._silent, 0
+        delivered, self._delivered = set(self._delivered), []
         for i in range(0, len(ended), 1000):
-            self.link.send(Closed(tuple(ended[i : i + 1000]), silent if i == 0 else 0))
+            part = tuple(ended[i : i + 1000])
+            good = tuple(c for c in part if c in delivered)
+            self.link.send(Closed(part, silent if i == 0 else 0, good))
 
 
 class RemoteBans(BanList):
