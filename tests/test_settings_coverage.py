@@ -50,14 +50,21 @@ def _test_texts() -> dict[Path, str]:
     }
 
 
+@cache
+def _section_texts(section: str, model_name: str) -> tuple[str, ...]:
+    """The test files that name the section: as a quoted key or by its model class."""
+    sect = re.compile(rf"[\"']{re.escape(section)}[\"']|\b{model_name}\b")
+    return tuple(text for text in _test_texts().values() if sect.search(text))
+
+
 def mentioned(section: str, name: str, model: type[BaseModel]) -> bool:
     dotted = f"{section}.{name}"
+    if any(dotted in text for text in _test_texts().values()):
+        return True
     key = re.compile(rf"[\"']{re.escape(name)}[\"']\s*:|\b{re.escape(name)}\s*=(?!=)")
-    sect = re.compile(rf"[\"']{re.escape(section)}[\"']|\b{model.__name__}\b")
-    for text in _test_texts().values():
-        if dotted in text or (sect.search(text) and key.search(text)):
-            return True
-    return False
+    return any(
+        name in text and key.search(text) for text in _section_texts(section, model.__name__)
+    )
 
 
 def test_every_setting_is_named_by_a_test() -> None:

@@ -68,7 +68,7 @@ def _serve_log(tmp_path: Path, config: str, want: str | None, hostname: str = "m
 
 def test_warns_about_a_dead_resolver(tmp_path: Path) -> None:
     dead = free_port()  # nothing answers DNS there
-    config = f'[dns]\nnameservers = ["127.0.0.1:{dead}"]\ntimeout = 1.0\n'
+    config = f'[dns]\nnameservers = ["127.0.0.1:{dead}"]\ntimeout = 0.3\n'
     text = _serve_log(tmp_path, config, "did not answer")
     assert f"DNS checks are on but the resolver (127.0.0.1:{dead}) did not answer" in text
     assert "set dns.checks = false" in text

@@ -157,7 +157,8 @@ async def test_dkim_max_signatures(fake_dns: ZoneNameserver, limit: int, entries
 async def test_dkim_workers(fake_dns: ZoneNameserver) -> None:
     """dkim.workers bounds the verifying threads: with 1, four messages at once never start a
     second thread."""
-    before = {t.ident for t in threading.enumerate()}  # another gateway's may still be ending
+    # another gateway's may still be ending; Thread objects, not idents (which the OS reuses)
+    before = set(threading.enumerate())
     seen: set[str] = set()
     async with dns_gateway(fake_dns, **only(**{"dkim.workers": 1})) as gw:
         verifier = dkim_check(gw).verifier
@@ -167,7 +168,7 @@ async def test_dkim_workers(fake_dns: ZoneNameserver) -> None:
         seen |= {
             t.name
             for t in threading.enumerate()
-            if t.name.startswith("mailmoat-dkim") and t.ident not in before
+            if t.name.startswith("mailmoat-dkim") and t not in before
         }
         assert all(r.code("message") == 250 for r in results)
         assert len(gw.downstream.messages) == 4

@@ -20,6 +20,11 @@ BIG = b"Subject: big\r\n\r\n" + b"".join(
 )  # ~3 MB: the client is still writing when the stray reply comes
 
 
+IDLE = 600.0
+"""relay.idle_timeout for the tests of a pooled connection that speaks: the pool's idle
+reaper would close it too, so it must not be what the test sees."""
+
+
 async def _until(condition: object, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -101,15 +106,16 @@ async def test_unsolicited_reply_on_an_idle_pooled_connection_discards_it(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     fake = await fake_downstream()
-    d = DownstreamDelivery(make_settings(fake.port))
+    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=IDLE))
     assert (await d.deliver(make_message())).accepted
     assert (d.pool.idle, fake.connections) == (1, 1)
     for w in list(fake.writers):
         w.write(b"250 2.0.0 Ok: queued as NOTHING\r\n")  # while idle: nobody asked
-    await _until(lambda: d.pool.open == 0)  # dropped as soon as it spoke, not reused later
+    await _until(lambda: fake.concurrent == 0)  # dropped as soon as it spoke
     result = await d.deliver(make_message(b"Subject: second\r\n\r\nx\r\n"))
     assert result.accepted, result
-    assert fake.connections == 2 and len(fake.messages) == 2
+    assert fake.connections == 2 and len(fake.messages) == 2  # not reused later
+    assert d.pool.open == 1
     await d.close()
 
 
@@ -117,13 +123,14 @@ async def test_half_a_reply_while_idle_also_discards_it(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
 ) -> None:
     fake = await fake_downstream()
-    d = DownstreamDelivery(make_settings(fake.port))
+    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=IDLE))
     assert (await d.deliver(make_message())).accepted
     for w in list(fake.writers):
         w.write(b"25")
-    await _until(lambda: d.pool.open == 0)
+    await _until(lambda: fake.concurrent == 0)
     assert (await d.deliver(make_message())).accepted
     assert fake.connections == 2
+    assert d.pool.open == 1
     await d.close()
 
 
@@ -141,9 +148,12 @@ async def test_the_greeting_is_owed_from_the_first_byte() -> None:
     assert proto.error is not None and "unsolicited" in str(proto.error)
 
 
-async def _early_verdict_server(done: asyncio.Event) -> tuple[asyncio.Server, int]:
+async def _early_verdict_server(
+    done: asyncio.Event, gone: asyncio.Event
+) -> tuple[asyncio.Server, int]:
     """A downstream that answers 250 to the end of data as soon as the first bytes of the
-    message arrive, reads the rest, and only then gives its real answer, 451."""
+    message arrive, reads the rest, and only then gives its real answer, 451. `gone` is set
+    when the client has dropped the connection."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 early.test ESMTP\r\n")
@@ -172,6 +182,7 @@ async def _early_verdict_server(done: asyncio.Event) -> tuple[asyncio.Server, in
             pass
         finally:
             writer.close()
+            gone.set()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -184,9 +195,9 @@ async def test_a_reply_after_the_verdict_is_logged_with_the_message(
     when its whole message fits in the socket buffers: the client gets its 250. What the
     server says after that verdict is never lost silently: an error line names the message
     and the later reply, so the administrator can find a message that may be lost."""
-    done = asyncio.Event()
-    server, port = await _early_verdict_server(done)
-    d = DownstreamDelivery(make_settings(port))
+    done, gone = asyncio.Event(), asyncio.Event()
+    server, port = await _early_verdict_server(done, gone)
+    d = DownstreamDelivery(make_settings(port, idle_timeout=IDLE))
     try:
         with captured_logs() as logs:
             result = await d.deliver(make_message(queue_id="4Qearly1"))
@@ -196,7 +207,7 @@ async def test_a_reply_after_the_verdict_is_logged_with_the_message(
         assert result.accepted
         assert line["message"].startswith("4Qearly1 250 2.0.0 queued (too early)"), line
         assert line["reply"].startswith("451 4.3.0 not stored after all"), line
-        await _until(lambda: d.pool.open == 0)  # the connection is not reused
+        await asyncio.wait_for(gone.wait(), 10)  # the connection is dropped, not reused
     finally:
         await d.close()
         server.close()
