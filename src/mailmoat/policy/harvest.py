@@ -88,7 +88,8 @@ class HarvestDetector:
     async def banned(self, client: Client) -> bool:
         ip_key, net_key = self.keys(client)
         get = self.store.get
-        return await get("ban:" + ip_key) is not None or await get("ban:" + net_key) is not None
+        bans = await asyncio.gather(get("ban:" + ip_key), get("ban:" + net_key))
+        return any(ban is not None for ban in bans)
 
     async def state(self, client: Client) -> State:
         """(banned, IP score, network score). Concurrent callers for one address share one
@@ -106,32 +107,28 @@ class HarvestDetector:
         return await asyncio.shield(pending)  # a waiter cancelled leaves the read to the others
 
     async def _read(self, client: Client) -> State:
-        if await self.banned(client):
-            return True, 0, 0
-        return (False, *await self.scores(client))
-
-    def _trust(self, client: Client, state: State, now: float) -> None:
-        """Trust a source with no ban and scores below every tarpit and uniform threshold."""
-        banned, ip_score, net_score = state
-        s = self.s
-        if (
-            not banned
-            and ip_score < min(s.tarpit_after, s.threshold)
-            and net_score < min(s.network_tarpit_after, s.network_threshold)
-        ):
-            self._clean.set(client.ip, now + HARVEST_CLEAN_TRUST)
+        """Bans and scores asked together: one round trip, not four in a row."""
+        banned, (ip_score, net_score) = await asyncio.gather(
+            self.banned(client), self.scores(client)
+        )
+        return (True, 0, 0) if banned else (False, ip_score, net_score)
 
     async def scores(self, client: Client) -> tuple[int, int]:
         ip_key, net_key = self.keys(client)
         w = self.s.window
-        return await self.store.count(ip_key, w), await self.store.count(net_key, w)
+        ip_score, net_score = await asyncio.gather(
+            self.store.count(ip_key, w), self.store.count(net_key, w)
+        )
+        return ip_score, net_score
 
     async def _score(self, client: Client) -> tuple[int, int]:
         """Record one event for the client's IP and network; ban those past their limit."""
         s, store = self.s, self.store
         ip_key, net_key = self.keys(client)
-        ip_score = await store.hit(ip_key, s.window, s.ban_after)
-        net_score = await store.hit(net_key, s.window, s.network_ban_after)
+        ip_score, net_score = await asyncio.gather(
+            store.hit(ip_key, s.window, s.ban_after),
+            store.hit(net_key, s.window, s.network_ban_after),
+        )
         for key, score, limit in (
             (ip_key, ip_score, s.ban_after),
             (net_key, net_score, s.network_ban_after),
@@ -165,14 +162,13 @@ class HarvestDetector:
     # -- hooks ------------------------------------------------------------------------------------
 
     async def connect(self, client: Client) -> Verdict:
-        now = time.monotonic()
-        if self.exempt(client.ip) or self._clean.live(client.ip, now):
+        """Refuse a banned source. Only its bans are read here (with Redis, the ban feed's
+        local copy: the greeting never waits on Redis); its scores wait for its first RCPT."""
+        if self.exempt(client.ip) or self._clean.live(client.ip, time.monotonic()):
             return None  # a source this worker found clean within HARVEST_CLEAN_TRUST
-        state = await self.state(client)
-        if not state[0]:
-            self._trust(client, state, now)
-            return None
-        return Decision(R_BANNED, close=True)
+        if await self.banned(client):
+            return Decision(R_BANNED, close=True)
+        return None
 
     async def rcpt(self, client: Client) -> Verdict:
         """Before the directory is asked: uniform answer, ban, or tarpit for a known harvester."""
