@@ -165,3 +165,18 @@ async def test_a_read_asks_for_bans_and_scores_in_one_round_trip() -> None:
     store.most = 0
     await detector.unknown(sender)
     assert store.most == 2  # the address's and the network's window, hit together
+
+
+async def test_connects_of_one_source_share_one_ban_read_and_trust_it() -> None:
+    # one message per connection, 20 at once: the connect hook's ban read is shared, and its
+    # "not banned" trusted for HARVEST_CLEAN_TRUST, before any RCPT trusted the source
+    store = RemoteLikeStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sessions = [Client("192.0.2.27", 40000 + i) for i in range(20)]
+    assert await asyncio.gather(*(detector.connect(c) for c in sessions)) == [None] * 20
+    assert store.calls == 2  # the address's ban and the network's, once
+    assert await detector.connect(Client("192.0.2.27", 41000)) is None
+    assert store.calls == 2
+    await detector.unknown(sessions[0])  # its own unknown recipient ends that trust
+    assert await detector.connect(Client("192.0.2.27", 41001)) is None
+    assert store.calls == 4

@@ -448,6 +448,10 @@ class RedisStore:
                 pending, self._slots_pending = self._slots_pending, {}
                 for key, own in pending.items():
                     self.report_slots(key, own)
+            except ResponseError as err:  # refused (an ACL): the functions already there serve
+                loaded = True
+                logs.event("store", logging.WARNING, backend="redis", action="load_refused",
+                           error=str(err))  # fmt: skip
             except (RedisError, OSError, TimeoutError) as err:  # the first load
                 self._failed(err, 1)
             except Unavailable:
