@@ -195,3 +195,14 @@ async def test_a_load_refused_by_an_acl_leaves_the_functions_there_in_use(
         assert server.command("ZCARD", "mm:rate:192.0.2.9") == b":1"  # through Redis
     finally:
         await store.close()
+
+
+async def test_a_store_closed_while_it_starts_stops(server: RedisServer) -> None:
+    # redis-py can turn the CancelledError of a call into a ConnectionError: the heartbeat
+    # and the feed loops caught it as a failed call and went on, and close waited for ever
+    for i in range(20):
+        store = RedisStore(server.url, MemoryStore())
+        store.watch_bans(lambda name, seconds: None)
+        await asyncio.sleep(0.002 * (i % 10))  # at a different step of the start each time
+        await asyncio.wait_for(store.close(), 10)
+        assert not store._tasks

@@ -37,6 +37,7 @@ from mailmoat.limits import (
 from mailmoat.store.base import BAN_PREFIX
 from mailmoat.store.memory import MemoryStore
 from mailmoat.store.peer_counts import PeerCounts
+from mailmoat.store.redis_client import stop_if_cancelled
 from mailmoat.store.redis_functions import CHANNEL, COUNTS_CHANNEL, PREFIX
 
 COUNTS = COUNTS_CHANNEL.encode()
@@ -94,6 +95,7 @@ class BanFeed:
                 self.synced = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            stop_if_cancelled()
             await asyncio.sleep(BAN_FEED_RETRY)
 
     async def apply(self, data: bytes | str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 from collections import Counter
@@ -74,3 +75,12 @@ def not_loaded(answer: Any) -> bool:
     return isinstance(answer, ResponseError) and (
         "function not found" in text or "noscript" in text
     )
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when the running task was asked to stop: redis-py may turn the
+    CancelledError of a call it was in into a ConnectionError, which a loop that outlives
+    failed calls would otherwise catch and go on (the store's close then waited for ever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -52,7 +52,7 @@ from mailmoat.store.base import BAN_PREFIX
 from mailmoat.store.breaker import Breaker
 from mailmoat.store.memory import MemoryStore
 from mailmoat.store.peer_counts import PeerCounts
-from mailmoat.store.redis_client import calls_of, connect, ms, not_loaded, us
+from mailmoat.store.redis_client import calls_of, connect, ms, not_loaded, stop_if_cancelled, us
 from mailmoat.store.redis_functions import LIBRARY, PREFIX, SOURCE
 
 NODES_KEY = PREFIX + "nodes"
@@ -456,6 +456,7 @@ class RedisStore:
                 self._failed(err, 1)
             except Unavailable:
                 pass
+            stop_if_cancelled()
             await asyncio.sleep(REDIS_HEARTBEAT)
 
     def _spawn(self, work: Any) -> None:
