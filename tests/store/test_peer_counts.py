@@ -118,7 +118,7 @@ def test_clear_forgets_everything() -> None:
 FIELDS = st.sampled_from(["slots", "hit", "mm:slots:ip:1", "mm:rate:x", "b", "me", "1", "60000"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.one_of(
