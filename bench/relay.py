@@ -474,6 +474,7 @@ class Mailmoat(System):
         self.dns: SenderDns | None = None
         self.admin = free_port()
         self.worker_calls: int | None = None  # store calls over the workers' links, from /stats
+        self.redis_gauges: dict[str, int] = {}  # the Redis store's calls, from /stats
 
     def settings(self) -> dict[str, object]:
         out = subprocess.run(
@@ -547,6 +548,7 @@ class Mailmoat(System):
     def stop(self) -> None:
         if self.proc is not None:
             self.worker_calls = worker_calls(self.admin)
+            self.redis_gauges = redis_gauges(self.admin)
             stop_process(self.proc)
         if self.dns is not None:
             queries = self.dns.queries()
@@ -698,6 +700,28 @@ def worker_calls(port: int) -> int | None:
     except (OSError, ValueError):
         return None
     return int(doc.get("counters", {}).get("store.worker_calls", 0))
+
+
+def redis_gauges(port: int) -> dict[str, int]:
+    """The `store.redis.*` gauges of a running mailmoat's /stats (empty: none, or unreadable)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/stats", timeout=10) as answer:
+            doc = json.loads(answer.read())
+    except (OSError, ValueError):
+        return {}
+    gauges = doc.get("gauges", {})
+    return {
+        k[len("store.redis.") :]: int(v) for k, v in gauges.items() if k.startswith("store.redis.")
+    }
+
+
+def store_ops(gauges: dict[str, int], sent: int) -> str:
+    """The Redis store's calls per message, by function, and its round trips: what a message
+    costs the supervisor (each pipelined batch of calls is one round trip)."""
+    calls = {k[len("calls.") :]: v for k, v in gauges.items() if k.startswith("calls.") and v}
+    each = ", ".join(f"{fn} {n / sent:.2f}" for fn, n in sorted(calls.items()))
+    trips = gauges.get("round_trips", 0)
+    return f"per message: {each or 'no call'}; {trips / sent:.2f} round trips (heartbeats included)"
 
 
 def fcalls(port: int) -> int:
@@ -1547,6 +1571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{sys_.store_calls:,} Redis FCALLs for {sent:,} messages:"
                     f" {sys_.store_calls / sent:.2f} store calls per message (heartbeats included)"
                 )
+                if sys_.redis_gauges:
+                    sys_.notes.append("Redis store " + store_ops(sys_.redis_gauges, sent))
             notes += [f"{LABELS[sys_.name]}: {n}" for n in sys_.notes]
     minutes = (time.monotonic() - started) / 60
     summary = summarise(runs, lats)

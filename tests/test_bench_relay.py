@@ -92,3 +92,11 @@ def test_chart_with_and_without_latency_runs(tmp_path: Path, latency: bool) -> N
     out = tmp_path / "relay.png"
     relay.chart(relay.summarise(runs, lats), [p], ["mailmoat"], out)  # --latency-messages 0
     assert out.stat().st_size > 0
+
+
+def test_store_ops_per_message_by_function() -> None:
+    gauges = {"calls.mm_slots": 40, "calls.mm_hit": 20, "calls.mm_get": 0, "round_trips": 30}
+    assert relay.store_ops(gauges, 100) == (
+        "per message: mm_hit 0.20, mm_slots 0.40; 0.30 round trips (heartbeats included)"
+    )
+    assert relay.store_ops({}, 100).startswith("per message: no call; 0.00 round trips")

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from mailmoat.limits import (
     MAX_CONFIG_FILE,
@@ -218,6 +219,24 @@ def _pseudo(path: Path) -> bool:
     return any(real == top or real.startswith(top + "/") for top in _PSEUDO_FILESYSTEMS)
 
 
+def _redis_tls_problems(url: str) -> list[tuple[str, str]]:
+    """The files a `rediss://` store.url names (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`
+    in its query): one line for the first that cannot be used."""
+    if not url.startswith("rediss://"):
+        return []
+    query = parse_qs(urlsplit(url).query)
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        for value in query.get(name, []):
+            if problem := _readable(Path(value)):
+                return [("store.url", f"{name}: {problem}")]
+    for ca in query.get("ssl_ca_certs", []):
+        try:
+            ssl.create_default_context(cafile=ca)
+        except ssl.SSLError as err:
+            return [("store.url", f"ssl_ca_certs: no usable CA certificate in {ca}: {err}")]
+    return []
+
+
 def file_problems(settings: Any) -> list[tuple[str, str]]:
     """(key, reason) for each file a setting names that cannot be used: missing, unreadable,
     not PEM, a certificate that does not match its key. `settings` is a config.Settings."""
@@ -241,6 +260,8 @@ def file_problems(settings: Any) -> list[tuple[str, str]]:
             ssl.create_default_context(cafile=str(path))
         except ssl.SSLError as err:
             out.append((key, f"no usable CA certificate in {path}: {err.reason or err}"))
+    if settings.store.backend == "redis":
+        out += _redis_tls_problems(settings.store.url)
     # the static file may be large (directory.max_entries bounds what is kept of it)
     for key, path, limit in (
         ("directory.static_file", settings.directory.static_file, None),

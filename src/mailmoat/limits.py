@@ -148,8 +148,15 @@ REDIS_SLOTS_TTL = 3600.0
 """Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
 address whose connections stay open longer without any new one may be under-counted after."""
 SLOTS_REPORT_DELAY = 0.05
-"""Seconds an ended connection's count waits before it is sent to Redis, so that the reports
-of a busy address go as one (the next connection's own call usually makes it unneeded)."""
+"""Seconds a node's counts for admission (open connections per address and network, connection
+rate events) wait before they are sent to Redis, so that those of a busy address go as one
+call; the other nodes hear them about this much later (the documented overshoot)."""
+PEER_COUNTS_MAX = 10_000
+"""Addresses and networks whose counts from the other nodes a node holds (store/peer_counts),
+and as many windows of their connection events; the oldest are dropped first."""
+PEER_EVENTS_MAX = 1_000
+"""Events another node reported that one message, one answer or one window holds at most (a
+rate limit above this is counted this high at most from the others' part)."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000

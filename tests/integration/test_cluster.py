@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,17 @@ class Cluster:
     def accepted(self) -> list[int]:
         """Client connections each node admitted (health checks are not counted)."""
         return [n.counter("connections.accepted") for n in self.nodes]
+
+    def heard(self, gauge: str) -> list[int]:
+        """What each node heard from the other over Redis's counts channel: `peer_events`
+        (connection events, for the rate) or `peer_connections` (open connections now)."""
+        return [int(n.stats()["gauges"].get(f"store.redis.{gauge}", 0)) for n in self.nodes]
+
+    def wait_heard(self, gauge: str, want: Callable[[list[int]], bool], what: str) -> None:
+        """Admission decides from what a node heard, without asking Redis: the other node's
+        counts arrive within SLOTS_REPORT_DELAY and a round trip (docs/several-nodes.md), so
+        a test of the cluster-wide limit waits for them before its next connection."""
+        wait_until(lambda: want(self.heard(gauge)), what, describe=lambda: self.heard(gauge))
 
     def delivered(self) -> int:
         return sum(len(list(n.maildir.glob("new/*"))) for n in self.nodes)
@@ -149,6 +160,7 @@ def test_the_connection_rate_holds_across_the_nodes(tmp_path: Path) -> None:
         for _ in range(3):
             assert c.greeting(CLIENT).startswith(b"220")
         assert sorted(c.accepted()) == [1, 2]
+        c.wait_heard("peer_events", lambda e: sorted(e) == [1, 2], "each node heard the other")
         # the fourth in the minute: one node has seen only one of the three before it
         for _ in range(2):  # and both nodes say so
             refused = c.greeting(CLIENT)
@@ -183,8 +195,14 @@ def test_mail_flows_while_redis_is_down_and_the_limits_recover(tmp_path: Path) -
             "both nodes use Redis again",
         )
         # the rate holds cluster-wide again: a, b, a admitted, then refused by both
+        before = c.heard("peer_events")
         for _ in range(3):
             assert c.greeting(CLIENT).startswith(b"220")
+        c.wait_heard(
+            "peer_events",
+            lambda e: sorted(x - y for x, y in zip(e, before, strict=True)) == [1, 2],
+            "each node heard the other's new connections",
+        )
         for _ in range(2):
             refused = c.greeting(CLIENT)
             assert refused.startswith(b"421") and b"too many connections" in refused, refused
@@ -205,12 +223,15 @@ def test_the_caps_on_open_connections_hold_across_the_nodes(tmp_path: Path) -> N
         try:
             assert [read_reply(s)[:4] for s in held] == [b"220 "] * 2
             assert c.accepted() == [1, 1]
+            # each node heard the other's (address and network): 2 slots each
+            c.wait_heard("peer_connections", lambda n: n == [2, 2], "each heard the other")
             # a third: the node it reaches holds only one, the cluster two
             refused = c.greeting(CLIENT)
             assert refused.startswith(b"421") and b"from your address" in refused, refused
             # the network's cap: a neighbour is the third of the /24, another the fourth
             held.append(connect(c.port, "127.0.0.78"))
             assert read_reply(held[-1]).startswith(b"220 ")
+            c.wait_heard("peer_connections", lambda n: sum(n) == 6, "the neighbour heard of")
             refused = c.greeting("127.0.0.79")
             assert refused.startswith(b"421") and b"from your network" in refused, refused
             # a connection that ends gives its slot back to the cluster
@@ -229,7 +250,7 @@ def test_a_crashed_node_does_not_hold_its_slots_for_ever(tmp_path: Path) -> None
         held = [connect(c.port, CLIENT), connect(c.port, CLIENT)]  # one on each node
         try:
             assert [read_reply(s)[:4] for s in held] == [b"220 "] * 2
-            assert _slots(c, CLIENT) == b":2"
+            wait_until(lambda: _slots(c, CLIENT) == b":2", "both nodes' counts in Redis")
             a, b = c.nodes
             a.proc.kill()  # its connection dies with it, without a word to Redis
             a.proc.wait(10)
@@ -238,7 +259,13 @@ def test_a_crashed_node_does_not_hold_its_slots_for_ever(tmp_path: Path) -> None
             wait_until(lambda: "mx1 is DOWN" in c.haproxy.output(), "HAProxy sends all to b")
             # to b: a's slot stops counting once a is past REDIS_NODE_ALIVE in Redis too
             wait_until(lambda: c.greeting(CLIENT).startswith(b"220"), "a's slot not counted")
-            wait_until(lambda: _slots(c, CLIENT) == b":1", "a's count dropped from Redis")
+            # and from Redis at b's next report (each connection's count goes within
+            # SLOTS_REPORT_DELAY, with the live nodes: a's field is dropped then)
+            wait_until(
+                lambda: c.greeting(CLIENT).startswith(b"220") and _slots(c, CLIENT) == b":1",
+                "a's count dropped from Redis",
+                describe=lambda: (_slots(c, CLIENT), b.stats()["gauges"]),
+            )
         finally:
             for s in held:
                 s.close()

@@ -112,11 +112,71 @@ async def test_sessions_of_one_source_share_one_store_read() -> None:
     assert store.calls == 4  # and now trusted
 
 
-async def test_a_connect_that_finds_a_source_clean_trusts_it() -> None:
+async def test_a_connect_reads_only_the_bans() -> None:
+    # the scores wait for the RCPT: with Redis the bans are a local copy, so the greeting
+    # never waits on Redis; the RCPT's one read (bans and scores together) trusts the source
     store = CountingStore()
     detector = HarvestDetector(harvest_settings(), store)
     sender = Client("192.0.2.25", 40000)
     assert await detector.connect(sender) is None
-    asked = store.calls
+    assert store.calls == 2  # the address's ban and the network's, no score window
     assert await detector.rcpt(sender) is None
-    assert store.calls == asked  # the connect's read answered the RCPT too
+    assert store.calls == 2 + 4
+    assert await detector.connect(sender) is None
+    assert await detector.rcpt(sender) is None
+    assert store.calls == 2 + 4  # trusted
+
+
+class InFlightStore(MemoryStore):
+    """Each call takes a turn of the event loop, as a worker's round trip to the supervisor,
+    and the most calls waiting at once is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self.most = 0
+
+    async def _trip(self) -> None:
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        await asyncio.sleep(0.01)
+        self.waiting -= 1
+
+    async def get(self, key: str) -> Any:
+        await self._trip()
+        return await super().get(key)
+
+    async def count(self, key: str, window: float) -> int:
+        await self._trip()
+        return await super().count(key, window)
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        await self._trip()
+        return await super().hit(key, window, cap)
+
+
+async def test_a_read_asks_for_bans_and_scores_in_one_round_trip() -> None:
+    # a worker's store calls are round trips to the supervisor: asked together, not in a row
+    store = InFlightStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sender = Client("192.0.2.26", 40000)
+    assert await detector.rcpt(sender) is None
+    assert store.most == 4  # two bans and two score windows at once
+    store.most = 0
+    await detector.unknown(sender)
+    assert store.most == 2  # the address's and the network's window, hit together
+
+
+async def test_connects_of_one_source_share_one_ban_read_and_trust_it() -> None:
+    # one message per connection, 20 at once: the connect hook's ban read is shared, and its
+    # "not banned" trusted for HARVEST_CLEAN_TRUST, before any RCPT trusted the source
+    store = RemoteLikeStore()
+    detector = HarvestDetector(harvest_settings(), store)
+    sessions = [Client("192.0.2.27", 40000 + i) for i in range(20)]
+    assert await asyncio.gather(*(detector.connect(c) for c in sessions)) == [None] * 20
+    assert store.calls == 2  # the address's ban and the network's, once
+    assert await detector.connect(Client("192.0.2.27", 41000)) is None
+    assert store.calls == 2
+    await detector.unknown(sessions[0])  # its own unknown recipient ends that trust
+    assert await detector.connect(Client("192.0.2.27", 41001)) is None
+    assert store.calls == 4

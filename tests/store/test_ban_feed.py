@@ -14,7 +14,7 @@ from mailmoat.server import eager
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
 from mailmoat.store.ban_feed import BanFeed
-from mailmoat.store.redis_store import connect
+from mailmoat.store.redis_client import connect
 
 
 def feed() -> tuple[BanFeed, MemoryStore, list[tuple[str, float | None]]]:

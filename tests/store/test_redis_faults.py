@@ -159,3 +159,50 @@ async def test_a_crowd_of_calls_on_a_hung_redis_stays_within_the_pool(
         assert not store.breaker.closed
     finally:
         server.resume()
+
+
+async def test_an_older_library_is_replaced_at_start(server: RedisServer) -> None:
+    old = "#!lua name=mailmoat\nredis.register_function('mm_get', function() return nil end)"
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        client.function_load(old)
+        store = RedisStore(server.url, MemoryStore())
+        try:
+            store.watch_bans(lambda name, seconds: None)  # starts the heartbeats
+            await wait_for(lambda: b"mm_slots" in str(client.function_list()).encode(), "loaded")
+        finally:
+            await store.close()
+    finally:
+        client.close()
+
+
+async def test_a_load_refused_by_an_acl_leaves_the_functions_there_in_use(
+    server: RedisServer,
+) -> None:
+    first = RedisStore(server.url, MemoryStore())
+    try:
+        await first.load()  # an administrator loaded them; the node's user may only call them
+    finally:
+        await first.close()
+    rule = "ACL SETUSER mm on >secret ~* &* +@all -function"
+    assert server.command(*rule.split()) == b"+OK"
+    store = RedisStore(f"redis://mm:secret@127.0.0.1:{server.port}/0", MemoryStore())
+    try:
+        store.watch_bans(lambda name, seconds: None)
+        await wait_for(lambda: store.live_nodes == 1 and store.live != [], "a heartbeat")
+        assert store.breaker.closed and store.fallbacks == 0
+        assert await store.hit("rate:192.0.2.9", 60, 10) == 1
+        assert server.command("ZCARD", "mm:rate:192.0.2.9") == b":1"  # through Redis
+    finally:
+        await store.close()
+
+
+async def test_a_store_closed_while_it_starts_stops(server: RedisServer) -> None:
+    # redis-py can turn the CancelledError of a call into a ConnectionError: the heartbeat
+    # and the feed loops caught it as a failed call and went on, and close waited for ever
+    for i in range(20):
+        store = RedisStore(server.url, MemoryStore())
+        store.watch_bans(lambda name, seconds: None)
+        await asyncio.sleep(0.002 * (i % 10))  # at a different step of the start each time
+        await asyncio.wait_for(store.close(), 10)
+        assert not store._tasks

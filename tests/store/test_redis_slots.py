@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -57,31 +56,20 @@ async def test_redis_down_scales_the_own_count_and_the_report_follows_later(
             assert await b.slots(KEY, 1) == 3
 
 
-class CountingRedisStore(RedisStore):
-    """The real Redis store, counting the `mm_slots` calls it sends."""
-
-    slot_calls = 0
-
-    async def call(self, fn: str, key: str, *args: Any) -> Any:
-        if fn == "mm_slots":
-            self.slot_calls += 1
-        return await super().call(fn, key, *args)
-
-
 async def test_the_reports_of_a_busy_address_go_as_one(tmp_path: Path) -> None:
     with redis_server(tmp_path / "redis") as server:
-        a = CountingRedisStore(server.url, MemoryStore())
+        a = RedisStore(server.url, MemoryStore())
         try:
             assert await a.slots(KEY, 4) == 4
             for own in (3, 2, 1, 0):  # four connections end together
                 a.report_slots(KEY, own)
             await wait_for(lambda: server.command("EXISTS", "mm:" + KEY) == b":0", "the report")
-            assert a.slot_calls == 2  # the last count only, not one call per connection
+            assert a.calls_by["mm_slots"] == 2  # the last count only, not one call per connection
 
             a.report_slots(KEY, 0)  # one ends, and the next connection comes at once:
             assert await a.slots(KEY, 1) == 1  # its count goes now, and the report with it
             await wait_for(lambda: not a._reporting, "no report left")
             assert server.command("HLEN", "mm:" + KEY) == b":1"  # never overwritten by the 0
-            assert a.slot_calls == 3
+            assert a.calls_by["mm_slots"] == 3
         finally:
             await a.close()

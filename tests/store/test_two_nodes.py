@@ -81,6 +81,15 @@ async def greeting(gw: Gateway, source: str) -> bytes:
         await talk.close()
 
 
+async def heard(gw: Gateway, source: str, events: int) -> None:
+    """Wait until `gw` heard of `events` connections from `source` on the other node (its
+    admission decides from that, without asking Redis: see docs/several-nodes.md)."""
+    store = gw.store
+    assert isinstance(store, RedisStore)
+    key = f"rate:{source}"
+    await wait_for(lambda: store.peers.events(key, 60) >= events, f"{events} heard of {source}")
+
+
 STEPS = ("EHLO client.test", "MAIL FROM:<s@sender.test>", "RCPT TO:<alice@example.test>", "DATA")
 
 
@@ -134,6 +143,7 @@ async def test_a_per_address_rate_holds_across_nodes(tmp_path: Path, server: Red
     async with two_nodes(tmp_path, server, **{"admission.max_rate": 3}) as (a, b):
         for gw in (a, b, a):
             assert (await greeting(gw, "127.0.0.5")).startswith(b"220")
+        await heard(b, "127.0.0.5", 2)
         refused = await greeting(b, "127.0.0.5")  # the fourth in the minute, b's second
         assert refused.startswith(b"421") and b"too many connections" in refused
         assert (await greeting(b, "127.0.0.6")).startswith(b"220")
@@ -182,6 +192,7 @@ async def test_mail_flows_while_redis_hangs_and_after_it_restarts(
         # the limit holds cluster-wide again
         for gw in (a, b, a):
             assert (await greeting(gw, "127.0.0.11")).startswith(b"220")
+        await heard(b, "127.0.0.11", 2)
         assert (await greeting(b, "127.0.0.11")).startswith(b"421")
         assert server.command("FUNCTION", "LIST") != b"*0"
         gauges = a.stats.snapshot()["gauges"]

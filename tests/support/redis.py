@@ -4,7 +4,8 @@ No persistence (`--save ''`, `--appendonly no`), its own directory, run in the f
 a child of the test (so `pause`/`resume` can send it SIGSTOP/SIGCONT) and always stopped in
 teardown, also after a failure. `shutdown` + `start` restart it on the same port with no data
 and no functions, as a crashed Redis comes back. Given a network namespace (`ns`), it runs
-and is reached inside it.
+and is reached inside it. With `tls`, it also listens for TLS (`--tls-port`, a self-signed
+certificate from tests/support/tls.py; `tls_url` trusts it, `untrusted_tls_url` does not).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tests.support.netns import Netns
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.tls import self_signed_cert
 from tests.support.waiting import wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -30,10 +32,12 @@ def available() -> bool:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, ns: Netns | None = None) -> None:
+    def __init__(self, workdir: Path, ns: Netns | None = None, tls: bool = False) -> None:
         self.dir = workdir
         self.ns = ns
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
+        self.cert = workdir / "cert.pem"
         self.socket = workdir / "redis.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +49,24 @@ class RedisServer:
     def unix_url(self) -> str:
         return f"unix://{self.socket}"
 
+    @property
+    def tls_url(self) -> str:
+        return f"{self.untrusted_tls_url}?ssl_ca_certs={self.cert}"
+
+    @property
+    def untrusted_tls_url(self) -> str:
+        return f"rediss://{LOOPBACK}:{self.tls_port}/0"
+
+    def _tls_options(self) -> list[str]:
+        if not self.tls_port:
+            return []
+        if not self.cert.exists():
+            self_signed_cert(self.dir, (LOOPBACK,))
+        key = self.dir / "key.pem"
+        return ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.cert),
+                "--tls-auth-clients", "no"]  # fmt: skip
+
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -53,7 +75,8 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [*prefix, REDIS_SERVER, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
                  "--appendonly", "no", "--dir", str(self.dir), "--daemonize", "no",
-                 "--unixsocket", str(self.socket), "--unixsocketperm", "700"],
+                 "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+                 *self._tls_options()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         wait_until(lambda: self.command("PING") == b"+PONG", "redis-server answers PING")
@@ -104,8 +127,10 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(workdir: Path, ns: Netns | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(workdir, ns)
+def redis_server(
+    workdir: Path, ns: Netns | None = None, tls: bool = False
+) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, ns, tls)
     try:
         yield server.start()
     finally:

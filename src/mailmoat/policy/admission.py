@@ -7,9 +7,11 @@ connection-rate block this node already decided. All of that is local state, so 
 synchronous: the session writes one prebuilt `421 4.7.0` line and closes, with no engine, no
 timer and no task. Only a client that passes goes on to the shared state in the store: one
 sliding-window hit for the connection rate and, when the local "not banned" answer is stale,
-one ban lookup; with a store shared by several nodes (`SharedSlots`), also the cluster's count
-of the address's and the network's open connections (one call each; a connection that ends
-reports its node's new counts without waiting).
+one ban lookup. With a store shared by several nodes (`SharedSlots`, Redis) the connection
+rate and the cluster's count of the address's and the network's open connections are
+answered at once too, from this node's counts plus the other nodes' as last heard (late by
+`SLOTS_REPORT_DELAY` and a Redis round trip at most: docs/several-nodes.md); this node's
+counts are sent without waiting, so accepting a connection never waits on Redis.
 
 Clients in `admission.allow_networks` (the internal network, or the filtering service that
 relays to us) are marked `trusted` and skip every limit here (they count only towards the
@@ -118,30 +120,48 @@ class Admission(Check):
             self.bans.strike(addr, "rate")
             return self._refuse("rate")
         self._count(client, ip_key, net_key)
-        if (
-            self.slots is not None
-            or a.max_rate
-            or (self.bans.enabled and not self.bans.clear_now(addr))
-        ):
+        if self.slots is not None:
+            refused = self._cluster(self.slots, addr, ip_key, net_key)
+            if refused is not None or not self.bans.enabled or self.bans.clear_now(addr):
+                return refused
+            return self._banned(addr)  # the ban feed's local copy: no Redis call
+        if a.max_rate or (self.bans.enabled and not self.bans.clear_now(addr)):
             return self._shared(addr, ip_key, net_key)
         return None
 
+    def _cluster(self, slots: SharedSlots, addr: str, ip_key: int, net_key: int) -> Decision | None:
+        """The cluster-wide caps and rate, decided at once (`SharedSlots`)."""
+        a = self.settings
+        limit = self.stress.settings.max_per_ip if self.stress.active else a.max_per_ip
+        if slots.slots_now(f"slots:ip:{ip_key}", self.per_ip.get(ip_key, 0)) > limit:
+            self.bans.strike(addr, "max_per_ip")
+            return self._refuse("max_per_ip")
+        own = self.per_net.get(net_key, 0)
+        if slots.slots_now(f"slots:net:{net_key}", own) > a.max_per_network:
+            return self._refuse("max_per_network")
+        if a.max_rate:
+            n = slots.hit_now(f"rate:{addr}", a.rate_window, a.max_rate + 1)
+            return self._rate(n, addr, ip_key)
+        return None
+
+    def _rate(self, n: int, addr: str, ip_key: int) -> Decision | None:
+        a = self.settings
+        if n <= a.max_rate:
+            return None
+        self._rate_blocked.set(ip_key, self.clock() + min(RATE_RECHECK, a.rate_window))
+        self.bans.strike(addr, "rate")
+        return self._refuse("rate")
+
+    async def _banned(self, addr: str) -> Verdict:
+        return self._refuse("banned") if await self.bans.banned(addr) else None
+
     async def _shared(self, addr: str, ip_key: int, net_key: int) -> Verdict:
         a = self.settings
-        if self.slots is not None:
-            limit = self.stress.settings.max_per_ip if self.stress.active else a.max_per_ip
-            if await self.slots.slots(f"slots:ip:{ip_key}", self.per_ip.get(ip_key, 0)) > limit:
-                self.bans.strike(addr, "max_per_ip")
-                return self._refuse("max_per_ip")
-            own = self.per_net.get(net_key, 0)
-            if await self.slots.slots(f"slots:net:{net_key}", own) > a.max_per_network:
-                return self._refuse("max_per_network")
         if a.max_rate:
             n = await self.store.hit(f"rate:{addr}", a.rate_window, a.max_rate + 1)
-            if n > a.max_rate:
-                self._rate_blocked.set(ip_key, self.clock() + min(RATE_RECHECK, a.rate_window))
-                self.bans.strike(addr, "rate")
-                return self._refuse("rate")
+            refused = self._rate(n, addr, ip_key)
+            if refused is not None:
+                return refused
         if await self.bans.banned(addr):
             return self._refuse("banned")
         return None

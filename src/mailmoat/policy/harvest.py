@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_network
+from typing import Any, TypeVar
 
 from mailmoat import logs
 from mailmoat.config import HarvestSettings
@@ -42,6 +43,9 @@ R_UNIFORM = reply(450, "4.7.1", "Requested action not taken, try again later")
 R_BANNED = reply(421, "4.7.0", "Too many errors from your network, try again later")
 R_UNKNOWN = reply(550, "5.1.1", "Recipient address rejected: no such user")
 
+
+Addr = IPv4Address | IPv6Address
+T = TypeVar("T")
 
 State = tuple[bool, int, int]
 """What the store says of a source: banned, IP score, network score."""
@@ -61,7 +65,9 @@ class HarvestDetector:
         self._session_unknown: dict[int, int] = {}
         self._keys: dict[IPv4Address | IPv6Address, tuple[str, str]] = {}
         self._clean = ExpiringCache(KEY_CACHE)  # ip -> until: no ban, scores below the tarpit
-        self._reading: dict[IPv4Address | IPv6Address, asyncio.Future[State]] = {}
+        self._reading: dict[Addr, asyncio.Future[State]] = {}
+        self._unbanned = ExpiringCache(KEY_CACHE)  # ip -> until: no ban found at connect
+        self._ban_reads: dict[Addr, asyncio.Future[bool]] = {}
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -88,50 +94,38 @@ class HarvestDetector:
     async def banned(self, client: Client) -> bool:
         ip_key, net_key = self.keys(client)
         get = self.store.get
-        return await get("ban:" + ip_key) is not None or await get("ban:" + net_key) is not None
+        bans = await asyncio.gather(get("ban:" + ip_key), get("ban:" + net_key))
+        return any(ban is not None for ban in bans)
 
     async def state(self, client: Client) -> State:
         """(banned, IP score, network score). Concurrent callers for one address share one
         read: when a busy source's trust runs out, its sessions ask the store once, not each."""
-        ip = client.ip
-        pending = self._reading.get(ip)
-        if pending is None:
-            pending = self._reading[ip] = asyncio.ensure_future(self._read(client))
-
-            def done(read: asyncio.Future[State]) -> None:
-                if self._reading.get(ip) is read:
-                    del self._reading[ip]
-
-            pending.add_done_callback(done)
-        return await asyncio.shield(pending)  # a waiter cancelled leaves the read to the others
+        return await _shared(self._reading, client.ip, lambda: self._read(client))
 
     async def _read(self, client: Client) -> State:
-        if await self.banned(client):
-            return True, 0, 0
-        return (False, *await self.scores(client))
-
-    def _trust(self, client: Client, state: State, now: float) -> None:
-        """Trust a source with no ban and scores below every tarpit and uniform threshold."""
-        banned, ip_score, net_score = state
-        s = self.s
-        if (
-            not banned
-            and ip_score < min(s.tarpit_after, s.threshold)
-            and net_score < min(s.network_tarpit_after, s.network_threshold)
-        ):
-            self._clean.set(client.ip, now + HARVEST_CLEAN_TRUST)
+        """Bans and scores asked together: one round trip, not four in a row."""
+        banned, (ip_score, net_score) = await asyncio.gather(
+            self.banned(client), self.scores(client)
+        )
+        return (True, 0, 0) if banned else (False, ip_score, net_score)
 
     async def scores(self, client: Client) -> tuple[int, int]:
         ip_key, net_key = self.keys(client)
         w = self.s.window
-        return await self.store.count(ip_key, w), await self.store.count(net_key, w)
+        ip_score, net_score = await asyncio.gather(
+            self.store.count(ip_key, w), self.store.count(net_key, w)
+        )
+        return ip_score, net_score
 
     async def _score(self, client: Client) -> tuple[int, int]:
         """Record one event for the client's IP and network; ban those past their limit."""
         s, store = self.s, self.store
+        self._unbanned.discard(client.ip)  # it may be banned now
         ip_key, net_key = self.keys(client)
-        ip_score = await store.hit(ip_key, s.window, s.ban_after)
-        net_score = await store.hit(net_key, s.window, s.network_ban_after)
+        ip_score, net_score = await asyncio.gather(
+            store.hit(ip_key, s.window, s.ban_after),
+            store.hit(net_key, s.window, s.network_ban_after),
+        )
         for key, score, limit in (
             (ip_key, ip_score, s.ban_after),
             (net_key, net_score, s.network_ban_after),
@@ -165,14 +159,18 @@ class HarvestDetector:
     # -- hooks ------------------------------------------------------------------------------------
 
     async def connect(self, client: Client) -> Verdict:
-        now = time.monotonic()
-        if self.exempt(client.ip) or self._clean.live(client.ip, now):
+        """Refuse a banned source. Only its bans are read here (with Redis, the ban feed's
+        local copy: the greeting never waits on Redis); its scores wait for its first RCPT.
+        "Not banned" is trusted for HARVEST_CLEAN_TRUST (a ban another worker or node makes
+        meanwhile meets the source at its RCPT: the uniform answer, closing), and the sessions
+        of one source share one read, as for `state`."""
+        ip, now = client.ip, time.monotonic()
+        if self.exempt(ip) or self._clean.live(ip, now) or self._unbanned.live(ip, now):
             return None  # a source this worker found clean within HARVEST_CLEAN_TRUST
-        state = await self.state(client)
-        if not state[0]:
-            self._trust(client, state, now)
-            return None
-        return Decision(R_BANNED, close=True)
+        if await _shared(self._ban_reads, ip, lambda: self.banned(client)):
+            return Decision(R_BANNED, close=True)
+        self._unbanned.set(ip, now + HARVEST_CLEAN_TRUST)
+        return None
 
     async def rcpt(self, client: Client) -> Verdict:
         """Before the directory is asked: uniform answer, ban, or tarpit for a known harvester."""
@@ -207,6 +205,7 @@ class HarvestDetector:
         close = count >= self.s.session_max_unknown
         if not self.exempt(client.ip):
             self._clean.discard(client.ip)
+            self._unbanned.discard(client.ip)
             self._reading.pop(client.ip, None)  # a read begun before this count is stale
             ip_score, net_score = await self._score(client)
             close = close or ip_score >= self.s.ban_after or net_score >= self.s.network_ban_after
@@ -214,6 +213,22 @@ class HarvestDetector:
 
     def forget(self, client: Client) -> None:
         self._session_unknown.pop(id(client), None)
+
+
+async def _shared(
+    reads: dict[Addr, asyncio.Future[T]], ip: Addr, read: Callable[[], Coroutine[Any, Any, T]]
+) -> T:
+    """One read per address at a time: concurrent callers wait for the one in flight."""
+    pending = reads.get(ip)
+    if pending is None:
+        pending = reads[ip] = asyncio.ensure_future(read())
+
+        def done(finished: asyncio.Future[T]) -> None:
+            if reads.get(ip) is finished:
+                del reads[ip]
+
+        pending.add_done_callback(done)
+    return await asyncio.shield(pending)  # a waiter cancelled leaves the read to the others
 
 
 class HarvestCheck(Check):

@@ -10,6 +10,9 @@ A feed that (re)subscribes first reads the running bans from Redis (`SCAN` of `m
 most `BAN_RESYNC_MAX`), so that none published while it was away is missed; only then are ban
 reads answered locally (`synced`). A ban lifted while a node was cut off stays on that node
 until it expires or is lifted again.
+
+The same subscription carries the other nodes' admission counts (`COUNTS_CHANNEL`, given a
+`PeerCounts`); those heard before a lost connection are forgotten when it is made again.
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ from mailmoat.limits import (
     BAN_FEED_RETRY,
     BAN_RESYNC_BATCH,
     BAN_RESYNC_MAX,
+    PEER_COUNTS_MAX,
     REDIS_HEARTBEAT,
     REDIS_TIMEOUT,
 )
 from mailmoat.store.base import BAN_PREFIX
 from mailmoat.store.memory import MemoryStore
-from mailmoat.store.redis_functions import CHANNEL, PREFIX
+from mailmoat.store.peer_counts import PeerCounts
+from mailmoat.store.redis_client import stop_if_cancelled
+from mailmoat.store.redis_functions import CHANNEL, COUNTS_CHANNEL, PREFIX
+
+COUNTS = COUNTS_CHANNEL.encode()
 
 
 class BanFeed:
@@ -44,10 +52,12 @@ class BanFeed:
         client: aioredis.Redis,
         local: MemoryStore,
         notify: Callable[[str, float | None], None],
+        counts: PeerCounts | None = None,
     ) -> None:
         self.client = client
         self.local = local
         self.notify = notify
+        self.counts = counts
         self.synced = False
         self.received = 0  # ban changes applied from the channel
 
@@ -55,14 +65,22 @@ class BanFeed:
         while True:
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                counts = self.counts
+                await pubsub.subscribe(CHANNEL, *([COUNTS_CHANNEL] if counts else []))
                 await self._resync()
+                if counts is not None:
+                    counts.clear()
+                    await self._resync_counts(counts)
                 self.synced = True
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=REDIS_HEARTBEAT
                     )
-                    if message is not None and message.get("type") == "message":
+                    if message is None or message.get("type") != "message":
+                        continue
+                    if counts is not None and message.get("channel") == COUNTS:
+                        counts.apply(message["data"])
+                    else:
                         await self.apply(message["data"])
             except (RedisError, OSError, TimeoutError) as err:
                 if self.synced:
@@ -77,6 +95,7 @@ class BanFeed:
                 self.synced = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            stop_if_cancelled()
             await asyncio.sleep(BAN_FEED_RETRY)
 
     async def apply(self, data: bytes | str) -> None:
@@ -119,3 +138,23 @@ class BanFeed:
                         name = key.decode("utf-8", "replace")[len(prefix) :]
                         await self.local.set(name, value.decode("utf-8", "replace"), ms / 1000)
                         self.notify(name, ms / 1000)
+
+    async def _resync_counts(self, counts: PeerCounts) -> None:
+        """The open connections Redis holds now (messages from here on are applied on top)."""
+        client, prefix = self.client, PREFIX + "slots:"
+        keys: list[bytes] = []
+        async with asyncio.timeout(REDIS_TIMEOUT * 20):
+            async for key in client.scan_iter(match=prefix + "*", count=1000):
+                keys.append(key)
+                if len(keys) >= PEER_COUNTS_MAX:
+                    break
+            for start in range(0, len(keys), BAN_RESYNC_BATCH):
+                batch = keys[start : start + BAN_RESYNC_BATCH]
+                pipe = client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.hgetall(key)
+                for key, fields in zip(
+                    batch, await pipe.execute(raise_on_error=False), strict=True
+                ):
+                    if isinstance(fields, dict):
+                        counts.load(key.decode("utf-8", "replace")[len(PREFIX) :], fields)

@@ -55,7 +55,9 @@ class Store(Protocol):
 
 @runtime_checkable
 class SharedSlots(Protocol):
-    """A store shared by several nodes that also counts open connections cluster-wide."""
+    """A store shared by several nodes that also counts open connections cluster-wide, and
+    answers admission's questions at once, from this node's counts and the others' as last
+    heard (`slots_now`, `hit_now`: the accept path never waits on the shared store)."""
 
     async def slots(self, key: str, own: int) -> int:
         """Set this node's count of open connections for `key` to `own`; return the
@@ -64,4 +66,14 @@ class SharedSlots(Protocol):
 
     def report_slots(self, key: str, own: int) -> None:
         """`slots` without waiting for the answer."""
+        ...
+
+    def slots_now(self, key: str, own: int) -> int:
+        """The cluster's open connections for `key` as known now, `own` being this node's
+        (reported later, as `report_slots`)."""
+        ...
+
+    def hit_now(self, key: str, window: float, cap: int) -> int:
+        """`Store.hit` answered at once from this node's events and the others' as known now
+        (the event is sent later)."""
         ...

@@ -141,6 +141,13 @@ class MemoryStore:
         return entry.value
 
     async def hit(self, key: str, window: float, cap: int) -> int:
+        return self.hit_now(key, window, cap)
+
+    async def count(self, key: str, window: float) -> int:
+        return self.count_now(key, window)
+
+    def hit_now(self, key: str, window: float, cap: int) -> int:
+        """`hit`, synchronously (this store never waits)."""
         now = self.clock()
         entry = self._live(key, now)
         if entry is None or not isinstance(entry.value, deque):
@@ -155,7 +162,8 @@ class MemoryStore:
         entry.expires = now + window
         return len(events)
 
-    async def count(self, key: str, window: float) -> int:
+    def count_now(self, key: str, window: float) -> int:
+        """`count`, synchronously."""
         now = self.clock()
         entry = self._live(key, now)
         if entry is None or not isinstance(entry.value, deque):

@@ -17,6 +17,9 @@ PREFIX = "mm:"
 """Prefix of every key mailmoat writes in Redis."""
 CHANNEL = "mailmoat:bans"
 """Pub/sub channel of ban changes: `set <key> <ms> <value>` or `del <key>`, tab-separated."""
+COUNTS_CHANNEL = "mailmoat:counts"
+"""Pub/sub channel of what each node counted for admission, tab-separated, keys with PREFIX:
+`slots <key> <node> <open connections>` and `hit <key> <node> <events> <window_ms>`."""
 
 SOURCE = (
     r"""#!lua name=mailmoat
@@ -39,23 +42,37 @@ local function incr(keys, args)
   return v
 end
 
--- mm_hit KEYS[1]; window_us, window_ms, cap: record one event, return the events in the window
+-- mm_hit KEYS[1]; window_us, window_ms, cap[, n, node]: record n events (default 1) now,
+-- return the events in the window; given a node, publish them on the counts channel
 local function hit(keys, args)
   local key, window, cap = keys[1], tonumber(args[1]), tonumber(args[3])
+  local n = math.min(tonumber(args[4] or '1'), cap)
   local now = now_us()
   redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now - window))
-  local member, n = num(now), 0
-  while redis.call('ZSCORE', key, member) and n < 64 do
-    n = n + 1
-    member = num(now) .. '.' .. n
+  for i = 1, n do
+    local base = num(now)
+    if i > 1 then
+      base = base .. ':' .. i
+    end
+    local member, k = base, 0
+    while redis.call('ZSCORE', key, member) and k < 64 do
+      k = k + 1
+      member = base .. '.' .. k
+    end
+    redis.call('ZADD', key, num(now), member)
   end
-  redis.call('ZADD', key, num(now), member)
   local card = redis.call('ZCARD', key)
   if card > cap then
     redis.call('ZREMRANGEBYRANK', key, 0, card - cap - 1)
     card = cap
   end
   redis.call('PEXPIRE', key, args[2])
+  if args[5] then
+    redis.call('PUBLISH', '"""
+    + COUNTS_CHANNEL
+    + r"""',
+      'hit\t' .. key .. '\t' .. args[5] .. '\t' .. n .. '\t' .. args[2])
+  end
   return card
 end
 
@@ -111,10 +128,14 @@ local function nodes(keys, args)
 end
 
 -- mm_slots KEYS[1]; node, own, alive_us, ttl_ms, live nodes...: set this node's count of open
--- connections (a hash field per node, "count time_us"), return the sum over the nodes that are
--- live or reported within alive_us; the fields of other nodes (crashed ones) are dropped
+-- connections (a hash field per node, "count time_us"), publish it on the counts channel, and
+-- return the sum over the nodes that are live or reported within alive_us; the fields of other
+-- nodes (crashed ones) are dropped
 local function slots(keys, args)
   local key, now, alive = keys[1], now_us(), tonumber(args[3])
+  redis.call('PUBLISH', '"""
+    + COUNTS_CHANNEL
+    + r"""', 'slots\t' .. key .. '\t' .. args[1] .. '\t' .. args[2])
   if tonumber(args[2]) > 0 then
     redis.call('HSET', key, args[1], args[2] .. ' ' .. num(now))
   else

@@ -19,28 +19,29 @@ node did), and answers from it when Redis fails or the breaker is open:
 - bans: always read from the local copy, which the ban feed (`ban_feed`) keeps in step with
   Redis (a ban written anywhere is pushed to every node); bans set or lifted while Redis was
   away are written there when it returns.
+
+Admission never waits on Redis (`slots_now`, `hit_now`): it decides from this node's own
+counts plus the other nodes' as last published (`peer_counts`), and its own counts go to
+Redis together every `SLOTS_REPORT_DELAY`, in one pipelined round trip (one key per call).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
+import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from mailmoat import logs
 from mailmoat.limits import (
     REDIS_HEARTBEAT,
     REDIS_NODE_ALIVE,
-    REDIS_POOL,
     REDIS_SLOTS_TTL,
     REDIS_TIMEOUT,
     REPLAY_MAX,
@@ -50,9 +51,16 @@ from mailmoat.store.ban_feed import BanFeed
 from mailmoat.store.base import BAN_PREFIX
 from mailmoat.store.breaker import Breaker
 from mailmoat.store.memory import MemoryStore
+from mailmoat.store.peer_counts import PeerCounts
+from mailmoat.store.redis_client import calls_of, connect, ms, not_loaded, stop_if_cancelled, us
 from mailmoat.store.redis_functions import LIBRARY, PREFIX, SOURCE
 
 NODES_KEY = PREFIX + "nodes"
+FUNCTIONS = ("mm_slots", "mm_hit", "mm_count", "mm_get", "mm_set", "mm_ttl", "mm_del", "mm_incr")
+"""The functions whose calls the stats count one by one (besides the heartbeats, mm_nodes)."""
+
+Call = tuple[str, str, tuple[Any, ...]]
+"""One function call: the function, the key (without PREFIX), the arguments."""
 
 BanListener = Callable[[str, float | None], None]
 """Told of a ban change: the key without `ban:`, and its seconds left (None: lifted)."""
@@ -60,28 +68,6 @@ BanListener = Callable[[str, float | None], None]
 
 class Unavailable(Exception):
     """Redis did not answer (down, slow, breaker open): use the local store."""
-
-
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _us(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1_000_000))
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client with short timeouts, no retries and a bounded, blocking pool."""
-    no_retry = Retry(NoBackoff(), 0)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_POOL,
-        timeout=REDIS_TIMEOUT,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        retry=no_retry,
-    )
-    return aioredis.Redis(connection_pool=pool, retry=no_retry)
 
 
 class RedisStore:
@@ -100,14 +86,18 @@ class RedisStore:
         self.live: list[str] = []  # their names
         self.breaker = Breaker(clock=clock)
         self.node = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        self.peers = PeerCounts(self.node, clock)  # the other nodes' admission counts
         self.calls = 0  # calls sent to Redis
+        self.calls_by: Counter[str] = Counter()  # ... per function
+        self.round_trips = 0  # calls or pipelines of calls (each waited for one answer)
         self.fallbacks = 0  # answers the local store gave instead
         self.last_error = ""
         self.feed: BanFeed | None = None  # started with the first call
         self._listeners: list[BanListener] = []
         self._pending: dict[str, tuple[str, float] | None] = {}  # ban changes to write back
         self._slots_pending: dict[str, int] = {}  # connection counts Redis has not got yet
-        self._reports: dict[str, int] = {}  # ended connections' counts, sent together
+        self._reports: dict[str, int] = {}  # connection counts, sent together
+        self._hits: dict[str, tuple[float, int, int]] = {}  # key -> window, cap, events unsent
         self._reporting = False
         self._replaying = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -128,7 +118,7 @@ class RedisStore:
         except RuntimeError:
             return  # not yet: the first call starts it
         self._started = True
-        self.feed = BanFeed(self.client, self.local, self.notify)
+        self.feed = BanFeed(self.client, self.local, self.notify, self.peers)
         for work in (self._heartbeats(), self.feed.run()):
             task = loop.create_task(work)
             self._tasks.add(task)
@@ -144,7 +134,11 @@ class RedisStore:
             "store.redis.breaker_open": lambda: int(not self.breaker.closed),
             "store.redis.feed_synced": lambda: int(self.feed is not None and self.feed.synced),
             "store.redis.nodes": lambda: self.live_nodes,
-        }
+            "store.redis.round_trips": lambda: self.round_trips,
+            "store.redis.peer_messages": lambda: self.peers.received,
+            "store.redis.peer_events": lambda: self.peers.events_heard,
+            "store.redis.peer_connections": self.peers.connections,
+        } | {f"store.redis.calls.{fn}": calls_of(self.calls_by, fn) for fn in FUNCTIONS}
 
     def notify(self, name: str, seconds: float | None) -> None:
         for listener in self._listeners:
@@ -161,7 +155,7 @@ class RedisStore:
         try:
             return await self.client.fcall(fn, 1, PREFIX + key, *args)
         except ResponseError as err:  # "Function not found" after a restart or FUNCTION FLUSH
-            if "function not found" not in str(err).lower() and "noscript" not in str(err).lower():
+            if not not_loaded(err):
                 raise
         await self.load()  # the call did not run: calling once more is safe
         return await self.client.fcall(fn, 1, PREFIX + key, *args)
@@ -173,23 +167,65 @@ class RedisStore:
             self.fallbacks += 1
             raise Unavailable
         self.calls += 1
+        self.calls_by[fn] += 1
+        self.round_trips += 1
         if asyncio.current_task() is None:  # run eagerly by admission (server.eager): go on
             await asyncio.sleep(0)  # in the task it makes for the rest (timeouts need one)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT * 2):  # a backstop to redis-py's own
                 result = await self._fcall(fn, key, *args)
         except (RedisError, OSError, TimeoutError) as err:
-            self.fallbacks += 1
-            self.last_error = f"{type(err).__name__}: {err}"
-            if self.breaker.failure():
-                logs.event("store", logging.ERROR, backend="redis", action="down", error=repr(err))
+            self._failed(err, 1)
             raise Unavailable from err
+        self._succeeded()
+        return result
+
+    async def call_batch(self, calls: list[Call]) -> list[Any]:
+        """Several function calls in one pipelined round trip (each on its own key, as ever):
+        their answers in order, an error as None; Unavailable as for `call`."""
+        self._start()
+        if not self.breaker.allow():
+            self.fallbacks += len(calls)
+            raise Unavailable
+        self.calls += len(calls)
+        self.calls_by.update(fn for fn, _, _ in calls)
+        self.round_trips += 1
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT * 2):
+                answers = await self._pipeline(calls)
+                if any(not_loaded(a) for a in answers):  # those did not run: run them again
+                    await self.load()
+                    again = [i for i, a in enumerate(answers) if not_loaded(a)]
+                    for i, a in zip(
+                        again, await self._pipeline([calls[i] for i in again]), strict=True
+                    ):
+                        answers[i] = a
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err, len(calls))
+            raise Unavailable from err
+        self._succeeded()
+        return [None if isinstance(a, Exception) else a for a in answers]
+
+    async def _pipeline(self, calls: list[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for fn, key, args in calls:
+            pipe.fcall(fn, 1, PREFIX + key, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _failed(self, err: BaseException, calls: int) -> None:
+        self.fallbacks += calls
+        self.last_error = f"{type(err).__name__}: {err}"
+        if self.breaker.failure():
+            tls = "SSL" in str(err) or isinstance(err.__cause__ or err.__context__, ssl.SSLError)
+            action = "tls_failed" if tls else "down"  # a bad certificate or CA is not an outage
+            logs.event("store", logging.ERROR, backend="redis", action=action, error=str(err))
+
+    def _succeeded(self) -> None:
         if self.breaker.success():
             logs.event("store", logging.WARNING, backend="redis", action="up")
         if self._pending and not self._replaying:  # even if the breaker never opened
             self._replaying = True
             self._spawn(self._replay())
-        return result
 
     # -------------------------------------------------------------------- Store
     def _scaled(self, n: int) -> int:
@@ -198,14 +234,14 @@ class RedisStore:
     async def incr(self, key: str, ttl: float, amount: int = 1) -> int:
         own = await self.local.incr(key, ttl, amount)
         try:
-            return max(int(await self.call("mm_incr", key, _ms(ttl), amount)), own)
+            return max(int(await self.call("mm_incr", key, ms(ttl), amount)), own)
         except Unavailable:
             return own
 
     async def hit(self, key: str, window: float, cap: int) -> int:
         own = await self.local.hit(key, window, cap)
         try:
-            n = int(await self.call("mm_hit", key, _us(window), _ms(window), max(cap, 1)))
+            n = int(await self.call("mm_hit", key, us(window), ms(window), max(cap, 1)))
         except Unavailable:
             return min(self._scaled(own), max(cap, 1))
         return max(n, own)
@@ -213,7 +249,7 @@ class RedisStore:
     async def count(self, key: str, window: float) -> int:
         own = await self.local.count(key, window)
         try:
-            return max(int(await self.call("mm_count", key, _us(window))), own)
+            return max(int(await self.call("mm_count", key, us(window))), own)
         except Unavailable:
             return self._scaled(own)
 
@@ -236,7 +272,7 @@ class RedisStore:
         await self.local.set(key, value, ttl)
         ban = key.startswith(BAN_PREFIX)
         try:
-            await self.call("mm_set", key, value, _ms(ttl), int(ban), key)
+            await self.call("mm_set", key, value, ms(ttl), int(ban), key)
         except Unavailable:
             if ban:
                 self._remember(key, (value, self.clock() + ttl))
@@ -246,10 +282,10 @@ class RedisStore:
         if self._bans_local(key):
             return own
         try:
-            ms = int(await self.call("mm_ttl", key))
+            left_ms = int(await self.call("mm_ttl", key))
         except Unavailable:
             return own
-        shared = ms / 1000 if ms >= 0 else None
+        shared = left_ms / 1000 if left_ms >= 0 else None
         if shared is None or (own is not None and key.startswith(BAN_PREFIX) and own > shared):
             return own if key.startswith(BAN_PREFIX) else shared
         return shared
@@ -272,24 +308,58 @@ class RedisStore:
         Redis cannot say, `own` times the number of nodes."""
         self._reports.pop(key, None)  # this absolute count supersedes one not sent yet
         try:
-            total = await self.call(
-                "mm_slots", key, self.node, own, _us(REDIS_NODE_ALIVE), _ms(REDIS_SLOTS_TTL),
-                *self.live,
-            )  # fmt: skip
+            total = await self.call("mm_slots", key, *self._slots_args(own))
         except Unavailable:
-            if key in self._slots_pending or len(self._slots_pending) < REPLAY_MAX:
-                self._slots_pending[key] = own  # sent again with the next heartbeat
+            self._keep_report(key, own)
             return self._scaled(own)
         self._slots_pending.pop(key, None)
         return max(int(total), own)
 
+    def slots_now(self, key: str, own: int) -> int:
+        """The cluster's open connections for `key` as this node knows them now, without
+        waiting: `own` (this node's, exact) plus the other nodes' as last published, or `own`
+        times the number of nodes while the feed or Redis is away. `own` is sent later."""
+        self._start()
+        self.report_slots(key, own)
+        if self._shared():
+            return own + self.peers.open(key)
+        return self._scaled(own)
+
+    def hit_now(self, key: str, window: float, cap: int) -> int:
+        """`hit` without waiting: this node's events in the window (the event recorded here)
+        plus the other nodes' as last published, at most `cap`; this node's own times the
+        number of nodes while the feed or Redis is away. The event is sent later."""
+        self._start()
+        own = self.local.hit_now(key, window, cap)
+        _, _, unsent = self._hits.get(key, (window, cap, 0))
+        if key in self._hits or len(self._hits) < REPLAY_MAX:
+            self._hits[key] = (window, max(cap, 1), min(unsent + 1, max(cap, 1)))
+            self._flush_soon()
+        if self._shared():
+            return min(own + self.peers.events(key, window), max(cap, 1))
+        return min(self._scaled(own), max(cap, 1))
+
     def report_slots(self, key: str, own: int) -> None:
-        """`slots` without waiting for the answer (a connection ended). Reports wait
-        SLOTS_REPORT_DELAY and go together, the latest per key, unless the key's next
-        connection sends its count first: a lower count reaching Redis late only refuses
-        more, never less, and a busy address costs one call per connection, not two."""
+        """`slots` without waiting for the answer. Reports wait SLOTS_REPORT_DELAY and go
+        together, the latest per key, unless the key's next `slots` sends its count first:
+        a busy address costs one call per delay, not one per connection."""
         if key in self._reports or len(self._reports) < REPLAY_MAX:
             self._reports[key] = own
+            self._flush_soon()
+
+    def _shared(self) -> bool:
+        """The other nodes' counts are heard and Redis answers."""
+        return self.breaker.closed and self.feed is not None and self.feed.synced
+
+    def _slots_args(self, own: int) -> tuple[Any, ...]:
+        alive, ttl = us(REDIS_NODE_ALIVE), ms(REDIS_SLOTS_TTL)
+        return (self.node, own, alive, ttl, *self.live)
+
+    def _keep_report(self, key: str, own: int) -> None:
+        if key in self._slots_pending or len(self._slots_pending) < REPLAY_MAX:
+            self._slots_pending[key] = own  # sent again with the next heartbeat
+
+    def _flush_soon(self) -> None:
         if not self._reporting:
             self._reporting = True
             self._spawn(self._report())
@@ -297,11 +367,29 @@ class RedisStore:
     async def _report(self) -> None:
         try:
             await asyncio.sleep(SLOTS_REPORT_DELAY)
-            while self._reports:
-                key, own = self._reports.popitem()
-                await self.slots(key, own)
+            while self._reports or self._hits:
+                reports, self._reports = self._reports, {}
+                hits, self._hits = self._hits, {}
+                await self._send(reports, hits)
         finally:
             self._reporting = False
+
+    async def _send(self, reports: dict[str, int], hits: dict[str, tuple[float, int, int]]) -> None:
+        """This node's counts, in one round trip. Events
+        that could not be sent are not sent again (the outcome of a failed call is unknown)."""
+        calls: list[Call] = [("mm_slots", k, self._slots_args(n)) for k, n in reports.items()]
+        calls += [
+            ("mm_hit", k, (us(w), ms(w), cap, n, self.node)) for k, (w, cap, n) in hits.items()
+        ]
+        try:
+            answers = await self.call_batch(calls)
+        except Unavailable:
+            for key, own in reports.items():
+                self._keep_report(key, own)
+            return
+        for key, total in zip(reports, answers[: len(reports)], strict=True):
+            if total is not None:
+                self._slots_pending.pop(key, None)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -334,29 +422,41 @@ class RedisStore:
                 value, end = change
                 left = end - self.clock()
                 if left > 0:
-                    ms = int(await self.call("mm_ttl", key))
-                    if ms < left * 1000:
-                        await self.call("mm_set", key, value, _ms(left), 1, key)
+                    shared = int(await self.call("mm_ttl", key))
+                    if shared < left * 1000:
+                        await self.call("mm_set", key, value, ms(left), 1, key)
             except Unavailable:
                 self._remember(key, change)
 
     async def _heartbeats(self) -> None:
+        loaded = False
         while True:
             try:
+                if not loaded:  # this version's functions, even over an older library
+                    await self.load()
+                    loaded = True
                 n = await self.call(
                     "mm_nodes",
                     NODES_KEY[len(PREFIX) :],
                     self.node,
-                    _us(REDIS_NODE_ALIVE),
-                    _ms(REDIS_NODE_ALIVE * 2),
+                    us(REDIS_NODE_ALIVE),
+                    ms(REDIS_NODE_ALIVE * 2),
                 )
                 self.live = [m.decode() if isinstance(m, bytes) else str(m) for m in n]
                 self.live_nodes = max(len(self.live), 1)
+                self.peers.keep_nodes(self.live)
                 pending, self._slots_pending = self._slots_pending, {}
                 for key, own in pending.items():
-                    await self.slots(key, own)
+                    self.report_slots(key, own)
+            except ResponseError as err:  # refused (an ACL): the functions already there serve
+                loaded = True
+                logs.event("store", logging.WARNING, backend="redis", action="load_refused",
+                           error=str(err))  # fmt: skip
+            except (RedisError, OSError, TimeoutError) as err:  # the first load
+                self._failed(err, 1)
             except Unavailable:
                 pass
+            stop_if_cancelled()
             await asyncio.sleep(REDIS_HEARTBEAT)
 
     def _spawn(self, work: Any) -> None:
