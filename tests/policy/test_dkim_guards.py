@@ -1,0 +1,56 @@
+"""DKIM promises that mutation testing (scripts/mutation over policy/dkim.py) found nothing
+holding: a signature whose key is not published does not stop the signatures after it from
+being verified (a later valid one still passes); the key record that dkim_rules judges is the
+one dkimpy verifies with, so a second record at the selector cannot slip a key past the rules.
+The keys come from the in-process test zone (tests/support/fake_dns.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mailmoat.policy.dkim import DkimVerifier
+from tests.policy.test_dkim_variants import DOMAIN, key_for, outcome, results, rsa_key, signature
+from tests.support.dns_gateway import message
+from tests.support.fake_dns import ZoneNameserver
+from tests.support.fake_dns import resolver as fake_resolver
+
+ZONE_KEY = key_for("plain").public_b64
+OTHER_KEY = rsa_key(2048).public_b64  # a valid key that signs nothing here
+
+
+@pytest.fixture
+async def verifier() -> AsyncIterator[DkimVerifier]:
+    zone = ZoneNameserver.from_dnsmasq(
+        [
+            f'txt-record=plain._domainkey.{DOMAIN},"v=DKIM1; k=rsa; p={ZONE_KEY}"',
+            # two key records at one selector (RFC 6376 3.6.2.2: the result is undefined)
+            f'txt-record=two._domainkey.{DOMAIN},"v=DKIM1; k=rsa; p={ZONE_KEY}"',
+            f'txt-record=two._domainkey.{DOMAIN},"v=DKIM1; k=rsa; p={OTHER_KEY}"',
+        ]
+    )
+    v = DkimVerifier(fake_resolver(zone, timeout=2.0))
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+async def test_a_signature_without_a_key_does_not_end_the_verification(
+    verifier: DkimVerifier,
+) -> None:
+    msg = message()
+    unpublished = signature(msg, "gone")  # no key at gone._domainkey
+    found = await results(verifier, unpublished, signature(msg, "plain"), msg=msg)
+    assert outcome(found) == [("gone", "permerror"), ("plain", "pass")], found
+
+
+async def test_the_key_the_rules_judge_is_the_key_that_verifies(verifier: DkimVerifier) -> None:
+    """The first record of the answer is the key for dkim_rules and dkimpy alike; a key the
+    rules never saw (here: the second record, whichever it is) never verifies a signature."""
+    answer = await verifier.resolver.query(f"two._domainkey.{DOMAIN}", "TXT")  # now cached
+    signer_first = ZONE_KEY.encode() in answer.records[0]
+    msg = message()
+    [r] = await results(verifier, signature(msg, "two"), msg=msg)  # signed with ZONE_KEY's key
+    assert (r.selector, r.result) == ("two", "pass" if signer_first else "fail"), r

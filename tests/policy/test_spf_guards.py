@@ -1,0 +1,84 @@
+"""SPF promises that mutation testing (scripts/mutation over policy/spf.py) found nothing
+holding: a softfail is never refused by itself (not under `tempfail` either) and, under
+`score`, adds `softfail_points`; a result that is neither fail nor softfail nor temperror adds
+no points and takes none away; with `spf.helo` the HELO identity is checked and reported
+beside a MAIL FROM one; under `off` the RCPT never waits for an SPF result still running. The
+DNS answers come from the in-process test zone (tests/support/fake_dns.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mailmoat import config
+from mailmoat.policy.base import Client
+from mailmoat.policy.results import SPF, SpfResult, SpfResults
+from mailmoat.policy.score import Karma
+from mailmoat.policy.spf import SpfCheck
+from mailmoat.smtp.events import RcptTo
+from tests.support import dns_zone as zone
+from tests.support.fake_dns import ZoneNameserver, world
+from tests.support.fake_dns import resolver as fake_resolver
+
+RCPT = RcptTo("alice@example.test", "example.test")
+
+
+def _check(nameserver: ZoneNameserver | None = None, **spf: Any) -> SpfCheck:
+    settings = config.build({"spf": spf})
+    resolver = fake_resolver(nameserver or world())
+    return SpfCheck(settings.spf, resolver, Karma(settings.score))
+
+
+def _rcpt(check: SpfCheck, result: str) -> tuple[object, tuple[int, int]]:
+    """The RCPT verdict for an SPF `result` of the MAIL FROM identity, and the session's
+    (score, pending points) after it."""
+    client = Client("192.0.2.60", 1)
+    st = check.karma.state(client)
+    st.set(SPF, SpfResults(SpfResult("mailfrom", "sender.test", result), None))
+    verdict = check.rcpt(client, RCPT)
+    return verdict, st.totals()
+
+
+@pytest.mark.parametrize("action", ["tempfail", "reject", "score"])
+def test_a_softfail_is_never_refused_by_itself(action: str) -> None:
+    verdict, _ = _rcpt(_check(action=action), "softfail")
+    assert verdict is None
+
+
+def test_a_softfail_adds_its_points_under_score() -> None:
+    check = _check(action="score", fail_points=3, softfail_points=2)
+    assert _rcpt(check, "softfail") == (None, (2, 0))
+    assert _rcpt(check, "fail") == (None, (3, 0))
+    assert _rcpt(check, "temperror") == (None, (0, 3))  # held pending
+
+
+@pytest.mark.parametrize("result", ["pass", "none", "neutral", "permerror"])
+def test_other_results_add_no_points_and_take_none_away(result: str) -> None:
+    assert _rcpt(_check(action="score"), result) == (None, (0, 0))
+
+
+async def test_the_helo_identity_is_checked_beside_a_sender() -> None:
+    check = _check(helo=True)
+    client = Client(zone.GOOD_IP, 1)
+    client.helo = zone.GOOD_HELO
+    results = await check.evaluate(client, "a@sender.test", zone.GOOD_IP)
+    assert results.mailfrom.identity == "mailfrom"
+    assert results.helo is not None, results
+    assert (results.helo.identity, results.helo.domain) == ("helo", zone.GOOD_HELO)
+    # and without `spf.helo`, only for the null sender
+    off = await _check(helo=False).evaluate(client, "a@sender.test", zone.GOOD_IP)
+    assert off.helo is None and off.mailfrom.identity == "mailfrom"
+
+
+async def test_off_never_waits_for_the_result_at_rcpt() -> None:
+    check = _check(action="off")
+    client = Client("192.0.2.61", 1)
+    st = check.karma.state(client)
+    never: asyncio.Future[SpfResults] = asyncio.get_running_loop().create_future()
+    st.start(SPF, never)  # an SPF evaluation still running
+    try:
+        assert check.rcpt(client, RCPT) is None
+    finally:
+        st.close()
