@@ -1,8 +1,11 @@
 """DKIM promises that mutation testing (scripts/mutation over policy/dkim.py) found nothing
-holding: a signature whose key is not published does not stop the signatures after it from
-being verified (a later valid one still passes); the key record that dkim_rules judges is the
-one dkimpy verifies with, so a second record at the selector cannot slip a key past the rules.
-The keys come from the in-process test zone (tests/support/fake_dns.py)."""
+holding: a signature whose key is not published (or that cannot be parsed) does not stop the
+signatures after it from being verified (a later valid one still passes); the key record that
+dkim_rules judges is the one dkimpy verifies with, so a second record at the selector cannot
+slip a key past the rules; a message gets one result per DKIM-Signature field, whatever other
+fields it has; a signed message dkimpy cannot parse is neutral (not unsigned); header.b gets the
+first 8 characters of b= (RFC 6008). The keys come from the in-process test zone
+(tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mailmoat.policy.dkim import DkimVerifier
-from tests.policy.test_dkim_variants import DOMAIN, key_for, outcome, results, rsa_key, signature
+from tests.policy.test_dkim_variants import (
+    DOMAIN,
+    _fields,
+    key_for,
+    outcome,
+    results,
+    rsa_key,
+    signature,
+)
 from tests.support.dns_gateway import message
 from tests.support.fake_dns import ZoneNameserver
 from tests.support.fake_dns import resolver as fake_resolver
@@ -44,6 +55,10 @@ async def test_a_signature_without_a_key_does_not_end_the_verification(
     unpublished = signature(msg, "gone")  # no key at gone._domainkey
     found = await results(verifier, unpublished, signature(msg, "plain"), msg=msg)
     assert outcome(found) == [("gone", "permerror"), ("plain", "pass")], found
+    # nor does one that cannot be parsed (no b=, bh=, h=, s=)
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.test\r\n"
+    found = await results(verifier, broken, signature(msg, "plain"), msg=msg)
+    assert [r.result for r in found] == ["neutral", "pass"], found
 
 
 async def test_the_key_the_rules_judge_is_the_key_that_verifies(verifier: DkimVerifier) -> None:
@@ -54,3 +69,21 @@ async def test_the_key_the_rules_judge_is_the_key_that_verifies(verifier: DkimVe
     msg = message()
     [r] = await results(verifier, signature(msg, "two"), msg=msg)  # signed with ZONE_KEY's key
     assert (r.selector, r.result) == ("two", "pass" if signer_first else "fail"), r
+
+
+async def test_one_result_per_signature_whatever_the_other_fields(verifier: DkimVerifier) -> None:
+    # field names that sort before "dkim-signature" are not signatures
+    msg = message(extra="Date: Thu, 3 Dec 2026 12:00:00 +0000\r\nCc: b@example.test\r\n")
+    header = signature(msg, "plain")
+    [r] = await results(verifier, header, msg=msg)
+    assert (r.selector, r.result) == ("plain", "pass"), r
+    assert r.b == _fields(header)[b"b"].decode()[:8]  # RFC 6008: header.b, 8 characters
+
+
+async def test_a_signed_message_dkimpy_cannot_parse_is_neutral(verifier: DkimVerifier) -> None:
+    msg = message()
+    broken = signature(msg, "plain") + b"not a header field\r\n"
+    [r] = await results(verifier, broken, msg=msg)
+    assert (r.result, r.reason.startswith("message not parseable")) == ("neutral", True), r
+    # the same break in a message without a signature: nothing to verify
+    assert await results(verifier, b"not a header field\r\n", msg=msg) == []

@@ -2,8 +2,9 @@
 holding: a softfail is never refused by itself (not under `tempfail` either) and, under
 `score`, adds `softfail_points`; a result that is neither fail nor softfail nor temperror adds
 no points and takes none away; with `spf.helo` the HELO identity is checked and reported
-beside a MAIL FROM one; under `off` the RCPT never waits for an SPF result still running. The
-DNS answers come from the in-process test zone (tests/support/fake_dns.py)."""
+beside a MAIL FROM one; under `off` the RCPT never waits for an SPF result still running; a DNS
+error on one PTR name's address lookup skips that name only (RFC 7208 5.5), not the names after
+it. The DNS answers come from the in-process test zone (tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from mailmoat import config
 from mailmoat.policy.base import Client
 from mailmoat.policy.results import SPF, SpfResult, SpfResults
 from mailmoat.policy.score import Karma
-from mailmoat.policy.spf import SpfCheck
+from mailmoat.policy.spf import SpfCheck, SpfEvaluator
 from mailmoat.smtp.events import RcptTo
+from tests.policy.test_spf_rfc7208 import load_zone
 from tests.support import dns_zone as zone
+from tests.support.dns_records import TIMEOUT
 from tests.support.fake_dns import ZoneNameserver, world
 from tests.support.fake_dns import resolver as fake_resolver
 
@@ -82,3 +85,25 @@ async def test_off_never_waits_for_the_result_at_rcpt() -> None:
         assert check.rcpt(client, RCPT) is None
     finally:
         st.close()
+
+
+async def test_a_ptr_name_whose_address_lookup_fails_skips_that_name_only() -> None:
+    names = load_zone(
+        {
+            "ptr.example.com": [{"SPF": "v=spf1 ptr -all"}],
+            "4.2.0.192.in-addr.arpa": [
+                {"PTR": "bad.ptr.example.com"},
+                {"PTR": "ok.ptr.example.com"},
+            ],
+            "bad.ptr.example.com": [TIMEOUT],
+            "ok.ptr.example.com": [{"A": "192.0.2.4"}],
+        }
+    )
+    for _ in range(64):  # the server shuffles the two names: an answer with the bad one first
+        resolver = fake_resolver(ZoneNameserver(names, domains=None), timeout=0.3)
+        ptr = await resolver.query("4.2.0.192.in-addr.arpa", "PTR")  # cached for the check
+        if str(ptr.records[0]).startswith("bad."):
+            break
+    assert str(ptr.records[0]).startswith("bad."), ptr
+    got = await SpfEvaluator(resolver).check("192.0.2.4", "a@ptr.example.com", "helo.example.com")
+    assert got.result == "pass", got

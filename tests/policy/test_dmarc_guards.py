@@ -1,0 +1,57 @@
+"""DMARC promises that mutation testing (scripts/mutation over policy/dmarc.py) found nothing
+holding: From fields of exactly `MAX_FROM_FIELD` octets in all are read and one octet more makes
+the author unreadable, whatever the size of each field (the bound is on the sum, not met by a
+field that jumps over it); a DKIM d= too long to be cached is judged (relaxed alignment by its
+organizational domain) without entering the caches."""
+
+from __future__ import annotations
+
+from mailmoat.dns import Status
+from mailmoat.headers import scan
+from mailmoat.policy import dmarc
+from mailmoat.policy.dmarc import MAX_FROM_FIELD, UNREADABLE, author_domains, judge
+from mailmoat.policy.dmarc_record import parse_record
+from mailmoat.policy.results import DkimResult, SpfResult, SpfResults
+from mailmoat.policy.score import HEADERS_WANTED
+
+
+def _field(domain: str, size: int) -> bytes:
+    """A From field of exactly `size` octets, CRLF included."""
+    start, end = b"From: (", f") a@{domain}\r\n".encode()
+    return start + b"x" * (size - len(start) - len(end)) + end
+
+
+def _authors(*fields: bytes) -> list[str]:
+    return author_domains(scan([b"".join(fields) + b"Subject: x\r\n\r\nbody\r\n"], HEADERS_WANTED))
+
+
+def test_from_fields_up_to_the_bound_are_read_past_it_unreadable() -> None:
+    half = MAX_FROM_FIELD // 2
+    assert _authors(_field("a.example", MAX_FROM_FIELD)) == ["a.example"]
+    assert _authors(_field("a.example", half), _field("b.example", half)) == [
+        "a.example",
+        "b.example",
+    ]
+    assert _authors(_field("a.example", MAX_FROM_FIELD + 1)) == [UNREADABLE]
+    # a field after the bound was met exactly: unreadable, not left out
+    after = _authors(_field("a.example", MAX_FROM_FIELD), b"From: b@b.example\r\n")
+    assert after == ["a.example", UNREADABLE]
+    # the second field jumps over the bound: unreadable, never read as an author
+    over = _authors(_field("a.example", half + 1), _field("b.example", half + 2))
+    assert over == ["a.example", UNREADABLE]
+
+
+def test_a_dkim_domain_too_long_to_cache_is_judged_and_not_cached() -> None:
+    long_d = "x." * 300 + "sender.test"  # over DMARC_CACHED_LENGTH: the names are not kept
+    record = parse_record(b"v=DMARC1; p=reject")
+    spf = SpfResults(SpfResult("mailfrom", "other.test", "fail"), None)
+    judged = dmarc._judged.cache_info()
+    found = judge("sender.test", (Status.OK, record, False), spf, [DkimResult("pass", long_d)])
+    assert (found.result, found.reason) == ("pass", f"aligned dkim {long_d}")
+    strict = parse_record(b"v=DMARC1; p=reject; adkim=s")
+    found = judge("sender.test", (Status.OK, strict, False), spf, [DkimResult("pass", long_d)])
+    assert (found.result, found.disposition) == ("fail", "reject")
+    assert dmarc._judged.cache_info() == judged  # neither looked up nor kept
+    orgs = dmarc._org.cache_info()
+    assert dmarc.organizational_domain(long_d) == "sender.test"
+    assert dmarc._org.cache_info() == orgs
