@@ -4,16 +4,23 @@ signatures after it from being verified (a later valid one still passes); the ke
 dkim_rules judges is the one dkimpy verifies with, so a second record at the selector cannot
 slip a key past the rules; a message gets one result per DKIM-Signature field, whatever other
 fields it has; a signed message dkimpy cannot parse is neutral (not unsigned); header.b gets the
-first 8 characters of b= (RFC 6008). The keys come from the in-process test zone
+first 8 characters of b= (RFC 6008). `DkimCheck`: an unsigned message in memory is decided at
+once (no thread); under `log` the result is still recorded; a result counts for its
+transaction only (its points go with the next MAIL). The keys come from the in-process test zone
 (tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 
 import pytest
 
-from mailmoat.policy.dkim import DkimVerifier
+from mailmoat import config
+from mailmoat.message import Envelope, Message, Spool
+from mailmoat.policy.base import Client
+from mailmoat.policy.dkim import DkimCheck, DkimVerifier
+from mailmoat.policy.score import Karma
 from tests.policy.test_dkim_variants import (
     DOMAIN,
     _fields,
@@ -87,3 +94,42 @@ async def test_a_signed_message_dkimpy_cannot_parse_is_neutral(verifier: DkimVer
     assert (r.result, r.reason.startswith("message not parseable")) == ("neutral", True), r
     # the same break in a message without a signature: nothing to verify
     assert await results(verifier, b"not a header field\r\n", msg=msg) == []
+
+
+def _check(verifier: DkimVerifier, **dkim: object) -> DkimCheck:
+    settings = config.build({"dkim": dkim})
+    return DkimCheck(settings.dkim, verifier.resolver, Karma(settings.score))
+
+
+def _message(data: bytes) -> Message:
+    spool = Spool()
+    spool.write(data)
+    return Message(Envelope(f"a@{DOMAIN}", ["alice@example.test"]), spool, "Q1")
+
+
+async def test_the_check_decides_an_unsigned_message_at_once_and_records_it(
+    verifier: DkimVerifier,
+) -> None:
+    check = _check(verifier, action="log")
+    try:
+        client = Client("192.0.2.70", 1)
+        assert check.message(client, _message(message())) is None  # a verdict, not a task
+        assert check.karma.state(client).tx_outcomes["dkim"].result == "none"
+    finally:
+        await check.close()
+
+
+async def test_a_result_counts_for_its_transaction_only(verifier: DkimVerifier) -> None:
+    check = _check(verifier, action="score", points=2)
+    try:
+        client = Client("192.0.2.71", 1)
+        st = check.karma.state(client)
+        broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.test\r\n" + message()
+        decided = check.message(client, _message(broken))
+        assert inspect.isawaitable(decided)  # verified in a worker thread
+        assert await decided is None
+        assert (st.tx_outcomes["dkim"].result, st.totals()) == ("neutral", (2, 0))
+        st.new_transaction()  # the next MAIL FROM
+        assert st.totals() == (0, 0)
+    finally:
+        await check.close()

@@ -2,16 +2,17 @@
 holding: From fields of exactly `MAX_FROM_FIELD` octets in all are read and one octet more makes
 the author unreadable, whatever the size of each field (the bound is on the sum, not met by a
 field that jumps over it); a DKIM d= too long to be cached is judged (relaxed alignment by its
-organizational domain) without entering the caches."""
+organizational domain) without entering the caches; of several authors, a temporary error
+where the policy is none still outranks a pass (the header must not say dmarc=pass)."""
 
 from __future__ import annotations
 
 from mailmoat.dns import Status
 from mailmoat.headers import scan
 from mailmoat.policy import dmarc
-from mailmoat.policy.dmarc import MAX_FROM_FIELD, UNREADABLE, author_domains, judge
+from mailmoat.policy.dmarc import MAX_FROM_FIELD, UNREADABLE, author_domains, judge, strictest
 from mailmoat.policy.dmarc_record import parse_record
-from mailmoat.policy.results import DkimResult, SpfResult, SpfResults
+from mailmoat.policy.results import DkimResult, DmarcResult, SpfResult, SpfResults
 from mailmoat.policy.score import HEADERS_WANTED
 
 
@@ -55,3 +56,10 @@ def test_a_dkim_domain_too_long_to_cache_is_judged_and_not_cached() -> None:
     orgs = dmarc._org.cache_info()
     assert dmarc.organizational_domain(long_d) == "sender.test"
     assert dmarc._org.cache_info() == orgs
+
+
+def test_a_temporary_error_under_p_none_outranks_a_pass() -> None:
+    passed = DmarcResult("pass", "a.example", "reject", reason="aligned spf")
+    temp = DmarcResult("temperror", "b.example", "none", reason="aligned SPF could not be checked")
+    assert strictest([passed, temp]) is temp
+    assert strictest([temp, passed]) is temp

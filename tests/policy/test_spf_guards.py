@@ -4,11 +4,13 @@ holding: a softfail is never refused by itself (not under `tempfail` either) and
 no points and takes none away; with `spf.helo` the HELO identity is checked and reported
 beside a MAIL FROM one; under `off` the RCPT never waits for an SPF result still running; a DNS
 error on one PTR name's address lookup skips that name only (RFC 7208 5.5), not the names after
-it. The DNS answers come from the in-process test zone (tests/support/fake_dns.py)."""
+it; a session that ends while its SPF checks run cancels the HELO check too. The DNS answers
+come from the in-process test zone (tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from tests.support import dns_zone as zone
 from tests.support.dns_records import TIMEOUT
 from tests.support.fake_dns import ZoneNameserver, world
 from tests.support.fake_dns import resolver as fake_resolver
+from tests.support.waiting import wait_for
 
 RCPT = RcptTo("alice@example.test", "example.test")
 
@@ -107,3 +110,19 @@ async def test_a_ptr_name_whose_address_lookup_fails_skips_that_name_only() -> N
     assert str(ptr.records[0]).startswith("bad."), ptr
     got = await SpfEvaluator(resolver).check("192.0.2.4", "a@ptr.example.com", "helo.example.com")
     assert got.result == "pass", got
+
+
+async def test_a_cancelled_evaluation_cancels_the_helo_check_too() -> None:
+    silent = world()
+    silent.silent = True  # every lookup waits: both identities are still being checked
+    check = _check(silent, helo=True)
+    client = Client(zone.GOOD_IP, 1)
+    client.helo = zone.GOOD_HELO
+    running = asyncio.ensure_future(check.evaluate(client, "a@sender.test", zone.GOOD_IP))
+    await wait_for(lambda: silent.asked() >= 2, "both identities' first lookups")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    helo = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SpfEvaluator.check"]
+    assert helo and all(t.done() or t.cancelling() for t in helo), helo
+    await asyncio.gather(*helo, return_exceptions=True)
