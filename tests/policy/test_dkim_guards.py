@@ -1,17 +1,18 @@
 """DKIM promises that mutation testing (scripts/mutation over policy/dkim.py) found nothing
-holding: a signature whose key is not published (or that cannot be parsed) does not stop the
-signatures after it from being verified (a later valid one still passes); the key record that
-dkim_rules judges is the one dkimpy verifies with, so a second record at the selector cannot
-slip a key past the rules; a message gets one result per DKIM-Signature field, whatever other
-fields it has; a signed message dkimpy cannot parse is neutral (not unsigned); header.b gets the
-first 8 characters of b= (RFC 6008). `DkimCheck`: an unsigned message in memory is decided at
-once (no thread); under `log` the result is still recorded; a result counts for its
-transaction only (its points go with the next MAIL). The keys come from the in-process test zone
-(tests/support/fake_dns.py)."""
+holding: a signature whose key is not published or cannot be looked up, or that cannot be
+parsed or that dkimpy fails by raising, does not stop the signatures after it from being verified (a
+later valid one still passes); the key record that dkim_rules judges is the one dkimpy
+verifies with, so a second record at the selector cannot slip a key past the rules; a message
+gets one result per DKIM-Signature field, whatever other fields it has; a signed message dkimpy
+cannot parse is neutral (not unsigned); header.b gets the first 8 characters of b= (RFC 6008).
+`DkimCheck`: an unsigned message in memory is decided at once (no thread); under `log` the
+result is still recorded; a result counts for its transaction only (its points go with the
+next MAIL). The keys come from the in-process test zone (tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,6 +32,7 @@ from tests.policy.test_dkim_variants import (
     signature,
 )
 from tests.support.dns_gateway import message
+from tests.support.dns_records import TIMEOUT, from_dnsmasq
 from tests.support.fake_dns import ZoneNameserver
 from tests.support.fake_dns import resolver as fake_resolver
 
@@ -67,6 +69,23 @@ async def test_a_signature_without_a_key_does_not_end_the_verification(
     broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.test\r\n"
     found = await results(verifier, broken, signature(msg, "plain"), msg=msg)
     assert [r.result for r in found] == ["neutral", "pass"], found
+    # nor one that dkimpy fails by raising (an unknown canonicalization)
+    bogus = re.sub(rb"c=[a-z]+/[a-z]+", b"c=bogus/bogus", signature(msg, "plain"))
+    found = await results(verifier, bogus, signature(msg, "plain"), msg=msg)
+    assert [r.result for r in found] == ["fail", "pass"], found
+    assert "c= value" in found[0].reason, found
+
+
+async def test_a_key_lookup_that_fails_does_not_end_the_verification() -> None:
+    zone = from_dnsmasq(KEYS)
+    zone[f"slow._domainkey.{DOMAIN}"] = [TIMEOUT]
+    v = DkimVerifier(fake_resolver(ZoneNameserver(zone), timeout=0.3))
+    try:
+        msg = message()
+        found = await results(v, signature(msg, "slow"), signature(msg, "plain"), msg=msg)
+        assert outcome(found) == [("slow", "temperror"), ("plain", "pass")], found
+    finally:
+        v.close()
 
 
 async def test_the_key_the_rules_judge_is_the_key_that_verifies() -> None:

@@ -3,17 +3,35 @@ holding: From fields of exactly `MAX_FROM_FIELD` octets in all are read and one 
 the author unreadable, whatever the size of each field (the bound is on the sum, not met by a
 field that jumps over it); a DKIM d= too long to be cached is judged (relaxed alignment by its
 organizational domain) without entering the caches; of several authors, a temporary error
-where the policy is none still outranks a pass (the header must not say dmarc=pass)."""
+where the policy is none still outranks a pass (the header must not say dmarc=pass), and a
+failure outranks a temporary error under the same policy. `DmarcCheck`: with the SPF result
+still coming at the end of DATA, it waits for it; a failure counts for its transaction only."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
+from mailmoat import config
 from mailmoat.dns import Status
 from mailmoat.headers import scan
+from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy import dmarc
-from mailmoat.policy.dmarc import MAX_FROM_FIELD, UNREADABLE, author_domains, judge, strictest
+from mailmoat.policy.base import Client
+from mailmoat.policy.dmarc import (
+    MAX_FROM_FIELD,
+    UNREADABLE,
+    DmarcCheck,
+    author_domains,
+    judge,
+    strictest,
+)
 from mailmoat.policy.dmarc_record import parse_record
-from mailmoat.policy.results import DkimResult, DmarcResult, SpfResult, SpfResults
-from mailmoat.policy.score import HEADERS_WANTED
+from mailmoat.policy.results import DMARC, SPF, DkimResult, DmarcResult, SpfResult, SpfResults
+from mailmoat.policy.score import HEADERS_WANTED, Karma
+from tests.support.dns_gateway import message
+from tests.support.fake_dns import resolver as fake_resolver
+from tests.support.fake_dns import world
 
 
 def _field(domain: str, size: int) -> bytes:
@@ -63,3 +81,30 @@ def test_a_temporary_error_under_p_none_outranks_a_pass() -> None:
     temp = DmarcResult("temperror", "b.example", "none", reason="aligned SPF could not be checked")
     assert strictest([passed, temp]) is temp
     assert strictest([temp, passed]) is temp
+
+
+def test_a_failure_outranks_a_temporary_error_under_the_same_policy() -> None:
+    temp = DmarcResult("temperror", "a.example", "quarantine", reason="aligned SPF could not")
+    failed = DmarcResult("fail", "b.example", "quarantine", "quarantine", reason="neither")
+    assert strictest([temp, failed]) is failed
+
+
+async def test_the_check_waits_for_spf_and_its_failure_counts_for_the_transaction() -> None:
+    settings = config.build({"dmarc": {"quarantine_action": "score", "quarantine_points": 3}})
+    karma = Karma(settings.score)
+    resolver = fake_resolver(world())
+    await resolver.query("_dmarc.soft.test", "TXT")  # the policy at hand: only SPF is missing
+    check = DmarcCheck(settings.dmarc, resolver, karma)
+    client = Client("192.0.2.81", 1)
+    st = karma.state(client)
+    spf: asyncio.Future[SpfResults] = asyncio.get_running_loop().create_future()
+    st.start(SPF, spf)  # SPF still running at the end of DATA
+    spool = Spool()
+    spool.write(message("a@soft.test"))  # soft.test: p=quarantine
+    decided = check.message(client, Message(Envelope("a@soft.test", ["b@x.test"]), spool, "Q1"))
+    assert inspect.isawaitable(decided)
+    spf.set_result(SpfResults(SpfResult("mailfrom", "soft.test", "softfail"), None))
+    assert await decided is None  # scored, not refused
+    assert (st.ready(DMARC).result, st.totals()) == ("fail", (3, 0))  # type: ignore[union-attr]
+    st.new_transaction()  # the next MAIL FROM
+    assert st.totals() == (0, 0)

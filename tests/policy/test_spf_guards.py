@@ -58,6 +58,8 @@ def test_a_softfail_adds_its_points_under_score() -> None:
     assert _rcpt(check, "softfail") == (None, (2, 0))
     assert _rcpt(check, "fail") == (None, (3, 0))
     assert _rcpt(check, "temperror") == (None, (0, 3))  # held pending
+    # a temporary error holds fail_points pending, never softfail_points
+    assert _rcpt(_check(action="score", fail_points=0), "temperror") == (None, (0, 0))
 
 
 @pytest.mark.parametrize("result", ["pass", "none", "neutral", "permerror"])
