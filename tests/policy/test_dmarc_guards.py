@@ -4,7 +4,8 @@ the author unreadable, whatever the size of each field (the bound is on the sum,
 field that jumps over it); a DKIM d= too long to be cached is judged (relaxed alignment by its
 organizational domain) without entering the caches; of several authors, a temporary error
 where the policy is none still outranks a pass (the header must not say dmarc=pass), and a
-failure outranks a temporary error under the same policy. `DmarcCheck`: with the SPF result
+failure outranks a temporary error under the same policy; no author domain, or an unreadable
+one among several, is refused as unreadable. `DmarcCheck`: with the SPF result
 still coming at the end of DATA, it waits for it; a failure counts for its transaction only."""
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from mailmoat.policy.base import Client
 from mailmoat.policy.dmarc import (
     MAX_FROM_FIELD,
     UNREADABLE,
+    UNREADABLE_AUTHOR,
     DmarcCheck,
+    _without_policy,
     author_domains,
     judge,
     strictest,
@@ -108,3 +111,14 @@ async def test_the_check_waits_for_spf_and_its_failure_counts_for_the_transactio
     assert (st.ready(DMARC).result, st.totals()) == ("fail", (3, 0))  # type: ignore[union-attr]
     st.new_transaction()  # the next MAIL FROM
     assert st.totals() == (0, 0)
+
+
+def test_no_author_or_an_unreadable_one_is_refused_as_unreadable() -> None:
+    for domains in ([], ["a.example", UNREADABLE]):
+        found = _without_policy(domains)
+        assert found is not None, domains
+        assert (found.result, found.disposition, found.reason) == (
+            "permerror",
+            "reject",
+            UNREADABLE_AUTHOR,
+        ), domains
