@@ -4,8 +4,9 @@ holding: a softfail is never refused by itself (not under `tempfail` either) and
 no points and takes none away; with `spf.helo` the HELO identity is checked and reported
 beside a MAIL FROM one; under `off` the RCPT never waits for an SPF result still running; a DNS
 error on one PTR name's address lookup skips that name only (RFC 7208 5.5), not the names after
-it; a session that ends while its SPF checks run cancels the HELO check too. The DNS answers
-come from the in-process test zone (tests/support/fake_dns.py)."""
+it; a session that ends while its SPF checks run cancels the HELO check too; with every answer
+cached, MAIL FROM has its result at once (no task), with the HELO identity checked too. The
+DNS answers come from the in-process test zone (tests/support/fake_dns.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mailmoat.policy.base import Client
 from mailmoat.policy.results import SPF, SpfResult, SpfResults
 from mailmoat.policy.score import Karma
 from mailmoat.policy.spf import SpfCheck, SpfEvaluator
-from mailmoat.smtp.events import RcptTo
+from mailmoat.smtp.events import MailFrom, RcptTo
 from tests.policy.test_spf_rfc7208 import load_zone
 from tests.support import dns_zone as zone
 from tests.support.dns_records import TIMEOUT
@@ -128,3 +129,14 @@ async def test_a_cancelled_evaluation_cancels_the_helo_check_too() -> None:
     helo = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SpfEvaluator.check"]
     assert helo and all(t.done() or t.cancelling() for t in helo), helo
     await asyncio.gather(*helo, return_exceptions=True)
+
+
+async def test_with_every_answer_cached_the_result_is_there_at_mail() -> None:
+    check = _check(helo=True)
+    client = Client(zone.GOOD_IP, 1)
+    client.helo = zone.GOOD_HELO
+    await check.evaluate(client, "a@sender.test", zone.GOOD_IP)  # the answers, now cached
+    check.mail(client, MailFrom("a@sender.test"))
+    found = check.karma.state(client).ready(SPF)
+    assert isinstance(found, SpfResults) and found.helo is not None, found
+    assert (found.mailfrom.result, found.helo.result) == ("pass", "pass")
