@@ -5,8 +5,9 @@ over); an RSA signature is exactly as long as the modulus in octets, rounded up 
 8.2.2), also for a modulus one bit over a whole octet, and below the modulus (equal is
 refused); an RSA key of exactly `MAX_RSA_BITS`, or with an exponent of exactly
 `MAX_RSA_EXPONENT_BITS`, is allowed; i= in a subdomain of d= is refused only with t=s; a key
-record that is not a tag list is left to dkimpy (no exception). The keys are public halves
-built from numbers: the rules read the key and the signature's length, not its mathematics."""
+record that is not a tag list, or whose key cannot be read, is left to dkimpy (no exception).
+The keys are public halves built from numbers: the rules read the key and the signature's
+length, not its mathematics."""
 
 from __future__ import annotations
 
@@ -79,8 +80,10 @@ def test_a_subdomain_identity_is_refused_only_with_t_s() -> None:
     fields = {**_fields(b"rsa-sha256", b"\x01".rjust(256, b"\x00")), b"i": b"@mail.sender.test"}
     assert refusal(fields, _rsa_record(2048)) == ""
     assert "t=s" in refusal(fields, _rsa_record(2048, tags=b"t=s; "))
+    later = {**fields, b"i": b"@z.sender.test"}  # sorts after d=: refused all the same
+    assert "t=s" in refusal(later, _rsa_record(2048, tags=b"t=s; "))
 
 
 def test_a_key_record_that_is_not_a_tag_list_is_left_to_dkimpy() -> None:
-    for record in (b"v=DKIM1; p=a; p=b", b"no tags here"):
+    for record in (b"v=DKIM1; p=a; p=b", b"no tags here", b"v=DKIM1; k=rsa; p=AAAA"):
         assert refusal(_fields(b"rsa-sha256"), record) == "", record
