@@ -140,3 +140,11 @@ async def test_with_every_answer_cached_the_result_is_there_at_mail() -> None:
     found = check.karma.state(client).ready(SPF)
     assert isinstance(found, SpfResults) and found.helo is not None, found
     assert (found.mailfrom.result, found.helo.result) == ("pass", "pass")
+    # without spf.helo, the null sender's result (the HELO identity's) is there at once too
+    quiet = _check(helo=False)
+    await quiet.evaluate(client, "", zone.GOOD_IP)
+    other = Client(zone.GOOD_IP, 2)
+    other.helo = zone.GOOD_HELO
+    quiet.mail(other, MailFrom(""))
+    null = quiet.karma.state(other).ready(SPF)
+    assert isinstance(null, SpfResults) and null.mailfrom.identity == "helo", null
