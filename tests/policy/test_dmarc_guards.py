@@ -6,8 +6,10 @@ organizational domain) without entering the caches; of several authors, a tempor
 where the policy is none still outranks a pass (the header must not say dmarc=pass), and a
 failure outranks a temporary error under the same policy; no author domain, or an unreadable
 one among several, is refused as unreadable; the public suffix list is loaded once (a few
-hundred ms of CPU each time). `DmarcCheck`: with the SPF result
-still coming at the end of DATA, it waits for it; a failure counts for its transaction only."""
+hundred ms of CPU each time); a From field too long to cache is read without entering the
+cache, a short one is kept. `DmarcCheck`: with SPF and the policy at hand it decides at once;
+with the SPF result still coming at the end of DATA, it waits for it; a failure counts for its
+transaction only."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import inspect
 from mailmoat import config
 from mailmoat.dns import Status
 from mailmoat.headers import scan
+from mailmoat.limits import DMARC_CACHED_LENGTH
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy import dmarc
 from mailmoat.policy.base import Client
@@ -127,3 +130,29 @@ def test_no_author_or_an_unreadable_one_is_refused_as_unreadable() -> None:
 
 def test_the_public_suffix_list_is_loaded_once() -> None:
     assert dmarc._psl() is dmarc._psl()
+
+
+def test_a_long_from_field_is_read_without_the_cache() -> None:
+    info = dmarc._domains.cache_info
+    long = _field("long.example", DMARC_CACHED_LENGTH + 1)
+    before = info()
+    assert _authors(long) == _authors(long) == ["long.example"]
+    assert info() == before  # neither looked up nor kept
+    short = _field("short.example", 100)
+    assert _authors(short) == _authors(short) == ["short.example"]
+    assert info().hits == before.hits + 1
+
+
+async def test_with_spf_and_the_policy_at_hand_the_check_decides_at_once() -> None:
+    settings = config.build({})
+    resolver = fake_resolver(world())
+    await resolver.query("_dmarc.soft.test", "TXT")
+    check = DmarcCheck(settings.dmarc, resolver, Karma(settings.score))
+    client = Client("192.0.2.82", 1)
+    st = check.karma.state(client)
+    st.set(SPF, SpfResults(SpfResult("mailfrom", "soft.test", "pass"), None))
+    spool = Spool()
+    spool.write(message("a@soft.test"))
+    msg = Message(Envelope("a@soft.test", ["b@x.test"]), spool, "Q1")
+    assert check.message(client, msg) is None  # a verdict, not a task
+    assert st.ready(DMARC).result == "pass"  # type: ignore[union-attr]
