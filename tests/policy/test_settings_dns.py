@@ -173,3 +173,26 @@ async def test_dkim_workers(fake_dns: ZoneNameserver) -> None:
         assert all(r.code("message") == 250 for r in results)
         assert len(gw.downstream.messages) == 4
     assert len(seen) == 1, seen
+
+
+@pytest.mark.parametrize(("action", "code"), [("reject", 554), ("tempfail", 451), ("log", 250)])
+async def test_dnsbl_action(fake_dns: ZoneNameserver, action: str, code: int) -> None:
+    """dnsbl.action for a listed client: a permanent refusal, a temporary one (never points
+    that a low score would let through), or only a log line."""
+    settings = only(**{"dnsbl.lists": ["bl.test"], "dnsbl.action": action})
+    async with dns_gateway(fake_dns, **settings) as gw:
+        out = await gw.send(source=zone.LISTED_IP)
+        assert out.code("rcpt") == code, out.replies
+        assert len(gw.downstream.messages) == (1 if action == "log" else 0)
+
+
+@pytest.mark.parametrize("action", ["reject", "tempfail"])
+async def test_dnsbl_listing_under_the_threshold_is_no_refusal(
+    fake_dns: ZoneNameserver, action: str
+) -> None:
+    """A listing that weighs less than dnsbl.threshold refuses nothing under reject or tempfail
+    (only action = "score" turns its weight into points)."""
+    settings = only(**{"dnsbl.lists": ["bl.test*1"], "dnsbl.threshold": 2, "dnsbl.action": action})
+    async with dns_gateway(fake_dns, **settings) as gw:
+        out = await gw.send(source=zone.LISTED_IP)
+        assert out.code("message") == 250, out.replies
