@@ -1,0 +1,84 @@
+"""The downstream client's edges that mutation testing (scripts/mutation over
+relay/smtp_client.py, message_writer.py, client_errors.py) found no fixed test holding: the
+call-ahead probe (never DATA, always RSET, exact commands on the wire), and the code and text
+each client error gives the sender."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat.relay.client_errors import Unsupported
+from mailmoat.relay.smtp_client import DownstreamClient
+from tests.relay.relay_support import FakeFactory, SettingsFactory
+
+
+async def test_a_probe_says_mail_and_rcpt_then_rset_and_never_data(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    fake = await fake_downstream(
+        rcpt=lambda addr: b"550 5.1.1 no such user\r\n" if addr.startswith("x") else b"250 ok\r\n"
+    )
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        mail, rcpt = await client.probe("alice@example.org", "bob@example.net")
+        assert (mail.code, rcpt and rcpt.code) == (250, 250)
+        mail, rcpt = await client.probe("alice@example.org", "xavier@example.net")
+        assert (mail.code, rcpt and (rcpt.code, rcpt.enhanced)) == (250, (550, "5.1.1"))
+        assert client.usable  # out of its transaction again, reusable
+    finally:
+        await client.close()
+    assert fake.lines[1:-1] == [
+        b"MAIL FROM:<alice@example.org>",
+        b"RCPT TO:<bob@example.net>",
+        b"RSET",
+        b"MAIL FROM:<alice@example.org>",
+        b"RCPT TO:<xavier@example.net>",
+        b"RSET",
+    ]
+    assert fake.delivered == 0 and fake.messages == []
+
+
+async def test_a_probe_whose_mail_is_refused_sends_no_rcpt(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    fake = await fake_downstream(mail=lambda: b"451 4.3.0 later\r\n")
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        mail, rcpt = await client.probe("alice@example.org", "bob@example.net")
+    finally:
+        await client.close()
+    assert (mail.code, rcpt) == (451, None)
+    assert fake.lines[1:-1] == [b"MAIL FROM:<alice@example.org>", b"RSET"]
+
+
+async def test_a_utf8_probe_says_smtputf8_when_offered(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    fake = await fake_downstream(extensions=("PIPELINING", "SMTPUTF8"))
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        mail, rcpt = await client.probe("alice@example.org", "jörg@example.net")
+    finally:
+        await client.close()
+    assert (mail.code, rcpt and rcpt.code) == (250, 250)
+    assert fake.lines[1:4] == [
+        b"MAIL FROM:<alice@example.org> SMTPUTF8",
+        "RCPT TO:<jörg@example.net>".encode(),
+        b"RSET",
+    ]
+
+
+@pytest.mark.parametrize(("sender", "recipient"), [("a@example.org", "jörg@example.net")])
+async def test_a_utf8_probe_without_smtputf8_is_a_4xx_and_sends_nothing(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, sender: str, recipient: str
+) -> None:
+    fake = await fake_downstream(extensions=("PIPELINING",))
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        with pytest.raises(Unsupported) as caught:
+            await client.probe(sender, recipient)
+        assert (caught.value.reply.code, caught.value.reply.enhanced) == (451, "4.6.7")
+        assert client.usable
+    finally:
+        await client.close()
+    assert fake.lines[1:] == [b"QUIT"]
