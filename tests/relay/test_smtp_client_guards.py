@@ -5,11 +5,16 @@ each client error gives the sender."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
-from mailmoat.relay.client_errors import Unsupported
+from mailmoat.config import build
+from mailmoat.relay.client_errors import StaleConnection, Unsupported
+from mailmoat.relay.reply_reader import ReplyReader
 from mailmoat.relay.smtp_client import DownstreamClient
-from tests.relay.relay_support import FakeFactory, SettingsFactory
+from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
 
 
 async def test_a_probe_says_mail_and_rcpt_then_rset_and_never_data(
@@ -82,3 +87,44 @@ async def test_a_utf8_probe_without_smtputf8_is_a_4xx_and_sends_nothing(
     finally:
         await client.close()
     assert fake.lines[1:] == [b"QUIT"]
+
+
+async def test_a_421_to_mail_is_an_answer_on_a_new_connection_and_stale_on_a_reused_one(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """Only a reused connection may be 'stale' (retried at once on a new one): a new connection
+    whose server says 421 gives that answer, and nothing is retried behind the sender's back."""
+    answers = iter([b"250 2.1.0 Ok\r\n", b"421 4.3.2 closing\r\n", b"421 4.3.2 closing\r\n"])
+    fake = await fake_downstream(mail=lambda: next(answers), extensions=("8BITMIME",))
+    settings = make_settings(fake.port)
+    client = await DownstreamClient.connect(settings)
+    try:
+        assert [r.code for r in (await client.send(make_message())).end] == [250]
+        with pytest.raises(StaleConnection):
+            await client.send(make_message())  # reused: the server closed it meanwhile
+    finally:
+        await client.close()
+    fresh = await DownstreamClient.connect(settings)
+    try:
+        tx = await fresh.send(make_message())
+    finally:
+        await fresh.close()
+    assert (tx.mail.code, tx.rcpts, tx.data, tx.end) == (421, [None], None, [])
+    assert fake.delivered == 1
+
+
+async def test_a_connection_whose_transport_is_closing_is_not_usable() -> None:
+    """Between a close() and the connection_lost that follows it, nothing may take the
+    connection for an idle, healthy one."""
+    ours, theirs = socket.socketpair()
+    try:
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.connect_accepted_socket(ReplyReader, ours)
+        reader.owed = 0  # no greeting owed on this pair
+        client = DownstreamClient(build({}), transport, reader)
+        assert client.usable
+        transport.close()
+        assert not client.usable
+        await asyncio.wait_for(reader.lost, 10)
+    finally:
+        theirs.close()
