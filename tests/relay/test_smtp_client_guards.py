@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from mailmoat.config import build
-from mailmoat.relay.client_errors import StaleConnection, Unsupported
+from mailmoat.relay.client_errors import StaleConnection, TLSFailed, Unsupported
 from mailmoat.relay.reply_reader import ReplyReader
 from mailmoat.relay.smtp_client import DownstreamClient
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
@@ -128,3 +128,28 @@ async def test_a_connection_whose_transport_is_closing_is_not_usable() -> None:
         await asyncio.wait_for(reader.lost, 10)
     finally:
         theirs.close()
+
+
+async def test_starttls_refused_fails_a_required_connection_before_any_mail(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    """`starttls = "require"`: a server that offers STARTTLS but answers it 454 gets no mail in
+    plaintext; the sender gets a 4xx (the message is kept for later)."""
+    fake = await fake_downstream(extensions=("STARTTLS",), starttls=b"454 4.7.0 not now\r\n")
+    with pytest.raises(TLSFailed) as caught:
+        await DownstreamClient.connect(make_settings(fake.port, starttls="require"))
+    assert (caught.value.reply.code, caught.value.reply.enhanced) == (451, "4.7.5")
+    assert [line.split(b" ")[0] for line in fake.lines] == [b"EHLO", b"STARTTLS"]
+
+
+async def test_starttls_refused_carries_on_in_plaintext_when_opportunistic(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(extensions=("STARTTLS",), starttls=b"454 4.7.0 not now\r\n")
+    client = await DownstreamClient.connect(make_settings(fake.port, starttls="opportunistic"))
+    try:
+        assert not client.tls
+        tx = await client.send(make_message(b"hi\r\n"))
+    finally:
+        await client.close()
+    assert [r.code for r in tx.end] == [250] and fake.delivered == 1
