@@ -63,3 +63,10 @@ def test_an_enhanced_code_that_does_not_fit_is_named_as_such(code: int, enhanced
     """The error says what is wrong (for the log of whoever built the reply)."""
     with pytest.raises(ValueError, match="does not fit"):
         reply(code, enhanced, "x")
+
+
+def test_a_reply_of_100_lines_is_taken_and_one_of_101_refused() -> None:
+    """The default bound on the lines of one reply (a long EHLO answer is a few dozen)."""
+    assert ReplyParser().feed(b"250-x\r\n" * 99 + b"250 y\r\n")[0].lines[-1] == "y"
+    with pytest.raises(ReplyError):
+        ReplyParser().feed(b"250-x\r\n" * 100 + b"250 y\r\n")
