@@ -11,10 +11,11 @@ import socket
 import pytest
 
 from mailmoat.config import build
-from mailmoat.relay.client_errors import StaleConnection, TLSFailed, Unsupported
+from mailmoat.relay.client_errors import InternalError, StaleConnection, TLSFailed, Unsupported
 from mailmoat.relay.reply_reader import ReplyReader
 from mailmoat.relay.smtp_client import DownstreamClient
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
+from tests.support.waiting import wait_for
 
 
 async def test_a_probe_says_mail_and_rcpt_then_rset_and_never_data(
@@ -153,3 +154,44 @@ async def test_starttls_refused_carries_on_in_plaintext_when_opportunistic(
     finally:
         await client.close()
     assert [r.code for r in tx.end] == [250] and fake.delivered == 1
+
+
+async def test_a_server_without_esmtp_is_greeted_with_helo_and_has_no_extensions(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """RFC 5321 3.2: EHLO refused with a 5xx, the client falls back to HELO (and so sends no
+    SIZE, BODY or pipelined commands)."""
+    fake = await fake_downstream(ehlo=b"502 5.5.2 what is EHLO?\r\n")
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        assert client.extensions == {}
+        tx = await client.send(make_message(b"hi\r\n"))
+    finally:
+        await client.close()
+    assert [r.code for r in tx.end] == [250] and fake.delivered == 1
+    assert fake.lines[:3] == [b"EHLO gw.test", b"HELO gw.test", b"MAIL FROM:<alice@example.org>"]
+
+
+@pytest.mark.parametrize("off", [1, -1])
+async def test_a_message_read_back_at_another_size_never_gets_its_final_dot(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    off: int,
+) -> None:
+    """The spool says the message has `off` octets more (or fewer) than it gives back, as a
+    truncated spool file would: no end of data is written (a truncated message must never be
+    delivered), the connection is dropped, and the sender gets a 4xx."""
+    fake = await fake_downstream()
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    msg = make_message(b"Subject: x\r\n\r\n" + b"line\r\n" * 100)
+    msg.spool.size += off
+    try:
+        with pytest.raises(InternalError) as caught:
+            await client.send(msg)
+        assert caught.value.reply.code == 451
+        assert not client.usable
+    finally:
+        await client.close()
+    await wait_for(lambda: fake.concurrent == 0, "the downstream to see the connection dropped")
+    assert fake.delivered == 0 and fake.messages == []
