@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat.smtp.replies import MAX_REPLY_LINE, Reply, ReplyError, ReplyParser, reply
+from mailmoat.smtp.replies import (
+    MAX_REPLY_LINE,
+    Reply,
+    ReplyError,
+    ReplyParser,
+    clean_text,
+    reply,
+)
 
 
 @pytest.mark.parametrize("wire", [b"25\r\n", b"2\r\n", b"55\r\n", b"250-a\r\n25\r\n"])
@@ -70,3 +77,28 @@ def test_a_reply_of_100_lines_is_taken_and_one_of_101_refused() -> None:
     assert ReplyParser().feed(b"250-x\r\n" * 99 + b"250 y\r\n")[0].lines[-1] == "y"
     with pytest.raises(ReplyError):
         ReplyParser().feed(b"250-x\r\n" * 100 + b"250 y\r\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (200, "positive"),
+        (399, "positive"),
+        (400, "transient"),
+        (499, "transient"),
+        (500, "permanent"),
+        (599, "permanent"),
+    ],
+)
+def test_each_code_is_of_exactly_one_kind_up_to_the_edges(code: int, kind: str) -> None:
+    """What the client is told and whether a message is kept follow these three."""
+    r = reply(code, None, "x")
+    assert {k for k in ("positive", "transient", "permanent") if getattr(r, k)} == {kind}
+
+
+@pytest.mark.parametrize("text", ["x" * 401, "é" * 401, "x" * 5000])
+def test_reply_text_is_cut_at_400_characters(text: str) -> None:
+    assert len(clean_text(text)) == 400
+    assert (
+        reply(550, "5.1.1", text).to_bytes() == b"550 5.1.1 " + clean_text(text).encode() + b"\r\n"
+    )
