@@ -195,3 +195,51 @@ async def test_a_message_read_back_at_another_size_never_gets_its_final_dot(
         await client.close()
     await wait_for(lambda: fake.concurrent == 0, "the downstream to see the connection dropped")
     assert fake.delivered == 0 and fake.messages == []
+
+
+async def test_a_354_after_a_refused_pipelined_recipient_gets_nothing_but_a_hang_up(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """The server waits for message text though a recipient was refused: whatever the client
+    wrote now would be message text (".": an empty message delivered; "RSET": a line of
+    it). The client writes nothing more and drops the connection."""
+    after_data = bytearray()
+    hung_up = asyncio.Event()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 raw.test\r\n")
+        try:
+            while line := await reader.readline():
+                if line.startswith(b"EHLO"):
+                    writer.write(b"250-raw.test\r\n250 PIPELINING\r\n")
+                elif line.startswith(b"RCPT TO:<x"):
+                    writer.write(b"550 5.1.1 no such user\r\n")
+                elif line.startswith((b"MAIL", b"RCPT")):
+                    writer.write(b"250 ok\r\n")
+                elif line == b"DATA\r\n":
+                    writer.write(b"354 go ahead\r\n")
+                    while chunk := await reader.read(65536):
+                        after_data.extend(chunk)
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            hung_up.set()
+            writer.close()
+
+    listener = await asyncio.start_server(server, "127.0.0.1", 0)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        client = await DownstreamClient.connect(make_settings(port))
+        try:
+            tx = await client.send(make_message(rcpts=["a@example.net", "x@example.net"]))
+            assert [r and r.code for r in tx.rcpts] == [250, 550]
+            assert tx.data is not None and tx.data.code == 354 and tx.end == []
+            assert not client.usable
+        finally:
+            await client.close()
+        await asyncio.wait_for(hung_up.wait(), 10)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert bytes(after_data) == b""

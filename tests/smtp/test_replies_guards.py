@@ -102,3 +102,17 @@ def test_reply_text_is_cut_at_400_characters(text: str) -> None:
     assert (
         reply(550, "5.1.1", text).to_bytes() == b"550 5.1.1 " + clean_text(text).encode() + b"\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("wire", "parsed"),
+    [
+        (b"550-5.1.1 first\r\n550 5.0.0 second\r\n", reply(550, "5.1.1", "first", "5.0.0 second")),
+        (b"550-5.1.1 first\r\n550 5.1.1 second\r\n", reply(550, "5.1.1", "first", "second")),
+        (b"550-5.1.1 first\r\n550 5.9.9 second\r\n", reply(550, "5.1.1", "first", "5.9.9 second")),
+    ],
+)
+def test_only_the_first_lines_enhanced_code_is_taken_off_the_others(
+    wire: bytes, parsed: Reply
+) -> None:
+    assert ReplyParser().feed(wire) == [parsed]
