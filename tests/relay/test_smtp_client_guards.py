@@ -44,16 +44,18 @@ async def test_a_probe_says_mail_and_rcpt_then_rset_and_never_data(
     assert fake.delivered == 0 and fake.messages == []
 
 
+@pytest.mark.parametrize("answer", [b"451 4.3.0 later\r\n", b"300 odd\r\n"])
 async def test_a_probe_whose_mail_is_refused_sends_no_rcpt(
-    fake_downstream: FakeFactory, make_settings: SettingsFactory
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, answer: bytes
 ) -> None:
-    fake = await fake_downstream(mail=lambda: b"451 4.3.0 later\r\n")
+    """Only a 2xx to MAIL is an accept (a 3xx is no completion)."""
+    fake = await fake_downstream(mail=lambda: answer)
     client = await DownstreamClient.connect(make_settings(fake.port))
     try:
         mail, rcpt = await client.probe("alice@example.org", "bob@example.net")
     finally:
         await client.close()
-    assert (mail.code, rcpt) == (451, None)
+    assert (mail.code, rcpt) == (int(answer[:3]), None)
     assert fake.lines[1:-1] == [b"MAIL FROM:<alice@example.org>", b"RSET"]
 
 
@@ -95,12 +97,15 @@ async def test_a_421_to_mail_is_an_answer_on_a_new_connection_and_stale_on_a_reu
 ) -> None:
     """Only a reused connection may be 'stale' (retried at once on a new one): a new connection
     whose server says 421 gives that answer, and nothing is retried behind the sender's back."""
-    answers = iter([b"250 2.1.0 Ok\r\n", b"421 4.3.2 closing\r\n", b"421 4.3.2 closing\r\n"])
+    closing = b"421 4.3.2 closing\r\n"
+    answers = iter([b"250 2.1.0 Ok\r\n", b"550 5.7.1 not you\r\n", closing, closing])
     fake = await fake_downstream(mail=lambda: next(answers), extensions=("8BITMIME",))
     settings = make_settings(fake.port)
     client = await DownstreamClient.connect(settings)
     try:
         assert [r.code for r in (await client.send(make_message())).end] == [250]
+        refused = await client.send(make_message())  # reused, refused: an answer, not stale
+        assert (refused.mail.code, refused.rcpts, refused.data) == (550, [None], None)
         with pytest.raises(StaleConnection):
             await client.send(make_message())  # reused: the server closed it meanwhile
     finally:
@@ -112,6 +117,7 @@ async def test_a_421_to_mail_is_an_answer_on_a_new_connection_and_stale_on_a_reu
         await fresh.close()
     assert (tx.mail.code, tx.rcpts, tx.data, tx.end) == (421, [None], None, [])
     assert fake.delivered == 1
+    assert fake.lines.count(b"RSET") == 1  # after the refused MAIL only
 
 
 async def test_a_connection_whose_transport_is_closing_is_not_usable() -> None:
@@ -243,3 +249,17 @@ async def test_a_354_after_a_refused_pipelined_recipient_gets_nothing_but_a_hang
         listener.close()
         await listener.wait_closed()
     assert bytes(after_data) == b""
+
+
+async def test_a_refused_mail_without_pipelining_sends_no_rcpt_and_no_data(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(mail=lambda: b"550 5.7.1 not you\r\n", extensions=("8BITMIME",))
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        tx = await client.send(make_message(rcpts=["b@example.net", "c@example.net"]))
+        assert client.usable  # reset, and reusable
+    finally:
+        await client.close()
+    assert (tx.mail.code, tx.rcpts, tx.data, tx.end) == (550, [None, None], None, [])
+    assert [line.split(b" ")[0] for line in fake.lines[1:]] == [b"MAIL", b"RSET", b"QUIT"]
