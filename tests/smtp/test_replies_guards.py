@@ -116,3 +116,12 @@ def test_only_the_first_lines_enhanced_code_is_taken_off_the_others(
     wire: bytes, parsed: Reply
 ) -> None:
     assert ReplyParser().feed(wire) == [parsed]
+
+
+@pytest.mark.parametrize(
+    "wire", [b"550-first\r\n250 other\r\n", b"251-first\r\n250 other\r\n", b"550-a\r\n549 b\r\n"]
+)
+def test_a_multiline_reply_whose_code_drops_is_malformed(wire: bytes) -> None:
+    """A reply whose later line has a lower code (a 550 that ends as a 250) is no reply."""
+    with pytest.raises(ReplyError, match="code changed"):
+        ReplyParser().feed(wire)
