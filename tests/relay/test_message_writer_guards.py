@@ -34,6 +34,8 @@ def test_addresses_that_cannot_break_out_are_written_as_they_are(address: str) -
         ("bob@example.net\nDATA", "control character"),
         ("bob\x00@example.net", "control character"),
         ("bob\x7f@example.net", "control character"),
+        ("bob\x1f@example.net", "control character"),
+        ("bob\t@example.net", "control character"),
         ('"bob\r\n"@example.net', "control character"),  # not even inside quotes
         ("bob@example.net> SIZE=1", "outside quotes"),
         ("bob@example.net>", "outside quotes"),
