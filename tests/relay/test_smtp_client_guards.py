@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import pytest
 
 from mailmoat.config import build
-from mailmoat.relay.client_errors import InternalError, StaleConnection, TLSFailed, Unsupported
+from mailmoat.relay.client_errors import (
+    ConnectFailed,
+    ConnectionLost,
+    DownstreamError,
+    DownstreamRefused,
+    DownstreamTimeout,
+    InternalError,
+    ProtocolViolation,
+    StaleConnection,
+    TLSFailed,
+    Unsupported,
+)
 from mailmoat.relay.reply_reader import ReplyReader
 from mailmoat.relay.smtp_client import DownstreamClient
 from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
@@ -266,3 +278,27 @@ async def test_a_refused_mail_without_pipelining_sends_no_rcpt_and_no_data(
         await client.close()
     assert (tx.mail.code, tx.rcpts, tx.data, tx.end) == (550, [None, None], None, [])
     assert [line.split(b" ")[0] for line in fake.lines[1:]] == [b"MAIL", b"RSET", b"QUIT"]
+
+
+@pytest.mark.parametrize(
+    ("error", "enhanced"),
+    [
+        (ConnectFailed, "4.4.1"),
+        (DownstreamRefused, "4.3.2"),
+        (DownstreamTimeout, "4.4.2"),
+        (ConnectionLost, "4.4.2"),
+        (StaleConnection, "4.4.2"),
+        (ProtocolViolation, "4.5.0"),
+        (TLSFailed, "4.7.5"),
+        (InternalError, "4.3.0"),
+    ],
+)
+def test_every_downstream_failure_tells_the_sender_451(
+    error: Callable[[str], DownstreamError], enhanced: str
+) -> None:
+    """Invariant 6: a dependency failure gives 4xx (the sender keeps the message and retries),
+    with the enhanced code that names the failure; the detail is for the log only."""
+    raised = error("detail for the log")
+    assert (raised.reply.code, raised.reply.enhanced) == (451, enhanced)
+    assert raised.detail == str(raised) == "detail for the log"
+    assert "detail" not in raised.reply.text
