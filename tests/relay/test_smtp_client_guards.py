@@ -302,3 +302,23 @@ def test_every_downstream_failure_tells_the_sender_451(
     assert (raised.reply.code, raised.reply.enhanced) == (451, enhanced)
     assert raised.detail == str(raised) == "detail for the log"
     assert "detail" not in raised.reply.text
+
+
+@pytest.mark.parametrize("answer", [b"350 hmm\r\n", b"399 hmm\r\n"])
+async def test_no_message_text_goes_out_after_a_3xx_to_data_other_than_354(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    answer: bytes,
+) -> None:
+    """Only 354 invites the message: after any other reply the message text would be read as
+    commands (smuggling), so none is sent."""
+    fake = await fake_downstream(data=lambda: answer)
+    client = await DownstreamClient.connect(make_settings(fake.port, command_timeout=0.5))
+    try:
+        tx = await client.send(make_message(b"Subject: x\r\n\r\nhello\r\n"))
+    finally:
+        await client.close()
+    assert tx.data is not None and tx.data.code == int(answer[:3]) and tx.end == []
+    await wait_for(lambda: fake.concurrent == 0, "the downstream to see the connection end")
+    assert fake.delivered == 0 and fake.messages == []
