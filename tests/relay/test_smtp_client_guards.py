@@ -322,3 +322,26 @@ async def test_no_message_text_goes_out_after_a_3xx_to_data_other_than_354(
     assert tx.data is not None and tx.data.code == int(answer[:3]) and tx.end == []
     await wait_for(lambda: fake.concurrent == 0, "the downstream to see the connection end")
     assert fake.delivered == 0 and fake.messages == []
+
+
+async def test_a_connection_found_dead_at_mail_is_stale_only_if_reused(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """The server hangs up while the connection is idle: on a reused connection that is
+    'stale' (nothing of the message was sent: retried at once on a new one); on a new one it
+    is a lost connection (451 to the sender, no retry behind its back)."""
+    fake = await fake_downstream()
+    settings = make_settings(fake.port)
+    for reused in (True, False):
+        client = await DownstreamClient.connect(settings)
+        try:
+            if reused:
+                assert [r.code for r in (await client.send(make_message())).end] == [250]
+            fake.drop_all()
+            await wait_for(lambda c=client: not c.usable, "the client to see the hang-up")
+            with pytest.raises(ConnectionLost) as caught:
+                await client.send(make_message())
+            assert isinstance(caught.value, StaleConnection) is reused
+        finally:
+            await client.close()
+    assert fake.delivered == 1
