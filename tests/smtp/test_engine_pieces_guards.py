@@ -5,6 +5,8 @@ comes first in the next read is kept; a bare LF that starts a read of message da
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mailmoat.config import SmtpSettings
@@ -36,3 +38,11 @@ def test_a_bare_lf_first_in_a_read_of_message_data_ends_the_session(after: bytes
     data = DataReader(engine_limits(SmtpSettings()))
     buf = bytearray(b"\n" + after)
     assert data(buf) == DataRefused("bare_eol", R_DATA_BARE_EOL, close=True)
+
+
+def test_the_engine_limits_cannot_be_changed_in_place() -> None:
+    """Every session of a worker shares one `Limits`: none may change another's (a reload
+    builds a new value; sessions in flight keep theirs)."""
+    limits = engine_limits(SmtpSettings())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        limits.max_errors = 1000  # type: ignore[misc]
