@@ -9,10 +9,12 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from mailmoat.relay import MaildirDelivery
+from mailmoat.relay.maildir import _sweep
 from tests.relay.relay_support import MessageFactory, SettingsFactory
 
 
@@ -135,3 +137,62 @@ async def test_a_message_read_back_at_another_size_never_reaches_new(
     assert (result.accepted, result.reply.code) == (False, 451)
     assert os.listdir(settings.maildir.path / "new") == []
     assert os.listdir(settings.maildir.path / "tmp") == []
+
+
+STALE = 40 * 3600  # seconds: well past the 36 hours
+
+
+def _stale_files(tmp: Path, names: list[str]) -> list[str]:
+    """Make `names` in `tmp`, all stale; their order as the directory lists them."""
+    old = time.time() - STALE
+    for name in names:
+        (tmp / name).write_bytes(b"partial")
+        os.utime(tmp / name, (old, old))
+    return os.listdir(tmp)  # the order a scan meets them in (unchanged until we change tmp)
+
+
+def test_the_sweep_goes_on_past_the_file_of_a_delivery_in_progress(tmp_path: Path) -> None:
+    """The busy file is the first one listed: every stale file listed after it goes too."""
+    listed = _stale_files(tmp_path, [f"f{i}" for i in range(8)])
+    busy = listed[0]
+    assert _sweep(tmp_path, frozenset({busy}), 36 * 3600.0) == 7
+    assert os.listdir(tmp_path) == [busy]
+
+
+class _CleanedMeanwhile:
+    """Stands in for the busy set, which the sweep asks about each entry as it meets it:
+    asking about the first one removes another, as a second cleaner would between the
+    listing and the unlink."""
+
+    def __init__(self, first: str, vanish: Path) -> None:
+        self.first, self.vanish = first, vanish
+
+    def __contains__(self, name: object) -> bool:
+        if name == self.first:
+            self.vanish.unlink()
+        return False
+
+
+def test_a_file_another_cleaner_removed_first_is_passed_over(tmp_path: Path) -> None:
+    listed = _stale_files(tmp_path, [f"f{i}" for i in range(6)])
+    # the vanished file is met in the middle of the scan: the ones after it still go
+    vanished = listed[2]
+    busy = _CleanedMeanwhile(listed[0], tmp_path / vanished)
+    assert _sweep(tmp_path, cast(frozenset[str], busy), 36 * 3600.0) == 5
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_sweep_leaves_symlinks_and_directories(tmp_path: Path) -> None:
+    """Only regular files go: a link to an old file elsewhere is neither followed nor removed."""
+    tmp, elsewhere = tmp_path / "tmp", tmp_path / "elsewhere"
+    tmp.mkdir()
+    elsewhere.mkdir()
+    _stale_files(elsewhere, ["target"])
+    (tmp / "link").symlink_to(elsewhere / "target")
+    (tmp / "dir").mkdir()
+    old = time.time() - STALE
+    os.utime(tmp / "dir", (old, old))
+    _stale_files(tmp, ["stale"])
+    assert _sweep(tmp, frozenset(), 36 * 3600.0) == 1
+    assert sorted(os.listdir(tmp)) == ["dir", "link"]
+    assert (elsewhere / "target").exists()

@@ -20,7 +20,7 @@ from mailmoat.smtp.events import (
     StartTls,
 )
 from mailmoat.smtp.replies import ReplyParser, reply
-from tests.smtp.test_connection import DATA, EHLO, MAIL, PARAMS, RCPT, drain, session
+from tests.smtp.test_connection import DATA, EHLO, HELO, MAIL, NOOP, PARAMS, RCPT, drain, session
 
 
 @pytest.mark.parametrize(
@@ -270,3 +270,12 @@ def test_body_takes_only_7bit_or_8bitmime(value: bytes) -> None:
     run = session(EHLO + b"MAIL FROM:<a@example.org> BODY=" + value + b"\r\n")
     assert run.codes[-1] == PARAMS
     assert not run.of(MailFrom)
+
+
+def test_a_command_sent_ahead_of_its_turn_is_named_by_its_first_16_characters() -> None:
+    """The refusal of a command that came before its turn (no PIPELINING after HELO) reports a
+    bounded verb too."""
+    long_verb = b"HELLO" + b"X" * 40
+    run = session([HELO, long_verb + b"\r\n" + NOOP])
+    [refused] = [e for e in run.of(Rejected) if e.reason == "pipelining"]
+    assert refused.command == long_verb[:16].decode()

@@ -34,6 +34,8 @@ class FakeDownstream:
     on_data: str = "ok"
     """'ok'; 'close': drop the connection after some message data; 'silent': never answer it;
     'stray': write a 250 once some message data came in, before the final dot."""
+    ehlo: bytes | None = None
+    """Raw answer to EHLO/LHLO instead of the extensions (a 5xx: an old server, HELO only)."""
     starttls: bytes | None = None
     """Raw answer to STARTTLS (for injection tests); STARTTLS must be in `extensions`."""
     command_delay: float = 0.0
@@ -118,7 +120,11 @@ class FakeDownstream:
                     self.events.append(f"wait {verb.decode()}")
                     await asyncio.sleep(self.command_delay)
                     self.events.append(f"reply {verb.decode()} (buffered {len(buf)})")
-                if verb in (b"EHLO", b"LHLO"):
+                if verb in (b"EHLO", b"LHLO") and self.ehlo is not None:
+                    writer.write(self.ehlo)
+                elif verb == b"HELO":
+                    writer.write(b"250 fake.test\r\n")
+                elif verb in (b"EHLO", b"LHLO"):
                     ext = ["fake.test", *self.extensions]
                     out = "".join(
                         f"250{'-' if i < len(ext) - 1 else ' '}{e}\r\n" for i, e in enumerate(ext)

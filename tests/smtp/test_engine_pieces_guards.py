@@ -1,0 +1,48 @@
+"""Edges of the engine's pieces (smtp/readers.py, data.py, ...) that mutation testing
+(scripts/mutation) found no fixed test holding: the command after an over-long line whose end
+comes first in the next read is kept; a bare LF that starts a read of message data is refused
+(and ends the session) at once, whatever follows it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mailmoat.config import SmtpSettings
+from mailmoat.engine_limits import engine_limits
+from mailmoat.smtp.data import DataReader, DataRefused
+from mailmoat.smtp.events import Rejected
+from mailmoat.smtp.readers import CommandLineReader
+from mailmoat.smtp.writers import R_DATA_BARE_EOL, R_SYNTAX_LINE
+
+
+@pytest.mark.parametrize("rest", [b"\n", b"\r\n", b"xx\r\n"])
+def test_the_command_after_an_over_long_line_is_kept_whatever_the_read_holds(rest: bytes) -> None:
+    """The end of the dropped line may be the very first octet of the next read."""
+    lines = CommandLineReader(512)
+    buf = bytearray(b"X" * 600)
+    assert lines(buf) == Rejected("line_too_long", R_SYNTAX_LINE)
+    assert lines.skipping and not buf
+    buf.extend(rest + b"NOOP\r\nQUIT\r\n")
+    assert lines(buf) == b"NOOP\r\n"
+    assert lines(buf) == b"QUIT\r\n"
+    assert lines(buf) is None and not lines.skipping
+
+
+@pytest.mark.parametrize("after", [b"", b"x" * 2000, b"x" * 10 + b"\r\n.\r\n"])
+def test_a_bare_lf_first_in_a_read_of_message_data_ends_the_session(after: bytes) -> None:
+    """bare_line_endings = "reject": the bare LF is judged as soon as it is read, not taken
+    for part of a long line that follows it (which would only refuse the message, and keep
+    the session)."""
+    data = DataReader(engine_limits(SmtpSettings()))
+    buf = bytearray(b"\n" + after)
+    assert data(buf) == DataRefused("bare_eol", R_DATA_BARE_EOL, close=True)
+
+
+def test_the_engine_limits_cannot_be_changed_in_place() -> None:
+    """Every session of a worker shares one `Limits`: none may change another's (a reload
+    builds a new value; sessions in flight keep theirs)."""
+    limits = engine_limits(SmtpSettings())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        limits.max_errors = 1000  # type: ignore[misc]
