@@ -282,6 +282,11 @@ FCRDNS_MAX_NAMES = 10
 """PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
 SPF_MAX_ROUNDS = 200
 """SPF evaluations of one identity at most (one per record fetched)."""
+SPF_MAX_READ = 512 * KiB
+"""Octets of TXT records one SPF check may read, summed over its rounds (each round reads
+every record fetched so far again): a check reaching it is permerror, as one past RFC 7208's
+lookup limits. A 3 KiB record ahead of ten mx mechanisms of ten names each (113 rounds) reads
+345 KiB; a 12 KiB one read 1.3 MiB (over a second of CPU) before this bound."""
 SPF_RESULTS_KEPT = 1024
 """SPF result objects of cached outcomes kept, made once."""
 SPF_MAX_EXPLANATION = 512
