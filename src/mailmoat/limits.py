@@ -300,6 +300,10 @@ MAX_RSA_EXPONENT_BITS = 64
 chooses it, and a modulus-long one costs a second of CPU per signature (65537: under 1 ms)."""
 DKIM_KEYS_KEPT = 256
 """DKIM key records (and RSA moduli) kept parsed: the same few keys sign most mail."""
+DKIM_CACHED_RECORD = 4 * KiB
+"""Longest DKIM key record (and p= value) kept parsed: an 8192-bit RSA key's record is about
+1.4 KB. A longer one (a DNS answer holds up to 64 KiB) is parsed for each use, so the parsed
+keys kept hold at most `DKIM_KEYS_KEPT` times this (64 KiB records held 46 MiB)."""
 DKIM_MAX_SIGNED_NAMES = 100
 """Most names in one DKIM signature's h= that is verified: real signers list under 40 (some
 twice, to oversign); past it the signature gets dkim=policy, unverified (dkim_rules)."""
