@@ -296,6 +296,11 @@ FCRDNS_MAX_NAMES = 10
 """PTR names of a client tried for forward confirmation (RFC 7208's limit for ptr)."""
 SPF_MAX_ROUNDS = 200
 """SPF evaluations of one identity at most (one per record fetched)."""
+SPF_MAX_READ = 512 * KiB
+"""Octets of TXT records one SPF check may read, summed over its rounds (each round reads
+every record fetched so far again): a check reaching it is permerror, as one past RFC 7208's
+lookup limits. A 3 KiB record ahead of ten mx mechanisms of ten names each (113 rounds) reads
+345 KiB; a 12 KiB one read 1.3 MiB (over a second of CPU) before this bound."""
 SPF_RESULTS_KEPT = 1024
 """SPF result objects of cached outcomes kept, made once."""
 SPF_MAX_EXPLANATION = 512
@@ -309,6 +314,10 @@ MAX_RSA_EXPONENT_BITS = 64
 chooses it, and a modulus-long one costs a second of CPU per signature (65537: under 1 ms)."""
 DKIM_KEYS_KEPT = 256
 """DKIM key records (and RSA moduli) kept parsed: the same few keys sign most mail."""
+DKIM_CACHED_RECORD = 4 * KiB
+"""Longest DKIM key record (and p= value) kept parsed: an 8192-bit RSA key's record is about
+1.4 KB. A longer one (a DNS answer holds up to 64 KiB) is parsed for each use, so the parsed
+keys kept hold at most `DKIM_KEYS_KEPT` times this (64 KiB records held 46 MiB)."""
 DKIM_MAX_SIGNED_NAMES = 100
 """Most names in one DKIM signature's h= that is verified: real signers list under 40 (some
 twice, to oversign); past it the signature gets dkim=policy, unverified (dkim_rules)."""

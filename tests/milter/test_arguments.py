@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailmoat.milter import arguments
 from mailmoat.milter.arguments import fields, mail_params, path
 
 
@@ -30,3 +34,12 @@ def test_fields_of_a_trace_block() -> None:
         (b"X-A", b" 1"),
     ]
     assert fields(b"") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"b", b"authentication-results"]), max_size=50))
+def test_occurrences_number_each_field_among_its_name(names: list[bytes]) -> None:
+    """The index of the MTA's header change (1 for the first field of a name), counted once
+    for all fields: the count of earlier fields per removed one was removed x fields."""
+    want = [names[: i + 1].count(n) for i, n in enumerate(names)]
+    assert arguments.occurrences(names) == want

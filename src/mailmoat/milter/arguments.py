@@ -51,3 +51,15 @@ def fields(trace: bytes) -> list[tuple[bytes, bytes]]:
             name, _, value = line.partition(b":")
             out.append((name, value))
     return out
+
+
+def occurrences(names: list[bytes]) -> list[int]:
+    """Which field of its name each header field is (1 for the first), in one pass: the index
+    the MTA's header change takes. Counting the earlier fields for each removed one cost
+    removed x fields (100 x 2,000: 9 ms a message)."""
+    seen: dict[bytes, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(seen[name])
+    return out

@@ -430,15 +430,15 @@ class MilterSession:
         out = []
         names, starts = tx.names or [], tx.starts or []
         index = {start: i for i, start in enumerate(starts)}
+        nth_of = arguments.occurrences(names) if message.omit else []
         for start, end in reversed(message.omit):
             first = index.get(start)
             if first is None:
                 raise ValueError(f"a removed range {start}-{end} is not a header field")
             i = first
             while i < len(starts) and starts[i] < end:
-                nth = sum(1 for n in names[: i + 1] if n == names[i])
                 # the MTA compares names without case: the lower-case one names the field
-                out.append((i, codec.encode_delete_header(nth, names[i])))
+                out.append((i, codec.encode_delete_header(nth_of[i], names[i])))
                 i += 1
         edits = [edit for _, edit in sorted(out, reverse=True)]
         lead = bool(self.steps & codec.P_HDR_LEADSPC)  # else the MTA puts ": " itself

@@ -41,6 +41,7 @@ import dkim.util
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 from dkim.crypto import UnparsableKeyError, parse_public_key
 
+from mailmoat.limits import DKIM_CACHED_RECORD as CACHED_RECORD
 from mailmoat.limits import DKIM_KEYS_KEPT as KEYS_KEPT
 from mailmoat.limits import DKIM_MAX_HEADER_WORK as MAX_HEADER_WORK
 from mailmoat.limits import DKIM_MAX_SIGNED_NAMES as MAX_SIGNED_NAMES
@@ -50,10 +51,10 @@ MIN_RSA_BITS = 1024
 """RFC 8301 3.2."""
 
 
-@lru_cache(maxsize=KEYS_KEPT)
 def _key_tags(record: bytes) -> dict[bytes, bytes] | None:
-    """The key record's tags (cached: the same keys sign most mail; never changed)."""
-    return _tags(record)
+    """The key record's tags (cached when short: the same keys sign most mail; never
+    changed)."""
+    return _cached_tags(record) if len(record) <= CACHED_RECORD else _tags(record)
 
 
 def _tags(record: bytes) -> dict[bytes, bytes] | None:
@@ -62,6 +63,9 @@ def _tags(record: bytes) -> dict[bytes, bytes] | None:
     except dkim.util.InvalidTagValueList:
         return None
     return {k: re.sub(rb"\s+", b"", v) for k, v in tags.items()}
+
+
+_cached_tags = lru_cache(maxsize=KEYS_KEPT)(_tags)
 
 
 def _text(value: bytes) -> str:
@@ -127,14 +131,21 @@ def _length_refusal(fields: dict[bytes, bytes], body: bytes) -> str:
     return ""
 
 
-@lru_cache(maxsize=KEYS_KEPT)
 def _rsa_numbers(p: bytes) -> tuple[int, int] | None:
-    """(modulus, public exponent) of the key p=; None when dkimpy cannot read it (it fails it)."""
+    """(modulus, public exponent) of the key p=; None when dkimpy cannot read it (it fails it).
+    Cached when short."""
+    return _cached_numbers(p) if len(p) <= CACHED_RECORD else _numbers(p)
+
+
+def _numbers(p: bytes) -> tuple[int, int] | None:
     try:
         key = parse_public_key(base64.b64decode(p))
         return int(key["modulus"]), int(key["publicExponent"])
     except (binascii.Error, UnparsableKeyError, KeyError, TypeError, ValueError):
         return None
+
+
+_cached_numbers = lru_cache(maxsize=KEYS_KEPT)(_numbers)
 
 
 def _rsa_refusal(p: bytes, b: bytes) -> str:

@@ -9,8 +9,9 @@ the cache), and the evaluation starts again from the top with a fuller table. Th
 exception, is what counts: pyspf looks up the exp= explanation (and the %{p} macro in it) inside
 a bare `except:`, which swallows the exception and would leave the explanation never fetched.
 Each round is pure computation on a few records; the rounds are bounded (`MAX_ROUNDS`, above
-what pyspf's own lookup limits allow) and the whole check is bounded by `spf.timeout` (RFC 7208
-4.6.4 suggests at least 20 s).
+what pyspf's own lookup limits allow), so are the octets of records they read in all
+(`MAX_READ`: every round reads every record again, and the sender's domain chooses their
+size), and the whole check is bounded by `spf.timeout` (RFC 7208 4.6.4 suggests at least 20 s).
 
 The checks start at MAIL FROM (while the client sends its recipients) and the verdict is
 applied at the first RCPT. When every answer is in the resolver's cache (or the result is in
@@ -33,6 +34,7 @@ from mailmoat.dns import Answer, Resolver
 from mailmoat.dns.cache import TtlCache
 from mailmoat.dns.resolver import normalise
 from mailmoat.limits import SPF_MAX_EXPLANATION as MAX_EXPLANATION
+from mailmoat.limits import SPF_MAX_READ as MAX_READ
 from mailmoat.limits import SPF_MAX_ROUNDS as MAX_ROUNDS
 from mailmoat.limits import SPF_RESULTS_KEPT as RESULTS_KEPT
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
@@ -118,6 +120,11 @@ than to look up). Bounded: the domain by the SMTP syntax, the explanation by
 
 _Outcome = tuple[str, int, str]
 """pyspf's (result, code, explanation)."""
+TOO_LARGE: _Outcome = (
+    "permerror",
+    550,
+    f"SPF records too large to evaluate (over {MAX_READ} octets read)",
+)
 _Key = tuple[str, str, str | None, str | None]
 """(client address, domain, HELO name, local part); the last two None for records without
 macros, whose result depends on neither."""
@@ -197,12 +204,19 @@ class SpfEvaluator:
 
     async def _evaluate(self, ip: str, local: str, domain: str, helo: str) -> _Outcome:
         table: dict[tuple[str, str], Answer] = {}
+        size = 0  # octets of the TXT records in `table`, which each round reads again
+        read = 0
         for _ in range(MAX_ROUNDS):
+            read += size
+            if read > MAX_READ:
+                self._remember(ip, local, domain, helo, table, TOO_LARGE)
+                return TOO_LARGE
             try:
                 outcome = self._round(ip, local, domain, helo, table)
             except _Missing as missing:
                 answers = await asyncio.gather(*(self.resolver.query(*k) for k in missing.keys))
                 table.update(zip(missing.keys, answers, strict=True))
+                size += sum(len(r) for a in answers if a.rdtype == "TXT" for r in a.records)
                 continue
             self._remember(ip, local, domain, helo, table, outcome)
             return outcome
