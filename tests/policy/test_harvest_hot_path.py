@@ -4,11 +4,13 @@ HARVEST_CLEAN_TRUST; a harvester's unknown recipients end that trust at once."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 from mailmoat.limits import HARVEST_CLEAN_TRUST
-from mailmoat.policy.base import Client
-from mailmoat.policy.harvest import HarvestDetector
+from mailmoat.policy.base import Client, Decision
+from mailmoat.policy.harvest import HarvestCheck, HarvestDetector
+from mailmoat.smtp.events import RcptTo
 from mailmoat.store import MemoryStore
 from tests.policy.test_harvest import harvest_settings
 
@@ -180,3 +182,34 @@ async def test_connects_of_one_source_share_one_ban_read_and_trust_it() -> None:
     await detector.unknown(sessions[0])  # its own unknown recipient ends that trust
     assert await detector.connect(Client("192.0.2.27", 41001)) is None
     assert store.calls == 4
+
+
+async def test_a_trusted_source_is_answered_without_a_coroutine() -> None:
+    """HarvestCheck's connect and RCPT hooks answer None at once for a source found clean
+    within the trust, so the session never takes its awaiting path (a coroutine, and for
+    the session a pause) for an ordinary sender; an unknown source still reads the store,
+    and a banned one is still refused."""
+    store = CountingStore()
+    check = HarvestCheck(HarvestDetector(harvest_settings(), store))
+    sender = Client("192.0.2.30", 40000)
+    rcpt = RcptTo(address="a@example.test", domain="example.test")
+    first = check.connect(sender)
+    assert inspect.isawaitable(first)  # not known yet: the store is asked
+    assert await first is None
+    assert check.connect(sender) is None  # unbanned, trusted: synchronous
+    pending = check.rcpt(sender, rcpt)
+    assert inspect.isawaitable(pending)
+    assert await pending is None  # found clean
+    asked = store.calls
+    for _ in range(5):
+        assert check.connect(sender) is None
+        assert check.rcpt(sender, rcpt) is None
+    assert store.calls == asked
+    # a banned source is not trusted: its connect reads the ban and refuses
+    banned = Client("192.0.2.31", 40000)
+    ip_key, _ = check.detector.keys(banned)
+    await store.set("ban:" + ip_key, "1", 60.0)
+    verdict = check.connect(banned)
+    assert inspect.isawaitable(verdict)
+    refused = await verdict
+    assert isinstance(refused, Decision) and refused.close
