@@ -7,10 +7,7 @@ UDP answer) through mailmoat's real resolver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from mailmoat import config
 from mailmoat.dns import Resolver
@@ -37,15 +34,6 @@ def _zone(ip4_terms: int) -> dict[str, list[Any]]:
     return zone
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ZoneServer]:
-    s = ZoneServer()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 async def _check(server: ZoneServer, ip4_terms: int) -> tuple[Any, SpfEvaluator]:
     server.serve(load_zone(_zone(ip4_terms)))
     settings = config.build({"dns": {"nameservers": [server.address], "timeout": 5.0}})
@@ -53,15 +41,15 @@ async def _check(server: ZoneServer, ip4_terms: int) -> tuple[Any, SpfEvaluator]
     return await evaluator.check(IP, "a@big.example.com", "helo.example.com"), evaluator
 
 
-async def test_a_large_record_ahead_of_many_lookups_is_permerror(server: ZoneServer) -> None:
+async def test_a_large_record_ahead_of_many_lookups_is_permerror(zone_server: ZoneServer) -> None:
     # 800 ip4 terms: an 11.8 KB record, read once per lookup it is 1.3 MB
-    got, evaluator = await _check(server, 800)
+    got, evaluator = await _check(zone_server, 800)
     assert got.result == "permerror", got
     assert got.explanation == f"SPF records too large to evaluate (over {MAX_READ} octets read)"
     assert evaluator.evaluations < 60  # stopped well before the 113 rounds it would take
 
 
-async def test_many_lookups_with_an_ordinary_record_are_evaluated(server: ZoneServer) -> None:
-    got, evaluator = await _check(server, 20)  # a 0.5 KB record: 113 rounds read 60 KB in all
+async def test_many_lookups_with_an_ordinary_record_are_evaluated(zone_server: ZoneServer) -> None:
+    got, evaluator = await _check(zone_server, 20)  # a 0.5 KB record: 113 rounds read 60 KB in all
     assert got.result == "fail", got
     assert evaluator.evaluations == 113

@@ -117,16 +117,19 @@ class BanFeed:
             return
         self.received += 1
 
+    async def _scan(self, match: str, limit: int) -> list[list[bytes]]:
+        """Up to `limit` keys matching `match`, in batches of BAN_RESYNC_BATCH (a pipeline each)."""
+        keys: list[bytes] = []
+        async for key in self.client.scan_iter(match=match, count=1000):
+            keys.append(key)
+            if len(keys) >= limit:
+                break
+        return [keys[i : i + BAN_RESYNC_BATCH] for i in range(0, len(keys), BAN_RESYNC_BATCH)]
+
     async def _resync(self) -> None:
         client, prefix = self.client, PREFIX
-        keys: list[bytes] = []
         async with asyncio.timeout(REDIS_TIMEOUT * 20):
-            async for key in client.scan_iter(match=prefix + BAN_PREFIX + "*", count=1000):
-                keys.append(key)
-                if len(keys) >= BAN_RESYNC_MAX:
-                    break
-            for start in range(0, len(keys), BAN_RESYNC_BATCH):
-                batch = keys[start : start + BAN_RESYNC_BATCH]
+            for batch in await self._scan(prefix + BAN_PREFIX + "*", BAN_RESYNC_MAX):
                 pipe = client.pipeline(transaction=False)
                 for key in batch:
                     pipe.pttl(key)
@@ -141,15 +144,9 @@ class BanFeed:
 
     async def _resync_counts(self, counts: PeerCounts) -> None:
         """The open connections Redis holds now (messages from here on are applied on top)."""
-        client, prefix = self.client, PREFIX + "slots:"
-        keys: list[bytes] = []
+        client = self.client
         async with asyncio.timeout(REDIS_TIMEOUT * 20):
-            async for key in client.scan_iter(match=prefix + "*", count=1000):
-                keys.append(key)
-                if len(keys) >= PEER_COUNTS_MAX:
-                    break
-            for start in range(0, len(keys), BAN_RESYNC_BATCH):
-                batch = keys[start : start + BAN_RESYNC_BATCH]
+            for batch in await self._scan(PREFIX + "slots:*", PEER_COUNTS_MAX):
                 pipe = client.pipeline(transaction=False)
                 for key in batch:
                     pipe.hgetall(key)
