@@ -21,13 +21,20 @@ Counters only ever grow; their names come from a fixed vocabulary, so the table 
 
 - ``messages.accepted`` (the client heard 250 at the end of data), ``messages.deferred``
   (4xx), ``messages.refused`` (5xx, by a check or the downstream), ``messages.bytes`` (the
-  size of the accepted ones)
+  size of the accepted ones); the delivery's own outcome, apart from the checks' refusals:
+  ``messages.delivered`` (stored in the Maildir or taken by the downstream: by invariant 1,
+  every accepted message), ``delivery.deferred`` and ``delivery.refused`` (the downstream or
+  the Maildir failed, for now or for good)
+- ``dns.cache_hits`` and ``dns.queries``: DNS answers found in the resolver's cache, and
+  questions sent to a name server (server/figures.py)
 
 Gauges are read when a snapshot is taken (``connections.active``, ``connections.held``,
 ``connections.hold_engaged``: 1 while a greet-and-leave flood makes the supervisor hold,
-``connections.peak``, ``stress.active``, ...). Histograms count how long each stage took, in
-fixed buckets (``latency.command``: a command's reply, ``latency.message``: the end of data's
-reply, checks and delivery included). `GET /metrics` renders the same snapshot.
+``connections.peak``, ``stress.active``, the downstream pool's ``downstream.pool_size``,
+``pool_open``, ``pool_busy``, ``pool_idle`` and ``pool_waiting``, ...). Histograms count how
+long each stage took, in fixed buckets (``latency.command``: a command's reply,
+``latency.message``: the end of data's reply, checks and delivery included). `GET /metrics`
+renders the same snapshot.
 
 ``recent`` holds the last CONSOLE_RECENT_TRANSACTIONS transaction summaries (when, client,
 sender, recipients, size, result), newest last, and ``offenders`` the refusals per client
@@ -91,6 +98,7 @@ class Stats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self._gauges: dict[str, Callable[[], float | int]] = {}
+        self._counted: dict[str, Callable[[], int]] = {}
         self.histograms: dict[str, Histogram] = {}
         self.started = time.time()
         self.recent: deque[dict[str, Any]] = deque(maxlen=CONSOLE_RECENT_TRANSACTIONS)
@@ -141,7 +149,14 @@ class Stats:
         """Register a value that is read at snapshot time."""
         self._gauges[name] = read
 
+    def counted(self, name: str, read: Callable[[], int]) -> None:
+        """Register a counter kept elsewhere (it only grows), read at snapshot time."""
+        self._counted[name] = read
+
     def snapshot(self) -> dict[str, Any]:
+        counters = dict(self.counters)
+        for name, read in self._counted.items():
+            counters[name] = counters.get(name, 0) + read()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "pid": os.getpid(),
@@ -149,7 +164,7 @@ class Stats:
             "rss_kib": _rss_kib(),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
             "gauges": {name: read() for name, read in sorted(self._gauges.items())},
-            "counters": dict(sorted(self.counters.items())),
+            "counters": dict(sorted(counters.items())),
             "histograms": {n: h.snapshot() for n, h in sorted(self.histograms.items())},
             "recent": list(self.recent),
             "offenders": dict(

@@ -113,14 +113,16 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
         resolv_conf: str | None = None,
         nameservers: Sequence[dns.nameserver.Nameserver] = (),
+        stats: Stats | None = None,
     ) -> None:
         """`nameservers`, when given, are asked instead of `settings.nameservers` (tests: an
-        in-process zone, tests/support/fake_dns.py)."""
+        in-process zone, tests/support/fake_dns.py). `stats`: counters to add to (a gateway
+        keeps one across the resolvers its reloads make)."""
         self.s = settings
         self.clock = clock
         self.resolv_conf = resolv_conf or RESOLV_CONF
         self._nameservers = list(nameservers)
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()
         self._cache: TtlCache[tuple[str, str], Answer] = TtlCache(
             settings.cache_size, clock, weight, settings.cache_bytes, MAX_CACHED_ANSWER
         )

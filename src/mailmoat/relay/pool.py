@@ -80,6 +80,11 @@ class DownstreamPool:
     def busy(self) -> int:
         return self._busy
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries waiting for a connection to come free."""
+        return len(self._waiters)
+
     async def _default_connect(self) -> DownstreamClient:
         if self._settings.relay.starttls != "off" and self._tls is None:
             self._tls = await asyncio.to_thread(make_tls_context, self._settings.relay)

@@ -19,12 +19,14 @@ from mailmoat import assembly, logs
 from mailmoat.assembly import DefencesFactory
 from mailmoat.config import ServerSettings, Settings, default_of
 from mailmoat.dns import Resolver
+from mailmoat.dns.resolver import Stats as DnsStats
 from mailmoat.limits import ADOPTS_PER_TURN, CLOSE_BURST, CLOSE_RATE, CLOSES_PER_TURN, STRESS_SPREAD
 from mailmoat.limits import RELOAD_RETIRE_POLL as RETIRE_POLL
 from mailmoat.policy.base import Check, Client, Pipeline, Verdict
 from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
 from mailmoat.relay.capabilities import CapabilityCheck
+from mailmoat.server.figures import watch_dns, watch_pool
 from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit
 from mailmoat.server.hold import VOUCHED
 from mailmoat.server.host import HostState
@@ -59,6 +61,7 @@ class Gateway(Front):
         store = store if store is not None else open_store(settings.store, clock)
         super().__init__(settings, store, clock, defences)
         self._resolver = resolver
+        self._dns_stats = resolver.stats if resolver is not None else DnsStats()
         self.worker = defences is not None
         self._fixed_checks = checks
         self._extra_checks = extra_checks or []
@@ -79,11 +82,16 @@ class Gateway(Front):
         self._adopting: deque[tuple[socket.socket, Client, Verdict, bool]] = deque()
         self._retiring: list[HostState] = []  # replaced by a reload, still used by sessions
         self.stats.gauge("sessions", lambda: len(self.sessions))
+        watch_pool(self.stats, lambda: self.delivery)
+        watch_dns(self.stats, self._dns_stats)
 
     def _checks(self, settings: Settings) -> list[Check]:
         if self._fixed_checks is not None:
             return self._fixed_checks
-        built = assembly.build(settings, self.store, self.defences, self._resolver)
+        resolver = self._resolver
+        if resolver is None and settings.dns.checks:  # one tally across reloads (/metrics)
+            resolver = Resolver(settings.dns, stats=self._dns_stats)
+        built = assembly.build(settings, self.store, self.defences, resolver)
         return [*built, *self._extra_checks]
 
     def _install(self, state: HostState) -> None:

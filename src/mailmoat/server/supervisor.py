@@ -422,8 +422,11 @@ class Supervisor(Front):
         for name, value in here["counters"].items():
             doc["counters"][name] = doc["counters"].get(name, 0) + value
         merge_histograms(doc["histograms"], here["histograms"])
-        for name in ("sessions", "loop.lag_max_ms", "spool.memory"):
-            doc["gauges"][name] = here["gauges"][name]
+        for name, value in here["gauges"].items():  # its sessions, delivery and loop
+            if name in ("sessions", "loop.lag_max_ms", "spool.memory") or name.startswith(
+                "downstream."
+            ):
+                doc["gauges"][name] = value
         doc["loop_lag_max_ms"] = here["gauges"]["loop.lag_max_ms"]  # this process's own
         merge_console(doc, here)
         live = self._live()

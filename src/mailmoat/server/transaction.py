@@ -19,6 +19,14 @@ from mailmoat.server.session_base import SessionBase
 from mailmoat.smtp.events import MessageEnd
 from mailmoat.smtp.replies import Reply, reply
 
+_DELIVERY = {
+    (True, False): "messages.delivered",
+    (False, True): "delivery.deferred",
+    (False, False): "delivery.refused",
+}
+"""The delivery's outcome (accepted, transient reply) as counted: stored or taken by the
+downstream; or not, for now or for good (the checks' refusals are not in these)."""
+
 
 def addressed(recipients: list[str], local_domains: list[str]) -> list[str]:
     """The recipients with the bare <Postmaster> (RFC 5321 4.5.1: accepted without a domain)
@@ -86,6 +94,7 @@ class Transactions(SessionBase):
             self._drop_spool()
         self.conn.send(result.reply)
         self._count_message(result.reply, message)
+        self.host.stats.incr(_DELIVERY[result.accepted, result.reply.transient])
         if result.accepted:
             self.transactions += 1
             if self.transactions == 1:
