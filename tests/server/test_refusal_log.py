@@ -59,15 +59,16 @@ def _traffic(tmp_path: Path, port: int) -> None:
 
 
 @contextlib.contextmanager
-def logged_gateway(tmp_path: Path, fmt: str) -> Iterator[RunningGateway]:
-    """A gateway (alice@example.test the only recipient, 127.0.0.9 denied) whose log, in
-    format `fmt`, goes to tmp_path/mailmoat.<fmt>.log while the block runs."""
+def logged_gateway(tmp_path: Path, fmt: str, **extra: object) -> Iterator[RunningGateway]:
+    """A gateway (alice@example.test the only recipient, 127.0.0.9 denied; `extra` settings)
+    whose log, in format `fmt`, goes to tmp_path/mailmoat.<fmt>.log while the block runs."""
     static = tmp_path / "recipients"
     static.write_text("alice@example.test\n")
     settings = {
         "admission.deny_networks": ["127.0.0.9/32"],
         "directory.default": "static",
         "directory.static_file": str(static),
+        **extra,
     }
     with (tmp_path / f"mailmoat.{fmt}.log").open("w") as out:
         logs.setup(LogSettings(format=fmt), out)
@@ -125,6 +126,49 @@ def test_every_refusal_is_one_info_line_with_its_reason(tmp_path: Path, fmt: str
     connect = by_client["127.0.0.9"]
     assert connect["command"] == "CONNECT" and connect["reason"] == "denied"
     assert str(connect["code"]) == "421"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_refusals_name_the_envelope_they_refuse(tmp_path: Path, fmt: str) -> None:
+    """A MAIL refusal names the sender it refused (not the last transaction's); one at the end
+    of data names the command and every recipient, also when the engine refused the message
+    (too big) or delivery failed (a broken Maildir: 451, logged, no strike)."""
+    body = b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 50
+    with logged_gateway(tmp_path, fmt, **{"smtp.max_message_size": 2048}) as gw:
+        with _client(gw.port, "127.0.0.7") as c:
+            assert c.sendmail("first@sender.test", ["alice@example.test"], b"\r\nx\r\n") == {}
+            assert c.mail("second@sender.test", ["SIZE=999999"])[0] == 552
+        with _client(gw.port, "127.0.0.8") as c:
+            c.ehlo("big.test")
+            c.mail("big@sender.test")
+            c.rcpt("alice@example.test")
+            c.rcpt("postmaster@example.test")
+            assert c.data(body)[0] == 552
+        (tmp_path / "md" / "tmp").rmdir()
+        (tmp_path / "md" / "tmp").write_text("not a folder")
+        with _client(gw.port, "127.0.0.10") as c:
+            c.ehlo("lost.test")
+            c.mail("lost@sender.test")
+            c.rcpt("alice@example.test")
+            assert c.data(b"Subject: s\r\n\r\nx\r\n")[0] == 451
+    by_client = {str(r["client"]): r for r in _refusals(tmp_path / f"mailmoat.{fmt}.log", fmt)}
+    mail = by_client["127.0.0.7"]
+    assert (mail["command"], mail["sender"], mail["reason"]) == (
+        "MAIL",
+        "<second@sender.test>",
+        "message_too_big",
+    )
+    big = by_client["127.0.0.8"]
+    assert (big["command"], str(big["code"]), big["status"]) == ("END-OF-DATA", "552", "5.3.4")
+    assert big["sender"] == "<big@sender.test>" and big["helo"] == "big.test"
+    assert big["rcpt"] == "<alice@example.test>,<postmaster@example.test>"
+    lost = by_client["127.0.0.10"]
+    assert (lost["command"], str(lost["code"]), lost["reason"]) == (
+        "END-OF-DATA",
+        "451",
+        "delivery",
+    )
+    assert lost["sender"] == "<lost@sender.test>" and lost["rcpt"] == "<alice@example.test>"
 
 
 @pytest.mark.skipif(shutil.which("fail2ban-regex") is None, reason="fail2ban not installed")

@@ -33,6 +33,7 @@ _VERBS: dict[type, str] = {
     Expn: "EXPN",
 }
 """The command a refused event stands for, as logged (HELO/EHLO is the engine's own)."""
+_AT_DATA = ("DATA", "END-OF-DATA")
 
 
 class Refusals(SessionBase):
@@ -49,29 +50,17 @@ class Refusals(SessionBase):
             self._close_reason = "policy"
         verb = _VERBS.get(type(ev)) or ("EHLO" if getattr(ev, "extended", False) else "HELO")
         rcpt = ev.address if type(ev) is RcptTo else None
-        return self._rejected(Rejected(reason or "policy", answer, verb), rcpt)
+        sender = ev.address if type(ev) is MailFrom else None
+        return self._rejected(Rejected(reason or "policy", answer, verb), rcpt, sender)
 
-    def _rejected(self, ev: Rejected, rcpt: str | None = None) -> Awaitable[None] | None:
+    def _rejected(
+        self, ev: Rejected, rcpt: str | None = None, sender: str | None = None
+    ) -> Awaitable[None] | None:
         """The client got an error reply: log and count it, and let the checks react
-        (tarpit, strikes)."""
+        (tarpit, strikes). `rcpt`, `sender`: the address a RCPT or MAIL refusal names."""
         self.client.errors = self.conn.errors
-        self.host.stats.incr(f"rejected.{ev.reason}")
         self.host.stats.offender(self.client.address)
-        if logs.enabled():
-            envelope = self.conn.envelope or self.envelope
-            logs.event(
-                "refused",
-                session=self.session_id,
-                client=self.client.address,
-                helo=self.conn.helo,
-                sender=f"<{envelope.mail_from}>" if envelope else None,
-                rcpt=f"<{rcpt}>" if rcpt is not None else None,
-                command=ev.command or None,
-                code=ev.reply.code,
-                status=ev.reply.enhanced,
-                reason=ev.reason,
-                reply=ev.reply.text,
-            )
+        self._log_refusal(ev, rcpt, sender)
         if self.client.has(PROXY_LOCAL):  # the proxy's health check: no strikes, no tarpit
             return None
         verdict = self.state.pipeline.run("rejected", self.client, ev)
@@ -79,6 +68,35 @@ class Refusals(SessionBase):
             return self._rejected_later(verdict)
         self._after_rejected(verdict)
         return None
+
+    def _log_refusal(self, ev: Rejected, rcpt: str | None, sender: str | None = None) -> None:
+        """Count the refusal by its reason and log it: at the end of data with the message's
+        envelope, all its recipients (the engine has already reset its own)."""
+        self.host.stats.incr(f"rejected.{ev.reason}")
+        if not logs.enabled():
+            return
+        envelope = self.conn.envelope
+        if envelope is None and ev.command in _AT_DATA:
+            envelope = self.envelope
+        if sender is None and envelope is not None:
+            sender = envelope.mail_from
+        if rcpt is not None:
+            rcpt = f"<{rcpt}>"
+        elif envelope is not None and ev.command in _AT_DATA:
+            rcpt = ",".join(f"<{r}>" for r in envelope.rcpt_to)
+        logs.event(
+            "refused",
+            session=self.session_id,
+            client=self.client.address,
+            helo=self.conn.helo,
+            sender=f"<{sender}>" if sender is not None else None,
+            rcpt=rcpt,
+            command=ev.command or None,
+            code=ev.reply.code,
+            status=ev.reply.enhanced,
+            reason=ev.reason,
+            reply=ev.reply.text,
+        )
 
     async def _rejected_later(self, pending: Awaitable[Verdict]) -> None:
         self._after_rejected(await pending)

@@ -260,7 +260,11 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
         if isinstance(ev, Rejected):
             if self.conn.closing:
                 self._close_reason = ev.reason
-            return self._rejected(ev)
+            if ev.address is None:
+                return self._rejected(ev)
+            if ev.command == "RCPT":
+                return self._rejected(ev, rcpt=ev.address)
+            return self._rejected(ev, sender=ev.address)
         if isinstance(ev, MessageAborted):
             self._drop_spool()
             self._log_transaction(ev.reason, None)

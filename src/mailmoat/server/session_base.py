@@ -13,7 +13,7 @@ from mailmoat.server.host import Host, HostState
 from mailmoat.server.received import new_queue_id
 from mailmoat.smtp.connection import ServerConnection
 from mailmoat.smtp.envelope import Envelope
-from mailmoat.smtp.events import Command
+from mailmoat.smtp.events import Command, Rejected
 from mailmoat.smtp.replies import Reply
 
 
@@ -121,4 +121,8 @@ class SessionBase(asyncio.Protocol):
 
     def _refused(self, answer: Reply, ev: Command, reason: str = "") -> Awaitable[None] | None:
         """A command was refused (`refusals`)."""
+        raise NotImplementedError
+
+    def _log_refusal(self, ev: Rejected, rcpt: str | None, sender: str | None = None) -> None:
+        """Count and log a refusal, nothing more (`refusals`)."""
         raise NotImplementedError

@@ -16,7 +16,7 @@ from mailmoat.policy.base import Decision, HookResult
 from mailmoat.server.hold import DELIVERED
 from mailmoat.server.received import received_header
 from mailmoat.server.session_base import SessionBase
-from mailmoat.smtp.events import MessageEnd
+from mailmoat.smtp.events import MessageEnd, Rejected
 from mailmoat.smtp.replies import Reply, reply
 
 _DELIVERY = {
@@ -95,6 +95,8 @@ class Transactions(SessionBase):
         self.conn.send(result.reply)
         self._count_message(result.reply, message)
         self.host.stats.incr(_DELIVERY[result.accepted, result.reply.transient])
+        if not result.accepted:  # logged as every refusal; no strike: not the client's doing
+            self._log_refusal(Rejected("delivery", result.reply, "END-OF-DATA"), None)
         if result.accepted:
             self.transactions += 1
             if self.transactions == 1:

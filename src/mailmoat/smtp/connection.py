@@ -411,7 +411,7 @@ class ServerConnection:
                 return DataChunk(got.content)
             return end
         self._events.append(MessageAborted(got.reason))
-        self._queue(Rejected(got.reason, got.reply), close=got.close)
+        self._queue(Rejected(got.reason, got.reply, "END-OF-DATA"), close=got.close)
         self._data = None
         self.state = advance(self.state, Trigger.DATA_ABORTED)
         self.envelope = None

@@ -113,6 +113,8 @@ class Rejected(Event):
     reason: str
     reply: Reply
     command: str = ""
+    address: str | None = None
+    """The address of a MAIL or RCPT refused after its path was read (for the log)."""
 
 
 @dataclass(frozen=True, slots=True)

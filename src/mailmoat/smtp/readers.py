@@ -154,16 +154,16 @@ def read_mail(arg: str, eight_bit: bool, *, esmtp: bool, limits: Limits) -> Mail
             body = "7BIT"
         elif key == "BODY" and value is not None and value.upper() == "8BITMIME":
             if not limits.eightbitmime:
-                return Rejected("syntax", R_PARAMS, "MAIL")
+                return Rejected("syntax", R_PARAMS, "MAIL", mailbox)
             body = "8BITMIME"
         elif key == "SMTPUTF8" and value is None and limits.smtputf8:
             utf8 = True
         else:
-            return Rejected("syntax", R_PARAMS, "MAIL")
+            return Rejected("syntax", R_PARAMS, "MAIL", mailbox)
     if eight_bit and not utf8:
-        return Rejected("8bit", R_8BIT, "MAIL")
+        return Rejected("8bit", R_8BIT, "MAIL", mailbox)
     if size is not None and size > limits.max_message_size:
-        return Rejected("message_too_big", too_big(limits), "MAIL")
+        return Rejected("message_too_big", too_big(limits), "MAIL", mailbox)
     return MailFrom(address=mailbox, size=size, body=body, smtputf8=utf8)
 
 
@@ -190,7 +190,7 @@ def read_rcpt(
     if isinstance(params, Rejected):
         return params
     if params:  # no RCPT extension (DSN and the like) is offered
-        return Rejected("syntax", R_PARAMS, "RCPT")
+        return Rejected("syntax", R_PARAMS, "RCPT", mailbox)
     return RcptTo(address=mailbox, domain=domain)
 
 
