@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -87,3 +88,28 @@ def test_quiet_with_a_working_resolver_and_a_proper_name(
     text = _serve_log(tmp_path, config, "startup_checks", OUR_HOSTNAME)
     assert "did not answer" not in text and "server.hostname" not in text
     assert "hostname=ok resolver=ok" in text
+
+
+def test_a_busy_port_is_one_line_naming_it(tmp_path: Path) -> None:
+    """`serve` on a port something else holds: exit 1, one line that says which one."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        conf = tmp_path / "m.toml"
+        conf.write_text(
+            f'[server]\nlisten = ["127.0.0.1:{port}"]\nworkers = 1\nhostname = "mx.example.org"\n'
+            f'[domains]\nlocal = ["example.test"]\n[dns]\nchecks = false\n'
+            f'[maildir]\npath = "{tmp_path / "md"}"\n'
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "mailmoat", "serve", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"cannot start: [Errno 98] cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "Traceback" not in done.stderr

@@ -30,6 +30,14 @@ from mailmoat.limits import LISTEN_BACKLOG as BACKLOG
 async def open_sockets(host: str, port: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for `host`:`port` (every address it resolves
     to; IPv6 sockets are IPv6-only, like asyncio's)."""
+    try:
+        return await _open_sockets(host, port)
+    except OSError as err:  # one line that names the endpoint ("cannot start: ...")
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise OSError(err.errno, f"cannot listen on {where}: {err.strerror or err}") from err
+
+
+async def _open_sockets(host: str, port: int) -> list[socket.socket]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
