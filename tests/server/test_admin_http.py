@@ -20,7 +20,7 @@ from mailmoat import config
 from mailmoat.cli import main
 from mailmoat.server.admin import request
 from tests.server.test_workers import served
-from tests.support.gateway import running_gateway
+from tests.support.gateway import gateway_settings, running_gateway
 from tests.support.ports import free_port
 from tests.support.raw_client import refused_at_connect
 
@@ -140,6 +140,31 @@ def test_healthz_follows_the_downstream(tmp_path: Path) -> None:
             _until(lambda: request(endpoint, "/healthz", timeout=10) == (200, b"ok\n"))
         finally:
             sink.stop()
+
+
+def test_healthz_follows_a_reload_that_moves_delivery(tmp_path: Path) -> None:
+    """A reload that sets relay.downstream (or another maildir.path): /healthz probes where
+    mail goes now, not where it went at the start."""
+    dead = free_port()  # nothing listens there
+    with running_gateway(tmp_path / "md", **{"admin.listen": "127.0.0.1:0"}) as gw:
+        endpoint = _admin(gw)
+        assert request(endpoint, "/healthz", timeout=10) == (200, b"ok\n")
+        assert gw.gateway is not None
+        moved = gw.settings.model_copy(
+            update={
+                "relay": gw.settings.relay.model_copy(update={"downstream": f"127.0.0.1:{dead}"})
+            }
+        )
+        gw.run(gw.gateway.reload(moved))
+        status, body = request(endpoint, "/healthz", timeout=10)
+        assert status == 503 and body.startswith(f"downstream: 127.0.0.1:{dead}".encode())
+        gw.run(
+            gw.gateway.reload(gateway_settings(tmp_path / "md2", **{"admin.listen": "127.0.0.1:0"}))
+        )
+        shutil.rmtree(tmp_path / "md2" / "tmp")  # the new delivery made it
+        (tmp_path / "md2" / "tmp").write_text("not a folder")
+        status, body = request(endpoint, "/healthz", timeout=10)
+        assert status == 503 and body.startswith(f"maildir: {tmp_path / 'md2'}".encode())
 
 
 def test_token_required_when_configured(tmp_path: Path) -> None:

@@ -353,7 +353,7 @@ class Front:
 
         admin = self.settings.admin
         token = admin_token(admin.token_file) if admin.token_file is not None else ""
-        health = Health(self.settings, self.accepting)
+        health = Health(lambda: self.settings, self.accepting)
         self.admin = AdminServer(
             admin.listen, snapshot, health.problems, token, bans=self.defences.bans
         )

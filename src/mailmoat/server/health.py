@@ -19,40 +19,44 @@ from mailmoat.relay.smtp_client import DownstreamClient
 
 
 class Health:
-    def __init__(self, settings: Settings, listening: Callable[[], bool]) -> None:
+    def __init__(self, settings: Callable[[], Settings], listening: Callable[[], bool]) -> None:
+        """`settings`: the current ones (a reload may change where mail goes)."""
         self.settings = settings
         self.listening = listening
         self._probed = -PROBE_EVERY
         self._downstream = ""
+        self._probed_where: str | None = None
         self._lock = asyncio.Lock()
 
     async def problems(self) -> dict[str, str]:
         found: dict[str, str] = {}
+        settings = self.settings()
         if not self.listening():
             found["listen"] = "not accepting connections"
-        if not self.settings.server.listen:  # only the side services: nothing is delivered
+        if not settings.server.listen:  # only the side services: nothing is delivered
             return found
-        if self.settings.relay.downstream:
-            why = await self._probe()
+        if settings.relay.downstream:
+            why = await self._probe(settings)
             if why:
                 found["downstream"] = why
         else:
-            tmp = Path(self.settings.maildir.path) / "tmp"
+            tmp = Path(settings.maildir.path) / "tmp"
             if not writable_dir(tmp):
                 found["maildir"] = f"{tmp} is not writable"
         return found
 
-    async def _probe(self) -> str:
+    async def _probe(self, settings: Settings) -> str:
         async with self._lock:
-            if time.monotonic() - self._probed < PROBE_EVERY:
+            where = settings.relay.downstream
+            if where == self._probed_where and time.monotonic() - self._probed < PROBE_EVERY:
                 return self._downstream
-            self._downstream = await self._reach()
-            self._probed = time.monotonic()
+            self._downstream = await self._reach(settings)
+            self._probed, self._probed_where = time.monotonic(), where
             return self._downstream
 
-    async def _reach(self) -> str:
+    async def _reach(self, settings: Settings) -> str:
         try:
-            client = await DownstreamClient.connect(self.settings)
+            client = await DownstreamClient.connect(settings)
         except DownstreamError as err:
             return err.detail
         await client.close()
