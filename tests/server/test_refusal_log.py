@@ -125,6 +125,7 @@ def test_every_refusal_is_one_info_line_with_its_reason(tmp_path: Path, fmt: str
     assert str(data["code"]) == "554" and data["status"] == "5.6.0"
     connect = by_client["127.0.0.9"]
     assert connect["command"] == "CONNECT" and connect["reason"] == "denied"
+    assert len(str(connect["session"])) == 12 and connect["session"] != relay["session"]
     assert str(connect["code"]) == "421"
 
 

@@ -33,6 +33,7 @@ from mailmoat.server import eager
 from mailmoat.server.admin import AdminServer, Snapshot
 from mailmoat.server.listener import Listener, open_sockets
 from mailmoat.server.proxied import PROXY_LOCAL, ProxyReadError, TrustedProxies, read_header
+from mailmoat.server.received import new_queue_id
 from mailmoat.server.side import SideService, build_sides, service_name
 from mailmoat.smtp.replies import Reply, reply
 from mailmoat.smtp.writers import greeting_bytes
@@ -303,6 +304,7 @@ class Front:
             if answer is not None and logs.enabled():
                 logs.event(
                     "refused",
+                    session=new_queue_id(),  # the connection's only line, named as a session's
                     client=client.address,
                     command="CONNECT",
                     code=answer.code,
