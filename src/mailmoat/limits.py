@@ -145,8 +145,15 @@ REDIS_HEARTBEAT = 1.0
 REDIS_NODE_ALIVE = 5.0
 """Seconds a node counts as live after its last heartbeat (the fallback's scale)."""
 REDIS_SLOTS_TTL = 3600.0
-"""Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
-address whose connections stay open longer without any new one may be under-counted after."""
+"""Seconds a cluster-wide count of open connections (`slots:`) lives after its last report
+(a node reports its open ones again every SLOTS_REFRESH)."""
+SLOTS_REFRESH = 10.0
+"""Seconds after which a node sends its count of open connections for a key again, unchanged
+(store/own_counts): a count Redis or another node lost (a restart, FLUSHALL) is back within
+about this long."""
+SLOTS_REFRESH_MAX = 5_000
+"""Counts a node sends again per heartbeat at most (past SLOTS_REFRESH x this many keys with
+open connections, each key's turn comes later)."""
 SLOTS_REPORT_DELAY = 0.05
 """Seconds a node's counts for admission (open connections per address and network, connection
 rate events) wait before they are sent to Redis, so that those of a busy address go as one
