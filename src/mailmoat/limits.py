@@ -159,15 +159,20 @@ SLOTS_REPORT_DELAY = 0.05
 rate events) wait before they are sent to Redis, so that those of a busy address go as one
 call; the other nodes hear them about this much later (the documented overshoot)."""
 PEER_COUNTS_MAX = 10_000
-"""Addresses and networks whose counts from the other nodes a node holds (store/peer_counts),
-and as many windows of their connection events; the oldest are dropped first."""
+"""Addresses and networks whose open connections on the other nodes a node holds (past it,
+one with the fewest is dropped and counted as a floor: store/peer_open), and as many windows
+of their connection events (the oldest dropped first)."""
+PEER_FLOOR_HOLD = 20.0
+"""Seconds (one to two periods) the floor a dropped key of open connections sets lasts: more
+than SLOTS_REFRESH, after which the nodes holding it have sent its count again."""
 PEER_EVENTS_MAX = 1_000
 """Events another node reported that one message, one answer or one window holds at most (a
 rate limit above this is counted this high at most from the others' part)."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000
-"""Bans read from Redis at most when the ban feed (re)subscribes."""
+"""Bans read from Redis at most when the ban feed (re)subscribes, and as many keys of open
+connections (store/peer_open keeps PEER_COUNTS_MAX of them)."""
 BAN_RESYNC_BATCH = 500
 """Bans read per round trip during that resync."""
 REPLAY_MAX = 10_000

@@ -32,7 +32,6 @@ from mailmoat.limits import (
     BAN_FEED_RETRY,
     BAN_RESYNC_BATCH,
     BAN_RESYNC_MAX,
-    PEER_COUNTS_MAX,
     REDIS_HEARTBEAT,
     REDIS_TIMEOUT,
 )
@@ -152,7 +151,8 @@ class BanFeed:
         """The open connections Redis holds now (messages from here on are applied on top)."""
         client = self.client
         async with asyncio.timeout(REDIS_TIMEOUT * 20):
-            for batch in await self._scan(PREFIX + "slots:*", PEER_COUNTS_MAX):
+            # past PEER_COUNTS_MAX held, `counts` drops the smallest and counts them as a floor
+            for batch in await self._scan(PREFIX + "slots:*", BAN_RESYNC_MAX):
                 pipe = client.pipeline(transaction=False)
                 for key in batch:
                     pipe.hgetall(key)

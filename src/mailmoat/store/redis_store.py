@@ -141,6 +141,7 @@ class RedisStore:
             "store.redis.peer_messages": lambda: self.peers.received,
             "store.redis.peer_events": lambda: self.peers.events_heard,
             "store.redis.peer_connections": self.peers.connections,
+            "store.redis.peer_dropped": lambda: self.peers.dropped,
         } | {f"store.redis.calls.{fn}": calls_of(self.calls_by, fn) for fn in FUNCTIONS}
 
     def notify(self, name: str, seconds: float | None) -> None:
