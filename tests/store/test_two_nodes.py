@@ -215,11 +215,11 @@ async def test_connections_held_open_count_again_after_redis_restarts_empty(
     key = f"slots:ip:{address_key(ip_address(source))}"
     async with two_nodes(tmp_path, server, **limit) as (a, b):
         stores = [gw.store for gw in (a, b)]
-        assert all(isinstance(s, RedisStore) for s in stores)
+        assert isinstance(stores[0], RedisStore) and isinstance(stores[1], RedisStore)
+        peers = stores[1].peers  # what b heard of a
         held = [await Talk.open(port(a), source) for _ in range(3)]
         try:
             assert all(t.greeting.startswith(b"220") for t in held)
-            peers = b.store.peers  # type: ignore[attr-defined]
             await wait_for(lambda: peers.open(key) == 3, "b heard a's three")
             server.shutdown()
             for s in stores:
