@@ -145,22 +145,34 @@ REDIS_HEARTBEAT = 1.0
 REDIS_NODE_ALIVE = 5.0
 """Seconds a node counts as live after its last heartbeat (the fallback's scale)."""
 REDIS_SLOTS_TTL = 3600.0
-"""Seconds a cluster-wide count of open connections (`slots:`) lives after its last report; an
-address whose connections stay open longer without any new one may be under-counted after."""
+"""Seconds a cluster-wide count of open connections (`slots:`) lives after its last report
+(a node reports its open ones again every SLOTS_REFRESH)."""
+SLOTS_REFRESH = 10.0
+"""Seconds after which a node sends its count of open connections for a key again, unchanged
+(store/own_counts): a count Redis or another node lost (a restart, FLUSHALL) is back within
+about this long."""
+SLOTS_REFRESH_MAX = 5_000
+"""Counts a node sends again per heartbeat at most (past SLOTS_REFRESH x this many keys with
+open connections, each key's turn comes later)."""
 SLOTS_REPORT_DELAY = 0.05
 """Seconds a node's counts for admission (open connections per address and network, connection
 rate events) wait before they are sent to Redis, so that those of a busy address go as one
 call; the other nodes hear them about this much later (the documented overshoot)."""
 PEER_COUNTS_MAX = 10_000
-"""Addresses and networks whose counts from the other nodes a node holds (store/peer_counts),
-and as many windows of their connection events; the oldest are dropped first."""
+"""Addresses and networks whose open connections on the other nodes a node holds (past it,
+one with the fewest is dropped and counted as a floor: store/peer_open), and as many windows
+of their connection events (the oldest dropped first)."""
+PEER_FLOOR_HOLD = 20.0
+"""Seconds (one to two periods) the floor a dropped key of open connections sets lasts: more
+than SLOTS_REFRESH, after which the nodes holding it have sent its count again."""
 PEER_EVENTS_MAX = 1_000
 """Events another node reported that one message, one answer or one window holds at most (a
 rate limit above this is counted this high at most from the others' part)."""
 BAN_FEED_RETRY = 0.5
 """Seconds before the ban feed subscribes again after losing its connection."""
 BAN_RESYNC_MAX = 100_000
-"""Bans read from Redis at most when the ban feed (re)subscribes."""
+"""Bans read from Redis at most when the ban feed (re)subscribes, and as many keys of open
+connections (store/peer_open keeps PEER_COUNTS_MAX of them)."""
 BAN_RESYNC_BATCH = 500
 """Bans read per round trip during that resync."""
 REPLAY_MAX = 10_000

@@ -210,3 +210,20 @@ async def test_postfix_sends_only_the_macros_the_milter_named(
     assert names["R"] == {"{rcpt_host}", "{rcpt_mailer}"}, names
     assert all(n <= {"i"} for stage, n in names.items() if stage != "R"), names
     assert names["T"] == names["E"] == {"i"}, names
+
+
+async def test_the_queue_id_postfix_gives_after_rcpt_is_logged(
+    postfix_instance: PostfixFactory, caplog: Any
+) -> None:
+    """A stock Postfix (smtpd_delay_open_until_valid_rcpt = yes) names the queue ID only
+    after the first valid RCPT: the milter reads it again at end of message, so the
+    message's log lines carry the ID Postfix answers with."""
+    caplog.set_level("INFO", logger="mailmoat")
+    port = free_port()
+    async with milter(port):
+        mx = await postfix(postfix_instance, port)
+        replies = await send(mx.port, "a@sender.test", message("a@sender.test"))
+    assert replies["message"].startswith(b"250"), replies
+    queued = replies["message"].split()[-1].decode()  # "250 2.0.0 Ok: queued as ID"
+    ids = [r.fields.get("queue_id") for r in caplog.records if r.msg == "checks"]
+    assert ids == [queued], (ids, queued)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmoat.limits import PEER_COUNTS_MAX, PEER_EVENTS_MAX
+from mailmoat.limits import PEER_COUNTS_MAX, PEER_EVENTS_MAX, PEER_FLOOR_HOLD
 from mailmoat.store.peer_counts import PeerCounts
 
 
@@ -83,12 +83,66 @@ def test_one_message_adds_at_most_peer_events_max() -> None:
     assert peers.events("rate:x", 60) == PEER_EVENTS_MAX
 
 
-def test_keys_are_bounded_and_the_oldest_go_first() -> None:
-    peers = PeerCounts("me")
+def test_keys_are_bounded_and_a_dropped_count_is_a_floor_for_a_while() -> None:
+    clock = Clock()
+    peers = PeerCounts("me", clock)
     for i in range(PEER_COUNTS_MAX + 10):
         peers.apply(f"slots\tmm:slots:ip:{i}\tb\t1".encode())
-    assert peers.connections() == PEER_COUNTS_MAX
+    assert peers.connections() == PEER_COUNTS_MAX and peers.dropped == 10
+    assert peers.open("slots:ip:0") == 1  # dropped for room: counted, never under-counted
+    assert peers.open("slots:ip:any") == 1  # so is every address past the bound, at most 1
+    assert peers.open("slots:net:1") == 0  # the floor is per kind
+    clock.now += 2 * PEER_FLOOR_HOLD  # the nodes sent their counts again meanwhile (none here)
     assert peers.open("slots:ip:0") == 0 and peers.open(f"slots:ip:{PEER_COUNTS_MAX + 9}") == 1
+
+
+def test_an_address_holding_connections_survives_ten_thousand_other_keys() -> None:
+    """The red-team repro: other nodes report 10,000 networks, one connection each; the
+    address holding 20 is still counted in full (the fewest connections go first)."""
+    peers = PeerCounts("B")
+    peers.apply("slots\tmm:slots:ip:3221225991\tA\t20")
+    for i in range(10_000):
+        peers.apply(f"slots\tmm:slots:ip:-{i + 1}\tA\t1")
+    assert peers.open("slots:ip:3221225991") == 20
+
+
+def test_a_key_updated_lately_survives_ten_thousand_other_keys() -> None:
+    """Among keys of the same count the one updated least lately goes first: a count its
+    node sends again (every SLOTS_REFRESH) outlives 10,000 keys reported meanwhile."""
+    clock = Clock()
+    peers = PeerCounts("me", clock)
+    peers.apply(b"slots\tmm:slots:ip:1\tb\t1")  # held, sent again now and then
+    peers.apply(b"slots\tmm:slots:ip:2\tb\t1")  # never sent again
+    for i in range(10_000):
+        if i % 1_000 == 0:
+            peers.apply(b"slots\tmm:slots:ip:1\tb\t1")
+        peers.apply(f"slots\tmm:slots:ip:-{i + 1}\tc\t1".encode())
+    clock.now += 2 * PEER_FLOOR_HOLD  # no floor left: what is held answers alone
+    assert peers.open("slots:ip:1") == 1 and peers.open("slots:ip:2") == 0
+
+
+KEYS = [f"slots:ip:{i}" for i in range(8)] + ["slots:net:0", "slots:net:1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(KEYS), st.sampled_from(["b", "c", "d"]), st.integers(0, 4)),
+        max_size=60,
+    ),
+    st.integers(1, 6),
+)
+def test_past_the_bound_a_count_is_never_under_counted(
+    reports: list[tuple[str, str, int]], max_keys: int
+) -> None:
+    peers = PeerCounts("me", Clock(), max_keys=max_keys)
+    truth: dict[tuple[str, str], int] = {}
+    for key, node, n in reports:
+        peers.apply(f"slots\tmm:{key}\t{node}\t{n}".encode())
+        truth[key, node] = n
+        for k in KEYS:
+            assert peers.open(k) >= sum(v for (tk, _), v in truth.items() if tk == k), k
+    assert peers.connections() <= sum(truth.values())
 
 
 def test_a_node_gone_is_forgotten() -> None:

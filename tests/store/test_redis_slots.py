@@ -1,6 +1,7 @@
 """Open connections counted across nodes (`RedisStore.slots`, the `mm_slots` function) on a
 real redis-server: each node's absolute count, summed; Redis down, this node's count scaled
-by the nodes; a report that failed reaches Redis once it is back."""
+by the nodes; a report that failed reaches Redis once it is back; counts Redis lost are sent
+again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.store import MemoryStore
+from mailmoat.store import MemoryStore, own_counts
 from mailmoat.store.redis_store import RedisStore
 from tests.support.redis import RedisServer, available, redis_server
 from tests.support.waiting import wait_for
@@ -51,8 +52,9 @@ async def test_redis_down_scales_the_own_count_and_the_report_follows_later(
             server.shutdown()
             # never a pass the cluster could refuse: 2 here, maybe 2 elsewhere
             assert await a.slots(KEY, 2) == 4
-            server.start()  # empty: b's count is lost with it, a's is sent again
-            await wait_for(lambda: server.command("HLEN", "mm:" + KEY) == b":1", "a's report")
+            server.start()  # empty: a's report that failed, and b's count, are sent again
+            await wait_for(lambda: server.command("HLEN", "mm:" + KEY) == b":2", "both counts")
+            await wait_for(lambda: a.breaker.closed and b.breaker.closed, "both nodes back")
             assert await b.slots(KEY, 1) == 3
 
 
@@ -73,3 +75,20 @@ async def test_the_reports_of_a_busy_address_go_as_one(tmp_path: Path) -> None:
             assert a.calls_by["mm_slots"] == 3
         finally:
             await a.close()
+
+
+async def test_counts_redis_lost_are_sent_again_with_the_heartbeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FLUSHALL (or an expired key, a lost message) takes a's open connections from Redis
+    while they stay open: a sends its unchanged count again after SLOTS_REFRESH (shortened
+    here), and a node that starts after hears it."""
+    monkeypatch.setattr(own_counts, "SLOTS_REFRESH", 0.5)
+    with redis_server(tmp_path / "redis") as server:
+        async with nodes(server) as (a, c):
+            assert await a.slots(KEY, 2) == 2
+            assert server.command("FLUSHALL") == b"+OK"
+            assert server.command("EXISTS", "mm:" + KEY) == b":0"
+            await wait_for(lambda: server.command("HLEN", "mm:" + KEY) == b":1", "sent again")
+            assert await c.slots(KEY, 1) == 3  # the cluster's count holds again
+            await wait_for(lambda: c.peers.open(KEY) == 2, "c hears a's two")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from mailmoat import config
 from mailmoat.policy.harvest import R_BANNED
+from mailmoat.policy.networks import address_key
 from mailmoat.server.gateway import Gateway
 from mailmoat.store.redis_store import RedisStore
 from tests.support.redis import RedisServer, available, redis_server
@@ -201,3 +203,34 @@ async def test_mail_flows_while_redis_hangs_and_after_it_restarts(
             lambda: a.stats.snapshot()["gauges"]["store.redis.nodes"] == 2, "two nodes counted"
         )
         await wait_for(lambda: delivered(tmp_path) >= 1 + 2 + 2, "every accepted message delivered")
+
+
+async def test_connections_held_open_count_again_after_redis_restarts_empty(
+    tmp_path: Path, server: RedisServer
+) -> None:
+    """Three connections held on a, Redis restarted with no data: once the nodes are back,
+    b hears a's three again (a sends its counts when its feed resubscribes) and refuses
+    the fourth, instead of letting three more in."""
+    source, limit = "127.0.0.12", {"admission.max_per_ip": 3, "admission.max_rate": 0}
+    key = f"slots:ip:{address_key(ip_address(source))}"
+    async with two_nodes(tmp_path, server, **limit) as (a, b):
+        stores = [gw.store for gw in (a, b)]
+        assert isinstance(stores[0], RedisStore) and isinstance(stores[1], RedisStore)
+        peers = stores[1].peers  # what b heard of a
+        held = [await Talk.open(port(a), source) for _ in range(3)]
+        try:
+            assert all(t.greeting.startswith(b"220") for t in held)
+            await wait_for(lambda: peers.open(key) == 3, "b heard a's three")
+            server.shutdown()
+            for s in stores:
+                await wait_for(lambda s=s: not s.feed.synced, "the feeds lost")
+            server.start()  # empty: the count of a's three is gone from Redis
+            for s in stores:
+                await wait_for(lambda s=s: s.breaker.closed and s.feed.synced, "recovered")
+            await wait_for(lambda: peers.open(key) == 3, "b heard a's three again")
+            refused = await greeting(b, source)
+            assert refused.startswith(b"421") and b"from your address" in refused, refused
+            assert (await greeting(b, "127.0.0.13")).startswith(b"220")  # nobody else
+        finally:
+            for t in held:
+                await t.close()

@@ -410,7 +410,10 @@ class MilterSession:
             stats.incr("milter.messages.refused")
             return await self._refuse(client, Decision(tx.problem, reason="size"), "END-OF-DATA")
         limit = self.state.settings.smtp.max_header_size
-        message = Message(tx.envelope, spool, tx.queue_id, max_header=limit)
+        # Postfix names the queue ID only after the first valid RCPT (by default): the one
+        # sent with the end of message, else the one known at MAIL
+        queue_id = self.macros.get("i") or tx.queue_id
+        message = Message(tx.envelope, spool, queue_id, max_header=limit)
         headers = await message.read_headers()
         verdict: Verdict
         if headers.defect:

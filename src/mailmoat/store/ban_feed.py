@@ -12,7 +12,9 @@ reads answered locally (`synced`). A ban lifted while a node was cut off stays o
 until it expires or is lifted again.
 
 The same subscription carries the other nodes' admission counts (`COUNTS_CHANNEL`, given a
-`PeerCounts`); those heard before a lost connection are forgotten when it is made again.
+`PeerCounts`); those heard before a lost connection are forgotten when it is made again, and
+read back from Redis. Then `resynced` is called: this node sends its own counts again, which
+a Redis that restarted empty no longer holds.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from mailmoat.limits import (
     BAN_FEED_RETRY,
     BAN_RESYNC_BATCH,
     BAN_RESYNC_MAX,
-    PEER_COUNTS_MAX,
     REDIS_HEARTBEAT,
     REDIS_TIMEOUT,
 )
@@ -53,11 +54,13 @@ class BanFeed:
         local: MemoryStore,
         notify: Callable[[str, float | None], None],
         counts: PeerCounts | None = None,
+        resynced: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.local = local
         self.notify = notify
         self.counts = counts
+        self.resynced = resynced
         self.synced = False
         self.received = 0  # ban changes applied from the channel
 
@@ -71,6 +74,8 @@ class BanFeed:
                 if counts is not None:
                     counts.clear()
                     await self._resync_counts(counts)
+                if self.resynced is not None:
+                    self.resynced()
                 self.synced = True
                 while True:
                     message = await pubsub.get_message(
@@ -146,7 +151,8 @@ class BanFeed:
         """The open connections Redis holds now (messages from here on are applied on top)."""
         client = self.client
         async with asyncio.timeout(REDIS_TIMEOUT * 20):
-            for batch in await self._scan(PREFIX + "slots:*", PEER_COUNTS_MAX):
+            # past PEER_COUNTS_MAX held, `counts` drops the smallest and counts them as a floor
+            for batch in await self._scan(PREFIX + "slots:*", BAN_RESYNC_MAX):
                 pipe = client.pipeline(transaction=False)
                 for key in batch:
                     pipe.hgetall(key)

@@ -8,8 +8,9 @@ the reporting delay of the node that counted it (`SLOTS_REPORT_DELAY`) plus one 
 trip and the message's delivery: that is the overshoot a client spread over several nodes can
 get, documented in docs/several-nodes.md.
 
-Held here, bounded: per key and node the open connections (`PEER_COUNTS_MAX` keys, the oldest
-dropped first; a node seen gone by the heartbeats is dropped), and the others' events as
+Held here, bounded: per key and node the open connections (`PEER_COUNTS_MAX` keys; past it
+the answer errs high, never low: store/peer_open; a node seen gone by the heartbeats is
+dropped), and the others' events as
 sliding windows in a `MemoryStore` of the same bound (they expire with their window, as in
 Redis). When the feed (re)subscribes it reads the open connections Redis holds (`load`), so
 none is missed; events are not read back (Redis does not know which node counted which): a
@@ -24,29 +25,39 @@ from collections.abc import Callable, Collection
 
 from mailmoat.limits import PEER_COUNTS_MAX, PEER_EVENTS_MAX
 from mailmoat.store.memory import MemoryStore
+from mailmoat.store.peer_open import PeerOpen
 from mailmoat.store.redis_functions import PREFIX
 
 
 class PeerCounts:
-    def __init__(self, node: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        node: str,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = PEER_COUNTS_MAX,
+    ) -> None:
         self.node = node
-        self._open: dict[str, dict[str, int]] = {}  # key -> other node -> open connections
+        self._open = PeerOpen(max_keys, clock)  # key -> other node -> open connections
         self._events = MemoryStore(PEER_COUNTS_MAX, clock, max_security_keys=1)
         self.received = 0  # messages applied (the stats show it: is the feed alive?)
         self.events_heard = 0  # other nodes' events those messages carried
 
     def open(self, key: str) -> int:
-        """The other nodes' open connections for `key`."""
-        nodes = self._open.get(key)
-        return sum(nodes.values()) if nodes else 0
+        """The other nodes' open connections for `key` (or more: see store/peer_open)."""
+        return self._open.open(key)
 
     def events(self, key: str, window: float) -> int:
         """The other nodes' events of `key` within the last `window` seconds."""
         return self._events.count_now(key, window)
 
+    @property
+    def dropped(self) -> int:
+        """Keys of open connections dropped for room (a gauge: past PEER_COUNTS_MAX)."""
+        return self._open.dropped
+
     def connections(self) -> int:
         """Every open connection the other nodes reported (a gauge)."""
-        return sum(sum(nodes.values()) for nodes in self._open.values())
+        return self._open.connections()
 
     # ----------------------------------------------------------------- learning
     def apply(self, data: bytes | str) -> None:
@@ -59,7 +70,7 @@ class PeerCounts:
         if n is None:
             return
         if kind == "slots" and len(parts) == 4:
-            self._set_open(key, node, n)
+            self._open.set(key, node, n)
         elif kind == "hit" and len(parts) == 5 and (ms := _int(parts[4])) and n > 0:
             n = min(n, PEER_EVENTS_MAX)
             self._add_events(key, ms / 1000, n)
@@ -70,22 +81,16 @@ class PeerCounts:
 
     def load(self, key: str, fields: dict[bytes, bytes]) -> None:
         """The open connections Redis holds for `key` (`mm_slots`' hash: node -> "count time")."""
-        self._open.pop(key, None)
+        self._open.forget(key)
         for name, value in fields.items():
             node = name.decode("utf-8", "replace")
             n = _int(value.decode("ascii", "replace").partition(" ")[0])
             if n is not None and node != self.node:
-                self._set_open(key, node, n)
+                self._open.set(key, node, n)
 
     def keep_nodes(self, live: Collection[str]) -> None:
         """Forget the open connections of nodes no longer alive (their heartbeats stopped)."""
-        keep = set(live)
-        for key in list(self._open):
-            nodes = self._open[key]
-            for name in [n for n in nodes if n not in keep]:
-                del nodes[name]
-            if not nodes:
-                del self._open[key]
+        self._open.keep_nodes(live)
 
     def clear(self) -> None:
         """Forget everything (the feed was lost: messages may be missing)."""
@@ -93,21 +98,6 @@ class PeerCounts:
         self._events = MemoryStore(PEER_COUNTS_MAX, self._events.clock, max_security_keys=1)
 
     # ---------------------------------------------------------------- mechanics
-    def _set_open(self, key: str, node: str, n: int) -> None:
-        nodes = self._open.get(key)
-        if nodes is None:
-            if n <= 0:
-                return
-            if len(self._open) >= PEER_COUNTS_MAX:
-                del self._open[next(iter(self._open))]  # the oldest key
-            nodes = self._open[key] = {}
-        if n > 0:
-            nodes[node] = n
-        else:
-            nodes.pop(node, None)
-            if not nodes:
-                del self._open[key]
-
     def _add_events(self, key: str, window: float, n: int) -> None:
         for _ in range(n):
             self._events.hit_now(key, window, PEER_EVENTS_MAX)

@@ -45,12 +45,14 @@ from mailmoat.limits import (
     REDIS_SLOTS_TTL,
     REDIS_TIMEOUT,
     REPLAY_MAX,
+    SLOTS_REFRESH_MAX,
     SLOTS_REPORT_DELAY,
 )
 from mailmoat.store.ban_feed import BanFeed
 from mailmoat.store.base import BAN_PREFIX
 from mailmoat.store.breaker import Breaker
 from mailmoat.store.memory import MemoryStore
+from mailmoat.store.own_counts import OwnCounts
 from mailmoat.store.peer_counts import PeerCounts
 from mailmoat.store.redis_client import calls_of, connect, ms, not_loaded, stop_if_cancelled, us
 from mailmoat.store.redis_functions import LIBRARY, PREFIX, SOURCE
@@ -87,6 +89,7 @@ class RedisStore:
         self.breaker = Breaker(clock=clock)
         self.node = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self.peers = PeerCounts(self.node, clock)  # the other nodes' admission counts
+        self.own = OwnCounts(clock)  # this node's open connections, to send again
         self.calls = 0  # calls sent to Redis
         self.calls_by: Counter[str] = Counter()  # ... per function
         self.round_trips = 0  # calls or pipelines of calls (each waited for one answer)
@@ -118,7 +121,7 @@ class RedisStore:
         except RuntimeError:
             return  # not yet: the first call starts it
         self._started = True
-        self.feed = BanFeed(self.client, self.local, self.notify, self.peers)
+        self.feed = BanFeed(self.client, self.local, self.notify, self.peers, self.resend)
         for work in (self._heartbeats(), self.feed.run()):
             task = loop.create_task(work)
             self._tasks.add(task)
@@ -138,6 +141,7 @@ class RedisStore:
             "store.redis.peer_messages": lambda: self.peers.received,
             "store.redis.peer_events": lambda: self.peers.events_heard,
             "store.redis.peer_connections": self.peers.connections,
+            "store.redis.peer_dropped": lambda: self.peers.dropped,
         } | {f"store.redis.calls.{fn}": calls_of(self.calls_by, fn) for fn in FUNCTIONS}
 
     def notify(self, name: str, seconds: float | None) -> None:
@@ -307,6 +311,7 @@ class RedisStore:
         so a lost or repeated report is corrected by the next) and return the cluster's; while
         Redis cannot say, `own` times the number of nodes."""
         self._reports.pop(key, None)  # this absolute count supersedes one not sent yet
+        self.own.sent(key, own)
         try:
             total = await self.call("mm_slots", key, *self._slots_args(own))
         except Unavailable:
@@ -345,7 +350,16 @@ class RedisStore:
         a busy address costs one call per delay, not one per connection."""
         if key in self._reports or len(self._reports) < REPLAY_MAX:
             self._reports[key] = own
+            self.own.sent(key, own)
             self._flush_soon()
+        else:
+            self.own.unsent(key, own)
+
+    def resend(self) -> None:
+        """Send every open-connection count of this node again (the feed resubscribed: Redis
+        may have come back empty; see store/own_counts)."""
+        for key, own in self.own.all():
+            self.report_slots(key, own)
 
     def _shared(self) -> bool:
         """The other nodes' counts are heard and Redis answers."""
@@ -447,6 +461,8 @@ class RedisStore:
                 self.peers.keep_nodes(self.live)
                 pending, self._slots_pending = self._slots_pending, {}
                 for key, own in pending.items():
+                    self.report_slots(key, own)
+                for key, own in self.own.due(SLOTS_REFRESH_MAX):  # lost since? (own_counts)
                     self.report_slots(key, own)
             except ResponseError as err:  # refused (an ACL): the functions already there serve
                 loaded = True
