@@ -4,6 +4,11 @@ trusted one, and a manual ban holds for its length."""
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
+import pytest
+
+from mailmoat.policy import bans as bans_module
 from mailmoat.policy.base import Client
 from mailmoat.smtp.events import Rejected
 from mailmoat.smtp.replies import reply
@@ -35,3 +40,81 @@ async def test_a_manual_ban_holds_for_its_length_then_ends() -> None:
     assert bans.banned_now("192.0.2.30")
     clock.now += 2
     assert not bans.banned_now("192.0.2.30")
+
+
+async def test_a_ban_the_store_holds_with_under_a_second_left_still_bans() -> None:
+    """The store's TTL is a float: a ban with 0.5 s left is a ban, not a "not banned" answer
+    trusted (and cached) for `bans.cache` seconds."""
+    clock = Clock()
+    bans, store, _ = _bans(clock)
+    await store.set("ban:192.0.2.40", "1", 0.5)
+    assert await bans.banned("192.0.2.40")
+    assert bans.banned_now("192.0.2.40")
+    clock.now += 0.6
+    assert not await bans.banned("192.0.2.40")
+
+
+async def test_network_bans_stop_at_the_bound_and_a_new_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At MAX_NETWORK_BANS (lowered here to 3: the bound's value is limits.py's, the test is of
+    the comparison) the administrator's next network ban is refused with a one-line error;
+    one already banned may be banned again."""
+    monkeypatch.setattr(bans_module, "MAX_NETWORK_BANS", 3)
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    for i in range(3):
+        await bans.ban_manually(f"198.51.{i}.0/24", 100)
+    with pytest.raises(ValueError, match="already 3 network bans"):
+        await bans.ban_manually("198.51.3.0/24", 100)
+    assert not bans.network_banned(ip_address("198.51.3.1"))
+    await bans.ban_manually("198.51.0.0/24", 200)  # renewing one is no new ban
+    assert bans.network_banned(ip_address("198.51.0.1"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("net:not-a-network", "net:0.0.0.0/0", "net:2001:db8::/15", "net:", "net:/24"),
+        *("not-an-address", "192.0.2.300", "", "192.0.2.1/24"),
+    ],
+)
+async def test_a_ban_the_store_pushes_that_cannot_be_taken_is_ignored(name: str) -> None:
+    """What another node (or anything that can write to Redis) pushes is checked as the
+    administrator's own ban would be: a garbled address, or a garbled or too-wide network, is
+    dropped, never raised into the store's listener."""
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    bans.learn(name, 60)
+    for ip in ("192.0.2.1", "2001:db8::1"):
+        assert not bans.network_banned(ip_address(ip))
+        assert not bans.banned_now(ip)
+    bans.learn("net:203.0.113.0/24", 60)  # a good one still is taken
+    assert bans.network_banned(ip_address("203.0.113.9"))
+
+
+async def test_the_listing_names_each_kind_of_ban_and_its_seconds_to_a_tenth() -> None:
+    clock = Clock()
+    bans, store, _ = _bans(clock)
+    await store.set("ban:192.0.2.50", "1", 400.34)
+    await store.set("ban:net:198.51.100.0/24", "admin", 300.34)
+    await store.set("ban:dha:net:203.0.113.0/24", "1", 200.34)
+    await store.set("ban:dha:ip:192.0.2.51", "1", 100.34)
+    assert await bans.listed() == [
+        {"target": "192.0.2.50", "kind": "address", "seconds": 400.3},
+        {"target": "198.51.100.0/24", "kind": "network", "seconds": 300.3},
+        {"target": "203.0.113.0/24", "kind": "harvest net", "seconds": 200.3},
+        {"target": "192.0.2.51", "kind": "harvest ip", "seconds": 100.3},
+    ]
+
+
+async def test_an_address_ban_another_node_sets_then_lifts_is_followed() -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    bans.learn("192.0.2.60", 60)
+    assert bans.banned_now("192.0.2.60") and await bans.banned("192.0.2.60")
+    bans.learn("192.0.2.60", None)
+    assert not bans.banned_now("192.0.2.60")
+    bans.learn("192.0.2.61", 10 * 366 * 86400.0)  # a push longer than any ban: cut to a year
+    clock.now += 366 * 86400.0 + 1
+    assert not bans.banned_now("192.0.2.61")
