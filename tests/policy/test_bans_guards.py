@@ -4,15 +4,21 @@ trusted one, and a manual ban holds for its length."""
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import ip_address
 
 import pytest
 
+from mailmoat.config import BanSettings
 from mailmoat.policy import bans as bans_module
+from mailmoat.policy.bans import BanList
 from mailmoat.policy.base import Client
 from mailmoat.smtp.events import Rejected
 from mailmoat.smtp.replies import reply
+from mailmoat.stats import Stats
+from mailmoat.store import MemoryStore
 from tests.policy.test_bans import Clock, _bans, _settle
+from tests.support.waiting import wait_for
 
 
 async def test_refusals_strike_the_untrusted_client_and_ban_it_never_the_trusted() -> None:
@@ -118,3 +124,42 @@ async def test_an_address_ban_another_node_sets_then_lifts_is_followed() -> None
     bans.learn("192.0.2.61", 10 * 366 * 86400.0)  # a push longer than any ban: cut to a year
     clock.now += 366 * 86400.0 + 1
     assert not bans.banned_now("192.0.2.61")
+
+
+class StuckStore(MemoryStore):
+    """A store whose strike count never comes back (a Redis that hangs)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.asked = asyncio.Event()
+        self.ended = False
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        self.asked.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.ended = True
+        raise AssertionError("unreachable")
+
+
+async def test_close_ends_a_strike_write_under_way_and_returns() -> None:
+    """Shutting down with a strike's store write hanging: close() cancels it, waits until it
+    has ended, and returns (no CancelledError out of close(), which would stop the closing
+    of the checks after this one)."""
+    clock = Clock()
+    store = StuckStore(clock)
+    settings = BanSettings.model_validate({"strikes": 3, "duration": 60, "max_duration": 200})
+    bans = BanList(settings, store, Stats(), clock)
+    bans.strike("192.0.2.70", "rate")
+    await wait_for(store.asked.is_set, "the strike's store write started")
+    await bans.close()
+    assert store.ended
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1, 366 * 86400.0])
+async def test_a_manual_ban_of_any_length_over_zero_up_to_a_year_is_taken(seconds: float) -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    assert (await bans.ban_manually("192.0.2.80", seconds))["seconds"] == seconds
+    assert bans.banned_now("192.0.2.80")
