@@ -163,3 +163,24 @@ async def test_a_manual_ban_of_any_length_over_zero_up_to_a_year_is_taken(second
     bans, _, _ = _bans(clock)
     assert (await bans.ban_manually("192.0.2.80", seconds))["seconds"] == seconds
     assert bans.banned_now("192.0.2.80")
+
+
+@pytest.mark.parametrize("cache", [0.5, 1.0])
+async def test_a_not_banned_answer_is_trusted_for_bans_cache_seconds(cache: float) -> None:
+    """A short `bans.cache` (a second or less) still caches the store's "not banned"."""
+    clock = Clock()
+    bans, _, _ = _bans(clock, cache=cache)
+    assert not await bans.banned("192.0.2.90")
+    assert bans.clear_now("192.0.2.90")
+    clock.now += cache
+    assert not bans.clear_now("192.0.2.90")
+
+
+async def test_a_network_ban_ends_when_its_seconds_are_up() -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    await bans.ban_manually("198.51.100.0/24", 100)
+    clock.now += 99.5
+    assert bans.network_banned(ip_address("198.51.100.7"))
+    clock.now += 0.5
+    assert not bans.network_banned(ip_address("198.51.100.7"))

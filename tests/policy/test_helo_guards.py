@@ -56,3 +56,20 @@ async def test_only_brackets_at_both_ends_make_an_address_literal(name: str) -> 
     result = await _check().evaluate(name, CLIENT)
     assert result.failures == ["invalid"]
     assert "fully qualified" in result.reason
+
+
+@pytest.mark.parametrize(
+    "name", ["[127.0.0.1]", "[127.0.0.3]", "[IPv6:::1]", "[IPv6:::ffff:7f00:2]"]
+)
+async def test_an_address_literal_that_is_not_the_clients_is_a_mismatch(name: str) -> None:
+    """Lower or higher than the client's address, or of the other family: a mismatch. (An
+    IPv4-mapped IPv6 literal is not the IPv4 client either: RFC 5321 4.1.3 tags IPv6.)"""
+    result = await _check().evaluate(name, CLIENT)
+    assert result.failures == ["mismatch"], result
+
+
+@pytest.mark.parametrize("name", ["[IPv7:::1]", "[x:::1]", "[IPv6:127.0.0.2]", "[::1]"])
+async def test_only_the_ipv6_tag_makes_an_ipv6_literal(name: str) -> None:
+    result = await _check().evaluate(name, CLIENT)
+    assert result.failures == ["invalid"]
+    assert "not a valid address literal" in result.reason

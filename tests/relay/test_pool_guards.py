@@ -13,6 +13,9 @@ from mailmoat.relay.pool import DownstreamPool
 from tests.relay.relay_support import FakeFactory, SettingsFactory
 from tests.support.waiting import wait_for
 
+EPSILON = 0.01
+"""Slack for timer and clock granularity in the lower bounds."""
+
 
 async def _waiting(*tasks: asyncio.Task[object]) -> None:
     """Let each new acquire() run up to its wait for a free connection (no I/O on the way:
@@ -47,12 +50,13 @@ async def test_a_woken_waiter_that_leaves_passes_its_turn_on(
     assert fake.connections == 1
 
 
-async def test_the_idle_timer_is_armed_for_the_next_expiry_never_in_the_past(
+async def test_the_idle_timer_is_armed_for_the_oldest_idle_connection_never_in_the_past(
     fake_downstream: FakeFactory, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One timer for the pool: after the older idle connection goes, it is armed for the
-    younger one's own expiry. A timer armed in the past would fire again at once, every turn of
-    the event loop, until then (a core spent spinning while a connection sits idle)."""
+    """One timer for the pool, armed for the expiry of the oldest idle connection: three come
+    back 0.15 s apart, and after each sweep the timer is armed for the oldest one left (not
+    the youngest, which would keep the others open past idle_timeout), never in the past
+    (which would fire it again every turn of the event loop, a core spent spinning)."""
     idle_timeout = 0.6
     fake = await fake_downstream()
     pool = DownstreamPool(make_settings(fake.port, idle_timeout=idle_timeout))
@@ -66,15 +70,42 @@ async def test_the_idle_timer_is_armed_for_the_next_expiry_never_in_the_past(
         return call_at(when, callback, *args, **kw)
 
     monkeypatch.setattr(loop, "call_at", spy)  # call_later arms through call_at too
+    back: list[float] = []
     try:
-        older, younger = await pool.acquire(), await pool.acquire()
-        pool.release(older)
-        await asyncio.sleep(0.3)  # the younger comes back 0.3 s later: its own expiry
-        pool.release(younger)
-        await wait_for(lambda: pool.open == 0, "both idle connections closed")
+        clients = [await pool.acquire() for _ in range(3)]
+        for client in clients:
+            pool.release(client)
+            back.append(loop.time())
+            await asyncio.sleep(0.15)
+        await wait_for(lambda: pool.open == 0, "the idle connections closed")
     finally:
         await pool.close()
-    # once at the first release, once for the younger (not if the first timer fired so late,
-    # on a loaded machine, that both had expired by then)
-    assert 1 <= len(armed) <= 4, armed
-    assert all(when > now for now, when in armed), armed
+    assert armed and armed[0][1] == pytest.approx(back[0] + idle_timeout, abs=0.01)
+    for now, when in armed:
+        assert when > now, armed
+    for now, when in armed[1:]:  # armed by a sweep at `now`: for the oldest not yet expired
+        left = [t for t in back if t > now - idle_timeout + 0.001]
+        assert when == pytest.approx(min(left) + idle_timeout, abs=0.01), (armed, back)
+
+
+async def test_a_connection_taken_again_is_not_closed_by_the_timer_of_its_earlier_idle(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    """The timer armed when the connection first came back fires while it is idle again, not
+    for long enough yet: it stays until its own idle_timeout from its last return."""
+    idle_timeout = 0.6
+    fake = await fake_downstream()
+    pool = DownstreamPool(make_settings(fake.port, idle_timeout=idle_timeout))
+    loop = asyncio.get_running_loop()
+    try:
+        client = await pool.acquire()
+        pool.release(client)
+        await asyncio.sleep(0.3)
+        assert await pool.acquire() is client
+        pool.release(client)
+        back = loop.time()
+        await wait_for(lambda: pool.open == 0, "the idle connection closed")
+        assert loop.time() - back >= idle_timeout - EPSILON
+    finally:
+        await pool.close()
+    assert fake.connections == 1
