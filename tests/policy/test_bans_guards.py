@@ -184,3 +184,10 @@ async def test_a_network_ban_ends_when_its_seconds_are_up() -> None:
     assert bans.network_banned(ip_address("198.51.100.7"))
     clock.now += 0.5
     assert not bans.network_banned(ip_address("198.51.100.7"))
+
+
+async def test_a_network_written_with_host_bits_is_banned_as_its_network() -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    assert (await bans.ban_manually("198.51.100.77/24", 100))["target"] == "198.51.100.0/24"
+    assert bans.network_banned(ip_address("198.51.100.1"))

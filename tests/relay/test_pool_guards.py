@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from mailmoat.relay import DownstreamDelivery
 from mailmoat.relay.pool import DownstreamPool
-from tests.relay.relay_support import FakeFactory, SettingsFactory
+from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
 from tests.support.waiting import wait_for
 
 EPSILON = 0.01
@@ -109,3 +110,18 @@ async def test_a_connection_taken_again_is_not_closed_by_the_timer_of_its_earlie
     finally:
         await pool.close()
     assert fake.connections == 1
+
+
+async def test_a_connection_that_errored_is_not_kept_idle(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """A connection the client no longer calls usable (here: garbage answered RCPT) is closed
+    when it comes back, not parked among the idle ones holding a slot."""
+    fake = await fake_downstream(rcpt=lambda a: b"garbage\r\n")
+    d = DownstreamDelivery(make_settings(fake.port, idle_timeout=60.0))
+    try:
+        assert (await d.deliver(make_message())).reply.code == 451
+        assert d.pool.idle == 0
+        await wait_for(lambda: d.pool.open == 0, "the errored connection closed")
+    finally:
+        await d.close()
