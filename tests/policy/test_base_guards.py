@@ -1,0 +1,82 @@
+"""Promises of policy/base.py pinned where mutation testing (scripts/mutation over it) found
+nothing holding them: a worker skips only the connect hook of the defences the supervisor ran,
+a slot keeps its result for the session unless declared per transaction, and an IPv4-mapped
+address is taken as the IPv4 one."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, ip_address
+
+from mailmoat import config
+from mailmoat.policy.base import Check, Client, HookResult, Pipeline, Slot, plain_ip
+from mailmoat.policy.results import ALLOWLISTED, IPREV
+from mailmoat.policy.score import Karma
+from mailmoat.smtp.events import Helo, RcptTo, Rejected
+from mailmoat.smtp.replies import reply
+
+EV = RcptTo(address="a@example.test", domain="example.test")
+
+
+class Seen(Check):
+    """Records which of its hooks ran."""
+
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name, self.seen = name, seen
+
+    def connect(self, client: Client) -> HookResult:
+        self.seen.append(f"{self.name} connect")
+        return None
+
+    def helo(self, client: Client, event: Helo) -> HookResult:
+        self.seen.append(f"{self.name} helo")
+        return None
+
+    def rcpt(self, client: Client, event: RcptTo) -> HookResult:
+        self.seen.append(f"{self.name} rcpt")
+        return None
+
+    def rejected(self, client: Client, event: Rejected) -> HookResult:
+        self.seen.append(f"{self.name} rejected")
+        return None
+
+
+def test_a_worker_skips_only_the_connect_hook_of_the_defences_admitted_elsewhere() -> None:
+    """The supervisor ran the front defences' connect hooks; in the worker their other hooks
+    (strikes at `rejected`, rates at RCPT...) must still run, and the other checks' connect."""
+    seen: list[str] = []
+    front, local = Seen("front", seen), Seen("local", seen)
+    p = Pipeline([front, local], skip_connect=[front])
+    client = Client("192.0.2.1", 25)
+    for stage, args in [
+        ("connect", ()),
+        ("helo", (Helo("client.example", True),)),
+        ("rcpt", (EV,)),
+        ("rejected", (Rejected("too_many_errors", reply(421, "4.7.0", "x")),)),
+    ]:
+        assert p.runs(stage)
+        assert p.run(stage, client, *args) is None
+    assert seen == [
+        "local connect",
+        *("front helo", "local helo", "front rcpt", "local rcpt"),
+        *("front rejected", "local rejected"),
+    ]
+
+
+def test_a_slot_keeps_its_result_for_the_session_unless_declared_per_transaction() -> None:
+    """The client's results (FCrDNS, the allow list, HELO) hold for every transaction of the
+    session; only the message's (SPF, DKIM, DMARC) are emptied at the next MAIL FROM."""
+    karma = Karma(config.build({}).score)
+    st = karma.state(Client("192.0.2.1", 25))
+    session, message = Slot[int]("session"), Slot[int]("message", per_transaction=True)
+    st.set(session, 1)
+    st.set(message, 2)
+    st.new_transaction()
+    assert (st.ready(session), st.ready(message)) == (1, None)
+    assert not IPREV.per_transaction and not ALLOWLISTED.per_transaction
+    karma.end(st.client)
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_one_and_others_are_kept() -> None:
+    assert plain_ip(ip_address("::ffff:192.0.2.1")) == IPv4Address("192.0.2.1")
+    for text in ("2001:db8::1", "192.0.2.1", "::1"):
+        assert plain_ip(ip_address(text)) == ip_address(text)
