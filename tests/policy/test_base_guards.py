@@ -39,6 +39,12 @@ class Seen(Check):
         self.seen.append(f"{self.name} rejected")
         return None
 
+    async def start(self) -> None:
+        self.seen.append(f"{self.name} start")
+
+    async def close(self) -> None:
+        self.seen.append(f"{self.name} close")
+
 
 def test_a_worker_skips_only_the_connect_hook_of_the_defences_admitted_elsewhere() -> None:
     """The supervisor ran the front defences' connect hooks; in the worker their other hooks
@@ -55,6 +61,7 @@ def test_a_worker_skips_only_the_connect_hook_of_the_defences_admitted_elsewhere
     ]:
         assert p.runs(stage)
         assert p.run(stage, client, *args) is None
+    assert not p.runs("mail") and not p.runs("data")  # no check looks: the milter skips them
     assert seen == [
         "local connect",
         *("front helo", "local helo", "front rcpt", "local rcpt"),
@@ -80,3 +87,26 @@ def test_an_ipv4_mapped_address_is_the_ipv4_one_and_others_are_kept() -> None:
     assert plain_ip(ip_address("::ffff:192.0.2.1")) == IPv4Address("192.0.2.1")
     for text in ("2001:db8::1", "192.0.2.1", "::1"):
         assert plain_ip(ip_address(text)) == ip_address(text)
+
+
+async def test_the_pipeline_starts_every_check_in_order_and_closes_them_in_reverse() -> None:
+    seen: list[str] = []
+    p = Pipeline([Seen("a", seen), Seen("b", seen)])
+    await p.start()
+    await p.close()
+    assert seen == ["a start", "b start", "b close", "a close"]
+
+
+def test_untag_removes_that_mark_only() -> None:
+    client = Client("192.0.2.1", 25)
+    for name in ("a", "m", "z"):
+        client.tag(name)
+    assert client.untag("m") and not client.untag("m")
+    assert (client.has("a"), client.has("m"), client.has("z")) == (True, False, True)
+
+
+def test_a_link_local_client_is_matched_without_its_zone() -> None:
+    """The socket names a link-local peer with its zone ("fe80::1%eth0"): the client's address
+    for bans, rates and networks is the address alone."""
+    client = Client("fe80::1%eth0", 25)
+    assert client.ip == ip_address("fe80::1") and str(client.ip) == "fe80::1"
