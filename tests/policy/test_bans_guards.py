@@ -18,6 +18,7 @@ from mailmoat.smtp.replies import reply
 from mailmoat.stats import Stats
 from mailmoat.store import MemoryStore
 from tests.policy.test_bans import Clock, _bans, _settle
+from tests.support.dns_gateway import captured_logs
 from tests.support.waiting import wait_for
 
 
@@ -191,3 +192,57 @@ async def test_a_network_written_with_host_bits_is_banned_as_its_network() -> No
     bans, _, _ = _bans(clock)
     assert (await bans.ban_manually("198.51.100.77/24", 100))["target"] == "198.51.100.0/24"
     assert bans.network_banned(ip_address("198.51.100.1"))
+
+
+async def test_the_widest_network_ban_is_taken_and_a_wider_one_refused() -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock)
+    for widest in ("10.0.0.0/8", "2001:db8::/16"):
+        assert (await bans.ban_manually(widest, 100))["kind"] == "network"
+    for wider in ("10.0.0.0/7", "2001:db8::/15"):
+        with pytest.raises(ValueError, match="wider than"):
+            await bans.ban_manually(wider, 100)
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 366 * 86400.0 + 1])
+async def test_a_manual_ban_of_no_length_a_negative_one_or_over_a_year_is_refused(
+    seconds: float,
+) -> None:
+    clock = Clock()
+    bans, store, _ = _bans(clock)
+    with pytest.raises(ValueError, match="a ban lasts more than 0"):
+        await bans.ban_manually("192.0.2.81", seconds)
+    assert not bans.banned_now("192.0.2.81") and await store.ttl("ban:192.0.2.81") is None
+
+
+async def test_a_strike_makes_a_suspect_for_the_strike_window_only() -> None:
+    clock = Clock()
+    bans, _, _ = _bans(clock, strike_window=100)
+    bans.strike("192.0.2.82", "rate")
+    await _settle(bans)
+    clock.now += 99
+    assert bans.suspect("192.0.2.82")
+    clock.now += 1
+    assert not bans.suspect("192.0.2.82")
+
+
+class FailingStore(MemoryStore):
+    """Fails to record the strikes of 192.0.2.83 only."""
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        if key.endswith("192.0.2.83"):
+            raise ConnectionError("store down")
+        return await super().hit(key, window, cap)
+
+
+async def test_a_strike_the_store_could_not_record_is_logged() -> None:
+    clock = Clock()
+    settings = BanSettings.model_validate({"strikes": 3, "duration": 60, "max_duration": 200})
+    bans = BanList(settings, FailingStore(clock=clock), Stats(), clock)
+    with captured_logs() as lines:
+        bans.strike("192.0.2.83", "rate")
+        bans.strike("192.0.2.84", "rate")  # recorded fine: nothing logged
+        await _settle(bans)
+    [line] = lines.of("store_error")
+    assert "store down" in line["error"]
+    await bans.close()
