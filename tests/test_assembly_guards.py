@@ -58,3 +58,18 @@ async def test_a_helo_naming_an_address_we_listen_on_is_forged(tmp_path: Path) -
     assert (await helo.evaluate("[192.0.2.10]", client)).failures == ["forged"]
     for other in ("[127.0.0.1]", "[0.0.0.0]", "[0.0.0.25]"):
         assert (await helo.evaluate(other, client)).failures == ["mismatch"], other
+
+
+@pytest.mark.parametrize("which", ["dmarc.action", "dmarc.quarantine_action"])
+@pytest.mark.parametrize("action", ["off", "log", "score", "tempfail", "reject"])
+def test_dmarc_runs_with_spf_and_dkim_when_either_of_its_actions_is_not_off(
+    tmp_path: Path, which: str, action: str
+) -> None:
+    """DMARC needs the SPF and DKIM results: with either DMARC action on, all three run even
+    when SPF's and DKIM's own actions are off."""
+    off = {f"{check}.action": "off" for check in DNS_CHECKS}
+    names = {c.name for c in _build(_settings(tmp_path, **{**off, which: action}))}
+    on = action != "off"
+    assert {n: n in names for n in ("dmarc", "spf", "dkim")} == dict.fromkeys(
+        ("dmarc", "spf", "dkim"), on
+    )
