@@ -77,6 +77,8 @@ async def test_network_bans_stop_at_the_bound_and_a_new_one_is_refused(
     assert not bans.network_banned(ip_address("198.51.3.1"))
     await bans.ban_manually("198.51.0.0/24", 200)  # renewing one is no new ban
     assert bans.network_banned(ip_address("198.51.0.1"))
+    bans.learn("net:198.51.4.0/24", 100)  # nor does another node's push go past the bound
+    assert not bans.network_banned(ip_address("198.51.4.1"))
 
 
 @pytest.mark.parametrize(
@@ -96,8 +98,10 @@ async def test_a_ban_the_store_pushes_that_cannot_be_taken_is_ignored(name: str)
     for ip in ("192.0.2.1", "2001:db8::1"):
         assert not bans.network_banned(ip_address(ip))
         assert not bans.banned_now(ip)
-    bans.learn("net:203.0.113.0/24", 60)  # a good one still is taken
+    bans.learn("net:203.0.113.0/24", 60)  # a good one still is taken, for its seconds
     assert bans.network_banned(ip_address("203.0.113.9"))
+    clock.now += 60
+    assert not bans.network_banned(ip_address("203.0.113.9"))
 
 
 async def test_the_listing_names_each_kind_of_ban_and_its_seconds_to_a_tenth() -> None:
