@@ -5,6 +5,7 @@ address is taken as the IPv4 one."""
 
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Address, ip_address
 
 from mailmoat import config
@@ -13,8 +14,12 @@ from mailmoat.policy.results import ALLOWLISTED, IPREV
 from mailmoat.policy.score import Karma
 from mailmoat.smtp.events import Helo, RcptTo, Rejected
 from mailmoat.smtp.replies import reply
+from tests.milter.test_session import CONTINUE, connected, service
+from tests.support import milter_peer as mta
 
 EV = RcptTo(address="a@example.test", domain="example.test")
+EPSILON = 0.01
+"""Slack for timer and clock granularity in the lower bounds."""
 
 
 class Seen(Check):
@@ -110,3 +115,22 @@ def test_a_link_local_client_is_matched_without_its_zone() -> None:
     for bans, rates and networks is the address alone."""
     client = Client("fe80::1%eth0", 25)
     assert client.ip == ip_address("fe80::1") and str(client.ip) == "fe80::1"
+
+
+async def test_a_milter_clients_refusals_count_from_zero_for_the_tarpit() -> None:
+    """The milter counts a client's refusals up from `Client.errors`' default (the gateway sets
+    it from its engine instead): with `tarpit.error_threshold = 1`, the second refusal is the
+    first one held back `error_delay` (a lower bound only)."""
+    delay = 0.5
+    overrides = {"tarpit.error_threshold": 1, "tarpit.error_delay": delay, "harvest.enabled": False}
+    async with service(**overrides) as milter:
+        peer = await connected(milter)
+        assert await peer.ask(mta.strings(b"M", "<a@sender.test>")) == CONTINUE
+        refused = mta.macros(b"R", **{"{rcpt_mailer}": "error", "{rcpt_host}": "5.1.1"})
+        await peer.send(refused)
+        assert await peer.ask(mta.strings(b"R", "<nobody1@example.test>")) == CONTINUE
+        await peer.send(refused)
+        started = time.monotonic()
+        assert await peer.ask(mta.strings(b"R", "<nobody2@example.test>")) == CONTINUE
+        assert time.monotonic() - started >= delay - EPSILON
+        await peer.close()
