@@ -6,6 +6,7 @@ temporary RCPT refusal winning over a permanent one at every 4xx code, an RCPT n
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from mailmoat.relay.downstream import outcome, pass_through
 from mailmoat.relay.smtp_client import Transaction
 from mailmoat.smtp.replies import Reply, reply
 from tests.relay.relay_support import MessageFactory, SettingsFactory
+from tests.support.waiting import wait_for
 
 OK = reply(250, "2.1.5", "ok")
 
@@ -219,3 +221,68 @@ def test_lmtp_a_3xx_end_reply_is_451_4_5_0() -> None:
     refusal, _ = outcome(tx, lmtp=True)
     assert refusal is not None
     assert (refusal.code, refusal.enhanced) == (451, "4.5.0")
+
+
+async def test_a_delivery_cancelled_while_a_reply_is_owed_drops_its_connection(
+    make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """A delivery cancelled mid-dialogue (here while the RSET after a refused MAIL waits for its
+    answer) hands its connection back as "state unknown": it is dropped, never kept idle, where
+    the reply still owed would be read as the next transaction's answer to MAIL. The next
+    delivery goes on a new connection and is accepted."""
+    rset_sent = asyncio.Event()
+    first_gone = asyncio.Event()
+    connections = 0
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        writer.write(b"220 raw.test\r\n")  # no PIPELINING: one command at a time
+        try:
+            while line := await reader.readline():
+                if line.startswith(b"EHLO"):
+                    writer.write(b"250 raw.test\r\n")
+                elif line.startswith(b"MAIL"):
+                    writer.write(b"550 5.7.1 not now\r\n" if first else b"250 ok\r\n")
+                elif line.startswith(b"RSET") and first:
+                    rset_sent.set()  # the answer is held: read on until the client goes away
+                    while await reader.read(65536):
+                        pass
+                    break
+                elif line.startswith(b"RCPT"):
+                    writer.write(b"250 ok\r\n")
+                elif line == b"DATA\r\n":
+                    writer.write(b"354 go ahead\r\n")
+                    content = b""
+                    while not content.endswith(b"\r\n.\r\n"):
+                        content += await reader.readline()
+                    writer.write(b"250 2.0.0 queued\r\n")
+                elif line.startswith(b"QUIT"):
+                    writer.write(b"221 bye\r\n")
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            if first:
+                first_gone.set()
+            writer.close()
+
+    listener = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    d = DownstreamDelivery(make_settings(port, idle_timeout=60.0, command_timeout=5.0))
+    try:
+        cancelled = asyncio.create_task(d.deliver(make_message(queue_id="Q1")))
+        await wait_for(rset_sent.is_set, "the RSET after the refused MAIL")
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert (d.pool.idle, d.pool.busy) == (0, 0)
+        await wait_for(first_gone.is_set, "the cancelled delivery's connection dropped")
+        result = await d.deliver(make_message(queue_id="Q2"))
+        assert result.accepted, result
+        assert connections == 2
+    finally:
+        await d.close()
+        listener.close()
+        await listener.wait_closed()
