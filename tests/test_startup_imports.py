@@ -18,6 +18,10 @@ from tests.support.waiting import wait_until
 
 OPTIONAL = {
     "argon2": "the console's password hashes",
+    "dkim": "DKIM (dns.checks)",
+    "nacl": "DKIM's ed25519-sha256",
+    "cryptography": "DKIM's RSA by OpenSSL",
+    "spf": "SPF (dns.checks)",
     "prometheus_client": "GET /metrics",
     "redis": 'store.backend = "redis"',
     "ldap3": "an LDAP recipient directory",
@@ -25,12 +29,12 @@ OPTIONAL = {
 """Top-level package -> the feature that needs it (off in the test's settings)."""
 
 
-def _serve_imports(tmp_path: Path, config: str) -> tuple[set[str], str]:
-    """Run serve (a supervisor and two workers) until its start-up checks are logged, then
-    stop it; the top-level names of every module its processes imported, and its log."""
+def _serve_imports(tmp_path: Path, config: str, workers: int = 2) -> tuple[set[str], str]:
+    """Run serve until its start-up checks are logged, then stop it; the top-level names of
+    every module its processes imported, and its log."""
     conf = tmp_path / "m.toml"
     conf.write_text(
-        f'[server]\nlisten = ["127.0.0.1:{free_port()}"]\nworkers = 2\n'
+        f'[server]\nlisten = ["127.0.0.1:{free_port()}"]\nworkers = {workers}\n'
         'hostname = "mx.example.test"\n'
         f'[domains]\nlocal = ["example.test"]\n[maildir]\npath = "{tmp_path / "md"}"\n' + config
     )
@@ -64,6 +68,17 @@ def test_a_plain_gateway_imports_no_optional_library(tmp_path: Path) -> None:
     # the supervisor's imports and both workers': three processes imported the assembly
     assert len(re.findall(r"^import time:.*\| +mailmoat\.assembly$", text, re.M)) == 3
     assert sorted(names & OPTIONAL.keys()) == []
+
+
+def test_dns_checks_import_their_libraries_at_start_not_at_the_first_message(
+    tmp_path: Path,
+) -> None:
+    dead = free_port()  # no DNS server: the start-up check of the resolver fails fast
+    config = f'[dns]\nnameservers = ["127.0.0.1:{dead}"]\ntimeout = 0.3\n'
+    _, text = _serve_imports(tmp_path, config, workers=1)
+    before_listening = text.partition(" info listening ")[0]
+    for name in ("dkim", "spf", "nacl", "cryptography", "publicsuffixlist"):
+        assert re.search(rf"^import time:.*\| +{name}$", before_listening, re.M), name
 
 
 def test_the_console_hashes_its_dummy_password_when_it_loads_users(tmp_path: Path) -> None:
