@@ -1,6 +1,6 @@
 """A gateway imports the libraries of the features its settings switch on, and no others: every
 `mailmoat serve` and every worker pays for each import at start (the gateway's start-up time,
-and the test suite's, which starts hundreds of them). A real `mailmoat serve`, run with
+and the test suite's, which starts many of them). A real `mailmoat serve`, run with
 PYTHONPROFILEIMPORTTIME (inherited by its workers), lists what it imported."""
 
 from __future__ import annotations
