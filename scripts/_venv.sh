@@ -49,6 +49,9 @@ mailmoat_venv() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         echo "==> installing mailmoat and its test dependencies into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,fast]'
+        # pip installs some sdists (pyspf, dkimpy) with setup.py, which writes no byte-code
+        # when PYTHONDONTWRITEBYTECODE is set: each gateway process would compile them again
+        "$venv/bin/python" -m compileall -qq -j0 "$venv/lib" || true
         printf '%s\n' "$want" >"$stamp"
     fi
 }

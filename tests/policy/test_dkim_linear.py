@@ -183,7 +183,7 @@ def _signed(msg: bytes) -> bytes:
 
 
 async def _verify(data: bytes) -> list[Any]:
-    verifier = DkimVerifier(fake_resolver(ZoneNameserver.from_dnsmasq(zone.records()), timeout=2))
+    verifier = DkimVerifier(fake_resolver(ZoneNameserver.from_dnsmasq(zone.records()), timeout=10))
     try:
         return list(await verifier.verify(as_message(data)))
     finally:

@@ -161,7 +161,7 @@ async def test_mailmoats_verifier_never_runs_dkimpys_python_rsa(
         return python_rsa(*args)
 
     monkeypatch.setattr(dkim.crypto, "rsa_encrypt", counted)
-    verifier = DkimVerifier(fake_resolver(ZoneNameserver.from_dnsmasq(zone.records()), timeout=2))
+    verifier = DkimVerifier(fake_resolver(ZoneNameserver.from_dnsmasq(zone.records()), timeout=10))
     try:
         signed_message = sign(message())
         found = await verifier.verify(as_message(signed_message))

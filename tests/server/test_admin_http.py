@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailmoat import config
 from mailmoat.cli import main
+from mailmoat.server import health
 from mailmoat.server.admin import request
 from tests.server.test_workers import served
 from tests.support.gateway import gateway_settings, running_gateway
@@ -126,9 +127,11 @@ def test_healthz_follows_the_maildir(tmp_path: Path) -> None:
 
 
 @pytest.mark.peers
-def test_healthz_follows_the_downstream(tmp_path: Path) -> None:
+def test_healthz_follows_the_downstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.smtp_sink import SmtpSink
 
+    # the last probe's answer is reused for PROBE_EVERY (5 s): a shorter one, not a 5 s wait
+    monkeypatch.setattr(health, "PROBE_EVERY", 0.3)
     port = free_port()
     settings = {"admin.listen": "127.0.0.1:0", "relay.downstream": f"127.0.0.1:{port}"}
     with running_gateway(tmp_path / "md", **settings) as gw:

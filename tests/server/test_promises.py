@@ -215,6 +215,7 @@ def test_sigterm_finishes_a_delivery_in_flight(tmp_path: Path, workers: int) -> 
                 s.settimeout(15)
                 reply = f.readline()
                 assert reply.startswith(b"250 "), reply
+                f.close()  # else the connection outlives `s` and the stop waits drain_time
             assert proc.wait(20) == 0
     finally:
         downstream.stop()

@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cache
 from pathlib import Path
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from typing import TYPE_CHECKING
 
 from mailmoat.limits import CONSOLE_USERS_MAX
 
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
 NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-_hasher = PasswordHasher()  # argon2id with the library's recommended (RFC 9106) parameters
-_DUMMY = _hasher.hash("a password no one has")
-"""Verified against when the name is unknown, so an unknown name takes as long as a wrong
-password (no user enumeration by timing)."""
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2id with the library's recommended (RFC 9106) parameters. Made at first use: every
+    `mailmoat serve` imports this module, and only a console needs argon2."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
+
+
+@cache
+def _dummy() -> str:
+    """Verified against when the name is unknown, so an unknown name takes as long as a wrong
+    password (no user enumeration by timing). Hashed when a users file is loaded (the console's
+    start), not at import: that is a tenth of a second of argon2 work a gateway without a
+    console never needs, and no login waits for it."""
+    return _hasher().hash("a password no one has")
 
 
 class UsersError(ValueError):
@@ -46,13 +62,16 @@ def load(path: Path) -> dict[str, str]:
             f"console.users_file {path} names no user: add one with"
             " `mailmoat console adduser NAME --file FILE`"
         )
+    _dummy()
     return users
 
 
 def verify(users: dict[str, str], name: str, password: str) -> bool:
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     hashed = users.get(name)
     try:
-        return _hasher.verify(hashed or _DUMMY, password) and hashed is not None
+        return _hasher().verify(hashed or _dummy(), password) and hashed is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -70,7 +89,7 @@ def add(path: Path, name: str, password: str) -> None:
         except (OSError, UnicodeDecodeError) as err:
             raise UsersError(f"{path}: cannot read it ({err})") from None
     lines = [x for x in lines if x.partition(":")[0] != name]
-    lines.append(f"{name}:{_hasher.hash(password)}")
+    lines.append(f"{name}:{_hasher().hash(password)}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:

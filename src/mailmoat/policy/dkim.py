@@ -32,19 +32,15 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
-
-import dkim
-import nacl.signing  # noqa: F401  dkimpy verifies ed25519-sha256 (RFC 8463) only with PyNaCl
 
 from mailmoat.config import DkimSettings, default_of
 from mailmoat.dns import Answer, Resolver, Status
 from mailmoat.dns.resolver import normalise
 from mailmoat.headers import Headers
 from mailmoat.message import Message
-from mailmoat.policy import dkim_linear, dkim_openssl
 from mailmoat.policy.base import Check, Client, HookResult, Verdict
-from mailmoat.policy.dkim_rules import refusal, unacceptable
 from mailmoat.policy.results import DKIM, DkimResult
 from mailmoat.policy.score import (
     Karma,
@@ -62,8 +58,18 @@ _quiet = logging.getLogger("mailmoat.dkimpy")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
-dkim_openssl.install()  # dkimpy's RSA arithmetic by OpenSSL: same answers, a fraction of the CPU
-dkim_linear.install()  # dkimpy's quadratic regular expressions, linear: same matches
+
+@cache
+def _dkimpy() -> None:
+    """Import dkimpy and set it up, once, when the first verifier is made (a process's start,
+    not its first message): a process whose settings leave DKIM out never imports dkimpy,
+    PyNaCl and OpenSSL's bindings (a tenth of a second of CPU or more at each start)."""
+    import nacl.signing  # noqa: F401  dkimpy verifies ed25519-sha256 (RFC 8463) only with PyNaCl
+
+    from mailmoat.policy import dkim_linear, dkim_openssl
+
+    dkim_openssl.install()  # dkimpy's RSA arithmetic by OpenSSL: same answers, less CPU
+    dkim_linear.install()  # dkimpy's quadratic regular expressions, linear: same matches
 
 
 @dataclass(slots=True)
@@ -89,6 +95,8 @@ def _text(value: Any) -> str:
 
 def _prepare(message: Message, max_signatures: int) -> tuple[Any, list[_Sig]]:
     """Worker thread: parse the message and its signatures."""
+    import dkim
+
     data = message.spool.getvalue()
     try:
         d = dkim.DKIM(data, logger=_quiet)
@@ -121,6 +129,10 @@ def _bad_b_value(field: bytes) -> str:
     """Why dkimpy's validation would refuse the b= of signature field `field`, found before
     its quadratic regex runs (dkim_linear); "" when it would not, or when the tags do not
     parse (dkimpy says so itself)."""
+    import dkim.util
+
+    from mailmoat.policy import dkim_linear
+
     try:
         tags = dkim.util.parse_tag_value(field)
     except dkim.util.InvalidTagValueList:
@@ -130,6 +142,9 @@ def _bad_b_value(field: bytes) -> str:
 
 def _verify(d: Any, sigs: list[_Sig], keys: dict[str, Answer]) -> list[DkimResult]:
     """Worker thread: verify each signature with the keys already fetched."""
+    import dkim
+
+    from mailmoat.policy.dkim_rules import refusal, unacceptable
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
         answer = keys.get(normalise(_text(name)))
@@ -214,6 +229,7 @@ class DkimVerifier:
         workers: int = default_of(DkimSettings, "workers"),
         max_signatures: int = default_of(DkimSettings, "max_signatures"),
     ) -> None:
+        _dkimpy()
         self.resolver = resolver
         self.workers = workers
         self.max_signatures = max_signatures

@@ -24,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
-
-import spf
 
 from mailmoat.config import SpfSettings, default_of
 from mailmoat.dns import Answer, Resolver
@@ -68,6 +66,8 @@ class _Missing(Exception):
 
 def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list[Any]:
     """pyspf's DNSLookup: answers from the evaluation's table or the resolver's cache."""
+    import spf
+
     lookups = _TABLE.get()
     if lookups is None:
         raise spf.TempError("DNS lookups for SPF go through mailmoat's resolver")
@@ -89,28 +89,35 @@ def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
     return [((name, qtype), record) for record in answer.records]
 
 
-spf.DNSLookup = _dns_lookup
+@cache
+def _query() -> type[Any]:
+    """pyspf, imported and set up once, when the first evaluator is made (a process's start,
+    not its first message): a process whose settings leave SPF out never imports it."""
+    import spf
 
+    spf.DNSLookup = _dns_lookup
 
-class _Query(spf.query):
-    """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism and
-    the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a name's
-    address lookup skips that name. pyspf 2.0.14 turns either into temperror for the whole
-    check (a case for upstream)."""
+    class _Query(spf.query):
+        """pyspf's query with RFC 7208 5.5's rule for validating PTR names (the ptr mechanism
+        and the %{p} macro): a DNS error on the PTR lookup makes no name valid, and one on a
+        name's address lookup skips that name. pyspf 2.0.14 turns either into temperror for
+        the whole check (a case for upstream)."""
 
-    def validated_ptrs(self) -> list[str]:
-        try:
-            names = self.dns_ptr(self.i)[: spf.MAX_PTR]
-        except spf.TempError:
-            return []
-        valid = []
-        for name in names:
+        def validated_ptrs(self) -> list[str]:
             try:
-                if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
-                    valid.append(name)
+                names = self.dns_ptr(self.i)[: spf.MAX_PTR]
             except spf.TempError:
-                continue
-        return valid
+                return []
+            valid = []
+            for name in names:
+                try:
+                    if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
+                        valid.append(name)
+                except spf.TempError:
+                    continue
+            return valid
+
+    return _Query
 
 
 _result = lru_cache(maxsize=RESULTS_KEPT)(SpfResult)
@@ -142,6 +149,7 @@ class SpfEvaluator:
         timeout: float = default_of(SpfSettings, "timeout"),
         cache_size: int = default_of(SpfSettings, "cache_size"),
     ) -> None:
+        _query()
         self.resolver = resolver
         self.timeout = timeout
         self.evaluations = 0
@@ -184,11 +192,13 @@ class SpfEvaluator:
         self, ip: str, local: str, domain: str, helo: str, table: dict[tuple[str, str], Answer]
     ) -> _Outcome:
         """One run of pyspf on the answers at hand; _Missing when it asked for others."""
+        import spf
+
         self.evaluations += 1
         lookups = _Lookups(table, self.resolver)
         token = _TABLE.set(lookups)
         try:
-            q = _Query(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
+            q = _query()(i=ip, s=f"{local}@{domain}", h=helo, receiver="mailmoat")
             q.l, q.o, q.d = local, domain, domain  # pyspf splits at the first "@"
             outcome: _Outcome = q.check()
         except (spf.PermError, spf.TempError) as err:  # raised by the constructor only
