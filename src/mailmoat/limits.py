@@ -78,6 +78,10 @@ the decision is made (`local_slots.LocalSlots`), so a burst that arrives at once
 LOCAL_RATE = 10
 """New connections a second up to which the supervisor still runs sessions itself; past it
 every connection goes to a worker, so the process that accepts for everyone runs none."""
+LANE_SESSIONS = 500
+"""Sessions the clean-lane worker (`server.clean_lane`) runs at once; known clients past it go
+to the other workers, so many addresses that each delivered once cannot crowd the lane out of
+its purpose (a quiet loop for the known senders)."""
 WORKER_SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""

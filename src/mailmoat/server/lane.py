@@ -1,0 +1,45 @@
+"""The clean lane (`server.clean_lane`): one worker process of the supervisor's that serves only
+known clients, so their sessions never share an event loop with a flood's.
+
+Under a flood every ordinary worker runs thousands of attack sessions (slowloris, greet-and-
+leave, deadline closes in bulk): a turn of its event loop takes milliseconds, and a regular
+sender's EHLO, MAIL, RCPT and DATA each wait for one. Postfix's postscreen passes a
+whitelisted client straight to an smtpd; here the supervisor hands a known client to the lane
+worker, whose loop holds only such sessions and so answers at once.
+
+Known: in `domains.relay_networks` or `admission.allow_networks` (the administrator's own),
+or an address that had a message accepted lately (`hold.GreetedHold.vouch`). Nothing else
+changes for it: admission ran before (bans, caps, rates), and its session runs every check as
+in any worker. At most `LANE_SESSIONS` run in the lane at once (many addresses that each
+delivered once cannot fill it); past that, or while the lane worker is down (it is restarted
+like any worker), known clients go to the other workers as before.
+"""
+
+from __future__ import annotations
+
+from mailmoat.config import Settings
+from mailmoat.limits import LANE_SESSIONS
+from mailmoat.policy.base import Client
+from mailmoat.policy.networks import NetworkSet
+from mailmoat.server.hold import GreetedHold
+
+
+class CleanLane:
+    """Which clients the lane serves; `index` is the lane worker's place among the
+    supervisor's workers (-1: no lane)."""
+
+    def __init__(self, settings: Settings, workers: int, hold: GreetedHold) -> None:
+        self.index = workers if settings.server.clean_lane else -1
+        self.hold = hold
+        self.relay = NetworkSet(settings.domains.relay_networks)
+
+    def reload(self, settings: Settings) -> None:
+        self.relay = NetworkSet(settings.domains.relay_networks)
+
+    def known(self, client: Client) -> bool:
+        """A client the lane serves: the administrator's networks, or a sender vouched for."""
+        return client.trusted or client.ip in self.relay or self.hold.vouched(client.address)
+
+    def room(self, sessions: int) -> bool:
+        """Whether the lane worker, running `sessions`, takes one more."""
+        return sessions < LANE_SESSIONS
