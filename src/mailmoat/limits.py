@@ -30,6 +30,10 @@ Internet."""
 # --- listening and accepting (server/listener, server/front) -----------------------------------
 ACCEPT_BATCH = 64
 """Connections accepted per turn of the event loop and listening socket."""
+ACCEPT_DRAIN = 512
+"""Connections the supervisor takes from the kernel's accept queue in one turn, so that a known
+client's among them is admitted at once (server/listener.py); the others wait their turn,
+ACCEPT_BATCH a turn."""
 LISTEN_BACKLOG = 4096
 """Kernel accept queue length asked for (Linux caps it at net.core.somaxconn)."""
 EMFILE_PAUSE = 0.5

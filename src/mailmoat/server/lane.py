@@ -17,6 +17,8 @@ like any worker), known clients go to the other workers as before.
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 from mailmoat.config import Settings
 from mailmoat.limits import LANE_SESSIONS
 from mailmoat.policy.base import Client
@@ -39,6 +41,18 @@ class CleanLane:
     def known(self, client: Client) -> bool:
         """A client the lane serves: the administrator's networks, or a sender vouched for."""
         return client.trusted or client.ip in self.relay or self.hold.vouched(client.address)
+
+    def known_address(self, address: str) -> bool:
+        """`known` before admission, from the address alone: vouched for, or in
+        domains.relay_networks (the supervisor's listeners admit such a client first)."""
+        if self.hold.vouched(address):
+            return True
+        if not self.relay:
+            return False
+        try:
+            return ip_address(address.split("%", 1)[0]) in self.relay
+        except ValueError:
+            return False
 
     def room(self, sessions: int) -> bool:
         """Whether the lane worker, running `sessions`, takes one more."""

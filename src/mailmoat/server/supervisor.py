@@ -91,6 +91,7 @@ class Supervisor(Front):
         self.size = workers
         self.hold = GreetedHold(self._talked, self._left)  # greeted, waiting for a first byte
         self.lane = CleanLane(settings, workers, self.hold)
+        self.first = self.lane.known_address  # admitted before a flood's queued connections
         self.workers: list[WorkerProcess | None] = [None] * (workers + (self.lane.index >= 0))
         self.connections: dict[int, tuple[Client, WorkerProcess]] = {}
         self.stopping = False
