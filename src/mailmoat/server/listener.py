@@ -131,6 +131,8 @@ class Listener:
             return None
         except OSError as err:
             if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                if self._waiting:  # taken ahead: each admitted or refused frees a descriptor
+                    return None
                 # Out of descriptors or memory: stop accepting briefly rather than spin
                 # (the connection cap is set to avoid this; the log says it happened).
                 logs.event("accept_paused", logging.WARNING, error=str(err))
