@@ -109,3 +109,16 @@ def test_without_the_lane_known_clients_share_the_workers(tmp_path: Path) -> Non
         ours = _greeted(node.port, "127.0.8.1")
         _wait(lambda: sum(w["sessions"] for w in node.stats()["workers"]) == 1, "in a worker")
         _deliver(ours)
+
+
+def test_a_known_client_goes_to_the_lane_under_a_light_load_too(tmp_path: Path) -> None:
+    """The supervisor's own places are free (a stranger would run there): a known client
+    goes to the lane all the same, whose caches and downstream connections so stay warm."""
+    with in_process(tmp_path, **RELAY) as node:
+        ours = _greeted(node.port, "127.0.8.1")
+        _wait(lambda: _where(node) == (1, 0), "in the lane")
+        stranger = _greeted(node.port, "127.0.9.21")
+        _wait(lambda: node.call(lambda: node.sup.slots.taken) == 1, "the stranger runs here")
+        for s in (ours, stranger):
+            _deliver(s)
+        assert node.stats()["counters"]["sessions.run_here"] == 1

@@ -8,11 +8,14 @@ whitelisted client straight to an smtpd; here the supervisor hands a known clien
 worker, whose loop holds only such sessions and so answers at once.
 
 Known: in `domains.relay_networks` or `admission.allow_networks` (the administrator's own),
-or an address that had a message accepted lately (`hold.GreetedHold.vouch`). Nothing else
-changes for it: admission ran before (bans, caps, rates), and its session runs every check as
-in any worker. At most `LANE_SESSIONS` run in the lane at once (many addresses that each
-delivered once cannot fill it); past that, or while the lane worker is down (it is restarted
-like any worker), known clients go to the other workers as before.
+or an address that had a message accepted lately (`hold.GreetedHold.vouch`). A known client
+goes to the lane whenever it is up and has room, under a light load too (the supervisor then
+runs only strangers' sessions itself, and the lane's caches and downstream connections stay
+warm for the next flood). Nothing else changes for it: admission ran before (bans, caps,
+rates), and its session runs every check as in any worker. At most `LANE_SESSIONS` run in
+the lane at once (many addresses that each delivered once cannot fill it); past that, or
+while the lane worker is down (it is restarted like any worker), known clients go to the
+other workers as before.
 """
 
 from __future__ import annotations

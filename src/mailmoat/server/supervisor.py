@@ -236,10 +236,10 @@ class Supervisor(Front):
         if now - self._second >= 1.0:
             self._second, self._admitted = now, 0
         self._admitted += 1
-        light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
         known = self.lane.known(client)  # delivered lately, or ours: not a flood client
-        lane = None if light or not known else self._lane_room()  # a loop without the flood
-        if light or (lane is None and not self._live(False)):
+        lane = self._lane_room() if known else None  # a loop that never runs a flood's
+        light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
+        if lane is None and (light or not self._live(False)):
             self._run_here(sock, client, verdict, greeted)
             return
         holding = not known and (self.stress.active or self.hold.engaged())  # a flood seen
