@@ -21,12 +21,20 @@ other workers as before.
 from __future__ import annotations
 
 from ipaddress import ip_address
+from typing import Protocol, TypeVar
 
 from mailmoat.config import Settings
 from mailmoat.limits import LANE_SESSIONS
 from mailmoat.policy.base import Client
 from mailmoat.policy.networks import NetworkSet
 from mailmoat.server.hold import GreetedHold
+
+
+class _Worker(Protocol):
+    sessions: int
+
+
+W = TypeVar("W", bound=_Worker)
 
 
 class CleanLane:
@@ -57,6 +65,6 @@ class CleanLane:
         except ValueError:
             return False
 
-    def room(self, sessions: int) -> bool:
-        """Whether the lane worker, running `sessions`, takes one more."""
-        return sessions < LANE_SESSIONS
+    def pick(self, lane: list[W]) -> W | None:
+        """The lane's worker (`lane`: it, when it is up) if it has room for one more."""
+        return lane[0] if lane and lane[0].sessions < LANE_SESSIONS else None

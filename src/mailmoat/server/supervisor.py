@@ -224,11 +224,6 @@ class Supervisor(Front):
             if w is not None and w.ready and not w.link.closed and lane in (None, w.lane)
         ]
 
-    def _lane_room(self) -> WorkerProcess | None:
-        """The clean lane's worker, when it is up and has room."""
-        lane = self._live(True)
-        return lane[0] if lane and self.lane.room(lane[0].sessions) else None
-
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
         """Run the session here while few run here and few arrive, else hand it to a worker."""
@@ -237,7 +232,7 @@ class Supervisor(Front):
             self._second, self._admitted = now, 0
         self._admitted += 1
         known = self.lane.known(client)  # delivered lately, or ours: not a flood client
-        lane = self._lane_room() if known else None  # a loop that never runs a flood's
+        lane = self.lane.pick(self._live(True)) if known else None  # never runs a flood's
         light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
         if lane is None and (light or not self._live(False)):
             self._run_here(sock, client, verdict, greeted)
