@@ -329,7 +329,8 @@ class Row:
     idle: float = float("nan")
     """Share of the machine's CPU time left idle during the measurement, %."""
     loop_lags: list[float] = field(default_factory=list)
-    """Largest event-loop lag of each mailmoat process, ms: the supervisor, then the workers."""
+    """Largest event-loop lag of each mailmoat process, ms: the supervisor, the workers, then
+    the clean lane's worker (server.clean_lane)."""
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -413,6 +414,7 @@ async def run_scenario(
         reports = [await a.result() for a in attacks]
         lags = [float(snapshot.get("loop_lag_max_ms", counters["loop.lag_max_ms"]))]
         lags += [float(w.get("loop_lag_max_ms", 0)) for w in snapshot.get("workers", [])]
+        lags += [float(snapshot["lane"].get("loop_lag_max_ms", 0))] if "lane" in snapshot else []
         return Row(
             sc, legit_result, rss_start, mm.peak_rss, cpu, sink.max_concurrent,
             sink.delivered - messages0, reports, counters, probes, probe_failed, others,
@@ -600,7 +602,7 @@ def render(rows: list[Row], capacity: Capacity | None, args: argparse.Namespace)
             "| scenario | legit delivered | p50 ms | p99 ms | p99 / base | new connection "
             "greeted p50 / p99 ms | mailmoat RSS MiB (start→peak) | mailmoat CPU | "
             "other processes' CPU | machine idle | waited for a CPU ms/s (mailmoat / harness) | "
-            "loop lag max ms (supervisor / workers) | downstream peak conns | attack | "
+            "loop lag max ms (supervisor / workers / lane) | downstream peak conns | attack | "
             "mailmoat's defences |"
         )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -694,7 +696,7 @@ async def run_all(
             "   slowest legit messages (ms @ s): "
             + ", ".join(f"{lat * 1000:.0f} @ {t:.1f}" for lat, t in reversed(worst))
             + f"; mailmoat loop lag max {r.counters.get('loop.lag_max_ms')} ms"
-            + f" (supervisor / workers: {' / '.join(f'{lag:.0f}' for lag in r.loop_lags)})"
+            + f" (supervisor / workers / lane: {' / '.join(f'{lag:.0f}' for lag in r.loop_lags)})"
             + f"; machine idle {r.idle:.0f}%"
             + f"; waited for a CPU {r.cpu_wait[0]:.0f} ms/s (mailmoat), "
             f"{r.cpu_wait[1]:.0f} ms/s (harness)"

@@ -30,6 +30,10 @@ Internet."""
 # --- listening and accepting (server/listener, server/front) -----------------------------------
 ACCEPT_BATCH = 64
 """Connections accepted per turn of the event loop and listening socket."""
+ACCEPT_DRAIN = 512
+"""Connections the supervisor takes from the kernel's accept queue in one turn, so that a known
+client's among them is admitted at once (server/listener.py); the others wait their turn,
+ACCEPT_BATCH a turn."""
 LISTEN_BACKLOG = 4096
 """Kernel accept queue length asked for (Linux caps it at net.core.somaxconn)."""
 EMFILE_PAUSE = 0.5
@@ -78,6 +82,10 @@ the decision is made (`local_slots.LocalSlots`), so a burst that arrives at once
 LOCAL_RATE = 10
 """New connections a second up to which the supervisor still runs sessions itself; past it
 every connection goes to a worker, so the process that accepts for everyone runs none."""
+LANE_SESSIONS = 500
+"""Sessions the clean-lane worker (`server.clean_lane`) runs at once; known clients past it go
+to the other workers, so many addresses that each delivered once cannot crowd the lane out of
+its purpose (a quiet loop for the known senders)."""
 WORKER_SPREAD = 2
 """Sessions a worker may hold above the least busy one and still get the next connection
 because it had the last one."""

@@ -95,8 +95,8 @@ def _new(s: socket.socket) -> None:
     assert end.startswith(b"250"), end
 
 
-def _greeted(port: int) -> socket.socket:
-    s = connect(port)
+def _greeted(port: int, src: str = "127.0.0.1") -> socket.socket:
+    s = connect(port, src)
     assert read_reply(s).startswith(b"220 ")
     return s
 
@@ -139,7 +139,8 @@ def test_new_sessions_get_the_new_settings_and_old_ones_keep_theirs(tmp_path: Pa
         for s in [*held, in_worker, fresh]:
             s.close()
         _wait("no session open", lambda: srv.sessions() == (0, [0, 0]))
-        here = _greeted(srv.port)
+        # from a new address: 127.0.0.1 delivered, and a known client goes to the clean lane
+        here = _greeted(srv.port, "127.0.0.68")
         _wait("a session in the supervisor", lambda: srv.sessions() == (1, [0, 0]))
         _new(here)
         here.close()

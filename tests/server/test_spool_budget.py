@@ -134,7 +134,7 @@ def test_the_node_budget_is_split_among_the_worker_processes(tmp_path: Path) -> 
     # the supervisor's own few sessions: server.spool_memory each
     assert supervisor.local.spool_budget.limit == LOCAL_SESSIONS * settings.server.spool_memory
     sent = config.Settings.model_validate_json(supervisor._settings_json)
-    assert sent.server.workers == 4
+    assert sent.server.workers == 4 + 1  # the clean lane's worker (server.clean_lane) counted
     rest = 1_000_000 - LOCAL_SESSIONS * settings.server.spool_memory
-    assert spool_share(sent, worker=True) == rest // 4  # each worker a quarter of the rest
+    assert spool_share(sent, worker=True) == rest // 5  # each worker process a fifth of the rest
     assert spool_share(settings, worker=False) == 1_000_000  # one process: all of it

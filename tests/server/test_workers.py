@@ -46,10 +46,12 @@ class Served:
         return [int(w["pid"]) for w in self.stats()["workers"]]
 
     def sessions(self) -> tuple[int, list[int]]:
-        """Sessions open in the supervisor itself, and in each worker (one snapshot)."""
+        """Sessions open in the supervisor itself, and in each worker (one snapshot; the clean
+        lane's worker is in neither)."""
         doc = self.stats()
         workers = [int(w["sessions"]) for w in doc["workers"]]
-        return int(doc["gauges"]["sessions"]) - sum(workers), workers
+        lane = int(doc.get("lane", {}).get("sessions", 0))
+        return int(doc["gauges"]["sessions"]) - sum(workers) - lane, workers
 
     def fill_local(self, src: str = "127.0.0.20") -> list[Any]:
         """Idle sessions in the supervisor's own places, each awaited before the next
@@ -68,8 +70,8 @@ class Served:
     def wait_counter(self, name: str, value: int) -> None:
         _wait(lambda: self.counter(name) == value, f"counter {name} == {value}")
 
-    def send(self, rcpt: str = "alice@example.test") -> None:
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
+    def send(self, rcpt: str = "alice@example.test", src: str = "127.0.0.1") -> None:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10, source_address=(src, 0)) as s:
             s.sendmail("bob@sender.test", [rcpt], BODY)
 
 
@@ -358,14 +360,15 @@ def test_a_port_in_use_stops_the_workers_too(tmp_path: Path) -> None:
 
 def test_a_light_load_is_served_by_the_supervisor_without_a_hand_over(tmp_path: Path) -> None:
     with served(tmp_path) as srv:
-        for _ in range(5):  # one sender at a time
-            srv.send()
+        for i in range(5):  # one sender at a time (each new: one that delivered is known, and a
+            srv.send(src=f"127.0.0.{40 + i}")  # known client goes to the clean lane)
         names = os.listdir(srv.maildir / "new")
         supervisor = str(srv.stats()["pid"])
         assert len(names) == 5
         assert {n.split("P", 1)[1].split("R", 1)[0] for n in names} == {supervisor}
-        # two sessions in the supervisor's own places; the third is handed over
-        held = [*srv.fill_local("127.0.0.1"), _greeted(srv.port)]
+        # two sessions in the supervisor's own places; the third is handed over (from an
+        # address that has not delivered yet: 127.0.0.1's would go to the clean lane)
+        held = [*srv.fill_local("127.0.0.1"), _greeted(srv.port, "127.0.0.30")]
         _wait(lambda: sorted(srv.sessions()[1]) == [0, 1], "the third session in a worker")
         assert srv.sessions()[0] == LOCAL_SESSIONS
         for s in held:

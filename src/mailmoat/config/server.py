@@ -51,6 +51,10 @@ class ServerSettings(Section):
         le=64,
         description="Worker processes that run the sessions; a supervisor accepts, admits and hands each connection to one, so limits and bans hold across them (0 = one per CPU core; 1 = one process, no supervisor).",
     )
+    clean_lane: bool = Field(
+        default=True,
+        description="With worker processes: one more worker that serves only known clients (domains.relay_networks, admission.allow_networks and addresses that delivered a message lately), so their sessions never share an event loop with a flood's.",
+    )
     input_buffer: int = Field(
         default=64 * KiB,
         ge=4 * KiB,

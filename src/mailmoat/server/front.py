@@ -109,6 +109,8 @@ class Front:
         for name, read in getattr(store, "gauges", dict)().items():  # a shared store's own
             self.stats.gauge(name, read)
         self._greeting = greeting_bytes(settings.server.hostname)
+        # a client address admitted before the connections that wait (server/listener.py)
+        self.first: Callable[[str], bool] | None = None
         self._proxies = TrustedProxies(settings.server.proxy_protocol)
         self.spool_budget = SpoolBudget(spool_share(settings, defences is not None))
         self.stats.gauge("spool.memory", lambda: self.spool_budget.used)
@@ -122,7 +124,8 @@ class Front:
         try:
             for endpoint in self.settings.server.listen:
                 host, port = split_endpoint(endpoint)
-                self.servers.append(Listener(await open_sockets(host, port), self._accept))
+                sockets = await open_sockets(host, port)
+                self.servers.append(Listener(sockets, self._accept, self.first))
         except OSError:
             for listener in self.servers:
                 listener.close()

@@ -10,6 +10,13 @@ Here a listener accepts at most `BATCH` connections per turn (epoll is level-tri
 rest come next turn, after the other sessions had theirs), runs admission on the bare socket,
 and refuses with one `send()` of a prebuilt line and a `close()`: no transport, no protocol, no
 buffer, no timer. Only an admitted client gets a transport and a session.
+
+With a `first` test (the supervisor's: a known client, `server/lane.py`), a listener takes
+every connection waiting in the kernel's queue at once (up to `DRAIN`; an accept is a few
+microseconds, its admission or refusal a hundred): a known client's is admitted there and then,
+the others wait in the listener's own queue and are admitted `BATCH` a turn as before. So after
+a stall, a regular sender's connection does not wait behind the refusals of a flood's hundreds
+that reached the kernel before it.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import asyncio
 import errno
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from mailmoat import logs
 from mailmoat.limits import ACCEPT_BATCH as BATCH
+from mailmoat.limits import ACCEPT_DRAIN as DRAIN
 from mailmoat.limits import EMFILE_PAUSE
 from mailmoat.limits import LISTEN_BACKLOG as BACKLOG
 
@@ -73,9 +82,13 @@ class Listener:
         self,
         sockets: list[socket.socket],
         accept: Callable[[socket.socket, tuple[str, int]], None],
+        first: Callable[[str], bool] | None = None,
     ) -> None:
         self.sockets = sockets
         self._accept = accept
+        self._first = first  # a client address admitted before the connections waiting
+        self._waiting: deque[tuple[socket.socket, tuple[str, int]]] = deque()
+        self._later: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
         self._paused: asyncio.TimerHandle | None = None
         self.closed = False
@@ -92,19 +105,47 @@ class Listener:
             self._loop.add_reader(sock.fileno(), self._ready, sock)
 
     def _ready(self, sock: socket.socket) -> None:
-        for _ in range(BATCH):
-            try:
-                conn, address = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors or memory: stop accepting briefly rather than spin
-                    # (the connection cap is set to avoid this; the log says it happened).
-                    logs.event("accept_paused", logging.WARNING, error=str(err))
-                    self._pause()
-                return  # ECONNABORTED and friends: the client gave up, nothing to do
-            self._accept(conn, address)
+        if self._first is None:
+            for _ in range(BATCH):
+                got = self._take(sock)
+                if got is None:
+                    return
+                self._accept(*got)
+            return
+        for _ in range(DRAIN - len(self._waiting)):
+            got = self._take(sock)
+            if got is None:
+                break
+            if self._first(got[1][0]):
+                self._accept(*got)  # a known client: before those that came earlier
+            else:
+                self._waiting.append(got)
+        if self._later is None:  # else that turn's call admits them
+            self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        """Admit up to BATCH of the connections taken from the kernel; the rest next turn."""
+        self._later = None
+        for _ in range(min(BATCH, len(self._waiting))):
+            self._accept(*self._waiting.popleft())
+        if self._waiting and not self.closed:
+            self._later = self._loop.call_soon(self._admit_waiting)
+
+    def _take(self, sock: socket.socket) -> tuple[socket.socket, tuple[str, int]] | None:
+        """The next connection in the kernel's queue, or None (none there, or none possible)."""
+        try:
+            return sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                if self._waiting:  # taken ahead: each admitted or refused frees a descriptor
+                    return None
+                # Out of descriptors or memory: stop accepting briefly rather than spin
+                # (the connection cap is set to avoid this; the log says it happened).
+                logs.event("accept_paused", logging.WARNING, error=str(err))
+                self._pause()
+            return None  # ECONNABORTED and friends: the client gave up, nothing to do
 
     def _pause(self) -> None:
         for sock in self.sockets:
@@ -125,3 +166,7 @@ class Listener:
         for sock in self.sockets:
             self._loop.remove_reader(sock.fileno())
             sock.close()
+        if self._later is not None:
+            self._later.cancel()
+        while self._waiting:  # never admitted: nothing to give back
+            self._waiting.popleft()[0].close()

@@ -33,6 +33,7 @@ RESTART = (
     "server.listen",  # the listening sockets are bound once, before privileges are dropped
     "server.proxy_protocol",  # read by the listeners, which are set up once with them
     "server.workers",
+    "server.clean_lane",  # the lane is a worker process, started with the others
     "server.user",
     "server.group",
     "server.hostname",  # prebuilt into the greeting and the admission refusals

@@ -42,6 +42,7 @@ from mailmoat.policy.base import Client, Pipeline, Verdict
 from mailmoat.server.front import Front, local_spool_share, raise_fd_limit
 from mailmoat.server.gateway import Gateway
 from mailmoat.server.hold import VOUCHED, GreetedHold
+from mailmoat.server.lane import CleanLane
 from mailmoat.server.link import (
     Closed,
     Failed,
@@ -56,6 +57,7 @@ from mailmoat.server.link import (
 )
 from mailmoat.server.local_slots import LocalSlots
 from mailmoat.server.session import R_SHUTDOWN
+from mailmoat.server.worker_stats import add_worker
 from mailmoat.stats import merge_console, merge_histograms
 from mailmoat.store import open_store
 from mailmoat.store.remote import OPERATIONS
@@ -63,12 +65,13 @@ from mailmoat.store.remote import OPERATIONS
 
 class WorkerProcess:
     __slots__ = (
-        "failure", "index", "last", "link", "outbox", "pid", "proc", "ready", "sessions",
-        "settings",
+        "failure", "index", "lane", "last", "link", "outbox", "pid", "proc", "ready",
+        "sessions", "settings",
     )  # fmt: skip
 
-    def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], lane: bool = False) -> None:
         self.index = index
+        self.lane = lane  # the clean lane's worker (server/lane.py): known clients only
         self.proc = proc
         self.pid = proc.pid
         self.link: Link
@@ -86,7 +89,10 @@ class Supervisor(Front):
         super().__init__(settings, open_store(settings.store), time.monotonic)
         self.pipeline = Pipeline(self.defences.checks())
         self.size = workers
-        self.workers: list[WorkerProcess | None] = [None] * workers
+        self.hold = GreetedHold(self._talked, self._left)  # greeted, waiting for a first byte
+        self.lane = CleanLane(settings, workers, self.hold)
+        self.first = self.lane.known_address  # admitted before a flood's queued connections
+        self.workers: list[WorkerProcess | None] = [None] * (workers + (self.lane.index >= 0))
         self.connections: dict[int, tuple[Client, WorkerProcess]] = {}
         self.stopping = False
         self.admin: Any = None
@@ -108,11 +114,10 @@ class Supervisor(Front):
         # messages in memory up to server.spool_memory each, past that on disk; the workers
         # share the rest
         self.local.spool_budget.limit = local_spool_share(settings)
-        self.stats.gauge("workers.ready", lambda: len(self._live()))
+        self.stats.gauge("workers.ready", lambda: len(self._live(False)))
         self.stats.gauge("sessions.handed", lambda: len(self.connections))
         self.stats.gauge("sessions.local", lambda: self.slots.taken)
-        # greeted connections waiting for their client's first byte before a hand-over
-        self.hold = GreetedHold(self._talked, self._left)
+        self.stats.gauge("lane.ready", lambda: len(self._live(True)))  # 0 without a lane
         self.stats.gauge("connections.held", self.hold.__len__)
         self.stats.gauge("connections.hold_engaged", lambda: int(self.hold.engaged()))
 
@@ -122,10 +127,10 @@ class Supervisor(Front):
         self.fit_connection_cap(raise_fd_limit(), self.settings.relay.pool_size)
         await self.pipeline.start()
         await self.local.start()
-        for index in range(self.size):
+        for index in range(len(self.workers)):
             self._spawn(index)
         deadline = self.loop.time() + START_TIMEOUT
-        while len(self._live()) < self.size:
+        while len(self._live()) < len(self.workers):
             failed = [w.failure for w in self.workers if w is not None and w.failure]
             if failed or self.loop.time() > deadline:
                 await self.stop(0)
@@ -147,6 +152,7 @@ class Supervisor(Front):
             domains=self.settings.domains.local,
             max_connections=self.defences.admission.max_connections,
             workers=self.size,
+            clean_lane=self.lane.index >= 0,
             admin=self.settings.admin.listen or None,
             side=sides or None,
         )
@@ -154,8 +160,9 @@ class Supervisor(Front):
 
     def _for_workers(self, settings: Settings) -> bytes:
         """The settings a worker gets, as JSON: with how many they are (server.workers 0 is
-        resolved here), so each takes its share of server.spool_memory_total."""
-        server = settings.server.model_copy(update={"workers": self.size})
+        resolved here; the lane's counted), so each takes its share of
+        server.spool_memory_total."""
+        server = settings.server.model_copy(update={"workers": len(self.workers)})
         return settings.model_copy(update={"server": server}).model_dump_json().encode()
 
     # --------------------------------------------------------------- reload
@@ -167,6 +174,7 @@ class Supervisor(Front):
         if len(data) > MAX_MESSAGE - 1024:
             raise ValueError(f"configuration too large to pass to the workers ({len(data)} B)")
         await self.local.reload(settings)
+        self.lane.reload(settings)
         failed = await self.reload_sides(settings)
         self.settings = settings
         self._settings_json = data  # a worker started from now on gets these
@@ -198,7 +206,7 @@ class Supervisor(Front):
         assert proc.stdin is not None
         with proc.stdin:
             proc.stdin.write(self._settings_json)
-        worker = WorkerProcess(index, proc)
+        worker = WorkerProcess(index, proc, index == self.lane.index)
         worker.settings = self._settings_json
         worker.link = Link(
             ours,
@@ -208,8 +216,13 @@ class Supervisor(Front):
         )
         self.workers[index] = worker
 
-    def _live(self) -> list[WorkerProcess]:
-        return [w for w in self.workers if w is not None and w.ready and not w.link.closed]
+    def _live(self, lane: bool | None = None) -> list[WorkerProcess]:
+        """The workers up; `lane` True: the lane's only, False: the others only."""
+        return [
+            w
+            for w in self.workers
+            if w is not None and w.ready and not w.link.closed and lane in (None, w.lane)
+        ]
 
     # ------------------------------------------------------------- hand-over
     def admitted(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
@@ -218,17 +231,18 @@ class Supervisor(Front):
         if now - self._second >= 1.0:
             self._second, self._admitted = now, 0
         self._admitted += 1
+        known = self.lane.known(client)  # delivered lately, or ours: not a flood client
+        lane = self.lane.pick(self._live(True)) if known else None  # never runs a flood's
         light = self.slots.taken < LOCAL_SESSIONS and self._admitted <= LOCAL_RATE
-        if light or not self._live():
+        if lane is None and (light or not self._live(False)):
             self._run_here(sock, client, verdict, greeted)
             return
-        known = self.hold.vouched(client.address)  # delivered lately: not a flood client
         holding = not known and (self.stress.active or self.hold.engaged())  # a flood seen
         if greeted and holding and self.hold.hold(sock, client, self._hold_time()):
             return  # handed over once its client talks; closed here if it leaves
         if known:  # its worker starts it before the others that wait (gateway.adopt)
             client.tag(VOUCHED)
-        self._to_worker(sock, client, verdict, greeted)
+        self._to_worker(sock, client, verdict, greeted, lane)
         if known:  # its hand-over goes now, not after the rest of this turn's accepts
             self._hand_over()
 
@@ -239,7 +253,7 @@ class Supervisor(Front):
 
     def _talked(self, sock: socket.socket, client: Client) -> None:
         """A held client sent its first byte, or stayed silent to the end of its hold."""
-        if self._live():
+        if self._live(False):
             self._to_worker(sock, client, None, True)
         else:
             self._run_here(sock, client, None, True)
@@ -252,10 +266,18 @@ class Supervisor(Front):
         if logs.enabled(logging.DEBUG):
             logs.event("left_after_greeting", logging.DEBUG, client=client.address)
 
-    def _to_worker(self, sock: Any, client: Client, verdict: Verdict, greeted: bool) -> None:
+    def _to_worker(
+        self,
+        sock: Any,
+        client: Client,
+        verdict: Verdict,
+        greeted: bool,
+        worker: WorkerProcess | None = None,
+    ) -> None:
+        """Hand the connection to `worker` (default: the ordinary workers' `_choice`)."""
         self._next_id += 1
         client.conn_id = cid = self._next_id
-        worker = self._choice()[0]
+        worker = worker or self._choice()[0]
         if not self._outboxes:
             self.loop.call_soon(self._hand_over)
         self._outboxes.add(worker)
@@ -324,8 +346,8 @@ class Supervisor(Front):
         """The workers in the order to try: the one that had the last connection while it
         holds at most `SPREAD` more sessions than the least busy (under a light load one
         worker stays warm, its code in the caches and its CPU awake, and answers sooner than
-        one that slept), then the others, fewest sessions first."""
-        live = sorted(self._live(), key=lambda w: (w.sessions, -w.last))
+        one that slept), then the others, fewest sessions first. Never the lane's."""
+        live = sorted(self._live(False), key=lambda w: (w.sessions, -w.last))
         if len(live) > 1:
             recent = max(live, key=lambda w: w.last)
             if recent.sessions <= live[0].sessions + SPREAD and recent is not live[0]:
@@ -434,35 +456,15 @@ class Supervisor(Front):
             *(w.link.request("snapshot", timeout=SNAPSHOT_TIMEOUT) for w in live),
             return_exceptions=True,
         )
-        counters: dict[str, int] = doc["counters"]
-        gauges: dict[str, float] = doc["gauges"]
         doc["workers"] = []
         for worker, part in zip(live, answers, strict=True):
-            if isinstance(part, BaseException):
-                doc["workers"].append({"pid": worker.pid, "error": str(part)})
-                continue
-            mine = {k: part[k] for k in ("pid", "rss_kib", "cpu_seconds")}
-            gauges_of = part["gauges"]
-            doc["workers"].append(
-                mine
-                | {
-                    "sessions": gauges_of.get("sessions", 0),
-                    "loop_lag_max_ms": gauges_of.get("loop.lag_max_ms", 0),
-                }
-            )
-            doc["rss_kib"] += part["rss_kib"]
-            doc["cpu_seconds"] = round(doc["cpu_seconds"] + part["cpu_seconds"], 3)
-            for name, value in part["counters"].items():
-                counters[name] = counters.get(name, 0) + value
-            merge_histograms(doc["histograms"], part.get("histograms", {}))
-            merge_console(doc, part)
-            for name, value in part["gauges"].items():
-                if name in gauges and name.startswith("loop."):
-                    gauges[name] = max(gauges[name], value)
-                elif name not in ("stress.active",):
-                    gauges[name] = gauges.get(name, 0) + value
-        doc["counters"] = dict(sorted(counters.items()))
-        doc["gauges"] = dict(sorted(gauges.items()))
+            mine = add_worker(doc, worker.pid, part)
+            if worker.lane:
+                doc["lane"] = mine  # the clean lane's worker, beside the others
+            else:
+                doc["workers"].append(mine)
+        doc["counters"] = dict(sorted(doc["counters"].items()))
+        doc["gauges"] = dict(sorted(doc["gauges"].items()))
         return doc
 
     # ------------------------------------------------------------------ stop
