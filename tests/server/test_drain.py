@@ -111,6 +111,10 @@ def test_sigterm_drains_a_delivery_in_flight(
             assert slow.got_dot.wait(30), "the delivery never reached the downstream"
             proc.send_signal(signal.SIGTERM)  # while the downstream holds its answer
             answer = _reply(sock)
+            # then, the client still connected, the gateway says it stops and closes: the
+            # drain does not wait out drain_time on a client that keeps the connection
+            after = _reply(sock) if answer.startswith(b"250") else b""
+            closed = sock.recv(1) if after else b""
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
@@ -118,6 +122,8 @@ def test_sigterm_drains_a_delivery_in_flight(
         proc.communicate()
     if delivered:
         assert answer.startswith(b"250"), answer
+        assert after.startswith(b"421 4.3.2"), after
+        assert closed == b""
         assert slow.messages and slow.messages[0].endswith(b"hello\r\n")
     else:
         assert not answer.startswith(b"250"), answer  # 421 or closed: the sender retries

@@ -242,6 +242,10 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
                 if self._lost is not None:
                     self._free(*self._lost)
             self._waiting_since = self.host.loop.time()
+            if self._stopping and self.transport is not None:
+                self._flush()  # the answer to the work in flight (a delivery's 250), then 421
+                self.shutdown()
+                return
             if self.transport is not None:
                 self._rearm_timer()
                 if self._hold is None:
@@ -370,7 +374,9 @@ class SmtpSession(Deadlines, Refusals, Transactions, TlsUpgrade):
             self.transport.resume_reading()
 
     def shutdown(self) -> None:
-        """Server is stopping: refuse politely unless a delivery is in flight."""
+        """Server is stopping: refuse politely; with work in flight (a delivery), once it
+        has answered (the drain does not wait on a client that keeps the connection)."""
+        self._stopping = True
         if self._task is None and self.transport is not None:
             if self._hold is not None:
                 self._hold.cancel()

@@ -31,6 +31,7 @@ class SessionBase(asyncio.Protocol):
         "_pre_greeted",
         "_reading_paused",
         "_started",
+        "_stopping",
         "_task",
         "_timer",
         "_timer_at",
@@ -72,6 +73,7 @@ class SessionBase(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._delivering = False  # the message is with delivery: a lost client does not stop it
         self._lost: tuple[Exception | None] | None = None  # connection lost while work ran
+        self._stopping = False  # the server stops: close once the work in flight has answered
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when _timer fires
         self._hold: asyncio.TimerHandle | None = None  # a delay: greeting or reply held back
