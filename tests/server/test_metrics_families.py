@@ -21,7 +21,7 @@ from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import wait_until
 
 POOL = 3
-PROCESSES = 3  # the supervisor (it runs up to LOCAL_SESSIONS itself) and two workers
+PROCESSES = 4  # the supervisor (it runs up to LOCAL_SESSIONS itself), two workers, the lane
 
 
 def _send(port: int) -> int:

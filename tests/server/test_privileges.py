@@ -101,7 +101,7 @@ def test_binds_port_below_1024_then_runs_as_nobody(shared_dir: Path, workers: in
             message = b"Subject: x\r\n\r\nx\r\n"
             assert client.sendmail("bob@sender.test", ["alice@example.test"], message) == {}
         pids = [proc.pid, *_children(proc.pid)]
-        assert len(pids) == (3 if workers == 2 else 1)
+        assert len(pids) == (4 if workers == 2 else 1)  # supervisor, two workers, the lane
         for pid in pids:
             status = _status(pid)
             assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, (pid, status["Uid"])
