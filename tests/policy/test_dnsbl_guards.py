@@ -109,6 +109,8 @@ async def test_an_unanswered_list_defers_only_when_it_could_reach_the_threshold(
     outcome = await Rig(lists=lists, threshold=2).outcome(LISTED)
     assert outcome.result == "temperror" and "not answered: down.test" in outcome.reason
     assert (await Rig(lists=lists, threshold=3).rcpt(LISTED))[0] is None
+    # one unanswered list heavier than the rest: beyond the threshold defers too
+    assert (await Rig(lists=["bl.test*1", "down.test*3"], threshold=2).rcpt(LISTED))[0] == deferred
     # an allow list that could not be asked would only have lowered the weight
     assert (await Rig(lists=["bl.test*1", "down.test*-5"], threshold=2).rcpt(LISTED))[0] is None
 
@@ -164,6 +166,8 @@ async def test_under_score_the_weight_becomes_points_never_negative() -> None:
         ALLOWED
     )
     assert (allowed.result, allowed.points, allowed.pending) == ("pass", 0, 0)
+    clean = await Rig(lists=["bl.test*2"], action="score").outcome(CLEAN)
+    assert (clean.result, clean.points, clean.pending) == ("pass", 0, 0)
     unknown = await Rig(lists=["bl.test*1", "down.test*4"], threshold=9, action="score").outcome(
         LISTED
     )
