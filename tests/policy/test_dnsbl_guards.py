@@ -77,10 +77,13 @@ async def test_the_combined_weight_refuses_from_the_threshold_on() -> None:
     assert refused is not None and (refused.code, refused.enhanced) == (554, "5.7.1")
     assert f"[{LISTED}]" in str(refused) and "bl.test, bl2.test" in str(refused)
     assert (await Rig(lists=lists, threshold=4).rcpt(LISTED))[0] is None
+    assert (await Rig(lists=lists, threshold=2).rcpt(LISTED))[0] == refused  # and above it
     assert (await Rig(lists=lists, threshold=3).rcpt(CLEAN))[0] is None
     deferred, _ = await Rig(lists=lists, threshold=3, action="tempfail").rcpt(LISTED)
     assert deferred is not None and (deferred.code, deferred.enhanced) == (451, "4.7.1")
     assert (await Rig(lists=lists, threshold=3, action="log").rcpt(LISTED))[0] is None
+    below = await Rig(lists=lists, threshold=4, action="tempfail").outcome(LISTED)
+    assert (below.result, below.verdict) == ("pass", None)
 
 
 async def test_a_reply_outside_the_filter_is_no_listing() -> None:
