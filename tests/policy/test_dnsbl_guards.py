@@ -112,10 +112,14 @@ async def test_an_unanswered_list_defers_only_when_it_could_reach_the_threshold(
     outcome = await Rig(lists=lists, threshold=2).outcome(LISTED)
     assert outcome.result == "temperror" and "not answered: down.test" in outcome.reason
     assert (await Rig(lists=lists, threshold=3).rcpt(LISTED))[0] is None
+    assert (await Rig(lists=lists, threshold=3, action="tempfail").rcpt(LISTED))[0] is None
     # one unanswered list heavier than the rest: beyond the threshold defers too
     assert (await Rig(lists=["bl.test*1", "down.test*3"], threshold=2).rcpt(LISTED))[0] == deferred
     # an allow list that could not be asked would only have lowered the weight
     assert (await Rig(lists=["bl.test*1", "down.test*-5"], threshold=2).rcpt(LISTED))[0] is None
+    # and does not take away the weight of another one that could not be asked
+    both = ["bl.test*1", "down.test*1", "down2.test*-5"]
+    assert (await Rig(lists=both, threshold=2).rcpt(LISTED))[0] == deferred
 
 
 async def test_answers_are_kept_for_the_shortest_ttl_and_only_when_all_answered() -> None:
@@ -129,9 +133,12 @@ async def test_answers_are_kept_for_the_shortest_ttl_and_only_when_all_answered(
     assert (await rig.rcpt(LISTED))[0] is not None
     assert rig.dns.asked() == asked + 1  # the answer's TTL (60) is shorter than cache_ttl
     assert await rig.store.get(f"dnsbl:{LISTED}") is not None
-    # a miss is kept too (for cache_ttl at most), a result with an unanswered list never
+    # a miss is kept too, for its answer's (negative) TTL when shorter than cache_ttl
+    rig = Rig(lists=["bl.test"], cache_ttl=3600)
     await rig.rcpt(CLEAN)
-    assert await rig.store.get(f"dnsbl:{CLEAN}") is not None
+    kept = await rig.store.ttl(f"dnsbl:{CLEAN}")
+    assert kept is not None and 0 < kept < 3600
+    # a result with an unanswered list is never kept
     rig = Rig(lists=["bl.test", "down.test*-1"])
     await rig.rcpt(CLEAN)
     assert await rig.store.get(f"dnsbl:{CLEAN}") is None
@@ -165,6 +172,9 @@ async def test_under_score_the_weight_becomes_points_never_negative() -> None:
         LISTED
     )
     assert (outcome.result, outcome.points, outcome.pending) == ("listed", 3, 0)
+    assert outcome.reason == "score 3: bl.test=127.0.0.2, bl2.test=127.0.0.3"
+    light = await Rig(lists=["bl.test*1"], threshold=5, action="score").outcome(LISTED)
+    assert (light.result, light.points) == ("listed", 1)
     allowed = await Rig(lists=["wl.test*-2"], allowlist_threshold=-5, action="score").outcome(
         ALLOWED
     )
