@@ -1,7 +1,8 @@
 """Edges of the engine's pieces (smtp/readers.py, data.py, ...) that mutation testing
 (scripts/mutation) found no fixed test holding: the command after an over-long line whose end
 comes first in the next read is kept; a bare LF that starts a read of message data is refused
-(and ends the session) at once, whatever follows it."""
+(and ends the session) at once, whatever follows it; an address literal is IPv4 or tagged
+IPv6, never another tag read as IPv6."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mailmoat.config import SmtpSettings
 from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.data import DataReader, DataRefused
 from mailmoat.smtp.events import Rejected
-from mailmoat.smtp.readers import CommandLineReader
+from mailmoat.smtp.readers import CommandLineReader, read_path
 from mailmoat.smtp.writers import R_DATA_BARE_EOL, R_SYNTAX_LINE
 
 
@@ -46,3 +47,15 @@ def test_the_engine_limits_cannot_be_changed_in_place() -> None:
     limits = engine_limits(SmtpSettings())
     with pytest.raises(dataclasses.FrozenInstanceError):
         limits.max_errors = 1000  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("literal", ["[Tag1:::1]", "[ZZZZ:::1]", "[ipv4:::1]", "[IPv6:1.2.3.4]"])
+def test_an_address_literal_with_another_tag_is_refused(literal: str) -> None:
+    """RFC 5321 4.1.3: only "IPv6:" (any case) tags an IPv6 literal; the general form (a tag
+    registered with IANA) is not offered, so "[Tag1:::1]" is bad syntax, not ::1."""
+    limits = engine_limits(SmtpSettings())
+    found = read_path(f"<a@{literal}>", False, allow_null=False, what="recipient", limits=limits)
+    assert isinstance(found, Rejected) and found.reply.code == 501
+    for good in ("[IPv6:::1]", "[ipv6:2001:db8::1]", "[192.0.2.1]"):
+        path = read_path(f"<a@{good}>", False, allow_null=False, what="recipient", limits=limits)
+        assert path == (f"a@{good}", good.lower(), "")
