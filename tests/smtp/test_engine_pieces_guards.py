@@ -76,3 +76,5 @@ def test_postmaster_is_read_like_any_path_up_to_its_parameters() -> None:
     for arg in ("TO:<Postmaster> NOTIFY=NEVER", "TO:<a@b.test> NOTIFY=NEVER"):
         refused = rcpt(arg)
         assert isinstance(refused, Rejected) and refused.reply.code == 555, arg
+    refused = rcpt("TO:<postmaster>x")  # no space: not a parameter, bad syntax
+    assert isinstance(refused, Rejected) and refused.reply.code == 501
