@@ -193,6 +193,18 @@ async def test_a_server_without_esmtp_is_greeted_with_helo_and_has_no_extensions
     assert fake.lines[:3] == [b"EHLO gw.test", b"HELO gw.test", b"MAIL FROM:<alice@example.org>"]
 
 
+async def test_a_server_refusing_ehlo_and_helo_fails_the_connection_before_any_mail(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    """The HELO fallback refused too: no MAIL is sent, the connection fails (the sender gets a
+    4xx, the message is kept)."""
+    fake = await fake_downstream(ehlo=b"502 5.5.2 what is EHLO?\r\n", helo=b"554 5.7.1 not you\r\n")
+    with pytest.raises(DownstreamRefused):
+        await DownstreamClient.connect(make_settings(fake.port))
+    assert fake.lines[:2] == [b"EHLO gw.test", b"HELO gw.test"]
+    assert not any(line.startswith(b"MAIL") for line in fake.lines)
+
+
 @pytest.mark.parametrize("off", [1, -1])
 async def test_a_message_read_back_at_another_size_never_gets_its_final_dot(
     fake_downstream: FakeFactory,
