@@ -245,6 +245,34 @@ async def test_each_message_delivered_counts_once_for_the_pool(
     assert fake.delivered == 2
 
 
+async def test_starttls_off_never_starts_tls_even_when_offered(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(extensions=("STARTTLS",))
+    client = await DownstreamClient.connect(make_settings(fake.port, starttls="off"))
+    try:
+        assert not client.tls
+        await client.send(make_message(b"hi\r\n"))
+    finally:
+        await client.close()
+    assert b"STARTTLS" not in fake.lines and fake.delivered == 1
+
+
+async def test_a_message_of_exactly_the_downstream_size_limit_is_sent(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """RFC 1870: SIZE is the largest message the server takes; only a larger one is refused
+    before MAIL."""
+    message = make_message(b"hi\r\n")
+    fake = await fake_downstream(extensions=(f"SIZE {message.size}",))
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        tx = await client.send(message)
+    finally:
+        await client.close()
+    assert [r.code for r in tx.end] == [250] and fake.delivered == 1
+
+
 @pytest.mark.parametrize("off", [1, -1])
 async def test_a_message_read_back_at_another_size_never_gets_its_final_dot(
     fake_downstream: FakeFactory,
