@@ -193,6 +193,86 @@ async def test_a_server_without_esmtp_is_greeted_with_helo_and_has_no_extensions
     assert fake.lines[:3] == [b"EHLO gw.test", b"HELO gw.test", b"MAIL FROM:<alice@example.org>"]
 
 
+async def test_a_server_refusing_ehlo_and_helo_fails_the_connection_before_any_mail(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    """The HELO fallback refused too: no MAIL is sent, the connection fails (the sender gets a
+    4xx, the message is kept)."""
+    fake = await fake_downstream(ehlo=b"502 5.5.2 what is EHLO?\r\n", helo=b"554 5.7.1 not you\r\n")
+    with pytest.raises(DownstreamRefused):
+        await DownstreamClient.connect(make_settings(fake.port))
+    assert fake.lines[:2] == [b"EHLO gw.test", b"HELO gw.test"]
+    assert not any(line.startswith(b"MAIL") for line in fake.lines)
+
+
+async def test_the_ehlo_greeting_line_is_no_extension(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory
+) -> None:
+    """The first line of the EHLO reply is the server's name and greeting (RFC 5321 4.1.1.1),
+    whatever it says; the keywords are on the lines after it."""
+    fake = await fake_downstream(ehlo=b"250-STARTTLS says hello\r\n250 SIZE 1000\r\n")
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        assert client.extensions == {"SIZE": "1000"}
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("greeting", [b"211 status\r\n", b"214 help\r\n", b"554 go away\r\n"])
+async def test_a_greeting_other_than_220_is_a_refusal(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, greeting: bytes
+) -> None:
+    fake = await fake_downstream(greeting=greeting)
+    with pytest.raises(DownstreamRefused):
+        await DownstreamClient.connect(make_settings(fake.port))
+    assert fake.lines == []
+
+
+async def test_each_message_delivered_counts_once_for_the_pool(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """`transactions` is what the pool compares with `relay.max_messages` to retire a
+    connection."""
+    fake = await fake_downstream()
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        for n in (1, 2):
+            tx = await client.send(make_message(b"hi\r\n"))
+            assert [r.code for r in tx.end] == [250]
+            assert client.transactions == n
+    finally:
+        await client.close()
+    assert fake.delivered == 2
+
+
+async def test_starttls_off_never_starts_tls_even_when_offered(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    fake = await fake_downstream(extensions=("STARTTLS",))
+    client = await DownstreamClient.connect(make_settings(fake.port, starttls="off"))
+    try:
+        assert not client.tls
+        await client.send(make_message(b"hi\r\n"))
+    finally:
+        await client.close()
+    assert b"STARTTLS" not in fake.lines and fake.delivered == 1
+
+
+async def test_a_message_of_exactly_the_downstream_size_limit_is_sent(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, make_message: MessageFactory
+) -> None:
+    """RFC 1870: SIZE is the largest message the server takes; only a larger one is refused
+    before MAIL."""
+    message = make_message(b"hi\r\n")
+    fake = await fake_downstream(extensions=(f"SIZE {message.size}",))
+    client = await DownstreamClient.connect(make_settings(fake.port))
+    try:
+        tx = await client.send(message)
+    finally:
+        await client.close()
+    assert [r.code for r in tx.end] == [250] and fake.delivered == 1
+
+
 @pytest.mark.parametrize("off", [1, -1])
 async def test_a_message_read_back_at_another_size_never_gets_its_final_dot(
     fake_downstream: FakeFactory,

@@ -1,7 +1,9 @@
 """Edges of the engine's pieces (smtp/readers.py, data.py, ...) that mutation testing
 (scripts/mutation) found no fixed test holding: the command after an over-long line whose end
 comes first in the next read is kept; a bare LF that starts a read of message data is refused
-(and ends the session) at once, whatever follows it."""
+(and ends the session) at once, whatever follows it; an address literal is IPv4 or tagged
+IPv6, never another tag read as IPv6; <Postmaster> with what may follow a path is read as
+any other path's end."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import pytest
 from mailmoat.config import SmtpSettings
 from mailmoat.engine_limits import engine_limits
 from mailmoat.smtp.data import DataReader, DataRefused
-from mailmoat.smtp.events import Rejected
-from mailmoat.smtp.readers import CommandLineReader
+from mailmoat.smtp.events import RcptTo, Rejected
+from mailmoat.smtp.readers import CommandLineReader, read_path, read_rcpt
 from mailmoat.smtp.writers import R_DATA_BARE_EOL, R_SYNTAX_LINE
 
 
@@ -46,3 +48,33 @@ def test_the_engine_limits_cannot_be_changed_in_place() -> None:
     limits = engine_limits(SmtpSettings())
     with pytest.raises(dataclasses.FrozenInstanceError):
         limits.max_errors = 1000  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("literal", ["[Tag1:::1]", "[ZZZZ:::1]", "[ipv4:::1]", "[IPv6:1.2.3.4]"])
+def test_an_address_literal_with_another_tag_is_refused(literal: str) -> None:
+    """RFC 5321 4.1.3: only "IPv6:" (any case) tags an IPv6 literal; the general form (a tag
+    registered with IANA) is not offered, so "[Tag1:::1]" is bad syntax, not ::1."""
+    limits = engine_limits(SmtpSettings())
+    found = read_path(f"<a@{literal}>", False, allow_null=False, what="recipient", limits=limits)
+    assert isinstance(found, Rejected) and found.reply.code == 501
+    for good in ("[IPv6:::1]", "[ipv6:2001:db8::1]", "[192.0.2.1]"):
+        path = read_path(f"<a@{good}>", False, allow_null=False, what="recipient", limits=limits)
+        assert path == (f"a@{good}", good.lower(), "")
+
+
+def test_postmaster_is_read_like_any_path_up_to_its_parameters() -> None:
+    """RFC 5321 4.5.1: <Postmaster> must be accepted; a space after it is tolerated as after
+    any path, and a parameter after it is refused as after any path (555, not a 501)."""
+    limits = engine_limits(SmtpSettings())
+
+    def rcpt(arg: str) -> RcptTo | Rejected:
+        return read_rcpt(arg, False, esmtp=True, smtputf8=False, recipients=0, limits=limits)
+
+    assert rcpt("TO:<Postmaster>") == RcptTo("Postmaster", "")
+    assert rcpt("TO:<postmaster> ") == RcptTo("Postmaster", "")
+    assert rcpt("TO:<a@b.test> ") == RcptTo("a@b.test", "b.test")
+    for arg in ("TO:<Postmaster> NOTIFY=NEVER", "TO:<a@b.test> NOTIFY=NEVER"):
+        refused = rcpt(arg)
+        assert isinstance(refused, Rejected) and refused.reply.code == 555, arg
+    refused = rcpt("TO:<postmaster>x")  # no space: not a parameter, bad syntax
+    assert isinstance(refused, Rejected) and refused.reply.code == 501

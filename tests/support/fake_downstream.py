@@ -36,6 +36,8 @@ class FakeDownstream:
     'stray': write a 250 once some message data came in, before the final dot."""
     ehlo: bytes | None = None
     """Raw answer to EHLO/LHLO instead of the extensions (a 5xx: an old server, HELO only)."""
+    helo: bytes = b"250 fake.test\r\n"
+    """Raw answer to HELO."""
     starttls: bytes | None = None
     """Raw answer to STARTTLS (for injection tests); STARTTLS must be in `extensions`."""
     command_delay: float = 0.0
@@ -123,7 +125,7 @@ class FakeDownstream:
                 if verb in (b"EHLO", b"LHLO") and self.ehlo is not None:
                     writer.write(self.ehlo)
                 elif verb == b"HELO":
-                    writer.write(b"250 fake.test\r\n")
+                    writer.write(self.helo)
                 elif verb in (b"EHLO", b"LHLO"):
                     ext = ["fake.test", *self.extensions]
                     out = "".join(
