@@ -8,6 +8,7 @@ and hands it over (`adopt`), and the defences' shared state lives with the super
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 import time
@@ -27,7 +28,7 @@ from mailmoat.relay import make_delivery
 from mailmoat.relay.base import Delivery
 from mailmoat.relay.capabilities import CapabilityCheck
 from mailmoat.server.figures import watch_dns, watch_pool
-from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit
+from mailmoat.server.front import R_CONNECT_ERROR, Front, raise_fd_limit, wire
 from mailmoat.server.hold import VOUCHED
 from mailmoat.server.host import HostState
 from mailmoat.server.reload import reconfigure_defences
@@ -238,7 +239,13 @@ class Gateway(Front):
         except asyncio.CancelledError:
             self._refuse(sock, client, None)
             raise
-        except Exception:
+        except OSError:  # the client left before its session began
+            sock.close()
+            state.pipeline.disconnect(client)
+        except Exception:  # a fault of ours: said in the log and to the client, never silent
+            logs.log.exception("cannot start a session for %s", client.address)
+            with contextlib.suppress(OSError):
+                sock.send(wire(R_CONNECT_ERROR), socket.MSG_DONTWAIT)
             sock.close()
             state.pipeline.disconnect(client)
 
