@@ -517,3 +517,18 @@ async def test_a_connection_holding_an_unread_reply_is_not_usable(sent: bytes) -
         await asyncio.wait_for(reader.lost, 10)
     finally:
         theirs.close()
+
+
+@pytest.mark.parametrize("mode", ["opportunistic", "require"])
+async def test_a_reply_injected_after_the_starttls_go_ahead_fails_the_connection(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, mode: str
+) -> None:
+    """Bytes that come in plaintext after the 220 to STARTTLS (CVE-2011-0411's injection)
+    would be read as replies inside TLS: the connection fails before the handshake, in every
+    mode, and no mail goes out."""
+    fake = await fake_downstream(
+        extensions=("STARTTLS",), starttls=b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n"
+    )
+    with pytest.raises(ProtocolViolation):
+        await DownstreamClient.connect(make_settings(fake.port, starttls=mode))
+    assert [line.split(b" ")[0] for line in fake.lines] == [b"EHLO", b"STARTTLS"]
