@@ -156,3 +156,12 @@ async def test_with_spf_and_the_policy_at_hand_the_check_decides_at_once() -> No
     msg = Message(Envelope("a@soft.test", ["b@x.test"]), spool, "Q1")
     assert check.message(client, msg) is None  # a verdict, not a task
     assert st.ready(DMARC).result == "pass"  # type: ignore[union-attr]
+
+
+def test_a_from_field_the_address_parser_fails_on_is_unreadable() -> None:
+    """email.utils.getaddresses raises RecursionError on 1,100 ":": that author is one the
+    check cannot read (refused under DMARC), not a crash of the check."""
+    field = b"From: " + b":" * 900 + b"\r\n " + b":" * 200 + b"\r\n"
+    assert _authors(field) == [UNREADABLE]
+    found = _without_policy(_authors(field))
+    assert found is not None and found.reason == UNREADABLE_AUTHOR
