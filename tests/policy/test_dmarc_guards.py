@@ -203,3 +203,9 @@ def test_the_author_domains_past_the_bound_outrank_a_temporary_error_under_rejec
     results = [_r("temperror", "reject", "a.example")]
     domains = [f"d{i}.example" for i in range(MAX_AUTHOR_DOMAINS + 1)]
     assert combined(results, domains).result == "permerror"
+
+
+def test_a_temporary_error_under_reject_outranks_a_failure_under_quarantine() -> None:
+    """The policy that may reject asks a 4xx; a failure under quarantine only scores."""
+    results = [_r("fail", "quarantine", "a.example"), _r("temperror", "reject", "b.example")]
+    assert strictest(results).domain == "b.example"
