@@ -19,7 +19,7 @@ import inspect
 from mailmoat import config
 from mailmoat.dns import Status
 from mailmoat.headers import scan
-from mailmoat.limits import DMARC_CACHED_LENGTH
+from mailmoat.limits import DMARC_CACHED_LENGTH, MAX_AUTHOR_DOMAINS
 from mailmoat.message import Envelope, Message, Spool
 from mailmoat.policy import dmarc
 from mailmoat.policy.base import Client
@@ -30,6 +30,7 @@ from mailmoat.policy.dmarc import (
     DmarcCheck,
     _without_policy,
     author_domains,
+    combined,
     judge,
     strictest,
 )
@@ -156,3 +157,55 @@ async def test_with_spf_and_the_policy_at_hand_the_check_decides_at_once() -> No
     msg = Message(Envelope("a@soft.test", ["b@x.test"]), spool, "Q1")
     assert check.message(client, msg) is None  # a verdict, not a task
     assert st.ready(DMARC).result == "pass"  # type: ignore[union-attr]
+
+
+def test_a_from_field_the_address_parser_fails_on_is_unreadable() -> None:
+    """email.utils.getaddresses raises RecursionError on 1,100 ":": that author is one the
+    check cannot read (refused under DMARC), not a crash of the check."""
+    field = b"From: " + b":" * 900 + b"\r\n " + b":" * 200 + b"\r\n"
+    assert _authors(field) == [UNREADABLE]
+    found = _without_policy(_authors(field))
+    assert found is not None and found.reason == UNREADABLE_AUTHOR
+
+
+async def test_a_failure_under_p_none_gets_no_quarantine_points() -> None:
+    """p=none asks for nothing: a message failing DMARC there is logged, never scored with
+    the quarantine points (a domain's monitoring mode must not cost its mail anything)."""
+    settings = config.build({"dmarc": {"quarantine_action": "score", "quarantine_points": 3}})
+    karma = Karma(settings.score)
+    check = DmarcCheck(settings.dmarc, fake_resolver(world()), karma)
+    client = Client("192.0.2.82", 1)
+    st = karma.state(client)
+    done: asyncio.Future[SpfResults] = asyncio.get_running_loop().create_future()
+    done.set_result(SpfResults(SpfResult("mailfrom", "none.test", "fail"), None))
+    st.start(SPF, done)
+    spool = Spool()
+    spool.write(message("a@none.test"))  # none.test: p=none
+    decided = check.message(client, Message(Envelope("a@none.test", ["b@x.test"]), spool, "Q2"))
+    assert (await decided if inspect.isawaitable(decided) else decided) is None
+    assert (st.ready(DMARC).result, st.totals()) == ("fail", (0, 0))  # type: ignore[union-attr]
+
+
+def _r(result: str, policy: str, domain: str) -> DmarcResult:
+    disposition = policy if result in ("fail", "permerror") else "none"
+    return DmarcResult(result, domain, policy, disposition)
+
+
+def test_a_temporary_error_under_quarantine_outranks_a_failure_under_p_none() -> None:
+    """A 4xx (the policy may quarantine) asks more than a failure under p=none (nothing)."""
+    results = [_r("fail", "none", "a.example"), _r("temperror", "quarantine", "b.example")]
+    assert strictest(results).domain == "b.example"
+
+
+def test_the_author_domains_past_the_bound_outrank_a_temporary_error_under_reject() -> None:
+    """Past MAX_AUTHOR_DOMAINS the others count as failing under reject: a refusal, which
+    asks more than the 4xx of a temporary error under reject."""
+    results = [_r("temperror", "reject", "a.example")]
+    domains = [f"d{i}.example" for i in range(MAX_AUTHOR_DOMAINS + 1)]
+    assert combined(results, domains).result == "permerror"
+
+
+def test_a_temporary_error_under_reject_outranks_a_failure_under_quarantine() -> None:
+    """The policy that may reject asks a 4xx; a failure under quarantine only scores."""
+    results = [_r("fail", "quarantine", "a.example"), _r("temperror", "reject", "b.example")]
+    assert strictest(results).domain == "b.example"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 import pytest
@@ -26,7 +27,7 @@ from mailmoat.relay.client_errors import (
 )
 from mailmoat.relay.reply_reader import ReplyReader
 from mailmoat.relay.smtp_client import DownstreamClient
-from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory
+from tests.relay.relay_support import FakeFactory, MessageFactory, SettingsFactory, TLSFiles
 from tests.support.waiting import wait_for
 
 
@@ -425,3 +426,109 @@ async def test_a_connection_found_dead_at_mail_is_stale_only_if_reused(
         finally:
             await client.close()
     assert fake.delivered == 1
+
+
+@pytest.mark.parametrize("answer", [b"211 2.0.0 status\r\n", b"214 2.0.0 help\r\n"])
+async def test_only_220_to_starttls_starts_tls(
+    fake_downstream: FakeFactory,
+    make_settings: SettingsFactory,
+    make_message: MessageFactory,
+    answer: bytes,
+) -> None:
+    """RFC 3207: 220 is the go-ahead; any other answer to STARTTLS is a refusal, so an
+    opportunistic client carries on in plaintext instead of starting a handshake the server
+    never expects (which would defer the message)."""
+    fake = await fake_downstream(extensions=("STARTTLS",), starttls=answer)
+    client = await DownstreamClient.connect(make_settings(fake.port, starttls="opportunistic"))
+    try:
+        assert not client.tls
+        tx = await client.send(make_message(b"hi\r\n"))
+    finally:
+        await client.close()
+    assert [r.code for r in tx.end] == [250] and fake.delivered == 1
+
+
+async def test_close_returns_when_a_tls_downstream_never_finishes_closing(
+    make_settings: SettingsFactory, tls_files: TLSFiles
+) -> None:
+    """A downstream that answers QUIT, then neither closes nor answers the TLS close_notify
+    (it stops reading): close() gives up after its timeout, drops the connection and returns;
+    it never raises TimeoutError into the pool."""
+    stopping = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 tls.test ESMTP\r\n")
+            tls = False
+            while line := await reader.readline():
+                verb = line.split()[0].upper() if line.split() else b""
+                if verb == b"EHLO":
+                    writer.write(
+                        b"250 tls.test\r\n" if tls else b"250-tls.test\r\n250 STARTTLS\r\n"
+                    )
+                elif verb == b"STARTTLS":
+                    writer.write(b"220 2.0.0 go ahead\r\n")
+                    await writer.drain()
+                    await writer.start_tls(tls_files.server_context())
+                    tls = True
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    writer.transport.pause_reading()  # the close_notify is never read
+                    await stopping.wait()
+                    return
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        settings = make_settings(port, starttls="require", tls_verify=False)
+        client = await DownstreamClient.connect(settings)
+        assert client.tls and client.usable
+        await client.close(0.5)
+        assert not client.usable
+    finally:
+        stopping.set()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("sent", [b"250 2.0.0 Ok\r\n", b"25"], ids=["reply", "half"])
+async def test_a_connection_holding_an_unread_reply_is_not_usable(sent: bytes) -> None:
+    """A reply (or half of one) that arrived and was not read yet, on a connection still
+    open: taken for idle and healthy, the pool would reuse it and that stale reply would
+    answer the next command."""
+    ours, theirs = socket.socketpair()
+    try:
+        loop = asyncio.get_running_loop()
+        transport, reader = await loop.connect_accepted_socket(ReplyReader, ours)
+        reader.owed = 1  # one command written, its answer not read
+        client = DownstreamClient(build({}), transport, reader)
+        assert client.usable
+        theirs.sendall(sent)
+        await wait_for(lambda: reader.replies or reader.partial, "the bytes to arrive")
+        assert not transport.is_closing() and reader.error is None
+        assert not client.usable
+        transport.close()
+        await asyncio.wait_for(reader.lost, 10)
+    finally:
+        theirs.close()
+
+
+@pytest.mark.parametrize("mode", ["opportunistic", "require"])
+async def test_a_reply_injected_after_the_starttls_go_ahead_fails_the_connection(
+    fake_downstream: FakeFactory, make_settings: SettingsFactory, mode: str
+) -> None:
+    """Bytes that come in plaintext after the 220 to STARTTLS (CVE-2011-0411's injection)
+    would be read as replies inside TLS: the connection fails before the handshake, in every
+    mode, and no mail goes out."""
+    fake = await fake_downstream(
+        extensions=("STARTTLS",), starttls=b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n"
+    )
+    with pytest.raises(ProtocolViolation):
+        await DownstreamClient.connect(make_settings(fake.port, starttls=mode))
+    assert [line.split(b" ")[0] for line in fake.lines] == [b"EHLO", b"STARTTLS"]
