@@ -20,6 +20,7 @@ from mailmoat.policy.score import Karma, Outcome
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import Reply
 from mailmoat.store.memory import MemoryStore
+from tests.support.clock import Clock
 from tests.support.fake_dns import ZoneNameserver, resolver
 
 LISTED = "127.0.0.5"
@@ -36,14 +37,6 @@ RECORDS = [
 ]
 # down.test is served by no one: REFUSED, a temporary error for mailmoat's resolver
 ZONES = ("bl.test", "bl2.test", "wl.test")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:

@@ -22,6 +22,7 @@ from mailmoat.policy.results import ALLOWLISTED, Iprev
 from mailmoat.policy.score import R_DNS_TEMP, Karma, Outcome
 from mailmoat.smtp.events import RcptTo
 from mailmoat.smtp.replies import Reply
+from tests.support.clock import Clock
 from tests.support.fake_dns import ZoneNameserver, resolver
 
 TTL = 60
@@ -48,14 +49,6 @@ RECORDS = [
     *(f"address=/e{i:02}.good.test/127.0.0.99" for i in range(FCRDNS_MAX_NAMES + 2)),
 ]
 ZONES = ("good.test", "in-addr.arpa")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:
