@@ -77,9 +77,8 @@ class Client:
     and one per session costs less than a set, and nothing for the garbage collector)."""
 
     def __post_init__(self) -> None:
-        ip = ip_address(self.address.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = address_ip(self.address)
+        if ip.version == 4 and ":" in self.address:  # IPv4-mapped: named as the IPv4 it is
             self.address = str(ip)
         self.ip = ip
 
@@ -239,6 +238,12 @@ class Pipeline:
     async def close(self) -> None:
         for check in reversed(self.checks):
             await check.close()
+
+
+def address_ip(address: str) -> IPv4Address | IPv6Address:
+    """A client's address as an IP (a link-local zone dropped, IPv4-mapped as IPv4);
+    ValueError when it is none."""
+    return plain_ip(ip_address(address.split("%", 1)[0]))
 
 
 def plain_ip(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:

@@ -20,12 +20,11 @@ other workers as before.
 
 from __future__ import annotations
 
-from ipaddress import ip_address
 from typing import Protocol, TypeVar
 
 from mailmoat.config import Settings
 from mailmoat.limits import LANE_SESSIONS
-from mailmoat.policy.base import Client
+from mailmoat.policy.base import Client, address_ip
 from mailmoat.policy.networks import NetworkSet
 from mailmoat.server.hold import GreetedHold
 
@@ -61,7 +60,7 @@ class CleanLane:
         if not self.relay:
             return False
         try:
-            return ip_address(address.split("%", 1)[0]) in self.relay
+            return address_ip(address) in self.relay
         except ValueError:
             return False
 
